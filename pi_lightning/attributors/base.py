@@ -1,0 +1,127 @@
+"""The shared interface of every attribution method, and the registry that finds them by name.
+
+Captum-style: method settings (model, tokenizer, granularity, template, mask, output kind,
+token budget, method options) go to the constructor; per-call data (texts, targets) to one
+``attribute(...)`` method that returns one :class:`~pi_lightning.result.Attribution` per text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from pi_lightning.features import Features, Featurizer
+from pi_lightning.inference import OUTPUTS, ClassifierAdapter, transform_outputs
+from pi_lightning.masking import DEFAULT_MASK, Masker
+from pi_lightning.result import Attribution
+
+__all__ = ["Attributor", "register", "get_attributor", "available_methods", "Target"]
+
+Target = "int | Sequence[int] | str"
+
+_REGISTRY: dict[str, type[Attributor]] = {}
+
+
+def register(cls: type[Attributor]) -> type[Attributor]:
+    """Class decorator: make an attributor selectable by its ``name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"Two attributors are named {cls.name!r}: {_REGISTRY[cls.name].__name__}, {cls.__name__}.")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_methods() -> list[str]:
+    """Names accepted by :func:`get_attributor`, the callbacks and the recipes."""
+    import pi_lightning.attributors  # noqa: F401  (registers the built-in methods)
+
+    return sorted(_REGISTRY)
+
+
+def get_attributor(name: str, model, tokenizer, **kwargs) -> Attributor:
+    """Build the attributor registered as ``name`` (see :func:`available_methods`)."""
+    methods = available_methods()
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown attribution method {name!r}: expected one of {', '.join(methods)}.")
+    return _REGISTRY[name](model, tokenizer, **kwargs)
+
+
+class Attributor:
+    """Base class: explains a decoder-only classifier's predictions on texts.
+
+    Args:
+        model: a transformers decoder-only ``*ForSequenceClassification`` (or its peft wrapper).
+        tokenizer: its fast tokenizer.
+        granularity: ``"token"``, ``"word"`` or ``"sentence"``.
+        template: fixed context around the attributed text, with one ``{text}`` placeholder.
+        mask: what replaces an inactive feature (see :class:`~pi_lightning.masking.Masker`).
+        output: ``"prob"``, ``"logits"`` or ``"log_odds"``: the model output that is attributed.
+        max_tokens: token budget per forward batch.
+    """
+
+    name: ClassVar[str] = ""
+    #: Cost in forward-pass equivalents, as the paper's Cost column writes it ("0", "1x", "2n", ...).
+    cost: ClassVar[str] = ""
+
+    def __init__(self, model, tokenizer, *, granularity: str = "word", template: str = "{text}",
+                 mask: str | int | None = DEFAULT_MASK, output: str = "prob", max_tokens: int = 8192) -> None:
+        if output not in OUTPUTS:
+            raise ValueError(f"Unknown output {output!r}: expected one of {', '.join(OUTPUTS)}.")
+        self.adapter = ClassifierAdapter(model, max_tokens=max_tokens)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.output = output
+        self.featurizer = Featurizer(tokenizer, granularity, template, max_length=self.adapter.max_length)
+        self.masker = Masker(tokenizer, mask)
+
+    def forward_equivalents(self, n: int) -> float:
+        """Cost for a text of ``n`` features in forward-pass equivalents (backward = 1 forward)."""
+        c = self.cost.strip()
+        if c.endswith("n"):
+            return float(c[:-1] or 1) * n
+        if c.endswith("x"):
+            return float(c[:-1])
+        return float(c or 0)
+
+    def featurize(self, texts: str | Features | Sequence[str | Features]) -> list[Features]:
+        """Featurize texts (already featurized ones pass through)."""
+        if isinstance(texts, (str, Features)):
+            texts = [texts]
+        return [t if isinstance(t, Features) else self.featurizer(t) for t in texts]
+
+    def resolve_targets(self, target, count: int, final_logits: torch.Tensor | None = None) -> list[int]:
+        """Targets per example from ``"predicted"``, one class index, or one index per example."""
+        C = self.adapter.num_labels
+        if isinstance(target, str):
+            if target != "predicted":
+                raise ValueError(f"target must be 'predicted', a class index or one index per text, got {target!r}.")
+            if final_logits is None:
+                raise ValueError("target='predicted' needs the unmasked predictions.")
+            return [int(i) for i in final_logits.argmax(-1).tolist()]
+        if isinstance(target, torch.Tensor):
+            target = target.tolist()
+        targets = [target] * count if isinstance(target, int) else list(target)
+        if len(targets) != count:
+            raise ValueError(f"Got {len(targets)} targets for {count} texts: give one per text, or a single int.")
+        for t in targets:
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < C:
+                raise ValueError(f"Target class {t!r} is not a class index in 0..{C - 1}.")
+        return [int(t) for t in targets]
+
+    def outputs(self, logits: torch.Tensor, target: int) -> torch.Tensor:
+        """The attributed output of class ``target`` from logits ``(..., C)``."""
+        return transform_outputs(logits, self.output)[..., target]
+
+    def attribute(self, texts, target="predicted") -> list[Attribution]:
+        """Explain the model's output for ``target`` on each text.
+
+        Args:
+            texts: a text, a list of texts, or already built :class:`~pi_lightning.features.Features`.
+            target: ``"predicted"`` (the model's predicted class), a class index, or one per text
+                (e.g. the true labels).
+
+        Returns:
+            One :class:`~pi_lightning.result.Attribution` per text, in order.
+        """
+        raise NotImplementedError

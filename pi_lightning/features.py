@@ -1,0 +1,243 @@
+"""Turn a text into attributable features with their token spans.
+
+Every attribution method in pi_lightning explains a prediction in terms of *features*: tokens,
+words or sentences of the attributed text. This module builds them once, from the fast
+tokenizer's offset mapping, so that every method, the masking function and the metrics agree on
+what feature ``i`` is and which tokens it owns.
+
+The model input is laid out as ``prefix + text + suffix`` where the prefix and suffix come from a
+template (``"Review: {text}\\nSentiment:"``) and are a fixed, non-attributed context. The three
+pieces are tokenized separately and concatenated, so a feature's tokens never straddle the
+context; whitespace at the end of the prefix is moved to the start of the text so that byte-BPE
+tokenizers (GPT-2, Llama-3, SmolLM) see their usual leading-space tokens.
+
+A token belongs to the feature (word or sentence) that contains its first non-space character.
+A feature starts at the first token that reaches a new unit, so byte-fallback tokens that share
+one character and tokens that cover two units stay whole (the units merge instead).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Features", "Featurizer", "GRANULARITIES"]
+
+GRANULARITIES = ("token", "word", "sentence")
+
+# A word is a run of letters/digits (with inner apostrophes or hyphens), or one run of punctuation.
+_WORD_RE = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*|[^\w\s]+|_+")
+# A sentence ends after . ! ? (optionally followed by closing quotes/brackets) and whitespace,
+# or at a blank line.
+_SENTENCE_RE = re.compile(r"\S.*?(?:[.!?]+['\")\]]*(?=\s|$)|(?=\n\s*\n)|$)", re.S)
+
+
+@dataclass(frozen=True)
+class Features:
+    """A text split into attributable features, with the model input that contains it.
+
+    Attributes:
+        text: the attributed text as given.
+        input_ids: token ids of the whole model input (prefix, text, suffix).
+        spans: for each feature, its ``[start, end)`` token range in ``input_ids``.
+        char_spans: for each feature, its ``[start, end)`` character range in ``text``.
+        context_end: number of tokens before the first feature (prefix, incl. BOS).
+        suffix_start: index in ``input_ids`` where the suffix begins.
+        granularity: ``"token"``, ``"word"`` or ``"sentence"``.
+        space_before: for each feature, whether whitespace precedes it in the model input
+            (the masking function uses it to tokenize the mask the way the feature was).
+    """
+
+    text: str
+    input_ids: tuple[int, ...]
+    spans: tuple[tuple[int, int], ...]
+    char_spans: tuple[tuple[int, int], ...]
+    context_end: int
+    suffix_start: int
+    granularity: str
+    space_before: tuple[bool, ...]
+
+    @property
+    def n(self) -> int:
+        """Number of features."""
+        return len(self.spans)
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """Display text of each feature."""
+        return tuple(self.text[a:b] for a, b in self.char_spans)
+
+    @property
+    def ends(self) -> tuple[int, ...]:
+        """Token index of the last token of each feature (where intermediate predictions are read)."""
+        return tuple(e - 1 for _, e in self.spans)
+
+    @property
+    def prefix_ids(self) -> tuple[int, ...]:
+        return self.input_ids[: self.context_end]
+
+    @property
+    def suffix_ids(self) -> tuple[int, ...]:
+        return self.input_ids[self.suffix_start :]
+
+    def feature_ids(self, i: int) -> tuple[int, ...]:
+        a, b = self.spans[i]
+        return self.input_ids[a:b]
+
+
+class Featurizer:
+    """Builds :class:`Features` for texts with one tokenizer, granularity and template.
+
+    Args:
+        tokenizer: a Hugging Face *fast* tokenizer (needs ``return_offsets_mapping``).
+        granularity: ``"token"``, ``"word"`` or ``"sentence"``.
+        template: a string with exactly one ``{text}`` placeholder; what is around it is fixed,
+            non-attributed context. ``"{text}"`` means no context.
+        max_length: the model's context length; longer inputs are truncated (the attributed text
+            is cut, the context kept) with a single warning. ``None`` reads
+            ``tokenizer.model_max_length`` when it is a real limit.
+
+    Example:
+        >>> from pi_lightning.testing import tiny_tokenizer
+        >>> fz = Featurizer(tiny_tokenizer("gpt2"), granularity="word")
+        >>> fz("a good movie, really.").texts
+        ('a', 'good', 'movie', ',', 'really', '.')
+    """
+
+    def __init__(self, tokenizer, granularity: str = "word", template: str = "{text}",
+                 max_length: int | None = None) -> None:
+        if granularity not in GRANULARITIES:
+            raise ValueError(
+                f"Unknown granularity {granularity!r}: expected one of {', '.join(GRANULARITIES)}."
+            )
+        if not isinstance(template, str) or template.count("{text}") != 1:
+            raise ValueError(
+                f"template must contain exactly one '{{text}}' placeholder, got {template!r}. "
+                "Example: 'Review: {text}\\nSentiment:'."
+            )
+        if not getattr(tokenizer, "is_fast", False):
+            raise TypeError(
+                f"pi_lightning needs a fast tokenizer (offset mappings), got {type(tokenizer).__name__}. "
+                "Load it with AutoTokenizer.from_pretrained(..., use_fast=True)."
+            )
+        self.tokenizer = tokenizer
+        self.granularity = granularity
+        self.template = template
+        if max_length is None:
+            tml = getattr(tokenizer, "model_max_length", None)
+            max_length = tml if isinstance(tml, int) and tml < 10**7 else None
+        self.max_length = max_length
+        self._warned_truncation = False
+        prefix, suffix = template.split("{text}")
+        stripped = prefix.rstrip()
+        self._lead_ws = prefix[len(stripped):]
+        self._prefix_ids = self._encode(stripped, special=True)
+        self._suffix_ids = self._encode(suffix, special=False) if suffix else []
+
+    def _encode(self, s: str, special: bool) -> list[int]:
+        if not s and not special:
+            return []
+        return list(self.tokenizer(s, add_special_tokens=special)["input_ids"])
+
+    def __call__(self, text: str) -> Features:
+        if not isinstance(text, str):
+            raise TypeError(f"Expected the text to explain as a str, got {type(text).__name__}.")
+        if not text.strip():
+            raise ValueError(
+                f"Cannot attribute an empty or whitespace-only text (got {text!r}): "
+                "remove it from the examples to explain."
+            )
+        lead = self._lead_ws
+        enc = self.tokenizer(lead + text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        # Offsets relative to `text`; tokens inside the moved whitespace clamp to 0.
+        offs = [(max(a - len(lead), 0), max(b - len(lead), 0)) for a, b in enc["offset_mapping"]]
+
+        budget = None
+        if self.max_length is not None:
+            budget = self.max_length - len(self._prefix_ids) - len(self._suffix_ids)
+            if budget < 1:
+                raise ValueError(
+                    f"The template's fixed context takes {len(self._prefix_ids) + len(self._suffix_ids)} "
+                    f"tokens, leaving no room for text within the model's {self.max_length}-token context. "
+                    "Shorten the template."
+                )
+        if budget is not None and len(ids) > budget:
+            if not self._warned_truncation:
+                warnings.warn(
+                    f"A text of {len(ids)} tokens does not fit the model's context of {self.max_length} "
+                    f"tokens with the template; the attributed text is truncated to {budget} tokens and "
+                    "the fixed context kept (warned once).",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                self._warned_truncation = True
+            ids, offs = ids[:budget], offs[:budget]
+
+        groups = self._group(text, offs)
+        if not groups:
+            raise ValueError(f"The text {text!r} produced no tokens to attribute.")
+        base = len(self._prefix_ids)
+        spans, char_spans, space_before = [], [], []
+        for g0, g1 in groups:
+            spans.append((base + g0, base + g1))
+            c0 = _first_nonspace(text, offs[g0][0], offs[g1 - 1][1])
+            c1 = max(offs[g1 - 1][1], c0)
+            while c1 > c0 and text[c1 - 1].isspace():
+                c1 -= 1
+            char_spans.append((c0, c1))
+            space_before.append(c0 > 0 and text[c0 - 1].isspace() or (c0 == 0 and bool(lead)))
+        input_ids = tuple(self._prefix_ids + ids + self._suffix_ids)
+        return Features(
+            text=text,
+            input_ids=input_ids,
+            spans=tuple(spans),
+            char_spans=tuple(char_spans),
+            context_end=base,
+            suffix_start=base + len(ids),
+            granularity=self.granularity,
+            space_before=tuple(space_before),
+        )
+
+    def _group(self, text: str, offs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Group token indices into features: ``[(start, end), ...]`` in token indices."""
+        if self.granularity == "token":
+            # Each token that carries a new non-space character is a unit; byte-fallback pieces of
+            # one character share its offsets and whitespace-only tokens join a neighbour.
+            unit_starts, seen = [], -1
+            for a, b in offs:
+                c = _first_nonspace(text, a, b)
+                if c < b and c > seen:
+                    unit_starts.append(c)
+                    seen = c
+        else:
+            regex = _WORD_RE if self.granularity == "word" else _SENTENCE_RE
+            unit_starts = [m.start() for m in regex.finditer(text)]
+        groups: list[tuple[int, int]] = []
+        last_unit = -1
+        pending: int | None = None  # leading whitespace-only tokens join the first feature
+        for t, (a, b) in enumerate(offs):
+            c = _first_nonspace(text, a, b)
+            if c >= b or not unit_starts:  # whitespace-only token: stays with the current feature
+                if groups:
+                    groups[-1] = (groups[-1][0], t + 1)
+                elif pending is None:
+                    pending = t
+                continue
+            unit = bisect.bisect_right(unit_starts, c) - 1
+            if not groups or unit > last_unit:
+                groups.append((t if pending is None else pending, t + 1))
+                pending = None
+                last_unit = max(unit, last_unit)
+            else:
+                groups[-1] = (groups[-1][0], t + 1)
+        return groups
+
+
+def _first_nonspace(text: str, a: int, b: int) -> int:
+    while a < b and text[a].isspace():
+        a += 1
+    return a

@@ -1,0 +1,232 @@
+"""Intermediate predictions: the classification head's output at every position, in one pass.
+
+Hugging Face decoder-only ``*ForSequenceClassification`` models (GPT-2, Llama, Mistral, Qwen2,
+Gemma3, GPT-NeoX, Phi-3, ...) apply their head ``score`` to every position and only afterwards
+keep the last non-pad one. Because attention is causal, the head's output at position ``t`` is the
+model's prediction on the prefix ending at ``t`` (the paper's intermediate predictions). A
+forward hook on ``score`` captures the ``(B, T, C)`` tensor from the same forward pass, so
+nothing is recomputed and nothing in the model is changed.
+
+:class:`ClassifierAdapter` runs many token sequences through the model in batches bounded by a
+token budget (``batch size x padded length <= max_tokens``), with explicit position ids so that
+left and right padding give the same result, in eval mode under ``no_grad``, restoring the mode
+the model was in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+
+__all__ = ["ClassifierAdapter", "OUTPUTS", "transform_outputs", "resolve_classifier"]
+
+OUTPUTS = ("prob", "logits", "log_odds")
+
+
+def resolve_classifier(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Return ``(hf_model, head)`` for a (possibly peft-wrapped) decoder-only classifier.
+
+    Raises:
+        TypeError: for encoder, encoder-decoder or non-classification models, naming what was found.
+    """
+    hf = model
+    # peft: PeftModel -> LoraModel -> transformers model (LoRA layers are injected in place).
+    if hasattr(hf, "get_base_model") and callable(hf.get_base_model):
+        hf = hf.get_base_model()
+    config = getattr(hf, "config", None)
+    name = type(hf).__name__
+    if config is None:
+        raise TypeError(
+            f"Expected a Hugging Face decoder-only *ForSequenceClassification model, got {name} "
+            "(no .config). Pass the transformers model itself (or its peft wrapper)."
+        )
+    if getattr(config, "is_encoder_decoder", False):
+        raise TypeError(
+            f"Expected a decoder-only *ForSequenceClassification model, got the encoder-decoder {name} "
+            f"(model_type={config.model_type!r}). Progressive Inference needs causal attention."
+        )
+    head = getattr(hf, "score", None)
+    if not isinstance(head, torch.nn.Module):
+        found = "a classifier head applied to a pooled output" if hasattr(hf, "classifier") else "no head"
+        raise TypeError(
+            f"Expected a decoder-only *ForSequenceClassification model with a per-position head "
+            f"`score` (e.g. GPT2ForSequenceClassification, LlamaForSequenceClassification), got {name} "
+            f"(model_type={config.model_type!r}) with {found}. Load it with "
+            "AutoModelForSequenceClassification from a decoder-only checkpoint."
+        )
+    if getattr(config, "pad_token_id", None) is None:
+        raise ValueError(
+            f"{name}.config.pad_token_id is None; batched classification needs a pad token. Fix: "
+            "`model.config.pad_token_id = tokenizer.pad_token_id` (set `tokenizer.pad_token = "
+            "tokenizer.eos_token` first if the tokenizer has none)."
+        )
+    return hf, head
+
+
+def transform_outputs(logits: torch.Tensor, output: str) -> torch.Tensor:
+    """Map logits ``(..., C)`` to the requested output kind, per class, in float64.
+
+    ``prob``: softmax (sigmoid when C = 1); ``logits``: unchanged; ``log_odds``: log p - log(1 - p).
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"Unknown output {output!r}: expected one of {', '.join(OUTPUTS)}.")
+    x = logits.double()
+    if output == "logits":
+        return x
+    if x.shape[-1] == 1:
+        return torch.sigmoid(x) if output == "prob" else x
+    logp = torch.log_softmax(x, dim=-1)
+    if output == "prob":
+        return logp.exp()
+    # log(1 - p) computed stably from log p.
+    log1mp = torch.log(-torch.expm1(logp.clamp(max=-1e-300)))
+    return logp - log1mp
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients inside; the previous mode of every submodule restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group sequence indices so that ``len(batch) * max_len(batch) <= max_tokens``.
+
+    Sequences are sorted by length (longest first) to limit padding; a sequence longer than the
+    budget forms a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    cur_max = 0
+    for i in order:
+        new_max = max(cur_max, lengths[i])
+        if cur and new_max * (len(cur) + 1) > max_tokens:
+            batches.append(cur)
+            cur, new_max = [], lengths[i]
+        cur.append(i)
+        cur_max = new_max
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+class ClassifierAdapter:
+    """Runs token sequences through a decoder-only classifier and returns per-position logits.
+
+    Args:
+        model: a transformers ``*ForSequenceClassification`` decoder model, or its peft wrapper.
+        max_tokens: token budget per forward batch (batch size x padded length).
+        padding_side: ``"right"`` or ``"left"``; results are the same either way.
+
+    Example:
+        >>> from pi_lightning.testing import tiny_classifier
+        >>> adapter = ClassifierAdapter(tiny_classifier("gpt2"))
+        >>> out = adapter.forward_positions([[5, 6, 7], [8, 9]], positions=[[0, 2], [1]])
+        >>> [tuple(o.shape) for o in out]
+        [(2, 2), (1, 2)]
+    """
+
+    def __init__(self, model: torch.nn.Module, max_tokens: int = 8192, padding_side: str = "right") -> None:
+        self.hf_model, self.head = resolve_classifier(model)
+        self.model = model
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValueError(f"max_tokens must be a positive int (tokens per forward batch), got {max_tokens!r}.")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+        self.max_tokens = max_tokens
+        self.padding_side = padding_side
+        self.pad_token_id = int(self.hf_model.config.pad_token_id)
+        self.forward_passes = 0  # sequences run so far (for cost accounting)
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.head.out_features) if hasattr(self.head, "out_features") else int(
+            self.hf_model.config.num_labels)
+
+    @property
+    def max_length(self) -> int | None:
+        cfg = self.hf_model.config
+        for key in ("max_position_embeddings", "n_positions"):
+            v = getattr(cfg, key, None)
+            if isinstance(v, int):
+                return v
+        return None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def per_position_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One forward pass; returns the head's output at every position, ``(B, T, C)``."""
+        captured: list[torch.Tensor] = []
+        handle = self.head.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            # Explicit position ids make left padding equivalent to right padding.
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        finally:
+            handle.remove()
+        if not captured:
+            raise RuntimeError(f"The head {type(self.head).__name__} was not called during the forward pass.")
+        out = captured[-1]
+        out = out[0] if isinstance(out, tuple) else out
+        if out.dim() != 3:
+            raise TypeError(
+                f"The classification head returned a tensor of shape {tuple(out.shape)}, expected "
+                "(batch, positions, classes): the model is not a decoder-only classifier whose head runs "
+                "on every position."
+            )
+        return out
+
+    def forward_positions(
+        self, sequences: Sequence[Sequence[int]], positions: Sequence[Sequence[int]] | None = None
+    ) -> list[torch.Tensor]:
+        """Per-position logits for many sequences, batched by the token budget.
+
+        Args:
+            sequences: token id lists (no padding).
+            positions: for each sequence, the positions to return (default: all).
+
+        Returns:
+            For each sequence a float32 CPU tensor ``(len(positions[i]), C)`` of raw logits.
+        """
+        if positions is not None and len(positions) != len(sequences):
+            raise ValueError(f"Got {len(sequences)} sequences but {len(positions)} position lists.")
+        for i, s in enumerate(sequences):
+            if len(s) == 0:
+                raise ValueError(f"Sequence {i} is empty: there is nothing to run the model on.")
+        results: list[torch.Tensor | None] = [None] * len(sequences)
+        device = self.device
+        lengths = [len(s) for s in sequences]
+        with eval_mode(self.model):
+            for batch in token_budget_batches(lengths, self.max_tokens):
+                width = max(lengths[i] for i in batch)
+                ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                offsets = []
+                for r, i in enumerate(batch):
+                    L = lengths[i]
+                    off = 0 if self.padding_side == "right" else width - L
+                    ids[r, off:off + L] = torch.as_tensor(sequences[i], dtype=torch.long)
+                    mask[r, off:off + L] = 1
+                    offsets.append(off)
+                logits = self.per_position_logits(ids.to(device), mask.to(device)).float().cpu()
+                self.forward_passes += len(batch)
+                for r, i in enumerate(batch):
+                    pos = torch.arange(lengths[i]) if positions is None else torch.as_tensor(
+                        positions[i], dtype=torch.long)
+                    if len(pos) and (int(pos.min()) < 0 or int(pos.max()) >= lengths[i]):
+                        raise IndexError(
+                            f"Position out of range for sequence {i} of length {lengths[i]}: {pos.tolist()}.")
+                    results[i] = logits[r, pos + offsets[r]]
+        return results  # type: ignore[return-value]

@@ -1,0 +1,126 @@
+"""The one masking function used by every perturbation method and every faithfulness metric.
+
+An inactive feature is replaced by a mask. The default is the paper's ``"..."`` (section 4.1:
+"We use '...' as the mask token for perturbation-based methods"): it is an ordinary piece of text
+that every tokenizer has, it reads as "something was left out" to a language model, and unlike a
+pad or unknown token it keeps the model in-distribution. The mask is inserted once per inactive
+feature (a three-token word becomes one ``...``), tokenized the way the feature itself was (with or
+without the leading space), so positions of the other features shift accordingly; the masking
+function returns, for every masked input, where each feature now ends so that intermediate
+predictions can be read there.
+
+Other choices: any string, a token id (``int``), ``"pad"`` / ``"unk"`` (the tokenizer's token), or
+``"remove"`` (drop the feature's tokens; a removed feature "ends" where the previous token ends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from pi_lightning.features import Features
+
+__all__ = ["Masker", "DEFAULT_MASK"]
+
+DEFAULT_MASK = "..."
+
+
+class Masker:
+    """Builds masked model inputs from :class:`Features` and boolean coalitions.
+
+    Args:
+        tokenizer: the tokenizer the features were built with.
+        mask: ``"..."`` (default), another string, a token id, ``"pad"``, ``"unk"`` or ``"remove"``.
+
+    Example:
+        >>> from pi_lightning.features import Featurizer
+        >>> from pi_lightning.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer("gpt2")
+        >>> feats = Featurizer(tok)("a good movie")
+        >>> seqs, ends = Masker(tok)(feats, [[True, False, True]])
+        >>> tok.decode(seqs[0])
+        'a ... movie'
+    """
+
+    def __init__(self, tokenizer, mask: str | int | None = DEFAULT_MASK) -> None:
+        self.tokenizer = tokenizer
+        self.mask = mask
+        self.remove = mask is None or mask == "remove"
+        if self.remove:
+            self._ids = {True: (), False: ()}
+        elif isinstance(mask, bool) or not isinstance(mask, (int, str)):
+            raise TypeError(
+                f"mask must be a string, a token id, 'pad', 'unk' or 'remove', got {type(mask).__name__}.")
+        elif isinstance(mask, int):
+            if not 0 <= mask < len(tokenizer):
+                raise ValueError(f"mask token id {mask} is outside the tokenizer's vocabulary (0..{len(tokenizer) - 1}).")
+            self._ids = {True: (mask,), False: (mask,)}
+        elif mask in ("pad", "unk"):
+            tid = getattr(tokenizer, f"{mask}_token_id", None)
+            if tid is None:
+                raise ValueError(
+                    f"mask={mask!r} but the tokenizer has no {mask} token. Use the default '...' or a token id.")
+            self._ids = {True: (int(tid),), False: (int(tid),)}
+        elif not mask.strip():
+            raise ValueError("mask must not be an empty or whitespace string; use 'remove' to drop features.")
+        else:
+            self._ids = {True: self._contextual_ids(" " + mask), False: self._contextual_ids(mask)}
+
+    def _contextual_ids(self, piece: str) -> tuple[int, ...]:
+        """Token ids of ``piece`` as it tokenizes after some text (not at the start of a string)."""
+        enc = lambda s: list(self.tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+        probe = enc("a")
+        full = enc("a" + piece)
+        if full[: len(probe)] == probe and len(full) > len(probe):
+            return tuple(full[len(probe):])
+        return tuple(enc(piece))
+
+    def mask_ids(self, space_before: bool) -> tuple[int, ...]:
+        """The token ids that replace one inactive feature."""
+        return self._ids[bool(space_before)]
+
+    def __call__(
+        self, features: Features, coalitions: Sequence[Sequence[bool]] | np.ndarray | torch.Tensor
+    ) -> tuple[list[list[int]], np.ndarray]:
+        """Masked inputs for each coalition.
+
+        Args:
+            features: the featurized text.
+            coalitions: ``(K, n)`` booleans, True = feature active (kept).
+
+        Returns:
+            ``(sequences, ends)``: K token id lists, and a ``(K, n)`` int array with the position of
+            each feature's last token (or its mask's last token) in each sequence. With
+            ``mask="remove"`` an inactive feature's end is the position of the token before it.
+        """
+        z = np.asarray(coalitions.cpu() if isinstance(coalitions, torch.Tensor) else coalitions, dtype=bool)
+        if z.ndim != 2 or z.shape[1] != features.n:
+            raise ValueError(
+                f"coalitions must have shape (K, {features.n}) for a text with {features.n} features, "
+                f"got {tuple(z.shape)}."
+            )
+        if self.remove and features.context_end == 0 and (~z[:, 0]).any():
+            raise ValueError(
+                "mask='remove' with no fixed context before the text can produce an empty input or a "
+                "feature with no position. Use a template with a prefix, a tokenizer that adds BOS, or "
+                "the default mask '...'."
+            )
+        prefix = list(features.prefix_ids)
+        suffix = list(features.suffix_ids)
+        active = [list(features.feature_ids(i)) for i in range(features.n)]
+        masked = [list(self.mask_ids(sb)) for sb in features.space_before]
+        alen = np.array([len(a) for a in active])
+        mlen = np.array([len(m) for m in masked])
+        # (K, n) -> token lengths per feature, cumulated -> end positions.
+        lens = np.where(z, alen[None, :], mlen[None, :])
+        ends = len(prefix) + np.cumsum(lens, axis=1) - 1
+        seqs = []
+        for row in z:
+            s = list(prefix)
+            for i, on in enumerate(row):
+                s.extend(active[i] if on else masked[i])
+            s.extend(suffix)
+            seqs.append(s)
+        return seqs, ends

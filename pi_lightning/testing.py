@@ -1,0 +1,120 @@
+"""Tiny, offline tokenizers and decoder-only classifiers for tests, doctests and ``--fast`` recipes.
+
+Nothing here is downloaded: the tokenizers are trained in a fraction of a second on a built-in
+corpus, and the models are random transformers of the sizes the transformers test-suite uses
+(hidden 32, 2 layers). Two tokenizer styles are provided because they place word boundaries
+differently: GPT-2-style byte-level BPE (``"Ġword"``) and SentencePiece/Llama-style Metaspace BPE
+(``"▁word"``).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+__all__ = ["tiny_tokenizer", "tiny_classifier", "CORPUS"]
+
+_POS = "good great superb moving brilliant fun charming lovely solid".split()
+_NEG = "bad awful dull boring weak messy tedious bland poor".split()
+_NEUTRAL = ("the a this that movie film plot story cast acting script it is was very quite really "
+            "and but with of to in at by not so too just one more than its his her their").split()
+_EXTRA = ["Don't miss it!", "It's a 10/10, honestly.", "Well... maybe; who knows?",
+          "The director's cut (2004) runs 2h 15m.", "Café crème — naïve, but sweet.",
+          "Mr. Smith goes to Washington.", "Wow!! Really?", "self-indulgent, half-baked nonsense"]
+
+CORPUS = tuple(
+    [f"{random.Random(i).choice(_NEUTRAL)} {w} {random.Random(i + 1).choice(_NEUTRAL)}." for i, w in
+     enumerate(_POS + _NEG)]
+    + [" ".join(_NEUTRAL)] + _EXTRA
+)
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer_object(style: str):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    words = CORPUS * 4
+    if style == "gpt2":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=360, special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        )
+    elif style == "llama":
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+        byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+        trainer = trainers.BpeTrainer(
+            vocab_size=420, special_tokens=["<unk>", "<s>", "</s>", *byte_tokens], show_progress=False,
+        )
+    else:
+        raise ValueError(f"Unknown tokenizer style {style!r}: expected 'gpt2' or 'llama'.")
+    tok.train_from_iterator(words, trainer=trainer)
+    return tok
+
+
+def tiny_tokenizer(style: str = "gpt2"):
+    """A small fast tokenizer of the given style (``"gpt2"`` or ``"llama"``), with a pad token.
+
+    The ``"llama"`` style adds a BOS token like Llama does; ``"gpt2"`` adds none.
+    """
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = _tokenizer_object(style)
+    if style == "gpt2":
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                       bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    else:
+        tok = tok.__class__.from_str(tok.to_str())
+        bos = tok.token_to_id("<s>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+        )
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                       unk_token="<unk>")
+    fast.pad_token = fast.eos_token
+    return fast
+
+
+def tiny_classifier(arch: str = "gpt2", num_labels: int = 2, tokenizer=None, seed: int = 0, **overrides):
+    """A random decoder-only ``*ForSequenceClassification`` of test size, in eval mode.
+
+    Args:
+        arch: ``"gpt2"`` or ``"llama"``.
+        num_labels: number of classes.
+        tokenizer: sets the vocabulary size and pad token (default: ``tiny_tokenizer(arch)``).
+        seed: seed for the random weights.
+        **overrides: config fields to change (e.g. ``num_hidden_layers=1``).
+    """
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer(arch)
+    vocab = len(tokenizer)
+    common = dict(vocab_size=vocab, num_labels=num_labels, pad_token_id=tokenizer.pad_token_id)
+    if arch == "gpt2":
+        cfg = dict(n_embd=32, n_layer=2, n_head=4, n_positions=512, resid_pdrop=0.0, embd_pdrop=0.0,
+                   attn_pdrop=0.0, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        cfg.update(common, **overrides)
+        config, cls = GPT2Config(**cfg), GPT2ForSequenceClassification
+    elif arch == "llama":
+        cfg = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                   eos_token_id=tokenizer.eos_token_id)
+        cfg.update(common, **overrides)
+        config, cls = LlamaConfig(**cfg), LlamaForSequenceClassification
+    else:
+        raise ValueError(f"Unknown architecture {arch!r}: expected 'gpt2' or 'llama'.")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(config)
+        # A random head on a random trunk gives near-constant outputs; scale it so that
+        # attributions are far from zero and tests are meaningful.
+        with torch.no_grad():
+            model.score.weight.mul_(20.0)
+    return model.eval()
