@@ -1,0 +1,26 @@
+"""Faithfulness metrics as plain functions (torchmetrics-style ``functional`` API).
+
+One implementation of the math, used by the :mod:`pi_lightning.metrics` classes and by
+:func:`pi_lightning.evaluation.evaluate_faithfulness`:
+
+* activation / inverse-activation study: feature orderings, coalitions, AUC with ``x = k / n``;
+* UDIG's log-odds, comprehensiveness and sufficiency from class probabilities;
+* mean and confidence interval from summed moments.
+"""
+
+from pi_lightning.functional.curves import activation_coalitions, activation_order, curve_auc, interpolate_curve
+from pi_lightning.functional.removal import comprehensiveness, log_odds, sufficiency, top_k_count, top_k_features
+from pi_lightning.functional.stats import mean_confidence_interval
+
+__all__ = [
+    "activation_order",
+    "activation_coalitions",
+    "curve_auc",
+    "interpolate_curve",
+    "top_k_count",
+    "top_k_features",
+    "log_odds",
+    "comprehensiveness",
+    "sufficiency",
+    "mean_confidence_interval",
+]

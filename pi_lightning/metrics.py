@@ -1,0 +1,182 @@
+"""Faithfulness metrics as ``torchmetrics.Metric`` classes: summed states, DDP-safe, with a 95% CI.
+
+Each class accumulates per-example values as three summed states (``count``, ``total``,
+``total_sq``, all ``dist_reduce_fx="sum"``), so updating in any number of chunks, on any number of
+processes, gives the same result. ``compute()`` returns the mean; :meth:`confidence_interval`
+returns the half-width of its Student-t interval (the paper's Tables 5-6 report "mean +- 95% CI").
+The math lives in :mod:`pi_lightning.functional`; the classes never hold the model: they receive
+activation curves or class probabilities, e.g. from
+:func:`pi_lightning.evaluation.evaluate_faithfulness`::
+
+    res = evaluate_faithfulness(attributions, adapter, masker)
+    as_auc.update(res.as_curves)
+    log_odds.update(res.probs, res.probs_masked)
+    sufficiency.update(res.probs, res.probs_kept)
+
+The curve metrics can also keep the mean curve for plotting: curves have ``n + 1`` points for
+texts of ``n`` features, so each is resampled on a fixed grid of ``curve_points`` values of
+``x`` in ``[0, 1]`` and the resampled curves are summed (another summed state).
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+from pi_lightning.functional.curves import curve_auc, interpolate_curve
+from pi_lightning.functional.removal import comprehensiveness, log_odds, sufficiency
+from pi_lightning.functional.stats import interval_from_moments, moments
+
+__all__ = ["ActivationAUC", "InverseActivationAUC", "LogOdds", "Comprehensiveness", "Sufficiency"]
+
+
+class _MeanWithInterval(Metric):
+    """Mean of per-example values with a confidence interval, from summed moments."""
+
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, confidence: float = 0.95, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if isinstance(confidence, bool) or not isinstance(confidence, float) or not 0.0 < confidence < 1.0:
+            raise ValueError(f"confidence must be a float in (0, 1), e.g. 0.95, got {confidence!r}.")
+        self.confidence = confidence
+        zero = torch.tensor(0.0, dtype=torch.float64)
+        for name in ("count", "total", "total_sq"):
+            self.add_state(name, default=zero.clone(), dist_reduce_fx="sum", persistent=True)
+
+    def _add_values(self, values: torch.Tensor) -> None:
+        count, total, total_sq = moments(values).to(self.total.device).unbind(0)
+        self.count += count
+        self.total += total
+        self.total_sq += total_sq
+
+    def compute(self) -> torch.Tensor:
+        """Mean over all examples seen (NaN before any update), float64 0-d."""
+        return self.total / self.count if float(self.count) > 0 else torch.tensor(
+            float("nan"), dtype=torch.float64, device=self.total.device)
+
+    def confidence_interval(self) -> torch.Tensor:
+        """Half-width of the ``confidence`` (default 95%) interval of the mean, synced across processes.
+
+        NaN with fewer than two examples.
+        """
+        with self.sync_context(should_sync=self.sync_on_compute):
+            _, half = interval_from_moments(float(self.count), float(self.total), float(self.total_sq),
+                                            self.confidence)
+        return torch.tensor(half, dtype=torch.float64, device=self.total.device)
+
+
+class _CurveAUC(_MeanWithInterval):
+    """Mean area under activation curves (``x = k / n`` in ``[0, 1]``), optional mean curve."""
+
+    def __init__(self, curve_points: int | None = None, confidence: float = 0.95, **kwargs) -> None:
+        super().__init__(confidence=confidence, **kwargs)
+        if curve_points is not None and (isinstance(curve_points, bool) or not isinstance(curve_points, int)
+                                         or curve_points < 2):
+            raise ValueError(f"curve_points must be None or an int >= 2 (grid points in [0, 1]), got {curve_points!r}.")
+        self.curve_points = curve_points
+        if curve_points is not None:
+            self.add_state("curve_sum", default=torch.zeros(curve_points, dtype=torch.float64),
+                           dist_reduce_fx="sum", persistent=True)
+
+    def update(self, curves) -> None:
+        """Add curves: one ``(n+1,)``, a batch ``(E, n+1)``, or a list of curves of any lengths.
+
+        Each curve holds the probability of the explained class after ``k = 0..n`` features.
+        """
+        aucs = curve_auc(curves)
+        self._add_values(aucs)
+        if self.curve_points is not None:
+            grid = interpolate_curve(curves, self.curve_points)
+            # (G,) or (E, G) -> (E, G): one row per curve.
+            self.curve_sum += grid.reshape(-1, self.curve_points).sum(0).to(self.curve_sum.device)
+
+    def mean_curve(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)``: the grid ``x`` in ``[0, 1]`` and the mean resampled curve, synced across processes."""
+        if self.curve_points is None:
+            raise RuntimeError(
+                f"{type(self).__name__} keeps no mean curve; construct it with curve_points=21 (for example).")
+        with self.sync_context(should_sync=self.sync_on_compute):
+            y = self.curve_sum / self.count
+        x = torch.linspace(0.0, 1.0, self.curve_points, dtype=torch.float64, device=y.device)
+        return x, y
+
+
+class ActivationAUC(_CurveAUC):
+    """Mean AUC of the activation study (most positive feature first); higher is better.
+
+    Args:
+        curve_points: if set, also keep the mean curve on this many grid points (see :meth:`mean_curve`).
+        confidence: level of :meth:`confidence_interval`.
+        **kwargs: ``torchmetrics.Metric`` options (``sync_on_compute``, ``process_group``, ...).
+
+    Example:
+        >>> m = ActivationAUC()
+        >>> m.update([torch.tensor([0.2, 0.9, 1.0]), torch.tensor([0.4, 0.8])])
+        >>> round(float(m.compute()), 4)
+        0.675
+    """
+
+    higher_is_better = True
+
+
+class InverseActivationAUC(_CurveAUC):
+    """Mean AUC of the inverse activation study (most negative feature first); lower is better.
+
+    Args: as :class:`ActivationAUC`.
+
+    Example:
+        >>> m = InverseActivationAUC()
+        >>> m.update(torch.tensor([[0.6, 0.1, 0.3]]))
+        >>> round(float(m.compute()), 4)
+        0.275
+    """
+
+    higher_is_better = False
+
+
+class _RemovalMetric(_MeanWithInterval):
+    _fn = staticmethod(log_odds)
+
+    def update(self, probs: torch.Tensor, probs_perturbed: torch.Tensor) -> None:
+        """Add examples: class probabilities ``(E, C)`` of the unmasked and of the perturbed inputs."""
+        self._add_values(type(self)._fn(probs, probs_perturbed))
+
+
+class LogOdds(_RemovalMetric):
+    """Mean log-odds: ``log p(y_hat | top-k masked) - log p(y_hat | x)``; lower is better.
+
+    ``update(probs, probs_masked)`` with ``(E, C)`` class probabilities of the unmasked inputs and of
+    the inputs with their top-k features masked.
+
+    Example:
+        >>> m = LogOdds()
+        >>> m.update(torch.tensor([[0.2, 0.8]]), torch.tensor([[0.6, 0.4]]))
+        >>> round(float(m.compute()), 4)
+        -0.6931
+    """
+
+    higher_is_better = False
+    _fn = staticmethod(log_odds)
+
+
+class Comprehensiveness(_RemovalMetric):
+    """Mean comprehensiveness: ``p(y_hat | x) - p(y_hat | top-k masked)``; higher is better.
+
+    ``update(probs, probs_masked)`` as :class:`LogOdds`.
+    """
+
+    higher_is_better = True
+    _fn = staticmethod(comprehensiveness)
+
+
+class Sufficiency(_RemovalMetric):
+    """Mean sufficiency: ``p(y_hat | x) - p(y_hat | only top-k kept)``; lower is better.
+
+    ``update(probs, probs_kept)`` with the probabilities of the inputs that keep only their top-k
+    features.
+    """
+
+    higher_is_better = False
+    _fn = staticmethod(sufficiency)
