@@ -2,5 +2,6 @@
 
 from pi_lightning.attributors.base import Attributor, available_methods, get_attributor, register
 from pi_lightning.attributors.sppi import SPPI
+from pi_lightning.attributors.udig import UDIG
 
-__all__ = ["Attributor", "SPPI", "available_methods", "get_attributor", "register"]
+__all__ = ["Attributor", "SPPI", "UDIG", "available_methods", "get_attributor", "register"]
