@@ -1,0 +1,76 @@
+"""A-Last: last-layer attention from the classifying position (Hollenstein & Beinborn, 2021).
+
+The score of a token is the attention weight that the classifying position (the last token, where
+a decoder-only ``*ForSequenceClassification`` model reads its prediction) gives it in the last
+layer, averaged over heads; a feature's score is the sum over its tokens (the share of the
+classifying position's attention the feature receives). Scores are non-negative and do not depend
+on the explained class. Cost "0": the rows come from the inference pass itself.
+
+The attention row is recomputed from the last layer's input by
+:func:`pi_lightning.attention.attention_rows`, so the model keeps its SDPA/flash attention and no
+``T x T`` matrix is formed (eager attention, restored afterwards, only for families without a fast
+path).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pi_lightning.attention import attention_rows
+from pi_lightning.attributors._grad import aggregate
+from pi_lightning.attributors.base import Attributor, register
+from pi_lightning.inference import token_budget_batches
+from pi_lightning.result import Attribution
+
+__all__ = ["ALast"]
+
+
+@register
+class ALast(Attributor):
+    """Last-layer attention of the classifying position, mean over heads, summed per feature.
+
+    Example:
+        >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
+        >>> tok = tiny_tokenizer("llama")
+        >>> [a] = ALast(tiny_classifier("llama", tokenizer=tok), tok).attribute("a good movie")
+        >>> a.scores.shape, bool((a.scores >= 0).all())
+        (torch.Size([3]), True)
+    """
+
+    name = "a-last"
+    cost = "0"
+
+    def attribute(self, texts, target="predicted") -> list[Attribution]:
+        feats = self.featurize(texts)
+        lengths = [len(f.input_ids) for f in feats]
+        rows: list[torch.Tensor | None] = [None] * len(feats)
+        finals: list[torch.Tensor | None] = [None] * len(feats)
+        pad = self.adapter.pad_token_id
+        device = self.adapter.device
+        for batch in token_budget_batches(lengths, self.adapter.max_tokens):
+            width = max(lengths[i] for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):
+                ids[r, :lengths[i]] = torch.as_tensor(feats[i].input_ids)
+                mask[r, :lengths[i]] = 1
+            logits: list[torch.Tensor] = []
+            handle = self.adapter.head.register_forward_hook(lambda _m, _i, out: logits.append(out))
+            try:
+                att = attention_rows(self.model, ids.to(device), mask.to(device))
+            finally:
+                handle.remove()
+            self.adapter.forward_passes += len(batch)
+            lg = logits[-1][0] if isinstance(logits[-1], tuple) else logits[-1]
+            for r, i in enumerate(batch):
+                # (B, L, H, T) -> (T,): last layer, mean over heads, this sequence's real tokens.
+                rows[i] = att[r, -1].mean(0)[:lengths[i]].double().cpu()
+                finals[i] = lg[r, lengths[i] - 1].float().cpu()
+        final = torch.stack(finals)
+        targets = self.resolve_targets(target, len(feats), final)
+        return [
+            Attribution(scores=aggregate(row, f, "sum"), features=f, target=c, method=self.name,
+                        output=self.output, probs=torch.softmax(lg.double(), -1), forward_passes=1.0,
+                        extras={"token_scores": row})
+            for f, row, c, lg in zip(feats, rows, targets, final)
+        ]

@@ -1,0 +1,58 @@
+"""Random: the sanity baseline of the paper's Table 2.
+
+Scores are independent standard normal draws from the attributor's own ``torch.Generator``
+(seeded in the constructor), so results are reproducible for a given seed and call order and the
+global random state is never touched. Any method that does not beat it on the activation study
+carries no information about the model. Cost "0"; the inference pass is still run once per text to
+report the prediction (and to resolve ``target="predicted"``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pi_lightning.attributors._grad import predict
+from pi_lightning.attributors.base import Attributor, register
+from pi_lightning.result import Attribution
+
+__all__ = ["RandomAttributor"]
+
+
+@register
+class RandomAttributor(Attributor):
+    """Random scores per feature, from a private seeded generator.
+
+    Args:
+        seed: seed of the attributor's generator (each call continues its stream).
+        **kwargs: the shared :class:`~pi_lightning.attributors.base.Attributor` settings.
+
+    Example:
+        >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
+        >>> tok = tiny_tokenizer("gpt2")
+        >>> model = tiny_classifier("gpt2", tokenizer=tok)
+        >>> a = RandomAttributor(model, tok, seed=1).attribute("a good movie")[0]
+        >>> b = RandomAttributor(model, tok, seed=1).attribute("a good movie")[0]
+        >>> torch.equal(a.scores, b.scores)
+        True
+    """
+
+    name = "random"
+    cost = "0"
+
+    def __init__(self, model, tokenizer, *, seed: int = 0, **kwargs) -> None:
+        super().__init__(model, tokenizer, **kwargs)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def attribute(self, texts, target="predicted") -> list[Attribution]:
+        feats = self.featurize(texts)
+        finals = predict(self, feats)
+        targets = self.resolve_targets(target, len(feats), finals)
+        return [
+            Attribution(scores=torch.randn(f.n, generator=self.generator, dtype=torch.float64), features=f,
+                        target=c, method=self.name, output=self.output, probs=torch.softmax(lg.double(), -1),
+                        forward_passes=1.0)
+            for f, c, lg in zip(feats, targets, finals)
+        ]
