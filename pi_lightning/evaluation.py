@@ -40,7 +40,7 @@ from pi_lightning.inference import ClassifierAdapter, transform_outputs
 from pi_lightning.masking import Masker
 from pi_lightning.result import Attribution
 
-__all__ = ["evaluate_faithfulness", "FaithfulnessResult", "METRICS"]
+__all__ = ["METRICS", "FaithfulnessResult", "evaluate_faithfulness"]
 
 #: Metric names accepted by :func:`evaluate_faithfulness` and used as :meth:`FaithfulnessResult.summary` keys.
 METRICS = ("as_auc", "ias_auc", "log_odds", "comprehensiveness", "sufficiency")

@@ -27,7 +27,7 @@ from pi_lightning.functional.curves import curve_auc, interpolate_curve
 from pi_lightning.functional.removal import comprehensiveness, log_odds, sufficiency
 from pi_lightning.functional.stats import interval_from_moments, moments
 
-__all__ = ["ActivationAUC", "InverseActivationAUC", "LogOdds", "Comprehensiveness", "Sufficiency"]
+__all__ = ["ActivationAUC", "Comprehensiveness", "InverseActivationAUC", "LogOdds", "Sufficiency"]
 
 
 class _MeanWithInterval(Metric):

@@ -107,9 +107,9 @@ def _reference(att, adapter, masker, top_k):
     top = as_order[: max(1, int(np.floor(n * top_k / 100 + 1e-9)))]
     full, masked, kept = probs(range(n)), probs(sorted(set(range(n)) - set(top))), probs(top)
     y = full.argmax()
-    return dict(as_curve=as_curve, ias_curve=ias_curve, as_auc=_np_auc(as_curve), ias_auc=_np_auc(ias_curve),
-                log_odds=np.log(masked[y]) - np.log(full[y]), comprehensiveness=full[y] - masked[y],
-                sufficiency=full[y] - kept[y], full=full)
+    return {"as_curve": as_curve, "ias_curve": ias_curve, "as_auc": _np_auc(as_curve),
+            "ias_auc": _np_auc(ias_curve), "log_odds": np.log(masked[y]) - np.log(full[y]),
+            "comprehensiveness": full[y] - masked[y], "sufficiency": full[y] - kept[y], "full": full}
 
 
 def test_matches_one_at_a_time_reference(tiny, monkeypatch):

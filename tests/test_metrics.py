@@ -139,7 +139,7 @@ def test_confidence_interval_matches_scipy():
     m, h = mean_confidence_interval(v)
     rm, rh = np_ci(v.numpy())
     assert m == pytest.approx(rm, abs=1e-12) and h == pytest.approx(rh, rel=1e-9)
-    m90, h90 = mean_confidence_interval(v, 0.9)
+    _, h90 = mean_confidence_interval(v, 0.9)
     assert h90 == pytest.approx(np_ci(v.numpy(), 0.9)[1], rel=1e-9) and h90 < h
     assert math.isnan(mean_confidence_interval(torch.tensor([0.5]))[1])
 

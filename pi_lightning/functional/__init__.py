@@ -8,19 +8,30 @@ One implementation of the math, used by the :mod:`pi_lightning.metrics` classes 
 * mean and confidence interval from summed moments.
 """
 
-from pi_lightning.functional.curves import activation_coalitions, activation_order, curve_auc, interpolate_curve
-from pi_lightning.functional.removal import comprehensiveness, log_odds, sufficiency, top_k_count, top_k_features
+from pi_lightning.functional.curves import (
+    activation_coalitions,
+    activation_order,
+    curve_auc,
+    interpolate_curve,
+)
+from pi_lightning.functional.removal import (
+    comprehensiveness,
+    log_odds,
+    sufficiency,
+    top_k_count,
+    top_k_features,
+)
 from pi_lightning.functional.stats import mean_confidence_interval
 
 __all__ = [
-    "activation_order",
     "activation_coalitions",
+    "activation_order",
+    "comprehensiveness",
     "curve_auc",
     "interpolate_curve",
+    "log_odds",
+    "mean_confidence_interval",
+    "sufficiency",
     "top_k_count",
     "top_k_features",
-    "log_odds",
-    "comprehensiveness",
-    "sufficiency",
-    "mean_confidence_interval",
 ]

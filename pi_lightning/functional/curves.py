@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["activation_order", "activation_coalitions", "curve_auc", "interpolate_curve"]
+__all__ = ["activation_coalitions", "activation_order", "curve_auc", "interpolate_curve"]
 
 
 def _as_scores(scores) -> torch.Tensor:

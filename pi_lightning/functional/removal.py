@@ -30,7 +30,7 @@ import torch
 
 from pi_lightning.functional.curves import activation_order
 
-__all__ = ["top_k_count", "top_k_features", "log_odds", "comprehensiveness", "sufficiency"]
+__all__ = ["comprehensiveness", "log_odds", "sufficiency", "top_k_count", "top_k_features"]
 
 
 def _check_top_k(top_k: float) -> float:

@@ -13,7 +13,7 @@ import math
 import torch
 from scipy import stats
 
-__all__ = ["mean_confidence_interval", "moments", "interval_from_moments"]
+__all__ = ["interval_from_moments", "mean_confidence_interval", "moments"]
 
 
 def moments(values: torch.Tensor) -> torch.Tensor:
