@@ -18,6 +18,7 @@ import torch
 
 from pi_lightning.attributors.base import Attributor
 from pi_lightning.features import Features
+from pi_lightning.inference import transform_outputs
 from pi_lightning.result import Attribution
 
 __all__ = ["AGGREGATIONS", "aggregate", "grad_mode", "eager_attention", "attention_modules",
@@ -187,7 +188,7 @@ class EmbeddingFunction:
         self.calls += embeds.shape[0]
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         logits = head_logits(self.adapter, inputs_embeds=embeds, attention_mask=mask)
-        out = self.attributor.outputs(logits[:, -1], self.target)
+        out = transform_outputs(logits[:, -1], self.output)[..., self.target]
         return out.to(embeds.dtype)
 
 
