@@ -227,7 +227,7 @@ class AttentionRowRecorder:
             self._rows[i] = a[rows.to(a.device), :, self.query_positions.to(a.device)].detach().float()
 
     # -- context manager ---------------------------------------------------------------------
-    def __enter__(self) -> AttentionRowRecorder:
+    def __enter__(self) -> AttentionRowRecorder:  # noqa: PYI034 (Self needs Python 3.11)
         self._rows = {}
         if self.fast:
             for i, (m, kind) in enumerate(self._layers):

@@ -39,9 +39,9 @@ def _model(arch, tok=None, **kw):
         return tiny_classifier(arch, tokenizer=tok, **kw)
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    base = dict(vocab_size=120, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                pad_token_id=0, num_labels=2)
+    base = {"vocab_size": 120, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
+                "pad_token_id": 0, "num_labels": 2}
     base.update(kw)
     torch.manual_seed(0)
     cfg = AutoConfig.for_model(arch, **base)
@@ -50,7 +50,7 @@ def _model(arch, tok=None, **kw):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_rows_equal_output_attentions(tiny, side):
-    arch, model, tok = tiny
+    _arch, model, tok = tiny
     ids, mask = _batch(len(tok), [9, 5, 7], 9, side, tok.pad_token_id)
     qpos = last_positions(mask)
     rows = attention_rows(model, ids, mask)
@@ -62,7 +62,7 @@ def test_rows_equal_output_attentions(tiny, side):
 
 
 def test_rows_at_inner_query_positions(tiny):
-    arch, model, tok = tiny
+    _arch, model, tok = tiny
     ids, mask = _batch(len(tok), [8, 6], 8, "right", tok.pad_token_id, seed=1)
     qpos = torch.tensor([3, 0])
     rows = attention_rows(model, ids, mask, qpos)
@@ -72,8 +72,8 @@ def test_rows_at_inner_query_positions(tiny):
 
 
 @pytest.mark.parametrize("arch,kw", [
-    ("mistral", dict(sliding_window=3)),
-    ("qwen3", dict(head_dim=8)),
+    ("mistral", {"sliding_window": 3}),
+    ("qwen3", {"head_dim": 8}),
 ])
 def test_other_rope_families(arch, kw):
     model = _model(arch, **kw)
@@ -87,8 +87,8 @@ def test_other_rope_families(arch, kw):
 
 def test_gqa_and_inverse_layer_scaling(gpt2_tok, llama_tok):
     # Llama with one key/value head shared by all 4 query heads; GPT-2 scaled by 1 / (layer + 1).
-    for arch, tok, kw in [("llama", llama_tok, dict(num_key_value_heads=1)),
-                          ("gpt2", gpt2_tok, dict(scale_attn_by_inverse_layer_idx=True))]:
+    for arch, tok, kw in [("llama", llama_tok, {"num_key_value_heads": 1}),
+                          ("gpt2", gpt2_tok, {"scale_attn_by_inverse_layer_idx": True})]:
         model = tiny_classifier(arch, tokenizer=tok, **kw)
         ids, mask = _batch(len(tok), [6, 6], 6, "right", tok.pad_token_id, seed=3)
         torch.testing.assert_close(attention_rows(model, ids, mask),
