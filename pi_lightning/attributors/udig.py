@@ -193,13 +193,19 @@ def resample_path(points: torch.Tensor, steps: int) -> torch.Tensor:
 
 @contextlib.contextmanager
 def _gradients_in_eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode with gradients on (also inside Lightning's inference mode); modes restored after."""
+    """Eval mode, gradients on (also inside Lightning's inference mode), parameters frozen so that
+    only the path points are differentiated; every mode and flag restored after."""
     modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     try:
+        for p, _ in flags:
+            p.requires_grad_(False)
         with torch.inference_mode(False), torch.enable_grad():
             yield
     finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
         for m, mode in modes:
             m.training = mode
 
