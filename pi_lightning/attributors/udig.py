@@ -127,10 +127,15 @@ def discretized_path(
     words = []
     prev = x
     prev_word = input_ids.to(device) if input_ids is not None else None
-    for n_used, j in enumerate(range(anchors, 0, -1)):
-        line = b + (j / (anchors + 1)) * (x - b)
-        query = line if path == "udig" else table[prev_word].float()
-        _, cand = index.knn(query, k)  # (T, k), nearest first
+    # (a, 1, 1) fractions -> (a, T, D) line points, nearest the input first.
+    fracs = torch.arange(anchors, 0, -1, device=device, dtype=torch.float32) / (anchors + 1)
+    lines = b + fracs[:, None, None] * (x - b)
+    # UDIG's candidates do not depend on earlier choices: one batched search for all anchors.
+    udig_cands = index.knn(lines, k)[1] if path == "udig" and anchors else None  # (a, T, k)
+    for n_used in range(anchors):
+        line = lines[n_used]
+        # (T, k) candidates, nearest first.
+        cand = udig_cands[n_used] if udig_cands is not None else index.knn(table[prev_word].float(), k)[1]
         emb = table[cand].float()  # (T, k, D)
         lo, hi = torch.minimum(b, prev), torch.maximum(b, prev)
         mono = (emb >= lo[:, None]) & (emb <= hi[:, None])  # (T, k, D)
