@@ -68,11 +68,11 @@ def planted(gpt2_tok):
     return planted_model(gpt2_tok), gpt2_tok
 
 
-def _assert_planted(at2: AT2, results):
+def _assert_planted(at2: AT2, results, share: float = 0.4):
     w = at2.weights
     assert w.shape == (2, 4)
     assert int(w.abs().argmax()) == 0  # head (layer 0, head 0)
-    assert float(w[0, 0]) > 0.4 * float(w.abs().sum())
+    assert float(w[0, 0]) > share * float(w.abs().sum())
     for a in results:
         if "film" in a.features.texts:
             assert a.top(1)[0][0] == "film", a.top(3)
@@ -215,9 +215,10 @@ def test_errors(gpt2_model, gpt2_tok):
                     reason="MP-PI (pi_lightning/attributors/mppi.py) is not in the tree yet")
 def test_fit_from_real_mppi(planted):
     model, tok = planted
-    mppi = get_attributor("mp-pi", model, tok)
+    mppi = get_attributor("mp-pi", model, tok, seed=0)
     results = mppi.attribute(TEXTS, target=1)
     at2 = AT2(model, tok)
-    _assert_planted(at2, at2.fit_and_attribute(results))
+    # MP-PI's prefix coalitions (many short ones) let other heads explain part of the signal too.
+    _assert_planted(at2, at2.fit_and_attribute(results), share=0.3)
     assert at2.fit_info["ablations"] == sum(len(a.extras["values"]) for a in results
                                            if np.ptp(a.extras["values"]) > 0)
