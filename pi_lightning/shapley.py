@@ -322,12 +322,15 @@ class MaskDistribution:
         n: number of features.
         splus: whether inputs also activate every feature after their last active one (S+).
         kind: ``"optimized"`` (Eqn 16) or ``"shapley"`` (inputs drawn from P*, Table 4 ablation).
-        p_prime: ``(n-1, n)`` Eqn 16's P' (the source class of a collected coalition), sums to 1.
+        p_opt: ``(n-1, n)`` Eqn 16's solution (the source class of a collected coalition), sums to 1.
+        p_prime: ``(n-1, n)`` the source-class distribution actually used: ``p_opt`` mixed with a
+            fraction ``defensive`` of the Shapley inputs, so that every class has P^D > 0.
         sampling: ``(n-1, n)`` probabilities of drawing an input mask of class (i, j):
             ``p_prime / i'`` renormalised (each pass yields i' coalitions).
         p_d: ``(n-1, n)`` distribution of intermediate coalition classes, ``p_prime P†``.
         p_star: ``(n-1, n)`` Shapley distribution.
-        objective: ``|P^D - P*|_2^2`` reached.
+        objective: ``|p_opt P† - P*|_2^2``, Eqn 16's objective at its solution.
+        defensive: the fraction of Shapley inputs mixed in.
         gap: Frank-Wolfe duality gap of the solution (0 for ``kind="shapley"``).
         iterations: solver iterations used.
         seconds: time spent computing it.
@@ -336,11 +339,13 @@ class MaskDistribution:
     n: int
     splus: bool
     kind: str
+    p_opt: np.ndarray
     p_prime: np.ndarray
     sampling: np.ndarray
     p_d: np.ndarray
     p_star: np.ndarray
     objective: float
+    defensive: float
     gap: float
     iterations: int
     seconds: float
@@ -418,10 +423,11 @@ class MaskDistribution:
             return np.where(c_u > 0, p_u / np.where(c_u > 0, c_u, 1.0), 0.0)
 
 
-_CACHE: dict[tuple[int, bool, str], MaskDistribution] = {}
+_CACHE: dict[tuple[int, bool, str, float], MaskDistribution] = {}
 
 
-def mask_distribution(n: int, splus: bool = True, kind: str = "optimized", *, max_iter: int | None = None,
+def mask_distribution(n: int, splus: bool = True, kind: str = "optimized", *, defensive: float = 0.05,
+                      max_iter: int | None = None,
                       tol: float = 1e-17, cache_dir: str | os.PathLike | None = None) -> MaskDistribution:
     """MP-PI's input-mask distribution for ``n`` features, cached per ``(n, splus, kind)``.
 
@@ -429,6 +435,11 @@ def mask_distribution(n: int, splus: bool = True, kind: str = "optimized", *, ma
         n: number of features (2..1000).
         splus: S+ inputs (section 3.2.4) or plain ones.
         kind: ``"optimized"`` solves Eqn 16; ``"shapley"`` draws inputs from P* (Table 4 ablation).
+        defensive: fraction of Shapley inputs mixed into Eqn 16's solution (defensive importance
+            sampling). The optimum leaves some classes with P^D = 0 (e.g. with S+ the coalition
+            {1..n-1} only comes from the full input, which the optimum never uses), where
+            w = P*/P^D would be infinite and the regression would miss Shapley mass; the mixture
+            keeps every class reachable and every weight finite.
         max_iter: solver iterations at most; default ``clip(3e6 / n^2, 100, 3000)`` (the objective is
             within ~1e-5 of its minimum after ~50 iterations; small n run to convergence). A count,
             not a time limit, so that the result never depends on the machine.
@@ -445,44 +456,45 @@ def mask_distribution(n: int, splus: bool = True, kind: str = "optimized", *, ma
     _check_n(n)
     if kind not in ("optimized", "shapley"):
         raise ValueError(f"kind must be 'optimized' or 'shapley', got {kind!r}.")
-    key = (int(n), bool(splus), kind)
+    if not 0.0 <= defensive < 1.0:
+        raise ValueError(f"defensive must be a fraction in [0, 1), got {defensive!r}.")
+    key = (int(n), bool(splus), kind, float(defensive) if kind == "optimized" else 0.0)
     if key in _CACHE:
         return _CACHE[key]
     cache_dir = cache_dir if cache_dir is not None else os.environ.get("PI_LIGHTNING_CACHE")
     path = None
     if cache_dir:
-        path = os.path.join(os.fspath(cache_dir), f"mppi_mask_n{n}_{'splus' if splus else 'plain'}_{kind}_v1.npz")
+        path = os.path.join(os.fspath(cache_dir), f"mppi_mask_n{n}_{'splus' if splus else 'plain'}_{kind}_{key[3]:g}_v1.npz")
         if os.path.exists(path):
             with np.load(path) as f:
-                dist = MaskDistribution(n, bool(splus), kind, f["p_prime"], f["sampling"], f["p_d"],
-                                        f["p_star"], float(f["objective"]), float(f["gap"]),
+                dist = MaskDistribution(n, bool(splus), kind, f["p_opt"], f["p_prime"], f["sampling"], f["p_d"],
+                                        f["p_star"], float(f["objective"]), key[3], float(f["gap"]),
                                         int(f["iterations"]), float(f["seconds"]))
             _CACHE[key] = dist
             return dist
     start = time.perf_counter()
     t = _tables(n, splus)
     p_star = shapley_distribution(n)
+    shap = p_star * t.ip  # source classes when inputs are drawn from P*
+    shap /= shap.sum()
     if kind == "shapley":
-        # Input masks from P*: the source-class distribution is P* weighted by the i' prefixes.
-        sampling = p_star.copy()
-        p_prime = sampling * t.ip
-        p_prime /= p_prime.sum()
-        it, gap = 0, 0.0
+        p_opt, p_prime, it, gap = shap, shap, 0, 0.0
     else:
         if max_iter is None:
             max_iter = int(min(3000, max(100, 3e6 / n**2)))
-        p_prime, it, gap = _solve(t, p_star, max_iter, tol)
-        sampling = np.where(t.valid, p_prime / t.ip, 0.0)
-        sampling /= sampling.sum()
+        p_opt, it, gap = _solve(t, p_star, max_iter, tol)
+        p_prime = (1.0 - defensive) * p_opt + defensive * shap
+    sampling = np.where(t.valid, p_prime / t.ip, 0.0)
+    sampling /= sampling.sum()
     p_d = _apply(p_prime, t)
-    objective = float(((p_d - p_star) ** 2).sum())
-    dist = MaskDistribution(n, bool(splus), kind, p_prime, sampling, p_d, p_star, objective, float(gap), it,
-                            time.perf_counter() - start)
+    objective = float(((_apply(p_opt, t) - p_star) ** 2).sum())
+    dist = MaskDistribution(n, bool(splus), kind, p_opt, p_prime, sampling, p_d, p_star, objective, key[3],
+                            float(gap), it, time.perf_counter() - start)
     _CACHE[key] = dist
     if path is not None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = path + f".{os.getpid()}.tmp.npz"
-        np.savez(tmp, p_prime=p_prime, sampling=sampling, p_d=p_d, p_star=p_star, objective=objective,
+        np.savez(tmp, p_opt=p_opt, p_prime=p_prime, sampling=sampling, p_d=p_d, p_star=p_star, objective=objective,
                  gap=gap, iterations=it, seconds=dist.seconds)
         os.replace(tmp, path)
     return dist
