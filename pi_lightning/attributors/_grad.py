@@ -44,7 +44,7 @@ def aggregate(token_scores: torch.Tensor, features: Features, how: str) -> torch
     Example:
         >>> from pi_lightning.features import Featurizer
         >>> from pi_lightning.testing import tiny_tokenizer
-        >>> f = Featurizer(tiny_tokenizer("gpt2"))("good movie")
+        >>> f = Featurizer(tiny_tokenizer("gpt2"))("it was")
         >>> aggregate(torch.tensor([[3.0, 4.0], [1.0, 1.0]]), f, "l2").tolist()
         [5.0, 1.4142135623730951]
     """
