@@ -1,6 +1,7 @@
 """Attribution methods, all with one interface (:class:`Attributor`) and one result type."""
 
 from pi_lightning.attributors.alast import ALast
+from pi_lightning.attributors.at2 import AT2
 from pi_lightning.attributors.base import Attributor, available_methods, get_attributor, register
 from pi_lightning.attributors.gae import GAE
 from pi_lightning.attributors.gradients import InputXGradientAttributor, IntegratedGradientsAttributor
@@ -10,5 +11,6 @@ from pi_lightning.attributors.random import RandomAttributor
 from pi_lightning.attributors.sppi import SPPI
 from pi_lightning.attributors.udig import UDIG
 
-__all__ = ["ALast", "Attributor", "GAE", "InputXGradientAttributor", "IntegratedGradientsAttributor",
-           "KernelShapAttributor", "LRP", "RandomAttributor", "SPPI", "UDIG", "available_methods", "get_attributor", "register"]
+__all__ = ["AT2", "ALast", "Attributor", "GAE", "InputXGradientAttributor", "IntegratedGradientsAttributor",
+           "KernelShapAttributor", "LRP", "RandomAttributor", "SPPI", "UDIG", "available_methods",
+           "get_attributor", "register"]
