@@ -119,3 +119,18 @@ def tiny_classifier(arch: str = "gpt2", num_labels: int = 2, tokenizer=None, see
         with torch.no_grad():
             model.score.weight.mul_(20.0)
     return model.eval()
+
+
+def toy_sentiment(n: int, seed: int = 0, length: tuple[int, int] = (4, 9)) -> tuple[list[str], list[int]]:
+    """``n`` short synthetic reviews with balanced labels: each holds one sentiment word (label 1 for
+    a positive word, 0 for a negative one) among neutral words. Small models learn it in a few epochs."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = i % 2
+        k = rng.randint(*length)
+        words = [rng.choice(_NEUTRAL) for _ in range(k)]
+        words.insert(rng.randrange(k + 1), rng.choice(_POS if label else _NEG))
+        texts.append(" ".join(words) + ".")
+        labels.append(label)
+    return texts, labels

@@ -1,0 +1,14 @@
+"""Lightning callbacks: attributions and their faithfulness, computed and logged while a model trains.
+
+* :class:`AttributionMonitor`: any method on a held-out probe set, on a schedule, with AS/IAS AUC
+  and UDIG's metrics, history in checkpoints, W&B tables.
+* :class:`ValidationSPPI`: word-level SP-PI over the whole validation set from the validation
+  loop's own forward pass (no extra compute).
+* :class:`HTMLReport`: a static HTML report at the end of fit.
+"""
+
+from pi_lightning.callbacks.attribution_monitor import AttributionMonitor
+from pi_lightning.callbacks.html_report import HTMLReport
+from pi_lightning.callbacks.validation_sppi import ValidationSPPI
+
+__all__ = ["AttributionMonitor", "HTMLReport", "ValidationSPPI"]

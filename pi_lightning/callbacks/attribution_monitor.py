@@ -1,0 +1,334 @@
+"""AttributionMonitor: explain a held-out probe set with any method, on a schedule, and track how
+faithful the explanations are while the model trains.
+
+Add one per method to the Trainer: SP-PI at every validation (it costs one forward pass per probe
+example), MP-PI every few epochs or every N steps with its budget, or any baseline by name. Each
+evaluation attributes the probe set (sharded across ranks under DDP), runs the activation and
+inverse-activation studies and UDIG's removal metrics (synced through torchmetrics), and logs
+``pi/<method>/<metric>`` scalars, a table of highlighted examples and the mean AS/IAS curves. Every
+figure, and the probe attributions themselves, is kept in the callback state, saved in checkpoints
+and restored on resume.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
+
+from pi_lightning.attributors.base import available_methods, get_attributor
+from pi_lightning.callbacks._utils import (HtmlCell, gather_objects, isolated, log_rich, log_scalars,
+                                           normalize_probe, resolve_model, table_page, world)
+from pi_lightning.evaluation import METRICS, evaluate_faithfulness
+from pi_lightning.metrics import (ActivationAUC, Comprehensiveness, InverseActivationAUC, LogOdds,
+                                  Sufficiency)
+from pi_lightning.report import highlight
+
+__all__ = ["AttributionMonitor"]
+
+_METRIC_CLASSES = {"as_auc": ActivationAUC, "ias_auc": InverseActivationAUC, "log_odds": LogOdds,
+                   "comprehensiveness": Comprehensiveness, "sufficiency": Sufficiency}
+
+
+def _rank_corr(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Spearman rank correlation (average ranks for ties); None when undefined."""
+    if a.numel() < 2 or a.numel() != b.numel():
+        return None
+
+    def ranks(x):
+        order = torch.argsort(x, stable=True)
+        r = torch.empty_like(x, dtype=torch.float64)
+        r[order] = torch.arange(len(x), dtype=torch.float64)
+        # average the ranks of ties
+        for v in torch.unique(x):
+            sel = x == v
+            if int(sel.sum()) > 1:
+                r[sel] = r[sel].mean()
+        return r
+
+    ra, rb = ranks(a.double()), ranks(b.double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(ra.norm() * rb.norm())
+    return None if den == 0 else float((ra * rb).sum()) / den
+
+
+class AttributionMonitor(Callback):
+    """Attribute a probe set with one method on a schedule and track faithfulness.
+
+    Args:
+        tokenizer: the model's fast tokenizer.
+        probe: held-out examples: texts (labels via ``labels``), ``(text, label)`` pairs,
+            ``{"text", "label"}`` rows, or an object with ``.texts`` and ``.labels``
+            (e.g. :func:`pi_lightning.data.load_movie_reviews`).
+        method: a registered attribution method (``"sp-pi"``, ``"mp-pi"``, ``"ig"``, ...).
+        labels: labels for a list of texts.
+        model: where the Hugging Face model lives in the LightningModule: an attribute path
+            (default ``"model"``) or a getter ``lambda module: module.net``.
+        every_n_val: evaluate after every n-th validation loop (``None``: never at validation).
+        every_n_steps: evaluate every N optimizer steps instead/as well (``None``: never).
+        target: ``"label"`` (the true class; needs labels) or ``"predicted"``.
+        method_kwargs: settings for the method (``granularity``, ``template``, ``mask``, ``budget``...).
+        metrics: which of ``as_auc``, ``ias_auc``, ``log_odds``, ``comprehensiveness``, ``sufficiency``.
+        top_k: percentage of features for UDIG's metrics.
+        label_names: class names for tables and the report.
+        log_examples: how many probe examples go into the logged table.
+        curve_points: grid size of the mean AS/IAS curves.
+        progress_chunk: examples per progress-bar update for costly methods.
+        refit_from: for methods that learn from ablations (AT2): the method of another monitor on the
+            same Trainer (e.g. ``"mp-pi"``) whose masked passes to train from at each of its
+            evaluations ("training data for free"). Without it (or before that monitor has run), the
+            method refits from its own random ablations at every evaluation, so its weights follow the
+            model as it trains. Put the source monitor before this one in the callback list.
+
+    Example:
+        >>> monitor = AttributionMonitor(tokenizer=None, probe=["a fine film"], method="sp-pi")
+        >>> monitor.state_key
+        "AttributionMonitor{'method': 'sp-pi'}"
+    """
+
+    def __init__(self, tokenizer, probe, method: str = "sp-pi", *, labels: Sequence[int] | None = None,
+                 model: str | Callable | None = "model", every_n_val: int | None = 1,
+                 every_n_steps: int | None = None, target: str = "label",
+                 method_kwargs: Mapping[str, Any] | None = None, metrics: Sequence[str] | None = None,
+                 top_k: float = 20.0, label_names: Sequence[str] | None = None, log_examples: int = 16,
+                 curve_points: int = 21, progress_chunk: int = 8, refit_from: str | None = None) -> None:
+        super().__init__()
+        methods = available_methods()
+        if method not in methods:
+            raise ValueError(f"Unknown attribution method {method!r}: expected one of {', '.join(methods)}.")
+        for name, v in (("every_n_val", every_n_val), ("every_n_steps", every_n_steps)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be None or a positive int, got {v!r}.")
+        if every_n_val is None and every_n_steps is None:
+            raise ValueError("Give every_n_val or every_n_steps (or both): otherwise the monitor never runs.")
+        if target not in ("label", "predicted"):
+            raise ValueError(f"target must be 'label' or 'predicted', got {target!r}.")
+        self.texts, self.labels = normalize_probe(probe, labels)
+        if target == "label" and self.labels is None:
+            raise ValueError("target='label' needs labels: pass labels=[...] or a labelled probe set, "
+                             "or use target='predicted'.")
+        metrics = tuple(METRICS if metrics is None else metrics)
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"Unknown metrics {unknown}: expected a selection of {', '.join(METRICS)}.")
+        if not 0 < float(top_k) <= 100:
+            raise ValueError(f"top_k is a percentage in (0, 100], got {top_k!r}.")
+        for name, v in (("log_examples", log_examples), ("curve_points", curve_points),
+                        ("progress_chunk", progress_chunk)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (2 if name == "curve_points" else 0):
+                raise ValueError(f"{name} must be a non-negative int (curve_points >= 2), got {v!r}.")
+        self.tokenizer = tokenizer
+        self.method = method
+        self.model_ref = model
+        self.every_n_val = every_n_val
+        self.every_n_steps = every_n_steps
+        self.target = target
+        self.method_kwargs = dict(method_kwargs or {})
+        self.metrics = metrics
+        self.top_k = float(top_k)
+        self.label_names = list(label_names) if label_names is not None else None
+        self.log_examples = log_examples
+        self.curve_points = curve_points
+        self.progress_chunk = max(progress_chunk, 1)
+        self.refit_from = refit_from
+        self.last_attributions: list | None = None  # this rank's latest results (for refit_from users)
+        self.attributor = None
+        self._model = None
+        # --- state (saved in checkpoints) ---
+        self.evals: list[dict[str, Any]] = []
+        self.val_count = 0
+        self.char_spans: list[list[list[int]]] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(method=self.method)
+
+    # ------------------------------------------------------------------ lifecycle
+    @override
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._model = resolve_model(pl_module, self.model_ref)
+        if self.tokenizer is None:
+            raise ValueError("AttributionMonitor needs the model's tokenizer: pass tokenizer=...")
+        self.attributor = get_attributor(self.method, self._model, self.tokenizer, **self.method_kwargs)
+        if self.char_spans is None:
+            feats = self.attributor.featurize(self.texts)
+            self.char_spans = [[list(s) for s in f.char_spans] for f in feats]
+
+    @override
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or self.every_n_val is None:
+            return
+        self.val_count += 1
+        if self.val_count % self.every_n_val == 0:
+            self.evaluate(trainer, pl_module)
+
+    @override
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps is None or step == 0 or step % self.every_n_steps:
+            return
+        if self.evals and self.evals[-1]["step"] == step:
+            return  # already evaluated at this step (e.g. gradient accumulation)
+        self.evaluate(trainer, pl_module)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "texts": self.texts, "labels": self.labels,
+                "label_names": self.label_names, "char_spans": self.char_spans, "evals": self.evals,
+                "val_count": self.val_count}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("method") != self.method:
+            rank_zero_warn(f"AttributionMonitor({self.method!r}) got the state of {state_dict.get('method')!r}; ignored.")
+            return
+        if state_dict.get("texts") != self.texts:
+            rank_zero_warn("AttributionMonitor: the checkpoint was made with another probe set; its history "
+                           "is kept but new evaluations use the current probe.")
+        self.evals = list(state_dict.get("evals", []))
+        self.val_count = int(state_dict.get("val_count", 0))
+
+    def history(self) -> dict[str, Any]:
+        """The state as the report reads it."""
+        return self.state_dict()
+
+    # ------------------------------------------------------------------ the work
+    def _attribute(self, trainer, texts: list[str], targets) -> list:
+        costly = self.attributor.cost not in ("0", "")
+        bar = None
+        if costly and trainer.progress_bar_callback is not None and trainer.is_global_zero and len(texts) > 1:
+            from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+            bar = Tqdm(total=len(texts), desc=f"pi_lightning {self.method}", leave=False, dynamic_ncols=True,
+                       file=sys.stdout, smoothing=0, bar_format=None)
+        out = []
+        chunk = self.progress_chunk if bar is not None else max(len(texts), 1)
+        try:
+            for a in range(0, len(texts), chunk):
+                t = targets if isinstance(targets, str) else targets[a:a + chunk]
+                out.extend(self.attributor.attribute(texts[a:a + chunk], target=t))
+                if bar is not None:
+                    bar.update(min(chunk, len(texts) - a))
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+    def _refit_and_attribute(self, trainer, texts: list[str], targets) -> list:
+        """Methods with a ``fit`` step (AT2) are refitted first: from a source monitor's masked passes
+        when ``refit_from`` names one that has run on the same examples, else from their own ablations."""
+        if not hasattr(self.attributor, "fit_and_attribute"):
+            return self._attribute(trainer, texts, targets)
+        source = next((c for c in trainer.callbacks if isinstance(c, AttributionMonitor) and c is not self
+                       and c.method == self.refit_from), None) if self.refit_from else None
+        src = source.last_attributions if source is not None else None
+        if src and [a.features.text for a in src] == texts:
+            return self.attributor.fit_and_attribute(src)
+        self.attributor.fit(texts, target=targets)
+        return self._attribute(trainer, texts, targets)
+
+    def evaluate(self, trainer, pl_module) -> dict[str, float]:
+        """Run one evaluation now; returns the logged figures."""
+        model = resolve_model(pl_module, self.model_ref)
+        if model is not self._model:
+            self.setup(trainer, pl_module, "fit")
+        rank, size = world()
+        idx = list(range(rank, len(self.texts), size))
+        texts = [self.texts[i] for i in idx]
+        targets: Any = "predicted" if self.target == "predicted" else [self.labels[i] for i in idx]
+        t0 = time.perf_counter()
+        metric_objs = {m: (_METRIC_CLASSES[m](curve_points=self.curve_points) if m in ("as_auc", "ias_auc")
+                           else _METRIC_CLASSES[m]()) for m in self.metrics}
+        correct = torch.zeros(2, dtype=torch.float64)  # (correct, count) summed across ranks below
+        records = []
+        with isolated(trainer, model):
+            if texts:
+                attrs = self._refit_and_attribute(trainer, texts, targets)
+                self.last_attributions = attrs
+                res = evaluate_faithfulness(attrs, self.attributor.adapter, self.attributor.masker,
+                                            top_k=self.top_k, metrics=self.metrics)
+                if "as_auc" in metric_objs:
+                    metric_objs["as_auc"].update(res.as_curves)
+                if "ias_auc" in metric_objs:
+                    metric_objs["ias_auc"].update(res.ias_curves)
+                for m in ("log_odds", "comprehensiveness"):
+                    if m in metric_objs:
+                        metric_objs[m].update(res.probs, res.probs_masked)
+                if "sufficiency" in metric_objs:
+                    metric_objs["sufficiency"].update(res.probs, res.probs_kept)
+                for j, (i, a) in enumerate(zip(idx, attrs)):
+                    pred = int(res.predictions[j])
+                    if self.labels is not None:
+                        correct += torch.tensor([float(pred == self.labels[i]), 1.0], dtype=torch.float64)
+                    records.append({
+                        "i": i, "scores": [float(s) for s in a.scores], "target": int(a.target), "prediction": pred,
+                        "as_auc": None if res.as_auc is None else float(res.as_auc[j]),
+                        "ias_auc": None if res.ias_auc is None else float(res.ias_auc[j]),
+                        "passes": a.forward_passes,
+                    })
+        seconds = time.perf_counter() - t0
+        figures: dict[str, float] = {}
+        curves = {}
+        for m, obj in metric_objs.items():
+            figures[m] = float(obj.compute())
+            figures[f"{m}_ci"] = float(obj.confidence_interval())
+            if m in ("as_auc", "ias_auc"):
+                x, y = obj.mean_curve()
+                curves[m.split("_")[0]] = (x.tolist(), y.tolist())
+        if size > 1:
+            torch.distributed.all_reduce(correct)
+        if self.labels is not None and correct[1] > 0:
+            figures["accuracy"] = float(correct[0] / correct[1])
+        merged = sorted((r for part in gather_objects(records) for r in part), key=lambda r: r["i"])
+        if self.evals:
+            prev = self.evals[-1]["scores"]
+            corr = [_rank_corr(torch.tensor(r["scores"]), torch.tensor(prev[r["i"]])) for r in merged]
+            corr = [c for c in corr if c is not None and not math.isnan(c)]
+            if corr:
+                figures["drift_rank_corr"] = sum(corr) / len(corr)
+        figures["seconds"] = max(gather_objects(seconds))
+        passes = [r["passes"] for r in merged if r["passes"] is not None]
+        if passes:
+            figures["forward_passes_per_example"] = sum(passes) / len(passes)
+        record = {
+            "step": int(trainer.global_step), "epoch": int(trainer.current_epoch), "metrics": figures,
+            "scores": [r["scores"] for r in merged], "targets": [r["target"] for r in merged],
+            "predictions": [r["prediction"] for r in merged],
+            "as_auc": [r["as_auc"] for r in merged], "ias_auc": [r["ias_auc"] for r in merged],
+            "curves": curves,
+        }
+        self.evals.append(record)
+        self._log(trainer, record)
+        return figures
+
+    def _label(self, i: int | None) -> str:
+        if i is None:
+            return ""
+        return self.label_names[i] if self.label_names and i < len(self.label_names) else str(i)
+
+    def _log(self, trainer, record: dict[str, Any]) -> None:
+        key = f"pi/{self.method}"
+        log_scalars(trainer, {f"{key}/{k}": v for k, v in record["metrics"].items()}, step=record["step"])
+        if not trainer.is_global_zero or self.log_examples == 0:
+            return
+        try:
+            cols = ["text", "label", "prediction", "explained", "as_auc", "ias_auc"]
+            rows = []
+            for i in range(min(self.log_examples, len(self.texts))):
+                rows.append([
+                    HtmlCell(highlight(self.texts[i], self.char_spans[i], record["scores"][i])),
+                    self._label(self.labels[i] if self.labels else None), self._label(record["predictions"][i]),
+                    self._label(record["targets"][i]), record["as_auc"][i], record["ias_auc"][i],
+                ])
+            title = f"{self.method} on the probe set, step {record['step']}"
+            log_rich(trainer, key, record["step"], table=(cols, rows), curves=record["curves"],
+                     html_page=table_page(title, cols, rows))
+        except Exception as e:  # noqa: BLE001 - logging must never stop training
+            rank_zero_warn(f"pi_lightning: building the {self.method} table failed ({e!r}); training goes on.")

@@ -1,0 +1,50 @@
+"""HTMLReport: write the static HTML report at the end of fit.
+
+It reads the history of every :class:`~pi_lightning.callbacks.AttributionMonitor` on the Trainer
+(public ``trainer.callbacks``) and writes one self-contained page (see :mod:`pi_lightning.report`).
+The same page can be made later from a checkpoint with
+:func:`pi_lightning.report.write_report_from_checkpoint`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
+
+from pi_lightning.callbacks._utils import rank_zero_log_dir
+from pi_lightning.callbacks.attribution_monitor import AttributionMonitor
+from pi_lightning.report import write_report
+
+__all__ = ["HTMLReport"]
+
+
+class HTMLReport(Callback):
+    """Write ``report.html`` (or ``path``) when fitting ends, on rank zero.
+
+    Args:
+        path: the file to write; default ``<log dir>/pi_lightning/report.html``.
+        title: the page title.
+    """
+
+    def __init__(self, path: str | Path | None = None, title: str = "pi_lightning: explanations during training") -> None:
+        super().__init__()
+        self.path = Path(path) if path is not None else None
+        self.title = title
+        self.written: Path | None = None
+
+    @override
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        histories = {c.method: c.history() for c in trainer.callbacks if isinstance(c, AttributionMonitor)}
+        if not histories:
+            rank_zero_warn("HTMLReport: no AttributionMonitor on the Trainer, so there is nothing to report.")
+            return
+        path = self.path or rank_zero_log_dir(trainer) / "pi_lightning" / "report.html"
+        try:
+            self.written = write_report(histories, path, title=self.title)
+        except Exception as e:  # noqa: BLE001 - a report problem must not fail the run
+            rank_zero_warn(f"HTMLReport: writing {path} failed ({e!r}).")

@@ -1,0 +1,164 @@
+"""Readable explanations: highlighted text and a static HTML report of explanation quality over training.
+
+:func:`highlight` renders a text with each feature's background green (supports the explained
+class) or red (opposes it), its opacity proportional to the attribution normalised by the largest
+absolute attribution of the example, like the paper's Figures 6-7.
+
+:func:`write_report` builds one self-contained HTML file (plots embedded as PNG) from the history
+the :class:`~pi_lightning.callbacks.AttributionMonitor` callbacks keep: AUC-over-training plots per
+method, and each probe example highlighted at the first and the last evaluation, side by side.
+:func:`write_report_from_checkpoint` does the same from a Lightning checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["highlight", "write_report", "write_report_from_checkpoint"]
+
+STATE_PREFIX = "AttributionMonitor"
+
+
+def highlight(text: str, char_spans: Sequence[Sequence[int]], scores: Sequence[float]) -> str:
+    """HTML for ``text`` with features highlighted by their attribution.
+
+    Example:
+        >>> highlight("good bad", [(0, 4), (5, 8)], [0.5, -1.0]).count("<span")
+        2
+    """
+    top = max((abs(float(s)) for s in scores), default=0.0) or 1.0
+    out, prev = [], 0
+    for (a, b), s in zip(char_spans, scores):
+        out.append(html.escape(text[prev:a]))
+        alpha = min(abs(float(s)) / top, 1.0) * 0.85
+        rgb = "34,160,70" if s >= 0 else "215,48,39"
+        out.append(f"<span title='{float(s):+.4f}' style='background:rgba({rgb},{alpha:.3f});"
+                   f"border-radius:3px;padding:0 1px'>{html.escape(text[a:b])}</span>")
+        prev = b
+    out.append(html.escape(text[prev:]))
+    return "<span style='line-height:1.9'>" + "".join(out) + "</span>"
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return "<img src='data:image/png;base64," + base64.b64encode(buf.getvalue()).decode() + "'>"
+
+
+def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    panels = [("as_auc", "Activation AUC (higher is better)"),
+              ("ias_auc", "Inverse activation AUC (lower is better)"),
+              ("accuracy", "Probe accuracy")]
+    for ax, (key, title) in zip(axes, panels):
+        for method, h in histories.items():
+            evals = [e for e in h["evals"] if key in e["metrics"]]
+            if not evals:
+                continue
+            xs = [e["step"] for e in evals]
+            ys = [e["metrics"][key] for e in evals]
+            ci = [e["metrics"].get(f"{key}_ci", 0.0) or 0.0 for e in evals]
+            ax.plot(xs, ys, marker="o", label=method)
+            ax.fill_between(xs, [y - c for y, c in zip(ys, ci)], [y + c for y, c in zip(ys, ci)], alpha=0.15)
+        ax.set_title(title)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best", fontsize=8)
+    html_img = _png(fig)
+    plt.close(fig)
+    return html_img
+
+
+def write_report(histories: dict[str, dict[str, Any]], path: str | Path, title: str = "pi_lightning report") -> Path:
+    """Write the HTML report.
+
+    Args:
+        histories: ``{method: history}`` where a history is an ``AttributionMonitor`` state:
+            ``{"texts", "labels", "char_spans", "label_names", "evals": [{"step", "epoch", "metrics",
+            "scores", "targets", "predictions"}, ...]}``.
+        path: the HTML file to write.
+    """
+    path = Path(path)
+    parts = [
+        "<!doctype html><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:system-ui,-apple-system,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
+        "h1{font-weight:600}table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #e4e4e4;"
+        "padding:8px;vertical-align:top;text-align:left}th{background:#fafafa}.m{color:#666;font-size:90%}"
+        ".num{font-variant-numeric:tabular-nums}</style>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<p class='m'>Green: the word supports the explained class; red: it opposes it. Opacity is "
+        "proportional to the attribution, normalised per example.</p>",
+    ]
+    usable = {m: h for m, h in histories.items() if h.get("evals")}
+    if not usable:
+        parts.append("<p>No evaluation has run yet.</p>")
+        path.write_text("".join(parts), encoding="utf-8")
+        return path
+    parts.append("<h2>Explanation quality over training</h2>" + _auc_plots(usable))
+    parts.append("<h2>Summary</h2><table><tr><th>method</th><th>evaluations</th><th>AS AUC first → last</th>"
+                 "<th>IAS AUC first → last</th><th>accuracy first → last</th></tr>")
+    for m, h in usable.items():
+        first, last = h["evals"][0]["metrics"], h["evals"][-1]["metrics"]
+
+        def fl(k):
+            return (f"{first[k]:.3f} → {last[k]:.3f}" if k in first and k in last else "–")
+
+        parts.append(f"<tr><td>{html.escape(m)}</td><td class='num'>{len(h['evals'])}</td>"
+                     f"<td class='num'>{fl('as_auc')}</td><td class='num'>{fl('ias_auc')}</td>"
+                     f"<td class='num'>{fl('accuracy')}</td></tr>")
+    parts.append("</table>")
+    for m, h in usable.items():
+        first, last = h["evals"][0], h["evals"][-1]
+        names = h.get("label_names") or []
+
+        def lab(i):
+            return names[i] if i is not None and i < len(names) else str(i)
+
+        parts.append(f"<h2>{html.escape(m)}: probe examples, first (step {first['step']}) vs last "
+                     f"(step {last['step']}) evaluation</h2><table><tr><th>#</th><th>label</th>"
+                     f"<th>first</th><th>last</th></tr>")
+        for i, text in enumerate(h["texts"]):
+            spans = h["char_spans"][i]
+            label = h["labels"][i] if h.get("labels") else None
+            cells = []
+            for e in (first, last):
+                cells.append(highlight(text, spans, e["scores"][i])
+                             + f"<div class='m'>explains {html.escape(lab(e['targets'][i]))}, predicted "
+                               f"{html.escape(lab(e['predictions'][i]))}</div>")
+            parts.append(f"<tr><td class='num'>{i}</td><td>{html.escape(lab(label))}</td>"
+                         f"<td>{cells[0]}</td><td>{cells[1]}</td></tr>")
+        parts.append("</table>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+def histories_from_checkpoint(checkpoint: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``AttributionMonitor`` histories stored in a loaded Lightning checkpoint dict."""
+    out = {}
+    for key, state in checkpoint.get("callbacks", {}).items():
+        if str(key).startswith(STATE_PREFIX) and isinstance(state, dict) and "evals" in state:
+            out[state.get("method", str(key))] = state
+    return out
+
+
+def write_report_from_checkpoint(ckpt_path: str | Path, path: str | Path) -> Path:
+    """Write the HTML report from the callback state saved in a Lightning checkpoint."""
+    import torch
+
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    histories = histories_from_checkpoint(ckpt)
+    if not histories:
+        raise ValueError(f"{ckpt_path} holds no AttributionMonitor state: was the run trained with one?")
+    return write_report(histories, path)

@@ -1,0 +1,208 @@
+"""Callbacks: end-to-end fits on a tiny model, side-effect freedom, resume, W&B offline, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from pi_lightning.attributors import available_methods
+from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
+from pi_lightning.modules import TextClassifier, TextDataModule
+from pi_lightning.testing import tiny_classifier, toy_sentiment
+
+TRAIN = toy_sentiment(48, seed=1)
+VAL = toy_sentiment(16, seed=2)
+PROBE = toy_sentiment(6, seed=3)
+FAST_KW = {"mp-pi": {"budget": 8}, "kernel-shap": {"n_samples": 8}, "ig": {"n_steps": 4}, "udig": {"steps": 4},
+           "at2": {"num_masks": 8, "num_iterations": 50}}
+
+
+def _fit(tok, callbacks, tmp_path, epochs=2, logger=None, ckpt=None, seed=0, shuffle=True, **trainer_kw):
+    pl.seed_everything(seed, verbose=False)
+    model = tiny_classifier("gpt2", tokenizer=tok, seed=seed)
+    module = TextClassifier(model, lr=5e-3)
+    dm = TextDataModule(tok, TRAIN, VAL, batch_size=8, shuffle=shuffle)
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger if logger is not None else False,
+                         enable_checkpointing=any(type(c).__name__ == "ModelCheckpoint" for c in callbacks), callbacks=callbacks, enable_model_summary=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path, deterministic=True, **trainer_kw)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    return trainer, module
+
+
+def _sp(tok, **kw):
+    return AttributionMonitor(tok, PROBE, "sp-pi", label_names=["neg", "pos"], **kw)
+
+
+def test_fit_with_callbacks_logs_history_and_report(gpt2_tok, tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    sp = _sp(gpt2_tok)
+    free = ValidationSPPI(gpt2_tok)
+    report = HTMLReport()
+    trainer, _ = _fit(gpt2_tok, [sp, free, report], tmp_path, logger=CSVLogger(tmp_path))
+    assert len(sp.evals) == 2 and len(free.evals) == 2
+    m = sp.evals[-1]["metrics"]
+    for k in ("as_auc", "ias_auc", "as_auc_ci", "log_odds", "comprehensiveness", "sufficiency", "accuracy",
+              "drift_rank_corr"):
+        assert k in m and m[k] == m[k]
+    assert 0 <= m["as_auc"] <= 1 and 0 <= m["ias_auc"] <= 1
+    assert len(sp.evals[-1]["scores"]) == len(PROBE[0])
+    assert free.evals[-1]["metrics"]["n_examples"] == len(VAL[0])
+    assert free.evals[-1]["top_words"]
+    html = report.written.read_text()
+    assert "<img src='data:image/png;base64," in html and "sp-pi" in html and "rgba(" in html
+    logged = (Path(trainer.loggers[0].log_dir) / "metrics.csv").read_text()
+    assert "pi/sp-pi/as_auc" in logged and "pi/val-sp-pi/top20_share" in logged
+    pages = list((Path(trainer.loggers[0].log_dir) / "pi_lightning").glob("pi_sp-pi_step*.html"))
+    assert len(pages) == 2
+
+
+@pytest.mark.parametrize("method", [m for m in available_methods() if m != "sp-pi"])
+def test_every_method_runs_through_the_monitor(gpt2_tok, tmp_path, method):
+    mon = AttributionMonitor(gpt2_tok, PROBE, method, method_kwargs=FAST_KW.get(method, {}),
+                             metrics=["as_auc", "ias_auc"])
+    _fit(gpt2_tok, [mon], tmp_path, epochs=1)
+    assert len(mon.evals) == 1
+    assert 0 <= mon.evals[0]["metrics"]["as_auc"] <= 1
+
+
+def test_callbacks_do_not_change_training(gpt2_tok, tmp_path):
+    methods = [m for m in ("sp-pi", "mp-pi", "ig", "random") if m in available_methods()]
+    cbs = [AttributionMonitor(gpt2_tok, PROBE, m, method_kwargs=FAST_KW.get(m, {}), every_n_steps=3) for m in methods]
+    cbs.append(ValidationSPPI(gpt2_tok))
+    _, with_cb = _fit(gpt2_tok, cbs, tmp_path / "a", val_check_interval=3)
+    _, without = _fit(gpt2_tok, [], tmp_path / "b", val_check_interval=3)
+    assert all(len(c.evals) >= 2 for c in cbs)
+    for (n1, p1), (n2, p2) in zip(with_cb.state_dict().items(), without.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+
+
+def test_resume_keeps_history(gpt2_tok, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    # No shuffling: a resumed DataLoader would otherwise replay epoch 1's order (not the callback's business).
+    full = _sp(gpt2_tok)
+    _fit(gpt2_tok, [full], tmp_path / "full", epochs=3, shuffle=False)
+    first = _sp(gpt2_tok)
+    _fit(gpt2_tok, [first, ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)], tmp_path / "p1", epochs=1,
+         shuffle=False)
+    assert len(first.evals) == 1
+    resumed = _sp(gpt2_tok)
+    _fit(gpt2_tok, [resumed, ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)], tmp_path / "p2", epochs=3,
+         ckpt=str(tmp_path / "ck" / "last.ckpt"), shuffle=False)
+    assert [e["step"] for e in resumed.evals] == [e["step"] for e in full.evals]
+    for a, b in zip(resumed.evals, full.evals):
+        assert a["metrics"]["as_auc"] == pytest.approx(b["metrics"]["as_auc"], abs=1e-6)
+        for sa, sb in zip(a["scores"], b["scores"]):
+            assert sa == pytest.approx(sb, abs=1e-6)
+    from pi_lightning.report import write_report_from_checkpoint
+
+    out = write_report_from_checkpoint(tmp_path / "ck" / "last.ckpt", tmp_path / "from_ckpt.html")
+    assert "sp-pi" in out.read_text()
+
+
+def _read_wandb_records(path: Path):
+    """Minimal reader of a .wandb file: a 7-byte header, then 32 KiB blocks of LevelDB-log records
+    (crc32 u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", data[:8]
+    pos, block, buf, out = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:
+            pos += left
+            continue
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4):
+            rec = wandb_internal_pb2.Record()
+            rec.ParseFromString(buf)
+            out.append(rec)
+            buf = b""
+    return out
+
+
+def test_wandb_offline_receives_scalars_and_table(gpt2_tok, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    logger = WandbLogger(project="pi-lightning-test", save_dir=str(tmp_path), offline=True)
+    _fit(gpt2_tok, [_sp(gpt2_tok), ValidationSPPI(gpt2_tok)], tmp_path, epochs=1, logger=logger)
+    logger.experiment.finish()
+    files = list(tmp_path.rglob("*.wandb"))
+    assert len(files) == 1, list(tmp_path.rglob("*"))
+    keys: set[str] = set()
+    for _ in range(50):  # the wandb service may still be flushing the file
+        records = _read_wandb_records(files[0])
+        keys = {item.key or item.nested_key[0] for rec in records if rec.WhichOneof("record_type") == "history"
+                for item in rec.history.item}
+        if any(rec.WhichOneof("record_type") == "exit" for rec in records):
+            break
+        time.sleep(0.2)
+    assert "pi/sp-pi/as_auc" in keys and "pi/val-sp-pi/top20_share" in keys
+    assert "pi/sp-pi/examples" in keys  # the table of highlighted examples
+
+
+def test_at2_refits_from_mppi_passes(gpt2_tok, tmp_path):
+    if not {"mp-pi", "at2"} <= set(available_methods()):
+        pytest.skip("needs MP-PI and AT2")
+    mp = AttributionMonitor(gpt2_tok, PROBE, "mp-pi", method_kwargs={"budget": 12, "seed": 0})
+    at2 = AttributionMonitor(gpt2_tok, PROBE, "at2", refit_from="mp-pi", method_kwargs={"num_iterations": 50})
+    _fit(gpt2_tok, [mp, at2], tmp_path, epochs=2)
+    assert len(at2.evals) == 2 and at2.attributor.is_fitted
+    # refitted from MP-PI: one extra pass per example (the head features), not its own ablations
+    assert at2.evals[-1]["metrics"]["forward_passes_per_example"] <= 2
+
+
+def test_bad_probe_and_arguments(gpt2_tok):
+    with pytest.raises(ValueError, match="The probe set is empty: pass at least one held-out text to explain."):
+        AttributionMonitor(gpt2_tok, [], "sp-pi")
+    with pytest.raises(ValueError, match="target='label' needs labels"):
+        AttributionMonitor(gpt2_tok, ["a fine film"], "sp-pi")
+    with pytest.raises(ValueError, match="Unknown attribution method 'shap'"):
+        AttributionMonitor(gpt2_tok, PROBE, "shap")
+    with pytest.raises(ValueError, match="every_n_val must be None or a positive int, got 0."):
+        AttributionMonitor(gpt2_tok, PROBE, every_n_val=0)
+
+
+def test_probe_larger_than_val_and_one_feature_text(gpt2_tok, tmp_path):
+    texts = PROBE[0] * 5 + ["great"]
+    labels = PROBE[1] * 5 + [1]
+    mon = AttributionMonitor(gpt2_tok, list(zip(texts, labels)), "sp-pi")
+    _fit(gpt2_tok, [mon], tmp_path, epochs=1)
+    assert len(mon.evals[0]["scores"]) == len(texts) > len(VAL[0])
+    assert len(mon.evals[0]["scores"][-1]) == 1
+
+
+def test_ddp_two_processes_match_single(tmp_path):
+    script = Path(__file__).parent / "ddp_script.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = tmp_path / "single.json"
+    ddp = tmp_path / "ddp.json"
+    subprocess.run([sys.executable, str(script), "1", str(single)], check=True, env=env, timeout=240)
+    subprocess.run([sys.executable, str(script), "2", str(ddp)], check=True, env=env, timeout=240)
+    a, b = json.loads(single.read_text()), json.loads(ddp.read_text())
+    assert len(a["as_auc"]) == len(b["as_auc"]) == 2  # (steps differ: each rank sees half the training batches)
+    for x, y in zip(a["as_auc"], b["as_auc"]):
+        assert x == pytest.approx(y, abs=1e-6)
+    for x, y in zip(a["ias_auc"], b["ias_auc"]):
+        assert x == pytest.approx(y, abs=1e-6)
