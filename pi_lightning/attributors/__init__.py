@@ -7,10 +7,11 @@ from pi_lightning.attributors.gae import GAE
 from pi_lightning.attributors.gradients import InputXGradientAttributor, IntegratedGradientsAttributor
 from pi_lightning.attributors.kernelshap import KernelShapAttributor
 from pi_lightning.attributors.lrp import LRP
+from pi_lightning.attributors.mppi import MPPI
 from pi_lightning.attributors.random import RandomAttributor
 from pi_lightning.attributors.sppi import SPPI
 from pi_lightning.attributors.udig import UDIG
 
 __all__ = ["AT2", "ALast", "Attributor", "GAE", "InputXGradientAttributor", "IntegratedGradientsAttributor",
-           "KernelShapAttributor", "LRP", "RandomAttributor", "SPPI", "UDIG", "available_methods",
+           "KernelShapAttributor", "LRP", "MPPI", "RandomAttributor", "SPPI", "UDIG", "available_methods",
            "get_attributor", "register"]

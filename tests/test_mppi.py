@@ -1,0 +1,194 @@
+"""MP-PI: exact on an additive causal "model", converges to brute-force Shapley values of the game
+it estimates, carries the contract extras, reproducible, leaves the global RNG alone."""
+
+from __future__ import annotations
+
+import itertools
+from math import factorial
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from pi_lightning.attributors import MPPI, get_attributor
+from pi_lightning.attributors.mppi import kernel_shap_regression
+
+
+class AdditiveCausal(torch.nn.Module):
+    """Logit of class 1 at position t = bias + sum of token values up to t; mask tokens are worth 0.
+
+    It is causal and its head runs on every position, so intermediate predictions are exactly the
+    predictions on masked inputs truncated there, and Shapley values are the feature values.
+    """
+
+    def __init__(self, vocab: int, pad_id: int, zero_ids, bias: float = 0.3, seed: int = 0) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(pad_token_id=pad_id, model_type="additive", is_encoder_decoder=False,
+                                      num_labels=2, max_position_embeddings=512)
+        g = torch.Generator().manual_seed(seed)
+        self.emb = torch.nn.Embedding(vocab, 1)
+        with torch.no_grad():
+            self.emb.weight.copy_(torch.randn(vocab, 1, generator=g))
+            self.emb.weight[list(zero_ids)] = 0.0
+        self.score = torch.nn.Linear(1, 2)
+        with torch.no_grad():
+            self.score.weight.copy_(torch.tensor([[0.0], [1.0]]))
+            self.score.bias.copy_(torch.tensor([0.0, bias]))
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None):
+        h = self.emb(input_ids).cumsum(1)  # (B, T, 1), causal by construction
+        return SimpleNamespace(logits=self.score(h)[:, -1])
+
+
+TEXT = "a good movie with a dull plot"
+
+
+@pytest.mark.parametrize("template", ["{text}", "Review: {text}"])
+def test_exact_on_additive_model(gpt2_tok, template):
+    probe = MPPI(AdditiveCausal(len(gpt2_tok), gpt2_tok.pad_token_id, []), gpt2_tok, template=template)
+    zero = set(probe.masker.mask_ids(True)) | set(probe.masker.mask_ids(False))
+    model = AdditiveCausal(len(gpt2_tok), gpt2_tok.pad_token_id, zero)
+    mp = MPPI(model, gpt2_tok, template=template, output="logits", seed=3)
+    [f] = mp.featurize(TEXT)
+    w = model.emb.weight[:, 0].detach().double()
+    truth = torch.stack([w[list(f.feature_ids(i))].sum() for i in range(f.n)])
+    [a] = mp.attribute(f, target=1)
+    torch.testing.assert_close(a.scores, truth, atol=1e-6, rtol=0)  # the adapter returns float32 logits
+    expected_base = 0.3 + (w[list(f.prefix_ids)].sum() if f.context_end else 0.0)
+    assert abs(a.base_value - float(expected_base)) < 1e-6
+    # Every collected value is the additive model's value of its coalition.
+    Z, v = a.extras["coalitions"].double(), a.extras["values"]
+    torch.testing.assert_close(v, a.base_value + Z @ truth, atol=1e-6, rtol=0)
+
+
+def _brute_force_games(mp, f, target):
+    """Values of all 2^n coalitions: on the masked input (last position), and on the masked input
+    truncated after its last active feature (the game intermediate predictions measure)."""
+    n = f.n
+    Z = np.array(list(itertools.product([False, True], repeat=n)))
+    seqs, ends = mp.masker(f, Z)
+    logits = mp.adapter.forward_positions(seqs)
+    masked = np.array([float(mp.outputs(lg[-1], target)) for lg in logits])
+    last = [int(e[np.nonzero(z)[0][-1]]) if z.any() else int(e[-1]) for z, e in zip(Z, ends)]
+    inter = np.array([float(mp.outputs(lg[p], target)) for lg, p in zip(logits, last)])
+    return Z, masked, inter
+
+
+def _shapley(Z, v):
+    n = Z.shape[1]
+    code = Z @ (1 << np.arange(n))
+    val = np.empty(2**n)
+    val[code] = v
+    phi = np.zeros(n)
+    for z, c in zip(Z, code):
+        s = int(z.sum())
+        for i in np.nonzero(~z)[0]:
+            phi[i] += factorial(s) * factorial(n - s - 1) / factorial(n) * (val[c | (1 << i)] - val[c])
+    return phi
+
+
+def test_converges_to_brute_force_shapley(gpt2_tok, gpt2_model):
+    """Large budget -> the exact Shapley values of the intermediate-prediction game (MC error only).
+
+    Against the masked-input game (the full input with masks, read at its last token) the residual
+    is not sampling error: intermediate predictions do not see the masks after the last active
+    feature, and on a random transformer the last token dominates the final prediction, so the two
+    games differ (paper, Appendix E). The measured gap is asserted to be the games' difference.
+    """
+    mp = MPPI(gpt2_model, gpt2_tok, budget=100_000, seed=0)
+    [f] = mp.featurize(TEXT)
+    assert f.n == 7
+    Z, masked, inter = _brute_force_games(mp, f, 1)
+    [a] = mp.attribute(f, target=1)
+    phi_inter, phi_masked = _shapley(Z, inter), _shapley(Z, masked)
+    scale = np.abs(phi_inter).max()
+    err = np.abs(a.scores.numpy() - phi_inter).max()
+    assert err < 0.03 * scale, (err, scale)
+    # Local accuracy against the brute-force game's endpoints.
+    assert abs(a.base_value - inter[0]) < 1e-5 and abs(a.scores.sum().item() - (inter[-1] - inter[0])) < 1e-5
+    # The masked-input Shapley values are further away than the sampling error, by the games' gap.
+    games_gap = np.abs(phi_masked - phi_inter).max()
+    assert np.abs(a.scores.numpy() - phi_masked).max() > games_gap - err
+
+
+def test_error_shrinks_with_budget(gpt2_tok, gpt2_model):
+    mp = MPPI(gpt2_model, gpt2_tok)
+    [f] = mp.featurize(TEXT)
+    Z, _, inter = _brute_force_games(mp, f, 1)
+    phi = _shapley(Z, inter)
+    err = {b: np.mean([np.abs(MPPI(gpt2_model, gpt2_tok, budget=b, seed=s).attribute(f, target=1)[0].scores.numpy()
+                              - phi).max() for s in range(3)]) for b in (14, 20_000)}
+    assert err[20_000] < 0.5 * err[14]
+
+
+def test_contract_and_local_accuracy(tiny):
+    arch, model, tok = tiny
+    mp = MPPI(model, tok, seed=1)
+    texts = ["a good movie, really.", "dull", "the plot was boring but the cast was great"]
+    res = mp.attribute(texts, target=[0, 1, 1])
+    for a, t in zip(res, [0, 1, 1]):
+        n = a.features.n
+        Z, v, w = a.extras["coalitions"], a.extras["values"], a.extras["weights"]
+        assert Z.dtype == torch.bool and Z.shape[1] == n and v.dtype == w.dtype == torch.float64
+        assert len(Z) == len(v) == len(w) and not Z[0].any() and Z[-1].all()
+        assert torch.isinf(w[[0, -1]]).all() and (w[1:-1] > 0).all() and torch.isfinite(w[1:-1]).all()
+        assert len({tuple(r) for r in Z.tolist()}) == len(Z)  # unique coalitions
+        assert a.method == "mp-pi" and a.target == t and a.base_value == v[0].item()
+        assert abs(a.scores.sum().item() - (v[-1] - v[0]).item()) < 1e-9
+        assert abs(a.probs.sum().item() - 1) < 1e-9
+    assert res[1].features.n == 1 and abs(res[1].scores[0].item() - (res[1].extras["values"][-1] - res[1].base_value)) < 1e-12
+    collected = mp.collect(texts, [0, 1, 1])
+    for (Z, v, w), a in zip(collected, res):
+        assert torch.equal(Z, a.extras["coalitions"]) and torch.equal(v, a.extras["values"])
+
+
+def test_reproducible_private_rng(gpt2_tok, gpt2_model):
+    torch.manual_seed(123)
+    np.random.seed(123)
+    t_state, n_state = torch.get_rng_state(), np.random.get_state()[1].copy()
+    a = MPPI(gpt2_model, gpt2_tok, seed=5).attribute(TEXT, target=0)[0]
+    b = MPPI(gpt2_model, gpt2_tok, seed=5).attribute(TEXT, target=0)[0]
+    c = MPPI(gpt2_model, gpt2_tok, seed=6).attribute(TEXT, target=0)[0]
+    assert torch.equal(torch.get_rng_state(), t_state) and (np.random.get_state()[1] == n_state).all()
+    assert torch.equal(a.scores, b.scores)
+    assert not torch.equal(a.extras["coalitions"], c.extras["coalitions"]) or not torch.equal(a.scores, c.scores)
+
+
+def test_options_and_registry(gpt2_tok, gpt2_model):
+    mp = get_attributor("mp-pi", gpt2_model, gpt2_tok)
+    assert isinstance(mp, MPPI) and mp.cost == "2n" and mp.forward_equivalents(10) == 20.0
+    assert MPPI(gpt2_model, gpt2_tok, budget=30).cost == "30x" and MPPI(gpt2_model, gpt2_tok, budget="0.5n").passes(7) == 4
+    for kw in ({"use_splus": False}, {"distribution": "shapley"}):
+        [a] = MPPI(gpt2_model, gpt2_tok, seed=0, **kw).attribute(TEXT, target=1)
+        assert abs(a.scores.sum().item() - (a.extras["values"][-1] - a.base_value).item()) < 1e-9
+    [a] = MPPI(gpt2_model, gpt2_tok, seed=0, use_splus=False).attribute(TEXT, target=1)
+    assert not a.extras["coalitions"][1:-1, -1].all()  # without S+ inputs need not end active
+
+
+@pytest.mark.parametrize("budget", [0, -3, "n2", "two n", True, 1.5])
+def test_bad_budget(gpt2_tok, gpt2_model, budget):
+    with pytest.raises((ValueError, TypeError), match="budget"):
+        MPPI(gpt2_model, gpt2_tok, budget=budget)
+
+
+def test_bad_options(gpt2_tok, gpt2_model):
+    with pytest.raises(ValueError, match="distribution"):
+        MPPI(gpt2_model, gpt2_tok, distribution="uniform")
+    with pytest.raises(TypeError, match="seed"):
+        MPPI(gpt2_model, gpt2_tok, seed="abc")
+
+
+def test_regression_batched_matches_single():
+    rng = np.random.default_rng(0)
+    Zs, vs, ws, b, f = [], [], [], [], []
+    for m in (12, 30, 7):
+        Z = rng.random((m, 5)) < 0.5
+        Z = Z[~(Z.all(1) | ~Z.any(1))]
+        Zs.append(Z), vs.append(rng.standard_normal(len(Z))), ws.append(rng.random(len(Z)))
+        b.append(rng.standard_normal()), f.append(rng.standard_normal())
+    together = kernel_shap_regression(Zs, vs, ws, b, f)
+    for e in range(3):
+        alone = kernel_shap_regression([Zs[e]], [vs[e]], [ws[e]], [b[e]], [f[e]])[0]
+        np.testing.assert_allclose(together[e], alone, atol=1e-10)
+        assert abs(together[e].sum() - (f[e] - b[e])) < 1e-10
