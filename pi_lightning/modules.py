@@ -15,7 +15,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-__all__ = ["TextClassifier", "TextDataModule"]
+__all__ = ["TextClassifier", "TextDataModule", "FinetuneClassifier", "ReviewDataModule"]
 
 
 class TextClassifier(pl.LightningModule):
@@ -118,3 +118,92 @@ class TextDataModule(pl.LightningDataModule):
 
     def val_dataloader(self):
         return DataLoader(self._val, batch_size=self.batch_size, shuffle=False, collate_fn=self._collate)
+
+
+class FinetuneClassifier(TextClassifier):
+    """The recipes' LightningModule: loads a decoder-only classifier by name, optionally with LoRA.
+
+    Exposes ``self.model`` (the transformers or peft model) and ``self.tokenizer``, which is what
+    the pi_lightning callbacks pick up when they are given no tokenizer.
+
+    Args:
+        model_name: ``"smollm2-135m-instruct"`` (embedded default), a hub id, a local folder, or
+            ``"testing:gpt2"`` / ``"testing:llama"`` (tiny random models).
+        num_labels: number of classes.
+        finetune: ``"lora"`` (peft; the head is trained in full) or ``"full"``.
+        lora_r, lora_alpha, lora_dropout: LoRA settings; target modules are peft's defaults for the
+            architecture unless ``lora_targets`` names them.
+        lr, weight_decay: AdamW settings.
+        seed: seed of the new head's initialisation.
+    """
+
+    def __init__(self, model_name: str = "smollm2-135m-instruct", num_labels: int = 2, finetune: str = "lora",
+                 lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0,
+                 lora_targets: list[str] | None = None, lr: float = 1e-3, weight_decay: float = 0.0,
+                 seed: int = 0) -> None:
+        from pi_lightning.data import load_classifier
+
+        if finetune not in ("lora", "full"):
+            raise ValueError(f"finetune must be 'lora' or 'full', got {finetune!r}.")
+        model, tokenizer = load_classifier(model_name, num_labels=num_labels, seed=seed)
+        if finetune == "lora":
+            import peft
+
+            cfg = peft.LoraConfig(task_type="SEQ_CLS", r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                  target_modules=lora_targets)
+            model = peft.get_peft_model(model, cfg)
+        super().__init__(model, lr=lr, weight_decay=weight_decay)
+        self.tokenizer = tokenizer
+        self.save_hyperparameters()
+
+
+class ReviewDataModule(pl.LightningDataModule):
+    """Train/val batches and a held-out probe set from the embedded reviews or a user's file.
+
+    Args:
+        tokenizer_name: model name whose tokenizer to use (the recipes link it to the model's name).
+        dataset: ``"rotten_tomatoes"``, ``"imdb"`` or a path to a ``.csv`` / ``.jsonl`` file.
+        text_column, label_column: the file's columns.
+        n_train, n_val: examples used (``None``: the whole split).
+        n_probe: held-out test examples explained by the callbacks.
+        probe_max_words: only probe texts with at most this many words (keeps CPU runs short).
+        template: model input layout with one ``{text}`` placeholder.
+        batch_size, max_length: batching and truncation.
+        seed: split and shuffle seed.
+    """
+
+    def __init__(self, tokenizer_name: str = "smollm2-135m-instruct", dataset: str = "rotten_tomatoes",
+                 text_column: str = "text", label_column: str = "label", n_train: int | None = None,
+                 n_val: int | None = 256, n_probe: int = 16, probe_max_words: int | None = None,
+                 template: str = "{text}", batch_size: int = 16, max_length: int = 128, seed: int = 0) -> None:
+        super().__init__()
+        from pi_lightning.data import load_movie_reviews, load_text_file, load_tokenizer
+
+        self.tokenizer = load_tokenizer(tokenizer_name)
+        if dataset in ("rotten_tomatoes", "imdb"):
+            splits = {s: load_movie_reviews(dataset, s, seed=seed) for s in ("train", "val", "test")}
+        else:
+            splits = {s: load_text_file(dataset, text_column, label_column, s, seed=seed) for s in ("train", "val", "test")}
+        train, val, test = splits["train"], splits["val"], splits["test"]
+        if n_train is not None:
+            train = train.subset(n_train)
+        if n_val is not None:
+            val = val.subset(n_val)
+        pool = test
+        if probe_max_words is not None:
+            keep = [i for i, t in enumerate(test.texts) if len(t.split()) <= probe_max_words]
+            pool = type(test)(tuple(test.texts[i] for i in keep), tuple(test.labels[i] for i in keep), test.label_names)
+        self.probe = pool.subset(n_probe)
+        if len(self.probe) == 0:
+            raise ValueError(f"No probe examples left (n_probe={n_probe}, probe_max_words={probe_max_words}).")
+        self.label_names = list(train.label_names)
+        self.template = template
+        self.train_set, self.val_set = train, val
+        self._dm = TextDataModule(self.tokenizer, train, val, template=template, batch_size=batch_size,
+                                  max_length=max_length, seed=seed)
+
+    def train_dataloader(self):
+        return self._dm.train_dataloader()
+
+    def val_dataloader(self):
+        return self._dm.val_dataloader()

@@ -63,10 +63,12 @@ class AttributionMonitor(Callback):
     """Attribute a probe set with one method on a schedule and track faithfulness.
 
     Args:
-        tokenizer: the model's fast tokenizer.
+        tokenizer: the model's fast tokenizer; ``None`` takes ``pl_module.tokenizer``.
         probe: held-out examples: texts (labels via ``labels``), ``(text, label)`` pairs,
             ``{"text", "label"}`` rows, or an object with ``.texts`` and ``.labels``
-            (e.g. :func:`pi_lightning.data.load_movie_reviews`).
+            (e.g. :func:`pi_lightning.data.load_movie_reviews`); ``None`` takes
+            ``trainer.datamodule.probe`` (and the datamodule's ``template`` and ``label_names``
+            unless given), which lets a YAML config describe the whole run.
         method: a registered attribution method (``"sp-pi"``, ``"mp-pi"``, ``"ig"``, ...).
         labels: labels for a list of texts.
         model: where the Hugging Face model lives in the LightningModule: an attribute path
@@ -88,12 +90,12 @@ class AttributionMonitor(Callback):
             model as it trains. Put the source monitor before this one in the callback list.
 
     Example:
-        >>> monitor = AttributionMonitor(tokenizer=None, probe=["a fine film"], method="sp-pi")
+        >>> monitor = AttributionMonitor(probe=["a fine film"], method="sp-pi", target="predicted")
         >>> monitor.state_key
         "AttributionMonitor{'method': 'sp-pi'}"
     """
 
-    def __init__(self, tokenizer, probe, method: str = "sp-pi", *, labels: Sequence[int] | None = None,
+    def __init__(self, tokenizer=None, probe=None, method: str = "sp-pi", *, labels: Sequence[int] | None = None,
                  model: str | Callable | None = "model", every_n_val: int | None = 1,
                  every_n_steps: int | None = None, target: str = "label",
                  method_kwargs: Mapping[str, Any] | None = None, metrics: Sequence[str] | None = None,
@@ -110,10 +112,9 @@ class AttributionMonitor(Callback):
             raise ValueError("Give every_n_val or every_n_steps (or both): otherwise the monitor never runs.")
         if target not in ("label", "predicted"):
             raise ValueError(f"target must be 'label' or 'predicted', got {target!r}.")
-        self.texts, self.labels = normalize_probe(probe, labels)
-        if target == "label" and self.labels is None:
-            raise ValueError("target='label' needs labels: pass labels=[...] or a labelled probe set, "
-                             "or use target='predicted'.")
+        self.texts, self.labels = normalize_probe(probe, labels) if probe is not None else (None, None)
+        if probe is not None:
+            self._check_labels(target)
         metrics = tuple(METRICS if metrics is None else metrics)
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
@@ -150,12 +151,31 @@ class AttributionMonitor(Callback):
     def state_key(self) -> str:
         return self._generate_state_key(method=self.method)
 
+    def _check_labels(self, target: str) -> None:
+        if target == "label" and self.labels is None:
+            raise ValueError("target='label' needs labels: pass labels=[...] or a labelled probe set, "
+                             "or use target='predicted'.")
+
     # ------------------------------------------------------------------ lifecycle
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._model = resolve_model(pl_module, self.model_ref)
         if self.tokenizer is None:
-            raise ValueError("AttributionMonitor needs the model's tokenizer: pass tokenizer=...")
+            self.tokenizer = getattr(pl_module, "tokenizer", None)
+            if self.tokenizer is None:
+                raise ValueError("AttributionMonitor needs the model's tokenizer: pass tokenizer=... or give the "
+                                 "LightningModule a `tokenizer` attribute.")
+        if self.texts is None:
+            dm = getattr(trainer, "datamodule", None)
+            if dm is None or getattr(dm, "probe", None) is None:
+                raise ValueError("AttributionMonitor got no probe set: pass probe=... or use a datamodule with a "
+                                 "`probe` attribute (texts with labels).")
+            self.texts, self.labels = normalize_probe(dm.probe)
+            self._check_labels(self.target)
+            if "template" not in self.method_kwargs and getattr(dm, "template", None):
+                self.method_kwargs["template"] = dm.template
+            if self.label_names is None and getattr(dm, "label_names", None):
+                self.label_names = list(dm.label_names)
         self.attributor = get_attributor(self.method, self._model, self.tokenizer, **self.method_kwargs)
         if self.char_spans is None:
             feats = self.attributor.featurize(self.texts)

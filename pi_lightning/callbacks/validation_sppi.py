@@ -61,7 +61,8 @@ class ValidationSPPI(Callback):
     """Free word-level SP-PI over every validation example, from the validation loop's own forward.
 
     Args:
-        tokenizer: the model's tokenizer (to find word boundaries and to show words).
+        tokenizer: the model's tokenizer (to find word boundaries and to show words); ``None`` takes
+            ``pl_module.tokenizer``.
         model: attribute path or getter of the Hugging Face model in the LightningModule.
         input_key, mask_key, label_key: batch keys.
         output: ``"prob"`` (default), ``"logits"`` or ``"log_odds"``.
@@ -69,12 +70,10 @@ class ValidationSPPI(Callback):
         min_count: a word must occur this many times to be ranked.
     """
 
-    def __init__(self, tokenizer, *, model: str | Callable | None = "model", input_key: str = "input_ids",
+    def __init__(self, tokenizer=None, *, model: str | Callable | None = "model", input_key: str = "input_ids",
                  mask_key: str = "attention_mask", label_key: str = "labels", output: str = "prob",
                  top_words: int = 20, min_count: int = 3) -> None:
         super().__init__()
-        if tokenizer is None:
-            raise ValueError("ValidationSPPI needs the model's tokenizer to find word boundaries: pass tokenizer=...")
         if output not in OUTPUTS:
             raise ValueError(f"Unknown output {output!r}: expected one of {', '.join(OUTPUTS)}.")
         for name, v in (("top_words", top_words), ("min_count", min_count)):
@@ -110,6 +109,11 @@ class ValidationSPPI(Callback):
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
         _, self._head = resolve_classifier(resolve_model(pl_module, self.model_ref))
+        if self.tokenizer is None:
+            self.tokenizer = getattr(pl_module, "tokenizer", None)
+            if self.tokenizer is None:
+                raise ValueError("ValidationSPPI needs the model's tokenizer to find word boundaries: pass "
+                                 "tokenizer=... or give the LightningModule a `tokenizer` attribute.")
         self._tables = word_tables(self.tokenizer)
 
     @override
@@ -213,8 +217,13 @@ class ValidationSPPI(Callback):
         if n_ex == 0:
             return
         ranked = sorted((k for k in sums if counts[k] >= self.min_count), key=lambda k: -sums[k] / counts[k])
-        top = [{"word": self.tokenizer.decode(list(k)).strip(), "mean_phi": sums[k] / counts[k], "count": counts[k]}
-               for k in ranked[: self.top_words]]
+        top = []
+        for k in ranked:
+            word = self.tokenizer.decode(list(k)).strip()
+            if word:  # whitespace-only pieces are not words
+                top.append({"word": word, "mean_phi": sums[k] / counts[k], "count": counts[k]})
+            if len(top) == self.top_words:
+                break
         figures = {"top20_share": share / n_ex, "mean_abs": absm / n_ex, "n_examples": float(n_ex),
                    "n_words": float(n_words)}
         record = {"step": int(trainer.global_step), "epoch": int(trainer.current_epoch), "metrics": figures,
