@@ -86,6 +86,25 @@ def test_callbacks_do_not_change_training(gpt2_tok, tmp_path):
         assert n1 == n2 and torch.equal(p1, p2), n1
 
 
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32"])
+def test_peft_model_under_precision(gpt2_tok, tmp_path, precision):
+    peft = pytest.importorskip("peft")
+    pl.seed_everything(0, verbose=False)
+    model = peft.get_peft_model(tiny_classifier("gpt2", tokenizer=gpt2_tok),
+                                peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["c_attn"]))
+    mons = [AttributionMonitor(gpt2_tok, PROBE, m, method_kwargs=FAST_KW.get(m, {}))
+            for m in ("sp-pi", "mp-pi", "ig") if m in available_methods()]
+    free = ValidationSPPI(gpt2_tok)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", precision=precision, logger=False, enable_checkpointing=False,
+                         callbacks=[*mons, free], enable_model_summary=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(TextClassifier(model, lr=5e-3), datamodule=TextDataModule(gpt2_tok, TRAIN, VAL, batch_size=8))
+    for mon in mons:
+        m = mon.evals[-1]["metrics"]
+        assert 0 <= m["as_auc"] <= 1 and all(s == s for row in mon.evals[-1]["scores"] for s in row)
+    assert free.evals[-1]["metrics"]["n_examples"] == len(VAL[0])
+
+
 def test_resume_keeps_history(gpt2_tok, tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 

@@ -77,7 +77,8 @@ class AttributionMonitor(Callback):
         every_n_steps: evaluate every N optimizer steps instead/as well (``None``: never).
         target: ``"label"`` (the true class; needs labels) or ``"predicted"``.
         method_kwargs: settings for the method (``granularity``, ``template``, ``mask``, ``budget``...).
-        metrics: which of ``as_auc``, ``ias_auc``, ``log_odds``, ``comprehensiveness``, ``sufficiency``.
+        metrics: which of ``as_auc``, ``ias_auc``, ``log_odds``, ``comprehensiveness``, ``sufficiency``
+            (default: all); an empty list logs the attributions only (no masked passes).
         top_k: percentage of features for UDIG's metrics.
         label_names: class names for tables and the report.
         log_examples: how many probe examples go into the logged table.
@@ -241,6 +242,16 @@ class AttributionMonitor(Callback):
                 bar.close()
         return out
 
+    def _predictions(self, attrs) -> list[int]:
+        """Predicted classes of the unmasked inputs (from the results, else one extra pass)."""
+        missing = [a for a in attrs if a.probs is None]
+        if missing:
+            seqs = [list(a.features.input_ids) for a in missing]
+            finals = self.attributor.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
+            for a, lg in zip(missing, finals):
+                a.probs = torch.softmax(lg[0].double(), -1)
+        return [int(a.probs.argmax()) for a in attrs]
+
     def _refit_and_attribute(self, trainer, texts: list[str], targets) -> list:
         """Methods with a ``fit`` step (AT2) are refitted first: from a source monitor's masked passes
         when ``refit_from`` names one that has run on the same examples, else from their own ablations."""
@@ -273,7 +284,8 @@ class AttributionMonitor(Callback):
                 attrs = self._refit_and_attribute(trainer, texts, targets)
                 self.last_attributions = attrs
                 res = evaluate_faithfulness(attrs, self.attributor.adapter, self.attributor.masker,
-                                            top_k=self.top_k, metrics=self.metrics)
+                                            top_k=self.top_k, metrics=self.metrics) if self.metrics else None
+                preds = res.predictions.tolist() if res is not None else self._predictions(attrs)
                 if "as_auc" in metric_objs:
                     metric_objs["as_auc"].update(res.as_curves)
                 if "ias_auc" in metric_objs:
@@ -284,13 +296,13 @@ class AttributionMonitor(Callback):
                 if "sufficiency" in metric_objs:
                     metric_objs["sufficiency"].update(res.probs, res.probs_kept)
                 for j, (i, a) in enumerate(zip(idx, attrs)):
-                    pred = int(res.predictions[j])
+                    pred = int(preds[j])
                     if self.labels is not None:
                         correct += torch.tensor([float(pred == self.labels[i]), 1.0], dtype=torch.float64)
                     records.append({
                         "i": i, "scores": [float(s) for s in a.scores], "target": int(a.target), "prediction": pred,
-                        "as_auc": None if res.as_auc is None else float(res.as_auc[j]),
-                        "ias_auc": None if res.ias_auc is None else float(res.ias_auc[j]),
+                        "as_auc": None if res is None or res.as_auc is None else float(res.as_auc[j]),
+                        "ias_auc": None if res is None or res.ias_auc is None else float(res.ias_auc[j]),
                         "passes": a.forward_passes,
                     })
         seconds = time.perf_counter() - t0

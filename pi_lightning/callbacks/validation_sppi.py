@@ -38,8 +38,18 @@ from pi_lightning.inference import OUTPUTS, resolve_classifier, transform_output
 __all__ = ["ValidationSPPI"]
 
 
+_TABLES: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per vocabulary id: (starts a word, is punctuation) as bool tensors."""
+    """Per vocabulary id: (starts a word, is punctuation) as bool tensors (cached per tokenizer)."""
+    key = (id(tokenizer), len(tokenizer))
+    if key not in _TABLES:
+        _TABLES[key] = _word_tables(tokenizer)
+    return _TABLES[key]
+
+
+def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     vocab = len(tokenizer)
     tokens = tokenizer.convert_ids_to_tokens(list(range(vocab)))
     probe = tokenizer.convert_ids_to_tokens(tokenizer("a b", add_special_tokens=False)["input_ids"])
