@@ -5,10 +5,12 @@
 * :class:`ValidationSPPI`: word-level SP-PI over the whole validation set from the validation
   loop's own forward pass (no extra compute).
 * :class:`HTMLReport`: a static HTML report at the end of fit.
+* :class:`ShortcutMonitor`: attribution share of named words and a label-free shortcut detector.
 """
 
 from pi_lightning.callbacks.attribution_monitor import AttributionMonitor
 from pi_lightning.callbacks.html_report import HTMLReport
+from pi_lightning.callbacks.shortcut_monitor import ShortcutMonitor
 from pi_lightning.callbacks.validation_sppi import ValidationSPPI
 
-__all__ = ["AttributionMonitor", "HTMLReport", "ValidationSPPI"]
+__all__ = ["AttributionMonitor", "HTMLReport", "ShortcutMonitor", "ValidationSPPI"]

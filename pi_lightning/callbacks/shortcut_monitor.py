@@ -1,0 +1,269 @@
+"""ShortcutMonitor: catch a model that learns a spurious feature while it trains.
+
+A shortcut is a feature that predicts the label in the training data but not in the world (a
+watermark token, a source tag, a template word). Two signals give it away, and this callback
+follows both from what the other pi_lightning callbacks already computed (it runs no model pass):
+
+* **Attribution share of named features** (when you suspect a word): after each evaluation of
+  the :class:`~pi_lightning.callbacks.AttributionMonitor` with the given ``method``, the share of
+  the total absolute attribution over the probe set that falls on features equal to each named
+  word, logged as ``pi/shortcut/<word>/share``. When a share passes ``threshold`` it warns once
+  and records the step and epoch. Put the word in (some of) the probe texts, independently of
+  their labels: any attribution it then gets is reliance on a feature that carries no label
+  information there.
+* **Label-free detection** (when you do not know the word): the words ranked by mean attribution,
+  either over the whole validation set (:class:`~pi_lightning.callbacks.ValidationSPPI`'s
+  ``top_words`` table: mean signed SP-PI toward the labelled class) or over the probe set (mean
+  absolute attribution of the monitor's method, logged as a ``pi/shortcut/probe_top_words``
+  table). The step and epoch at which ``detect`` first becomes the top-ranked word are kept as
+  :attr:`detected_step` / :attr:`detected_epoch`.
+
+Words are compared case-insensitively after stripping surrounding whitespace; with word-level
+features a word is a run of letters and digits or one run of punctuation, so ``"zxq"`` matches
+the feature of ``"... film. zxq"``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
+
+from pi_lightning.attributors.base import available_methods
+from pi_lightning.callbacks._utils import log_rich, log_scalars, table_page
+from pi_lightning.callbacks.attribution_monitor import AttributionMonitor
+from pi_lightning.callbacks.validation_sppi import ValidationSPPI
+
+__all__ = ["ShortcutMonitor"]
+
+DETECTORS = ("validation", "probe")
+
+
+def _norm(word: str) -> str:
+    return word.strip().lower()
+
+
+class ShortcutMonitor(Callback):
+    """Track how much attribution named words get, and when a label-free detector ranks one first.
+
+    Args:
+        words: the suspected shortcut words (one or more).
+        threshold: warn when a word's share of the total absolute attribution over the probe set
+            reaches this fraction (0 < threshold <= 1).
+        method: the method of the :class:`AttributionMonitor` on the same Trainer to read the probe
+            attributions from; ``None`` reads none (then no share is computed).
+        detector: ``"validation"`` (rank words by :class:`ValidationSPPI`'s mean attribution over
+            the validation set), ``"probe"`` (rank them by mean absolute attribution over the
+            probe set) or ``None``.
+        detect: the word whose first top-1 rank is reported as :attr:`detected_step`; default the
+            first of ``words``.
+        min_count: a word must occur this many times in the probe set to be ranked there.
+        top_words: rows of the logged probe ranking table.
+
+    Attributes:
+        detected_step, detected_epoch: when the detector first ranked ``detect`` first (or ``None``).
+        first_over: per word, ``{"step", "epoch", "share"}`` of the first evaluation whose share
+            reached ``threshold``.
+        history: one record per processed evaluation (source, step, epoch, shares or ranks, top words).
+
+    Example:
+        >>> monitor = ShortcutMonitor(["zxq"], threshold=0.3)
+        >>> monitor.state_key
+        "ShortcutMonitor{'words': ('zxq',)}"
+    """
+
+    def __init__(self, words: Sequence[str], *, threshold: float = 0.25, method: str | None = "sp-pi",
+                 detector: str | None = "validation", detect: str | None = None, min_count: int = 2,
+                 top_words: int = 10) -> None:
+        super().__init__()
+        if isinstance(words, str):
+            words = [words]
+        words = list(words)
+        if not words or not all(isinstance(w, str) and w.strip() for w in words):
+            raise ValueError(f"words must be a non-empty list of non-empty strings (e.g. ['zxq']), got {words!r}.")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise ValueError(f"threshold is a fraction of the total attribution in (0, 1], got {threshold!r}.")
+        if method is not None and method not in available_methods():
+            raise ValueError(f"Unknown attribution method {method!r}: expected None or one of "
+                             f"{', '.join(available_methods())} (the method of an AttributionMonitor on the Trainer).")
+        if detector is not None and detector not in DETECTORS:
+            raise ValueError(f"detector must be None or one of {', '.join(DETECTORS)}, got {detector!r}.")
+        if detector == "probe" and method is None:
+            raise ValueError("detector='probe' ranks the probe attributions of an AttributionMonitor: give its method=...")
+        if method is None and detector is None:
+            raise ValueError("Give method=... (share of the named words) or detector=... (label-free ranking), "
+                             "otherwise the monitor has nothing to read.")
+        for name, v in (("min_count", min_count), ("top_words", top_words)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}.")
+        if detect is not None and (not isinstance(detect, str) or not detect.strip()):
+            raise ValueError(f"detect must be a non-empty word, got {detect!r}.")
+        self.words = tuple(_norm(w) for w in words)
+        self.threshold = float(threshold)
+        self.method = method
+        self.detector = detector
+        self.detect = _norm(detect) if detect is not None else self.words[0]
+        self.min_count = min_count
+        self.top_words = top_words
+        # --- state (saved in checkpoints) ---
+        self.history: list[dict[str, Any]] = []
+        self.first_over: dict[str, dict[str, Any]] = {}
+        self.detected_step: int | None = None
+        self.detected_epoch: int | None = None
+        self.seen_probe = 0
+        self.seen_val = 0
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(words=self.words)
+
+    # ------------------------------------------------------------------ sources
+    def _probe_source(self, trainer) -> AttributionMonitor | None:
+        if self.method is None:
+            return None
+        return next((c for c in trainer.callbacks if isinstance(c, AttributionMonitor) and c.method == self.method),
+                    None)
+
+    def _val_source(self, trainer) -> ValidationSPPI | None:
+        if self.detector != "validation":
+            return None
+        return next((c for c in trainer.callbacks if isinstance(c, ValidationSPPI)), None)
+
+    @override
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.method is not None and self._probe_source(trainer) is None:
+            raise ValueError(f"ShortcutMonitor(method={self.method!r}) found no AttributionMonitor with that method "
+                             "on the Trainer: add AttributionMonitor(method=...) to callbacks, or pass method=None.")
+        if self.detector == "validation" and self._val_source(trainer) is None:
+            raise ValueError("ShortcutMonitor(detector='validation') found no ValidationSPPI on the Trainer: add "
+                             "ValidationSPPI() to callbacks, or use detector='probe' / None.")
+
+    # ------------------------------------------------------------------ hooks: read new evaluations
+    @override
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.poll(trainer)
+
+    @override
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.poll(trainer)  # an AttributionMonitor may evaluate every N steps
+
+    @override
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.poll(trainer)
+
+    def poll(self, trainer) -> None:
+        """Process every evaluation of the sources not seen yet (cheap when there is none)."""
+        probe = self._probe_source(trainer)
+        if probe is not None:
+            for record in probe.evals[self.seen_probe:]:
+                self._from_probe(trainer, probe, record)
+            self.seen_probe = len(probe.evals)
+        val = self._val_source(trainer)
+        if val is not None:
+            for record in val.evals[self.seen_val:]:
+                self._from_validation(trainer, record)
+            self.seen_val = len(val.evals)
+
+    # ------------------------------------------------------------------ the figures
+    def probe_figures(self, texts: Sequence[str], char_spans, scores) -> tuple[dict[str, float], list[dict]]:
+        """Shares of the named words and the words ranked by mean absolute attribution.
+
+        Args:
+            texts: the probe texts.
+            char_spans: per text, the ``[start, end)`` character span of each feature.
+            scores: per text, one attribution per feature.
+
+        Returns:
+            ``({word: share}, [{"word", "mean_abs", "count"}, ...])``, the ranking best first, words
+            seen fewer than ``min_count`` times left out.
+
+        Example:
+            >>> m = ShortcutMonitor(["zxq"], min_count=1)
+            >>> shares, top = m.probe_figures(["good zxq"], [[(0, 4), (5, 8)]], [[0.1, 0.3]])
+            >>> round(shares["zxq"], 3), top[0]["word"]
+            (0.75, 'zxq')
+        """
+        total = 0.0
+        on_word = dict.fromkeys(self.words, 0.0)
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        for text, spans, row in zip(texts, char_spans, scores):
+            for (a, b), s in zip(spans, row):
+                w, v = _norm(text[a:b]), abs(float(s))
+                total += v
+                if w in on_word:
+                    on_word[w] += v
+                sums[w] += v
+                counts[w] += 1
+        shares = {w: (v / total if total > 0 else 0.0) for w, v in on_word.items()}
+        ranked = sorted((w for w in sums if counts[w] >= self.min_count and w), key=lambda w: -sums[w] / counts[w])
+        top = [{"word": w, "mean_abs": sums[w] / counts[w], "count": counts[w]} for w in ranked]
+        return shares, top
+
+    def _from_probe(self, trainer, probe: AttributionMonitor, record: dict[str, Any]) -> None:
+        shares, top = self.probe_figures(probe.texts, probe.char_spans, record["scores"])
+        step, epoch = int(record["step"]), int(record["epoch"])
+        ranks = {w: next((i + 1 for i, t in enumerate(top) if t["word"] == w), None) for w in self.words}
+        self.history.append({"source": "probe", "step": step, "epoch": epoch, "shares": shares, "ranks": ranks,
+                             "top_words": top[: self.top_words]})
+        figures = {f"pi/shortcut/{w}/share": s for w, s in shares.items()}
+        figures.update({f"pi/shortcut/{w}/probe_rank": float(r) for w, r in ranks.items() if r is not None})
+        log_scalars(trainer, figures, step=step)
+        for w, s in shares.items():
+            if s >= self.threshold and w not in self.first_over:
+                self.first_over[w] = {"step": step, "epoch": epoch, "share": s}
+                rank_zero_warn(
+                    f"ShortcutMonitor: {s:.0%} of the {self.method} attribution on the probe set falls on {w!r} "
+                    f"(threshold {self.threshold:.0%}) at step {step}, epoch {epoch}: the model may rely on a "
+                    "shortcut. Check where this word occurs in the training data.")
+        if self.detector == "probe":
+            self._check_top(top[0]["word"] if top else None, step, epoch, "mean |attribution| over the probe set")
+        if trainer.is_global_zero and top:
+            cols = ["rank", "word", "mean_abs", "count"]
+            rows = [[r + 1, t["word"], t["mean_abs"], t["count"]] for r, t in enumerate(top[: self.top_words])]
+            log_rich(trainer, "pi/shortcut/probe_top_words", step, table=(cols, rows),
+                     html_page=table_page(f"Words with the largest mean |{self.method}| on the probe set, "
+                                          f"step {step}", cols, rows))
+
+    def _from_validation(self, trainer, record: dict[str, Any]) -> None:
+        top = record.get("top_words") or []
+        step, epoch = int(record["step"]), int(record["epoch"])
+        ranks = {w: next((i + 1 for i, t in enumerate(top) if _norm(t["word"]) == w), None) for w in self.words}
+        phis = {w: top[r - 1]["mean_phi"] for w, r in ranks.items() if r is not None}
+        self.history.append({"source": "validation", "step": step, "epoch": epoch, "ranks": ranks,
+                             "mean_phi": phis, "top_words": [dict(t) for t in top[: self.top_words]]})
+        figures = {f"pi/shortcut/{w}/val_rank": float(r) for w, r in ranks.items() if r is not None}
+        figures.update({f"pi/shortcut/{w}/val_mean_phi": v for w, v in phis.items()})
+        log_scalars(trainer, figures, step=step)
+        self._check_top(_norm(top[0]["word"]) if top else None, step, epoch,
+                        "mean SP-PI over the validation set")
+
+    def _check_top(self, first: str | None, step: int, epoch: int, what: str) -> None:
+        if first == self.detect and self.detected_step is None:
+            self.detected_step, self.detected_epoch = step, epoch
+            rank_zero_warn(f"ShortcutMonitor: {self.detect!r} is now the word with the largest {what} "
+                           f"(step {step}, epoch {epoch}): a likely shortcut.")
+
+    # ------------------------------------------------------------------ state
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"words": list(self.words), "history": self.history, "first_over": self.first_over,
+                "detected_step": self.detected_step, "detected_epoch": self.detected_epoch,
+                "seen_probe": self.seen_probe, "seen_val": self.seen_val}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if tuple(state_dict.get("words", ())) != self.words:
+            rank_zero_warn(f"ShortcutMonitor{self.words} got the state of words {state_dict.get('words')}; ignored.")
+            return
+        self.history = list(state_dict.get("history", []))
+        self.first_over = dict(state_dict.get("first_over", {}))
+        self.detected_step = state_dict.get("detected_step")
+        self.detected_epoch = state_dict.get("detected_epoch")
+        self.seen_probe = int(state_dict.get("seen_probe", 0))
+        self.seen_val = int(state_dict.get("seen_val", 0))
