@@ -193,6 +193,14 @@ def _model_source(model: str) -> str:
     return model
 
 
+def _with_adapter(clf, adapter):
+    if adapter is None:
+        return clf
+    import peft
+
+    return peft.PeftModel.from_pretrained(clf, str(adapter)).merge_and_unload().eval()
+
+
 def load_tokenizer(model: str = DEFAULT_MODEL, trust_remote_code: bool = False):
     """The fast tokenizer of ``model`` (same names as :func:`load_classifier`), with a pad token."""
     if model.startswith(TESTING_PREFIX):
@@ -213,7 +221,7 @@ def load_tokenizer(model: str = DEFAULT_MODEL, trust_remote_code: bool = False):
 
 
 def load_classifier(model: str = DEFAULT_MODEL, num_labels: int = 2, *, seed: int = 0, dtype=None,
-                    trust_remote_code: bool = False, **kwargs):
+                    adapter: str | Path | None = None, trust_remote_code: bool = False, **kwargs):
     """Load a decoder-only sequence classifier and its tokenizer.
 
     Args:
@@ -223,6 +231,8 @@ def load_classifier(model: str = DEFAULT_MODEL, num_labels: int = 2, *, seed: in
         num_labels: number of classes; the classification head is freshly initialised (seeded).
         seed: seed for the new head's initialisation (the global RNG is left untouched).
         dtype: torch dtype for the weights (default float32).
+        adapter: a folder with a peft (LoRA) adapter saved by the recipes (``--model.save_dir``);
+            it is loaded on top of ``model`` (head included) and merged, for plain inference.
         trust_remote_code: passed to transformers; off unless you ask for it.
         **kwargs: passed to ``AutoModelForSequenceClassification.from_pretrained``.
 
@@ -237,7 +247,8 @@ def load_classifier(model: str = DEFAULT_MODEL, num_labels: int = 2, *, seed: in
         from pi_lightning.testing import tiny_classifier
 
         tok = load_tokenizer(model)
-        return tiny_classifier(model[len(TESTING_PREFIX):], num_labels=num_labels, tokenizer=tok, seed=seed), tok
+        clf = tiny_classifier(model[len(TESTING_PREFIX):], num_labels=num_labels, tokenizer=tok, seed=seed)
+        return _with_adapter(clf, adapter), tok
     source = _model_source(model)
     tok = load_tokenizer(model, trust_remote_code=trust_remote_code)
     verbosity = hf_logging.get_verbosity()
@@ -252,6 +263,7 @@ def load_classifier(model: str = DEFAULT_MODEL, num_labels: int = 2, *, seed: in
         hf_logging.set_verbosity(verbosity)
     if clf.config.pad_token_id is None:
         clf.config.pad_token_id = tok.pad_token_id
+    clf = _with_adapter(clf, adapter)
     if not getattr(tok, "is_fast", False):
         warnings.warn(f"{model!r} has no fast tokenizer; pi_lightning's features need one.", UserWarning,
                       stacklevel=2)

