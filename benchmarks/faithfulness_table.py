@@ -1,0 +1,295 @@
+"""Faithfulness table in the layout of the paper's Tables 2, 3, 5 and 6, on our own fine-tuned model.
+
+Every registered method (Random, A-Last, SP-PI, GAE, Inp x Grad, LRP, IG, Kernel SHAP, MP-PI, UDIG,
+AT2) explains the true class of the same test examples; :func:`pi_lightning.evaluation.evaluate_faithfulness`
+then runs, with one shared :class:`~pi_lightning.masking.Masker` (the paper's ``"..."`` by default),
+the activation study (AS AUC, higher is better), the inverse study (IAS AUC, lower is better) and
+DIG/UDIG's log-odds (lower), comprehensiveness (higher) and sufficiency (lower) at top-20%. Each row
+gives the mean and the 95% half-width over examples, the declared cost, the forward-pass
+equivalents each method reported and its seconds per example. Paired Wilcoxon tests (scipy) say
+whether MP-PI's and SP-PI's leads are distinguishable from noise at this sample size, and the run
+records whether the paper's ordering holds (MP-PI best overall; SP-PI best among the methods of
+cost <= 1x).
+
+Data: Rotten Tomatoes test sentences at word level (default; sentences of at most ``--max-features``
+words), or IMDB test reviews at sentence level (``--dataset imdb``: ``<br />`` tags replaced by
+spaces, reviews cut after ``--max-features`` sentences). AT2 is fitted first on ``--at2-fit``
+training texts (its own random ablations; the fit time is reported separately).
+
+Run (one command; the adapter comes from ``python recipes/finetune.py``)::
+
+    python benchmarks/faithfulness_table.py --examples 32 --max-features 20
+    python benchmarks/faithfulness_table.py --dataset imdb --examples 8 --max-features 8
+    python benchmarks/faithfulness_table.py --device cuda --examples 500     # bf16 on a GPU
+    python benchmarks/faithfulness_table.py --model testing:gpt2 --adapter none --examples 3   # smoke test
+
+Writes ``faithfulness_<dataset>_<granularity>[_<tag>].{json,csv,md,png}`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
+    from _common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
+except ImportError:  # pragma: no cover
+    from benchmarks._common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
+
+from pi_lightning.attributors import available_methods, get_attributor
+from pi_lightning.data import load_movie_reviews
+from pi_lightning.evaluation import METRICS, evaluate_faithfulness
+from pi_lightning.features import Featurizer
+from pi_lightning.functional import interpolate_curve
+from pi_lightning.masking import Masker
+from pi_lightning.shapley import mask_distribution
+
+__all__ = ["PAPER_ORDER", "main"]
+
+#: Rows in the order of the paper's tables.
+PAPER_ORDER = ("random", "a-last", "sp-pi", "gae", "inputxgrad", "lrp", "ig", "kernel-shap", "mp-pi", "udig", "at2")
+LABELS = {"random": "Random", "a-last": "A-Last", "sp-pi": "SP-PI", "gae": "GAE", "inputxgrad": "Inp×Grad",
+          "lrp": "LRP", "ig": "IG", "kernel-shap": "Kernel SHAP", "mp-pi": "MP-PI", "udig": "UDIG", "at2": "AT2"}
+#: Higher is better for these metrics, lower for the others.
+HIGHER = {"as_auc": True, "ias_auc": False, "log_odds": False, "comprehensiveness": True, "sufficiency": False}
+CHEAP_COSTS = ("0", "1x")
+
+
+def select_texts(dataset: str, split: str, granularity: str, max_features: int, count: int, featurizer: Featurizer,
+                 min_features: int = 2) -> tuple[list[str], list[int]]:
+    """The first ``count`` texts of a split with ``min_features..max_features`` features.
+
+    Word level keeps texts that are short enough; sentence level cuts a review after its
+    ``max_features``-th sentence (the paper's setting for long IMDB reviews, shortened for CPU).
+    """
+    data = load_movie_reviews(dataset, split)
+    texts, labels = [], []
+    for text, label in zip(data.texts, data.labels):
+        text = " ".join(text.replace("<br />", " ").split())
+        if not text:
+            continue
+        f = featurizer(text)
+        if granularity == "sentence" and f.n > max_features:
+            text = text[: f.char_spans[max_features - 1][1]]
+            f = featurizer(text)
+        if min_features <= f.n <= max_features:
+            texts.append(text)
+            labels.append(int(label))
+        if len(texts) == count:
+            break
+    if len(texts) < count:
+        warnings.warn(f"Only {len(texts)} {split} texts of {dataset} have {min_features}..{max_features} "
+                      f"{granularity} features; asked for {count}.", UserWarning, stacklevel=2)
+    return texts, labels
+
+
+def _method_kwargs(name: str, seed: int) -> dict:
+    return {"seed": seed} if name in ("mp-pi", "kernel-shap", "random", "at2") else {}
+
+
+def _wilcoxon(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Two-sided paired Wilcoxon p-value (NaN when every pair is equal or too few pairs)."""
+    from scipy.stats import wilcoxon
+
+    d = (a - b).numpy()
+    if len(d) < 2 or np.allclose(d, 0):
+        return float("nan")
+    return float(wilcoxon(a.numpy(), b.numpy()).pvalue)
+
+
+def ordering(rows: dict[str, dict], per_example: dict[str, dict]) -> dict:
+    """Does the paper's ordering hold? MP-PI best overall, SP-PI best among cost <= 1x, per metric."""
+    out = {}
+    for metric in ("as_auc", "ias_auc"):
+        sign = 1 if HIGHER[metric] else -1
+        entry = {}
+        for who, pool in (("mp-pi", [m for m in rows]),
+                          ("sp-pi", [m for m in rows if rows[m]["cost"] in CHEAP_COSTS])):
+            if who not in rows:
+                continue
+            others = [m for m in pool if m != who]
+            if not others:
+                continue
+            best_other = max(others, key=lambda m: sign * rows[m][metric])
+            holds = sign * rows[who][metric] >= sign * rows[best_other][metric]
+            entry[who] = {
+                "best": holds,
+                "runner_up" if holds else "beaten_by": best_other,
+                "difference": rows[who][metric] - rows[best_other][metric],
+                "wilcoxon_p": _wilcoxon(per_example[who][metric], per_example[best_other][metric]),
+                "pool": "all methods" if who == "mp-pi" else "cost <= 1x",
+            }
+        out[metric] = entry
+    return out
+
+
+def _plot(path: Path, curves: dict[str, dict], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = np.linspace(0, 1, 21)
+    for name, c in curves.items():
+        style = "-" if name in ("mp-pi", "sp-pi") else "--"
+        lw = 2.2 if name in ("mp-pi", "sp-pi") else 1.0
+        axes[0].plot(x, c["as"], style, lw=lw, label=LABELS.get(name, name))
+        axes[1].plot(x, c["ias"], style, lw=lw, label=LABELS.get(name, name))
+    axes[0].set_title("Activation study (higher is better)")
+    axes[1].set_title("Inverse activation study (lower is better)")
+    for ax in axes:
+        ax.set_xlabel("fraction of features activated")
+        ax.set_ylabel("p(true class)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--dataset", default="rotten_tomatoes", choices=("rotten_tomatoes", "imdb"))
+    p.add_argument("--granularity", default=None, help="word | sentence (default: word for RT, sentence for IMDB)")
+    p.add_argument("--examples", type=int, default=32, help="test examples (the paper: 500)")
+    p.add_argument("--max-features", type=int, default=None, help="default 20 words (RT) / 8 sentences (IMDB)")
+    p.add_argument("--methods", default=",".join(PAPER_ORDER), help="comma-separated registered names")
+    p.add_argument("--template", default="{text}", help="the template the model was fine-tuned with")
+    p.add_argument("--mask", default="...", help="mask of the perturbation methods and the metrics")
+    p.add_argument("--top-k", type=float, default=20.0, help="top-k percent for log-odds/comp./suff.")
+    p.add_argument("--at2-fit", type=int, default=32, help="training texts for AT2's fit")
+    p.add_argument("--seed", type=int, default=0)
+    argv = list(argv) if argv is not None else None
+    import sys
+
+    raw = argv if argv is not None else sys.argv[1:]
+    args = p.parse_args(raw)
+    granularity = args.granularity or ("sentence" if args.dataset == "imdb" else "word")
+    max_features = args.max_features or (8 if granularity == "sentence" else 20)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in available_methods()]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}: expected names from {available_methods()}.")
+
+    model, tok, dtype = load_model(args)
+    info = run_info(args, dtype, "faithfulness_table.py", raw)
+    mask = args.mask if args.mask in ("remove", "pad", "unk") or not args.mask.isdigit() else int(args.mask)
+    common = {"granularity": granularity, "template": args.template, "mask": mask, "max_tokens": args.max_tokens}
+    featurizer = Featurizer(tok, granularity, args.template)
+    texts, labels = select_texts(args.dataset, "test", granularity, max_features, args.examples, featurizer)
+    if not texts:
+        raise ValueError(f"No {args.dataset} test text has 2..{max_features} {granularity} features.")
+    masker = Masker(tok, mask)
+    n_feats = [featurizer(t).n for t in texts]
+    print(f"{info['model']} + {info['adapter']} on {info['device']}/{dtype}; {args.dataset} test, {len(texts)} "
+          f"examples, {granularity} level, n = {min(n_feats)}..{max(n_feats)} (mean {np.mean(n_feats):.1f}); "
+          f"mask {mask!r}; explained class = true label")
+
+    rows: dict[str, dict] = {}
+    per_example: dict[str, dict] = {}
+    curves: dict[str, dict] = {}
+    accuracy = None
+    for name in methods:
+        att = get_attributor(name, model, tok, **common, **_method_kwargs(name, args.seed))
+        extra = {}
+        if name == "at2":
+            train, train_y = select_texts(args.dataset, "train", granularity, max_features, args.at2_fit, featurizer)
+            t0 = time.perf_counter()
+            att.fit(train, target=train_y)
+            extra = {"at2_fit_seconds": time.perf_counter() - t0, "at2_fit_passes": att.fit_info["forward_passes"],
+                     "at2_fit_examples": len(train), "at2_train_correlation": att.fit_info["correlation"]}
+        feats = att.featurize(texts)
+        if name == "mp-pi":  # P' is computed once per n and cached: time it apart from the attributions
+            t0 = time.perf_counter()
+            for n in sorted({f.n for f in feats}):
+                mask_distribution(n, att.use_splus, att.distribution)
+            extra = {"p_prime_seconds_all_n": time.perf_counter() - t0}
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        atts = att.attribute(feats, target=labels)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        res = evaluate_faithfulness(atts, att.adapter, masker, top_k=args.top_k)
+        s = res.summary()
+        if accuracy is None:
+            accuracy = float((res.predictions == res.targets).double().mean())
+        passes = [a.forward_passes for a in atts if a.forward_passes is not None]
+        rows[name] = {"method": LABELS.get(name, name), "cost": att.cost, **s,
+                      "forward_passes_per_example": float(np.mean(passes)) if passes else float("nan"),
+                      "seconds_per_example": seconds / len(atts), **extra}
+        per_example[name] = {m: getattr(res, m) for m in METRICS}
+        curves[name] = {"as": interpolate_curve(res.as_curves).mean(0).numpy(),
+                        "ias": interpolate_curve(res.ias_curves).mean(0).numpy()}
+        print(f"  {name:<12} cost {att.cost:>4}  AS {s['as_auc']:.3f}±{s['as_auc_ci']:.3f}  "
+              f"IAS {s['ias_auc']:.3f}±{s['ias_auc_ci']:.3f}  {seconds / len(atts):.2f} s/ex", flush=True)
+
+    order = ordering(rows, per_example)
+    tag = f"_{args.tag}" if args.tag else ""
+    stem = Path(args.out) / f"faithfulness_{args.dataset}_{granularity}{tag}"
+    result = {
+        **info, "dataset": args.dataset, "granularity": granularity, "examples": len(texts),
+        "features_min": min(n_feats), "features_max": max(n_feats), "features_mean": float(np.mean(n_feats)),
+        "template": args.template, "mask": mask, "top_k": args.top_k, "model_accuracy_on_examples": accuracy,
+        "rows": rows, "ordering": order,
+        "per_example": {k: {m: (v.tolist() if v is not None else None) for m, v in d.items()}
+                        for k, d in per_example.items()},
+        "mean_curves": {k: {c: v.tolist() for c, v in d.items()} for k, d in curves.items()},
+    }
+    write_json(stem.with_suffix(".json"), result)
+    cols = ["method", "cost", "forward_passes_per_example", "seconds_per_example"]
+    for m in METRICS:
+        cols += [m, f"{m}_ci"]
+    with open(stem.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["name", *cols])
+        for name, r in rows.items():
+            w.writerow([name, *[r[c] for c in cols]])
+
+    def cell(r, m):
+        ci = r[f"{m}_ci"]
+        return f"{r[m]:.3f} ± {ci:.3f}" if math.isfinite(ci) else f"{r[m]:.3f}"
+
+    table = md_table(
+        ["Method", "Cost", "AS AUC ↑", "IAS AUC ↓", "log-odds ↓", "comp. ↑", "suff. ↓", "fwd/ex", "s/ex"],
+        [[r["method"], r["cost"], cell(r, "as_auc"), cell(r, "ias_auc"), cell(r, "log_odds"),
+          cell(r, "comprehensiveness"), cell(r, "sufficiency"), f"{r['forward_passes_per_example']:.1f}",
+          f"{r['seconds_per_example']:.2f}"] for r in rows.values()])
+    lines = [f"### Faithfulness: {args.dataset}, {granularity} level\n",
+             (f"{len(texts)} test examples (n = {min(n_feats)}..{max(n_feats)} {granularity}s, mean "
+             f"{np.mean(n_feats):.1f}), explained class = true label, mask `{mask}`, top-k {args.top_k:g}%; "
+             f"model accuracy on these examples {accuracy:.3f}. 95% half-widths over examples.\n"),
+             f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{dtype}.\n",
+             f"Command: `{info['command']}`\n", table]
+    for metric, entry in order.items():
+        for who, e in entry.items():
+            verdict = "holds" if e["best"] else f"does NOT hold (beaten by {LABELS.get(e['beaten_by'])})"
+            other = e.get("runner_up") or e.get("beaten_by")
+            lines.append(f"- {LABELS[who]} best on {metric.upper().replace('_', ' ')} among {e['pool']}: "
+                         f"{verdict}; difference to {LABELS.get(other)} {e['difference']:+.3f}, "
+                         f"paired Wilcoxon p = {e['wilcoxon_p']:.3g}\n")
+    if "at2" in rows:
+        r = rows["at2"]
+        lines.append(f"- AT2 fitted on {r['at2_fit_examples']} training texts ({r['at2_fit_passes']} forward "
+                     f"passes, {r['at2_fit_seconds']:.1f} s, training correlation {r['at2_train_correlation']:.3f}).\n")
+    lines.append(f"\n![AS/IAS curves]({stem.name}.png)\n")
+    write_markdown(stem.with_suffix(".md"), "".join(ln if ln.endswith("\n") else ln + "\n" for ln in lines))
+    _plot(stem.with_suffix(".png"), curves,
+          f"{args.model} + {args.adapter}; {args.dataset} {granularity} level, {len(texts)} examples")
+    print(f"wrote {stem}.{{json,csv,md,png}}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

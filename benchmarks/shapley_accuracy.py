@@ -1,0 +1,329 @@
+"""Accuracy per unit cost: MP-PI, our Kernel SHAP, Captum's KernelShap and shap's Permutation explainer
+against exact Shapley values, at equal budgets, measured side by side in one run.
+
+For each of ``--inputs`` test sentences with ``--min-features..--max-features`` words (n <= 12), every
+one of the 2^n coalitions is masked with the shared :class:`~pi_lightning.masking.Masker` and run
+once, which gives two exact references by brute force:
+
+* ``full``: the Shapley values of the game "model output on the masked input" (the classifying
+  position, the last token): what Kernel SHAP, Captum and shap estimate;
+* ``prefix``: the Shapley values of MP-PI's intermediate-prediction game, where a coalition is scored
+  at the end of its last active feature (what MP-PI estimates; read from the same passes).
+
+Then, at budgets of ``k * n`` model passes (k in ``--budgets``, default 1, 2, 4, 8), each method
+explains the true class of each input (one call per input, ``--seeds`` seeds):
+
+* ``mp-pi``: pi_lightning's MP-PI (``budget="<k>n"``);
+* ``kernel-shap``: pi_lightning's Kernel SHAP (Captum's sampler and fit, batched, duplicates run once);
+* ``captum-kernelshap``: Captum's ``KernelShap`` as a user would call it: ``n_samples = k n``, default
+  ``perturbations_per_eval=1``, a forward function that masks and runs one coalition per call;
+* ``shap-permutation``: shap's ``PermutationExplainer`` with ``max_evals = k n`` over the same value
+  function (an antithetic permutation costs ``2n + 1`` passes, so budgets below that cannot run and
+  are reported as such).
+
+Reported per method and budget: cosine similarity and Spearman rank correlation to both references
+(mean over inputs x seeds, with a 95% half-width), passes actually run, seconds per input and
+milliseconds per pass. Run::
+
+    python benchmarks/shapley_accuracy.py --inputs 8 --max-features 10
+    python benchmarks/shapley_accuracy.py --device cuda --inputs 50 --max-features 12
+    python benchmarks/shapley_accuracy.py --model testing:gpt2 --adapter none --inputs 2 --max-features 5  # smoke
+
+Writes ``shapley_accuracy[_<tag>].{json,csv,md,png}`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import torch
+
+try:
+    from _common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
+except ImportError:  # pragma: no cover
+    from benchmarks._common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
+
+from pi_lightning.attributors.kernelshap import KernelShapAttributor, exact_shapley
+from pi_lightning.attributors.mppi import MPPI
+from pi_lightning.functional.stats import mean_confidence_interval
+from pi_lightning.inference import ClassifierAdapter, transform_outputs
+from pi_lightning.masking import Masker
+from pi_lightning.shapley import mask_distribution
+
+__all__ = ["METHODS", "exact_references", "main"]
+
+METHODS = ("mp-pi", "kernel-shap", "captum-kernelshap", "shap-permutation")
+
+
+def exact_references(adapter: ClassifierAdapter, masker: Masker, features, target: int,
+                     output: str = "prob") -> dict[str, np.ndarray]:
+    """Exact Shapley values of the full-input game and of MP-PI's prefix game, from all 2^n masked inputs."""
+    n = features.n
+    # (2^n, n) every coalition, in exact_shapley's enumeration order.
+    Z = np.array(list(product([False, True], repeat=n)), dtype=bool)
+    seqs, ends = masker(features, Z)
+    last = np.where(Z.any(1), n - 1 - np.argmax(Z[:, ::-1], axis=1), n - 1)
+    # Prefix game: read at the end of the last active feature (the empty coalition: at the end of the
+    # fully masked text, as MP-PI does when the template has no context before the text).
+    positions = [[int(ends[r, last[r]]), len(s) - 1] for r, s in enumerate(seqs)]
+    if features.context_end > 0:  # with a fixed context, f(empty) is read at its last token
+        positions[0][0] = features.context_end - 1
+    logits = adapter.forward_positions(seqs, positions)
+    # 2^n x (2, C) -> (2^n, 2, C) -> the target's output at the two positions.
+    vals = transform_outputs(torch.stack(logits), output)[..., target].double().numpy()
+    return {"prefix": exact_shapley(lambda _z: vals[:, 0], n), "full": exact_shapley(lambda _z: vals[:, 1], n),
+            "f_empty": float(vals[0, 1]), "f_full": float(vals[-1, 1])}
+
+
+def value_function(adapter: ClassifierAdapter, masker: Masker, features, target: int, output: str = "prob"):
+    """The full-input game as a user would wire it for Captum / shap: binary coalitions -> outputs."""
+    def f(z):
+        z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
+        # (K, n) float -> (K, n) bool coalitions.
+        seqs, _ = masker(features, z.reshape(-1, features.n) > 0.5)
+        logits = adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
+        return transform_outputs(torch.cat(logits), output)[:, target]
+    return f
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, features, target, common) -> tuple:
+    """One method at budget ``k n`` on one input: ``(phi, passes run, seconds)`` (phi None: cannot run)."""
+    n = features.n
+    budget = k * n
+    if name == "mp-pi":
+        att = MPPI(model, tok, budget=f"{k}n", seed=seed, **common)
+        before, t0 = att.adapter.forward_passes, time.perf_counter()
+        [a] = att.attribute([features], target=target)
+        return a.scores.numpy(), att.adapter.forward_passes - before, time.perf_counter() - t0
+    if name == "kernel-shap":
+        att = KernelShapAttributor(model, tok, n_samples=budget, seed=seed, **common)
+        before, t0 = att.adapter.forward_passes, time.perf_counter()
+        [a] = att.attribute([features], target=target)
+        return a.scores.numpy(), att.adapter.forward_passes - before, time.perf_counter() - t0
+    fn = value_function(adapter, masker, features, target)
+    before, t0 = adapter.forward_passes, time.perf_counter()
+    if name == "captum-kernelshap":
+        from captum.attr import KernelShap
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            phi = KernelShap(fn).attribute(torch.ones(1, n), baselines=torch.zeros(1, n),
+                                           feature_mask=torch.arange(n)[None, :], n_samples=budget)
+        return phi[0].double().numpy(), adapter.forward_passes - before, time.perf_counter() - t0
+    if name == "shap-permutation":
+        import shap
+
+        if budget < 2 * n + 1:
+            return None, 0, 0.0
+        explainer = shap.PermutationExplainer(lambda z: fn(z).numpy(), shap.maskers.Independent(np.zeros((1, n))),
+                                              seed=seed)
+        ex = explainer(np.ones((1, n)), max_evals=budget, silent=True)
+        return np.asarray(ex.values[0], dtype=np.float64), adapter.forward_passes - before, time.perf_counter() - t0
+    raise ValueError(f"Unknown method {name!r}: expected one of {', '.join(METHODS)}.")
+
+
+def _plot(path: Path, summary: list[dict], methods: list[str], budgets: list[int], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for m in methods:
+        rows = [r for r in summary if r["method"] == m and r["runs"] > 0]
+        if not rows:
+            continue
+        x = [r["budget_multiple"] for r in rows]
+        axes[0].errorbar(x, [r["cos_full"] for r in rows], yerr=[r["cos_full_ci"] for r in rows], marker="o", label=m,
+                         capsize=3)
+        axes[1].errorbar(x, [r["cos_prefix"] for r in rows], yerr=[r["cos_prefix_ci"] for r in rows], marker="o",
+                         label=m, capsize=3)
+        axes[2].plot(x, [r["ms_per_pass"] for r in rows], marker="o", label=m)
+    for ax, t in zip(axes, ("cosine to exact Shapley (full input)", "cosine to exact Shapley (prefix game)",
+                            "ms per model pass")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(budgets, [f"{b}n" for b in budgets])
+        ax.set_xlabel("budget (model passes)")
+        ax.set_title(t, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[2].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--inputs", type=int, default=8, help="test sentences to explain")
+    p.add_argument("--min-features", type=int, default=6)
+    p.add_argument("--max-features", type=int, default=10, help="at most 12 (2^n masked inputs each)")
+    p.add_argument("--budgets", default="1,2,4,8", help="budget multiples k (budget = k n passes)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per method, budget and input")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--template", default="{text}")
+    p.add_argument("--mask", default="...")
+    raw = list(argv) if argv is not None else sys.argv[1:]
+    args = p.parse_args(raw)
+    if not 2 <= args.min_features <= args.max_features <= 12:
+        raise ValueError(f"Need 2 <= --min-features <= --max-features <= 12 (exact Shapley enumerates 2^n inputs), "
+                         f"got {args.min_features}..{args.max_features}.")
+    budgets = [int(b) for b in args.budgets.split(",")]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"Unknown method {m!r}: expected some of {', '.join(METHODS)}.")
+    if "shap-permutation" in methods:
+        try:
+            import shap  # noqa: F401
+        except ImportError:
+            import warnings
+
+            warnings.warn("shap is not installed (`pip install shap`): the shap-permutation peer is skipped.",
+                          UserWarning, stacklevel=2)
+            methods.remove("shap-permutation")
+
+    from faithfulness_table import select_texts  # same data selection as the table
+
+    from pi_lightning.features import Featurizer
+
+    model, tok, dtype = load_model(args)
+    info = run_info(args, dtype, "shapley_accuracy.py", raw)
+    common = {"granularity": "word", "template": args.template, "mask": args.mask, "max_tokens": args.max_tokens}
+    featurizer = Featurizer(tok, "word", args.template)
+    texts, labels = select_texts("rotten_tomatoes", "test", "word", args.max_features, args.inputs, featurizer,
+                                 min_features=args.min_features)
+    adapter = ClassifierAdapter(model, max_tokens=args.max_tokens)
+    masker = Masker(tok, args.mask)
+    feats = [featurizer(t) for t in texts]
+    for n in sorted({f.n for f in feats}):  # P' once per n, cached (not part of the per-call cost)
+        mask_distribution(n)
+    print(f"{info['model']} + {info['adapter']} on {info['device']}/{dtype}: {len(feats)} inputs, "
+          f"n = {[f.n for f in feats]}, budgets {budgets} x n, {args.seeds} seeds", flush=True)
+
+    # Warm-up: one pass of every kind so that first-call costs do not land on one method.
+    value_function(adapter, masker, feats[0], labels[0])(np.ones((2, feats[0].n)))
+    records, refs = [], []
+    for i, (f, y) in enumerate(zip(feats, labels)):
+        t0 = time.perf_counter()
+        ref = exact_references(adapter, masker, f, y)
+        ref_s = time.perf_counter() - t0
+        refs.append({"text": f.text, "n": f.n, "target": y, "seconds": ref_s, "passes": 2 ** f.n,
+                     "full": ref["full"].tolist(), "prefix": ref["prefix"].tolist(),
+                     "cos_full_prefix": _cos(ref["full"], ref["prefix"]),
+                     "spearman_full_prefix": _spearman(ref["full"], ref["prefix"])})
+        for k in budgets:
+            for seed in range(args.seeds):
+                for m in methods:
+                    phi, passes, secs = run_method(m, k, seed, model, tok, adapter, masker, f, y, common)
+                    rec = {"input": i, "n": f.n, "method": m, "budget_multiple": k, "seed": seed,
+                           "passes": int(passes), "seconds": secs}
+                    if phi is not None:
+                        for which in ("full", "prefix"):
+                            rec[f"cos_{which}"] = _cos(phi, ref[which])
+                            rec[f"spearman_{which}"] = _spearman(phi, ref[which])
+                    records.append(rec)
+        print(f"  input {i + 1}/{len(feats)} (n={f.n}) done; exact references {ref_s:.1f} s, "
+              f"cos(full, prefix) {refs[-1]['cos_full_prefix']:.3f}", flush=True)
+
+    summary = []
+    for m in methods:
+        for k in budgets:
+            rs = [r for r in records if r["method"] == m and r["budget_multiple"] == k and "cos_full" in r]
+            row = {"method": m, "budget_multiple": k, "runs": len(rs)}
+            if rs:
+                for key in ("cos_full", "spearman_full", "cos_prefix", "spearman_prefix"):
+                    v = torch.tensor([r[key] for r in rs if math.isfinite(r[key])], dtype=torch.float64)
+                    row[key], row[f"{key}_ci"] = mean_confidence_interval(v) if len(v) else (float("nan"),) * 2
+                row["passes_per_input"] = float(np.mean([r["passes"] for r in rs]))
+                row["seconds_per_input"] = float(np.mean([r["seconds"] for r in rs]))
+                row["ms_per_pass"] = 1e3 * sum(r["seconds"] for r in rs) / max(1, sum(r["passes"] for r in rs))
+            summary.append(row)
+
+    goals = {}
+    if "mp-pi" in methods and "captum-kernelshap" in methods:
+        by = {(r["method"], r["budget_multiple"]): r for r in summary}
+        for k in budgets:
+            a, b = by[("mp-pi", k)], by[("captum-kernelshap", k)]
+            goals[f"{k}n"] = {"mp-pi_more_accurate_full": a["cos_full"] > b["cos_full"],
+                              "mp-pi_more_accurate_prefix": a["cos_prefix"] > b["cos_prefix"],
+                              "mp-pi_not_slower_per_pass": a["ms_per_pass"] <= b["ms_per_pass"],
+                              "ms_per_pass_ratio": a["ms_per_pass"] / b["ms_per_pass"]}
+
+    tag = f"_{args.tag}" if args.tag else ""
+    stem = Path(args.out) / f"shapley_accuracy{tag}"
+    cos_fp = [r["cos_full_prefix"] for r in refs]
+    result = {**info, "inputs": len(feats), "n": [f.n for f in feats], "budgets": budgets, "seeds": args.seeds,
+              "template": args.template, "mask": args.mask, "summary": summary, "goals": goals,
+              "references": refs, "records": records,
+              "cos_full_vs_prefix_mean": float(np.mean(cos_fp))}
+    write_json(stem.with_suffix(".json"), result)
+    with open(stem.with_suffix(".csv"), "w", newline="") as fh:
+        keys = ["method", "budget_multiple", "runs", "cos_full", "cos_full_ci", "spearman_full", "cos_prefix",
+                "cos_prefix_ci", "spearman_prefix", "passes_per_input", "seconds_per_input", "ms_per_pass"]
+        w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(summary)
+
+    def f3(r, key):
+        if r["runs"] == 0:
+            return "—"
+        ci = r.get(f"{key}_ci", float("nan"))
+        return f"{r[key]:.3f} ± {ci:.3f}" if math.isfinite(ci) else f"{r[key]:.3f}"
+
+    table = md_table(["Method", "Budget", "cos (full) ↑", "Spearman (full) ↑", "cos (prefix) ↑",
+                      "Spearman (prefix) ↑", "passes/input", "s/input", "ms/pass"],
+                     [[r["method"], f"{r['budget_multiple']}n", f3(r, "cos_full"), f3(r, "spearman_full"),
+                       f3(r, "cos_prefix"), f3(r, "spearman_prefix"),
+                       f"{r['passes_per_input']:.1f}" if r["runs"] else "needs ≥ 2n+1",
+                       f"{r['seconds_per_input']:.3f}" if r["runs"] else "—",
+                       f"{r['ms_per_pass']:.2f}" if r["runs"] else "—"] for r in summary])
+    lines = ["### Accuracy per unit cost against exact Shapley values\n",
+             (f"{len(feats)} Rotten Tomatoes test sentences, n = {min(result['n'])}..{max(result['n'])} words, "
+             f"explained class = true label, mask `{args.mask}`, {args.seeds} seeds per method x budget x input. "
+             "`full`: exact Shapley values of the model output on the masked input (2^n passes); `prefix`: "
+             "exact Shapley values of MP-PI's intermediate-prediction game. Mean over inputs x seeds, 95% half-width.\n"),
+             (f"Mean cosine between the two exact references: {np.mean(cos_fp):.3f} "
+             f"(min {np.min(cos_fp):.3f}).\n"),
+             f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{dtype}.\n",
+             f"Command: `{info['command']}`\n", table]
+    for k, g in goals.items():
+        lines.append(f"- {k}: MP-PI more accurate than Captum KernelShap (full ref.) {g['mp-pi_more_accurate_full']}, "
+                     f"(prefix ref.) {g['mp-pi_more_accurate_prefix']}; ms/pass ratio MP-PI / Captum "
+                     f"{g['ms_per_pass_ratio']:.2f} (not slower: {g['mp-pi_not_slower_per_pass']})\n")
+    lines.append(f"\n![accuracy per budget]({stem.name}.png)\n")
+    write_markdown(stem.with_suffix(".md"), "".join(lines))
+    _plot(stem.with_suffix(".png"), summary, methods, budgets,
+          f"{args.model} + {args.adapter}; {len(feats)} inputs, n = {min(result['n'])}..{max(result['n'])}")
+    for r in summary:
+        if r["runs"]:
+            print(f"  {r['method']:<18} {r['budget_multiple']}n  cos full {r['cos_full']:.3f}  cos prefix "
+                  f"{r['cos_prefix']:.3f}  {r['passes_per_input']:.0f} passes  {r['ms_per_pass']:.2f} ms/pass")
+    print(f"wrote {stem}.{{json,csv,md,png}}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The benchmark scripts run end to end at their smallest setting on the tiny GPT-2 and write their files.
+
+Correctness only (no timing assertions): the files exist and parse, every requested method has a
+row, the exact Shapley references satisfy efficiency, and the figures are finite where defined.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import faithfulness_table
+import scaling
+import shapley_accuracy
+
+TINY = ["--model", "testing:gpt2", "--adapter", "none", "--threads", "1"]
+
+
+def _files(out: Path, stem: str, exts) -> dict[str, Path]:
+    paths = {e: out / f"{stem}.{e}" for e in exts}
+    for p in paths.values():
+        assert p.is_file() and p.stat().st_size > 0, f"{p} was not written"
+    return paths
+
+
+def test_faithfulness_table_writes_every_method(tmp_path):
+    methods = "random,sp-pi,kernel-shap,mp-pi,at2"
+    res = faithfulness_table.main(TINY + ["--examples", "2", "--max-features", "8", "--methods", methods,
+                                          "--at2-fit", "2", "--out", str(tmp_path), "--tag", "t"])
+    paths = _files(tmp_path, "faithfulness_rotten_tomatoes_word_t", ("json", "csv", "md", "png"))
+    data = json.loads(paths["json"].read_text())
+    assert list(data["rows"]) == methods.split(",")
+    assert data["examples"] == 2 and data["features_max"] <= 8
+    for name, row in data["rows"].items():
+        assert 0.0 <= row["as_auc"] <= 1.0 and 0.0 <= row["ias_auc"] <= 1.0, name
+        assert row["cost"] and math.isfinite(row["seconds_per_example"])
+    # The ordering verdict is consistent with the rows it summarises.
+    as_rows = {k: r["as_auc"] for k, r in data["rows"].items()}
+    assert data["ordering"]["as_auc"]["mp-pi"]["best"] == (as_rows["mp-pi"] >= max(as_rows.values()))
+    cheap = {k: v for k, v in as_rows.items() if data["rows"][k]["cost"] in ("0", "1x")}
+    assert data["ordering"]["as_auc"]["sp-pi"]["best"] == (cheap["sp-pi"] >= max(cheap.values()))
+    with open(paths["csv"]) as fh:
+        assert [r["name"] for r in csv.DictReader(fh)] == methods.split(",")
+    md = paths["md"].read_text()
+    assert "| MP-PI | 2n |" in md and "Command: `python benchmarks/faithfulness_table.py" in md
+    assert res["rows"]["at2"]["at2_fit_examples"] == 2
+
+
+def test_faithfulness_table_sentence_level_and_bad_method(tmp_path):
+    res = faithfulness_table.main(TINY + ["--dataset", "imdb", "--examples", "1", "--max-features", "3",
+                                          "--methods", "sp-pi,a-last", "--out", str(tmp_path)])
+    assert res["granularity"] == "sentence" and 2 <= res["features_max"] <= 3
+    _files(tmp_path, "faithfulness_imdb_sentence", ("json", "csv", "md", "png"))
+    with pytest.raises(ValueError, match="Unknown method"):
+        faithfulness_table.main(TINY + ["--methods", "sp-pi,nope", "--out", str(tmp_path)])
+
+
+def test_exact_references_are_shapley_values(gpt2_tok, gpt2_model):
+    from pi_lightning.attributors import MPPI
+    from pi_lightning.features import Featurizer
+    from pi_lightning.inference import ClassifierAdapter
+    from pi_lightning.masking import Masker
+
+    adapter = ClassifierAdapter(gpt2_model)
+    mp = MPPI(gpt2_model, gpt2_tok, budget=8192, seed=0)
+    [f] = mp.featurize(["a good movie , really fun"])
+    ref = shapley_accuracy.exact_references(adapter, Masker(gpt2_tok), f, 1)
+    # Efficiency: both games sum to f(N) - f(empty); they share both end points here (no template).
+    assert ref["full"].sum() == pytest.approx(ref["f_full"] - ref["f_empty"], abs=1e-9)
+    assert ref["prefix"].sum() == pytest.approx(ref["f_full"] - ref["f_empty"], abs=1e-9)
+    # With the "..." mask the two games differ (masked tail tokens still reach the last position).
+    assert not np.allclose(ref["full"], ref["prefix"], atol=1e-4)
+    # MP-PI, with a budget far beyond the 2^6 coalitions, converges to the prefix game's values.
+    [a] = mp.attribute([f], target=1)
+    assert shapley_accuracy._cos(a.scores.numpy(), ref["prefix"]) > 0.98
+    # Removing features (no mask tokens) makes a coalition's input end at its last active feature:
+    # the two games coincide, which checks where the prefix game is read.
+    g = Featurizer(gpt2_tok, "word", "Review: {text}")("a good movie , really fun")
+    ref = shapley_accuracy.exact_references(adapter, Masker(gpt2_tok, "remove"), g, 1)
+    assert np.allclose(ref["full"], ref["prefix"], atol=1e-6)
+
+
+def test_shapley_accuracy_writes_all_peers(tmp_path):
+    pytest.importorskip("shap")
+    shapley_accuracy.main(TINY + ["--inputs", "1", "--min-features", "4", "--max-features", "5",
+                                        "--budgets", "1,4", "--seeds", "1", "--out", str(tmp_path)])
+    paths = _files(tmp_path, "shapley_accuracy", ("json", "csv", "md", "png"))
+    data = json.loads(paths["json"].read_text())
+    by = {(r["method"], r["budget_multiple"]): r for r in data["summary"]}
+    assert set(by) == {(m, k) for m in shapley_accuracy.METHODS for k in (1, 4)}
+    assert by[("shap-permutation", 1)]["runs"] == 0  # below one antithetic permutation (2n + 1 passes)
+    n = data["n"][0]
+    assert by[("captum-kernelshap", 4)]["passes_per_input"] == 4 * n  # one pass per sample, as a user runs it
+    for key, r in by.items():
+        if r["runs"]:
+            assert -1.0 <= r["cos_full"] <= 1.0 and -1.0 <= r["cos_prefix"] <= 1.0, key
+    assert set(data["goals"]) == {"1n", "4n"}
+    assert -1.0 <= data["cos_full_vs_prefix_mean"] <= 1.0
+
+
+def test_scaling_writes_series_and_slopes(tmp_path):
+    scaling.main(TINY + ["--pprime-ns", "8,16", "--ns", "4,8", "--widths", "2,4", "--sentences", "3",
+                               "--texts", "1", "--repeats", "1", "--reuse", "none", "--out", str(tmp_path)])
+    paths = _files(tmp_path, "scaling", ("json", "md", "png"))
+    data = json.loads(paths["json"].read_text())
+    assert [r["n"] for r in data["p_prime"]] == [8, 16]
+    assert [r["n"] for r in data["mppi_by_n"]] == [4, 8]
+    assert all(r["n"] == 3 for r in data["mppi_by_length"])
+    for r in data["mppi_by_n"] + data["mppi_by_length"]:
+        assert r["forward_seconds"] > 0 and r["seconds"] >= r["forward_seconds"] and r["sequences"] > 0
+    assert set(data["loglog_slopes"]) == {"seconds_vs_n", "seconds_vs_tokens_fixed_n", "p_prime_seconds_vs_n"}
+    assert scaling.loglog_slope([1, 2, 4], [3, 12, 48]) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="--reuse"):
+        scaling.main(TINY + ["--reuse", "bogus", "--out", str(tmp_path)])
+
+
+def test_common_options_reject_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="recipes/finetune.py"):
+        faithfulness_table.main(["--model", "testing:gpt2", "--adapter", str(tmp_path / "missing"),
+                                 "--out", str(tmp_path)])
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="--device cpu"):
+            scaling.main(TINY + ["--device", "cuda", "--out", str(tmp_path)])
