@@ -6,8 +6,8 @@ follows both from what the other pi_lightning callbacks already computed (it run
 
 * **Attribution share of named features** (when you suspect a word): after each evaluation of
   the :class:`~pi_lightning.callbacks.AttributionMonitor` with the given ``method``, the share of
-  the total absolute attribution over the probe set that falls on features equal to each named
-  word, logged as ``pi/shortcut/<word>/share``. When a share passes ``threshold`` it warns once
+  the total absolute attribution of the probe texts holding a named word that falls on that
+  word's features, logged as ``pi/shortcut/<word>/share``. When a share passes ``threshold`` it warns once
   and records the step and epoch. Put the word in (some of) the probe texts, independently of
   their labels: any attribution it then gets is reliance on a feature that carries no label
   information there.
@@ -52,8 +52,8 @@ class ShortcutMonitor(Callback):
 
     Args:
         words: the suspected shortcut words (one or more).
-        threshold: warn when a word's share of the total absolute attribution over the probe set
-            reaches this fraction (0 < threshold <= 1).
+        threshold: warn when a word's share of the absolute attribution of the probe texts that
+            contain it reaches this fraction (0 < threshold <= 1).
         method: the method of the :class:`AttributionMonitor` on the same Trainer to read the probe
             attributions from; ``None`` reads none (then no share is computed).
         detector: ``"validation"`` (rank words by :class:`ValidationSPPI`'s mean attribution over
@@ -109,6 +109,7 @@ class ShortcutMonitor(Callback):
         self.detect = _norm(detect) if detect is not None else self.words[0]
         self.min_count = min_count
         self.top_words = top_words
+        self._absent_warned: set[str] = set()
         # --- state (saved in checkpoints) ---
         self.history: list[dict[str, Any]] = []
         self.first_over: dict[str, dict[str, Any]] = {}
@@ -170,8 +171,12 @@ class ShortcutMonitor(Callback):
             self.seen_val = len(val.evals)
 
     # ------------------------------------------------------------------ the figures
-    def probe_figures(self, texts: Sequence[str], char_spans, scores) -> tuple[dict[str, float], list[dict]]:
+    def probe_figures(self, texts: Sequence[str], char_spans, scores) -> tuple[dict[str, float | None], list[dict]]:
         """Shares of the named words and the words ranked by mean absolute attribution.
+
+        A word's share is the absolute attribution on its features divided by the total absolute
+        attribution, both summed over the probe texts that contain the word (so it does not depend
+        on how many probe texts hold it); ``None`` when no probe text contains it.
 
         Args:
             texts: the probe texts.
@@ -184,23 +189,25 @@ class ShortcutMonitor(Callback):
 
         Example:
             >>> m = ShortcutMonitor(["zxq"], min_count=1)
-            >>> shares, top = m.probe_figures(["good zxq"], [[(0, 4), (5, 8)]], [[0.1, 0.3]])
+            >>> shares, top = m.probe_figures(["good zxq", "bad"], [[(0, 4), (5, 8)], [(0, 3)]], [[0.1, 0.3], [0.5]])
             >>> round(shares["zxq"], 3), top[0]["word"]
-            (0.75, 'zxq')
+            (0.75, 'bad')
         """
-        total = 0.0
         on_word = dict.fromkeys(self.words, 0.0)
+        within = dict.fromkeys(self.words, 0.0)  # total |attribution| of the texts holding the word
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         for text, spans, row in zip(texts, char_spans, scores):
-            for (a, b), s in zip(spans, row):
-                w, v = _norm(text[a:b]), abs(float(s))
-                total += v
-                if w in on_word:
-                    on_word[w] += v
+            words = [_norm(text[a:b]) for a, b in spans]
+            values = [abs(float(s)) for s in row]
+            total = sum(values)
+            for w in set(words) & on_word.keys():
+                within[w] += total
+                on_word[w] += sum(v for x, v in zip(words, values) if x == w)
+            for w, v in zip(words, values):
                 sums[w] += v
                 counts[w] += 1
-        shares = {w: (v / total if total > 0 else 0.0) for w, v in on_word.items()}
+        shares = {w: (on_word[w] / within[w] if within[w] > 0 else (0.0 if counts[w] else None)) for w in self.words}
         ranked = sorted((w for w in sums if counts[w] >= self.min_count and w), key=lambda w: -sums[w] / counts[w])
         top = [{"word": w, "mean_abs": sums[w] / counts[w], "count": counts[w]} for w in ranked]
         return shares, top
@@ -211,14 +218,20 @@ class ShortcutMonitor(Callback):
         ranks = {w: next((i + 1 for i, t in enumerate(top) if t["word"] == w), None) for w in self.words}
         self.history.append({"source": "probe", "step": step, "epoch": epoch, "shares": shares, "ranks": ranks,
                              "top_words": top[: self.top_words]})
-        figures = {f"pi/shortcut/{w}/share": s for w, s in shares.items()}
+        absent = [w for w, s in shares.items() if s is None and w not in self._absent_warned]
+        if absent:
+            self._absent_warned.update(absent)
+            rank_zero_warn(f"ShortcutMonitor: no probe text contains {absent}, so their attribution share cannot be "
+                           "measured. Add the words to some probe texts (half of each class keeps them "
+                           "uncorrelated with the label), or rely on the label-free detector.")
+        figures = {f"pi/shortcut/{w}/share": s for w, s in shares.items() if s is not None}
         figures.update({f"pi/shortcut/{w}/probe_rank": float(r) for w, r in ranks.items() if r is not None})
         log_scalars(trainer, figures, step=step)
         for w, s in shares.items():
-            if s >= self.threshold and w not in self.first_over:
+            if s is not None and s >= self.threshold and w not in self.first_over:
                 self.first_over[w] = {"step": step, "epoch": epoch, "share": s}
                 rank_zero_warn(
-                    f"ShortcutMonitor: {s:.0%} of the {self.method} attribution on the probe set falls on {w!r} "
+                    f"ShortcutMonitor: {s:.0%} of the {self.method} attribution of the probe texts holding {w!r} falls on it "
                     f"(threshold {self.threshold:.0%}) at step {step}, epoch {epoch}: the model may rely on a "
                     "shortcut. Check where this word occurs in the training data.")
         if self.detector == "probe":
