@@ -225,3 +225,28 @@ def test_ddp_two_processes_match_single(tmp_path):
         assert x == pytest.approx(y, abs=1e-6)
     for x, y in zip(a["ias_auc"], b["ias_auc"]):
         assert x == pytest.approx(y, abs=1e-6)
+
+
+def test_free_sppi_equals_sppi_attributor(tiny, tmp_path):
+    """The free per-word phi from the validation forward pass equals SP-PI's word attributions."""
+    from pi_lightning import SPPI
+
+    arch, model, tok = tiny
+    text, label = "the movie was very good and the plot was fun", 1
+    free = ValidationSPPI(tok, min_count=1, top_words=50)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[free], default_root_dir=tmp_path)
+    trainer.validate(TextClassifier(model), datamodule=TextDataModule(tok, ([text], [label]), ([text], [label])),
+                     verbose=False)
+    got = {w["word"]: w["mean_phi"] for w in free.evals[-1]["top_words"]}
+    [ref] = SPPI(model, tok).attribute(text, target=label)
+    words = ref.features.texts
+    # the first word of the sequence is the free mode's reference (p_0): a BOS token when the tokenizer
+    # adds one (then every text word is scored, as in SP-PI), else the text's first word.
+    skip = 0 if ref.features.context_end > 0 else 1
+    want: dict[str, list[float]] = {}  # words that occur twice average their phis
+    for w, s in zip(words[skip:], ref.scores[skip:].tolist()):
+        want.setdefault(w, []).append(s)
+    assert set(got) == set(want), (got, want)
+    for w, ss in want.items():
+        assert got[w] == pytest.approx(sum(ss) / len(ss), abs=1e-5), (w, got, want)

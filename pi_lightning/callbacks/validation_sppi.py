@@ -13,7 +13,8 @@ What the LightningModule must expose:
 
 Words are recovered from the token ids alone (no re-tokenization): a token starts a new word when
 it carries the tokenizer's word-boundary marker (``Ġ``/``▁``, read off the tokenizer itself), is
-punctuation, or follows punctuation. The first word of each sequence is the reference
+punctuation, or follows punctuation or a whitespace-only token (which stays with the word before
+it, as in :mod:`pi_lightning.features`). The first word of each sequence is the reference
 (p_0); every later word gets phi = p(end of word) - p(end of previous word).
 
 Per evaluation it logs ``pi/val-sp-pi/top20_share`` (the share of total |phi| carried by the top
@@ -23,7 +24,6 @@ largest mean attribution over the validation set: a label-free shortcut detector
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,12 +37,17 @@ from pi_lightning.inference import OUTPUTS, resolve_classifier, transform_output
 
 __all__ = ["ValidationSPPI"]
 
+_MAX_WORD_TOKENS = 16
+# (K,) int64 multipliers of a polynomial hash over a word's token ids (wrapping arithmetic).
+_HASH_BASE = torch.tensor([pow(1_000_003, k, 2**61 - 1) for k in range(_MAX_WORD_TOKENS)], dtype=torch.long)
+
 
 _TABLES: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per vocabulary id: (starts a word, is punctuation) as bool tensors (cached per tokenizer)."""
+    """Per vocabulary id: (starts a word, ends a unit so the next token starts a word), as bool
+    tensors (cached per tokenizer). Punctuation and whitespace-only tokens end a unit."""
     key = (id(tokenizer), len(tokenizer))
     if key not in _TABLES:
         _TABLES[key] = _word_tables(tokenizer)
@@ -55,15 +60,18 @@ def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     probe = tokenizer.convert_ids_to_tokens(tokenizer("a b", add_special_tokens=False)["input_ids"])
     marker = probe[-1][0] if probe and len(probe[-1]) > 1 and probe[-1].endswith("b") else " "
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    decoded = tokenizer.batch_decode([[i] for i in range(vocab)])
     starts = torch.zeros(vocab, dtype=torch.bool)
     punct = torch.zeros(vocab, dtype=torch.bool)
-    for i, t in enumerate(tokens):
+    for i, (t, d) in enumerate(zip(tokens, decoded)):
         if t is None:
             continue
-        body = t[1:] if t.startswith(marker) else t
-        is_p = bool(body) and not any(ch.isalnum() for ch in body)
-        punct[i] = is_p
-        starts[i] = t.startswith(marker) or is_p or i in special
+        d = d.strip()
+        # whitespace-only tokens join the current word (as in pi_lightning.features); partial UTF-8
+        # bytes (decoded as U+FFFD) continue it too
+        is_p = bool(d) and "\ufffd" not in d and not any(ch.isalnum() for ch in d)
+        punct[i] = is_p or not d
+        starts[i] = (t.startswith(marker) and bool(d)) or is_p or i in special
     return starts, punct
 
 
@@ -109,12 +117,11 @@ class ValidationSPPI(Callback):
         return self._generate_state_key(output=self.output)
 
     def _reset(self) -> None:
-        self._sum: dict[tuple[int, ...], float] = defaultdict(float)
-        self._count: dict[tuple[int, ...], int] = defaultdict(int)
-        self._share_sum = 0.0
-        self._abs_sum = 0.0
-        self._examples = 0
-        self._words = 0
+        # Per batch, device tensors only (no host sync on the validation loop's path):
+        self._hashes: list[torch.Tensor] = []  # (N,) int64 hash of each attributed word's token ids
+        self._phis: list[torch.Tensor] = []  # (N,) its phi
+        self._tokens: list[torch.Tensor] = []  # (N, _MAX_WORD_TOKENS) its first token ids, -1 padded
+        self._stats: torch.Tensor | None = None  # (4,) summed: top-20% share, mean |phi|, examples, words
 
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -162,48 +169,55 @@ class ValidationSPPI(Callback):
         mask = batch[self.mask_key].bool()
         if logits.dim() != 3 or logits.shape[:2] != ids.shape:
             return
-        starts_tab, punct_tab = (t.to(ids.device) for t in self._tables)
+        dev = ids.device
+        starts_tab, punct_tab = (t.to(dev) for t in self._tables)
         B, T = ids.shape
-        lengths = mask.sum(1)
-        last = torch.where(mask, torch.arange(T, device=ids.device), -1).max(1).values  # (B,)
-        values = transform_outputs(logits.float(), self.output)  # (B, T, C)
+        pos = torch.arange(T, device=dev).expand(B, T)
+        last = torch.where(mask, pos, -1).max(1).values  # (B,)
         labels = batch.get(self.label_key) if isinstance(batch, Mapping) else None
-        if labels is not None and torch.is_tensor(labels) and labels.dim() == 1 and labels.dtype != torch.float:
-            target = labels.to(ids.device)
+        if torch.is_tensor(labels) and labels.dim() == 1 and not torch.is_floating_point(labels):
+            target = labels.to(dev)
         else:
-            target = logits[torch.arange(B), last].argmax(-1)
+            target = logits[torch.arange(B, device=dev), last.clamp(min=0)].argmax(-1)
+        values = transform_outputs(logits.float(), self.output)  # (B, T, C) float64
         p = values.gather(2, target.view(B, 1, 1).expand(B, T, 1)).squeeze(2)  # (B, T)
-        # A token starts a word if the table says so or it follows punctuation.
-        start = starts_tab[ids] | torch.nn.functional.pad(punct_tab[ids][:, :-1], (1, 0))
+        # A token starts a word if the table says so or it follows punctuation; the first real token too.
+        start = (starts_tab[ids] | torch.nn.functional.pad(punct_tab[ids][:, :-1], (1, 0))) & mask
+        first = torch.where(mask, pos, T).min(1).values.clamp(max=T - 1)
+        start[torch.arange(B, device=dev), first] = True
         start &= mask
-        first = torch.where(mask, torch.arange(T, device=ids.device), T).min(1).values
-        start[torch.arange(B), first] = True
-        # the end of a word: the token before the next start (or the last real token)
         nxt = torch.nn.functional.pad(start[:, 1:], (0, 1), value=False)
-        is_end = mask & (nxt | (torch.arange(T, device=ids.device)[None, :] == last[:, None]))
-        ids_cpu, is_end_cpu, start_cpu, p_cpu = ids.cpu(), is_end.cpu(), start.cpu(), p.double().cpu()
-        for b in range(B):
-            if int(lengths[b]) == 0:
-                continue
-            ends = torch.nonzero(is_end_cpu[b]).flatten()
-            starts = torch.nonzero(start_cpu[b]).flatten()
-            if len(ends) < 2:
-                continue
-            pe = p_cpu[b, ends]
-            phi = torch.diff(pe)  # words 2..W; word 1 is the reference
-            absphi = phi.abs()
-            total = float(absphi.sum())
-            k = max(1, round(0.2 * len(phi)))
-            if total > 0:
-                self._share_sum += float(absphi.topk(k).values.sum()) / total
-            self._abs_sum += float(absphi.mean())
-            self._examples += 1
-            self._words += len(phi)
-            row = ids_cpu[b].tolist()
-            for w in range(1, len(ends)):
-                key = tuple(row[int(starts[w]): int(ends[w]) + 1])
-                self._sum[key] += float(phi[w - 1])
-                self._count[key] += 1
+        is_end = mask & (nxt | (pos == last[:, None]))
+        # previous word's end for every position: running max of end positions strictly before it
+        end_pos = torch.where(is_end, pos, -1)
+        prev_end = torch.nn.functional.pad(end_pos[:, :-1], (1, 0), value=-1).cummax(1).values
+        scored = is_end & (prev_end >= 0)  # word 1 of each sequence is the reference p_0
+        phi = torch.where(scored, p - p.gather(1, prev_end.clamp(min=0)), torch.zeros_like(p))  # (B, T)
+        # concentration: share of sum|phi| carried by the top 20% of words, per example
+        absphi = phi.abs()
+        n_words = scored.sum(1)  # (B,)
+        k = torch.round(0.2 * n_words.double()).long().clamp(min=1)
+        cum = absphi.sort(1, descending=True).values.cumsum(1)  # (B, T)
+        total = cum[:, -1]
+        top = cum.gather(1, (k - 1).clamp(max=T - 1)[:, None]).squeeze(1)
+        has = (n_words > 0) & (total > 0)
+        share = torch.where(has, top / total.clamp(min=1e-300), torch.zeros_like(total))
+        mean_abs = torch.where(n_words > 0, absphi.sum(1) / n_words.clamp(min=1), torch.zeros_like(total))
+        stats = torch.stack([share.sum(), mean_abs.sum(), (n_words > 0).sum().double(), n_words.sum().double()])
+        self._stats = stats if self._stats is None else self._stats + stats
+        # word identity: a hash of its token ids (position-weighted), and its first tokens for display
+        word_start = torch.where(start, pos, 0).cummax(1).values  # (B, T)
+        offset = (pos - word_start).clamp(max=_MAX_WORD_TOKENS - 1)
+        contrib = (ids.long() + 1) * _HASH_BASE.to(dev)[offset]
+        word_id = (start.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
+        hashes = torch.zeros(B, T, dtype=torch.long, device=dev).scatter_add_(1, word_id, contrib * mask)
+        sel = scored.nonzero(as_tuple=True)
+        self._hashes.append(hashes.gather(1, word_id)[sel])
+        self._phis.append(phi[sel])
+        tok_pos = word_start[sel][:, None] + torch.arange(_MAX_WORD_TOKENS, device=dev)  # (N, K)
+        in_word = tok_pos <= sel[1][:, None]
+        toks = ids[sel[0][:, None], tok_pos.clamp(max=T - 1)]
+        self._tokens.append(torch.where(in_word, toks, -1))
 
     @override
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -212,28 +226,29 @@ class ValidationSPPI(Callback):
             self._handle = None
         if trainer.sanity_checking:
             return
-        parts = gather_objects((dict(self._sum), dict(self._count), self._share_sum, self._abs_sum,
-                                self._examples, self._words))
-        sums: dict[tuple[int, ...], float] = defaultdict(float)
-        counts: dict[tuple[int, ...], int] = defaultdict(int)
-        share = absm = 0.0
-        n_ex = n_words = 0
-        for s, c, sh, ab, ne, nw in parts:
-            for k, v in s.items():
-                sums[k] += v
-            for k, v in c.items():
-                counts[k] += v
-            share, absm, n_ex, n_words = share + sh, absm + ab, n_ex + ne, n_words + nw
+        parts = gather_objects(self._local_table())
+        if all(part is None for part in parts):
+            return
+        sums = torch.cat([p_[1] for p_ in parts if p_ is not None])
+        counts = torch.cat([p_[2] for p_ in parts if p_ is not None])
+        tokens = torch.cat([p_[3] for p_ in parts if p_ is not None])
+        stats = sum(p_[4] for p_ in parts if p_ is not None)
+        # merge words by their displayed text (" the" and "the", or a word with a trailing space token)
+        texts = self.tokenizer.batch_decode([[t for t in row if t >= 0] for row in tokens.tolist()])
+        merged_sum: dict[str, float] = {}
+        merged_cnt: dict[str, int] = {}
+        for text, s_, c_ in zip(texts, sums.tolist(), counts.tolist()):
+            word = text.strip()
+            if word:  # whitespace-only pieces are not words
+                merged_sum[word] = merged_sum.get(word, 0.0) + s_
+                merged_cnt[word] = merged_cnt.get(word, 0) + c_
+        ranked = sorted((w for w in merged_sum if merged_cnt[w] >= self.min_count),
+                        key=lambda w: (-merged_sum[w] / merged_cnt[w], w))
+        top = [{"word": w, "mean_phi": merged_sum[w] / merged_cnt[w], "count": merged_cnt[w]}
+               for w in ranked[: self.top_words]]
+        share, absm, n_ex, n_words = (float(x) for x in stats)
         if n_ex == 0:
             return
-        ranked = sorted((k for k in sums if counts[k] >= self.min_count), key=lambda k: -sums[k] / counts[k])
-        top = []
-        for k in ranked:
-            word = self.tokenizer.decode(list(k)).strip()
-            if word:  # whitespace-only pieces are not words
-                top.append({"word": word, "mean_phi": sums[k] / counts[k], "count": counts[k]})
-            if len(top) == self.top_words:
-                break
         figures = {"top20_share": share / n_ex, "mean_abs": absm / n_ex, "n_examples": float(n_ex),
                    "n_words": float(n_words)}
         record = {"step": int(trainer.global_step), "epoch": int(trainer.current_epoch), "metrics": figures,
@@ -245,6 +260,20 @@ class ValidationSPPI(Callback):
             rows = [[r + 1, t["word"], t["mean_phi"], t["count"]] for r, t in enumerate(top)]
             log_rich(trainer, "pi/val-sp-pi/top_words", record["step"], table=(cols, rows),
                      html_page=table_page(f"Words with the largest mean SP-PI, step {record['step']}", cols, rows))
+
+    def _local_table(self):
+        """This rank's words, aggregated: (hashes, phi sums, counts, tokens, stats) on the CPU, or None."""
+        if not self._hashes:
+            return None
+        hashes = torch.cat(self._hashes).cpu()
+        phis = torch.cat(self._phis).double().cpu()
+        tokens = torch.cat(self._tokens).cpu()
+        uniq, inv = torch.unique(hashes, return_inverse=True)
+        sums = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, phis)
+        counts = torch.bincount(inv, minlength=len(uniq))
+        first = torch.full((len(uniq),), len(hashes), dtype=torch.long).scatter_reduce_(
+            0, inv, torch.arange(len(hashes)), reduce="amin")
+        return uniq, sums, counts, tokens[first], self._stats.double().cpu()
 
     @override
     def on_fit_end(self, trainer, pl_module) -> None:
