@@ -1,6 +1,6 @@
 """Plugging pi_lightning into a recipe that was written without it.
 
-Everything above the ``# --- pi_lightning ---`` markers is an ordinary fine-tuning script: a plain
+Everything outside the two ``pi_lightning`` marker comments is an ordinary fine-tuning script: a plain
 Hugging Face ``AutoModelForSequenceClassification`` inside a LightningModule, a Dataset and a
 collate function. The lines between the markers are all it takes to watch the model's
 explanations while it trains: SP-PI on a few held-out examples with its faithfulness (AS/IAS AUC),
@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> pl.Trainer:
     pl.seed_everything(0, verbose=False)
     model, tokenizer, train, val, probe = load(args.fast)
     module = PlainClassifier(model, lr=5e-3 if args.fast else 5e-5)
-    logger = WandbLogger(project="pi-lightning-plug-in", save_dir=args.out,
+    logger = WandbLogger(project="pi-lightning-plug-in", save_dir=os.path.abspath(args.out),
                          offline=os.environ.get("WANDB_MODE", "offline") != "online")
 
     # --- pi_lightning ---

@@ -164,7 +164,8 @@ def _logger(out: str):
     from lightning.pytorch.loggers import WandbLogger
 
     online = os.environ.get("WANDB_MODE", "offline") == "online"
-    return WandbLogger(project="pi-lightning-shortcut", save_dir=out, offline=not online)
+    # an absolute folder: W&B's service process may not share this process's working directory
+    return WandbLogger(project="pi-lightning-shortcut", save_dir=os.path.abspath(out), offline=not online)
 
 
 def summary(args, trainer, sp, free, shortcut, report, probe_x, probe_y, seconds: float) -> str:

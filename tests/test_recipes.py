@@ -36,6 +36,7 @@ def offline(tmp_path, monkeypatch):
     import wandb
 
     wandb.finish()  # a run left open would be reused by the next WandbLogger
+    wandb.teardown()  # the service resolves relative save_dirs against its own (the first test's) cwd
 
 
 def _wandb_file(root: Path) -> bytes:
