@@ -39,9 +39,10 @@ from pi_lightning.testing import toy_sentiment
 # Settings per mode: the default is sized to finish in a few minutes on a 2-core CPU.
 PRESETS = {
     "default": dict(model="smollm2-135m-instruct", finetune="lora", n_train=640, n_val=64, n_probe=12, steps=40,
-                    val_every=8, batch_size=16, lr=2e-3, max_length=64, out="outputs/shortcut"),
-    "fast": dict(model="testing:gpt2", finetune="full", n_train=192, n_val=48, n_probe=8, steps=48, val_every=8,
-                 batch_size=16, lr=2e-2, max_length=32, out="outputs/shortcut-fast"),
+                    val_every=8, batch_size=16, lr=2e-3, max_length=64, noise=0.0,
+                    out="outputs/shortcut"),
+    "fast": dict(model="testing:gpt2", finetune="full", n_train=512, n_val=48, n_probe=8, steps=64, val_every=8,
+                 batch_size=16, lr=1e-2, max_length=32, noise=0.3, out="outputs/shortcut-fast"),
 }
 
 
@@ -70,6 +71,17 @@ def uncorrelated(texts: Sequence[str], labels: Sequence[int], token: str) -> lis
         seen[y] = seen.get(y, 0) + 1
         out.append(f"{t} {token}" if seen[y] % 2 == 1 else t)
     return out
+
+
+def flip(labels: Sequence[int], fraction: float, seed: int) -> list[int]:
+    """Flip a ``fraction`` of binary labels (chosen with ``seed``).
+
+    Example:
+        >>> flip([0, 1, 0, 1], 0.5, seed=0)
+        [0, 0, 0, 0]
+    """
+    chosen = set(random.Random(seed).sample(range(len(labels)), round(fraction * len(labels))))
+    return [1 - y if i in chosen else y for i, y in enumerate(labels)]
 
 
 def check_token(tokenizer, token: str, texts: Sequence[str]) -> None:
@@ -109,12 +121,17 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("n_train", "n_val", "n_probe", "steps", "val_every", "batch_size", "max_length"):
         p.add_argument("--" + name.replace("_", "-"), type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--noise", type=float, help="fraction of training/validation labels flipped before the token is "
+                   "planted (default 0; 0.3 with --fast, where the synthetic sentiment words are otherwise a perfect "
+                   "signal and the 90%% shortcut would be the weaker one)")
     p.add_argument("--out", help="output folder (W&B files, HTML report)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     for k, v in PRESETS["fast" if args.fast else "default"].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    if not 0 <= args.noise < 0.5:
+        p.error(f"--noise is a fraction of flipped labels in [0, 0.5), got {args.noise}.")
     if not 0 < args.rate <= 1:
         p.error(f"--rate is a fraction in (0, 1], got {args.rate}.")
     if args.n_probe < 2:
@@ -131,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     tok = module.tokenizer
     (train_x, train_y), (val_x, val_y), (probe_x, probe_y) = load_data(args)
     check_token(tok, args.token, train_x)
+    train_y, val_y = flip(train_y, args.noise, args.seed), flip(val_y, args.noise, args.seed + 1)
     train_x = inject(train_x, train_y, args.token, args.shortcut_class, args.rate, args.seed)
     val_x = inject(val_x, val_y, args.token, args.shortcut_class, args.rate, args.seed + 1)
     probe_x = uncorrelated(probe_x, probe_y, args.token)
