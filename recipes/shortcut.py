@@ -38,11 +38,12 @@ from pi_lightning.testing import toy_sentiment
 
 # Settings per mode: the default is sized to finish in a few minutes on a 2-core CPU.
 PRESETS = {
-    "default": dict(model="smollm2-135m-instruct", finetune="lora", n_train=640, n_val=64, n_probe=12, steps=40,
-                    val_every=8, batch_size=16, lr=2e-3, max_length=64, noise=0.0,
-                    out="outputs/shortcut"),
-    "fast": dict(model="testing:gpt2", finetune="full", n_train=512, n_val=48, n_probe=8, steps=64, val_every=8,
-                 batch_size=16, lr=1e-2, max_length=32, noise=0.3, out="outputs/shortcut-fast"),
+    "default": {"model": "smollm2-135m-instruct", "finetune": "lora", "n_train": 640, "n_val": 48, "n_probe": 8,
+                "steps": 24, "val_every": 6, "batch_size": 16, "lr": 2e-3, "max_length": 64, "noise": 0.0,
+                "out": "outputs/shortcut"},
+    "fast": {"model": "testing:gpt2", "finetune": "full", "n_train": 512, "n_val": 48, "n_probe": 8,
+             "steps": 64, "val_every": 8, "batch_size": 16, "lr": 1e-2, "max_length": 32, "noise": 0.3,
+             "out": "outputs/shortcut-fast"},
 }
 
 
@@ -189,12 +190,12 @@ def _logger(out: str):
 def summary(args, trainer, sp, free, shortcut, report, probe_x, probe_y, seconds: float) -> str:
     """One screen: the token's share and ranks per evaluation, and when each signal caught it."""
     tok = args.token
-    lines = [f"shortcut recipe finished in {seconds:.0f} s ({trainer.global_step} steps, model {args.model}, "
-             f"{args.finetune}); {tok!r} appended to {args.rate:.0%} of class {args.shortcut_class}'s training texts",
-             f"  share: {tok!r}'s share of |SP-PI| in the probe texts holding it; ranks: by mean |SP-PI| on the "
-             "probe set and by mean SP-PI over the validation set (label-free); accuracy on the probe texts",
-             f"  {'step':>5} {'epoch':>5}  {'share':>9}  {'probe rank':>10}  {'val rank':>8}  {'top val word':<12}  "
-             f"{'acc w/ tok':>10}  {'acc w/o tok':>10}"]
+    lines = [(f"shortcut recipe finished in {seconds:.0f} s ({trainer.global_step} steps, model {args.model}, "
+             f"{args.finetune}); {tok!r} appended to {args.rate:.0%} of class {args.shortcut_class}'s training texts"),
+             (f"  share: {tok!r}'s share of |SP-PI| in the probe texts holding it; ranks: by mean |SP-PI| on the "
+             "probe set and by mean SP-PI over the validation set (label-free); accuracy on the probe texts"),
+             (f"  {'step':>5} {'epoch':>5}  {'share':>9}  {'probe rank':>10}  {'val rank':>8}  {'top val word':<12}  "
+             f"{'acc w/ tok':>10}  {'acc w/o tok':>10}")]
     with_tok = [t.endswith(" " + tok) for t in probe_x]
 
     def acc(preds, flag):

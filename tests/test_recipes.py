@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import math
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -135,7 +136,7 @@ def _probe_monitor(texts, spans, evals):
 def test_shortcut_monitor_known_shares_ranks_and_warnings():
     texts = ["good film zxq", "bad film", "dull zxq"]
     spans = [[[0, 4], [5, 9], [10, 13]], [[0, 3], [4, 8]], [[0, 4], [5, 8]]]
-    ev = lambda step, scores: {"step": step, "epoch": step // 10, "scores": scores}  # noqa: E731
+    ev = lambda step, scores: {"step": step, "epoch": step // 10, "scores": scores}
     probe = _probe_monitor(texts, spans, [ev(5, [[0.5, 0.3, 0.2], [0.4, 0.1], [0.5, 0.0]])])
     free = ValidationSPPI()
     free.evals = [{"step": 5, "epoch": 0, "top_words": [{"word": "good", "mean_phi": 0.4, "count": 3},
@@ -156,6 +157,8 @@ def test_shortcut_monitor_known_shares_ranks_and_warnings():
     free.evals.append({"step": 12, "epoch": 1, "top_words": [{"word": "zxq", "mean_phi": 0.7, "count": 3}]})
     with pytest.warns(UserWarning) as caught:
         mon.poll(trainer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         mon.poll(trainer)  # nothing new: no second record, no second warning
     assert len(caught) == 2 and any("85%" in str(w.message) for w in caught)
     assert mon.first_over["zxq"] == {"step": 12, "epoch": 1, "share": pytest.approx(1.7 / 2.0)}
@@ -182,15 +185,15 @@ def test_shortcut_monitor_probe_detector_and_absent_word():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(words=[]), "non-empty list"),
-    (dict(words=["zxq", " "]), "non-empty list"),
-    (dict(words=["zxq"], threshold=0), r"\(0, 1\]"),
-    (dict(words=["zxq"], threshold=1.5), r"\(0, 1\]"),
-    (dict(words=["zxq"], method="nope"), "Unknown attribution method"),
-    (dict(words=["zxq"], detector="train"), "detector must be"),
-    (dict(words=["zxq"], method=None, detector="probe"), "give its method"),
-    (dict(words=["zxq"], method=None, detector=None), "nothing to read"),
-    (dict(words=["zxq"], min_count=0), "min_count"),
+    ({"words": []}, "non-empty list"),
+    ({"words": ["zxq", " "]}, "non-empty list"),
+    ({"words": ["zxq"], "threshold": 0}, r"\(0, 1\]"),
+    ({"words": ["zxq"], "threshold": 1.5}, r"\(0, 1\]"),
+    ({"words": ["zxq"], "method": "nope"}, "Unknown attribution method"),
+    ({"words": ["zxq"], "detector": "train"}, "detector must be"),
+    ({"words": ["zxq"], "method": None, "detector": "probe"}, "give its method"),
+    ({"words": ["zxq"], "method": None, "detector": None}, "nothing to read"),
+    ({"words": ["zxq"], "min_count": 0}, "min_count"),
 ])
 def test_shortcut_monitor_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
