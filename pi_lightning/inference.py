@@ -166,14 +166,19 @@ class ClassifierAdapter:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def per_position_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """One forward pass; returns the head's output at every position, ``(B, T, C)``."""
+    def per_position_logits(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, *,
+                            inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """One forward pass (token ids, or ``inputs_embeds``); the head's output at every position, ``(B, T, C)``.
+
+        Runs in whatever grad mode the caller chose (gradient methods differentiate through it).
+        """
         captured: list[torch.Tensor] = []
         handle = self.head.register_forward_hook(lambda _m, _i, out: captured.append(out))
         try:
             # Explicit position ids make left padding equivalent to right padding.
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+            self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                       position_ids=position_ids)
         finally:
             handle.remove()
         if not captured:

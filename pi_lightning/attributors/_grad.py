@@ -22,7 +22,7 @@ from pi_lightning.inference import transform_outputs
 from pi_lightning.result import Attribution
 
 __all__ = ["AGGREGATIONS", "aggregate", "grad_mode", "eager_attention", "attention_modules",
-           "EmbeddingFunction", "GradientAttributor", "predict", "mask_baseline", "head_logits"]
+           "EmbeddingFunction", "GradientAttributor", "predict", "mask_baseline"]
 
 AGGREGATIONS = ("sum", "l2")
 
@@ -65,7 +65,8 @@ def aggregate(token_scores: torch.Tensor, features: Features, how: str) -> torch
 
 @contextlib.contextmanager
 def grad_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode, gradients enabled, parameters frozen; all three restored exactly afterwards.
+    """Eval mode, gradients enabled (also inside Lightning's inference mode), parameters frozen; all
+    restored exactly afterwards.
 
     Freezing the parameters means no ``.grad`` is accumulated on them (and no memory is spent on
     it): only the input embeddings are differentiated.
@@ -76,7 +77,7 @@ def grad_mode(model: torch.nn.Module) -> Iterator[None]:
     try:
         for p, _ in flags:
             p.requires_grad_(False)
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():
             yield
     finally:
         for p, flag in flags:
@@ -138,21 +139,6 @@ def attention_modules(hf_model) -> tuple[list[torch.nn.Module], int]:
     return mods, index
 
 
-def head_logits(adapter, *, input_ids=None, inputs_embeds=None, attention_mask) -> torch.Tensor:
-    """One forward pass (ids or embeddings) returning the head's ``(B, T, C)`` per-position logits."""
-    captured: list[torch.Tensor] = []
-    handle = adapter.head.register_forward_hook(lambda _m, _i, out: captured.append(out))
-    try:
-        # Explicit position ids: right padding and no padding give the same positions.
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        adapter.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                      position_ids=position_ids)
-    finally:
-        handle.remove()
-    out = captured[-1]
-    return out[0] if isinstance(out, tuple) else out
-
-
 class EmbeddingFunction:
     """The model as a function of one example's input embeddings.
 
@@ -187,7 +173,7 @@ class EmbeddingFunction:
     def __call__(self, embeds: torch.Tensor) -> torch.Tensor:
         self.calls += embeds.shape[0]
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        logits = head_logits(self.adapter, inputs_embeds=embeds, attention_mask=mask)
+        logits = self.adapter.per_position_logits(None, mask, inputs_embeds=embeds)
         out = transform_outputs(logits[:, -1], self.output)[..., self.target]
         return out.to(embeds.dtype)
 

@@ -41,11 +41,9 @@ converge; ``extras["completeness_gap"]`` reports the gap for every explained tex
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 
+from pi_lightning.attributors._grad import grad_mode
 from pi_lightning.attributors.base import Attributor, register
 from pi_lightning.neighbors import VocabularyIndex
 from pi_lightning.result import Attribution
@@ -196,25 +194,6 @@ def resample_path(points: torch.Tensor, steps: int) -> torch.Tensor:
     return points[lo] + frac * (points[lo + 1] - points[lo])
 
 
-@contextlib.contextmanager
-def _gradients_in_eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode, gradients on (also inside Lightning's inference mode), parameters frozen so that
-    only the path points are differentiated; every mode and flag restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        with torch.inference_mode(False), torch.enable_grad():
-            yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, mode in modes:
-            m.training = mode
-
-
 @register
 class UDIG(Attributor):
     """Uniform Discretized Integrated Gradients (and DIG) for decoder-only classifiers.
@@ -308,21 +287,8 @@ class UDIG(Attributor):
 
     def _last_logits(self, embeds: torch.Tensor) -> torch.Tensor:
         """``(B, L, D)`` input embeddings -> ``(B, C)`` head output at the last position."""
-        captured: list[torch.Tensor] = []
-        handle = self.adapter.head.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        B, L = embeds.shape[:2]
-        try:
-            ones = torch.ones((B, L), dtype=torch.long, device=embeds.device)
-            # (L,) -> (B, L)
-            pos = torch.arange(L, device=embeds.device).expand(B, L)
-            self.model(inputs_embeds=embeds, attention_mask=ones, position_ids=pos)
-        finally:
-            handle.remove()
-        if not captured:
-            raise RuntimeError(f"The head {type(self.adapter.head).__name__} was not called during the forward pass.")
-        out = captured[-1]
-        out = out[0] if isinstance(out, tuple) else out
-        return out[:, -1, :]
+        ones = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        return self.adapter.per_position_logits(None, ones, inputs_embeds=embeds)[:, -1, :]
 
     def attribute(self, texts, target="predicted") -> list[Attribution]:
         with torch.inference_mode(False):
@@ -362,7 +328,7 @@ class UDIG(Attributor):
         L = len(f.input_ids)
         dtype = next(p for p in self.model.parameters() if p.is_floating_point()).dtype
         grads, outs = [], []
-        with _gradients_in_eval_mode(self.model):
+        with grad_mode(self.model):
             # (L,) -> (1, L, D): real embeddings of the fixed context.
             context = self.embedding(ids[None]).detach().to(dtype)
             rows = max(1, self.adapter.max_tokens // L)
