@@ -19,6 +19,11 @@ _EXPORTS = {
     "Attribution": "pi_lightning.result",
     "Attributor": "pi_lightning.attributors",
     "SPPI": "pi_lightning.attributors",
+    "MPPI": "pi_lightning.attributors",
+    "AttributionMonitor": "pi_lightning.callbacks",
+    "ValidationSPPI": "pi_lightning.callbacks",
+    "HTMLReport": "pi_lightning.callbacks",
+    "evaluate_faithfulness": "pi_lightning.evaluation",
     "get_attributor": "pi_lightning.attributors",
     "available_methods": "pi_lightning.attributors",
 }
@@ -26,7 +31,9 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pi_lightning.attributors import SPPI, Attributor, available_methods, get_attributor
+    from pi_lightning.attributors import MPPI, SPPI, Attributor, available_methods, get_attributor
+    from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
+    from pi_lightning.evaluation import evaluate_faithfulness
     from pi_lightning.features import Features, Featurizer
     from pi_lightning.inference import ClassifierAdapter
     from pi_lightning.masking import Masker
