@@ -38,8 +38,8 @@ from pi_lightning.testing import toy_sentiment
 
 # Settings per mode: the default is sized to finish in a few minutes on a 2-core CPU.
 PRESETS = {
-    "default": {"model": "smollm2-135m-instruct", "finetune": "lora", "n_train": 640, "n_val": 48, "n_probe": 8,
-                "steps": 24, "val_every": 6, "batch_size": 16, "lr": 2e-3, "max_length": 64, "noise": 0.0,
+    "default": {"model": "smollm2-135m-instruct", "finetune": "lora", "n_train": 640, "n_val": 32, "n_probe": 8,
+                "steps": 18, "val_every": 6, "batch_size": 16, "lr": 2e-3, "max_length": 64, "noise": 0.0,
                 "out": "outputs/shortcut"},
     "fast": {"model": "testing:gpt2", "finetune": "full", "n_train": 512, "n_val": 48, "n_probe": 8,
              "steps": 64, "val_every": 8, "batch_size": 16, "lr": 1e-2, "max_length": 32, "noise": 0.3,
@@ -217,6 +217,9 @@ def summary(args, trainer, sp, free, shortcut, report, probe_x, probe_y, seconds
             if k in f and k in last:
                 lines.append(f"  sp-pi {name} on the probe set: {f[k]:.3f} -> {last[k]:.3f} (first -> last evaluation)")
     over = shortcut.first_over.get(tok)
+    if probe_rows and probe_rows[0]["step"] == 0 and probe_rows[0]["shares"][tok] is not None:
+        lines.append(f"  share before any training (step 0): {probe_rows[0]['shares'][tok]:.2f}, the weight of the "
+                     "token's position alone; compare the later rows with it")
     lines.append(f"  share monitor: {tok!r} passed {args.threshold:.0%} of the attribution at step {over['step']} "
                  f"(epoch {over['epoch']}, share {over['share']:.2f})" if over else
                  f"  share monitor: {tok!r} never passed {args.threshold:.0%} of the attribution")
