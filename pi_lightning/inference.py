@@ -177,8 +177,8 @@ class ClassifierAdapter:
         try:
             # Explicit position ids make left padding equivalent to right padding.
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                       position_ids=position_ids)
+            inputs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+            self.model(**inputs, attention_mask=attention_mask, position_ids=position_ids)
         finally:
             handle.remove()
         if not captured:

@@ -28,7 +28,7 @@ def highlight(text: str, char_spans: Sequence[Sequence[int]], scores: Sequence[f
     """HTML for ``text`` with features highlighted by their attribution.
 
     Example:
-        >>> highlight("good bad", [(0, 4), (5, 8)], [0.5, -1.0]).count("<span")
+        >>> highlight("good bad", [(0, 4), (5, 8)], [0.5, -1.0]).count("<span title=")
         2
     """
     top = max((abs(float(s)) for s in scores), default=0.0) or 1.0
