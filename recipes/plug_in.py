@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> pl.Trainer:
     p.add_argument("--out", default="outputs/plug_in", help="output folder")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     steps = args.steps or (16 if args.fast else 32)
+    if args.fast:
+        torch.set_num_threads(1)  # a tiny model gains nothing from threads; on a busy CPU they cost
     pl.seed_everything(0, verbose=False)
     model, tokenizer, train, val, probe = load(args.fast)
     module = PlainClassifier(model, lr=5e-3 if args.fast else 5e-5)
