@@ -70,9 +70,14 @@ def summary(trainer, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> FinetuneCLI:
     argv = list(sys.argv[1:] if argv is None else argv)
     configs = ["--config", str(HERE / "configs" / "default.yaml")]
+    out = "outputs/finetune"
     if "--fast" in argv:
         argv.remove("--fast")
         configs += ["--config", str(HERE / "configs" / "fast.yaml")]
+        out = "outputs/fast"
+    # W&B's background service resolves a relative save_dir against the folder its first run started
+    # in: make the default absolute (a later --trainer.logger... argument still wins).
+    configs += ["--trainer.logger.init_args.save_dir", os.path.abspath(out)]
     if os.environ.get("WANDB_MODE", "offline") == "online":
         argv += ["--trainer.logger.init_args.offline", "false"]
     t0 = time.perf_counter()
