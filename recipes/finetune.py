@@ -37,8 +37,22 @@ class FinetuneCLI(LightningCLI):
         parser.link_arguments("model.model_name", "data.tokenizer_name")
 
 
+def explained_examples(monitor: AttributionMonitor, count: int = 3) -> list[str]:
+    """The last evaluation's word attributions of the first ``count`` probe examples, one line each."""
+    last = monitor.evals[-1]
+    names = monitor.label_names or []
+    lines = []
+    for i in range(min(count, len(monitor.texts))):
+        text, spans, scores = monitor.texts[i], monitor.char_spans[i], last["scores"][i]
+        words = " ".join(f"{text[a:b]}({s:+.2f})" for (a, b), s in zip(spans, scores))
+        label = names[monitor.labels[i]] if monitor.labels and monitor.labels[i] < len(names) else ""
+        lines.append(f"    [{label}] {words}")
+    return lines
+
+
 def summary(trainer, seconds: float) -> str:
-    """One screen: accuracy and AS/IAS AUC per method, first vs last evaluation."""
+    """One screen: accuracy and AS/IAS AUC per method, first vs last evaluation, and a few explained
+    probe sentences."""
     lines = [f"pi_lightning run finished in {seconds:.0f} s "
              f"({trainer.global_step} steps, device {trainer.strategy.root_device})"]
     acc = trainer.callback_metrics.get("val/acc")
@@ -60,6 +74,10 @@ def summary(trainer, seconds: float) -> str:
             lines.append(f"  top words by mean SP-PI over the validation set: {words}")
         if isinstance(cb, HTMLReport) and cb.written:
             lines.append(f"  HTML report: {cb.written}")
+    sp = next((c for c in trainer.callbacks if isinstance(c, AttributionMonitor) and c.evals), None)
+    if sp is not None:
+        lines.append(f"  {sp.method} word attributions at the last evaluation (toward the true class):")
+        lines.extend(explained_examples(sp))
     for logger in trainer.loggers:
         d = getattr(getattr(logger, "experiment", None), "dir", None)
         if d:
