@@ -4,9 +4,10 @@ Runs ``trainer.validate`` on the same model and data (a) without callbacks, (b) 
 :class:`~pi_lightning.callbacks.ValidationSPPI` (free mode: the head's per-position output is
 captured from the loop's own forward pass), (c) with an ``AttributionMonitor("sp-pi")`` on a probe
 set, attributions only (``metrics=[]``: one forward pass per probe text), and (d) the same with the
-faithfulness metrics (AS/IAS and UDIG's: masked passes). Runs are interleaved and repeated; the
-median time of each is reported and the ratios to (a) printed, both in wall time and in this
-process's CPU time (on a shared CPU, other processes inflate wall time but not CPU time).
+faithfulness metrics (AS/IAS and UDIG's: masked passes). Runs are interleaved in shuffled
+blocks, each with a second run without callbacks as a null control; the paired per-block ratios to
+(a) are printed with their 95% interval and a Wilcoxon p-value, in wall time and in this process's
+CPU time (on a shared CPU, other processes inflate wall time but not CPU time).
 
     python benchmarks/bench_callbacks.py                       # embedded SmolLM2-135M, 64 val sentences
     python benchmarks/bench_callbacks.py --model testing:gpt2 --n-val 256
@@ -17,12 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import random
 import statistics
 import time
 import warnings
 
 import lightning.pytorch as pl
+import numpy as np
+import scipy.stats
 import torch
 
 from pi_lightning.callbacks import AttributionMonitor, ValidationSPPI
@@ -36,7 +41,7 @@ class TimedValidationSPPI(ValidationSPPI):
     spent = 0.0  # per-batch and per-epoch work
     setup_spent = 0.0  # one-time: the word tables of the tokenizer (cached across runs)
 
-    def _timed(name):  # noqa: N805 - a decorator factory used in the class body
+    def _timed(name):
         def method(self, *args, **kwargs):
             t = time.perf_counter()
             try:
@@ -63,7 +68,7 @@ def main() -> None:
     p.add_argument("--n-val", type=int, default=64)
     p.add_argument("--n-probe", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=10, help="interleaved blocks")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="32")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
@@ -80,7 +85,7 @@ def main() -> None:
     probe = load_movie_reviews("rotten_tomatoes", "test").subset(args.n_probe)
     dm = TextDataModule(tok, val, val, batch_size=args.batch_size)
     configs = {
-        "none": lambda: [],
+        "none": list,
         "free": lambda: [TimedValidationSPPI(tok)],
         "probe": lambda: [AttributionMonitor(tok, probe, "sp-pi", metrics=[], log_examples=0)],
         "probe+metrics": lambda: [AttributionMonitor(tok, probe, "sp-pi", log_examples=0)],
@@ -100,26 +105,55 @@ def main() -> None:
         return time.perf_counter() - t, time.process_time() - c
 
     run([])  # warm-up
+    # Interleaved blocks in a shuffled order (seeded): each block runs every config once plus a second
+    # "none" (the null control: two identical loops in the same block, whose ratio shows the noise
+    # floor). Ratios are taken within a block (paired), so slow drifts of a shared machine cancel.
+    times.setdefault("none", [])
+    cpu.setdefault("none", [])
+    order = ["none", "none (control)", *[k for k in configs if k != "none"]]
+    rng = random.Random(0)
+    block_ratio: dict[str, list[float]] = {k: [] for k in order[1:]}
+    block_ratio_cpu: dict[str, list[float]] = {k: [] for k in order[1:]}
     for _ in range(args.repeats):
-        for name, make in configs.items():
-            w, c = run(make())
-            times[name].append(w)
-            cpu[name].append(c)
+        block = list(order)
+        rng.shuffle(block)
+        wall_b, cpu_b = {}, {}
+        for name in block:
+            w, c = run(configs[name]() if name in configs else [])  # "none" and its control: no callbacks
+            wall_b[name], cpu_b[name] = w, c
+            if name in times:
+                times[name].append(w)
+                cpu[name].append(c)
+        for k in order[1:]:
+            block_ratio[k].append(wall_b[k] / wall_b["none"])
+            block_ratio_cpu[k].append(cpu_b[k] / cpu_b["none"])
     med = {k: statistics.median(v) for k, v in times.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+
+    def paired(ratios: list[float]) -> dict[str, float]:
+        """Median paired ratio, mean with its 95% t-interval, and the Wilcoxon p-value against 1."""
+        r = np.asarray(ratios)
+        half = float(scipy.stats.t.ppf(0.975, len(r) - 1) * r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else float("nan")
+        p = float(scipy.stats.wilcoxon(r - 1).pvalue) if len(r) > 5 and np.any(r != 1) else float("nan")
+        return {"median": float(np.median(r)), "mean": float(r.mean()), "ci95": half, "wilcoxon_p": p}
+
     out = {
         "model": args.model, "device": args.device, "precision": args.precision, "n_val": args.n_val,
-        "n_probe": args.n_probe, "machine": f"{platform.machine()} {torch.get_num_threads()} threads"
+        "n_probe": args.n_probe, "repeats": args.repeats, "load_average": os.getloadavg()[0],
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads"
         + (f" {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
         "median_seconds": med, "median_cpu_seconds": med_cpu,
         "ratio_wall": {k: v / med["none"] for k, v in med.items()},
         "ratio_cpu": {k: v / med_cpu["none"] for k, v in med_cpu.items()},
+        "paired_ratio_wall": {k: paired(v) for k, v in block_ratio.items()},
+        "paired_ratio_cpu": {k: paired(v) for k, v in block_ratio_cpu.items()},
     }
     print(f"validation loop of {args.n_val} examples, {args.model}, {args.device}/{args.precision}, "
-          f"median of {args.repeats}:")
-    for k, v in med.items():
-        print(f"  {k:<14} wall {v:8.3f} s (ratio {v / med['none']:.4f})   cpu {med_cpu[k]:8.3f} s "
-              f"(ratio {med_cpu[k] / med_cpu['none']:.4f})")
+          f"{args.repeats} shuffled interleaved blocks, load average {out['load_average']:.2f}:")
+    for k in order[1:]:
+        pw, pc = out["paired_ratio_wall"][k], out["paired_ratio_cpu"][k]
+        print(f"  {k:<16} paired ratio to none: wall {pw['mean']:.4f} ± {pw['ci95']:.4f} (median {pw['median']:.4f}, "
+              f"p {pw['wilcoxon_p']:.3g})   cpu {pc['mean']:.4f} ± {pc['ci95']:.4f} (p {pc['wilcoxon_p']:.3g})")
     if "free" in med:
         inside = TimedValidationSPPI.spent / args.repeats
         out["free_in_callback_seconds"] = inside
@@ -128,8 +162,10 @@ def main() -> None:
         print(f"time inside ValidationSPPI's hooks per validation loop: {inside:.4f} s = "
               f"{100 * inside / med['none']:.2f}% of the loop without callbacks (plus a one-time "
               f"{TimedValidationSPPI.setup_spent:.2f} s for the tokenizer's word tables)")
-        print(f"free-mode SP-PI overhead: {100 * (out['ratio_wall']['free'] - 1):+.2f}% wall, "
-              f"{100 * (out['ratio_cpu']['free'] - 1):+.2f}% cpu (goal <= 2%)")
+        pw, pc = out["paired_ratio_wall"]["free"], out["paired_ratio_cpu"]["free"]
+        print(f"free-mode SP-PI overhead: {100 * (pw['mean'] - 1):+.2f}% ± {100 * pw['ci95']:.2f}% wall, "
+              f"{100 * (pc['mean'] - 1):+.2f}% ± {100 * pc['ci95']:.2f}% cpu (goal <= 2%; the control's "
+              f"{100 * (out['paired_ratio_wall']['none (control)']['mean'] - 1):+.2f}% is the noise floor)")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(out, fh, indent=2)
