@@ -98,7 +98,7 @@ def bench_coalitions(repeats: int) -> None:
             m = len(a.extras["coalitions"]) - 2
             masked_runs = a.forward_passes - 1 - (a.features.context_end == 0)
             per_pass.append(m / max(masked_runs, 1))
-            per_sample.append(m / a.extras["sampled_passes"])
+            per_sample.append(m / a.extras["sampled_masks"])
         nn = [f.n for f in feats]
         print(f"  n={n:3d} (features {min(nn)}..{max(nn)}): {np.mean(per_pass):5.2f} per masked pass run, "
               f"{np.mean(per_sample):5.2f} per sampled mask (distinct masks are run once)")
