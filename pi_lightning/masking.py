@@ -11,6 +11,26 @@ predictions can be read there.
 
 Other choices: any string, a token id (``int``), ``"pad"`` / ``"unk"`` (the tokenizer's token), or
 ``"remove"`` (drop the feature's tokens; a removed feature "ends" where the previous token ends).
+
+Removal and the empty coalition. Under ``"remove"`` a masked input is the model input with the
+removed features' tokens dropped, so a coalition's value is the model's prediction on the text that
+remains. Because attention is causal, reading a removal-masked input at the end of a coalition's
+last active feature gives the final prediction of the removal-masked input of that prefix: PI's
+prefix game and the full-input game are one game (tested). When a fixed context precedes the text
+(a template prefix such as ``"Review: {text}"``, or a BOS token the tokenizer adds) the empty
+coalition is that context. When nothing precedes the text and every feature is removed, the
+text part of the input becomes one *anchor* token, the tokenizer's BOS token, or its EOS token when
+it has no BOS (GPT-2's ``<|endoftext|>``, which is what it sees at the start of every document): the
+model's prediction with nothing to read. Only the empty coalition gets the anchor; every non-empty
+coalition is exactly its remaining text. Ends: a removed feature ends where the token before it ends
+(the context's last token, the anchor for the empty coalition, or ``-1`` when it leads a non-empty
+coalition with no context: there is no position before it, and nothing reads there).
+
+Gradient baselines. Integrated Gradients and UDIG need a baseline *embedding* for an inactive
+feature; removal has none (it changes positions, and a path between "present" and "absent" does
+not exist in embedding space). :meth:`Masker.baseline_ids` gives the mask's tokens, or under
+``"remove"`` the paper's ``"..."`` (:data:`PAPER_MASK`): IG then integrates from the ``"..."`` input,
+as in the paper, whatever game the metrics score.
 """
 
 from __future__ import annotations
@@ -22,9 +42,11 @@ import torch
 
 from pi_lightning.features import Features
 
-__all__ = ["Masker", "DEFAULT_MASK"]
+__all__ = ["Masker", "DEFAULT_MASK", "PAPER_MASK"]
 
-DEFAULT_MASK = "..."
+#: The paper's mask token (section 4.1).
+PAPER_MASK = "..."
+DEFAULT_MASK = PAPER_MASK
 
 
 class Masker:
@@ -48,8 +70,14 @@ class Masker:
         self.tokenizer = tokenizer
         self.mask = mask
         self.remove = mask is None or mask == "remove"
+        self.anchor_id: int | None = None
         if self.remove:
             self._ids = {True: (), False: ()}
+            for name in ("bos_token_id", "eos_token_id"):
+                tid = getattr(tokenizer, name, None)
+                if tid is not None:
+                    self.anchor_id = int(tid)
+                    break
         elif isinstance(mask, bool) or not isinstance(mask, (int, str)):
             raise TypeError(
                 f"mask must be a string, a token id, 'pad', 'unk' or 'remove', got {type(mask).__name__}.")
@@ -78,8 +106,19 @@ class Masker:
         return tuple(enc(piece))
 
     def mask_ids(self, space_before: bool) -> tuple[int, ...]:
-        """The token ids that replace one inactive feature."""
+        """The token ids that replace one inactive feature (none under ``"remove"``)."""
         return self._ids[bool(space_before)]
+
+    def baseline_ids(self, space_before: bool) -> tuple[int, ...]:
+        """Tokens whose mean embedding stands for an inactive feature in gradient methods.
+
+        The mask's tokens; under ``"remove"`` (no embedding) the paper's ``"..."``.
+        """
+        if not self.remove:
+            return self.mask_ids(space_before)
+        if not hasattr(self, "_paper"):
+            self._paper = Masker(self.tokenizer, PAPER_MASK)
+        return self._paper.mask_ids(space_before)
 
     def __call__(
         self, features: Features, coalitions: Sequence[Sequence[bool]] | np.ndarray | torch.Tensor
@@ -93,7 +132,14 @@ class Masker:
         Returns:
             ``(sequences, ends)``: K token id lists, and a ``(K, n)`` int array with the position of
             each feature's last token (or its mask's last token) in each sequence. With
-            ``mask="remove"`` an inactive feature's end is the position of the token before it.
+            ``mask="remove"`` an inactive feature's end is the position of the token before it
+            (``-1`` if none: a leading removed feature of a non-empty coalition with no context).
+            With ``mask="remove"``, no context before the text and every feature removed, the text
+            part is one anchor token (BOS, else EOS) and every feature ends there.
+
+        Raises:
+            ValueError: ``mask="remove"``, no context before the text, the empty coalition asked
+                for, and a tokenizer with neither BOS nor EOS token.
         """
         z = np.asarray(coalitions.cpu() if isinstance(coalitions, torch.Tensor) else coalitions, dtype=bool)
         if z.ndim != 2 or z.shape[1] != features.n:
@@ -101,11 +147,13 @@ class Masker:
                 f"coalitions must have shape (K, {features.n}) for a text with {features.n} features, "
                 f"got {tuple(z.shape)}."
             )
-        if self.remove and features.context_end == 0 and (~z[:, 0]).any():
+        # Rows that need the anchor: removal, nothing before the text, nothing of the text left.
+        anchored = (~z.any(1)) if self.remove and features.context_end == 0 else np.zeros(len(z), bool)
+        if anchored.any() and self.anchor_id is None:
             raise ValueError(
-                "mask='remove' with no fixed context before the text can produce an empty input or a "
-                "feature with no position. Use a template with a prefix, a tokenizer that adds BOS, or "
-                "the default mask '...'."
+                "mask='remove' with no fixed context before the text needs a BOS or EOS token to stand "
+                "for the empty input, and this tokenizer has neither. Use a template with a prefix "
+                "(e.g. 'Review: {text}'), or a mask string such as '...'."
             )
         prefix = list(features.prefix_ids)
         suffix = list(features.suffix_ids)
@@ -116,9 +164,12 @@ class Masker:
         # (K, n) -> token lengths per feature, cumulated -> end positions.
         lens = np.where(z, alen[None, :], mlen[None, :])
         ends = len(prefix) + np.cumsum(lens, axis=1) - 1
+        ends[anchored] = 0
         seqs = []
-        for row in z:
+        for row, anchor in zip(z, anchored):
             s = list(prefix)
+            if anchor:
+                s.append(self.anchor_id)
             for i, on in enumerate(row):
                 s.extend(active[i] if on else masked[i])
             s.extend(suffix)

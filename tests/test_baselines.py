@@ -215,3 +215,12 @@ def test_bad_settings_are_explained(gpt2_model, gpt2_tok):
         RandomAttributor(gpt2_model, gpt2_tok, seed="x")
     with pytest.raises(ValueError, match="class index"):
         GAE(gpt2_model, gpt2_tok).attribute(TEXT, target=5)
+
+
+def test_kernel_shap_reports_the_passes_it_ran(gpt2_model, gpt2_tok):
+    ks = KernelShapAttributor(gpt2_model, gpt2_tok, n_samples=40, seed=0)
+    before = ks.adapter.forward_passes
+    out = ks.attribute(["a good movie", "the plot was dull but fine"], target=1)
+    # Distinct coalitions are run once: at most 1 + 1 + n_samples each (unmasked, empty, samples).
+    assert sum(a.forward_passes for a in out) == ks.adapter.forward_passes - before + 0.0
+    assert out[0].forward_passes < 1 + 40  # n = 3: only 2^3 coalitions exist

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pi_lightning.attributors import MPPI, get_attributor
+from pi_lightning.attributors.kernelshap import exact_shapley
 from pi_lightning.attributors.mppi import kernel_shap_regression
 
 
@@ -96,7 +97,7 @@ def test_converges_to_brute_force_shapley(gpt2_tok, gpt2_model):
     feature, and on a random transformer the last token dominates the final prediction, so the two
     games differ (paper, Appendix E). The measured gap is asserted to be the games' difference.
     """
-    mp = MPPI(gpt2_model, gpt2_tok, budget=100_000, seed=0)
+    mp = MPPI(gpt2_model, gpt2_tok, budget=100_000, budget_unit="samples", seed=0)
     [f] = mp.featurize(TEXT)
     assert f.n == 7
     Z, masked, inter = _brute_force_games(mp, f, 1)
@@ -117,7 +118,7 @@ def test_error_shrinks_with_budget(gpt2_tok, gpt2_model):
     [f] = mp.featurize(TEXT)
     Z, _, inter = _brute_force_games(mp, f, 1)
     phi = _shapley(Z, inter)
-    err = {b: np.mean([np.abs(MPPI(gpt2_model, gpt2_tok, budget=b, seed=s).attribute(f, target=1)[0].scores.numpy()
+    err = {b: np.mean([np.abs(MPPI(gpt2_model, gpt2_tok, budget=b, budget_unit="samples", seed=s).attribute(f, target=1)[0].scores.numpy()
                               - phi).max() for s in range(3)]) for b in (14, 20_000)}
     assert err[20_000] < 0.5 * err[14]
 
@@ -192,3 +193,66 @@ def test_regression_batched_matches_single():
         alone = kernel_shap_regression([Zs[e]], [vs[e]], [ws[e]], [b[e]], [f[e]])[0]
         np.testing.assert_allclose(together[e], alone, atol=1e-10)
         assert abs(together[e].sum() - (f[e] - b[e])) < 1e-10
+
+
+def test_a_texts_masks_depend_only_on_seed_and_text(gpt2_tok, gpt2_model):
+    """Batch, order and chunk invariance: the same text gets the same attribution in any company."""
+    texts = [TEXT, "the plot was boring but the cast was great", "dull and slow, sadly"]
+    mp = MPPI(gpt2_model, gpt2_tok, seed=7)
+    together = mp.attribute(texts, target=1)
+    alone = [mp.attribute(t, target=1)[0] for t in texts]
+    reordered = mp.attribute(texts[::-1], target=1)[::-1]
+    for a, b, c in zip(together, alone, reordered):
+        for other in (b, c):
+            assert torch.equal(a.extras["coalitions"], other.extras["coalitions"])
+            torch.testing.assert_close(a.scores, other.scores, atol=1e-6, rtol=0)
+    # Another seed, other masks; a repeated text in one call gets the same masks both times.
+    other = MPPI(gpt2_model, gpt2_tok, seed=8).attribute(TEXT, target=1)[0]
+    assert not torch.equal(other.extras["coalitions"], together[0].extras["coalitions"])
+    twice = mp.attribute([TEXT, TEXT], target=1)
+    assert torch.equal(twice[0].extras["coalitions"], twice[1].extras["coalitions"])
+
+
+@pytest.mark.parametrize("budget", ["1n", "2n", 5])
+def test_budget_counts_masked_passes_run(gpt2_tok, gpt2_model, budget):
+    """Budget in passes: exactly that many masked inputs are run (the unmasked and empty inputs apart)."""
+    mp = MPPI(gpt2_model, gpt2_tok, seed=0, budget=budget)
+    text = "the plot was boring but the cast was great and the music fine"
+    [f] = mp.featurize(text)
+    before = mp.adapter.forward_passes
+    [a] = mp.attribute(f, target=1)
+    extra = 1 + (f.context_end == 0)
+    assert a.extras["masked_passes"] == mp.passes(f.n)
+    assert mp.adapter.forward_passes - before == a.forward_passes == mp.passes(f.n) + extra
+    # Counting samples instead runs fewer passes (P' is concentrated: duplicates are run once).
+    [s] = MPPI(gpt2_model, gpt2_tok, seed=0, budget=budget, budget_unit="samples").attribute(f, target=1)
+    assert s.extras["sampled_masks"] == mp.passes(f.n) and s.extras["masked_passes"] <= mp.passes(f.n)
+    with pytest.raises(ValueError, match="budget_unit"):
+        MPPI(gpt2_model, gpt2_tok, budget_unit="forward")
+
+
+def test_small_n_runs_every_mask_there_is(gpt2_tok, gpt2_model):
+    """n = 3 with S+: 2^(n-1) - 1 = 3 masks exist; a larger budget runs those three."""
+    [a] = MPPI(gpt2_model, gpt2_tok, seed=0, budget=50).attribute("a good movie", target=1)
+    assert a.extras["masked_passes"] == 3
+
+
+def test_accuracy_does_not_fall_as_the_budget_grows(gpt2_tok, gpt2_model):
+    """Known answer: exact Shapley values of the removal game on a tiny model (n = 8); the mean error
+    over seeds at equal passes falls with every doubling of the budget (the issue's 2n dip)."""
+    mp = MPPI(gpt2_model, gpt2_tok, mask="remove", template="Review: {text}")
+    [f] = mp.featurize("the plot was dull, but the cast")
+    n = f.n
+    assert n == 8
+    Z = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)
+    seqs, _ = mp.masker(f, Z)
+    logits = mp.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
+    v = torch.softmax(torch.stack([lg[0] for lg in logits]).double(), -1)[:, 1].numpy()
+    phi = exact_shapley(lambda _z: v, n)
+    errs = []
+    for budget in ("1n", "2n", "4n", "8n"):
+        e = [np.linalg.norm(MPPI(gpt2_model, gpt2_tok, mask="remove", template="Review: {text}", seed=s,
+                                 budget=budget).attribute(f, target=1)[0].scores.numpy() - phi)
+             for s in range(12)]
+        errs.append(np.mean(e) / np.linalg.norm(phi))
+    assert all(b < a for a, b in zip(errs, errs[1:])), errs

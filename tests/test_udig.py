@@ -252,8 +252,6 @@ def test_bad_settings_have_clear_errors(gpt2_model, gpt2_tok):
         UDIG(gpt2_model, gpt2_tok, neighbors=0)
     with pytest.raises(ValueError, match="outside the embedding table"):
         UDIG(gpt2_model, gpt2_tok, baseline=10**6)
-    with pytest.raises(ValueError, match="mask='remove'"):
-        UDIG(gpt2_model, gpt2_tok, mask="remove")
     with pytest.raises(ValueError, match="Unknown baseline"):
         UDIG(gpt2_model, gpt2_tok, baseline="random")
 

@@ -236,15 +236,14 @@ def mask_baseline(fn: EmbeddingFunction, mask) -> torch.Tensor:
     """The baseline embeddings ``(1, T, D)``: each attributed token replaced by the mask's embedding.
 
     The fixed context (template prefix/suffix, BOS) keeps its embedding, so it gets no attribution.
-    A mask of several tokens contributes the mean of their embeddings; ``mask="remove"`` has no
-    embedding and gives the zero vector (Captum's default baseline).
+    A mask of several tokens contributes the mean of their embeddings. ``mask="remove"`` has no
+    embedding: the paper's ``"..."`` stands in (:meth:`~pi_lightning.masking.Masker.baseline_ids`;
+    the zero vector, Captum's default, scored at Random's level under removal).
     """
     emb = fn.embed()
     base = emb.clone()
     f = fn.features
     masker = fn.attributor.masker
     for (a, b), sb in zip(f.spans, f.space_before):
-        ids = masker.mask_ids(sb)
-        vec = torch.zeros_like(emb[0, 0]) if not ids else fn.embed(list(ids))[0].mean(0)
-        base[0, a:b] = vec
+        base[0, a:b] = fn.embed(list(masker.baseline_ids(sb)))[0].mean(0)
     return base

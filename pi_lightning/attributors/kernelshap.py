@@ -95,6 +95,7 @@ class KernelShapAttributor(Attributor):
         targets = self.resolve_targets(target, len(feats), finals)
         results = []
         for f, c, lg in zip(feats, targets, finals):
+            before = self.adapter.forward_passes
             fn = self.coalition_function(f, c)
             f_empty = float(fn(torch.zeros(1, f.n))[0])
             if f.n == 1:
@@ -111,7 +112,9 @@ class KernelShapAttributor(Attributor):
             results.append(Attribution(
                 scores=phi[0].double(), features=f, target=c, method=self.name, output=self.output,
                 base_value=f_empty, probs=torch.softmax(lg.double(), -1),
-                forward_passes=1.0 + self.forward_equivalents(f.n),
+                # Passes actually run: the unmasked input and every distinct coalition (duplicates
+                # among the samples are run once).
+                forward_passes=1.0 + float(self.adapter.forward_passes - before),
                 extras={"f_full": float(self.outputs(lg, c)), "n_samples": self.samples(f.n)},
             ))
         return results

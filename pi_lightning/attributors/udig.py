@@ -212,7 +212,8 @@ class UDIG(Attributor):
             (candidate with the most monotone dimensions).
         path: ``"udig"`` (candidates near the straight line) or ``"dig"`` (kNN walk from the word).
         baseline: path start for every text token: ``"mask"`` (the embedding of the attributor's
-            mask, averaged over its tokens if it has several: the ``[MASK]`` of the papers),
+            mask, averaged over its tokens if it has several: the ``[MASK]`` of the papers; the
+            paper's ``"..."`` under ``mask="remove"``, which has no embedding),
             ``"pad"``, ``"unk"``, ``"zero"`` or a token id.
         **kwargs: granularity, template, mask, output, max_tokens (see :class:`Attributor`).
 
@@ -268,13 +269,8 @@ class UDIG(Attributor):
             raise ValueError(f"Unknown baseline {baseline!r}: expected one of {', '.join(BASELINES)} or a token id.")
         if baseline == "zero":
             return None
-        if baseline == "mask":
-            if self.masker.remove:
-                raise ValueError(
-                    "baseline='mask' needs a mask token, but mask='remove'. Pass baseline='pad', 'unk', "
-                    "'zero' or a token id, or a mask string such as '...'."
-                )
-            ids = {sb: tuple(self.masker.mask_ids(sb)) for sb in (True, False)}
+        if baseline == "mask":  # under mask='remove': the paper's '...' (Masker.baseline_ids)
+            ids = {sb: tuple(self.masker.baseline_ids(sb)) for sb in (True, False)}
         else:
             tid = getattr(self.tokenizer, f"{baseline}_token_id", None)
             if tid is None:
