@@ -263,7 +263,7 @@ def test_gap_fractions_and_steps_aligned_with_validation(gpt2_tok, tmp_path):
     exact = _sp(gpt2_tok)
     trainer, _ = _fit(gpt2_tok, [exact, ValidationSPPI(gpt2_tok)], tmp_path, logger=CSVLogger(tmp_path),
                       val_check_interval=3, max_steps=6, epochs=1)
-    rows = list(csv.DictReader(open(Path(trainer.loggers[0].log_dir) / "metrics.csv")))
+    rows = list(csv.DictReader((Path(trainer.loggers[0].log_dir) / "metrics.csv").read_text().splitlines()))
     steps = {k: sorted(int(r["step"]) for r in rows if r.get(k)) for k in ("val/acc", "pi/sp-pi/gap",
                                                                            "pi/sp-pi/gap_ci", "pi/val-sp-pi/top20_share")}
     assert steps["val/acc"] == [2, 5] and all(v == steps["val/acc"] for v in steps.values())

@@ -36,8 +36,7 @@ from typing_extensions import override
 
 from pi_lightning.attributors.base import available_methods, get_attributor
 from pi_lightning.callbacks._utils import (HtmlCell, gather_objects, isolated, log_rich, log_scalars,
-                                           logger_step,
-                                           normalize_probe, resolve_model, table_page, world)
+                                           logger_step, normalize_probe, resolve_model, table_page, world)
 from pi_lightning.evaluation import METRICS, evaluate_faithfulness
 from pi_lightning.functional.curves import _check_points
 from pi_lightning.metrics import (ActivationAUC, ActivationGap, Comprehensiveness, InverseActivationAUC, LogOdds,
