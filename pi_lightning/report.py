@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,7 @@ def _with_ci(metrics: dict[str, float], key: str) -> str:
     if key not in metrics:
         return "–"
     ci = metrics.get(f"{key}_ci")
-    return f"{metrics[key]:+.3f}" + (f" ± {ci:.3f}" if ci is not None and ci == ci else "")
+    return f"{metrics[key]:+.3f}" + (f" ± {ci:.3f}" if ci is not None and not math.isnan(ci) else "")
 
 
 def histories_from_checkpoint(checkpoint: dict[str, Any]) -> dict[str, dict[str, Any]]:
