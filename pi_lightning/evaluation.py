@@ -6,6 +6,9 @@
 
 * the activation study (AS) inputs: fully masked, then the most positive feature added, ... up to
   the full input (``n + 1`` inputs), and the inverse study (IAS) inputs in the opposite order;
+  with ``fractions=P`` only the steps ``k = round(f * n)`` at ``P`` fixed fractions ``f`` (at most
+  ``P`` inputs per study whatever the length; see :func:`~pi_lightning.functional.activation_steps`),
+  areas by the trapezoid rule over the evaluated points at their true ``x = k / n``;
 * the unmasked input (for ``y_hat`` and UDIG's ``p(y_hat | x)``);
 * the input with the top-k% features masked (log-odds, comprehensiveness) and the one with only
   the top-k% kept (sufficiency). DIG/UDIG's "replaced by the baseline token" and "removed" both
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pi_lightning.functional.curves import activation_coalitions, curve_auc
+from pi_lightning.functional.curves import _check_points, activation_coalitions, activation_steps, curve_auc
 from pi_lightning.functional.removal import (
     _check_top_k,
     comprehensiveness,
@@ -54,9 +57,13 @@ class FaithfulnessResult:
         targets: ``(E,)`` explained classes (the attributions' targets).
         predictions: ``(E,)`` predicted classes of the unmasked inputs (UDIG's ``y_hat``).
         probs: ``(E, C)`` float64 class probabilities of the unmasked inputs.
-        as_curves, ias_curves: per example a float64 ``(n_i + 1,)`` tensor, the probability of the
-            target class after ``k = 0..n_i`` features were activated.
+        as_curves, ias_curves: per example a float64 ``(m_i,)`` tensor, the probability of the
+            target class after ``k`` features were activated, for the evaluated steps ``k`` (all
+            ``0..n_i``, ``m_i = n_i + 1``, unless ``fractions`` was given).
+        curve_x: per example the float64 ``(m_i,)`` positions ``k / n_i`` of those points (shared by
+            both studies; pass them to the curve metrics' ``update``).
         as_auc, ias_auc: float64 ``(E,)`` areas under those curves (``x = k / n`` in ``[0, 1]``).
+        gap: float64 ``(E,)`` paired AS - IAS gap (``as_auc - ias_auc``) when both were computed.
         probs_masked: ``(E, C)`` probabilities with the top-k% features masked.
         probs_kept: ``(E, C)`` probabilities with only the top-k% features kept.
         log_odds, comprehensiveness, sufficiency: float64 ``(E,)`` UDIG metrics.
@@ -73,6 +80,8 @@ class FaithfulnessResult:
     ias_curves: list[torch.Tensor] | None = None
     as_auc: torch.Tensor | None = None
     ias_auc: torch.Tensor | None = None
+    curve_x: list[torch.Tensor] | None = None
+    gap: torch.Tensor | None = None
     probs_masked: torch.Tensor | None = None
     probs_kept: torch.Tensor | None = None
     log_odds: torch.Tensor | None = None
@@ -80,12 +89,13 @@ class FaithfulnessResult:
     sufficiency: torch.Tensor | None = None
 
     def summary(self, confidence: float = 0.95) -> dict[str, float]:
-        """Mean of each computed metric and its confidence half-width (keys ``"as_auc"``, ``"as_auc_ci"``, ...).
+        """Mean of each computed metric and its confidence half-width (keys ``"as_auc"``, ``"as_auc_ci"``, ...,
+        and ``"gap"``, ``"gap_ci"`` when both studies ran).
 
         The half-width is NaN for fewer than two examples.
         """
         out: dict[str, float] = {}
-        for name in METRICS:
+        for name in (*METRICS, "gap"):
             values = getattr(self, name)
             if values is not None:
                 out[name], out[f"{name}_ci"] = mean_confidence_interval(values, confidence)
@@ -112,6 +122,7 @@ def evaluate_faithfulness(
     masker: Masker,
     top_k: float = 20.0,
     metrics: Iterable[str] | None = None,
+    fractions: int | None = None,
 ) -> FaithfulnessResult:
     """Run the activation studies and UDIG's metrics for a set of attributions.
 
@@ -123,6 +134,10 @@ def evaluate_faithfulness(
             way the method did).
         top_k: percentage of features counted as top-k for UDIG's metrics, in ``(0, 100]``.
         metrics: names from :data:`METRICS` to compute, or ``None`` for all.
+        fractions: ``None`` for the exact curves (every step ``k = 0..n``), or the number of fixed
+            fractions of the features at which to evaluate them (``11``: ``x = 0, 0.1, ..., 1``), so a
+            study costs at most ``fractions`` passes per example whatever its length. Measured error
+            against the exact curve: ``benchmarks/results/RESULTS.md``.
 
     Returns:
         A :class:`FaithfulnessResult`.
@@ -154,6 +169,7 @@ def evaluate_faithfulness(
             "Pass attributor.masker, or Masker(tokenizer)."
         )
     top_k = _check_top_k(top_k)
+    fractions = _check_points(fractions)
     chosen = _check_metrics(metrics)
     C = adapter.num_labels
     for i, a in enumerate(attributions):
@@ -169,13 +185,16 @@ def evaluate_faithfulness(
     unique: dict[tuple[int, ...], int] = {}
     sequences: list[list[int]] = []
     slots: list[dict[str, np.ndarray]] = []
+    curve_x = []
     for a in attributions:
         n = a.features.n
+        steps = activation_steps(n, fractions)
+        curve_x.append(steps.to(torch.float64) / n)
         blocks: dict[str, torch.Tensor] = {"full": torch.ones(1, n, dtype=torch.bool)}
         if want_as:
-            blocks["as"] = activation_coalitions(a.scores)
+            blocks["as"] = activation_coalitions(a.scores, steps=steps)
         if want_ias:
-            blocks["ias"] = activation_coalitions(a.scores, inverse=True)
+            blocks["ias"] = activation_coalitions(a.scores, inverse=True, steps=steps)
         if want_masked or want_kept:
             top = torch.zeros(n, dtype=torch.bool)
             top[top_k_features(a.scores, top_k)] = True
@@ -208,12 +227,16 @@ def evaluate_faithfulness(
     res = FaithfulnessResult(
         targets=targets, predictions=probs.argmax(-1), probs=probs, top_k=top_k, forward_passes=len(sequences),
     )
+    if want_as or want_ias:
+        res.curve_x = curve_x
     if want_as:
         res.as_curves = [probs_all[s["as"], int(t)] for s, t in zip(slots, targets)]
-        res.as_auc = curve_auc(res.as_curves)
+        res.as_auc = curve_auc(res.as_curves, curve_x)
     if want_ias:
         res.ias_curves = [probs_all[s["ias"], int(t)] for s, t in zip(slots, targets)]
-        res.ias_auc = curve_auc(res.ias_curves)
+        res.ias_auc = curve_auc(res.ias_curves, curve_x)
+    if want_as and want_ias:
+        res.gap = res.as_auc - res.ias_auc
     if want_masked:
         res.probs_masked = probs_all[np.concatenate([s["masked"] for s in slots])]
         if "log_odds" in chosen:

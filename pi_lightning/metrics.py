@@ -9,13 +9,19 @@ activation curves or class probabilities, e.g. from
 :func:`pi_lightning.evaluation.evaluate_faithfulness`::
 
     res = evaluate_faithfulness(attributions, adapter, masker)
-    as_auc.update(res.as_curves)
+    as_auc.update(res.as_curves, res.curve_x)
+    gap.update(res.as_curves, res.ias_curves, res.curve_x)      # the paired headline figure
     log_odds.update(res.probs, res.probs_masked)
     sufficiency.update(res.probs, res.probs_kept)
 
 The curve metrics can also keep the mean curve for plotting: curves have ``n + 1`` points for
 texts of ``n`` features, so each is resampled on a fixed grid of ``curve_points`` values of
 ``x`` in ``[0, 1]`` and the resampled curves are summed (another summed state).
+
+:class:`ActivationGap` is the headline figure: the per-example AS - IAS gap, whose mean and
+confidence interval come from the same three summed states. Subtracting two areas of the same
+example cancels the example's own confidence, so its interval is much narrower than either AUC's
+(and it needs no extra pass). Random attributions have gap 0 in expectation.
 """
 
 from __future__ import annotations
@@ -23,11 +29,11 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from pi_lightning.functional.curves import curve_auc, interpolate_curve
+from pi_lightning.functional.curves import activation_gap, curve_auc, interpolate_curve
 from pi_lightning.functional.removal import comprehensiveness, log_odds, sufficiency
 from pi_lightning.functional.stats import interval_from_moments, moments
 
-__all__ = ["ActivationAUC", "Comprehensiveness", "InverseActivationAUC", "LogOdds", "Sufficiency"]
+__all__ = ["ActivationAUC", "ActivationGap", "Comprehensiveness", "InverseActivationAUC", "LogOdds", "Sufficiency"]
 
 
 class _MeanWithInterval(Metric):
@@ -80,15 +86,17 @@ class _CurveAUC(_MeanWithInterval):
             self.add_state("curve_sum", default=torch.zeros(curve_points, dtype=torch.float64),
                            dist_reduce_fx="sum", persistent=True)
 
-    def update(self, curves) -> None:
+    def update(self, curves, x=None) -> None:
         """Add curves: one ``(n+1,)``, a batch ``(E, n+1)``, or a list of curves of any lengths.
 
-        Each curve holds the probability of the explained class after ``k = 0..n`` features.
+        Each curve holds the probability of the explained class after ``k = 0..n`` features; ``x``
+        gives the positions ``k / n`` of curves evaluated at fixed fractions only (see
+        :func:`~pi_lightning.functional.activation_steps`).
         """
-        aucs = curve_auc(curves)
+        aucs = curve_auc(curves, x)
         self._add_values(aucs)
         if self.curve_points is not None:
-            grid = interpolate_curve(curves, self.curve_points)
+            grid = interpolate_curve(curves, self.curve_points, x)
             # (G,) or (E, G) -> (E, G): one row per curve.
             self.curve_sum += grid.reshape(-1, self.curve_points).sum(0).to(self.curve_sum.device)
 
@@ -134,6 +142,33 @@ class InverseActivationAUC(_CurveAUC):
     """
 
     higher_is_better = False
+
+
+class ActivationGap(_MeanWithInterval):
+    """Mean per-example AS - IAS gap with its confidence interval; higher is better, 0 for random.
+
+    ``update(as_curves, ias_curves, x=None)`` takes both studies' curves of the same examples (as
+    :class:`ActivationAUC`); each example contributes ``AUC_AS - AUC_IAS``
+    (:func:`~pi_lightning.functional.activation_gap`). :meth:`confidence_interval` is the paired
+    interval: the spread of the differences, not of either AUC.
+
+    Args:
+        confidence: level of :meth:`confidence_interval`.
+        **kwargs: ``torchmetrics.Metric`` options (``sync_on_compute``, ``process_group``, ...).
+
+    Example:
+        >>> m = ActivationGap()
+        >>> m.update([torch.tensor([0.2, 0.9, 1.0]), torch.tensor([0.4, 0.8])],
+        ...          [torch.tensor([0.2, 0.1, 1.0]), torch.tensor([0.4, 0.8])])
+        >>> round(float(m.compute()), 4), round(float(m.confidence_interval()), 3)
+        (0.2, 2.541)
+    """
+
+    higher_is_better = True
+
+    def update(self, as_curves, ias_curves, x=None) -> None:
+        """Add examples: their AS curves, their IAS curves (same order, same lengths) and optional positions."""
+        self._add_values(activation_gap(as_curves, ias_curves, x))
 
 
 class _RemovalMetric(_MeanWithInterval):

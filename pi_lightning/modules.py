@@ -9,13 +9,14 @@ reads).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-__all__ = ["TextClassifier", "TextDataModule", "FinetuneClassifier", "ReviewDataModule"]
+__all__ = ["FinetuneClassifier", "ReviewDataModule", "TextClassifier", "TextDataModule", "init_head_from_words"]
 
 
 class TextClassifier(pl.LightningModule):
@@ -23,15 +24,25 @@ class TextClassifier(pl.LightningModule):
 
     Args:
         model: the transformers model.
-        lr: learning rate.
+        lr: learning rate (the peak, after warm-up).
         weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up from ``lr / warmup_steps`` to ``lr`` over this many optimizer steps.
+        schedule: ``"constant"`` after warm-up, or ``"cosine"``: decay to 0 at the last step
+            (``trainer.estimated_stepping_batches``, i.e. ``max_steps`` when set).
     """
 
-    def __init__(self, model: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+    def __init__(self, model: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
+                 warmup_steps: int = 0, schedule: str = "constant") -> None:
         super().__init__()
+        if schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}.")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}.")
         self.model = model.train()  # loaders return eval-mode models; this one is about to be trained
         self.lr = lr
         self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.schedule = schedule
 
     def forward(self, input_ids, attention_mask, labels=None):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
@@ -48,9 +59,29 @@ class TextClassifier(pl.LightningModule):
         self.log("val/loss", out.loss, prog_bar=True, batch_size=n, sync_dist=True)
         self.log("val/acc", acc, prog_bar=True, batch_size=n, sync_dist=True)
 
+    def lr_factor(self, step: int, total: int) -> float:
+        """Multiplier of ``lr`` at optimizer step ``step`` (0-based) of ``total``.
+
+        Example:
+            >>> m = TextClassifier(torch.nn.Linear(1, 1), warmup_steps=2, schedule="cosine")
+            >>> [round(m.lr_factor(s, 6), 3) for s in range(6)]
+            [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
+        """
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        t = (step - self.warmup_steps) / max(total - self.warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.warmup_steps == 0 and self.schedule == "constant":
+            return opt
+        total = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_factor(s, total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class _Encoded(torch.utils.data.Dataset):
@@ -120,6 +151,35 @@ class TextDataModule(pl.LightningDataModule):
         return DataLoader(self._val, batch_size=self.batch_size, shuffle=False, collate_fn=self._collate)
 
 
+def init_head_from_words(model: torch.nn.Module, tokenizer, words: Sequence[str]) -> None:
+    """Set the classification head's row ``c`` to the embedding of the first token of ``words[c]``.
+
+    In tied-embedding models the input embedding is the LM head, so the head starts as the LM's
+    logit of each label word after the final norm (a zero-shot classifier). A head bias is zeroed.
+    """
+    head = getattr(model, "score", None) or getattr(model, "classifier", None)
+    get_emb = getattr(model, "get_input_embeddings", None)
+    emb = get_emb() if callable(get_emb) else None
+    if not isinstance(head, torch.nn.Linear) or emb is None:
+        raise ValueError(f"head_words needs a linear head `score` and input embeddings; {type(model).__name__} has "
+                         "neither. Leave head_words unset for this model.")
+    if isinstance(words, str) or len(words) != head.out_features:
+        raise ValueError(f"head_words must list one word per class ({head.out_features}), got {words!r}.")
+    if emb.weight.shape[1] != head.in_features:
+        raise ValueError(f"The embeddings ({emb.weight.shape[1]}) and the head ({head.in_features}) differ in width: "
+                         "head_words needs a model whose embedding width equals its hidden size.")
+    ids = []
+    for w in words:
+        toks = tokenizer(w, add_special_tokens=False)["input_ids"]
+        if not toks:
+            raise ValueError(f"head_words: {w!r} has no tokens.")
+        ids.append(toks[0])
+    with torch.no_grad():
+        head.weight.copy_(emb.weight[ids].to(head.weight.dtype))
+        if head.bias is not None:
+            head.bias.zero_()
+
+
 class FinetuneClassifier(TextClassifier):
     """The recipes' LightningModule: loads a decoder-only classifier by name, optionally with LoRA.
 
@@ -135,7 +195,12 @@ class FinetuneClassifier(TextClassifier):
             architecture unless ``lora_targets`` names them.
         lora_last_layers: put LoRA on the last k transformer layers only: backpropagation then
             stops there, which makes CPU fine-tuning several times cheaper (``None``: every layer).
-        lr, weight_decay: AdamW settings.
+        lr, weight_decay, warmup_steps, schedule: optimiser settings (see :class:`TextClassifier`).
+        head_words: initialise the classification head from the language model: row ``c`` becomes
+            the embedding of the first token of ``head_words[c]`` (e.g. ``[" negative", " positive"]``),
+            which is the LM head's row for that word in tied-embedding models (SmolLM2, Llama 3.2,
+            GPT-2), so training starts from the LM's own "which label word comes next" reading.
+            ``None``: the seeded random head.
         seed: seed of the new head's initialisation.
         save_dir: when training ends, save the fine-tuned weights there as safetensors (the LoRA
             adapter and head for ``"lora"``, the whole model for ``"full"``) with the tokenizer;
@@ -146,12 +211,15 @@ class FinetuneClassifier(TextClassifier):
     def __init__(self, model_name: str = "smollm2-135m-instruct", num_labels: int = 2, finetune: str = "lora",
                  lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0,
                  lora_targets: list[str] | None = None, lora_last_layers: int | None = None, lr: float = 1e-3,
-                 weight_decay: float = 0.0, seed: int = 0, save_dir: str | None = None) -> None:
+                 weight_decay: float = 0.0, warmup_steps: int = 0, schedule: str = "constant",
+                 head_words: list[str] | None = None, seed: int = 0, save_dir: str | None = None) -> None:
         from pi_lightning.data import load_classifier
 
         if finetune not in ("lora", "full"):
             raise ValueError(f"finetune must be 'lora' or 'full', got {finetune!r}.")
         model, tokenizer = load_classifier(model_name, num_labels=num_labels, seed=seed)
+        if head_words is not None:
+            init_head_from_words(model, tokenizer, head_words)
         if finetune == "lora":
             import peft
 
@@ -164,7 +232,7 @@ class FinetuneClassifier(TextClassifier):
             cfg = peft.LoraConfig(task_type="SEQ_CLS", r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                                   target_modules=lora_targets, layers_to_transform=layers)
             model = peft.get_peft_model(model, cfg)
-        super().__init__(model, lr=lr, weight_decay=weight_decay)
+        super().__init__(model, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule)
         self.tokenizer = tokenizer
         self.save_dir = save_dir
         self.save_hyperparameters()

@@ -4,9 +4,11 @@
 class) or red (opposes it), its opacity proportional to the attribution normalised by the largest
 absolute attribution of the example, like the paper's Figures 6-7.
 
-:func:`write_report` builds one self-contained HTML file (plots embedded as PNG) from the history
-the :class:`~pi_lightning.callbacks.AttributionMonitor` callbacks keep: AUC-over-training plots per
-method, and each probe example highlighted at the first and the last evaluation, side by side.
+:func:`write_report` builds one self-contained HTML file (plots embedded as PNG, scaled to the page
+width) from the history the :class:`~pi_lightning.callbacks.AttributionMonitor` callbacks keep: the
+headline AS - IAS gap with its 95% interval per method over training, AS, IAS and probe accuracy,
+a summary table, and the probe examples highlighted at the first and the last evaluation, side by
+side, by the best method that ran (MP-PI, else SP-PI, else the first; the others folded below).
 :func:`write_report_from_checkpoint` does the same from a Lightning checkpoint.
 """
 
@@ -15,13 +17,27 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["highlight", "write_report", "write_report_from_checkpoint"]
+__all__ = ["explained_method", "highlight", "write_report", "write_report_from_checkpoint"]
 
 STATE_PREFIX = "AttributionMonitor"
+#: Methods whose explanations are shown first, best first (MP-PI approximates SHAP values; SP-PI is free).
+PREFERRED = ("mp-pi", "sp-pi")
+
+
+def explained_method(methods) -> str | None:
+    """The method whose explanations a reader should see: MP-PI if it ran, else SP-PI, else the first.
+
+    Example:
+        >>> explained_method(["sp-pi", "mp-pi"]), explained_method(["ig", "sp-pi"]), explained_method([])
+        ('mp-pi', 'sp-pi', None)
+    """
+    methods = list(methods)
+    return next((m for m in PREFERRED if m in methods), methods[0] if methods else None)
 
 
 def highlight(text: str, char_spans: Sequence[Sequence[int]], scores: Sequence[float]) -> str:
@@ -47,7 +63,8 @@ def highlight(text: str, char_spans: Sequence[Sequence[int]], scores: Sequence[f
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return "<img src='data:image/png;base64," + base64.b64encode(buf.getvalue()).decode() + "'>"
+    return ("<img style='max-width:100%;height:auto' src='data:image/png;base64,"
+            + base64.b64encode(buf.getvalue()).decode() + "'>")
 
 
 def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
@@ -56,10 +73,13 @@ def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-    panels = [("as_auc", "Activation AUC (higher is better)"),
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4))
+    panels = [("gap", "AS − IAS gap, 95% CI (higher is better; random = 0)"),
+              ("as_auc", "Activation AUC (higher is better)"),
               ("ias_auc", "Inverse activation AUC (lower is better)"),
               ("accuracy", "Probe accuracy")]
+    axes = axes.ravel()
+    axes[0].axhline(0.0, color="#888", lw=1, ls="--")
     for ax, (key, title) in zip(axes, panels):
         for method, h in histories.items():
             evals = [e for e in h["evals"] if key in e["metrics"]]
@@ -70,10 +90,12 @@ def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
             ci = [e["metrics"].get(f"{key}_ci", 0.0) or 0.0 for e in evals]
             ax.plot(xs, ys, marker="o", label=method)
             ax.fill_between(xs, [y - c for y, c in zip(ys, ci)], [y + c for y, c in zip(ys, ci)], alpha=0.15)
-        ax.set_title(title)
-        ax.set_xlabel("training step")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training step", fontsize=9)
+        ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     axes[0].legend(loc="best", fontsize=8)
+    fig.tight_layout()
     html_img = _png(fig)
     plt.close(fig)
     return html_img
@@ -92,7 +114,7 @@ def write_report(histories: dict[str, dict[str, Any]], path: str | Path, title: 
     parts = [
         "<!doctype html><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:system-ui,-apple-system,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
+        "<style>body{font-family:system-ui,-apple-system,sans-serif;margin:2em auto;padding:0 1em;max-width:1200px;color:#222}"
         "h1{font-weight:600}table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #e4e4e4;"
         "padding:8px;vertical-align:top;text-align:left}th{background:#fafafa}.m{color:#666;font-size:90%}"
         ".num{font-variant-numeric:tabular-nums}</style>",
@@ -105,9 +127,13 @@ def write_report(histories: dict[str, dict[str, Any]], path: str | Path, title: 
         parts.append("<p>No evaluation has run yet.</p>")
         path.write_text("".join(parts), encoding="utf-8")
         return path
-    parts.append("<h2>Explanation quality over training</h2>" + _auc_plots(usable))
-    parts.append("<h2>Summary</h2><table><tr><th>method</th><th>evaluations</th><th>AS AUC first → last</th>"
-                 "<th>IAS AUC first → last</th><th>accuracy first → last</th></tr>")
+    parts.append("<h2>Summary</h2><p class='m'>Gap: per probe example, the activation AUC (features added "
+                 "most-supporting first) minus the inverse activation AUC (most-opposing first), averaged, with "
+                 "its 95% interval. Random attributions score 0; an interval clear of 0 means the explanations "
+                 "rank words by their real effect on the prediction.</p>"
+                 "<table><tr><th>method</th><th>evaluations</th><th>probe examples</th>"
+                 "<th>gap ± 95% CI, first → last</th><th>AS AUC first → last</th>"
+                 "<th>IAS AUC first → last</th><th>probe accuracy first → last</th></tr>")
     for m, h in usable.items():
         first, last = h["evals"][0]["metrics"], h["evals"][-1]["metrics"]
 
@@ -115,11 +141,18 @@ def write_report(histories: dict[str, dict[str, Any]], path: str | Path, title: 
             return (f"{first[k]:.3f} → {last[k]:.3f}" if k in first and k in last else "–")
 
         parts.append(f"<tr><td>{html.escape(m)}</td><td class='num'>{len(h['evals'])}</td>"
+                     f"<td class='num'>{len(h.get('texts') or [])}</td>"
+                     f"<td class='num'>{_with_ci(first, 'gap')} → {_with_ci(last, 'gap')}</td>"
                      f"<td class='num'>{fl('as_auc')}</td><td class='num'>{fl('ias_auc')}</td>"
                      f"<td class='num'>{fl('accuracy')}</td></tr>")
     parts.append("</table>")
-    for m, h in usable.items():
+    parts.append("<h2>Explanation quality over training</h2>" + _auc_plots(usable))
+    shown = explained_method(usable)
+    for m in [shown] + [m for m in usable if m != shown]:
+        h = usable[m]
         first, last = h["evals"][0], h["evals"][-1]
+        if m != shown:
+            parts.append("<details><summary>" + html.escape(f"{m}: probe examples") + "</summary>")
         names = h.get("label_names") or []
 
         def lab(i):
@@ -138,10 +171,18 @@ def write_report(histories: dict[str, dict[str, Any]], path: str | Path, title: 
                                f"{html.escape(lab(e['predictions'][i]))}</div>")
             parts.append(f"<tr><td class='num'>{i}</td><td>{html.escape(lab(label))}</td>"
                          f"<td>{cells[0]}</td><td>{cells[1]}</td></tr>")
-        parts.append("</table>")
+        parts.append("</table>" + ("</details>" if m != shown else ""))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(parts), encoding="utf-8")
     return path
+
+
+def _with_ci(metrics: dict[str, float], key: str) -> str:
+    """``"0.206 ± 0.053"`` (or ``"–"`` when the figure is missing)."""
+    if key not in metrics:
+        return "–"
+    ci = metrics.get(f"{key}_ci")
+    return f"{metrics[key]:+.3f}" + (f" ± {ci:.3f}" if ci is not None and not math.isnan(ci) else "")
 
 
 def histories_from_checkpoint(checkpoint: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -28,6 +28,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
 from pi_lightning.modules import FinetuneClassifier, ReviewDataModule
+from pi_lightning.report import explained_method
 
 HERE = Path(__file__).resolve().parent
 
@@ -51,33 +52,43 @@ def explained_examples(monitor: AttributionMonitor, count: int = 3) -> list[str]
 
 
 def summary(trainer, seconds: float) -> str:
-    """One screen: accuracy and AS/IAS AUC per method, first vs last evaluation, and a few explained
-    probe sentences."""
+    """One screen: validation accuracy, per method the headline AS - IAS gap with its 95% CI (and AS,
+    IAS, probe accuracy), first vs last evaluation, and a few probe sentences explained by the best
+    method that ran (MP-PI, else SP-PI)."""
     lines = [f"pi_lightning run finished in {seconds:.0f} s "
              f"({trainer.global_step} steps, device {trainer.strategy.root_device})"]
     acc = trainer.callback_metrics.get("val/acc")
     if acc is not None:
         lines.append(f"  validation accuracy (last): {float(acc):.3f}")
-    lines.append(f"  {'method':<10}{'evals':>6}  {'probe acc':>15}  {'AS AUC (higher better)':>24}  "
-                 f"{'IAS AUC (lower better)':>24}")
+    monitors = [cb for cb in trainer.callbacks if isinstance(cb, AttributionMonitor) and cb.evals]
+    if monitors:
+        lines.append("  explanation faithfulness on the probe set, first -> last evaluation "
+                     "(gap = AS - IAS AUC per example, mean ± 95% CI; random = 0, higher is better):")
+        lines.append(f"  {'method':<8}{'evals':>6}{'probe':>6}  {'gap ± CI':>35}  {'AS AUC':>14}  "
+                     f"{'IAS AUC':>14}  {'probe acc':>13}")
+    for cb in monitors:
+        f, last = cb.evals[0]["metrics"], cb.evals[-1]["metrics"]
+
+        def fl(k, f=f, last=last):
+            return f"{f[k]:.3f} -> {last[k]:.3f}" if k in f and k in last else "-"
+
+        def ci(m):
+            return f"{m['gap']:+.3f} ± {m.get('gap_ci', float('nan')):.3f}" if "gap" in m else "-"
+
+        lines.append(f"  {cb.method:<8}{len(cb.evals):>6}{len(cb.texts):>6}  {ci(f) + ' -> ' + ci(last):>35}  "
+                     f"{fl('as_auc'):>14}  {fl('ias_auc'):>14}  {fl('accuracy'):>13}")
     for cb in trainer.callbacks:
-        if isinstance(cb, AttributionMonitor) and cb.evals:
-            f, last = cb.evals[0]["metrics"], cb.evals[-1]["metrics"]
-
-            def fl(k, f=f, last=last):
-                return f"{f[k]:.3f} -> {last[k]:.3f}" if k in f and k in last else "-"
-
-            lines.append(f"  {cb.method:<10}{len(cb.evals):>6}  {fl('accuracy'):>15}  {fl('as_auc'):>24}  "
-                         f"{fl('ias_auc'):>24}")
         if isinstance(cb, ValidationSPPI) and cb.evals:
             words = ", ".join(f"{w['word']} ({w['mean_phi']:+.3f})" for w in cb.evals[-1]["top_words"][:6])
             lines.append(f"  top words by mean SP-PI over the validation set: {words}")
         if isinstance(cb, HTMLReport) and cb.written:
             lines.append(f"  HTML report: {cb.written}")
-    sp = next((c for c in trainer.callbacks if isinstance(c, AttributionMonitor) and c.evals), None)
-    if sp is not None:
-        lines.append(f"  {sp.method} word attributions at the last evaluation (toward the true class):")
-        lines.extend(explained_examples(sp))
+    shown = explained_method([m.method for m in monitors])
+    ex = next((m for m in monitors if m.method == shown), None)
+    if ex is not None:
+        lines.append(f"  {ex.method} word attributions at the last evaluation (step {ex.evals[-1]['step']}, "
+                     "toward the true class):")
+        lines.extend(explained_examples(ex))
     for logger in trainer.loggers:
         d = getattr(getattr(logger, "experiment", None), "dir", None)
         if d:

@@ -22,6 +22,7 @@ sys.path.insert(0, str(BENCH))
 import faithfulness_table
 import scaling
 import shapley_accuracy
+import train_settings
 
 TINY = ["--model", "testing:gpt2", "--adapter", "none", "--threads", "1"]
 
@@ -131,3 +132,16 @@ def test_common_options_reject_bad_input(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="--device cpu"):
             scaling.main(TINY + ["--device", "cuda", "--out", str(tmp_path)])
+
+
+def test_train_settings_reports_accuracy_cost_and_gap(tmp_path):
+    res = train_settings.main(["--model", "testing:gpt2", "--lora-last-layers", "1", "--steps", "2", "--val", "8",
+                               "--gap-examples", "3", "--head-words", " bad", " good", "--warmup", "1",
+                               "--schedule", "cosine", "--template", "Review: {text}", "--threads", "1",
+                               "--out", str(tmp_path)])
+    assert 0 <= res["val_acc"] <= 1 and res["cpu_s_per_step"] > 0 and len(res["loadavg"]) == 3
+    exact, fast = res["gap"]["exact"], res["gap"]["fractions_11"]
+    assert fast["passes"] < exact["passes"]  # the probe texts have more than 10 words
+    assert res["fraction_gap_error"]["max_abs"] == pytest.approx(
+        max(abs(a - b) for a, b in zip(exact["per_example"], fast["per_example"])))
+    assert (tmp_path / "train_settings.jsonl").read_text().count("\n") == 1

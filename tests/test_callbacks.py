@@ -250,3 +250,59 @@ def test_free_sppi_equals_sppi_attributor(tiny, tmp_path):
     assert set(got) == set(want), (got, want)
     for w, ss in want.items():
         assert got[w] == pytest.approx(sum(ss) / len(ss), abs=1e-5), (w, got, want)
+
+
+def test_gap_fractions_and_steps_aligned_with_validation(gpt2_tok, tmp_path):
+    """pi/* figures (the monitor's, free SP-PI's) carry the logger step of the validation they follow,
+    the headline gap is logged with its CI, and fractions=11 gives the same figures as the exact curves
+    on short probe texts (n + 1 <= 11 features)."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    exact = _sp(gpt2_tok)
+    trainer, _ = _fit(gpt2_tok, [exact, ValidationSPPI(gpt2_tok)], tmp_path, logger=CSVLogger(tmp_path),
+                      val_check_interval=3, max_steps=6, epochs=1)
+    rows = list(csv.DictReader((Path(trainer.loggers[0].log_dir) / "metrics.csv").read_text().splitlines()))
+    steps = {k: sorted(int(r["step"]) for r in rows if r.get(k)) for k in ("val/acc", "pi/sp-pi/gap",
+                                                                           "pi/sp-pi/gap_ci", "pi/val-sp-pi/top20_share")}
+    assert steps["val/acc"] == [2, 5] and all(v == steps["val/acc"] for v in steps.values())
+    assert [e["step"] for e in exact.evals] == [3, 6]  # optimizer steps done, for the report's x axis
+    m = exact.evals[-1]["metrics"]
+    assert m["gap"] == pytest.approx(m["as_auc"] - m["ias_auc"], abs=1e-12) and m["gap_ci"] > 0
+    assert exact.evals[-1]["gap"] == pytest.approx([a - b for a, b in zip(exact.evals[-1]["as_auc"],
+                                                                          exact.evals[-1]["ias_auc"])])
+    # Same model state, fixed fractions: identical on short texts (n + 1 <= 11: every step is a fraction).
+    short = (["a good movie", "bad plot, dull cast"], [1, 0])
+    pair = [AttributionMonitor(gpt2_tok, short, "sp-pi", fractions=f) for f in (None, 11)]
+    figs = []
+    for mon in pair:
+        mon.setup(trainer, trainer.lightning_module, "fit")
+        figs.append(mon.evaluate(trainer, trainer.lightning_module))
+    assert figs[0]["gap"] == pytest.approx(figs[1]["gap"], abs=1e-12)
+    with pytest.raises(ValueError, match="points must be"):
+        AttributionMonitor(gpt2_tok, PROBE, "sp-pi", fractions=1)
+
+
+def test_step_progress_bar_counts_max_steps(gpt2_tok, tmp_path, capsys):
+    from pi_lightning.callbacks import StepProgressBar
+
+    class Seen(StepProgressBar):
+        totals: list = []
+
+        def on_train_batch_end(self, trainer, *args):
+            super().on_train_batch_end(trainer, *args)
+            Seen.totals.append((self.train_progress_bar.n, self.train_progress_bar.total))
+
+    # 48 examples / 8 = 6 batches per epoch; max_steps=4 stops in the first epoch, max_steps=9 in the second.
+    for max_steps, want in ((4, [4] * 4), (9, [6] * 6 + [3] * 3)):
+        Seen.totals = []
+        bar = Seen(refresh_rate=1)
+        pl.seed_everything(0, verbose=False)
+        trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_model_summary=False, callbacks=[bar], limit_val_batches=0,
+                             default_root_dir=tmp_path)
+        trainer.fit(TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok), lr=1e-3),
+                    datamodule=TextDataModule(gpt2_tok, TRAIN, VAL, batch_size=8))
+        assert [t for _, t in Seen.totals] == want
+        assert Seen.totals[-1][0] == Seen.totals[-1][1]  # the bar ends full

@@ -64,13 +64,19 @@ def test_finetune_fast_end_to_end(offline, capsys):
     assert "AS AUC" in out and "IAS AUC" in out and "validation accuracy" in out
     for method in ("sp-pi", "mp-pi"):
         line = next(ln for ln in out.splitlines() if ln.strip().startswith(method))
-        assert line.count("->") == 3, line  # probe accuracy, AS AUC and IAS AUC: first -> last
+        assert line.count("->") == 4, line  # gap ± CI, AS AUC, IAS AUC, probe accuracy: first -> last
+        assert line.count("±") == 2, line
     sp = next(c for c in cli.trainer.callbacks if isinstance(c, AttributionMonitor) and c.method == "sp-pi")
     assert len(sp.evals) >= 4  # explanation quality at >= 4 points in training
     report = next(c for c in cli.trainer.callbacks if type(c).__name__ == "HTMLReport").written
-    assert "mp-pi" in _report(report)
+    html = _report(report)
+    assert "mp-pi" in html and "gap ± 95% CI" in html and "max-width:100%" in html
+    # MP-PI ran, so its explanations are the ones shown (in the summary and first in the report).
+    assert "mp-pi word attributions at the last evaluation" in out
+    assert html.index("mp-pi: probe examples") < html.index("sp-pi: probe examples")
     data = _wandb_file(offline / "outputs" / "fast")
     assert b"pi/sp-pi/as_auc" in data and b"pi/mp-pi/ias_auc" in data and b"pi/val-sp-pi/top20_share" in data
+    assert b"pi/sp-pi/gap_ci" in data and b"pi/mp-pi/gap" in data
 
 
 def test_shortcut_fast_detects_the_planted_token(offline, capsys):

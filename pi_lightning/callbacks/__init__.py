@@ -6,11 +6,13 @@
   loop's own forward pass (no extra compute).
 * :class:`HTMLReport`: a static HTML report at the end of fit.
 * :class:`ShortcutMonitor`: attribution share of named words and a label-free shortcut detector.
+* :class:`StepProgressBar`: Lightning's progress bar counting the batches that will run (``max_steps``).
 """
 
 from pi_lightning.callbacks.attribution_monitor import AttributionMonitor
 from pi_lightning.callbacks.html_report import HTMLReport
+from pi_lightning.callbacks.progress import StepProgressBar
 from pi_lightning.callbacks.shortcut_monitor import ShortcutMonitor
 from pi_lightning.callbacks.validation_sppi import ValidationSPPI
 
-__all__ = ["AttributionMonitor", "HTMLReport", "ShortcutMonitor", "ValidationSPPI"]
+__all__ = ["AttributionMonitor", "HTMLReport", "ShortcutMonitor", "StepProgressBar", "ValidationSPPI"]

@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 __all__ = ["resolve_model", "isolated", "normalize_probe", "gather_objects", "log_scalars", "log_rich",
-           "ModelRef", "rank_zero_log_dir"]
+           "logger_step", "ModelRef", "rank_zero_log_dir"]
 
 ModelRef = "str | Callable[[LightningModule], torch.nn.Module]"
 
@@ -133,6 +133,19 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * size
     torch.distributed.all_gather_object(out, obj)
     return out
+
+
+def logger_step(trainer) -> int:
+    """The logger step of the validation (or training batch) a callback is reporting on.
+
+    During fit Lightning logs a batch's metrics, and those of a validation run right after it, before
+    it counts the batch: ``val/*`` of the validation that follows optimizer step 6 go to step 5, i.e.
+    ``global_step - 1`` (one optimizer, no accumulation). Figures logged at this step line up with
+    ``val/*``; outside fit it is ``global_step``.
+    """
+    step = int(trainer.global_step)
+    in_fit = trainer.training or (trainer.validating and trainer.state.fn == "fit")
+    return max(step - 1, 0) if in_fit else step
 
 
 def log_scalars(trainer, metrics: dict[str, float], step: int) -> None:

@@ -8,6 +8,17 @@ inverse-activation studies and UDIG's removal metrics (synced through torchmetri
 ``pi/<method>/<metric>`` scalars, a table of highlighted examples and the mean AS/IAS curves. Every
 figure, and the probe attributions themselves, is kept in the callback state, saved in checkpoints
 and restored on resume.
+
+The headline figure is ``pi/<method>/gap`` with ``pi/<method>/gap_ci``: the mean over probe examples
+of the paired AS - IAS gap and its 95% half-width (:class:`~pi_lightning.metrics.ActivationGap`; 0
+for random attributions). ``fractions=11`` evaluates the curves at 11 fixed fractions of the
+features instead of every step, so a larger probe set fits in the same time.
+
+**Steps.** Figures are logged at the logger step Lightning gives the validation they follow
+(``trainer.global_step - 1`` during fit: Lightning logs the metrics of the batch that triggered a
+validation, and the validation's own ``val/*``, before it counts that batch), so ``pi/*`` and
+``val/*`` of one validation share a step; the record's ``step`` stays the number of optimizer steps
+done (the report's x axis).
 """
 
 from __future__ import annotations
@@ -25,9 +36,10 @@ from typing_extensions import override
 
 from pi_lightning.attributors.base import available_methods, get_attributor
 from pi_lightning.callbacks._utils import (HtmlCell, gather_objects, isolated, log_rich, log_scalars,
-                                           normalize_probe, resolve_model, table_page, world)
+                                           logger_step, normalize_probe, resolve_model, table_page, world)
 from pi_lightning.evaluation import METRICS, evaluate_faithfulness
-from pi_lightning.metrics import (ActivationAUC, Comprehensiveness, InverseActivationAUC, LogOdds,
+from pi_lightning.functional.curves import _check_points
+from pi_lightning.metrics import (ActivationAUC, ActivationGap, Comprehensiveness, InverseActivationAUC, LogOdds,
                                   Sufficiency)
 from pi_lightning.report import highlight
 
@@ -83,7 +95,10 @@ class AttributionMonitor(Callback):
         label_names: class names for tables and the report.
         log_examples: how many probe examples go into the logged table.
         curve_points: grid size of the mean AS/IAS curves.
-        progress_chunk: examples per progress-bar update for costly methods.
+        fractions: ``None`` to evaluate the AS/IAS curves at every step (``n + 1`` masked passes per
+            study), or the number of fixed fractions of the features to evaluate them at (``11``:
+            ``x = 0, 0.1, ..., 1``; see :func:`~pi_lightning.functional.activation_steps`).
+        progress_chunk: examples per progress-bar update (attribution of costly methods, and metrics).
         refit_from: for methods that learn from ablations (AT2): the method of another monitor on the
             same Trainer (e.g. ``"mp-pi"``) whose masked passes to train from at each of its
             evaluations ("training data for free"). Without it (or before that monitor has run), the
@@ -101,7 +116,8 @@ class AttributionMonitor(Callback):
                  every_n_steps: int | None = None, target: str = "label",
                  method_kwargs: Mapping[str, Any] | None = None, metrics: Sequence[str] | None = None,
                  top_k: float = 20.0, label_names: Sequence[str] | None = None, log_examples: int = 16,
-                 curve_points: int = 21, progress_chunk: int = 8, refit_from: str | None = None) -> None:
+                 curve_points: int = 21, fractions: int | None = None, progress_chunk: int = 8,
+                 refit_from: str | None = None) -> None:
         super().__init__()
         methods = available_methods()
         if method not in methods:
@@ -126,6 +142,7 @@ class AttributionMonitor(Callback):
                         ("progress_chunk", progress_chunk)):
             if isinstance(v, bool) or not isinstance(v, int) or v < (2 if name == "curve_points" else 0):
                 raise ValueError(f"{name} must be a non-negative int (curve_points >= 2), got {v!r}.")
+        self.fractions = _check_points(fractions)
         self.tokenizer = tokenizer
         self.method = method
         self.model_ref = model
@@ -223,12 +240,7 @@ class AttributionMonitor(Callback):
     # ------------------------------------------------------------------ the work
     def _attribute(self, trainer, texts: list[str], targets) -> list:
         costly = self.attributor.cost not in ("0", "")
-        bar = None
-        if costly and trainer.progress_bar_callback is not None and trainer.is_global_zero and len(texts) > 1:
-            from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
-
-            bar = Tqdm(total=len(texts), desc=f"pi_lightning {self.method}", leave=False, dynamic_ncols=True,
-                       file=sys.stdout, smoothing=0, bar_format=None)
+        bar = self._bar(trainer, len(texts), f"pi_lightning {self.method}") if costly else None
         out = []
         chunk = self.progress_chunk if bar is not None else max(len(texts), 1)
         try:
@@ -241,6 +253,50 @@ class AttributionMonitor(Callback):
             if bar is not None:
                 bar.close()
         return out
+
+    def _bar(self, trainer, total: int, desc: str):
+        """A Lightning-style tqdm bar on rank zero, when the Trainer shows a progress bar; else None."""
+        if trainer.progress_bar_callback is None or not trainer.is_global_zero or total <= 1:
+            return None
+        from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+        return Tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stdout, smoothing=0,
+                    bar_format=None)
+
+    def _score(self, trainer, attrs: list, metric_objs: dict) -> tuple[list[int], dict[str, list]]:
+        """Masked passes and metric updates, ``progress_chunk`` examples at a time (the metrics' states
+        are sums, so chunking changes nothing), with a bar. Returns predictions and per-example AUCs."""
+        per: dict[str, list] = {"predictions": [], "as_auc": [], "ias_auc": [], "gap": []}
+        if not self.metrics:
+            per["predictions"] = self._predictions(attrs)
+            return per["predictions"], per
+        bar = self._bar(trainer, len(attrs), f"pi_lightning {self.method} metrics")
+        try:
+            for a in range(0, len(attrs), self.progress_chunk):
+                chunk = attrs[a:a + self.progress_chunk]
+                res = evaluate_faithfulness(chunk, self.attributor.adapter, self.attributor.masker,
+                                            top_k=self.top_k, metrics=self.metrics, fractions=self.fractions)
+                per["predictions"] += res.predictions.tolist()
+                if "as_auc" in metric_objs:
+                    metric_objs["as_auc"].update(res.as_curves, res.curve_x)
+                if "ias_auc" in metric_objs:
+                    metric_objs["ias_auc"].update(res.ias_curves, res.curve_x)
+                if "gap" in metric_objs:
+                    metric_objs["gap"].update(res.as_curves, res.ias_curves, res.curve_x)
+                for m in ("log_odds", "comprehensiveness"):
+                    if m in metric_objs:
+                        metric_objs[m].update(res.probs, res.probs_masked)
+                if "sufficiency" in metric_objs:
+                    metric_objs["sufficiency"].update(res.probs, res.probs_kept)
+                for m in ("as_auc", "ias_auc", "gap"):
+                    v = getattr(res, m)
+                    per[m] += [None] * len(chunk) if v is None else [float(x) for x in v]
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        return per["predictions"], per
 
     def _predictions(self, attrs) -> list[int]:
         """Predicted classes of the unmasked inputs (from the results, else one extra pass)."""
@@ -277,32 +333,24 @@ class AttributionMonitor(Callback):
         t0 = time.perf_counter()
         metric_objs = {m: (_METRIC_CLASSES[m](curve_points=self.curve_points) if m in ("as_auc", "ias_auc")
                            else _METRIC_CLASSES[m]()) for m in self.metrics}
+        if "as_auc" in metric_objs and "ias_auc" in metric_objs:
+            metric_objs["gap"] = ActivationGap()
         correct = torch.zeros(2, dtype=torch.float64)  # (correct, count) summed across ranks below
         records = []
         with isolated(trainer, model):
             if texts:
                 attrs = self._refit_and_attribute(trainer, texts, targets)
                 self.last_attributions = attrs
-                res = evaluate_faithfulness(attrs, self.attributor.adapter, self.attributor.masker,
-                                            top_k=self.top_k, metrics=self.metrics) if self.metrics else None
-                preds = res.predictions.tolist() if res is not None else self._predictions(attrs)
-                if "as_auc" in metric_objs:
-                    metric_objs["as_auc"].update(res.as_curves)
-                if "ias_auc" in metric_objs:
-                    metric_objs["ias_auc"].update(res.ias_curves)
-                for m in ("log_odds", "comprehensiveness"):
-                    if m in metric_objs:
-                        metric_objs[m].update(res.probs, res.probs_masked)
-                if "sufficiency" in metric_objs:
-                    metric_objs["sufficiency"].update(res.probs, res.probs_kept)
+                preds, per = self._score(trainer, attrs, metric_objs)
                 for j, (i, a) in enumerate(zip(idx, attrs)):
                     pred = int(preds[j])
                     if self.labels is not None:
                         correct += torch.tensor([float(pred == self.labels[i]), 1.0], dtype=torch.float64)
                     records.append({
                         "i": i, "scores": [float(s) for s in a.scores], "target": int(a.target), "prediction": pred,
-                        "as_auc": None if res is None or res.as_auc is None else float(res.as_auc[j]),
-                        "ias_auc": None if res is None or res.ias_auc is None else float(res.ias_auc[j]),
+                        "as_auc": per["as_auc"][j] if per["as_auc"] else None,
+                        "ias_auc": per["ias_auc"][j] if per["ias_auc"] else None,
+                        "gap": per["gap"][j] if per["gap"] else None,
                         "passes": a.forward_passes,
                     })
         seconds = time.perf_counter() - t0
@@ -330,11 +378,12 @@ class AttributionMonitor(Callback):
         if passes:
             figures["forward_passes_per_example"] = sum(passes) / len(passes)
         record = {
-            "step": int(trainer.global_step), "epoch": int(trainer.current_epoch), "metrics": figures,
+            "step": int(trainer.global_step), "log_step": logger_step(trainer),
+            "epoch": int(trainer.current_epoch), "metrics": figures,
             "scores": [r["scores"] for r in merged], "targets": [r["target"] for r in merged],
             "predictions": [r["prediction"] for r in merged],
             "as_auc": [r["as_auc"] for r in merged], "ias_auc": [r["ias_auc"] for r in merged],
-            "curves": curves,
+            "gap": [r["gap"] for r in merged], "curves": curves,
         }
         self.evals.append(record)
         self._log(trainer, record)
@@ -347,7 +396,8 @@ class AttributionMonitor(Callback):
 
     def _log(self, trainer, record: dict[str, Any]) -> None:
         key = f"pi/{self.method}"
-        log_scalars(trainer, {f"{key}/{k}": v for k, v in record["metrics"].items()}, step=record["step"])
+        step = record.get("log_step", record["step"])
+        log_scalars(trainer, {f"{key}/{k}": v for k, v in record["metrics"].items()}, step=step)
         if not trainer.is_global_zero or self.log_examples == 0:
             return
         try:
@@ -360,7 +410,7 @@ class AttributionMonitor(Callback):
                     self._label(record["targets"][i]), record["as_auc"][i], record["ias_auc"][i],
                 ])
             title = f"{self.method} on the probe set, step {record['step']}"
-            log_rich(trainer, key, record["step"], table=(cols, rows), curves=record["curves"],
+            log_rich(trainer, key, step, table=(cols, rows), curves=record["curves"],
                      html_page=table_page(title, cols, rows))
         except Exception as e:  # noqa: BLE001 - logging must never stop training
             rank_zero_warn(f"pi_lightning: building the {self.method} table failed ({e!r}); training goes on.")

@@ -226,7 +226,7 @@ class ShortcutMonitor(Callback):
                            "uncorrelated with the label), or rely on the label-free detector.")
         figures = {f"pi/shortcut/{w}/share": s for w, s in shares.items() if s is not None}
         figures.update({f"pi/shortcut/{w}/probe_rank": float(r) for w, r in ranks.items() if r is not None})
-        log_scalars(trainer, figures, step=step)
+        log_scalars(trainer, figures, step=int(record.get("log_step", step)))  # aligned with val/*
         for w, s in shares.items():
             if s is not None and s >= self.threshold and w not in self.first_over:
                 self.first_over[w] = {"step": step, "epoch": epoch, "share": s}
@@ -252,7 +252,7 @@ class ShortcutMonitor(Callback):
                              "mean_phi": phis, "top_words": [dict(t) for t in top[: self.top_words]]})
         figures = {f"pi/shortcut/{w}/val_rank": float(r) for w, r in ranks.items() if r is not None}
         figures.update({f"pi/shortcut/{w}/val_mean_phi": v for w, v in phis.items()})
-        log_scalars(trainer, figures, step=step)
+        log_scalars(trainer, figures, step=int(record.get("log_step", step)))  # aligned with val/*
         self._check_top(_norm(top[0]["word"]) if top else None, step, epoch,
                         "mean SP-PI over the validation set")
 

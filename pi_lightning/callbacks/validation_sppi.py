@@ -32,7 +32,8 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
-from pi_lightning.callbacks._utils import gather_objects, log_rich, log_scalars, resolve_model, table_page
+from pi_lightning.callbacks._utils import (gather_objects, log_rich, log_scalars, logger_step, resolve_model,
+                                           table_page)
 from pi_lightning.inference import OUTPUTS, resolve_classifier, transform_outputs
 
 __all__ = ["ValidationSPPI"]
@@ -251,14 +252,15 @@ class ValidationSPPI(Callback):
             return
         figures = {"top20_share": share / n_ex, "mean_abs": absm / n_ex, "n_examples": float(n_ex),
                    "n_words": float(n_words)}
-        record = {"step": int(trainer.global_step), "epoch": int(trainer.current_epoch), "metrics": figures,
+        record = {"step": int(trainer.global_step), "log_step": logger_step(trainer), "epoch": int(trainer.current_epoch), "metrics": figures,
                   "top_words": top}
         self.evals.append(record)
-        log_scalars(trainer, {f"pi/val-sp-pi/{k}": v for k, v in figures.items()}, step=record["step"])
+        step = record["log_step"]  # the step of this validation's val/* (record["step"]: optimizer steps)
+        log_scalars(trainer, {f"pi/val-sp-pi/{k}": v for k, v in figures.items()}, step=step)
         if trainer.is_global_zero:
             cols = ["rank", "word", "mean_phi", "count"]
             rows = [[r + 1, t["word"], t["mean_phi"], t["count"]] for r, t in enumerate(top)]
-            log_rich(trainer, "pi/val-sp-pi/top_words", record["step"], table=(cols, rows),
+            log_rich(trainer, "pi/val-sp-pi/top_words", step, table=(cols, rows),
                      html_page=table_page(f"Words with the largest mean SP-PI, step {record['step']}", cols, rows))
 
     def _local_table(self):
