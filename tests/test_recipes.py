@@ -58,7 +58,9 @@ def _report(path) -> str:
 def test_finetune_fast_end_to_end(offline, capsys):
     import wandb
 
-    cli = _recipe("finetune").main(["--fast"])
+    from pi_lightning.cli.finetune import run
+
+    cli = run(["--fast"])
     out = capsys.readouterr().out
     wandb.finish()  # flush the history to the .wandb file
     assert "AS AUC" in out and "IAS AUC" in out and "validation accuracy" in out
