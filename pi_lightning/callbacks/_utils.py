@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import random
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -52,8 +51,12 @@ def resolve_model(pl_module, model: str | Callable | None) -> torch.nn.Module:
 @contextlib.contextmanager
 def isolated(trainer, model: torch.nn.Module) -> Iterator[None]:
     """Run attribution work without side effects on training (see the module docstring)."""
-    py_state, np_state, cpu_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    from lightning.pytorch.utilities.seed import isolate_rng
+
+    # Lightning's isolate_rng saves python/numpy/torch (and, once CUDA is in use, CUDA) RNG states; it
+    # restores them only on a clean exit, so it is always exited cleanly here, also when the work raises.
+    rng = isolate_rng(include_cuda=torch.cuda.is_available() and torch.cuda.is_initialized())
+    rng.__enter__()
     modes = [(m, m.training) for m in model.modules()]
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
@@ -70,11 +73,7 @@ def isolated(trainer, model: torch.nn.Module) -> Iterator[None]:
         for p, flag, g in zip(params, flags, grads):
             p.requires_grad_(flag)
             p.grad = g
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        torch.set_rng_state(cpu_state)
-        if cuda_state is not None:
-            torch.cuda.set_rng_state_all(cuda_state)
+        rng.__exit__(None, None, None)
 
 
 def normalize_probe(probe, labels: Sequence[int] | None = None) -> tuple[list[str], list[int] | None]:
