@@ -181,3 +181,13 @@ def test_wheel_ships_the_command_and_its_configs(tmp_path):
             assert shipped == (ROOT / "pi_lightning" / "cli" / "configs" / f"{config}.yaml").read_text()
     assert "pi-lightning = pi_lightning.cli:main" in entry_points
     assert {"pi_lightning/cli/__init__.py", "pi_lightning/cli/finetune.py", "pi_lightning/cli/report.py"} <= names
+
+
+def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Quickstart", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [ln for ln in block.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert len(commands) == 2
+    assert commands[0].startswith("pip install ") and commands[0].endswith("&& pi-lightning finetune")
+    ci_last = (ROOT / ".ci" / "run").read_text().rstrip("\n").splitlines()[-1]
+    assert ci_last == commands[1]
