@@ -13,8 +13,13 @@ from pathlib import Path
 import pytest
 
 from pi_lightning.cli import _SUBCOMMANDS, main
-from pi_lightning.data import (DataSourceError, ModelNotFoundError, check_data_source, default_model_dir,
-                               resolve_model_name)
+from pi_lightning.data import (
+    DataSourceError,
+    ModelNotFoundError,
+    check_data_source,
+    default_model_dir,
+    resolve_model_name,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTINS = "smollm2-135m-instruct, testing:gpt2, testing:llama"

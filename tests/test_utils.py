@@ -25,14 +25,13 @@ def test_isolated_restores_rng_modes_and_grads(fail):
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     expected = _draw()
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
-    with pytest.raises(RuntimeError) if fail else torch.no_grad():
-        with isolated(None, model):
-            _draw()
-            model.eval()
-            model[0].weight.requires_grad_(False)
-            model[0].weight.grad = None
-            if fail:
-                raise RuntimeError("the attribution failed")
+    with pytest.raises(RuntimeError) if fail else torch.no_grad(), isolated(None, model):
+        _draw()
+        model.eval()
+        model[0].weight.requires_grad_(False)
+        model[0].weight.grad = None
+        if fail:
+            raise RuntimeError("the attribution failed")
     assert _draw() == expected  # the training's random streams continue as if nothing ran
     assert model.training and model[1].training and model[0].weight.requires_grad
     assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight))

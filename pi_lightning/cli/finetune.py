@@ -1,87 +1,57 @@
-"""``pi-lightning finetune``: fine-tune a decoder-only classifier and watch its explanations while it trains.
+"""The main job: fine-tune a decoder-only classifier and watch its explanations while it trains.
 
-Defaults (``pi_lightning/cli/configs/default.yaml``, shipped with the package): SmolLM2-135M-Instruct
-(embedded, no network), Rotten Tomatoes sentences, LoRA, word-level features, SP-PI on a held-out
-probe set at every validation, MP-PI every second validation, free SP-PI over the validation set,
-W&B offline, an HTML report, and a one-screen summary at the end. It is a LightningCLI, so every
-option comes from the command line or YAML:
+Defaults (``cli/configs/default.yaml``, package data): SmolLM2-135M-Instruct (embedded, no network), Rotten
+Tomatoes sentences, LoRA, word-level features, SP-PI on a held-out probe set at every validation,
+MP-PI every second validation, free SP-PI over the validation set, W&B offline, an HTML report, and
+a one-screen summary at the end. It is a LightningCLI, so every option comes from the command line or
+YAML:
 
-    pi-lightning finetune                                        # the default run
-    pi-lightning finetune --fast                                 # tiny random model, seconds
-    pi-lightning finetune --data.dataset imdb --data.max_length 512 --config my_callbacks.yaml
+    pi-lightning finetune                                   # the default run
+    pi-lightning finetune --fast                            # tiny random model, seconds
+    pi-lightning finetune --data.dataset imdb --data.max_length 512 \\
+        --trainer.callbacks+=... (or a YAML with granularity: sentence)
     pi-lightning finetune --model.model_name gpt2 --model.finetune full    # any hub id / folder
     pi-lightning finetune --data.dataset my.csv --data.text_column review --data.label_column stars
     pi-lightning finetune --trainer.accelerator gpu --trainer.precision bf16-mixed
 
-The model name and the data file are checked before anything is loaded, so a typo fails in a
-second with one line that says what was tried. W&B logs offline unless ``WANDB_MODE=online`` is set;
-the run's config holds the whole parsed configuration (trainer, model, data).
+The model name and the data file are checked before anything loads (one line on a typo). W&B logs
+offline unless ``WANDB_MODE=online`` is set; the run's config holds the trainer, model and data settings.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from importlib.resources import files
 from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningCLI
 
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
+from pi_lightning.cli._finetune_options import DESCRIPTION, FAST_HELP, LogConfig, default_args
 from pi_lightning.modules import FinetuneClassifier, ReviewDataModule
 
-__all__ = ["FinetuneCLI", "run", "main", "config_file"]
-
-DESCRIPTION = (
-    "Fine-tune a decoder-only transformer classifier (LoRA or full) with the pi_lightning callbacks: "
-    "SP-PI on a held-out probe set at every validation, MP-PI every second one, free SP-PI over the "
-    "validation set, faithfulness metrics (AS/IAS AUC, log-odds, comprehensiveness, sufficiency) logged "
-    "to W&B (offline unless WANDB_MODE=online), an HTML report and a one-screen summary. Defaults: "
-    "SmolLM2-135M-Instruct on Rotten Tomatoes, under 10 minutes on 2 CPU cores. Every option below can "
-    "be given on the command line or in a YAML file (--config); the defaults come from the package's "
-    "configs/default.yaml."
-)
-FAST_HELP = ("run the same job end to end on a tiny random model and a few examples, in seconds "
-             "(adds the package's configs/fast.yaml; writes to outputs/fast)")
-
-
-def config_file(name: str) -> Path:
-    """Path of a YAML config shipped with the package (``"default"`` or ``"fast"``)."""
-    return Path(str(files("pi_lightning.cli") / "configs" / f"{name}.yaml"))
-
-
-class _LogConfig(SaveConfigCallback):
-    """Writes ``config.yaml`` next to the logs (LightningCLI's default) and puts the whole parsed
-    configuration (trainer, model and data settings) into every logger's hyperparameters, so the W&B
-    run's config says how the run was made."""
-
-    def save_config(self, trainer, pl_module, stage: str) -> None:
-        cfg = self.config.clone().as_dict()
-        cfg.pop("config", None)
-        for logger in trainer.loggers:
-            logger.log_hyperparams({k: cfg[k] for k in ("seed_everything", "trainer", "model", "data") if k in cfg})
+__all__ = ["FinetuneCLI", "main", "run", "summary"]
 
 
 class FinetuneCLI(LightningCLI):
-    """LightningCLI for :class:`FinetuneClassifier` and :class:`ReviewDataModule`, with ``--fast``,
-    the model's tokenizer linked to the model, and the model name and data file checked first."""
+    """LightningCLI with ``--fast``, the tokenizer linked to the model, and the model name and data
+    file checked before anything is instantiated."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.model_name", "data.tokenizer_name")
         parser.add_argument("--fast", action="store_true", help=FAST_HELP)
 
     def parse_arguments(self, parser, args) -> None:
-        # args always come from main() (the console command's own argv), so LightningCLI's warning about
-        # giving both args and sys.argv does not apply.
+        # args always come from main() (the command's own argv): LightningCLI's args-and-sys.argv warning
+        # does not apply.
         self.config = parser.parse_args(args)
 
     def before_instantiate_classes(self) -> None:
         from pi_lightning.data import check_data_source, resolve_model_name
 
-        resolve_model_name(self.config["model.model_name"])
-        check_data_source(self.config["data.dataset"], self.config["data.text_column"],
-                          self.config["data.label_column"])
+        c = self.config
+        resolve_model_name(c["model.model_name"])
+        check_data_source(c["data.dataset"], c["data.text_column"], c["data.label_column"])
 
 
 def explained_examples(monitor: AttributionMonitor, count: int = 3) -> list[str]:
@@ -132,27 +102,12 @@ def summary(trainer, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def _args(argv: list[str]) -> list[str]:
-    """The package's default config (and fast config with ``--fast``) in front of the user's arguments."""
-    fast = "--fast" in argv
-    configs = ["--config", str(config_file("default"))]
-    if fast:
-        configs += ["--config", str(config_file("fast"))]
-    # W&B's background service resolves a relative save_dir against the folder its first run started
-    # in: make the default absolute (a later --trainer.logger... argument still wins).
-    out = "outputs/fast" if fast else "outputs/finetune"
-    configs += ["--trainer.logger.init_args.save_dir", os.path.abspath(out)]
-    if os.environ.get("WANDB_MODE", "offline") == "online":
-        argv = argv + ["--trainer.logger.init_args.offline", "false"]
-    return configs + argv
-
-
 def run(argv: list[str] | None = None) -> FinetuneCLI:
-    """Parse ``argv``, fit, print the summary; returns the CLI (``.trainer``, ``.model``, ``.datamodule``)."""
+    """Parse, fit and print the summary; returns the CLI (``.trainer``, ``.model``, ``.datamodule``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
-    cli = FinetuneCLI(FinetuneClassifier, ReviewDataModule, run=False, args=_args(argv),
-                      save_config_callback=_LogConfig, save_config_kwargs={"overwrite": True},
+    cli = FinetuneCLI(FinetuneClassifier, ReviewDataModule, run=False, args=default_args(argv),
+                      save_config_callback=LogConfig, save_config_kwargs={"overwrite": True},
                       parser_kwargs={"prog": "pi-lightning finetune", "description": DESCRIPTION})
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     print(summary(cli.trainer, time.perf_counter() - t0))
@@ -160,8 +115,7 @@ def run(argv: list[str] | None = None) -> FinetuneCLI:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``pi-lightning finetune``: returns 0 on success; a bad model name or data file is one line on
-    stderr and exit status 2."""
+    """``pi-lightning finetune``: 0 on success; a bad model name or data file is one line on stderr, status 2."""
     from pi_lightning.data import DataSourceError, ModelNotFoundError
 
     try:
