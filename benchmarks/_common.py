@@ -28,7 +28,7 @@ def add_common_args(p: argparse.ArgumentParser, adapter: str | None = "outputs/f
     p.add_argument("--model", default="smollm2-135m-instruct",
                    help="smollm2-135m-instruct (embedded), testing:gpt2, a local folder or hub id")
     p.add_argument("--adapter", default=adapter,
-                   help="LoRA adapter folder written by recipes/finetune.py ('' or 'none' for none)")
+                   help="LoRA adapter folder written by `pi-lightning finetune` ('' or 'none' for none)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--dtype", "--precision", dest="dtype", default=None,
                    help="fp32 | bf16 | fp16 (default: fp32 on cpu, bf16 on cuda)")
@@ -53,7 +53,7 @@ def load_model(args: argparse.Namespace):
     if adapter is not None and not Path(adapter, "adapter_config.json").is_file():
         raise FileNotFoundError(
             f"No LoRA adapter at {adapter!r} (adapter_config.json missing). Produce it with "
-            "`python recipes/finetune.py` (writes outputs/finetune/adapter) or pass --adapter none.")
+            "`pi-lightning finetune` (writes outputs/finetune/adapter) or pass --adapter none.")
     model, tok = load_classifier(args.model, adapter=adapter)
     model = model.to(device=args.device, dtype=_DTYPES[name]).eval()
     return model, tok, name

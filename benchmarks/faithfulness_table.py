@@ -16,7 +16,7 @@ words), or IMDB test reviews at sentence level (``--dataset imdb``: ``<br />`` t
 spaces, reviews cut after ``--max-features`` sentences). AT2 is fitted first on ``--at2-fit``
 training texts (its own random ablations; the fit time is reported separately).
 
-Run (one command; the adapter comes from ``python recipes/finetune.py``)::
+Run (one command; the adapter comes from ``pi-lightning finetune``)::
 
     python benchmarks/faithfulness_table.py --examples 32 --max-features 20
     python benchmarks/faithfulness_table.py --dataset imdb --examples 8 --max-features 8

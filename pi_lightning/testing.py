@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import random
 
-__all__ = ["tiny_tokenizer", "tiny_classifier", "CORPUS"]
+__all__ = ["tiny_tokenizer", "tiny_classifier", "toy_sentiment", "CORPUS"]
 
 _POS = "good great superb moving brilliant fun charming lovely solid".split()
 _NEG = "bad awful dull boring weak messy tedious bland poor".split()

@@ -126,7 +126,7 @@ def test_scaling_writes_series_and_slopes(tmp_path):
 
 
 def test_common_options_reject_bad_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match="recipes/finetune.py"):
+    with pytest.raises(FileNotFoundError, match="pi-lightning finetune"):
         faithfulness_table.main(["--model", "testing:gpt2", "--adapter", str(tmp_path / "missing"),
                                  "--out", str(tmp_path)])
     if not torch.cuda.is_available():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -179,6 +180,61 @@ def test_wandb_offline_receives_scalars_and_table(gpt2_tok, tmp_path, monkeypatc
         time.sleep(0.2)
     assert "pi/sp-pi/as_auc" in keys and "pi/val-sp-pi/top20_share" in keys
     assert "pi/sp-pi/examples" in keys  # the table of highlighted examples
+
+
+def test_wandb_run_holds_highlighted_text_for_each_probe_example(gpt2_tok, tmp_path, monkeypatch):
+    """Read the offline run back: every probe example has its highlighted text as W&B HTML media at
+    every evaluation, the examples table holds the plain texts (not the string "Html") and scores."""
+    pytest.importorskip("wandb")
+    import html as html_lib
+
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    logger = WandbLogger(project="pi-lightning-test", save_dir=str(tmp_path), offline=True)
+    sp = _sp(gpt2_tok)
+    _fit(gpt2_tok, [sp], tmp_path, epochs=2, logger=logger)
+    run_files = Path(logger.experiment.dir)
+    logger.experiment.finish()
+    [wandb_file] = tmp_path.rglob("*.wandb")
+    for _ in range(50):  # the wandb service may still be flushing the file
+        records = _read_wandb_records(wandb_file)
+        if any(rec.WhichOneof("record_type") == "exit" for rec in records):
+            break
+        time.sleep(0.2)
+    values: dict[str, list] = {}  # key -> its logged values, in order (media: {"_type", "path", ...})
+    for rec in records:
+        if rec.WhichOneof("record_type") == "history":
+            row: dict[str, dict] = {}
+            for item in rec.history.item:
+                if item.key:
+                    row[item.key] = json.loads(item.value_json)
+                elif len(item.nested_key) == 2:  # media: one item per field
+                    row.setdefault(item.nested_key[0], {})[item.nested_key[1]] = json.loads(item.value_json)
+            for key, value in row.items():
+                values.setdefault(key, []).append(value)
+    texts = PROBE[0]
+    assert len(sp.evals) == 2
+    for i, text in enumerate(texts):
+        media = values.get(f"pi/sp-pi/highlighted/{i:02d}")
+        assert media is not None and len(media) == len(sp.evals), sorted(values)
+        for value, record in zip(media, sp.evals):
+            assert value["_type"] == "html-file"
+            page = (run_files / value["path"]).read_text(encoding="utf-8")
+            spans = page.count("<span title=")
+            assert spans == len(record["scores"][i]) and "rgba(" in page
+            # the highlighted words are the text's words, in order
+            assert html_lib.unescape(re.sub(r"<[^>]*>", "", page)).strip().endswith(text)
+    [page] = values["pi/sp-pi/page"][-1:]
+    assert all(html_lib.escape(t.split()[0]) in (run_files / page["path"]).read_text() for t in texts)
+    table = values["pi/sp-pi/examples"][-1]
+    rows = json.loads((run_files / table["path"]).read_text())
+    assert rows["columns"][:2] == ["text", "label"] and "as_auc" in rows["columns"]
+    assert [r[0] for r in rows["data"]] == list(texts)  # plain text, not "Html"
+    col = rows["columns"].index("as_auc")
+    assert [r[col] for r in rows["data"]] == pytest.approx(sp.evals[-1]["as_auc"])
 
 
 def test_at2_refits_from_mppi_passes(gpt2_tok, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import math
 import warnings
 from pathlib import Path
@@ -58,7 +59,9 @@ def _report(path) -> str:
 def test_finetune_fast_end_to_end(offline, capsys):
     import wandb
 
-    cli = _recipe("finetune").main(["--fast"])
+    from pi_lightning.cli.finetune import run
+
+    cli = run(["--fast"])
     out = capsys.readouterr().out
     wandb.finish()  # flush the history to the .wandb file
     assert "AS AUC" in out and "IAS AUC" in out and "validation accuracy" in out
@@ -77,6 +80,15 @@ def test_finetune_fast_end_to_end(offline, capsys):
     data = _wandb_file(offline / "outputs" / "fast")
     assert b"pi/sp-pi/as_auc" in data and b"pi/mp-pi/ias_auc" in data and b"pi/val-sp-pi/top20_share" in data
     assert b"pi/sp-pi/gap_ci" in data and b"pi/mp-pi/gap" in data
+    # The run's config says how it was made: trainer and data settings next to the model's.
+    from test_callbacks import _read_wandb_records
+
+    [run_file] = (offline / "outputs" / "fast").glob("wandb/offline-run-*/run-*.wandb")
+    config = {item.key: json.loads(item.value_json) for rec in _read_wandb_records(run_file)
+              if rec.WhichOneof("record_type") == "config" for item in rec.config.update}
+    assert config["trainer"]["max_steps"] == 8 and config["trainer"]["val_check_interval"] == 2
+    assert config["data"]["dataset"] == "rotten_tomatoes" and config["data"]["n_probe"] == 4
+    assert config["model"]["model_name"] == "testing:gpt2" and config["seed_everything"] == 0
 
 
 def test_shortcut_fast_detects_the_planted_token(offline, capsys):

@@ -47,18 +47,31 @@ def get_attributor(name: str, model, tokenizer, **kwargs) -> Attributor:
     return _REGISTRY[name](model, tokenizer, **kwargs)
 
 
+_SHARED_ARGS = """
+        model: a transformers decoder-only ``*ForSequenceClassification`` (or its peft wrapper).
+        tokenizer: its fast tokenizer.
+        granularity: ``"token"``, ``"word"`` (default) or ``"sentence"``: the features that get one score each.
+        template: fixed context around the attributed text, with one ``{text}`` placeholder
+            (e.g. ``"Review: {text}\\nSentiment:"``); the context is never attributed.
+        mask: what replaces an inactive feature: ``"..."`` (default), a token id, ``"pad"``, ``"unk"``
+            or ``"remove"`` (see :class:`~pi_lightning.masking.Masker`).
+        output: ``"prob"`` (default), ``"logits"`` or ``"log_odds"``: the model output that is attributed.
+        max_tokens: token budget per forward batch (default 8192)."""
+
+
 class Attributor:
     """Base class: explains a decoder-only classifier's predictions on texts.
 
-    Args:
-        model: a transformers decoder-only ``*ForSequenceClassification`` (or its peft wrapper).
-        tokenizer: its fast tokenizer.
-        granularity: ``"token"``, ``"word"`` or ``"sentence"``.
-        template: fixed context around the attributed text, with one ``{text}`` placeholder.
-        mask: what replaces an inactive feature (see :class:`~pi_lightning.masking.Masker`).
-        output: ``"prob"``, ``"logits"`` or ``"log_odds"``: the model output that is attributed.
-        max_tokens: token budget per forward batch.
+    Subclasses take the settings below as keyword arguments (their docstrings repeat them).
     """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        # Every method takes the shared settings as keyword arguments: say so in its own docstring,
+        # so that help(pi_lightning.SPPI) explains its constructor without looking up the base class.
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__ and "max_tokens:" not in cls.__doc__:
+            cls.__doc__ = (cls.__doc__.rstrip() + "\n\n    Settings shared by every attributor (keyword "
+                           "arguments of the constructor):" + _SHARED_ARGS + "\n    ")
 
     name: ClassVar[str] = ""
     #: Cost in forward-pass equivalents, as the paper's Cost column writes it ("0", "1x", "2n", ...).
@@ -125,3 +138,6 @@ class Attributor:
             One :class:`~pi_lightning.result.Attribution` per text, in order.
         """
         raise NotImplementedError
+
+
+Attributor.__doc__ = Attributor.__doc__.rstrip() + "\n\n    Args:" + _SHARED_ARGS + "\n    "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import html
-import random
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,8 +51,12 @@ def resolve_model(pl_module, model: str | Callable | None) -> torch.nn.Module:
 @contextlib.contextmanager
 def isolated(trainer, model: torch.nn.Module) -> Iterator[None]:
     """Run attribution work without side effects on training (see the module docstring)."""
-    py_state, np_state, cpu_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    from lightning.pytorch.utilities.seed import isolate_rng
+
+    # Lightning's isolate_rng saves python/numpy/torch (and, once CUDA is in use, CUDA) RNG states; it
+    # restores them only on a clean exit, so it is always exited cleanly here, also when the work raises.
+    rng = isolate_rng(include_cuda=torch.cuda.is_available() and torch.cuda.is_initialized())
+    rng.__enter__()
     modes = [(m, m.training) for m in model.modules()]
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
@@ -69,11 +73,7 @@ def isolated(trainer, model: torch.nn.Module) -> Iterator[None]:
         for p, flag, g in zip(params, flags, grads):
             p.requires_grad_(flag)
             p.grad = g
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        torch.set_rng_state(cpu_state)
-        if cuda_state is not None:
-            torch.cuda.set_rng_state_all(cuda_state)
+        rng.__exit__(None, None, None)
 
 
 def normalize_probe(probe, labels: Sequence[int] | None = None) -> tuple[list[str], list[int] | None]:
@@ -178,8 +178,15 @@ def _is_wandb(logger) -> bool:
 def log_rich(trainer, key: str, step: int, *, table: tuple[list[str], list[list[Any]]] | None = None,
              html_rows: Sequence[str] | None = None, curves: dict[str, tuple[list[float], list[float]]] | None = None,
              html_page: str | None = None) -> None:
-    """Rich media: a W&B table (HTML cells) and line plots with a WandbLogger; otherwise an HTML file in
-    the log directory. Rank zero only; failures warn."""
+    """Rich media: with a ``WandbLogger``, the table (``WandbLogger.log_table``), its highlighted cells
+    and the whole page as ``wandb.Html``, and line plots; otherwise an HTML file in the log
+    directory. Rank zero only; failures warn.
+
+    W&B stores a ``wandb.Html`` inside a ``wandb.Table`` as the bare string ``"Html"``, so the table
+    gets the plain text of :class:`HtmlCell` cells (it stays sortable by its score columns) and each
+    highlighted cell is logged on its own as ``<key>/highlighted/<row>`` (one media panel per
+    example, with a step slider), next to the full table page as ``<key>/page``.
+    """
     if not trainer.is_global_zero:
         return
     wrote_file = False
@@ -191,8 +198,15 @@ def log_rich(trainer, key: str, step: int, *, table: tuple[list[str], list[list[
                 payload: dict[str, Any] = {}
                 if table is not None:
                     cols, rows = table
-                    conv = [[wandb.Html(c.html) if isinstance(c, HtmlCell) else c for c in r] for r in rows]
-                    payload[f"{key}/examples"] = wandb.Table(columns=cols, data=conv)
+                    plain = [[c.text if isinstance(c, HtmlCell) else c for c in r] for r in rows]
+                    logger.log_table(key=f"{key}/examples", columns=list(cols), data=plain, step=step)
+                    for r, row in enumerate(rows):
+                        cells = [c for c in row if isinstance(c, HtmlCell)]
+                        if cells:
+                            payload[f"{key}/highlighted/{r:02d}"] = wandb.Html("".join(c.html for c in cells))
+                if html_page is not None and table is not None and any(
+                        isinstance(c, HtmlCell) for r in table[1] for c in r):
+                    payload[f"{key}/page"] = wandb.Html(html_page)
                 if curves:
                     for name, (xs, ys) in curves.items():
                         t = wandb.Table(columns=["fraction of features added", "p(class)"],
@@ -200,7 +214,7 @@ def log_rich(trainer, key: str, step: int, *, table: tuple[list[str], list[list[
                         payload[f"{key}/{name}_curve"] = wandb.plot.line(
                             t, "fraction of features added", "p(class)", title=f"{key} {name} curve")
                 if payload:
-                    logger.experiment.log({**payload, "trainer/global_step": step})
+                    logger.log_metrics(payload, step=step)
             elif not wrote_file and html_page is not None:
                 out = rank_zero_log_dir(trainer) / "pi_lightning"
                 out.mkdir(parents=True, exist_ok=True)
@@ -211,10 +225,17 @@ def log_rich(trainer, key: str, step: int, *, table: tuple[list[str], list[list[
 
 
 class HtmlCell:
-    """A table cell that holds HTML (rendered as ``wandb.Html`` or raw in HTML files)."""
+    """A table cell that holds HTML (``wandb.Html`` media in W&B, raw in HTML files) and its plain
+    text (``text``; by default the HTML with its tags removed), which W&B tables show.
 
-    def __init__(self, html_text: str) -> None:
+    Example:
+        >>> HtmlCell("<span title='+0.5'>good</span> &amp; <b>fun</b>").text
+        'good & fun'
+    """
+
+    def __init__(self, html_text: str, text: str | None = None) -> None:
         self.html = html_text
+        self.text = text if text is not None else html.unescape(re.sub(r"<[^>]*>", "", html_text))
 
     def __str__(self) -> str:
         return self.html

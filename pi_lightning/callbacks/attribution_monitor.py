@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -50,25 +51,16 @@ _METRIC_CLASSES = {"as_auc": ActivationAUC, "ias_auc": InverseActivationAUC, "lo
 
 
 def _rank_corr(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    """Spearman rank correlation (average ranks for ties); None when undefined."""
+    """Spearman rank correlation (:func:`scipy.stats.spearmanr`, average ranks for ties); None when
+    undefined (fewer than two features, or a constant vector)."""
     if a.numel() < 2 or a.numel() != b.numel():
         return None
+    from scipy.stats import ConstantInputWarning, spearmanr
 
-    def ranks(x):
-        order = torch.argsort(x, stable=True)
-        r = torch.empty_like(x, dtype=torch.float64)
-        r[order] = torch.arange(len(x), dtype=torch.float64)
-        # average the ranks of ties
-        for v in torch.unique(x):
-            sel = x == v
-            if int(sel.sum()) > 1:
-                r[sel] = r[sel].mean()
-        return r
-
-    ra, rb = ranks(a.double()), ranks(b.double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = float(ra.norm() * rb.norm())
-    return None if den == 0 else float((ra * rb).sum()) / den
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        r = float(spearmanr(a.double().numpy(), b.double().numpy()).statistic)
+    return None if math.isnan(r) else r
 
 
 class AttributionMonitor(Callback):

@@ -1,25 +1,25 @@
 """The main job: fine-tune a decoder-only classifier and watch its explanations while it trains.
 
-Defaults (``recipes/configs/default.yaml``): SmolLM2-135M-Instruct (embedded, no network), Rotten
+Defaults (``cli/configs/default.yaml``, package data): SmolLM2-135M-Instruct (embedded, no network), Rotten
 Tomatoes sentences, LoRA, word-level features, SP-PI on a held-out probe set at every validation,
 MP-PI every second validation, free SP-PI over the validation set, W&B offline, an HTML report, and
 a one-screen summary at the end. It is a LightningCLI, so every option comes from the command line or
 YAML:
 
-    python recipes/finetune.py                                   # the default run
-    python recipes/finetune.py --fast                            # tiny random model, seconds
-    python recipes/finetune.py --data.dataset imdb --data.max_length 512 \\
+    pi-lightning finetune                                   # the default run
+    pi-lightning finetune --fast                            # tiny random model, seconds
+    pi-lightning finetune --data.dataset imdb --data.max_length 512 \\
         --trainer.callbacks+=... (or a YAML with granularity: sentence)
-    python recipes/finetune.py --model.model_name gpt2 --model.finetune full    # any hub id / folder
-    python recipes/finetune.py --data.dataset my.csv --data.text_column review --data.label_column stars
-    python recipes/finetune.py --trainer.accelerator gpu --trainer.precision bf16-mixed
+    pi-lightning finetune --model.model_name gpt2 --model.finetune full    # any hub id / folder
+    pi-lightning finetune --data.dataset my.csv --data.text_column review --data.label_column stars
+    pi-lightning finetune --trainer.accelerator gpu --trainer.precision bf16-mixed
 
-W&B logs offline unless ``WANDB_MODE=online`` is set (or you are logged in and set it).
+The model name and the data file are checked before anything loads (one line on a typo). W&B logs
+offline unless ``WANDB_MODE=online`` is set; the run's config holds the trainer, model and data settings.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,15 +27,32 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI
 
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
+from pi_lightning.cli._finetune_options import DESCRIPTION, FAST_HELP, LogConfig, default_args
 from pi_lightning.modules import FinetuneClassifier, ReviewDataModule
 from pi_lightning.report import explained_method
 
-HERE = Path(__file__).resolve().parent
+__all__ = ["FinetuneCLI", "main", "run", "summary"]
 
 
 class FinetuneCLI(LightningCLI):
+    """LightningCLI with ``--fast``, the tokenizer linked to the model, and the model name and data
+    file checked before anything is instantiated."""
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.model_name", "data.tokenizer_name")
+        parser.add_argument("--fast", action="store_true", help=FAST_HELP)
+
+    def parse_arguments(self, parser, args) -> None:
+        # args always come from main() (the command's own argv): LightningCLI's args-and-sys.argv warning
+        # does not apply.
+        self.config = parser.parse_args(args)
+
+    def before_instantiate_classes(self) -> None:
+        from pi_lightning.data import check_data_source, resolve_model_name
+
+        c = self.config
+        resolve_model_name(c["model.model_name"])
+        check_data_source(c["data.dataset"], c["data.text_column"], c["data.label_column"])
 
 
 def explained_examples(monitor: AttributionMonitor, count: int = 3) -> list[str]:
@@ -96,26 +113,29 @@ def summary(trainer, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> FinetuneCLI:
+def run(argv: list[str] | None = None) -> FinetuneCLI:
+    """Parse, fit and print the summary; returns the CLI (``.trainer``, ``.model``, ``.datamodule``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    configs = ["--config", str(HERE / "configs" / "default.yaml")]
-    out = "outputs/finetune"
-    if "--fast" in argv:
-        argv.remove("--fast")
-        configs += ["--config", str(HERE / "configs" / "fast.yaml")]
-        out = "outputs/fast"
-    # W&B's background service resolves a relative save_dir against the folder its first run started
-    # in: make the default absolute (a later --trainer.logger... argument still wins).
-    configs += ["--trainer.logger.init_args.save_dir", os.path.abspath(out)]
-    if os.environ.get("WANDB_MODE", "offline") == "online":
-        argv += ["--trainer.logger.init_args.offline", "false"]
     t0 = time.perf_counter()
-    cli = FinetuneCLI(FinetuneClassifier, ReviewDataModule, run=False, args=configs + argv,
-                      save_config_kwargs={"overwrite": True})
+    cli = FinetuneCLI(FinetuneClassifier, ReviewDataModule, run=False, args=default_args(argv),
+                      save_config_callback=LogConfig, save_config_kwargs={"overwrite": True},
+                      parser_kwargs={"prog": "pi-lightning finetune", "description": DESCRIPTION})
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     print(summary(cli.trainer, time.perf_counter() - t0))
     return cli
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``pi-lightning finetune``: 0 on success; a bad model name or data file is one line on stderr, status 2."""
+    from pi_lightning.data import DataSourceError, ModelNotFoundError
+
+    try:
+        run(argv)
+    except (ModelNotFoundError, DataSourceError) as e:
+        print(f"pi-lightning finetune: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""The ``pi-lightning`` console command: dispatch, help, the early one-line errors (exact messages),
+``report`` from a checkpoint, and the wheel's contents (entry point, default configs as package data)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pi_lightning.cli import _SUBCOMMANDS, main
+from pi_lightning.data import (
+    DataSourceError,
+    ModelNotFoundError,
+    check_data_source,
+    default_model_dir,
+    resolve_model_name,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILTINS = "smollm2-135m-instruct, testing:gpt2, testing:llama"
+
+
+@pytest.fixture
+def quiet(tmp_path, monkeypatch, capsys):
+    """Run in tmp_path with W&B offline; any model load is an error (the checks must come first)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr("pi_lightning.data.load_classifier", no_load)
+    monkeypatch.setattr("pi_lightning.data.load_tokenizer", no_load)
+    # "Seed set to 0" is Lightning's info log; its handler may hold the stderr of an earlier test.
+    logger = logging.getLogger("lightning.fabric")
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    return tmp_path
+
+
+def test_help_lists_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name, (_, help_line) in _SUBCOMMANDS.items():
+        assert f"  {name}" in out and help_line in out
+    assert main([]) == 2
+    assert main(["nope"]) == 2
+    assert "unknown subcommand 'nope'; expected one of finetune, report" in capsys.readouterr().err
+
+
+def test_finetune_help_describes_the_job_and_fast(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["finetune", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: pi-lightning finetune")
+    assert "Fine-tune a decoder-only transformer classifier" in out
+    assert "--fast" in out and "tiny random model" in out
+    assert "Lightning Trainer command line tool" not in out
+
+
+def _finetune(argv, capsys):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = main(["finetune", "--fast", *argv])
+    err = capsys.readouterr().err
+    assert not [w for w in caught if "not recommended to provide both args" in str(w.message)]
+    assert "Traceback" not in err
+    return rc, err
+
+
+def test_unknown_model_offline_fails_in_one_line(quiet, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc, err = _finetune(["--model.model_name", "does-not-exist"], capsys)
+    assert rc == 2
+    assert err == (
+        f"pi-lightning finetune: error: Model 'does-not-exist' not found: it is not a local folder (no "
+        f"{quiet / 'does-not-exist'}), not a built-in name ({BUILTINS}), and it was not looked up as a hub id "
+        "because HF_HUB_OFFLINE is set (and it is not in the local hub cache). Fix: give an existing model "
+        "folder, a built-in name, or a hub id after unsetting HF_HUB_OFFLINE.\n")
+
+
+def test_unreachable_hub_is_asked_once(quiet, monkeypatch, capsys):
+    import huggingface_hub
+
+    from pi_lightning import data
+
+    calls = []
+
+    def unreachable(repo_id, **kwargs):
+        calls.append(repo_id)
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    data._hub_lookup.cache_clear()
+    rc, err = _finetune(["--model.model_name", "someone/no-such-model"], capsys)
+    assert rc == 2 and calls == ["someone/no-such-model"]  # one request, no retries
+    assert err == (
+        f"pi-lightning finetune: error: Model 'someone/no-such-model' not found: it is not a local folder (no "
+        f"{quiet / 'someone' / 'no-such-model'}), not a built-in name ({BUILTINS}), and the Hugging Face hub "
+        "could not be reached to look it up as a hub id (ConnectionError). Fix: give an existing model folder, "
+        "a built-in name, or a hub id with network access.\n")
+
+
+def test_missing_data_file_is_reported_before_the_model_loads(quiet, capsys):
+    rc, err = _finetune(["--model.model_name", "testing:gpt2", "--data.dataset", "reviews.csv"], capsys)
+    assert rc == 2
+    assert err == (
+        f"pi-lightning finetune: error: No such data file: reviews.csv (resolved to {quiet / 'reviews.csv'}). "
+        "Give a built-in dataset (rotten_tomatoes, imdb) or a .csv / .jsonl file with text and label columns.\n")
+
+
+def test_data_file_columns_are_checked_first(quiet, capsys):
+    (quiet / "reviews.csv").write_text("review,stars\ngreat,1\n", encoding="utf-8")
+    rc, err = _finetune(["--data.dataset", "reviews.csv"], capsys)
+    assert rc == 2
+    assert err == ("pi-lightning finetune: error: reviews.csv has no column(s) ['text', 'label']; its columns "
+                   "are ['review', 'stars']. Name them with --data.text_column / --data.label_column.\n")
+
+
+def test_model_and_data_resolution(tmp_path, monkeypatch):
+    assert resolve_model_name("testing:llama") == "built-in"
+    with pytest.raises(ModelNotFoundError, match=f"^Unknown built-in model 'testing:bert': expected one of {BUILTINS}.$"):
+        resolve_model_name("testing:bert")
+    with pytest.raises(ModelNotFoundError, match="is a local folder without a config.json: give a folder written by "
+                                                 "save_pretrained"):
+        resolve_model_name(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    assert resolve_model_name(str(tmp_path)) == "local folder"
+    monkeypatch.setenv("PI_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    assert default_model_dir() == tmp_path / "cache" / "smollm2-135m-instruct"
+    with pytest.raises(ModelNotFoundError, match="not a valid hub id"):
+        resolve_model_name("two  spaces/x")
+    (tmp_path / "rows.jsonl").write_text('{"text": "fine", "label": 1}\n')
+    assert check_data_source(tmp_path / "rows.jsonl") == "file"
+    (tmp_path / "rows.txt").write_text("fine\n")
+    with pytest.raises(DataSourceError, match=r"^Unsupported data file 'rows.txt': expected a .csv or .jsonl file.$"):
+        check_data_source(tmp_path / "rows.txt")
+    with pytest.raises(DataSourceError, match=r"\(is a folder\)"):
+        check_data_source(tmp_path)
+
+
+def test_report_from_checkpoint(tmp_path, capsys):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from pi_lightning.callbacks import AttributionMonitor
+    from pi_lightning.modules import TextClassifier, TextDataModule
+    from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+
+    assert main(["report", str(tmp_path / "none.ckpt")]) == 2
+    assert capsys.readouterr().err == f"pi-lightning report: error: no such checkpoint file: {tmp_path / 'none.ckpt'}\n"
+    tok = tiny_tokenizer("gpt2")
+    probe = toy_sentiment(3, seed=3)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[AttributionMonitor(tok, probe, "sp-pi", metrics=["as_auc"]),
+                                    ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)])
+    data = toy_sentiment(16, seed=1)
+    trainer.fit(TextClassifier(tiny_classifier("gpt2", tokenizer=tok)), datamodule=TextDataModule(tok, data, data))
+    assert main(["report", str(tmp_path / "ck" / "last.ckpt"), "-o", str(tmp_path / "r.html")]) == 0
+    assert capsys.readouterr().out == f"HTML report: {tmp_path / 'r.html'}\n"
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert page.count("<span title=") >= sum(len(t.split()) for t in probe[0])
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_command_and_its_configs(tmp_path):
+    """The built wheel holds the console entry point and the finetune configs (package data)."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(ROOT)], check=True, timeout=300)
+    [wheel] = tmp_path.glob("pi_lightning-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        entry_points = next(zf.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+        for config in ("default", "fast"):
+            shipped = zf.read(f"pi_lightning/cli/configs/{config}.yaml").decode()
+            assert shipped == (ROOT / "pi_lightning" / "cli" / "configs" / f"{config}.yaml").read_text()
+    assert "pi-lightning = pi_lightning.cli:main" in entry_points
+    assert {"pi_lightning/cli/__init__.py", "pi_lightning/cli/finetune.py", "pi_lightning/cli/report.py"} <= names
+
+
+def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Quickstart", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [ln for ln in block.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert len(commands) == 2
+    assert commands[0].startswith("pip install ") and commands[0].endswith("&& pi-lightning finetune")
+    ci_last = (ROOT / ".ci" / "run").read_text().rstrip("\n").splitlines()[-1]
+    assert ci_last == commands[1]

@@ -1,0 +1,64 @@
+"""Shared callback helpers built on library calls: RNG isolation (Lightning's ``isolate_rng``),
+Spearman drift (scipy), HTML cells with their plain text; and the attributors' documented settings."""
+
+from __future__ import annotations
+
+import inspect
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from pi_lightning.callbacks._utils import HtmlCell, isolated
+from pi_lightning.callbacks.attribution_monitor import _rank_corr
+
+
+def _draw():
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_isolated_restores_rng_modes_and_grads(fail):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.5)).train()
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = _draw()
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    with pytest.raises(RuntimeError) if fail else torch.no_grad(), isolated(None, model):
+        _draw()
+        model.eval()
+        model[0].weight.requires_grad_(False)
+        model[0].weight.grad = None
+        if fail:
+            raise RuntimeError("the attribution failed")
+    assert _draw() == expected  # the training's random streams continue as if nothing ran
+    assert model.training and model[1].training and model[0].weight.requires_grad
+    assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight))
+
+
+def test_rank_corr_known_answers():
+    a = torch.tensor([0.1, 0.5, 0.5, 0.2])
+    # average ranks: a -> 1, 3.5, 3.5, 2 ; b -> 1, 4, 2.5, 2.5 ; Pearson of the ranks = 0.8333...
+    assert _rank_corr(a, torch.tensor([1.0, 3.0, 2.0, 2.0])) == pytest.approx(5 / 6)
+    assert _rank_corr(a, -a) == pytest.approx(-1.0)
+    assert _rank_corr(a, torch.ones(4)) is None  # constant: undefined, skipped in the drift mean
+    assert _rank_corr(torch.tensor([1.0]), torch.tensor([2.0])) is None
+
+
+def test_html_cell_plain_text():
+    cell = HtmlCell("<span style='x'><span title='+0.5000'>it&#x27;s</span> &lt;good&gt;</span>")
+    assert cell.text == "it's <good>" and str(cell) == cell.html
+    assert HtmlCell("<b>x</b>", text="y").text == "y"
+
+
+def test_every_attributor_documents_its_constructor():
+    """help(pi_lightning.SPPI) and friends explain every constructor argument, shared ones included."""
+    from pi_lightning.attributors.base import _REGISTRY, available_methods
+
+    available_methods()
+    for cls in _REGISTRY.values():
+        names = [n for n, p in inspect.signature(cls).parameters.items() if p.kind != p.VAR_KEYWORD]
+        names += ["granularity", "template", "mask", "output", "max_tokens"]
+        missing = [n for n in names if f"{n}:" not in cls.__doc__ and f"{n}," not in cls.__doc__]
+        assert not missing, f"{cls.__name__} does not document {missing}"
