@@ -8,5 +8,7 @@ from pi_lightning.jobs.explain import (
     load_results,
     read_examples,
 )
+from pi_lightning.jobs.shortcuts import ShortcutReport, counterfactual_check, mine_shortcuts
 
-__all__ = ["ExplainModule", "ExplainSummary", "ShardWriter", "explain_dataset", "load_results", "read_examples"]
+__all__ = ["ExplainModule", "ExplainSummary", "ShardWriter", "ShortcutReport", "counterfactual_check",
+           "explain_dataset", "load_results", "mine_shortcuts", "read_examples"]
