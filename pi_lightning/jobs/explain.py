@@ -47,6 +47,7 @@ __all__ = [
     "ExplainSummary",
     "ShardWriter",
     "explain_dataset",
+    "load_job",
     "load_results",
     "read_examples",
     "shard_of",
@@ -314,6 +315,15 @@ class ShardWriter(BasePredictionWriter):
         self.written.append(int(batch["shard"]))
 
 
+def load_job(out_dir: str | Path) -> dict[str, Any]:
+    """The settings an explain job folder was made with (``job.json``)."""
+    path = Path(out_dir) / JOB_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{out_dir} is not an explain job folder (no {JOB_FILE}): run the explain job first "
+                                "(pi_lightning.jobs.explain_dataset or `pi-lightning explain`).")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def load_results(out_dir: str | Path) -> list[dict]:
     """Every finished result row of a job folder, in input order (``index``)."""
     out_dir = Path(out_dir)
@@ -426,7 +436,8 @@ def explain_dataset(model: torch.nn.Module, tokenizer, data, out_dir: str | Path
                     method_kwargs: Mapping[str, Any] | None = None, target: str | int = "predicted",
                     max_tokens: int | None = None, shard_size: int = 32, format: str = "jsonl",
                     text_column: str = "text", label_column: str = "label", id_column: str = "id",
-                    labels: Sequence[int] | None = None, model_name: str | None = None, overwrite: bool = False,
+                    labels: Sequence[int] | None = None, model_name: str | None = None,
+                    metadata: Mapping[str, Any] | None = None, overwrite: bool = False,
                     **trainer_kwargs: Any) -> ExplainSummary:
     """Explain every example of ``data`` with ``method`` through ``Trainer.predict``; results as shard files.
 
@@ -441,6 +452,7 @@ def explain_dataset(model: torch.nn.Module, tokenizer, data, out_dir: str | Path
         format: ``"jsonl"`` or ``"parquet"`` (needs pyarrow).
         text_column, label_column, id_column, labels: see :func:`read_examples`.
         model_name: recorded in ``job.json`` (a rerun with another name is refused).
+        metadata: more JSON-able facts recorded in ``job.json`` and checked on a rerun (e.g. the adapter).
         overwrite: discard earlier results in ``out_dir``.
         **trainer_kwargs: for ``lightning.pytorch.Trainer`` (``accelerator``, ``devices``, ``num_nodes``,
             ``strategy``, ``precision``, ``enable_progress_bar``, ``callbacks``...).
@@ -473,7 +485,8 @@ def explain_dataset(model: torch.nn.Module, tokenizer, data, out_dir: str | Path
                          "use target='predicted'.")
     name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
     settings = {"method": method, "method_kwargs": json.loads(json.dumps(method_kwargs, default=repr)),
-                "target": target, "model": name, "format": format}
+                "target": target, "model": name, "format": format,
+                "metadata": json.loads(json.dumps(dict(metadata or {}), default=repr))}
     writer = ShardWriter(out_dir, format)
     datamodule = _ShardData(rows, Path(out_dir), settings, shard_size, overwrite)
     kwargs = {"accelerator": "auto", "devices": 1, "logger": False, "enable_checkpointing": False,
