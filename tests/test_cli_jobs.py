@@ -49,3 +49,14 @@ def test_bad_arguments_are_explained(tmp_path, capsys):
     assert "not an explain job folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         explain.main(["x", "--method", "nope"])
+
+
+def test_explain_embedded_dataset_with_limit(tmp_path, capsys):
+    out = tmp_path / "rt"
+    assert explain.main(["--dataset", "rotten_tomatoes", "--split", "test", "--limit", "3", "--model", "testing:gpt2",
+                         "--out", str(out), "--no-progress", "--show", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 examples explained" in printed and "1 more rows" in printed
+    rows = [json.loads(line) for line in (out / "explanations.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["label"] in (0, 1) for r in rows)
+    assert explain.main(["text", "--dataset", "imdb", "--out", str(out)]) == 2

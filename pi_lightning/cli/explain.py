@@ -10,6 +10,7 @@ Examples::
 
     pi-lightning explain "a gorgeous, witty, seductive movie." "the plot is dull" --method mp-pi
     pi-lightning explain reviews.csv --text-column review --method sp-pi --devices 2 --strategy ddp
+    pi-lightning explain --dataset rotten_tomatoes --split train --limit 300 --out outputs/explain-rt
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="pi-lightning explain", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="texts to explain, or one .csv/.jsonl/.parquet file")
+    p.add_argument("inputs", nargs="*", help="texts to explain, or one .csv/.jsonl/.parquet file")
+    p.add_argument("--dataset", choices=["rotten_tomatoes", "imdb"], help="the embedded reviews instead of inputs")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"], help="split of --dataset")
+    p.add_argument("--limit", type=int, default=None, help="explain only the first N examples")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name, hub id or folder (default {DEFAULT_MODEL})")
     p.add_argument("--adapter", help="a LoRA adapter folder saved by `pi-lightning finetune` (merged for inference)")
     p.add_argument("--num-labels", type=int, default=2)
@@ -151,11 +155,27 @@ def main(argv: list[str]) -> int:
         print(f"pi-lightning explain: {e}", file=sys.stderr)
         return 2
     names = [s.strip() for s in args.label_names.split(",")] if args.label_names else None
+    if bool(args.inputs) == bool(args.dataset):
+        print("pi-lightning explain: give texts, one data file, or --dataset (exactly one of them).", file=sys.stderr)
+        return 2
     single = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in _FILE_SUFFIXES
     if single and not Path(args.inputs[0]).is_file():
         print(f"pi-lightning explain: no such data file {args.inputs[0]!r}.", file=sys.stderr)
         return 2
-    data = args.inputs[0] if single else list(args.inputs)
+    if args.dataset:
+        from pi_lightning.data import load_movie_reviews
+
+        reviews = load_movie_reviews(args.dataset, args.split)
+        names = names or list(reviews.label_names)
+        data: Any = reviews.subset(args.limit) if args.limit else reviews
+    else:
+        data = args.inputs[0] if single else list(args.inputs)
+        if args.limit:
+            from pi_lightning.jobs import read_examples
+
+            data = read_examples(data, text_column=args.text_column, label_column=args.label_column,
+                                 id_column=args.id_column)[: args.limit]
+            args.text_column, args.label_column, args.id_column = "text", "label", "id"  # rows read above
     devices: Any = args.devices if args.devices == "auto" else int(args.devices)
     model, tokenizer = load_classifier(args.model, num_labels=args.num_labels, adapter=args.adapter)
     method_kwargs = {"granularity": args.granularity, "template": args.template, **options}
