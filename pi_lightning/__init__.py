@@ -26,6 +26,7 @@ _EXPORTS = {
     "evaluate_faithfulness": "pi_lightning.evaluation",
     "get_attributor": "pi_lightning.attributors",
     "available_methods": "pi_lightning.attributors",
+    "explain_dataset": "pi_lightning.jobs",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pi_lightning.evaluation import evaluate_faithfulness
     from pi_lightning.features import Features, Featurizer
     from pi_lightning.inference import ClassifierAdapter
+    from pi_lightning.jobs import explain_dataset
     from pi_lightning.masking import Masker
     from pi_lightning.result import Attribution
 

@@ -36,6 +36,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from pi_lightning.attributors.base import available_methods, get_attributor
+from pi_lightning.callbacks._lockstep import equal_forward_passes
 from pi_lightning.callbacks._utils import (HtmlCell, gather_objects, isolated, log_rich, log_scalars,
                                            logger_step, normalize_probe, resolve_model, table_page, world)
 from pi_lightning.evaluation import METRICS, evaluate_faithfulness
@@ -329,7 +330,8 @@ class AttributionMonitor(Callback):
             metric_objs["gap"] = ActivationGap()
         correct = torch.zeros(2, dtype=torch.float64)  # (correct, count) summed across ranks below
         records = []
-        with isolated(trainer, model):
+        # Every rank issues the same number of forward passes, whatever its shard (FSDP / ZeRO-3 need it).
+        with isolated(trainer, model), equal_forward_passes(model, self.attributor.adapter.pad_token_id):
             if texts:
                 attrs = self._refit_and_attribute(trainer, texts, targets)
                 self.last_attributions = attrs

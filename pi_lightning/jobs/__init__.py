@@ -1,0 +1,14 @@
+"""Dataset-scale jobs on Lightning's own machinery: explain whole datasets, mine shortcuts from the results."""
+
+from pi_lightning.jobs.explain import (
+    ExplainModule,
+    ExplainSummary,
+    ShardWriter,
+    explain_dataset,
+    load_results,
+    read_examples,
+)
+from pi_lightning.jobs.shortcuts import ShortcutReport, counterfactual_check, mine_shortcuts
+
+__all__ = ["ExplainModule", "ExplainSummary", "ShardWriter", "ShortcutReport", "counterfactual_check",
+           "explain_dataset", "load_results", "mine_shortcuts", "read_examples"]

@@ -1,0 +1,400 @@
+"""Dataset-scale shortcut mining from the explain job's results, with a counterfactual check.
+
+A shortcut is a word the model relies on although it should not (a watermark, a source tag, a
+template word). Ranking words by their mean attribution does not find it: function words that sit
+where the model's prediction moves most get large attributions in every text, and rare words get
+large means by chance. :func:`mine_shortcuts` therefore compares each word with a **permutation
+null**: within every text that holds the word, the word's attribution is compared with what a
+feature drawn at random from the same text gets (shuffling the scores among the text's features).
+The null's mean and variance are exact (sampling without replacement, per text), so for a word
+with total attribution ``T`` toward class ``c``, ``z = (T - E[T]) / sd[T]`` and ``p`` is its normal
+tail (Bonferroni over the classes), with Benjamini-Hochberg ``q`` values over all words tested.
+Words are ranked by the lower confidence bound of their mean attribution in excess of the null
+(``excess - z_{1-alpha} * se``): an effect size, so a frequent word with a tiny consistent excess
+does not come first, shrunk by its uncertainty, so a rare word with a lucky mean does not either;
+significant words (``q < alpha``) first.
+
+Per word the table also holds: occurrences and texts, mean and total attribution toward each
+class, and the label (and prediction) association: ``P(y = c | word) - P(y = c)``.
+
+:func:`counterfactual_check` then tests the top candidates causally: it masks the word (every
+occurrence, with the job's :class:`~pi_lightning.masking.Masker`) in every text that holds it, runs
+the masked texts in token-budget batches through the
+:class:`~pi_lightning.inference.ClassifierAdapter`, and reports the prediction flip rate and the
+mean drop of the probability of the class the word supports. A word is **flagged** when it is
+significant and masking it lowers that probability by at least ``min_effect`` on average: large
+attributions that do not change the final prediction (SP-PI explains the prefix game, where a word
+can move an intermediate prediction a lot) are not flagged. Flagged words are ranked first.
+
+Toward each class: a score explains the example's ``target`` class; with two classes and
+``output="prob"`` or ``"log_odds"`` the score toward the other class is its negative exactly (so
+every occurrence counts for both); otherwise only the examples explained for class ``c`` count
+toward ``c``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ShortcutReport", "counterfactual_check", "mine_shortcuts", "null_moments"]
+
+
+def _norm(word: str) -> str:
+    return word.strip().lower()
+
+
+def null_moments(scores: np.ndarray, texts: np.ndarray, words: np.ndarray, n_words: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observed total, and mean and variance under within-text permutation, of each word's scores.
+
+    Args:
+        scores: ``(O,)`` score of every feature occurrence (NaN: not defined, left out with its text).
+        texts: ``(O,)`` text index of each occurrence.
+        words: ``(O,)`` word index of each occurrence.
+        n_words: number of distinct words.
+
+    Returns:
+        ``(total, mean, var)``, each ``(n_words,)``: the word's summed score, and the mean and variance
+        of that sum when the scores are shuffled among the features of each text (without replacement).
+
+    Example:
+        >>> t, m, v = null_moments(np.array([1.0, 0.0, 0.0, 1.0]), np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0]), 2)
+        >>> t.tolist(), m.tolist(), v.tolist()
+        ([2.0, 0.0], [1.0, 1.0], [0.5, 0.5])
+    """
+    ok = ~np.isnan(scores)
+    s, t, w = scores[ok], texts[ok], words[ok]
+    n_texts = int(texts.max()) + 1 if len(texts) else 0
+    n_t = np.bincount(t, minlength=n_texts).astype(float)
+    sum_t = np.bincount(t, weights=s, minlength=n_texts)
+    sq_t = np.bincount(t, weights=s * s, minlength=n_texts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu_t = sum_t / n_t
+        var_t = np.maximum(sq_t / n_t - mu_t ** 2, 0.0)  # population variance of the text's scores
+    # k: occurrences of word w in text t, over the distinct (t, w) pairs.
+    pair, k = np.unique(t.astype(np.int64) * n_words + w, return_counts=True)
+    pt, pw = pair // n_words, pair % n_words
+    n = n_t[pt]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fpc = np.where(n > 1, (n - k) / (n - 1), 0.0)  # finite-population correction
+    mean = np.bincount(pw, weights=k * mu_t[pt], minlength=n_words)
+    var = np.bincount(pw, weights=k * var_t[pt] * fpc, minlength=n_words)
+    total = np.bincount(w, weights=s, minlength=n_words)
+    return total, mean, var
+
+
+@dataclass
+class ShortcutReport:
+    """Words ranked as shortcut candidates (see the module docstring for every column).
+
+    Attributes:
+        rows: one dict per word, best candidate first: ``word``, ``rank``, ``cls`` (the class it
+            pushes toward), ``count``, ``texts``, ``mean`` / ``total`` (per class), ``null_mean``,
+            ``excess``, ``excess_lcb``, ``z``, ``p``, ``q``, ``significant``, ``label_assoc``, ``pred_assoc``
+            and, after :func:`counterfactual_check`, ``flip_rate``, ``prob_change``, ``checked_texts``,
+            ``flagged``.
+        label_names: class names for display.
+        settings: what the mining used.
+    """
+
+    rows: list[dict[str, Any]]
+    label_names: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def find(self, word: str) -> dict[str, Any] | None:
+        """The row of ``word`` (case-insensitive), or None."""
+        w = _norm(word)
+        return next((r for r in self.rows if r["word"] == w), None)
+
+    def _name(self, c: int) -> str:
+        return self.label_names[c] if c < len(self.label_names) else str(c)
+
+    def table(self, top: int = 15) -> str:
+        """A fixed-width terminal table of the ``top`` candidates."""
+        head = (f"{'#':>3} {'word':<16} {'class':<10} {'count':>6} {'texts':>6} {'mean':>8} {'excess':>8} {'z':>7} "
+                f"{'q':>8} {'sig':>3} {'label+':>7} {'flip':>6} {'dprob':>7} {'flag':>4}")
+        lines = [head, "-" * len(head)]
+        for r in self.rows[:top]:
+            flip = "-" if r.get("flip_rate") is None else f"{r['flip_rate']:.2f}"
+            dprob = "-" if r.get("prob_change") is None else f"{r['prob_change']:+.3f}"
+            la = "-" if r["label_assoc"] is None else f"{r['label_assoc']:+.2f}"
+            z = "-" if r["z"] is None else f"{r['z']:.1f}"
+            q = "-" if r["q"] is None else f"{r['q']:.1e}"
+            lines.append(f"{r['rank']:>3} {r['word'][:16]:<16} {self._name(r['cls'])[:10]:<10} {r['count']:>6} "
+                         f"{r['texts']:>6} {r['mean'][r['cls']]:>+8.4f} {r['excess']:>+8.4f} {z:>7} {q:>8} "
+                         f"{'*' if r['significant'] else '':>3} {la:>7} {flip:>6} {dprob:>7} "
+                         f"{'YES' if r.get('flagged') else '':>4}")
+        return "\n".join(lines)
+
+    def write_jsonl(self, path: str | Path) -> Path:
+        """One JSON row per word."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows)
+        return path
+
+    def columns(self, top: int | None = None) -> tuple[list[str], list[list[Any]]]:
+        """Flat columns and rows (for W&B tables and HTML)."""
+        cols = ["rank", "word", "class", "count", "texts", "mean", "excess", "z", "q", "significant", "label_assoc",
+                "pred_assoc", "flip_rate", "prob_change", "flagged"]
+        rows = [[r["rank"], r["word"], self._name(r["cls"]), r["count"], r["texts"], r["mean"][r["cls"]], r["excess"],
+                 r["z"], r["q"], r["significant"], r["label_assoc"], r["pred_assoc"], r.get("flip_rate"),
+                 r.get("prob_change"), r.get("flagged")] for r in self.rows[:top]]
+        return cols, rows
+
+    def log_wandb(self, run, key: str = "pi/shortcuts", top: int | None = 100) -> None:
+        """Log the candidates as a W&B table to ``run`` (a ``wandb`` run)."""
+        import wandb
+
+        cols, rows = self.columns(top)
+        run.log({key: wandb.Table(columns=cols, data=rows)})
+
+    def write_html(self, path: str | Path, top: int = 50, examples: Mapping[str, Sequence[str]] | None = None) -> Path:
+        """A standalone HTML page: the candidate table and, per word, highlighted example texts.
+
+        Args:
+            examples: optional ``word -> [HTML snippets]`` (e.g. from :func:`pi_lightning.report.highlight`).
+        """
+        cols, rows = self.columns(top)
+
+        def fmt(v):
+            if v is None:
+                return "-"
+            if isinstance(v, float):
+                return f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4f}"
+            return html.escape(str(v))
+
+        body = "".join("<tr" + (" class='sig'" if r[9] else "") + ">" + "".join(f"<td>{fmt(c)}</td>" for c in r)
+                       + "</tr>" for r in rows)
+        parts = [
+            "<!doctype html><meta charset='utf-8'><title>pi_lightning shortcut candidates</title>",
+            ("<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}"
+            "tr.sig td{background:#fff4e0}.ex{margin:.3em 0 .3em 1em}</style>"),
+            "<h2>Shortcut candidates</h2>",
+            f"<p>{html.escape(self._describe())}</p>",
+            "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + f"</tr>{body}</table>",
+        ]
+        for word, snippets in (examples or {}).items():
+            parts.append(f"<h3>{html.escape(word)}</h3>" + "".join(f"<div class='ex'>{s}</div>" for s in snippets))
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(parts), encoding="utf-8")
+        return path
+
+    def _describe(self) -> str:
+        s = self.settings
+        return (f"{s.get('examples')} examples, {s.get('words_tested')} words with at least {s.get('min_count')} "
+                f"occurrences. Excess: mean attribution toward the class minus the within-text permutation null's; "
+                f"significant (highlighted): Benjamini-Hochberg q < {s.get('alpha')}. flip: fraction of the texts "
+                "holding the word whose prediction changes when it is masked; dprob: mean drop of p(class) then; "
+                f"flagged: significant and dprob >= {s.get('min_effect')}.")
+
+
+def mine_shortcuts(results: Sequence[Mapping[str, Any]], *, min_count: int = 3, alpha: float = 0.05,
+                   label_names: Sequence[str] | None = None) -> ShortcutReport:
+    """Rank the words of explained examples as shortcut candidates (see the module docstring).
+
+    Args:
+        results: result rows of the explain job (:func:`pi_lightning.jobs.load_results`): ``features``,
+            ``scores``, ``target``, ``prediction``, ``probs``, ``output`` and optionally ``label``.
+        min_count: words with fewer occurrences are left out.
+        alpha: false discovery rate for ``significant``.
+        label_names: class names for display.
+
+    Returns:
+        A :class:`ShortcutReport`.
+
+    Example:
+        >>> rows = [{"features": ["zxq", "a", "b"], "scores": [0.5, 0.0, 0.1], "target": 1, "prediction": 1,
+        ...          "probs": [0.2, 0.8], "output": "prob", "label": 1} for _ in range(4)]
+        >>> report = mine_shortcuts(rows)
+        >>> report.rows[0]["word"], report.rows[0]["cls"], round(report.rows[0]["excess"], 3)
+        ('zxq', 1, 0.3)
+    """
+    from scipy.stats import false_discovery_control, norm
+
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise ValueError(f"min_count must be a positive int, got {min_count!r}.")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha is a false discovery rate in (0, 1), got {alpha!r}.")
+    results = list(results)
+    if not results:
+        raise ValueError("No results to mine: run the explain job first (pi_lightning.jobs.explain_dataset).")
+    for key in ("features", "scores", "target", "probs"):
+        if key not in results[0]:
+            raise ValueError(f"Result rows need a {key!r} field (rows of the explain job), got keys {sorted(results[0])}.")
+    C = len(results[0]["probs"])
+    output = results[0].get("output", "prob")
+    fold = C == 2 and output in ("prob", "log_odds")
+    vocab: dict[str, int] = {}
+    occ_t, occ_w, occ_s, occ_tgt = [], [], [], []
+    for t, r in enumerate(results):
+        if len(r["features"]) != len(r["scores"]):
+            raise ValueError(f"Result {r.get('id', t)!r} has {len(r['features'])} features but {len(r['scores'])} scores.")
+        for f, s in zip(r["features"], r["scores"]):
+            occ_t.append(t)
+            occ_w.append(vocab.setdefault(_norm(f), len(vocab)))
+            occ_s.append(float(s))
+            occ_tgt.append(int(r["target"]))
+    words = list(vocab)
+    W = len(words)
+    t_arr, w_arr = np.asarray(occ_t), np.asarray(occ_w)
+    s_arr, tgt = np.asarray(occ_s), np.asarray(occ_tgt)
+    count = np.bincount(w_arr, minlength=W)
+    pair_w = np.unique(t_arr.astype(np.int64) * W + w_arr) % W
+    n_texts = np.bincount(pair_w, minlength=W)
+
+    # (O, C): each occurrence's score toward each class (NaN where not defined).
+    toward = np.full((len(s_arr), C), np.nan)
+    for c in range(C):
+        toward[:, c] = np.where(tgt == c, s_arr, -s_arr if fold else np.nan)
+    stats = [null_moments(toward[:, c], t_arr, w_arr, W) for c in range(C)]
+    defined = np.stack([np.bincount(w_arr, weights=~np.isnan(toward[:, c]), minlength=W) for c in range(C)], 1)
+    total = np.stack([s[0] for s in stats], 1)  # (W, C)
+    null = np.stack([s[1] for s in stats], 1)
+    var = np.stack([s[2] for s in stats], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(defined > 0, total / defined, np.nan)
+        excess = np.where(defined > 0, (total - null) / defined, np.nan)
+        z = np.where(var > 0, (total - null) / np.sqrt(var), np.nan)
+        lcb = excess - norm.ppf(1 - alpha) * np.sqrt(var) / np.where(defined > 0, defined, np.nan)
+    best = np.argmax(np.where(np.isnan(excess), -np.inf, excess), axis=1)
+
+    # Label and prediction association of each word: P(y = c | word) - P(y = c), over the texts holding it.
+    def association(values: list[int | None]) -> np.ndarray:
+        out = np.full((W, C), np.nan)
+        known = np.array([v is not None for v in values])
+        if not known.any():
+            return out
+        vals = np.array([-1 if v is None else int(v) for v in values])
+        base = np.bincount(vals[known], minlength=C)[:C] / known.sum()
+        sel = known[t_arr]
+        pairs = np.unique(t_arr[sel].astype(np.int64) * W + w_arr[sel])
+        pt, pw = pairs // W, pairs % W
+        held = np.bincount(pw, minlength=W)
+        for c in range(C):
+            hit = np.bincount(pw, weights=(vals[pt] == c), minlength=W)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[:, c] = np.where(held > 0, hit / held - base[c], np.nan)
+        return out
+
+    label_assoc = association([r.get("label") for r in results])
+    pred_assoc = association([r.get("prediction") for r in results])
+
+    tested = np.flatnonzero(count >= min_count)
+    zb = z[np.arange(W), best]
+    p = np.full(W, np.nan)
+    ok = tested[~np.isnan(zb[tested])]
+    p[ok] = np.minimum(1.0, C * norm.sf(zb[ok]) if not fold else 2 * norm.sf(np.abs(zb[ok])))
+    q = np.full(W, np.nan)
+    if len(ok):
+        q[ok] = false_discovery_control(p[ok])
+    sig = np.nan_to_num(q, nan=1.0) < alpha
+
+    def num(x) -> float | None:
+        return None if x is None or not np.isfinite(x) else float(x)
+
+    rows = []
+    for i in tested:
+        c = int(best[i])
+        rows.append({
+            "word": words[i], "cls": c, "count": int(count[i]), "texts": int(n_texts[i]),
+            "mean": [num(v) for v in mean[i]], "total": [num(v) for v in total[i]],
+            "null_mean": num(null[i, c] / defined[i, c]) if defined[i, c] else None, "excess": num(excess[i, c]),
+            "excess_lcb": num(lcb[i, c]),
+            "z": num(z[i, c]), "p": num(p[i]), "q": num(q[i]), "significant": bool(sig[i]),
+            "label_assoc": num(label_assoc[i, c]), "pred_assoc": num(pred_assoc[i, c]),
+        })
+    rows.sort(key=lambda r: (not r["significant"], -(r["excess_lcb"] if r["excess_lcb"] is not None else -np.inf)))
+    for k, r in enumerate(rows, 1):
+        r["rank"] = k
+    names = list(label_names) if label_names is not None else [str(c) for c in range(C)]
+    settings = {"examples": len(results), "words": W, "words_tested": len(tested), "min_count": min_count,
+                "alpha": alpha, "classes": C, "folded": fold}
+    return ShortcutReport(rows=rows, label_names=names, settings=settings)
+
+
+def counterfactual_check(report: ShortcutReport, results: Sequence[Mapping[str, Any]], model, tokenizer, *,
+                         top: int = 10, granularity: str | None = None, template: str = "{text}",
+                         mask: str | int | None = None, max_tokens: int = 8192,
+                         max_texts: int | None = None, min_effect: float = 0.1) -> ShortcutReport:
+    """Mask each of the ``top`` candidates in every text that holds it; add ``flip_rate`` and ``prob_change``.
+
+    Args:
+        report: from :func:`mine_shortcuts` (its rows are updated in place and it is returned).
+        results: the same result rows.
+        model, tokenizer: the explained classifier.
+        top: how many candidates (in rank order) to check.
+        granularity, template, mask: the explain job's featurization (``granularity`` defaults to the
+            rows'); the features are rebuilt from the texts and must match the rows'.
+        max_tokens: token budget per forward batch.
+        max_texts: check at most this many texts per word (the first ones); ``None``: all.
+        min_effect: a significant word is flagged when masking it lowers p(class) by at least this much
+            on average.
+
+    Returns:
+        ``report``, with ``flip_rate`` (fraction of the texts whose predicted class changes),
+        ``prob_change`` (mean of p(cls) unmasked minus masked: positive when the word supported its
+        class), ``checked_texts`` and ``flagged`` on the checked rows; flagged rows move to the top
+        (by ``prob_change``) and ``rank`` is renumbered.
+    """
+    import torch
+
+    from pi_lightning.features import Featurizer
+    from pi_lightning.inference import ClassifierAdapter, transform_outputs
+    from pi_lightning.masking import DEFAULT_MASK, Masker
+
+    results = list(results)
+    granularity = granularity or results[0].get("granularity", "word")
+    featurizer = Featurizer(tokenizer, granularity, template)
+    masker = Masker(tokenizer, DEFAULT_MASK if mask is None else mask)
+    adapter = ClassifierAdapter(model, max_tokens=max_tokens)
+    feats: dict[int, Any] = {}
+    originals: dict[int, torch.Tensor] = {}
+    for row in report.rows[:top]:
+        w = row["word"]
+        holders = [t for t, r in enumerate(results) if any(_norm(f) == w for f in r["features"])]
+        if max_texts is not None:
+            holders = holders[:max_texts]
+        for t in holders:
+            if t not in feats:
+                f = featurizer(results[t]["text"])
+                if [_norm(x) for x in f.texts] != [_norm(x) for x in results[t]["features"]]:
+                    raise ValueError(
+                        f"Rebuilding the features of result {results[t].get('id', t)!r} gave {list(f.texts)}, not the "
+                        f"explained {results[t]['features']}: pass the explain job's granularity and template.")
+                feats[t] = f
+        need = [t for t in holders if t not in originals]
+        if need:
+            seqs = [list(feats[t].input_ids) for t in need]
+            for t, lg in zip(need, adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])):
+                originals[t] = transform_outputs(lg[0], "prob")
+        seqs = []
+        for t in holders:
+            keep = np.array([[_norm(x) != w for x in feats[t].texts]])
+            (s,), _ = masker(feats[t], keep)
+            seqs.append(s)
+        masked = [transform_outputs(lg[0], "prob") for lg in adapter.forward_positions(seqs, [[len(s) - 1]
+                                                                                                for s in seqs])]
+        c = row["cls"]
+        flips = [int(originals[t].argmax()) != int(m.argmax()) for t, m in zip(holders, masked)]
+        drops = [float(originals[t][c] - m[c]) for t, m in zip(holders, masked)]
+        row["flip_rate"] = float(np.mean(flips)) if flips else None
+        row["prob_change"] = float(np.mean(drops)) if drops else None
+        row["checked_texts"] = len(holders)
+        row["flagged"] = bool(row["significant"] and row["prob_change"] is not None and row["prob_change"] >= min_effect)
+    report.settings.update(checked=min(top, len(report.rows)), min_effect=min_effect)
+    report.rows.sort(key=lambda r: (not r.get("flagged", False), -(r.get("prob_change") or 0.0) if r.get("flagged")
+                                    else r["rank"]))
+    for k, r in enumerate(report.rows, 1):
+        r["rank"] = k
+    return report
