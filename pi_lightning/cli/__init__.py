@@ -23,6 +23,10 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("pi_lightning.cli.finetune",
                  "fine-tune a classifier with the pi_lightning callbacks (the main job; LightningCLI, --fast)"),
     "report": ("pi_lightning.cli.report", "build the HTML report from a Lightning checkpoint"),
+    "explain": ("pi_lightning.cli.explain",
+                "explain texts or a dataset with any method (Trainer.predict; table, HTML, JSONL shards)"),
+    "shortcuts": ("pi_lightning.cli.shortcuts",
+                  "mine shortcut words from explained datasets (permutation null, masking check)"),
 }
 
 
