@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     res["inputs"] = {"remove": args.remove, "dots": args.dots}
     stem = Path(args.out) / "value_function"
     write_json(stem.with_suffix(".json"), res)
-    lines = [f"# Which value function: removal vs '...' ({res['examples']} RT test sentences, same model and "
-             f"examples, template {res['template']!r})", ""]
+    title = (f"# Which value function: removal vs '...' ({res['examples']} RT test sentences, same model and "
+             f"examples, template {res['template']!r})")
+    lines = [title, ""]
     for mask, rows in res["masks"].items():
         table = []
         for m, r in rows.items():
