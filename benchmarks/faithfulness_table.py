@@ -2,7 +2,7 @@
 
 Every registered method (Random, A-Last, SP-PI, GAE, Inp x Grad, LRP, IG, Kernel SHAP, MP-PI, UDIG,
 AT2) explains the true class of the same test examples; :func:`pi_lightning.evaluation.evaluate_faithfulness`
-then runs, with one shared :class:`~pi_lightning.masking.Masker` (the paper's ``"..."`` by default),
+then runs, with one shared :class:`~pi_lightning.masking.Masker` (removal by default, ``--mask ...`` for the paper's),
 the activation study (AS AUC, higher is better), the inverse study (IAS AUC, lower is better) and
 DIG/UDIG's log-odds (lower), comprehensiveness (higher) and sufficiency (lower) at top-20%. Each row
 gives the mean and the 95% half-width over examples, the declared cost, the forward-pass
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-features", type=int, default=None, help="default 20 words (RT) / 8 sentences (IMDB)")
     p.add_argument("--methods", default=",".join(PAPER_ORDER), help="comma-separated registered names")
     p.add_argument("--template", default="{text}", help="the template the model was fine-tuned with")
-    p.add_argument("--mask", default="...", help="mask of the perturbation methods and the metrics")
+    p.add_argument("--mask", default="remove", help="mask of the perturbation methods and the metrics: 'remove' (the library default) or '...' (the paper's)")
     p.add_argument("--top-k", type=float, default=20.0, help="top-k percent for log-odds/comp./suff.")
     p.add_argument("--at2-fit", type=int, default=32, help="training texts for AT2's fit")
     p.add_argument("--seed", type=int, default=0)

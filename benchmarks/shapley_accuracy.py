@@ -21,6 +21,11 @@ explains the true class of each input (one call per input, ``--seeds`` seeds):
   function (an antithetic permutation costs ``2n + 1`` passes, so budgets below that cannot run and
   are reported as such).
 
+Long texts (n = 20-60, issue 14): exact enumeration stops at n = 12. ``--reference permutations``
+replaces it by a high-budget Monte Carlo reference, ``--permutations`` antithetic permutations (each
+walk and its reverse) of the full-input game, for the removal game only (``--mask remove`` and no
+template suffix), where PI's prefix game is the same game, so one reference serves both columns.
+
 Reported per method and budget: cosine similarity and Spearman rank correlation to both references
 (mean over inputs x seeds, with a 95% half-width), passes actually run, seconds per input and
 milliseconds per pass. Run::
@@ -28,6 +33,8 @@ milliseconds per pass. Run::
     python benchmarks/shapley_accuracy.py --inputs 8 --max-features 10
     python benchmarks/shapley_accuracy.py --device cuda --inputs 50 --max-features 12
     python benchmarks/shapley_accuracy.py --model testing:gpt2 --adapter none --inputs 2 --max-features 5  # smoke
+    python benchmarks/shapley_accuracy.py --device cuda --reference permutations --permutations 20000 \
+        --min-features 20 --max-features 60 --inputs 20 --template "Review: {text}"      # long texts
 
 Writes ``shapley_accuracy[_<tag>].{json,csv,md,png}`` under ``--out``.
 """
@@ -80,6 +87,35 @@ def exact_references(adapter: ClassifierAdapter, masker: Masker, features, targe
     vals = transform_outputs(torch.stack(logits), output)[..., target].double().numpy()
     return {"prefix": exact_shapley(lambda _z: vals[:, 0], n), "full": exact_shapley(lambda _z: vals[:, 1], n),
             "f_empty": float(vals[0, 1]), "f_full": float(vals[-1, 1])}
+
+
+def permutation_reference(adapter: ClassifierAdapter, masker: Masker, features, target: int, permutations: int,
+                          seed: int = 0, output: str = "prob", chunk: int = 64) -> dict[str, np.ndarray]:
+    """Shapley values of the full-input game from ``permutations`` antithetic permutation walks.
+
+    Each walk adds the features in a random order (and its reverse) and credits each feature with the
+    change of the output when it joins; distinct coalitions are run once per chunk of walks.
+    """
+    n = features.n
+    rng = np.random.default_rng(seed)
+    fn = value_function(adapter, masker, features, target, output)
+    phi = np.zeros(n)
+    done = 0
+    while done < permutations:
+        half = max(1, min(chunk, (permutations - done + 1) // 2))
+        perms = np.stack([rng.permutation(n) for _ in range(half)])
+        perms = np.concatenate([perms, perms[:, ::-1]])  # antithetic pairs
+        rank = np.argsort(perms, axis=1)  # rank[r, i]: step at which feature i joins walk r
+        # (P, n + 1, n): walk r after k steps holds the features of rank < k.
+        Z = rank[:, None, :] < np.arange(n + 1)[None, :, None]
+        uniq, inv = np.unique(Z.reshape(-1, n), axis=0, return_inverse=True)
+        v = np.asarray(fn(uniq), dtype=np.float64)[inv.reshape(-1)].reshape(len(perms), n + 1)
+        gains = np.diff(v, axis=1)  # (P, n): gain of the feature added at each step
+        np.add.at(phi, perms.reshape(-1), gains.reshape(-1))
+        done += len(perms)
+    phi /= done
+    return {"full": phi, "prefix": phi, "f_empty": float(v[0, 0]), "f_full": float(v[0, -1]),
+            "permutations": done}
 
 
 def value_function(adapter: ClassifierAdapter, masker: Masker, features, target: int, output: str = "prob"):
@@ -179,15 +215,25 @@ def main(argv: list[str] | None = None) -> dict:
     add_common_args(p)
     p.add_argument("--inputs", type=int, default=8, help="test sentences to explain")
     p.add_argument("--min-features", type=int, default=6)
-    p.add_argument("--max-features", type=int, default=10, help="at most 12 (2^n masked inputs each)")
+    p.add_argument("--max-features", type=int, default=10,
+                   help="at most 12 with the exact reference (2^n masked inputs each)")
+    p.add_argument("--reference", default="exact", choices=("exact", "permutations"),
+                   help="exact enumeration (n <= 12) or antithetic permutations (removal game, long texts)")
+    p.add_argument("--permutations", type=int, default=20000, help="walks of the permutation reference")
     p.add_argument("--budgets", default="1,2,4,8", help="budget multiples k (budget = k n passes)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method, budget and input")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--template", default="{text}")
-    p.add_argument("--mask", default="...")
+    p.add_argument("--mask", default="remove", help="'remove' (the library default) or '...' (the paper's)")
     raw = list(argv) if argv is not None else sys.argv[1:]
     args = p.parse_args(raw)
-    if not 2 <= args.min_features <= args.max_features <= 12:
+    if args.reference == "permutations":
+        if args.mask != "remove" or args.template.split("{text}")[-1]:
+            raise ValueError("--reference permutations is for the removal game, where PI's prefix game is the "
+                             "full game: use --mask remove and a template with nothing after {text}.")
+        if not 2 <= args.min_features <= args.max_features:
+            raise ValueError(f"Need 2 <= --min-features <= --max-features, got {args.min_features}..{args.max_features}.")
+    elif not 2 <= args.min_features <= args.max_features <= 12:
         raise ValueError(f"Need 2 <= --min-features <= --max-features <= 12 (exact Shapley enumerates 2^n inputs), "
                          f"got {args.min_features}..{args.max_features}.")
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -228,9 +274,15 @@ def main(argv: list[str] | None = None) -> dict:
     records, refs = [], []
     for i, (f, y) in enumerate(zip(feats, labels)):
         t0 = time.perf_counter()
-        ref = exact_references(adapter, masker, f, y)
+        if args.reference == "exact":
+            ref, ref_passes = exact_references(adapter, masker, f, y), 2 ** f.n
+        else:
+            before = adapter.forward_passes
+            ref = permutation_reference(adapter, masker, f, y, args.permutations, seed=10_000 + i)
+            ref_passes = adapter.forward_passes - before
         ref_s = time.perf_counter() - t0
-        refs.append({"text": f.text, "n": f.n, "target": y, "seconds": ref_s, "passes": 2 ** f.n,
+        refs.append({"text": f.text, "n": f.n, "target": y, "seconds": ref_s, "passes": ref_passes,
+                     "reference": args.reference,
                      "full": ref["full"].tolist(), "prefix": ref["prefix"].tolist(),
                      "cos_full_prefix": _cos(ref["full"], ref["prefix"]),
                      "spearman_full_prefix": _spearman(ref["full"], ref["prefix"])})

@@ -149,7 +149,7 @@ def evaluate_faithfulness(
         >>> sppi = SPPI(tiny_classifier("gpt2", tokenizer=tok), tok)
         >>> res = evaluate_faithfulness(sppi.attribute(["a good movie", "bad plot"]), sppi.adapter, sppi.masker)
         >>> [len(c) for c in res.as_curves], res.forward_passes
-        ([4, 3], 10)
+        ([4, 3], 9)
     """
     if isinstance(attributions, Attribution):
         attributions = [attributions]

@@ -23,6 +23,7 @@ import faithfulness_table
 import scaling
 import shapley_accuracy
 import train_settings
+import value_function
 
 TINY = ["--model", "testing:gpt2", "--adapter", "none", "--threads", "1"]
 
@@ -73,9 +74,9 @@ def test_exact_references_are_shapley_values(gpt2_tok, gpt2_model):
     from pi_lightning.masking import Masker
 
     adapter = ClassifierAdapter(gpt2_model)
-    mp = MPPI(gpt2_model, gpt2_tok, budget=8192, seed=0)
+    mp = MPPI(gpt2_model, gpt2_tok, budget=8192, seed=0, mask="...")
     [f] = mp.featurize(["a good movie , really fun"])
-    ref = shapley_accuracy.exact_references(adapter, Masker(gpt2_tok), f, 1)
+    ref = shapley_accuracy.exact_references(adapter, Masker(gpt2_tok, "..."), f, 1)
     # Efficiency: both games sum to f(N) - f(empty); they share both end points here (no template).
     assert ref["full"].sum() == pytest.approx(ref["f_full"] - ref["f_empty"], abs=1e-9)
     assert ref["prefix"].sum() == pytest.approx(ref["f_full"] - ref["f_empty"], abs=1e-9)
@@ -145,3 +146,45 @@ def test_train_settings_reports_accuracy_cost_and_gap(tmp_path):
     assert res["fraction_gap_error"]["max_abs"] == pytest.approx(
         max(abs(a - b) for a, b in zip(exact["per_example"], fast["per_example"])))
     assert (tmp_path / "train_settings.jsonl").read_text().count("\n") == 1
+
+
+def test_value_function_compares_both_masks_on_the_same_examples(tmp_path):
+    runs = {}
+    for mask in ("remove", "..."):
+        runs[mask] = faithfulness_table.main(TINY + ["--examples", "6", "--max-features", "6", "--methods",
+                                                     "random,sp-pi,mp-pi", "--mask", mask, "--out", str(tmp_path),
+                                                     "--tag", "r" if mask == "remove" else "d"])
+    res = value_function.main(["--remove", str(tmp_path / "faithfulness_rotten_tomatoes_word_r.json"),
+                               "--dots", str(tmp_path / "faithfulness_rotten_tomatoes_word_d.json"),
+                               "--out", str(tmp_path)])
+    _files(tmp_path, "value_function", ("json", "md", "png"))
+    pe = runs["remove"]["per_example"]
+    margin = np.mean(np.array(pe["sp-pi"]["as_auc"]) - np.array(pe["random"]["as_auc"]))
+    assert res["masks"]["remove"]["sp-pi"]["as_margin"] == pytest.approx(margin)
+    assert 0 <= res["margin_remove_vs_dots"]["mp-pi"]["as_p"] <= 1
+    assert set(res["masks"]) == {"remove", "..."}
+
+
+def test_permutation_reference_matches_exact_shapley(gpt2_model, gpt2_tok):
+    """The long-text reference (antithetic permutations of the removal game) against enumeration."""
+    from pi_lightning.features import Featurizer
+    from pi_lightning.inference import ClassifierAdapter
+    from pi_lightning.masking import Masker
+
+    adapter, masker = ClassifierAdapter(gpt2_model), Masker(gpt2_tok, "remove")
+    f = Featurizer(gpt2_tok, "word", "Review: {text}")("a good movie , really fun")
+    exact = shapley_accuracy.exact_references(adapter, masker, f, 1)
+    mc = shapley_accuracy.permutation_reference(adapter, masker, f, 1, permutations=3000, seed=0)
+    assert mc["full"].sum() == pytest.approx(exact["f_full"] - exact["f_empty"], abs=1e-9)  # efficiency per walk
+    assert shapley_accuracy._cos(mc["full"], exact["full"]) > 0.99
+    np.testing.assert_allclose(mc["full"], exact["full"], atol=0.1 * np.abs(exact["full"]).max())
+
+
+def test_shapley_accuracy_long_text_mode(tmp_path):
+    res = shapley_accuracy.main(TINY + ["--inputs", "1", "--min-features", "14", "--max-features", "20",
+                                        "--budgets", "1", "--seeds", "1", "--methods", "mp-pi,kernel-shap",
+                                        "--reference", "permutations", "--permutations", "40",
+                                        "--template", "Review: {text}", "--out", str(tmp_path), "--tag", "long"])
+    assert res["references"][0]["n"] >= 14 and res["references"][0]["reference"] == "permutations"
+    with pytest.raises(ValueError, match="removal game"):
+        shapley_accuracy.main(TINY + ["--reference", "permutations", "--mask", "...", "--out", str(tmp_path)])

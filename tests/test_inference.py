@@ -88,7 +88,7 @@ def test_masker_default_and_remove(gpt2_tok, llama_tok):
     for tok in (gpt2_tok, llama_tok):
         f = Featurizer(tok, template="Review: {text}")("a good movie very much")
         assert f.texts == ("a", "good", "movie", "very", "much")
-        seqs, ends = Masker(tok)(f, [[True, False, True, False, True], [True] * 5])
+        seqs, ends = Masker(tok, "...")(f, [[True, False, True, False, True], [True] * 5])
         assert tok.decode(seqs[0], skip_special_tokens=True).endswith("a ... movie ... much")
         assert seqs[1] == list(f.input_ids)
         assert ends[1].tolist() == list(f.ends)

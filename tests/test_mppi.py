@@ -45,12 +45,14 @@ class AdditiveCausal(torch.nn.Module):
 TEXT = "a good movie with a dull plot"
 
 
-@pytest.mark.parametrize("template", ["{text}", "Review: {text}"])
-def test_exact_on_additive_model(gpt2_tok, template):
-    probe = MPPI(AdditiveCausal(len(gpt2_tok), gpt2_tok.pad_token_id, []), gpt2_tok, template=template)
+@pytest.mark.parametrize(("template", "mask"), [("{text}", "..."), ("Review: {text}", "..."),
+                                              ("Review: {text}", "remove")])
+def test_exact_on_additive_model(gpt2_tok, template, mask):
+    """(Removal with no context is not additive: its empty input is the BOS/EOS anchor, see test_removal.)"""
+    probe = MPPI(AdditiveCausal(len(gpt2_tok), gpt2_tok.pad_token_id, []), gpt2_tok, template=template, mask=mask)
     zero = set(probe.masker.mask_ids(True)) | set(probe.masker.mask_ids(False))
     model = AdditiveCausal(len(gpt2_tok), gpt2_tok.pad_token_id, zero)
-    mp = MPPI(model, gpt2_tok, template=template, output="logits", seed=3)
+    mp = MPPI(model, gpt2_tok, template=template, output="logits", seed=3, mask=mask)
     [f] = mp.featurize(TEXT)
     w = model.emb.weight[:, 0].detach().double()
     truth = torch.stack([w[list(f.feature_ids(i))].sum() for i in range(f.n)])
@@ -97,7 +99,7 @@ def test_converges_to_brute_force_shapley(gpt2_tok, gpt2_model):
     feature, and on a random transformer the last token dominates the final prediction, so the two
     games differ (paper, Appendix E). The measured gap is asserted to be the games' difference.
     """
-    mp = MPPI(gpt2_model, gpt2_tok, budget=100_000, budget_unit="samples", seed=0)
+    mp = MPPI(gpt2_model, gpt2_tok, budget=100_000, budget_unit="samples", seed=0, mask="...")
     [f] = mp.featurize(TEXT)
     assert f.n == 7
     Z, masked, inter = _brute_force_games(mp, f, 1)

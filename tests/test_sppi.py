@@ -38,11 +38,16 @@ def test_matches_eqn6_on_prefix_runs(tiny):
 
 
 def test_no_context_p0_from_masked_input(gpt2_model, gpt2_tok):
-    [a] = SPPI(gpt2_model, gpt2_tok).attribute("good movie", target=1)
+    [a] = SPPI(gpt2_model, gpt2_tok, mask="...").attribute("good movie", target=1)
     assert a.features.context_end == 0
     with torch.no_grad():
         p0 = torch.softmax(gpt2_model(input_ids=torch.tensor([gpt2_tok("... ...")["input_ids"]])).logits[0], -1)[1]
     assert a.base_value == pytest.approx(float(p0), abs=1e-5)
+    # The default, removal: p0 is the model's output on the anchor token alone (BOS, else EOS).
+    [r] = SPPI(gpt2_model, gpt2_tok).attribute("good movie", target=1)
+    with torch.no_grad():
+        p0 = torch.softmax(gpt2_model(input_ids=torch.tensor([[gpt2_tok.bos_token_id]])).logits[0], -1)[1]
+    assert r.base_value == pytest.approx(float(p0), abs=1e-5)
 
 
 def test_targets(gpt2_model, gpt2_tok):

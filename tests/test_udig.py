@@ -143,7 +143,7 @@ def _f_baseline(model, tok, a):
     with torch.no_grad():
         e = emb(ids).clone()
         for (s, t), sb in zip(f.spans, f.space_before):
-            mask_ids = list(Masker(tok).mask_ids(sb))
+            mask_ids = list(Masker(tok).baseline_ids(sb))  # "..." under the default removal
             e[0, s:t] = emb(torch.tensor(mask_ids)).mean(0)
         logits = model(inputs_embeds=e).logits
     return float(torch.softmax(logits.double(), -1)[0, a.target])
@@ -175,7 +175,7 @@ def test_equals_straight_line_ig_when_vocabulary_holds_the_line(gpt2_tok, strate
     emb = model.get_input_embeddings()
     ids = torch.tensor(f.input_ids)
     x = emb.weight.detach()[ids].clone()
-    mask_rows = {sb: list(udig.masker.mask_ids(sb)) for sb in (True, False)}
+    mask_rows = {sb: list(udig.masker.baseline_ids(sb)) for sb in (True, False)}
     owner = [i for i, (s, e) in enumerate(f.spans) for _ in range(s, e)]
     b = torch.stack([emb.weight.detach()[mask_rows[f.space_before[i]]].mean(0) for i in owner])
     # Write the straight-line points into rows of tokens the input does not use.

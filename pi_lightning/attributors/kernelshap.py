@@ -5,8 +5,8 @@ the empty coalition first, with a very large weight so that the fit is exact at 
 a linear model to the outputs. Here it sees the model as a function of a binary feature vector:
 Captum perturbs the input ``ones(1, n)`` towards the baseline ``zeros(1, n)`` with one group per
 feature (``feature_mask = [0, 1, ..., n-1]``), so each perturbed input *is* a coalition ``z``;
-:class:`~pi_lightning.masking.Masker` turns ``z`` into the masked token sequence (``"..."`` per
-inactive feature by default, as in the paper) and the model's output for the target class at the
+:class:`~pi_lightning.masking.Masker` turns ``z`` into the masked token sequence (inactive features
+removed by default; ``mask="..."`` for the paper's mask) and the model's output for the target class at the
 classifying position is returned. ``perturbations_per_eval`` coalitions are scored per call, each
 distinct coalition once, batched under the token budget.
 

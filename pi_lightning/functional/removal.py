@@ -8,8 +8,8 @@ Definitions (as used by DIG and UDIG; ``y_hat`` = the predicted class of the unm
 
 DIG/UDIG replace the top-k embeddings by the baseline token for log-odds and delete the tokens for
 comprehensiveness and sufficiency. pi_lightning applies one masking function everywhere
-(:class:`~pi_lightning.masking.Masker`, the paper's ``"..."`` by default, or ``mask="remove"`` to
-delete), so "replaced by the baseline" and "removed" both mean "masked with the Masker": log-odds
+(:class:`~pi_lightning.masking.Masker`: removal by default, or the paper's ``"..."`` with
+``mask="..."``), so "replaced by the baseline" and "removed" both mean "masked with the Masker": log-odds
 and comprehensiveness then read the same masked input.
 
 **How many features are top-k.** ``floor(n * k / 100)`` as in DIG's code, but at least one: DIG's

@@ -1,0 +1,67 @@
+"""MP-PI accuracy against exact Shapley values as the budget grows, counting passes vs counting samples.
+
+On a tiny random GPT-2 classifier (nothing downloaded) and the removal game (template
+``"Review: {text}"``), for each text of n = 8-9 words the exact Shapley values come from all 2^n
+removal-masked inputs; MP-PI then runs at budgets 1n, 2n, 4n, 8n with ``--seeds`` seeds, once with
+the budget counted in masked passes run (the default) and once in masks drawn
+(``budget_unit="samples"``, the earlier behaviour). Printed per text, unit and budget: mean
+relative L2 error, mean cosine, and the mean number of masked passes actually run.
+
+This is the check behind issue 14's "2n dip" (cosine 0.823 -> 0.767 -> 0.889 at 1n/2n/4n on 8 real
+sentences x 2 seeds): whether accuracy falls with the budget in expectation, and how many passes
+each "budget" really buys.
+
+Usage: python benchmarks/mppi_budget.py [--seeds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+
+import numpy as np
+import torch
+
+from pi_lightning.attributors import MPPI
+from pi_lightning.attributors.kernelshap import exact_shapley
+from pi_lightning.testing import tiny_classifier, tiny_tokenizer
+
+TEXTS = ("the plot was dull, but the cast", "a good movie with a weak plot and fine")
+BUDGETS = ("1n", "2n", "4n", "8n")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=30)
+    args = ap.parse_args(argv)
+    tok = tiny_tokenizer("gpt2")
+    model = tiny_classifier("gpt2", tokenizer=tok)
+    common = {"mask": "remove", "template": "Review: {text}"}
+    out: dict = {}
+    for text in TEXTS:
+        mp = MPPI(model, tok, **common)
+        [f] = mp.featurize(text)
+        n = f.n
+        # (2^n, n): every coalition, in exact_shapley's enumeration order.
+        Z = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)
+        seqs, _ = mp.masker(f, Z)
+        logits = mp.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
+        v = torch.softmax(torch.stack([lg[0] for lg in logits]).double(), -1)[:, 1].numpy()
+        phi = exact_shapley(lambda _z, v=v: v, n)
+        for unit in ("passes", "samples"):
+            cells = []
+            for b in BUDGETS:
+                runs = [MPPI(model, tok, seed=s, budget=b, budget_unit=unit, **common).attribute(f, target=1)[0]
+                        for s in range(args.seeds)]
+                est = np.stack([a.scores.numpy() for a in runs])
+                err = float(np.mean(np.linalg.norm(est - phi, axis=1)) / np.linalg.norm(phi))
+                cos = float(np.mean(est @ phi / (np.linalg.norm(est, axis=1) * np.linalg.norm(phi))))
+                passes = float(np.mean([a.extras["masked_passes"] for a in runs]))
+                out[(text, unit, b)] = {"n": n, "rel_error": err, "cosine": cos, "passes": passes}
+                cells.append(f"{b}: err {err:.3f} cos {cos:.3f} passes {passes:.1f}")
+            print(f"n={n} {unit:<7} " + " | ".join(cells), flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()
