@@ -60,7 +60,7 @@ def test_fit_with_callbacks_logs_history_and_report(gpt2_tok, tmp_path):
     assert free.evals[-1]["metrics"]["n_examples"] == len(VAL[0])
     assert free.evals[-1]["top_words"]
     html = report.written.read_text()
-    assert "<img src='data:image/png;base64," in html and "sp-pi" in html and "rgba(" in html
+    assert "src='data:image/png;base64," in html and "sp-pi" in html and "rgba(" in html
     logged = (Path(trainer.loggers[0].log_dir) / "metrics.csv").read_text()
     assert "pi/sp-pi/as_auc" in logged and "pi/val-sp-pi/top20_share" in logged
     pages = list((Path(trainer.loggers[0].log_dir) / "pi_lightning").glob("pi_sp-pi_step*.html"))
