@@ -35,3 +35,22 @@ def test_equal_forward_passes_per_rank(tmp_path):
     # without the padding the ranks would have differed (probe size 1: one rank has nothing to explain)
     assert r1["real"]["sp-pi/1"] == 0 and r0["real"]["sp-pi/1"] > 0
     assert r0["real"]["sp-pi/7"] != r1["real"]["sp-pi/7"]
+
+
+@pytest.mark.slow
+def test_fsdp_cpu_uneven_shards(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "fsdp.json"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                    str(Path(__file__).parent / "fsdp_script.py"), str(out)], check=True, env=env, timeout=400,
+                   capture_output=True)
+    r0, r1 = json.loads(out.read_text())
+    assert (r0["examples"], r1["examples"]) == (4, 3)
+    assert r0["real"] + r0["padded"] == r1["real"] + r1["padded"] and r0["padded"] + r1["padded"] > 0
+    assert r0["max_err"] < 1e-6 and r1["max_err"] < 1e-6  # sharded parameters, same attributions
