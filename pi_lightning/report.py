@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,10 @@ def highlight(text: str, char_spans: Sequence[Sequence[int]], scores: Sequence[f
         >>> highlight("good bad", [(0, 4), (5, 8)], [0.5, -1.0]).count("<span title=")
         2
     """
-    top = max((abs(float(s)) for s in scores), default=0.0) or 1.0
+    finite = [float(s) if math.isfinite(float(s)) else 0.0 for s in scores]  # never rgba(..., nan)
+    top = max((abs(s) for s in finite), default=0.0) or 1.0
     out, prev = [], 0
-    for (a, b), s in zip(char_spans, scores):
+    for (a, b), s in zip(char_spans, finite):
         out.append(html.escape(text[prev:a]))
         alpha = min(abs(float(s)) / top, 1.0) * 0.85
         rgb = "34,160,70" if s >= 0 else "215,48,39"

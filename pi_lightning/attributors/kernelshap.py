@@ -24,6 +24,7 @@ from captum.attr import KernelShap
 
 from pi_lightning.attributors.base import Attributor, register
 from pi_lightning.features import Features
+from pi_lightning.inference import class_probs
 from pi_lightning.result import Attribution
 
 __all__ = ["KernelShapAttributor"]
@@ -110,7 +111,7 @@ class KernelShapAttributor(Attributor):
                     )
             results.append(Attribution(
                 scores=phi[0].double(), features=f, target=c, method=self.name, output=self.output,
-                base_value=f_empty, probs=torch.softmax(lg.double(), -1),
+                base_value=f_empty, probs=class_probs(lg),
                 forward_passes=1.0 + self.forward_equivalents(f.n),
                 extras={"f_full": float(self.outputs(lg, c)), "n_samples": self.samples(f.n)},
             ))

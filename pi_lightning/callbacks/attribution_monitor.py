@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,11 +25,20 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from pi_lightning.attributors.base import available_methods, get_attributor
-from pi_lightning.callbacks._utils import (HtmlCell, gather_objects, isolated, log_rich, log_scalars,
-                                           normalize_probe, resolve_model, table_page, world)
+from pi_lightning.callbacks._utils import (
+    HtmlCell,
+    gather_objects,
+    isolated,
+    log_rich,
+    log_scalars,
+    normalize_probe,
+    resolve_model,
+    table_page,
+    world,
+)
 from pi_lightning.evaluation import METRICS, evaluate_faithfulness
-from pi_lightning.metrics import (ActivationAUC, Comprehensiveness, InverseActivationAUC, LogOdds,
-                                  Sufficiency)
+from pi_lightning.inference import class_probs
+from pi_lightning.metrics import ActivationAUC, Comprehensiveness, InverseActivationAUC, LogOdds, Sufficiency
 from pi_lightning.report import highlight
 
 __all__ = ["AttributionMonitor"]
@@ -157,6 +167,19 @@ class AttributionMonitor(Callback):
             raise ValueError("target='label' needs labels: pass labels=[...] or a labelled probe set, "
                              "or use target='predicted'.")
 
+    def _check_label_range(self, num_labels: int) -> None:
+        """Probe labels must be class indices of the model (checked at setup, before any training step)."""
+        if self.labels is None:
+            return
+        bad = [(i, y) for i, y in enumerate(self.labels) if not 0 <= y < num_labels]
+        if bad:
+            i, y = bad[0]
+            raise ValueError(
+                f"AttributionMonitor({self.method!r}): probe label {y} of example {i} ({self.texts[i][:40]!r}) is not "
+                f"a class of the model, which has num_labels={num_labels} (classes 0..{num_labels - 1}); "
+                f"{len(bad)} of {len(self.labels)} probe labels are out of range. Fix the probe labels, or load "
+                f"the model with num_labels matching the data.")
+
     # ------------------------------------------------------------------ lifecycle
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -178,6 +201,7 @@ class AttributionMonitor(Callback):
             if self.label_names is None and getattr(dm, "label_names", None):
                 self.label_names = list(dm.label_names)
         self.attributor = get_attributor(self.method, self._model, self.tokenizer, **self.method_kwargs)
+        self._check_label_range(self.attributor.adapter.num_labels)
         if self.char_spans is None:
             feats = self.attributor.featurize(self.texts)
             self.char_spans = [[list(s) for s in f.char_spans] for f in feats]
@@ -249,7 +273,7 @@ class AttributionMonitor(Callback):
             seqs = [list(a.features.input_ids) for a in missing]
             finals = self.attributor.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
             for a, lg in zip(missing, finals):
-                a.probs = torch.softmax(lg[0].double(), -1)
+                a.probs = class_probs(lg[0])
         return [int(a.probs.argmax()) for a in attrs]
 
     def _refit_and_attribute(self, trainer, texts: list[str], targets) -> list:
@@ -265,8 +289,39 @@ class AttributionMonitor(Callback):
         self.attributor.fit(texts, target=targets)
         return self._attribute(trainer, texts, targets)
 
-    def evaluate(self, trainer, pl_module) -> dict[str, float]:
-        """Run one evaluation now; returns the logged figures."""
+    def evaluate(self, trainer, pl_module) -> dict[str, float] | None:
+        """Run one evaluation now; returns the logged figures, or ``None`` when it was skipped.
+
+        A failure never stops training: any exception while attributing or scoring (a method error,
+        non-finite outputs from a diverged model, ...) is caught, a warning names what failed and
+        that this evaluation is skipped, and nothing of it is logged or stored. Under DDP the ranks
+        first agree on whether any of them failed (one boolean all-reduce, before any other
+        collective), so that a failure on one rank never leaves the others waiting.
+        """
+        step = int(trainer.global_step)
+        rank, size = world()
+        try:
+            local, error = self._evaluate_local(trainer, pl_module), None
+        except Exception as e:  # noqa: BLE001 - an evaluation must never stop training
+            local, error = None, e
+        any_failed = trainer.strategy.reduce_boolean_decision(error is not None, all=False) if size > 1 else (
+            error is not None)
+        if error is not None:
+            warnings.warn(
+                f"AttributionMonitor({self.method!r}): the evaluation at step {step} failed on rank {rank} "
+                f"({type(error).__name__}: {error}). This evaluation is skipped (nothing logged or stored for "
+                "it); training goes on.", UserWarning, stacklevel=2)
+            return None
+        if any_failed:
+            warnings.warn(f"AttributionMonitor({self.method!r}): the evaluation at step {step} failed on another "
+                          "rank; it is skipped on every rank (nothing logged or stored); training goes on.",
+                          UserWarning, stacklevel=2)
+            return None
+        return self._evaluate_reduce(trainer, step, *local)
+
+    def _evaluate_local(self, trainer, pl_module):
+        """This rank's share of an evaluation, with no collective: attributions, per-example figures and
+        metric states. Raises on any failure, including non-finite scores or per-example metrics."""
         model = resolve_model(pl_module, self.model_ref)
         if model is not self._model:
             self.setup(trainer, pl_module, "fit")
@@ -282,10 +337,19 @@ class AttributionMonitor(Callback):
         with isolated(trainer, model):
             if texts:
                 attrs = self._refit_and_attribute(trainer, texts, targets)
+                bad = [i for i, a in zip(idx, attrs) if not bool(torch.isfinite(a.scores).all())]
+                if bad:
+                    raise FloatingPointError(
+                        f"{self.method} returned NaN or infinite scores for probe examples {bad[:10]}; the model's "
+                        "outputs are probably not finite (diverged weights or an overflow)")
                 self.last_attributions = attrs
                 res = evaluate_faithfulness(attrs, self.attributor.adapter, self.attributor.masker,
                                             top_k=self.top_k, metrics=self.metrics) if self.metrics else None
                 preds = res.predictions.tolist() if res is not None else self._predictions(attrs)
+                for name in ("as_auc", "ias_auc"):
+                    per_example = None if res is None else getattr(res, name)
+                    if per_example is not None and not bool(torch.isfinite(torch.as_tensor(per_example)).all()):
+                        raise FloatingPointError(f"the {name} of some probe examples is NaN or infinite")
                 if "as_auc" in metric_objs:
                     metric_objs["as_auc"].update(res.as_curves)
                 if "ias_auc" in metric_objs:
@@ -305,7 +369,11 @@ class AttributionMonitor(Callback):
                         "ias_auc": None if res is None or res.ias_auc is None else float(res.ias_auc[j]),
                         "passes": a.forward_passes,
                     })
-        seconds = time.perf_counter() - t0
+        return metric_objs, correct, records, time.perf_counter() - t0
+
+    def _evaluate_reduce(self, trainer, step: int, metric_objs, correct, records, seconds) -> dict[str, float]:
+        """Sync this evaluation across ranks (every rank calls it), store the record and log it."""
+        _, size = world()
         figures: dict[str, float] = {}
         curves = {}
         for m, obj in metric_objs.items():
@@ -329,8 +397,10 @@ class AttributionMonitor(Callback):
         passes = [r["passes"] for r in merged if r["passes"] is not None]
         if passes:
             figures["forward_passes_per_example"] = sum(passes) / len(passes)
+        # Undefined figures (a confidence interval from one example) are left out, never stored as NaN.
+        figures = {k: v for k, v in figures.items() if math.isfinite(v)}
         record = {
-            "step": int(trainer.global_step), "epoch": int(trainer.current_epoch), "metrics": figures,
+            "step": step, "epoch": int(trainer.current_epoch), "metrics": figures,
             "scores": [r["scores"] for r in merged], "targets": [r["target"] for r in merged],
             "predictions": [r["prediction"] for r in merged],
             "as_auc": [r["as_auc"] for r in merged], "ias_auc": [r["ias_auc"] for r in merged],
