@@ -324,3 +324,34 @@ def test_single_logit_probs_use_the_sigmoid_of_the_scores(gpt2_tok):
     p_final = a.base_value + float(a.scores.sum())  # sigmoid of the final logit (local accuracy)
     assert a.probs.shape == (1,) and float(a.probs[0]) == pytest.approx(p_final, abs=1e-9)
     assert float(a.probs[0]) != 1.0
+
+
+# --------------------------------------------------------------------------- schedules
+def test_one_record_per_step_when_step_and_validation_schedules_meet(gpt2_tok, tmp_path):
+    mon = AttributionMonitor(gpt2_tok, PROBE, "sp-pi", every_n_val=1, every_n_steps=2, metrics=[])
+    trainer, report, _ = _run(gpt2_tok, [mon], tmp_path)  # validation every 2 steps too
+    assert [e["step"] for e in mon.evals] == [2, 4, 6]
+    _no_nan_anywhere(trainer, report, tmp_path)
+
+
+# --------------------------------------------------------------------------- left padding, absolute positions
+class _LeftPadded(TextDataModule):
+    def _collate(self, rows):
+        batch = super()._collate(rows)
+        lengths = batch["attention_mask"].sum(1)
+        for r, n in enumerate(lengths.tolist()):  # (B, T) right-padded -> left-padded
+            for key in ("input_ids", "attention_mask"):
+                batch[key][r] = torch.roll(batch[key][r], int(batch[key].shape[1] - n))
+        return batch
+
+
+def test_left_padding_with_absolute_positions_warns(gpt2_tok, tmp_path):
+    texts = (["a good movie", "bad", "the plot was really very dull"], [1, 0, 0])
+    free = ValidationSPPI(gpt2_tok, min_count=1)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[free], default_root_dir=tmp_path)
+    with pytest.warns(UserWarning, match="left-padded validation batches run through "
+                                         "GPT2ForSequenceClassification, which has absolute position embeddings"):
+        trainer.validate(TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok)),
+                         datamodule=_LeftPadded(gpt2_tok, texts, texts, batch_size=3), verbose=False)
+    assert free.evals[-1]["metrics"]["n_examples"] == 2  # "bad" is one word: its own reference, nothing scored

@@ -211,7 +211,7 @@ class AttributionMonitor(Callback):
         if trainer.sanity_checking or self.every_n_val is None:
             return
         self.val_count += 1
-        if self.val_count % self.every_n_val == 0:
+        if self.val_count % self.every_n_val == 0 and not self._evaluated_at(trainer.global_step):
             self.evaluate(trainer, pl_module)
 
     @override
@@ -219,9 +219,14 @@ class AttributionMonitor(Callback):
         step = trainer.global_step
         if self.every_n_steps is None or step == 0 or step % self.every_n_steps:
             return
-        if self.evals and self.evals[-1]["step"] == step:
+        if self._evaluated_at(step):
             return  # already evaluated at this step (e.g. gradient accumulation)
         self.evaluate(trainer, pl_module)
+
+    def _evaluated_at(self, step: int) -> bool:
+        """One record per training step: a validation on the step of an ``every_n_steps`` evaluation (or
+        the reverse) reuses it."""
+        return bool(self.evals) and self.evals[-1]["step"] == step
 
     @override
     def state_dict(self) -> dict[str, Any]:
