@@ -355,3 +355,130 @@ def test_left_padding_with_absolute_positions_warns(gpt2_tok, tmp_path):
         trainer.validate(TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok)),
                          datamodule=_LeftPadded(gpt2_tok, texts, texts, batch_size=3), verbose=False)
     assert free.evals[-1]["metrics"]["n_examples"] == 2  # "bad" is one word: its own reference, nothing scored
+
+
+# --------------------------------------------------------------------------- DDP (2 processes, gloo, CPU)
+@pytest.mark.slow
+def test_ddp_with_faults_matches_one_process(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent / "ddp_faults_script.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), "1", str(tmp_path / "one")], check=True, env=env, timeout=600)
+    subprocess.run([sys.executable, str(script), "2", str(tmp_path / "ddp"), "inject"], check=True, env=env,
+                   timeout=600)
+    one = json.loads((tmp_path / "one.rank0.json").read_text())
+    ranks = [json.loads((tmp_path / f"ddp.rank{r}.json").read_text()) for r in (0, 1)]
+    for run in (one, *ranks):
+        assert run["global_step"] == run["max_steps"]
+    # the failure on rank 1 is named there, rank 0 says it skipped too, and nobody hung
+    assert any("failed on rank 1 (RuntimeError: injected failure on the last rank)" in w for w in ranks[1]["warnings"])
+    assert any("failed on another rank" in w for w in ranks[0]["warnings"])
+    ddp = ranks[0]
+    assert [e["step"] for e in ddp["sp"]] == [4]  # the first evaluation (step 2) was skipped on every rank
+    assert ddp["report"] and Path(ddp["report"]).exists() and (tmp_path / "ddp.ck" / "last.ckpt").exists()
+    # what is computed equals one process: SP-PI, free validation SP-PI (15 examples, no repeats counted)
+    assert ddp["sp"][-1]["as_auc"] == pytest.approx(one["sp"][-1]["as_auc"], abs=1e-6)
+    for a, b in zip(ddp["sp"][-1]["scores"], one["sp"][-1]["scores"]):
+        assert a == pytest.approx(b, abs=1e-6)
+    f1, f2 = one["free"][-1], ddp["free"][-1]
+    assert f1["metrics"]["n_examples"] == f2["metrics"]["n_examples"] == 15
+    assert f1["metrics"]["n_words"] == f2["metrics"]["n_words"]
+    assert f1["metrics"]["top20_share"] == pytest.approx(f2["metrics"]["top20_share"], abs=1e-9)
+    assert {w["word"]: w["count"] for w in f1["top_words"]} == {w["word"]: w["count"] for w in f2["top_words"]}
+    assert len(ddp["mp"]) == len(one["mp"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="per-text MP-PI RNG lands from branch h-val")
+def test_ddp_mppi_matches_one_process(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent / "ddp_faults_script.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), "1", str(tmp_path / "one")], check=True, env=env, timeout=600)
+    subprocess.run([sys.executable, str(script), "2", str(tmp_path / "ddp")], check=True, env=env, timeout=600)
+    one = json.loads((tmp_path / "one.rank0.json").read_text())
+    ddp = json.loads((tmp_path / "ddp.rank0.json").read_text())
+    for a, b in zip(ddp["mp"][-1]["scores"], one["mp"][-1]["scores"]):
+        assert a == pytest.approx(b, abs=1e-9)
+
+
+# --------------------------------------------------------------------------- batching invariance
+_FAST = {"mp-pi": {"budget": 6, "seed": 0}, "kernel-shap": {"n_samples": 8, "seed": 0}, "ig": {"n_steps": 4},
+         "udig": {"steps": 4}, "at2": {"num_masks": 8, "num_iterations": 20}, "random": {"seed": 0}}
+_BATCH_TEXTS = ["a good movie, really", "the plot was dull", "fun", "not so bad at all, just too long"]
+
+
+def _methods():
+    from pi_lightning.attributors import available_methods
+
+    out = []
+    for m in available_methods():
+        marks = [pytest.mark.xfail(strict=False, reason="per-text MP-PI RNG lands from branch h-val")] \
+            if m == "mp-pi" else []
+        out.append(pytest.param(m, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("method", _methods())
+def test_attributions_do_not_depend_on_batching(gpt2_tok, method):
+    """A text's attribution is the same alone, in a batch, and with a tiny token budget (many chunks)."""
+    import inspect
+
+    from pi_lightning import get_attributor
+
+    model = tiny_classifier("gpt2", tokenizer=gpt2_tok)
+    kw = dict(_FAST.get(method, {}))
+    from pi_lightning.attributors.base import _REGISTRY
+
+    params = inspect.signature(_REGISTRY[method].__init__).parameters
+    kw = {k: v for k, v in kw.items() if k in params or "kwargs" in params}
+    together = get_attributor(method, model, gpt2_tok, **kw).attribute(_BATCH_TEXTS, target=1)
+    chunked = get_attributor(method, model, gpt2_tok, max_tokens=16, **kw).attribute(_BATCH_TEXTS, target=1)
+    alone = [get_attributor(method, model, gpt2_tok, **kw).attribute([t], target=1)[0] for t in _BATCH_TEXTS]
+    for a, b, c in zip(together, chunked, alone):
+        assert torch.allclose(a.scores, c.scores, atol=1e-5), (method, a.scores, c.scores)
+        assert torch.allclose(a.scores, b.scores, atol=1e-5), (method, a.scores, b.scores)
+
+
+def _fit_steps(tok, callbacks, root, max_steps, ckpt_path=None):
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(max_steps=max_steps, val_check_interval=2, accelerator="cpu", logger=False,
+                         callbacks=list(callbacks), enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=root, num_sanity_val_steps=0, deterministic=True)
+    trainer.fit(TextClassifier(tiny_classifier("gpt2", tokenizer=tok), lr=5e-3),
+                datamodule=TextDataModule(tok, TRAIN, VAL, batch_size=4, shuffle=False), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_resume_from_a_checkpoint_taken_just_before_a_validation(gpt2_tok, tmp_path):
+    def monitors():
+        return [AttributionMonitor(gpt2_tok, PROBE, "sp-pi", metrics=[]),
+                AttributionMonitor(gpt2_tok, PROBE, "random", every_n_val=2, metrics=[])]
+
+    full = monitors()
+    _fit_steps(gpt2_tok, full, tmp_path / "full", 8)
+    assert [e["step"] for e in full[0].evals] == [2, 4, 6, 8] and [e["step"] for e in full[1].evals] == [4, 8]
+    # a checkpoint written in on_train_batch_end at step 4, before that step's validation
+    ck = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=4, save_top_k=-1, filename="s{step}",
+                        auto_insert_metric_name=False)
+    _fit_steps(gpt2_tok, [*monitors(), ck], tmp_path / "first", 5)
+    resumed = monitors()
+    trainer = _fit_steps(gpt2_tok, resumed, tmp_path / "second", 8, ckpt_path=str(tmp_path / "ck" / "s4.ckpt"))
+    assert trainer.global_step == 8
+    for got, want in zip(resumed, full):
+        assert [e["step"] for e in got.evals] == [e["step"] for e in want.evals]
+        # up to the checkpoint the weights are the same (after it, a non-stateful DataLoader restarts the
+        # epoch on resume, which is Lightning's business, not the callback's)
+        for a, b in zip(got.evals, want.evals):
+            if a["step"] > 4:
+                continue
+            for sa, sb in zip(a["scores"], b["scores"]):
+                assert sa == pytest.approx(sb, abs=1e-6)

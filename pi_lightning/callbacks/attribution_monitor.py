@@ -157,6 +157,9 @@ class AttributionMonitor(Callback):
         self.evals: list[dict[str, Any]] = []
         self.val_count = 0
         self.char_spans: list[list[list[int]]] | None = None
+        self._validation_due: int | None = None  # step whose validation has not run yet (set at batch end)
+        self._pending_validation: int | None = None  # restored: a validation the checkpoint was taken before
+        self._trainer = None
 
     @property
     def state_key(self) -> str:
@@ -183,6 +186,7 @@ class AttributionMonitor(Callback):
     # ------------------------------------------------------------------ lifecycle
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
         self._model = resolve_model(pl_module, self.model_ref)
         if self.tokenizer is None:
             self.tokenizer = getattr(pl_module, "tokenizer", None)
@@ -215,8 +219,34 @@ class AttributionMonitor(Callback):
             self.evaluate(trainer, pl_module)
 
     @override
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A checkpoint written in on_train_batch_end right before a validation: Lightning does not run that
+        # validation again on resume, so run its evaluation now (the weights are the ones it would have seen).
+        pending, self._pending_validation = self._pending_validation, None
+        if pending is None or pending != trainer.global_step or self.every_n_val is None:
+            return
+        self.val_count += 1
+        if self.val_count % self.every_n_val == 0 and not self._evaluated_at(pending):
+            self.evaluate(trainer, pl_module)
+
+    def _validation_follows(self, trainer) -> bool:
+        """Whether Lightning validates right after this training batch (read from the fit loop; False when
+        it cannot be told)."""
+        try:
+            loop = trainer.fit_loop.epoch_loop
+            return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+        except Exception:  # noqa: BLE001 - private Lightning API: degrade to "unknown"
+            return False
+
+    @override
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._validation_due = None
+
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
+        if self.every_n_val is not None and not trainer.sanity_checking:
+            self._validation_due = step if self._validation_follows(trainer) else None
         if self.every_n_steps is None or step == 0 or step % self.every_n_steps:
             return
         if self._evaluated_at(step):
@@ -230,9 +260,11 @@ class AttributionMonitor(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
+        trainer = getattr(self, "_trainer", None)
+        pending = self._validation_due if trainer is not None and self._validation_due == trainer.global_step else None
         return {"method": self.method, "texts": self.texts, "labels": self.labels,
                 "label_names": self.label_names, "char_spans": self.char_spans, "evals": self.evals,
-                "val_count": self.val_count}
+                "val_count": self.val_count, "pending_validation": pending}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -244,6 +276,7 @@ class AttributionMonitor(Callback):
                            "is kept but new evaluations use the current probe.")
         self.evals = list(state_dict.get("evals", []))
         self.val_count = int(state_dict.get("val_count", 0))
+        self._pending_validation = state_dict.get("pending_validation")
 
     def history(self) -> dict[str, Any]:
         """The state as the report reads it."""
