@@ -24,15 +24,17 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Features", "Featurizer", "GRANULARITIES"]
+__all__ = ["GRANULARITIES", "Features", "Featurizer", "feature_char_spans", "group_tokens"]
 
 GRANULARITIES = ("token", "word", "sentence")
 
-# A word is a run of letters/digits (with inner apostrophes or hyphens), or one run of punctuation.
-_WORD_RE = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*|[^\w\s]+|_+")
+# The one definition of a word (used by Featurizer and by the free validation mode): a run of letters/
+# digits joined by inner apostrophes or hyphens ("don't", "self-indulgent", "shoot-'em-up"), or one run
+# of punctuation, or a run of underscores.
+_WORD_RE = re.compile(r"[^\W_]+(?:[-'’]+[^\W_]+)*|[^\w\s]+|_+")
 # A sentence ends after . ! ? (optionally followed by closing quotes/brackets) and whitespace,
 # or at a blank line.
-_SENTENCE_RE = re.compile(r"\S.*?(?:[.!?]+['\")\]]*(?=\s|$)|(?=\n\s*\n)|$)", re.S)
+_SENTENCE_RE = re.compile(r"\S.*?(?:[.!?]+['\")\]]*(?=\s|$)|(?=\n\s*\n)|$)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,9 @@ class Featurizer:
         max_length: the model's context length; longer inputs are truncated (the attributed text
             is cut, the context kept) with a single warning. ``None`` reads
             ``tokenizer.model_max_length`` when it is a real limit.
+        mask_tokens: tokens that replace one masked feature (see :class:`~pi_lightning.masking.Masker`);
+            the text is truncated so that every masked input fits ``max_length`` too, whatever the
+            coalition (each feature takes the larger of its own length and the mask's).
 
     Example:
         >>> from pi_lightning.testing import tiny_tokenizer
@@ -108,7 +113,7 @@ class Featurizer:
     """
 
     def __init__(self, tokenizer, granularity: str = "word", template: str = "{text}",
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, mask_tokens: int = 0) -> None:
         if granularity not in GRANULARITIES:
             raise ValueError(
                 f"Unknown granularity {granularity!r}: expected one of {', '.join(GRANULARITIES)}."
@@ -130,6 +135,9 @@ class Featurizer:
             tml = getattr(tokenizer, "model_max_length", None)
             max_length = tml if isinstance(tml, int) and tml < 10**7 else None
         self.max_length = max_length
+        if isinstance(mask_tokens, bool) or not isinstance(mask_tokens, int) or mask_tokens < 0:
+            raise ValueError(f"mask_tokens must be a non-negative int, got {mask_tokens!r}.")
+        self.mask_tokens = mask_tokens
         self._warned_truncation = False
         prefix, suffix = template.split("{text}")
         stripped = prefix.rstrip()
@@ -165,30 +173,35 @@ class Featurizer:
                     f"tokens, leaving no room for text within the model's {self.max_length}-token context. "
                     "Shorten the template."
                 )
+        n_tokens = len(ids)
         if budget is not None and len(ids) > budget:
-            if not self._warned_truncation:
-                warnings.warn(
-                    f"A text of {len(ids)} tokens does not fit the model's context of {self.max_length} "
-                    f"tokens with the template; the attributed text is truncated to {budget} tokens and "
-                    "the fixed context kept (warned once).",
-                    UserWarning,
-                    stacklevel=2,
-                )
-                self._warned_truncation = True
             ids, offs = ids[:budget], offs[:budget]
-
-        groups = self._group(text, offs)
+        groups = group_tokens(text, offs, self.granularity)
+        if budget is not None and self.mask_tokens:
+            # Every masked input must fit too: feature i takes max(its tokens, the mask's) at worst.
+            worst = 0
+            for k, (g0, g1) in enumerate(groups):
+                worst += max(g1 - g0, self.mask_tokens)
+                if worst > budget:
+                    groups = groups[:k]
+                    ids, offs = ids[:groups[-1][1]] if groups else [], offs[:groups[-1][1]] if groups else []
+                    break
+        if budget is not None and len(ids) < n_tokens and not self._warned_truncation:
+            warnings.warn(
+                f"A text of {n_tokens} tokens does not fit the model's context of {self.max_length} tokens with "
+                f"the template, also when every feature is masked by {self.mask_tokens} tokens: the attributed "
+                f"text is truncated to {len(ids)} tokens and the fixed context kept (warned once).",
+                UserWarning,
+                stacklevel=2,
+            )
+            self._warned_truncation = True
         if not groups:
             raise ValueError(f"The text {text!r} produced no tokens to attribute.")
         base = len(self._prefix_ids)
-        spans, char_spans, space_before = [], [], []
-        for g0, g1 in groups:
+        spans, space_before = [], []
+        char_spans = feature_char_spans(text, offs, groups)
+        for (g0, g1), (c0, _) in zip(groups, char_spans):
             spans.append((base + g0, base + g1))
-            c0 = _first_nonspace(text, offs[g0][0], offs[g1 - 1][1])
-            c1 = max(offs[g1 - 1][1], c0)
-            while c1 > c0 and text[c1 - 1].isspace():
-                c1 -= 1
-            char_spans.append((c0, c1))
             space_before.append(c0 > 0 and text[c0 - 1].isspace() or (c0 == 0 and bool(lead)))
         input_ids = tuple(self._prefix_ids + ids + self._suffix_ids)
         return Features(
@@ -202,39 +215,74 @@ class Featurizer:
             space_before=tuple(space_before),
         )
 
-    def _group(self, text: str, offs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-        """Group token indices into features: ``[(start, end), ...]`` in token indices."""
-        if self.granularity == "token":
-            # Each token that carries a new non-space character is a unit; byte-fallback pieces of
-            # one character share its offsets and whitespace-only tokens join a neighbour.
-            unit_starts, seen = [], -1
-            for a, b in offs:
-                c = _first_nonspace(text, a, b)
-                if c < b and c > seen:
-                    unit_starts.append(c)
-                    seen = c
-        else:
-            regex = _WORD_RE if self.granularity == "word" else _SENTENCE_RE
-            unit_starts = [m.start() for m in regex.finditer(text)]
-        groups: list[tuple[int, int]] = []
-        last_unit = -1
-        pending: int | None = None  # leading whitespace-only tokens join the first feature
-        for t, (a, b) in enumerate(offs):
+
+def group_tokens(text: str, offs: Sequence[tuple[int, int]], granularity: str = "word") -> list[tuple[int, int]]:
+    """Group tokens into features: ``[(start, end), ...]`` token index ranges.
+
+    The one segmentation of pi_lightning (the attributors' :class:`Featurizer` and the free validation
+    mode both call it). A token belongs to the unit (word or sentence, see ``_WORD_RE`` /
+    ``_SENTENCE_RE``) that contains its first non-space character; a feature starts at the first token
+    that reaches a new unit, so tokens that cover two units merge them, and whitespace-only tokens stay
+    with the feature before them (or join the first one).
+
+    Args:
+        text: the text the tokens were made from.
+        offs: per token its ``[start, end)`` character range in ``text``.
+        granularity: ``"token"``, ``"word"`` or ``"sentence"``.
+
+    Example:
+        >>> group_tokens("don't go", [(0, 3), (3, 5), (5, 8)])
+        [(0, 2), (2, 3)]
+    """
+    if granularity == "token":
+        # Each token that carries a new non-space character is a unit; byte-fallback pieces of
+        # one character share its offsets and whitespace-only tokens join a neighbour.
+        unit_starts, seen = [], -1
+        for a, b in offs:
             c = _first_nonspace(text, a, b)
-            if c >= b or not unit_starts:  # whitespace-only token: stays with the current feature
-                if groups:
-                    groups[-1] = (groups[-1][0], t + 1)
-                elif pending is None:
-                    pending = t
-                continue
-            unit = bisect.bisect_right(unit_starts, c) - 1
-            if not groups or unit > last_unit:
-                groups.append((t if pending is None else pending, t + 1))
-                pending = None
-                last_unit = max(unit, last_unit)
-            else:
+            if c < b and c > seen:
+                unit_starts.append(c)
+                seen = c
+    else:
+        regex = _WORD_RE if granularity == "word" else _SENTENCE_RE
+        unit_starts = [m.start() for m in regex.finditer(text)]
+    groups: list[tuple[int, int]] = []
+    last_unit = -1
+    pending: int | None = None  # leading whitespace-only tokens join the first feature
+    for t, (a, b) in enumerate(offs):
+        c = _first_nonspace(text, a, b)
+        if c >= b or not unit_starts:  # whitespace-only token: stays with the current feature
+            if groups:
                 groups[-1] = (groups[-1][0], t + 1)
-        return groups
+            elif pending is None:
+                pending = t
+            continue
+        unit = bisect.bisect_right(unit_starts, c) - 1
+        if not groups or unit > last_unit:
+            groups.append((t if pending is None else pending, t + 1))
+            pending = None
+            last_unit = max(unit, last_unit)
+        else:
+            groups[-1] = (groups[-1][0], t + 1)
+    return groups
+
+
+def feature_char_spans(text: str, offs: Sequence[tuple[int, int]],
+                       groups: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Each feature's ``[start, end)`` character range in ``text``, without surrounding whitespace.
+
+    Example:
+        >>> feature_char_spans("don't go ", [(0, 3), (3, 5), (5, 9)], [(0, 2), (2, 3)])
+        [(0, 5), (6, 8)]
+    """
+    out = []
+    for g0, g1 in groups:
+        c0 = _first_nonspace(text, offs[g0][0], offs[g1 - 1][1])
+        c1 = max(offs[g1 - 1][1], c0)
+        while c1 > c0 and text[c1 - 1].isspace():
+            c1 -= 1
+        out.append((c0, c1))
+    return out
 
 
 def _first_nonspace(text: str, a: int, b: int) -> int:

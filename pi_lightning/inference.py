@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["ClassifierAdapter", "OUTPUTS", "transform_outputs", "resolve_classifier"]
+__all__ = ["OUTPUTS", "ClassifierAdapter", "class_probs", "resolve_classifier", "transform_outputs"]
 
 OUTPUTS = ("prob", "logits", "log_odds")
 
@@ -47,22 +47,68 @@ def resolve_classifier(model) -> tuple[torch.nn.Module, torch.nn.Module]:
             f"Expected a decoder-only *ForSequenceClassification model, got the encoder-decoder {name} "
             f"(model_type={config.model_type!r}). Progressive Inference needs causal attention."
         )
-    head = getattr(hf, "score", None)
-    if not isinstance(head, torch.nn.Module):
-        found = "a classifier head applied to a pooled output" if hasattr(hf, "classifier") else "no head"
-        raise TypeError(
-            f"Expected a decoder-only *ForSequenceClassification model with a per-position head "
-            f"`score` (e.g. GPT2ForSequenceClassification, LlamaForSequenceClassification), got {name} "
-            f"(model_type={config.model_type!r}) with {found}. Load it with "
-            "AutoModelForSequenceClassification from a decoder-only checkpoint."
-        )
     if getattr(config, "pad_token_id", None) is None:
         raise ValueError(
             f"{name}.config.pad_token_id is None; batched classification needs a pad token. Fix: "
             "`model.config.pad_token_id = tokenizer.pad_token_id` (set `tokenizer.pad_token = "
             "tokenizer.eos_token` first if the tokenizer has none)."
         )
+    head = getattr(hf, "score", None)
+    if not isinstance(head, torch.nn.Module):
+        head, found = _find_per_position_head(model, hf)
+        if head is None:
+            raise TypeError(
+                f"Expected a decoder-only *ForSequenceClassification model whose classification head runs on "
+                f"every position (e.g. GPT2ForSequenceClassification, LlamaForSequenceClassification: a module "
+                f"whose output is (batch, positions, num_labels) in the forward), got {name} "
+                f"(model_type={config.model_type!r}) with {found}. Load it with "
+                "AutoModelForSequenceClassification from a decoder-only checkpoint."
+            )
     return hf, head
+
+
+def virtual_tokens(model) -> int:
+    """Positions a peft prompt-learning model (prompt tuning, p-tuning) prepends to every input, so that
+    its head returns ``virtual + T`` positions for ``T`` tokens; 0 for every other model (prefix tuning
+    adds keys and values, not positions)."""
+    cfg = getattr(model, "active_peft_config", None)
+    if cfg is not None and getattr(cfg, "is_prompt_learning", False) and type(cfg).__name__ != "PrefixTuningConfig":
+        return int(getattr(cfg, "num_virtual_tokens", 0) or 0)
+    return 0
+
+
+def _find_per_position_head(model, hf) -> tuple[torch.nn.Module | None, str]:
+    """The head by what it does: the module with ``num_labels`` outputs that, in a two-token forward pass,
+    returns ``(1, 2, num_labels)`` (one prediction per position). Returns ``(head or None, what was found)``."""
+    num_labels = int(getattr(hf.config, "num_labels", 0) or 0)
+    candidates = [(n, m) for n, m in hf.named_modules()
+                  if isinstance(m, torch.nn.Linear) and m.out_features == num_labels]
+    if not candidates:
+        return None, f"no linear layer with num_labels={num_labels} outputs"
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name):
+        def hook(_module, _inputs, out) -> None:  # returns None: the output is left as it is
+            shapes.setdefault(name, tuple((out[0] if isinstance(out, tuple) else out).shape))
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in candidates]
+    try:
+        device = next(hf.parameters()).device
+        ids = torch.full((1, 2), int(hf.config.pad_token_id), dtype=torch.long, device=device)
+        with eval_mode(model):
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    except Exception as e:  # noqa: BLE001 - the probe pass only informs the error message
+        return None, f"a head that could not be probed ({type(e).__name__}: {e})"
+    finally:
+        for h in handles:
+            h.remove()
+    per_position = [m for n, m in candidates if len(shapes.get(n, ())) == 3 and shapes[n][1] == 2]
+    if len(per_position) == 1:
+        return per_position[0], ""
+    seen = ", ".join(f"`{n}` -> {shapes.get(n, 'not called')}" for n, _ in candidates)
+    kind = "several per-position heads" if per_position else "a classifier head applied to a pooled output"
+    return None, f"{kind} ({seen})"
 
 
 def transform_outputs(logits: torch.Tensor, output: str) -> torch.Tensor:
@@ -83,6 +129,17 @@ def transform_outputs(logits: torch.Tensor, output: str) -> torch.Tensor:
     # log(1 - p) computed stably from log p.
     log1mp = torch.log(-torch.expm1(logp.clamp(max=-1e-300)))
     return logp - log1mp
+
+
+def class_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities ``(..., C)`` in float64: softmax, or sigmoid for a single-logit head (C = 1),
+    consistent with the ``"prob"`` output the scores are computed from.
+
+    Example:
+        >>> class_probs(torch.tensor([0.0])).tolist(), class_probs(torch.tensor([0.0, 0.0])).tolist()
+        ([0.5], [0.5, 0.5])
+    """
+    return transform_outputs(logits, "prob")
 
 
 @contextlib.contextmanager
@@ -154,12 +211,17 @@ class ClassifierAdapter:
             self.hf_model.config.num_labels)
 
     @property
+    def virtual_tokens(self) -> int:
+        """Virtual tokens a peft prompt-learning model (prompt tuning, p-tuning) prepends to every input."""
+        return virtual_tokens(self.model)
+
+    @property
     def max_length(self) -> int | None:
         cfg = self.hf_model.config
         for key in ("max_position_embeddings", "n_positions"):
             v = getattr(cfg, key, None)
             if isinstance(v, int):
-                return v
+                return v - self.virtual_tokens
         return None
 
     @property
@@ -190,6 +252,28 @@ class ClassifierAdapter:
                 f"The classification head returned a tensor of shape {tuple(out.shape)}, expected "
                 "(batch, positions, classes): the model is not a decoder-only classifier whose head runs "
                 "on every position."
+            )
+        T = attention_mask.shape[1]
+        if out.shape[1] != T:
+            virtual = self.virtual_tokens
+            if virtual and out.shape[1] == T + virtual:
+                # (B, virtual + T, C) -> (B, T, C): peft prompt learning prepends its virtual tokens.
+                out = out[:, virtual:]
+            else:
+                raise RuntimeError(
+                    f"The classification head returned {out.shape[1]} positions for inputs of {T} tokens, so its "
+                    f"outputs cannot be matched to the tokens. Prepended virtual tokens (peft prompt tuning / "
+                    f"p-tuning) are handled when peft's config says how many ({virtual} found); other models "
+                    "that change the sequence length are not supported."
+                )
+        # A diverged or overflowing model must not yield silently wrong attributions.
+        real = out[attention_mask.bool()] if out.shape[:2] == attention_mask.shape else out
+        if not bool(torch.isfinite(real).all()):
+            raise FloatingPointError(
+                f"The model's classification head returned NaN or infinite values on {tuple(out.shape[:2])} "
+                "(batch, positions) inputs: its weights are probably NaN (diverged training) or the computation "
+                "overflowed (try float32 instead of float16). Attributions of a non-finite output are meaningless, "
+                "so none is computed."
             )
         return out
 

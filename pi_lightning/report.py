@@ -47,9 +47,10 @@ def highlight(text: str, char_spans: Sequence[Sequence[int]], scores: Sequence[f
         >>> highlight("good bad", [(0, 4), (5, 8)], [0.5, -1.0]).count("<span title=")
         2
     """
-    top = max((abs(float(s)) for s in scores), default=0.0) or 1.0
+    finite = [float(s) if math.isfinite(float(s)) else 0.0 for s in scores]  # never rgba(..., nan)
+    top = max((abs(s) for s in finite), default=0.0) or 1.0
     out, prev = [], 0
-    for (a, b), s in zip(char_spans, scores):
+    for (a, b), s in zip(char_spans, finite):
         out.append(html.escape(text[prev:a]))
         alpha = min(abs(float(s)) / top, 1.0) * 0.85
         rgb = "34,160,70" if s >= 0 else "215,48,39"
@@ -195,10 +196,29 @@ def histories_from_checkpoint(checkpoint: dict[str, Any]) -> dict[str, dict[str,
 
 
 def write_report_from_checkpoint(ckpt_path: str | Path, path: str | Path) -> Path:
-    """Write the HTML report from the callback state saved in a Lightning checkpoint."""
+    """Write the HTML report from the callback state saved in a Lightning checkpoint.
+
+    The checkpoint is loaded with ``torch.load(..., weights_only=True)``: a checkpoint is untrusted
+    input, and unpickling arbitrary objects can run code. Lightning checkpoints with pi_lightning
+    callback state hold tensors, numbers, strings, lists and dicts only, which that mode accepts.
+
+    Raises:
+        ValueError: the file holds objects that ``weights_only`` loading refuses (it was not written by
+            Lightning with plain state), or no ``AttributionMonitor`` state.
+    """
+    import pickle
+
     import torch
 
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{ckpt_path} holds objects that safe loading (torch.load(weights_only=True)) refuses, so it is not "
+            f"read: {str(e).splitlines()[0] if str(e) else type(e).__name__}. pi_lightning never unpickles "
+            "arbitrary objects from a checkpoint. If you trust the file, load it yourself with "
+            "torch.load(..., weights_only=False) and pass histories_from_checkpoint(ckpt) to write_report."
+        ) from e
     histories = histories_from_checkpoint(ckpt)
     if not histories:
         raise ValueError(f"{ckpt_path} holds no AttributionMonitor state: was the run trained with one?")

@@ -7,9 +7,9 @@ import re
 import pytest
 import torch
 
+from pi_lightning.features import Featurizer
 from pi_lightning.inference import ClassifierAdapter, eval_mode, token_budget_batches, transform_outputs
 from pi_lightning.masking import Masker
-from pi_lightning.features import Featurizer
 from pi_lightning.testing import tiny_classifier
 
 SEQS = [[5, 17, 23, 42, 8, 99, 3], [12, 7], [30, 31, 32, 33], [44]]
@@ -105,9 +105,10 @@ def test_bad_models_have_clear_errors(gpt2_tok):
     bert = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                                     num_attention_heads=2, intermediate_size=32))
     with pytest.raises(TypeError, match=re.escape(
-            "Expected a decoder-only *ForSequenceClassification model with a per-position head `score` "
-            "(e.g. GPT2ForSequenceClassification, LlamaForSequenceClassification), got BertForSequenceClassification "
-            "(model_type='bert') with a classifier head applied to a pooled output.")):
+            "Expected a decoder-only *ForSequenceClassification model whose classification head runs on every "
+            "position (e.g. GPT2ForSequenceClassification, LlamaForSequenceClassification: a module whose output is "
+            "(batch, positions, num_labels) in the forward), got BertForSequenceClassification (model_type='bert') "
+            "with a classifier head applied to a pooled output (`classifier` -> (1, 2)).")):
         ClassifierAdapter(bert)
     lm = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2))
     with pytest.raises(TypeError, match=re.escape("got GPT2LMHeadModel (model_type='gpt2') with no head.")):

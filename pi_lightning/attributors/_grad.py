@@ -18,7 +18,7 @@ import torch
 
 from pi_lightning.attributors.base import Attributor
 from pi_lightning.features import Features
-from pi_lightning.inference import transform_outputs
+from pi_lightning.inference import class_probs, transform_outputs
 from pi_lightning.result import Attribution
 
 __all__ = ["AGGREGATIONS", "aggregate", "grad_mode", "eager_attention", "attention_modules",
@@ -219,7 +219,7 @@ class GradientAttributor(Attributor):
                 rel, extras = self.token_relevance(fn)
                 results.append(Attribution(
                     scores=aggregate(rel, f, self.aggregation), features=f, target=c, method=self.name,
-                    output=self.result_output(), probs=torch.softmax(lg.double(), -1),
+                    output=self.result_output(), probs=class_probs(lg),
                     forward_passes=1.0 + self.forward_equivalents(f.n), extras=extras,
                 ))
         return results

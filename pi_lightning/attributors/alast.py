@@ -19,7 +19,7 @@ import torch
 from pi_lightning.attention import attention_rows
 from pi_lightning.attributors._grad import aggregate
 from pi_lightning.attributors.base import Attributor, register
-from pi_lightning.inference import token_budget_batches
+from pi_lightning.inference import class_probs, token_budget_batches
 from pi_lightning.result import Attribution
 
 __all__ = ["ALast"]
@@ -70,7 +70,7 @@ class ALast(Attributor):
         targets = self.resolve_targets(target, len(feats), final)
         return [
             Attribution(scores=aggregate(row, f, "sum"), features=f, target=c, method=self.name,
-                        output=self.output, probs=torch.softmax(lg.double(), -1), forward_passes=1.0,
+                        output=self.output, probs=class_probs(lg), forward_passes=1.0,
                         extras={"token_scores": row})
             for f, row, c, lg in zip(feats, rows, targets, final)
         ]

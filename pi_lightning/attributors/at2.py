@@ -58,7 +58,7 @@ import torch
 from pi_lightning.attention import AttentionRowRecorder
 from pi_lightning.attributors.base import Attributor, register
 from pi_lightning.features import Features
-from pi_lightning.inference import eval_mode, token_budget_batches
+from pi_lightning.inference import class_probs, eval_mode, token_budget_batches
 from pi_lightning.result import Attribution
 
 __all__ = ["AT2", "fit_head_weights"]
@@ -396,7 +396,7 @@ class AT2(Attributor):
             scores = sign * (x.double().reshape(f.n, -1) @ w)
             out.append(Attribution(
                 scores=scores, features=f, target=c, method=self.name, output=self.output,
-                probs=torch.softmax(lg.double(), -1), forward_passes=1.0,
+                probs=class_probs(lg), forward_passes=1.0,
                 extras={"head_features": x},
             ))
         return out

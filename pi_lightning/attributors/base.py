@@ -85,8 +85,10 @@ class Attributor:
         self.model = model
         self.tokenizer = tokenizer
         self.output = output
-        self.featurizer = Featurizer(tokenizer, granularity, template, max_length=self.adapter.max_length)
         self.masker = Masker(tokenizer, mask)
+        mask_tokens = max(len(self.masker.mask_ids(True)), len(self.masker.mask_ids(False)))
+        self.featurizer = Featurizer(tokenizer, granularity, template, max_length=self.adapter.max_length,
+                                     mask_tokens=mask_tokens)
 
     def forward_equivalents(self, n: int) -> float:
         """Cost for a text of ``n`` features in forward-pass equivalents (backward = 1 forward)."""

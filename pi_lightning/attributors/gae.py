@@ -22,9 +22,15 @@ from __future__ import annotations
 import torch
 
 from pi_lightning.attributors._grad import (
-    EmbeddingFunction, aggregate, attention_modules, eager_attention, grad_mode, predict,
+    EmbeddingFunction,
+    aggregate,
+    attention_modules,
+    eager_attention,
+    grad_mode,
+    predict,
 )
 from pi_lightning.attributors.base import Attributor, register
+from pi_lightning.inference import class_probs
 from pi_lightning.result import Attribution
 
 __all__ = ["GAE"]
@@ -84,7 +90,7 @@ class GAE(Attributor):
                 row = self.relevance_row(EmbeddingFunction(self, f, c, output="logits"))
                 results.append(Attribution(
                     scores=aggregate(row, f, "sum"), features=f, target=c, method=self.name, output="logits",
-                    probs=torch.softmax(lg.double(), -1), forward_passes=1.0 + self.forward_equivalents(f.n),
+                    probs=class_probs(lg), forward_passes=1.0 + self.forward_equivalents(f.n),
                     extras={"token_scores": row},
                 ))
         return results

@@ -24,6 +24,7 @@ from captum.attr import KernelShap
 
 from pi_lightning.attributors.base import Attributor, register
 from pi_lightning.features import Features
+from pi_lightning.inference import class_probs
 from pi_lightning.result import Attribution
 
 __all__ = ["KernelShapAttributor"]
@@ -111,7 +112,7 @@ class KernelShapAttributor(Attributor):
                     )
             results.append(Attribution(
                 scores=phi[0].double(), features=f, target=c, method=self.name, output=self.output,
-                base_value=f_empty, probs=torch.softmax(lg.double(), -1),
+                base_value=f_empty, probs=class_probs(lg),
                 # Passes actually run: the unmasked input and every distinct coalition (duplicates
                 # among the samples are run once).
                 forward_passes=1.0 + float(self.adapter.forward_passes - before),

@@ -39,6 +39,7 @@ import torch
 
 from pi_lightning.attributors.base import Attributor, register
 from pi_lightning.features import Features
+from pi_lightning.inference import class_probs
 from pi_lightning.result import Attribution
 from pi_lightning.shapley import mask_distribution
 
@@ -352,7 +353,7 @@ class MPPI(Attributor):
             results.append(Attribution(
                 scores=torch.as_tensor(phi, dtype=torch.float64), features=f, target=c, method=self.name,
                 output=self.output, base_value=f0,
-                probs=torch.softmax(logits[p["unmasked"]][-1].double(), -1), forward_passes=float(run),
+                probs=class_probs(logits[p["unmasked"]][-1]), forward_passes=float(run),
                 extras={"coalitions": torch.from_numpy(coal), "values": torch.from_numpy(vals),
                         "weights": torch.from_numpy(wts), "sampled_masks": p.get("B", 0),
                         "masked_passes": 0 if masks is None else len(masks)},

@@ -13,6 +13,7 @@ import torch
 
 from pi_lightning.attributors._grad import predict
 from pi_lightning.attributors.base import Attributor, register
+from pi_lightning.inference import class_probs
 from pi_lightning.result import Attribution
 
 __all__ = ["RandomAttributor"]
@@ -52,7 +53,7 @@ class RandomAttributor(Attributor):
         targets = self.resolve_targets(target, len(feats), finals)
         return [
             Attribution(scores=torch.randn(f.n, generator=self.generator, dtype=torch.float64), features=f,
-                        target=c, method=self.name, output=self.output, probs=torch.softmax(lg.double(), -1),
+                        target=c, method=self.name, output=self.output, probs=class_probs(lg),
                         forward_passes=1.0)
             for f, c, lg in zip(feats, targets, finals)
         ]

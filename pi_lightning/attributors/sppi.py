@@ -18,9 +18,41 @@ import numpy as np
 import torch
 
 from pi_lightning.attributors.base import Attributor, register
+from pi_lightning.inference import class_probs
 from pi_lightning.result import Attribution
 
-__all__ = ["SPPI"]
+__all__ = ["SPPI", "progressive_differences"]
+
+
+def progressive_differences(values: torch.Tensor, is_end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SP-PI from per-position outputs (Eqn 6), vectorised over a batch.
+
+    The one SP-PI computation: the :class:`SPPI` attributor and the free validation mode
+    (:class:`~pi_lightning.callbacks.ValidationSPPI`) both call it.
+
+    Args:
+        values: ``(B, T)`` the attributed output at every position.
+        is_end: ``(B, T)`` bool, True where a unit ends: the reference (the last token before the first
+            feature, read as p_0) and then each feature's last token, in order.
+
+    Returns:
+        ``(phi, scored)``: ``(B, T)`` tensors; at each end after the first, phi = value there minus the
+        value at the previous end (zero elsewhere), and ``scored`` marks those positions.
+
+    Example:
+        >>> v = torch.tensor([[0.5, 0.25, 0.75, 1.0]])
+        >>> phi, scored = progressive_differences(v, torch.tensor([[True, False, True, True]]))
+        >>> phi[scored].tolist()
+        [0.25, 0.25]
+    """
+    T = values.shape[1]
+    pos = torch.arange(T, device=values.device).expand_as(is_end)
+    end_pos = torch.where(is_end, pos, -1)
+    # (B, T): the previous end strictly before each position, by a running max shifted by one.
+    prev_end = torch.nn.functional.pad(end_pos[:, :-1], (1, 0), value=-1).cummax(1).values
+    scored = is_end & (prev_end >= 0)
+    phi = torch.where(scored, values - values.gather(1, prev_end.clamp(min=0)), torch.zeros_like(values))
+    return phi, scored
 
 
 @register
@@ -70,11 +102,12 @@ class SPPI(Attributor):
                 p0, pends = p[0], p[1:-1]
             else:
                 p0, pends = self.outputs(empty_logits[i], c), p[:-1]
-            # (n + 1,) -> (n,): consecutive differences.
-            phi = torch.diff(torch.cat([p0.reshape(1), pends]))
+            # (n + 1,) -> (1, n + 1): the reference then every feature end -> n differences.
+            seq = torch.cat([p0.reshape(1), pends]).reshape(1, -1)
+            phi = progressive_differences(seq, torch.ones_like(seq, dtype=torch.bool))[0][0, 1:]
             results.append(Attribution(
                 scores=phi, features=f, target=c, method=self.name, output=self.output,
-                base_value=float(p0), probs=torch.softmax(lg[-1].double(), -1),
+                base_value=float(p0), probs=class_probs(lg[-1]),
                 forward_passes=1.0 + (f.context_end == 0),
                 extras={"intermediate": pends.clone()},
             ))

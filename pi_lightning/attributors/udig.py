@@ -45,6 +45,7 @@ import torch
 
 from pi_lightning.attributors._grad import grad_mode
 from pi_lightning.attributors.base import Attributor, register
+from pi_lightning.inference import class_probs
 from pi_lightning.neighbors import VocabularyIndex
 from pi_lightning.result import Attribution
 
@@ -345,7 +346,7 @@ class UDIG(Attributor):
         f_b = float(torch.cat(outs)[0])
         return Attribution(
             scores=scores, features=f, target=c, method=self.name, output=self.output,
-            base_value=f_b, probs=torch.softmax(final_logits.double(), -1),
+            base_value=f_b, probs=class_probs(final_logits),
             forward_passes=1.0 + 2.0 * m,
             extras={"steps": m, "completeness_gap": float(scores.sum()) - (f_x - f_b),
                     "anchor_ids": words.cpu(), "path": self.path, "strategy": self.strategy},

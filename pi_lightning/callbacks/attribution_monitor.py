@@ -41,6 +41,7 @@ from pi_lightning.callbacks._utils import (HtmlCell, gather_objects, isolated, l
                                            logger_step, normalize_probe, resolve_model, table_page, world)
 from pi_lightning.evaluation import METRICS, evaluate_faithfulness
 from pi_lightning.functional.curves import _check_points
+from pi_lightning.inference import class_probs
 from pi_lightning.metrics import (ActivationAUC, ActivationGap, Comprehensiveness, InverseActivationAUC, LogOdds,
                                   Sufficiency)
 from pi_lightning.report import highlight
@@ -157,6 +158,9 @@ class AttributionMonitor(Callback):
         self.evals: list[dict[str, Any]] = []
         self.val_count = 0
         self.char_spans: list[list[list[int]]] | None = None
+        self._validation_due: int | None = None  # step whose validation has not run yet (set at batch end)
+        self._pending_validation: int | None = None  # restored: a validation the checkpoint was taken before
+        self._trainer = None
 
     @property
     def state_key(self) -> str:
@@ -167,9 +171,23 @@ class AttributionMonitor(Callback):
             raise ValueError("target='label' needs labels: pass labels=[...] or a labelled probe set, "
                              "or use target='predicted'.")
 
+    def _check_label_range(self, num_labels: int) -> None:
+        """Probe labels must be class indices of the model (checked at setup, before any training step)."""
+        if self.labels is None:
+            return
+        bad = [(i, y) for i, y in enumerate(self.labels) if not 0 <= y < num_labels]
+        if bad:
+            i, y = bad[0]
+            raise ValueError(
+                f"AttributionMonitor({self.method!r}): probe label {y} of example {i} ({self.texts[i][:40]!r}) is not "
+                f"a class of the model, which has num_labels={num_labels} (classes 0..{num_labels - 1}); "
+                f"{len(bad)} of {len(self.labels)} probe labels are out of range. Fix the probe labels, or load "
+                f"the model with num_labels matching the data.")
+
     # ------------------------------------------------------------------ lifecycle
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
         self._model = resolve_model(pl_module, self.model_ref)
         if self.tokenizer is None:
             self.tokenizer = getattr(pl_module, "tokenizer", None)
@@ -188,6 +206,7 @@ class AttributionMonitor(Callback):
             if self.label_names is None and getattr(dm, "label_names", None):
                 self.label_names = list(dm.label_names)
         self.attributor = get_attributor(self.method, self._model, self.tokenizer, **self.method_kwargs)
+        self._check_label_range(self.attributor.adapter.num_labels)
         if self.char_spans is None:
             feats = self.attributor.featurize(self.texts)
             self.char_spans = [[list(s) for s in f.char_spans] for f in feats]
@@ -197,23 +216,56 @@ class AttributionMonitor(Callback):
         if trainer.sanity_checking or self.every_n_val is None:
             return
         self.val_count += 1
-        if self.val_count % self.every_n_val == 0:
+        if self.val_count % self.every_n_val == 0 and not self._evaluated_at(trainer.global_step):
             self.evaluate(trainer, pl_module)
+
+    @override
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A checkpoint written in on_train_batch_end right before a validation: Lightning does not run that
+        # validation again on resume, so run its evaluation now (the weights are the ones it would have seen).
+        pending, self._pending_validation = self._pending_validation, None
+        if pending is None or pending != trainer.global_step or self.every_n_val is None:
+            return
+        self.val_count += 1
+        if self.val_count % self.every_n_val == 0 and not self._evaluated_at(pending):
+            self.evaluate(trainer, pl_module)
+
+    def _validation_follows(self, trainer) -> bool:
+        """Whether Lightning validates right after this training batch (read from the fit loop; False when
+        it cannot be told)."""
+        try:
+            loop = trainer.fit_loop.epoch_loop
+            return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+        except Exception:  # noqa: BLE001 - private Lightning API: degrade to "unknown"
+            return False
+
+    @override
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._validation_due = None
 
     @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
+        if self.every_n_val is not None and not trainer.sanity_checking:
+            self._validation_due = step if self._validation_follows(trainer) else None
         if self.every_n_steps is None or step == 0 or step % self.every_n_steps:
             return
-        if self.evals and self.evals[-1]["step"] == step:
+        if self._evaluated_at(step):
             return  # already evaluated at this step (e.g. gradient accumulation)
         self.evaluate(trainer, pl_module)
 
+    def _evaluated_at(self, step: int) -> bool:
+        """One record per training step: a validation on the step of an ``every_n_steps`` evaluation (or
+        the reverse) reuses it."""
+        return bool(self.evals) and self.evals[-1]["step"] == step
+
     @override
     def state_dict(self) -> dict[str, Any]:
+        trainer = getattr(self, "_trainer", None)
+        pending = self._validation_due if trainer is not None and self._validation_due == trainer.global_step else None
         return {"method": self.method, "texts": self.texts, "labels": self.labels,
                 "label_names": self.label_names, "char_spans": self.char_spans, "evals": self.evals,
-                "val_count": self.val_count}
+                "val_count": self.val_count, "pending_validation": pending}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -225,6 +277,7 @@ class AttributionMonitor(Callback):
                            "is kept but new evaluations use the current probe.")
         self.evals = list(state_dict.get("evals", []))
         self.val_count = int(state_dict.get("val_count", 0))
+        self._pending_validation = state_dict.get("pending_validation")
 
     def history(self) -> dict[str, Any]:
         """The state as the report reads it."""
@@ -298,7 +351,7 @@ class AttributionMonitor(Callback):
             seqs = [list(a.features.input_ids) for a in missing]
             finals = self.attributor.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
             for a, lg in zip(missing, finals):
-                a.probs = torch.softmax(lg[0].double(), -1)
+                a.probs = class_probs(lg[0])
         return [int(a.probs.argmax()) for a in attrs]
 
     def _refit_and_attribute(self, trainer, texts: list[str], targets) -> list:
@@ -314,8 +367,39 @@ class AttributionMonitor(Callback):
         self.attributor.fit(texts, target=targets)
         return self._attribute(trainer, texts, targets)
 
-    def evaluate(self, trainer, pl_module) -> dict[str, float]:
-        """Run one evaluation now; returns the logged figures."""
+    def evaluate(self, trainer, pl_module) -> dict[str, float] | None:
+        """Run one evaluation now; returns the logged figures, or ``None`` when it was skipped.
+
+        A failure never stops training: any exception while attributing or scoring (a method error,
+        non-finite outputs from a diverged model, ...) is caught, a warning names what failed and
+        that this evaluation is skipped, and nothing of it is logged or stored. Under DDP the ranks
+        first agree on whether any of them failed (one boolean all-reduce, before any other
+        collective), so that a failure on one rank never leaves the others waiting.
+        """
+        step = int(trainer.global_step)
+        rank, size = world()
+        try:
+            local, error = self._evaluate_local(trainer, pl_module), None
+        except Exception as e:  # noqa: BLE001 - an evaluation must never stop training
+            local, error = None, e
+        any_failed = trainer.strategy.reduce_boolean_decision(error is not None, all=False) if size > 1 else (
+            error is not None)
+        if error is not None:
+            warnings.warn(
+                f"AttributionMonitor({self.method!r}): the evaluation at step {step} failed on rank {rank} "
+                f"({type(error).__name__}: {error}). This evaluation is skipped (nothing logged or stored for "
+                "it); training goes on.", UserWarning, stacklevel=2)
+            return None
+        if any_failed:
+            warnings.warn(f"AttributionMonitor({self.method!r}): the evaluation at step {step} failed on another "
+                          "rank; it is skipped on every rank (nothing logged or stored); training goes on.",
+                          UserWarning, stacklevel=2)
+            return None
+        return self._evaluate_reduce(trainer, step, *local)
+
+    def _evaluate_local(self, trainer, pl_module):
+        """This rank's share of an evaluation, with no collective: attributions, per-example figures and
+        metric states. Raises on any failure, including non-finite scores or per-example metrics."""
         model = resolve_model(pl_module, self.model_ref)
         if model is not self._model:
             self.setup(trainer, pl_module, "fit")
@@ -334,8 +418,16 @@ class AttributionMonitor(Callback):
         with isolated(trainer, model), equal_forward_passes(model, self.attributor.adapter.pad_token_id):
             if texts:
                 attrs = self._refit_and_attribute(trainer, texts, targets)
+                bad = [i for i, a in zip(idx, attrs) if not bool(torch.isfinite(a.scores).all())]
+                if bad:
+                    raise FloatingPointError(
+                        f"{self.method} returned NaN or infinite scores for probe examples {bad[:10]}; the model's "
+                        "outputs are probably not finite (diverged weights or an overflow)")
                 self.last_attributions = attrs
                 preds, per = self._score(trainer, attrs, metric_objs)
+                for name in ("as_auc", "ias_auc"):
+                    if any(v is not None and not math.isfinite(v) for v in per[name]):
+                        raise FloatingPointError(f"the {name} of some probe examples is NaN or infinite")
                 for j, (i, a) in enumerate(zip(idx, attrs)):
                     pred = int(preds[j])
                     if self.labels is not None:
@@ -347,7 +439,11 @@ class AttributionMonitor(Callback):
                         "gap": per["gap"][j] if per["gap"] else None,
                         "passes": a.forward_passes,
                     })
-        seconds = time.perf_counter() - t0
+        return metric_objs, correct, records, time.perf_counter() - t0
+
+    def _evaluate_reduce(self, trainer, step: int, metric_objs, correct, records, seconds) -> dict[str, float]:
+        """Sync this evaluation across ranks (every rank calls it), store the record and log it."""
+        _, size = world()
         figures: dict[str, float] = {}
         curves = {}
         for m, obj in metric_objs.items():
@@ -371,9 +467,10 @@ class AttributionMonitor(Callback):
         passes = [r["passes"] for r in merged if r["passes"] is not None]
         if passes:
             figures["forward_passes_per_example"] = sum(passes) / len(passes)
+        # Undefined figures (a confidence interval from one example) are left out, never stored as NaN.
+        figures = {k: v for k, v in figures.items() if math.isfinite(v)}
         record = {
-            "step": int(trainer.global_step), "log_step": logger_step(trainer),
-            "epoch": int(trainer.current_epoch), "metrics": figures,
+            "step": step, "log_step": logger_step(trainer), "epoch": int(trainer.current_epoch), "metrics": figures,
             "scores": [r["scores"] for r in merged], "targets": [r["target"] for r in merged],
             "predictions": [r["prediction"] for r in merged],
             "as_auc": [r["as_auc"] for r in merged], "ias_auc": [r["ias_auc"] for r in merged],

@@ -11,11 +11,16 @@ What the LightningModule must expose:
     padding), and optionally ``labels`` (otherwise the predicted class is explained);
   * a ``validation_step`` that calls that model's forward once per batch.
 
-Words are recovered from the token ids alone (no re-tokenization): a token starts a new word when
-it carries the tokenizer's word-boundary marker (``Ġ``/``▁``, read off the tokenizer itself), is
-punctuation, or follows punctuation or a whitespace-only token (which stays with the word before
-it, as in :mod:`pi_lightning.features`). The first word of each sequence is the reference
-(p_0); every later word gets phi = p(end of word) - p(end of previous word).
+Words are the ones every attributor uses: each sequence's text tokens (the real, non-special tokens)
+are decoded, re-tokenized with offsets to check that they round-trip, and grouped by
+:func:`pi_lightning.features.group_tokens`, the library's one definition of a word. Special tokens
+before the text (a BOS) are fixed context: the last of them is the reference (p_0) and every word
+is scored, exactly as :class:`~pi_lightning.SPPI` does; without them the first word is the
+reference. Every later word gets phi = p(end of word) - p(end of previous word), computed by
+:func:`pi_lightning.attributors.sppi.progressive_differences`, the same function SP-PI uses.
+Examples whose outputs are not finite (a diverged model), whose tokens do not round-trip through
+the tokenizer, or that ``DistributedSampler`` repeats to even out the shards are left out (the first
+two with a warning).
 
 Per evaluation it logs ``pi/val-sp-pi/top20_share`` (the share of total |phi| carried by the top
 20% of words, a concentration index), ``pi/val-sp-pi/mean_abs`` and a table of the words with the
@@ -24,6 +29,7 @@ largest mean attribution over the validation set: a label-free shortcut detector
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,56 +38,32 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from pi_lightning.attributors.sppi import progressive_differences
 from pi_lightning.callbacks._utils import (gather_objects, log_rich, log_scalars, logger_step, resolve_model,
                                            table_page)
-from pi_lightning.inference import OUTPUTS, resolve_classifier, transform_outputs
+from pi_lightning.features import feature_char_spans, group_tokens
+from pi_lightning.inference import OUTPUTS, resolve_classifier, transform_outputs, virtual_tokens
 
 __all__ = ["ValidationSPPI"]
 
-_MAX_WORD_TOKENS = 16
-# (K,) int64 multipliers of a polynomial hash over a word's token ids (wrapping arithmetic).
-_HASH_BASE = torch.tensor([pow(1_000_003, k, 2**61 - 1) for k in range(_MAX_WORD_TOKENS)], dtype=torch.long)
 
-
-_TABLES: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per vocabulary id: (starts a word, ends a unit so the next token starts a word), as bool
-    tensors (cached per tokenizer). Punctuation and whitespace-only tokens end a unit."""
-    key = (id(tokenizer), len(tokenizer))
-    if key not in _TABLES:
-        _TABLES[key] = _word_tables(tokenizer)
-    return _TABLES[key]
-
-
-def _word_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    vocab = len(tokenizer)
-    tokens = tokenizer.convert_ids_to_tokens(list(range(vocab)))
-    probe = tokenizer.convert_ids_to_tokens(tokenizer("a b", add_special_tokens=False)["input_ids"])
-    marker = probe[-1][0] if probe and len(probe[-1]) > 1 and probe[-1].endswith("b") else " "
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    decoded = tokenizer.batch_decode([[i] for i in range(vocab)])
-    starts = torch.zeros(vocab, dtype=torch.bool)
-    punct = torch.zeros(vocab, dtype=torch.bool)
-    for i, (t, d) in enumerate(zip(tokens, decoded)):
-        if t is None:
-            continue
-        d = d.strip()
-        # whitespace-only tokens join the current word (as in pi_lightning.features); partial UTF-8
-        # bytes (decoded as U+FFFD) continue it too
-        is_p = bool(d) and "\ufffd" not in d and not any(ch.isalnum() for ch in d)
-        punct[i] = is_p or not d
-        starts[i] = (t.startswith(marker) and bool(d)) or is_p or i in special
-    return starts, punct
+def _absolute_positions(hf_model) -> bool:
+    """Whether the model adds learned absolute position embeddings (GPT-2 style), which make its
+    outputs depend on where left padding puts the text unless position ids are passed."""
+    max_pos = getattr(hf_model.config, "max_position_embeddings", None) or getattr(hf_model.config, "n_positions",
+                                                                                   None)
+    for name, m in hf_model.named_modules():
+        last = name.rsplit(".", 1)[-1]
+        if isinstance(m, torch.nn.Embedding) and last in ("wpe", "embed_positions", "position_embeddings"):
+            return max_pos is None or m.num_embeddings >= max_pos
+    return False
 
 
 class ValidationSPPI(Callback):
     """Free word-level SP-PI over every validation example, from the validation loop's own forward.
 
     Args:
-        tokenizer: the model's tokenizer (to find word boundaries and to show words); ``None`` takes
-            ``pl_module.tokenizer``.
+        tokenizer: the model's fast tokenizer (to find the words); ``None`` takes ``pl_module.tokenizer``.
         model: attribute path or getter of the Hugging Face model in the LightningModule.
         input_key, mask_key, label_key: batch keys.
         output: ``"prob"`` (default), ``"logits"`` or ``"log_odds"``.
@@ -105,10 +87,15 @@ class ValidationSPPI(Callback):
         self.top_words = top_words
         self.min_count = min_count
         self._head = None
-        self._handle = None
+        self._hf = None
+        self._handles: list = []
         self._captured: list[torch.Tensor] = []
+        self._position_ids_passed: bool | None = None
         self._in_batch = False
-        self._tables: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._special: set[int] = set()
+        self._absolute = False
+        self._virtual = 0
+        self._warned_padding = False
         self._reset()
         # --- state ---
         self.evals: list[dict[str, Any]] = []
@@ -118,27 +105,45 @@ class ValidationSPPI(Callback):
         return self._generate_state_key(output=self.output)
 
     def _reset(self) -> None:
-        # Per batch, device tensors only (no host sync on the validation loop's path):
-        self._hashes: list[torch.Tensor] = []  # (N,) int64 hash of each attributed word's token ids
-        self._phis: list[torch.Tensor] = []  # (N,) its phi
-        self._tokens: list[torch.Tensor] = []  # (N, _MAX_WORD_TOKENS) its first token ids, -1 padded
+        self._words: list[str] = []  # each attributed word, in the order of ``self._phis``
+        self._phis: list[torch.Tensor] = []  # per batch (N,) device tensor: each word's phi
         self._stats: torch.Tensor | None = None  # (4,) summed: top-20% share, mean |phi|, examples, words
+        self._skipped = {"non-finite": 0, "no round trip": 0}
+        self._seen: dict[int, int] = {}  # examples seen per dataloader (to drop DistributedSampler's repeats)
+        self._first_repeat: dict[int, int | None] = {}
 
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
-        _, self._head = resolve_classifier(resolve_model(pl_module, self.model_ref))
+        model = resolve_model(pl_module, self.model_ref)
+        self._hf, self._head = resolve_classifier(model)
+        self._virtual = virtual_tokens(model)
         if self.tokenizer is None:
             self.tokenizer = getattr(pl_module, "tokenizer", None)
             if self.tokenizer is None:
                 raise ValueError("ValidationSPPI needs the model's tokenizer to find word boundaries: pass "
                                  "tokenizer=... or give the LightningModule a `tokenizer` attribute.")
-        self._tables = word_tables(self.tokenizer)
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise TypeError(f"ValidationSPPI needs a fast tokenizer (offset mappings), got "
+                            f"{type(self.tokenizer).__name__}. Load it with AutoTokenizer.from_pretrained(..., "
+                            "use_fast=True).")
+        self._special = {int(i) for i in (getattr(self.tokenizer, "all_special_ids", None) or [])}
+        self._absolute = _absolute_positions(self._hf)
 
     @override
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._reset()
-        if self._handle is None:
-            self._handle = self._head.register_forward_hook(self._hook)
+        if not self._handles:
+            self._handles = [self._head.register_forward_hook(self._hook),
+                             self._hf.register_forward_pre_hook(self._pre_hook, with_kwargs=True)]
+
+    def _remove_hooks(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _pre_hook(self, module, args, kwargs) -> None:
+        if self._in_batch:
+            self._position_ids_passed = kwargs.get("position_ids") is not None
 
     def _hook(self, module, inputs, output) -> None:
         if not self._in_batch:  # e.g. another callback's attribution passes
@@ -146,33 +151,124 @@ class ValidationSPPI(Callback):
         out = output[0] if isinstance(output, tuple) else output
         self._captured.append(out.detach())
 
+    def _repeats_from(self, trainer, dataloader_idx: int) -> int | None:
+        """Local index of the first example that ``DistributedSampler`` repeats to even out the shards."""
+        if dataloader_idx not in self._first_repeat:
+            first = None
+            loaders = getattr(trainer, "val_dataloaders", None)
+            loader = loaders[dataloader_idx] if isinstance(loaders, (list, tuple)) else loaders
+            sampler = getattr(loader, "sampler", None)
+            batch_sampler = getattr(loader, "batch_sampler", None)
+            if not isinstance(sampler, torch.utils.data.DistributedSampler):
+                sampler = getattr(batch_sampler, "sampler", None)
+            if isinstance(sampler, torch.utils.data.DistributedSampler) and not sampler.drop_last:
+                n, size, rank = len(sampler.dataset), sampler.num_replicas, sampler.rank
+                if sampler.total_size > n:  # padded global index k * size + rank >= n is a repeat
+                    first = max(0, math.ceil((n - rank) / size))
+            self._first_repeat[dataloader_idx] = first
+        return self._first_repeat[dataloader_idx]
+
     @override
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         self._captured.clear()
+        self._position_ids_passed = None
         self._in_batch = True
 
     @override
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._in_batch = False
-        if not self._captured:
-            return
         try:
-            self._accumulate(batch, self._captured[-1])
+            ids = batch[self.input_key]
+            seen = self._seen.get(dataloader_idx, 0)
+            self._seen[dataloader_idx] = seen + len(ids)
+            first_repeat = self._repeats_from(trainer, dataloader_idx)
+            if self._captured:
+                keep = None
+                if first_repeat is not None:
+                    keep = torch.arange(seen, seen + len(ids)) < first_repeat  # (B,) not a repeated example
+                self._accumulate(batch, self._captured[-1], keep)
         except Exception as e:  # noqa: BLE001 - never stop validation for a statistics problem
             rank_zero_warn(f"ValidationSPPI skipped a batch ({e!r}); check that batches hold "
                            f"{self.input_key!r} and {self.mask_key!r}.")
         finally:
             self._captured.clear()
 
+    def _check_padding(self, mask: torch.Tensor) -> None:
+        if self._warned_padding or not self._absolute or self._position_ids_passed:
+            return
+        if bool((~mask[:, 0] & mask[:, -1]).any()):
+            self._warned_padding = True
+            rank_zero_warn(
+                f"ValidationSPPI: left-padded validation batches run through {type(self._hf).__name__}, which has "
+                "absolute position embeddings, without position_ids: the model reads the text at shifted "
+                "positions, so its outputs (validation loss included) and these figures depend on the padding side. "
+                "Pad on the right, or pass position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0) to the "
+                "model in validation_step (as pi_lightning's attributors do).")
+
+    def _segment(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
+        """Word ends, on the host, with the library's one word definition.
+
+        Returns ``(is_end, ok, words)``: ``(B, T)`` bool, True at the reference position (the last
+        special token before the text, else the first word's end) and at every word's end; ``(B,)``
+        bool, False for rows whose tokens do not round-trip; per row the text of each scored word.
+        """
+        B, T = ids.shape
+        rows = ids.tolist()
+        real = mask.tolist()
+        is_end = torch.zeros(B, T, dtype=torch.bool)
+        ok = torch.ones(B, dtype=torch.bool)
+        spans, segs = [], []
+        for r in range(B):
+            pos = [t for t in range(T) if real[r][t]]
+            text_pos = [t for t in pos if rows[r][t] not in self._special]
+            if not text_pos:
+                spans.append(None)
+                segs.append([])
+                continue
+            a, b = text_pos[0], text_pos[-1] + 1
+            spans.append((a, b, pos[0]))
+            segs.append(rows[r][a:b])
+        texts = self.tokenizer.batch_decode(segs, clean_up_tokenization_spaces=False)
+        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        words: list[list[str]] = []
+        for r in range(B):
+            row_words: list[str] = []
+            words.append(row_words)
+            if spans[r] is None:
+                ok[r] = False
+                continue
+            a, b, first_real = spans[r]
+            if list(enc["input_ids"][r]) != segs[r] or not all(real[r][a:b]):
+                ok[r] = False
+                continue
+            text, offs = texts[r], enc["offset_mapping"][r]
+            groups = group_tokens(text, offs, "word")
+            chars = feature_char_spans(text, offs, groups)
+            if a > first_real:  # context before the text: its last token is the reference p_0
+                is_end[r, a - 1] = True
+                scored_groups = range(len(groups))
+            else:  # the first word is the reference
+                scored_groups = range(1, len(groups))
+            for g0, g1 in groups:
+                is_end[r, a + g1 - 1] = True
+            row_words.extend(text[chars[g][0]:chars[g][1]] for g in scored_groups)
+        return is_end, ok, words
+
     @torch.no_grad()
-    def _accumulate(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> None:
+    def _accumulate(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor,
+                    keep: torch.Tensor | None = None) -> None:
         ids = batch[self.input_key]
         mask = batch[self.mask_key].bool()
+        if logits.dim() == 3 and logits.shape[1] == ids.shape[1] + self._virtual:
+            logits = logits[:, self._virtual:]  # (B, virtual + T, C) -> (B, T, C): peft prompt tuning
         if logits.dim() != 3 or logits.shape[:2] != ids.shape:
-            return
+            raise RuntimeError(f"the head's output {tuple(logits.shape)} does not match the batch's "
+                               f"{tuple(ids.shape)} tokens")
+        self._check_padding(mask)
         dev = ids.device
-        starts_tab, punct_tab = (t.to(dev) for t in self._tables)
         B, T = ids.shape
+        is_end, ok, words = self._segment(ids.cpu(), mask.cpu())
+        self._skipped["no round trip"] += int((~ok & mask.cpu().any(1)).sum())
         pos = torch.arange(T, device=dev).expand(B, T)
         last = torch.where(mask, pos, -1).max(1).values  # (B,)
         labels = batch.get(self.label_key) if isinstance(batch, Mapping) else None
@@ -181,19 +277,20 @@ class ValidationSPPI(Callback):
         else:
             target = logits[torch.arange(B, device=dev), last.clamp(min=0)].argmax(-1)
         values = transform_outputs(logits.float(), self.output)  # (B, T, C) float64
+        finite = (torch.isfinite(values).all(-1) | ~mask).all(1)  # (B,)
+        use = ok.to(dev) & finite
+        if keep is not None:
+            use &= keep.to(dev)
+            finite |= ~keep.to(dev)  # repeated examples are not counted as failures
+        fin_host = finite.cpu()  # (B,) one small host copy per batch
+        self._skipped["non-finite"] += int((~fin_host).sum())
+        use_host = use.cpu()
         p = values.gather(2, target.view(B, 1, 1).expand(B, T, 1)).squeeze(2)  # (B, T)
-        # A token starts a word if the table says so or it follows punctuation; the first real token too.
-        start = (starts_tab[ids] | torch.nn.functional.pad(punct_tab[ids][:, :-1], (1, 0))) & mask
-        first = torch.where(mask, pos, T).min(1).values.clamp(max=T - 1)
-        start[torch.arange(B, device=dev), first] = True
-        start &= mask
-        nxt = torch.nn.functional.pad(start[:, 1:], (0, 1), value=False)
-        is_end = mask & (nxt | (pos == last[:, None]))
-        # previous word's end for every position: running max of end positions strictly before it
-        end_pos = torch.where(is_end, pos, -1)
-        prev_end = torch.nn.functional.pad(end_pos[:, :-1], (1, 0), value=-1).cummax(1).values
-        scored = is_end & (prev_end >= 0)  # word 1 of each sequence is the reference p_0
-        phi = torch.where(scored, p - p.gather(1, prev_end.clamp(min=0)), torch.zeros_like(p))  # (B, T)
+        p = torch.where(use[:, None] & mask, p, torch.zeros_like(p))  # no NaN beyond this point
+        phi, scored = progressive_differences(p, is_end.to(dev) & use[:, None])
+        for r in range(B):
+            if use_host[r]:
+                self._words.extend(words[r])
         # concentration: share of sum|phi| carried by the top 20% of words, per example
         absphi = phi.abs()
         n_words = scored.sum(1)  # (B,)
@@ -206,82 +303,68 @@ class ValidationSPPI(Callback):
         mean_abs = torch.where(n_words > 0, absphi.sum(1) / n_words.clamp(min=1), torch.zeros_like(total))
         stats = torch.stack([share.sum(), mean_abs.sum(), (n_words > 0).sum().double(), n_words.sum().double()])
         self._stats = stats if self._stats is None else self._stats + stats
-        # word identity: a hash of its token ids (position-weighted), and its first tokens for display
-        word_start = torch.where(start, pos, 0).cummax(1).values  # (B, T)
-        offset = (pos - word_start).clamp(max=_MAX_WORD_TOKENS - 1)
-        contrib = (ids.long() + 1) * _HASH_BASE.to(dev)[offset]
-        word_id = (start.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
-        hashes = torch.zeros(B, T, dtype=torch.long, device=dev).scatter_add_(1, word_id, contrib * mask)
-        sel = scored.nonzero(as_tuple=True)
-        self._hashes.append(hashes.gather(1, word_id)[sel])
-        self._phis.append(phi[sel])
-        tok_pos = word_start[sel][:, None] + torch.arange(_MAX_WORD_TOKENS, device=dev)  # (N, K)
-        in_word = tok_pos <= sel[1][:, None]
-        toks = ids[sel[0][:, None], tok_pos.clamp(max=T - 1)]
-        self._tokens.append(torch.where(in_word, toks, -1))
+        self._phis.append(phi[scored])  # row-major, the order of ``self._words``
 
     @override
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        self._remove_hooks()
         if trainer.sanity_checking:
             return
         parts = gather_objects(self._local_table())
-        if all(part is None for part in parts):
+        step = int(trainer.global_step)
+        skipped = {k: sum(p_[3][k] for p_ in parts if p_ is not None) for k in self._skipped}
+        if skipped["non-finite"]:
+            rank_zero_warn(f"ValidationSPPI: the model's outputs are NaN or infinite on {skipped['non-finite']} "
+                           f"validation examples at step {step} (diverged weights or an overflow); those examples "
+                           "are skipped (no attribution is computed from a non-finite output).")
+        if skipped["no round trip"]:
+            rank_zero_warn(f"ValidationSPPI: {skipped['no round trip']} validation examples at step {step} are "
+                           "skipped: their token ids do not come back when decoded and re-tokenized with the "
+                           "given tokenizer, so their words cannot be found (is it the tokenizer the batches "
+                           "were made with?).")
+        parts = [p_ for p_ in parts if p_ is not None and p_[2][2] > 0]
+        if not parts:
             return
-        sums = torch.cat([p_[1] for p_ in parts if p_ is not None])
-        counts = torch.cat([p_[2] for p_ in parts if p_ is not None])
-        tokens = torch.cat([p_[3] for p_ in parts if p_ is not None])
-        stats = sum(p_[4] for p_ in parts if p_ is not None)
-        # merge words by their displayed text (" the" and "the", or a word with a trailing space token)
-        texts = self.tokenizer.batch_decode([[t for t in row if t >= 0] for row in tokens.tolist()])
         merged_sum: dict[str, float] = {}
         merged_cnt: dict[str, int] = {}
-        for text, s_, c_ in zip(texts, sums.tolist(), counts.tolist()):
-            word = text.strip()
-            if word:  # whitespace-only pieces are not words
-                merged_sum[word] = merged_sum.get(word, 0.0) + s_
-                merged_cnt[word] = merged_cnt.get(word, 0) + c_
+        for sums, counts, _, _ in parts:
+            for w, v in sums.items():
+                merged_sum[w] = merged_sum.get(w, 0.0) + v
+                merged_cnt[w] = merged_cnt.get(w, 0) + counts[w]
+        stats = sum(p_[2] for p_ in parts)
         ranked = sorted((w for w in merged_sum if merged_cnt[w] >= self.min_count),
                         key=lambda w: (-merged_sum[w] / merged_cnt[w], w))
         top = [{"word": w, "mean_phi": merged_sum[w] / merged_cnt[w], "count": merged_cnt[w]}
                for w in ranked[: self.top_words]]
         share, absm, n_ex, n_words = (float(x) for x in stats)
-        if n_ex == 0:
-            return
         figures = {"top20_share": share / n_ex, "mean_abs": absm / n_ex, "n_examples": float(n_ex),
                    "n_words": float(n_words)}
-        record = {"step": int(trainer.global_step), "log_step": logger_step(trainer), "epoch": int(trainer.current_epoch), "metrics": figures,
-                  "top_words": top}
+        record = {"step": step, "log_step": logger_step(trainer), "epoch": int(trainer.current_epoch),
+                  "metrics": figures, "top_words": top}
         self.evals.append(record)
-        step = record["log_step"]  # the step of this validation's val/* (record["step"]: optimizer steps)
-        log_scalars(trainer, {f"pi/val-sp-pi/{k}": v for k, v in figures.items()}, step=step)
+        log_step = record["log_step"]  # the step of this validation's val/* (record["step"]: optimizer steps)
+        log_scalars(trainer, {f"pi/val-sp-pi/{k}": v for k, v in figures.items()}, step=log_step)
         if trainer.is_global_zero:
             cols = ["rank", "word", "mean_phi", "count"]
             rows = [[r + 1, t["word"], t["mean_phi"], t["count"]] for r, t in enumerate(top)]
-            log_rich(trainer, "pi/val-sp-pi/top_words", step, table=(cols, rows),
+            log_rich(trainer, "pi/val-sp-pi/top_words", log_step, table=(cols, rows),
                      html_page=table_page(f"Words with the largest mean SP-PI, step {record['step']}", cols, rows))
 
     def _local_table(self):
-        """This rank's words, aggregated: (hashes, phi sums, counts, tokens, stats) on the CPU, or None."""
-        if not self._hashes:
-            return None
-        hashes = torch.cat(self._hashes).cpu()
-        phis = torch.cat(self._phis).double().cpu()
-        tokens = torch.cat(self._tokens).cpu()
-        uniq, inv = torch.unique(hashes, return_inverse=True)
-        sums = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, phis)
-        counts = torch.bincount(inv, minlength=len(uniq))
-        first = torch.full((len(uniq),), len(hashes), dtype=torch.long).scatter_reduce_(
-            0, inv, torch.arange(len(hashes)), reduce="amin")
-        return uniq, sums, counts, tokens[first], self._stats.double().cpu()
+        """This rank's words, aggregated: ``({word: phi sum}, {word: count}, stats (4,), skipped counts)``
+        on the CPU (``stats`` all zero when nothing was attributed)."""
+        phis = torch.cat(self._phis).double().cpu().tolist() if self._phis else []
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for w, v in zip(self._words, phis):
+            sums[w] = sums.get(w, 0.0) + v
+            counts[w] = counts.get(w, 0) + 1
+        stats = self._stats.double().cpu() if self._stats is not None else torch.zeros(4, dtype=torch.float64)
+        return sums, counts, stats, dict(self._skipped)
 
     @override
     def on_fit_end(self, trainer, pl_module) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        self._remove_hooks()
 
     @override
     def state_dict(self) -> dict[str, Any]:
