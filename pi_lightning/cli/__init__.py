@@ -24,6 +24,9 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
                  "fine-tune a classifier with the pi_lightning callbacks (the main job; LightningCLI, --fast)"),
     "report": ("pi_lightning.cli.report", "build the HTML report from a Lightning checkpoint"),
 }
+#: subcommand name -> a light check of its command line, run before its module is imported: it raises
+#: ``ModelNotFoundError`` / ``DataSourceError`` (printed as one line, exit status 2).
+_PRECHECKS: dict[str, str] = {"finetune": "pi_lightning.cli._precheck:finetune"}
 
 
 def _usage() -> str:
@@ -52,6 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pi-lightning: unknown subcommand {name!r}; expected one of {', '.join(_SUBCOMMANDS)}. "
               "Run 'pi-lightning --help'.", file=sys.stderr)
         return 2
+    if name in _PRECHECKS:
+        from pi_lightning.data import DataSourceError, ModelNotFoundError
+
+        module_name, func = _PRECHECKS[name].split(":")
+        try:
+            getattr(importlib.import_module(module_name), func)(rest)
+        except (ModelNotFoundError, DataSourceError) as e:
+            print(f"pi-lightning {name}: error: {e}", file=sys.stderr)
+            return 2
     module = importlib.import_module(_SUBCOMMANDS[name][0])
     return int(module.main(rest) or 0)
 
