@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import warnings
@@ -196,3 +197,15 @@ def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
     assert commands[0].startswith("pip install ") and commands[0].endswith("&& pi-lightning finetune")
     ci_last = (ROOT / ".ci" / "run").read_text().rstrip("\n").splitlines()[-1]
     assert ci_last == commands[1]
+
+
+def test_names_given_on_the_command_line_fail_before_lightning_is_imported(tmp_path):
+    code = ("import sys; from pi_lightning.cli import main; "
+            "rc = main(['finetune', '--data.dataset', 'missing.jsonl']); print(rc, 'lightning.pytorch' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, check=False,
+                         timeout=120)
+    assert out.stdout.split() == ["2", "False"]
+    assert out.stderr == (
+        f"pi-lightning finetune: error: No such data file: missing.jsonl (resolved to {tmp_path / 'missing.jsonl'}). "
+        "Give a built-in dataset (rotten_tomatoes, imdb) or a .csv / .jsonl file with text and label columns.\n")

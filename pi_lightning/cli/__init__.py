@@ -28,6 +28,9 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "shortcuts": ("pi_lightning.cli.shortcuts",
                   "mine shortcut words from explained datasets (permutation null, masking check)"),
 }
+#: subcommand name -> a light check of its command line, run before its module is imported: it raises
+#: ``ModelNotFoundError`` / ``DataSourceError`` (printed as one line, exit status 2).
+_PRECHECKS: dict[str, str] = {"finetune": "pi_lightning.cli._precheck:finetune"}
 
 
 def _usage() -> str:
@@ -56,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pi-lightning: unknown subcommand {name!r}; expected one of {', '.join(_SUBCOMMANDS)}. "
               "Run 'pi-lightning --help'.", file=sys.stderr)
         return 2
+    if name in _PRECHECKS:
+        from pi_lightning.data import DataSourceError, ModelNotFoundError
+
+        module_name, func = _PRECHECKS[name].split(":")
+        try:
+            getattr(importlib.import_module(module_name), func)(rest)
+        except (ModelNotFoundError, DataSourceError) as e:
+            print(f"pi-lightning {name}: error: {e}", file=sys.stderr)
+            return 2
     module = importlib.import_module(_SUBCOMMANDS[name][0])
     return int(module.main(rest) or 0)
 
