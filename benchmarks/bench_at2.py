@@ -41,6 +41,7 @@ def _timed(fn):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny")
+    parser.add_argument("--adapter", default=None, help="LoRA adapter folder (e.g. outputs/finetune/adapter)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fit", type=int, default=32, help="training sentences for AT2")
     parser.add_argument("--probe", type=int, default=16, help="test sentences to attribute and evaluate")
@@ -58,7 +59,7 @@ def main() -> None:
         tok = tiny_tokenizer("gpt2")
         model = tiny_classifier("gpt2", tokenizer=tok)
     else:
-        model, tok = load_classifier(args.model)
+        model, tok = load_classifier(args.model, adapter=args.adapter)
     model.to(args.device)
     train = load_movie_reviews("rotten_tomatoes", "train").subset(args.fit)
     probe = load_movie_reviews("rotten_tomatoes", "test").subset(args.probe)

@@ -16,8 +16,7 @@ The paper's ``"..."`` (section 4.1: "We use '...' as the mask token for perturba
 positions of the other features shift accordingly. For every masked input the masking function
 returns where each feature now ends, so that intermediate predictions can be read there.
 
-Other choices: any string, a token id (``int``), ``"pad"`` / ``"unk"`` (the tokenizer's token), or
-``"remove"`` (drop the feature's tokens; a removed feature "ends" where the previous token ends).
+Other choices: any string, a token id (``int``), or ``"pad"`` / ``"unk"`` (the tokenizer's token).
 
 Removal and the empty coalition. Under ``"remove"`` a masked input is the model input with the
 removed features' tokens dropped, so a coalition's value is the model's prediction on the text that
@@ -31,7 +30,10 @@ it has no BOS (GPT-2's ``<|endoftext|>``, which is what it sees at the start of 
 model's prediction with nothing to read. Only the empty coalition gets the anchor; every non-empty
 coalition is exactly its remaining text. Ends: a removed feature ends where the token before it ends
 (the context's last token, the anchor for the empty coalition, or ``-1`` when it leads a non-empty
-coalition with no context: there is no position before it, and nothing reads there).
+coalition with no context: there is no position before it, and nothing reads there). The anchor is
+a token no other coalition contains, so the value of the empty coalition carries the anchor's own
+effect (even for a bag-of-words model the game is then not additive at the empty set); a template
+with context before the text avoids that and is what the recipes should use.
 
 Gradient baselines. Integrated Gradients and UDIG need a baseline *embedding* for an inactive
 feature; removal has none (it changes positions, and a path between "present" and "absent" does
