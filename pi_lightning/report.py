@@ -73,6 +73,7 @@ def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.4))
     panels = [("gap", "AS − IAS gap, 95% CI (higher is better; random = 0)"),
@@ -89,8 +90,10 @@ def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
             xs = [e["step"] for e in evals]
             ys = [e["metrics"][key] for e in evals]
             ci = [e["metrics"].get(f"{key}_ci", 0.0) or 0.0 for e in evals]
-            ax.plot(xs, ys, marker="o", label=method)
-            ax.fill_between(xs, [y - c for y, c in zip(ys, ci)], [y + c for y, c in zip(ys, ci)], alpha=0.15)
+            line = ax.errorbar(xs, ys, yerr=ci, marker="o", capsize=3, label=method)
+            ax.fill_between(xs, [y - c for y, c in zip(ys, ci)], [y + c for y, c in zip(ys, ci)], alpha=0.12,
+                            color=line[0].get_color())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training step", fontsize=9)
         ax.tick_params(labelsize=8)
