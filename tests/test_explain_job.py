@@ -123,3 +123,17 @@ def test_one_and_two_processes_give_identical_rows(tmp_path, method):
     ranks = {json.loads(p.read_text())["rank"] for p in (tmp_path / "two" / "shards").glob("*.done.json")}
     assert ranks == {0, 1}  # both processes wrote shards
     assert len(one) == 40 and one == two
+
+
+def test_each_rank_takes_every_world_size_th_shard_even_when_shards_are_few():
+    from types import SimpleNamespace
+
+    from pi_lightning.jobs.explain import _ShardData
+
+    data = _ShardData([], Path("."), {}, 1, False)
+    data.todo = [{"shard": k} for k in range(3)]
+    got = {}
+    for rank in range(4):  # more processes than shards: the last rank gets nothing, and no sampler assertion
+        data.trainer = SimpleNamespace(global_rank=rank, world_size=4)
+        got[rank] = [b["shard"] for b in data.predict_dataloader()]
+    assert got == {0: [0], 1: [1], 2: [2], 3: []}
