@@ -200,6 +200,8 @@ class ExplainModule(pl.LightningModule):
         self.method_kwargs = dict(method_kwargs or {})
         self.target = target
         self.attributor = None
+        # with fewer unfinished shards than processes some ranks have nothing to explain
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     @override
     def on_predict_start(self) -> None:
