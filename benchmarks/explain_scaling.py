@@ -71,7 +71,7 @@ def worker(args: argparse.Namespace) -> None:
     kwargs = {"seed": 0} if args.method == "mp-pi" else {}
     summary = explain_dataset(
         model, tok, texts, args.job_dir, method=args.method, method_kwargs=kwargs, max_tokens=args.max_tokens,
-        shard_size=args.shard_size, overwrite=True, accelerator="gpu" if args.device == "cuda" else "cpu",
+        shard_size=args.shard_size if args.method == "sp-pi" else args.mppi_shard_size, overwrite=True, accelerator="gpu" if args.device == "cuda" else "cpu",
         devices=args.devices, strategy="ddp" if args.devices > 1 else "auto", enable_progress_bar=False,
         callbacks=[clock])
     if summary.is_global_zero:
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--examples", type=int, default=64, help="sentences explained with SP-PI")
     p.add_argument("--mppi-examples", type=int, default=16, help="sentences explained with MP-PI (budget 2n)")
     p.add_argument("--max-words", type=int, default=24, help="use sentences of at most this many words")
-    p.add_argument("--shard-size", type=int, default=4, help="examples per shard (predict batch)")
+    p.add_argument("--shard-size", type=int, default=4, help="examples per shard (predict batch) for SP-PI")
+    p.add_argument("--mppi-shard-size", type=int, default=1, help="examples per shard for MP-PI")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)

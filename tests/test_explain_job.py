@@ -105,10 +105,10 @@ def test_other_job_in_folder_is_refused(tmp_path, gpt2_model, gpt2_tok):
     assert s.skipped == 0 and load_results(tmp_path)[0]["method"] == "random"
 
 
-def _run(devices: int, out: Path, method: str) -> list[dict]:
+def _run(devices: int, out: Path, method: str, *extra: str) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    subprocess.run([sys.executable, str(Path(__file__).parent / "explain_script.py"), str(devices), str(out), method],
+    subprocess.run([sys.executable, str(Path(__file__).parent / "explain_script.py"), str(devices), str(out), method, *extra],
                    check=True, env=env, timeout=400, capture_output=True)
     return load_results(out)
 
@@ -123,3 +123,23 @@ def test_one_and_two_processes_give_identical_rows(tmp_path, method):
     ranks = {json.loads(p.read_text())["rank"] for p in (tmp_path / "two" / "shards").glob("*.done.json")}
     assert ranks == {0, 1}  # both processes wrote shards
     assert len(one) == 40 and one == two
+
+
+def test_each_rank_takes_every_world_size_th_shard_even_when_shards_are_few():
+    from types import SimpleNamespace
+
+    from pi_lightning.jobs.explain import _ShardData
+
+    data = _ShardData([], Path("."), {}, 1, False)
+    data.todo = [{"shard": k} for k in range(3)]
+    got = {}
+    for rank in range(4):  # more processes than shards: the last rank gets nothing, and no sampler assertion
+        data.trainer = SimpleNamespace(global_rank=rank, world_size=4)
+        got[rank] = [b["shard"] for b in data.predict_dataloader()]
+    assert got == {0: [0], 1: [1], 2: [2], 3: []}
+
+
+@pytest.mark.slow
+def test_fewer_shards_than_processes(tmp_path):
+    rows = _run(2, tmp_path, "sp-pi", "3")  # 3 texts, shard size 6: one shard, so rank 1 has nothing to do
+    assert [r["index"] for r in rows] == [0, 1, 2]

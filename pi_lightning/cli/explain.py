@@ -106,13 +106,25 @@ def format_table(rows: list[dict], label_names: list[str] | None = None, top: in
     lines = [f"{'id':<5} {'prediction':<12} {'p':>6}  {'label':<9} {'explained':<10} {'for':<37} against"]
     for r in rows:
         order = sorted(range(len(r["scores"])), key=lambda i: -r["scores"][i])
-        pos = ", ".join(f"{r['features'][i]} {r['scores'][i]:+.3f}" for i in order[:top] if r["scores"][i] >= 0)
-        neg = ", ".join(f"{r['features'][i]} {r['scores'][i]:+.3f}" for i in order[::-1][:top] if r["scores"][i] < 0)
+        pos = _fit([f"{r['features'][i]} {r['scores'][i]:+.3f}" for i in order[:top] if r["scores"][i] >= 0], 37)
+        neg = _fit([f"{r['features'][i]} {r['scores'][i]:+.3f}" for i in order[::-1][:top] if r["scores"][i] < 0],
+                   max(width - 86, 12))
         line = (f"{str(r['id'])[:5]:<5} {_label(label_names, r['prediction'])[:12]:<12} "
                 f"{r['probs'][r['prediction']]:>6.3f}  {_label(label_names, r.get('label'))[:9]:<9} "
-                f"{_label(label_names, r['target'])[:10]:<10} {pos[:37]:<37} {neg}")
-        lines.append(line[:width].rstrip())
+                f"{_label(label_names, r['target'])[:10]:<10} {pos:<37} {neg}")
+        lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+def _fit(items: list[str], width: int) -> str:
+    """Comma-joined items, as many whole ones as fit in ``width`` characters (at least one, cut)."""
+    out = ""
+    for item in items:
+        cand = f"{out}, {item}" if out else item
+        if len(cand) > width:
+            return out or item[:width]
+        out = cand
+    return out
 
 
 def write_html(rows: list[dict], path: Path, label_names: list[str] | None = None, title: str = "") -> Path:

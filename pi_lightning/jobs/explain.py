@@ -200,6 +200,8 @@ class ExplainModule(pl.LightningModule):
         self.method_kwargs = dict(method_kwargs or {})
         self.target = target
         self.attributor = None
+        # with fewer unfinished shards than processes some ranks have nothing to explain
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     @override
     def on_predict_start(self) -> None:
@@ -409,7 +411,10 @@ class _ShardData(pl.LightningDataModule):
 
     @override
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(_Shards(self.todo), batch_size=1, shuffle=False, collate_fn=_first)
+        # Rank r takes shards r, r + W, ... (what Lightning's distributed sampler would do, but a rank may get none:
+        # its sampler asserts when there are fewer shards than processes).
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        return DataLoader(_Shards(self.todo[rank::world]), batch_size=1, shuffle=False, collate_fn=_first)
 
 
 @dataclass
@@ -490,7 +495,8 @@ def explain_dataset(model: torch.nn.Module, tokenizer, data, out_dir: str | Path
     writer = ShardWriter(out_dir, format)
     datamodule = _ShardData(rows, Path(out_dir), settings, shard_size, overwrite)
     kwargs = {"accelerator": "auto", "devices": 1, "logger": False, "enable_checkpointing": False,
-              "enable_model_summary": False, "inference_mode": False, **trainer_kwargs}
+              "enable_model_summary": False, "inference_mode": False, **trainer_kwargs,
+              "use_distributed_sampler": False}  # the datamodule splits the shards across ranks itself
     kwargs["callbacks"] = [*list(kwargs.get("callbacks") or []), writer]
     trainer = pl.Trainer(**kwargs)
     trainer.predict(module, datamodule=datamodule, return_predictions=False)
