@@ -188,8 +188,11 @@ def test_random_is_seeded_and_private(gpt2_model, gpt2_tok):
     torch.manual_seed(123)
     state = torch.get_rng_state()
     a = RandomAttributor(gpt2_model, gpt2_tok, seed=7).attribute([TEXT, TEXT])
-    b = RandomAttributor(gpt2_model, gpt2_tok, seed=7).attribute([TEXT, TEXT])
-    assert torch.equal(a[0].scores, b[0].scores) and not torch.equal(a[0].scores, a[1].scores)
+    b = RandomAttributor(gpt2_model, gpt2_tok, seed=7).attribute([TEXT])
+    c = RandomAttributor(gpt2_model, gpt2_tok, seed=8).attribute([TEXT])
+    # a text's scores depend only on the seed and the text (not on the batch or the call order)
+    assert torch.equal(a[0].scores, b[0].scores) and torch.equal(a[0].scores, a[1].scores)
+    assert not torch.equal(a[0].scores, c[0].scores)
     assert torch.equal(state, torch.get_rng_state())
 
 

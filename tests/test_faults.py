@@ -434,16 +434,18 @@ def test_attributions_do_not_depend_on_batching(gpt2_tok, method):
     import inspect
 
     from pi_lightning import get_attributor
-
-    model = tiny_classifier("gpt2", tokenizer=gpt2_tok)
-    kw = dict(_FAST.get(method, {}))
     from pi_lightning.attributors.base import _REGISTRY
 
+    model = tiny_classifier("gpt2", tokenizer=gpt2_tok)
     params = inspect.signature(_REGISTRY[method].__init__).parameters
-    kw = {k: v for k, v in kw.items() if k in params or "kwargs" in params}
-    together = get_attributor(method, model, gpt2_tok, **kw).attribute(_BATCH_TEXTS, target=1)
-    chunked = get_attributor(method, model, gpt2_tok, max_tokens=16, **kw).attribute(_BATCH_TEXTS, target=1)
-    alone = [get_attributor(method, model, gpt2_tok, **kw).attribute([t], target=1)[0] for t in _BATCH_TEXTS]
+    kw = {k: v for k, v in _FAST.get(method, {}).items() if k in params or "kwargs" in params}
+    att = get_attributor(method, model, gpt2_tok, **kw)
+    if hasattr(att, "fit"):  # AT2: fitted once, then a fixed linear map
+        att.fit(_BATCH_TEXTS, target=1)
+    together = att.attribute(_BATCH_TEXTS, target=1)
+    alone = [att.attribute([t], target=1)[0] for t in reversed(_BATCH_TEXTS)][::-1]  # other calls, other order
+    att.adapter.max_tokens = 16  # many small forward batches
+    chunked = att.attribute(_BATCH_TEXTS, target=1)
     for a, b, c in zip(together, chunked, alone):
         assert torch.allclose(a.scores, c.scores, atol=1e-5), (method, a.scores, c.scores)
         assert torch.allclose(a.scores, b.scores, atol=1e-5), (method, a.scores, b.scores)
@@ -483,3 +485,23 @@ def test_resume_from_a_checkpoint_taken_just_before_a_validation(gpt2_tok, tmp_p
                 continue
             for sa, sb in zip(a["scores"], b["scores"]):
                 assert sa == pytest.approx(sb, abs=1e-6)
+
+
+def test_free_validation_words_of_texts_cut_mid_word(gpt2_tok, tmp_path):
+    """Truncation can cut a character's bytes so that the tokens no longer round-trip through the
+    tokenizer: the words are still found (from the decoded prefixes), none is skipped."""
+    model = tiny_classifier("gpt2", tokenizer=gpt2_tok)
+    text = "it was fun and Café crème"
+    ids = gpt2_tok(text)["input_ids"]
+    cut = 16  # ... "Ġc", "r", "Ã": the last token is the first byte of "è"
+    assert gpt2_tok(gpt2_tok.decode(ids[:cut]))["input_ids"] != ids[:cut]
+    free = ValidationSPPI(gpt2_tok, min_count=1, top_words=100)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[free], default_root_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.validate(TextClassifier(model), datamodule=TextDataModule(gpt2_tok, ([text], [1]), ([text], [1]),
+                                                                         max_length=cut), verbose=False)
+    assert not any("skipped" in str(w.message) for w in caught)
+    assert free.evals[-1]["metrics"]["n_examples"] == 1
+    assert {w["word"] for w in free.evals[-1]["top_words"]} == {"was", "fun", "and", "Café", "cr", "\ufffd"}

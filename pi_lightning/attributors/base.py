@@ -7,6 +7,7 @@ token budget, method options) go to the constructor; per-call data (texts, targe
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -17,11 +18,24 @@ from pi_lightning.inference import OUTPUTS, ClassifierAdapter, transform_outputs
 from pi_lightning.masking import DEFAULT_MASK, Masker
 from pi_lightning.result import Attribution
 
-__all__ = ["Attributor", "register", "get_attributor", "available_methods", "Target"]
+__all__ = ["Attributor", "register", "get_attributor", "available_methods", "Target", "text_seed"]
 
 Target = "int | Sequence[int] | str"
 
 _REGISTRY: dict[str, type[Attributor]] = {}
+
+
+def text_seed(seed: int, text: str) -> int:
+    """A seed that depends only on ``seed`` and ``text``: sampling methods draw each text's samples from
+    it, so a text's attribution does not depend on which texts share the call, the chunking, the rank
+    or the call order (stable across processes: no Python ``hash``).
+
+    Example:
+        >>> text_seed(0, "a good movie") == text_seed(0, "a good movie") != text_seed(1, "a good movie")
+        True
+    """
+    digest = hashlib.blake2b(f"{int(seed)}\x00{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
 def register(cls: type[Attributor]) -> type[Attributor]:

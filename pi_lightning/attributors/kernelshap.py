@@ -12,8 +12,8 @@ distinct coalition once, batched under the token budget.
 
 The paper's budget is ``2n`` samples (cost "2n"); ``n_samples`` overrides it. Captum draws its
 samples from the global torch RNG: the draw runs inside ``torch.random.fork_rng`` seeded with
-``seed`` (plus a per-call counter), so results are reproducible and the caller's random state is
-left untouched. Captum's linear fit needs scikit-learn.
+``seed`` and the text (:func:`~pi_lightning.attributors.base.text_seed`), so a text's attribution does
+not depend on the batch, the chunking or the call order, and the caller's random state is left untouched. Captum's linear fit needs scikit-learn.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from captum.attr import KernelShap
 
-from pi_lightning.attributors.base import Attributor, register
+from pi_lightning.attributors.base import Attributor, register, text_seed
 from pi_lightning.features import Features
 from pi_lightning.inference import class_probs
 from pi_lightning.result import Attribution
@@ -69,7 +69,6 @@ class KernelShapAttributor(Attributor):
         self.n_samples = n_samples
         self.perturbations_per_eval = perturbations_per_eval
         self.seed = seed
-        self._calls = 0
 
     def samples(self, n: int) -> int:
         """Coalitions evaluated for a text of ``n`` features."""
@@ -104,8 +103,7 @@ class KernelShapAttributor(Attributor):
                 phi = (self.outputs(lg, c) - f_empty).reshape(1, 1)
             else:
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(self.seed + self._calls)
-                    self._calls += 1
+                    torch.manual_seed(text_seed(self.seed, f.text))  # a text's samples: its seed and text only
                     phi = KernelShap(fn).attribute(
                         torch.ones(1, f.n), baselines=torch.zeros(1, f.n), feature_mask=torch.arange(f.n)[None, :],
                         n_samples=self.samples(f.n), perturbations_per_eval=self.perturbations_per_eval,

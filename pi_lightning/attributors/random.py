@@ -1,8 +1,9 @@
 """Random: the sanity baseline of the paper's Table 2.
 
-Scores are independent standard normal draws from the attributor's own ``torch.Generator``
-(seeded in the constructor), so results are reproducible for a given seed and call order and the
-global random state is never touched. Any method that does not beat it on the activation study
+Scores are independent standard normal draws from a private ``torch.Generator`` seeded from the
+constructor's seed and the text (:func:`~pi_lightning.attributors.base.text_seed`), so a text's scores
+depend on nothing else (not the batch, the chunking or the call order) and the global random state
+is never touched. Any method that does not beat it on the activation study
 carries no information about the model. Cost "0"; the inference pass is still run once per text to
 report the prediction (and to resolve ``target="predicted"``).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from pi_lightning.attributors._grad import predict
-from pi_lightning.attributors.base import Attributor, register
+from pi_lightning.attributors.base import Attributor, register, text_seed
 from pi_lightning.inference import class_probs
 from pi_lightning.result import Attribution
 
@@ -24,7 +25,7 @@ class RandomAttributor(Attributor):
     """Random scores per feature, from a private seeded generator.
 
     Args:
-        seed: seed of the attributor's generator (each call continues its stream).
+        seed: seed of the draws (each text's scores depend only on it and the text).
         **kwargs: the shared :class:`~pi_lightning.attributors.base.Attributor` settings.
 
     Example:
@@ -45,14 +46,14 @@ class RandomAttributor(Attributor):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
         self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
 
     def attribute(self, texts, target="predicted") -> list[Attribution]:
         feats = self.featurize(texts)
         finals = predict(self, feats)
         targets = self.resolve_targets(target, len(feats), finals)
         return [
-            Attribution(scores=torch.randn(f.n, generator=self.generator, dtype=torch.float64), features=f,
+            Attribution(scores=torch.randn(f.n, generator=torch.Generator().manual_seed(text_seed(self.seed, f.text)),
+                                           dtype=torch.float64), features=f,
                         target=c, method=self.name, output=self.output, probs=class_probs(lg),
                         forward_passes=1.0)
             for f, c, lg in zip(feats, targets, finals)

@@ -12,15 +12,15 @@ What the LightningModule must expose:
   * a ``validation_step`` that calls that model's forward once per batch.
 
 Words are the ones every attributor uses: each sequence's text tokens (the real, non-special tokens)
-are decoded, re-tokenized with offsets to check that they round-trip, and grouped by
+are decoded, re-tokenized for their character offsets (from the decoded prefixes where the tokens do not
+round-trip, e.g. a text cut mid-word by truncation), and grouped by
 :func:`pi_lightning.features.group_tokens`, the library's one definition of a word. Special tokens
 before the text (a BOS) are fixed context: the last of them is the reference (p_0) and every word
 is scored, exactly as :class:`~pi_lightning.SPPI` does; without them the first word is the
 reference. Every later word gets phi = p(end of word) - p(end of previous word), computed by
 :func:`pi_lightning.attributors.sppi.progressive_differences`, the same function SP-PI uses.
-Examples whose outputs are not finite (a diverged model), whose tokens do not round-trip through
-the tokenizer, or that ``DistributedSampler`` repeats to even out the shards are left out (the first
-two with a warning).
+Examples whose outputs are not finite (a diverged model) or that hold no text, and those that
+``DistributedSampler`` repeats to even out the shards, are left out (the first two with a warning).
 
 Per evaluation it logs ``pi/val-sp-pi/top20_share`` (the share of total |phi| carried by the top
 20% of words, a concentration index), ``pi/val-sp-pi/mean_abs`` and a table of the words with the
@@ -108,7 +108,7 @@ class ValidationSPPI(Callback):
         self._words: list[str] = []  # each attributed word, in the order of ``self._phis``
         self._phis: list[torch.Tensor] = []  # per batch (N,) device tensor: each word's phi
         self._stats: torch.Tensor | None = None  # (4,) summed: top-20% share, mean |phi|, examples, words
-        self._skipped = {"non-finite": 0, "no round trip": 0}
+        self._skipped = {"non-finite": 0, "no text": 0}
         self._seen: dict[int, int] = {}  # examples seen per dataloader (to drop DistributedSampler's repeats)
         self._first_repeat: dict[int, int | None] = {}
 
@@ -210,7 +210,7 @@ class ValidationSPPI(Callback):
 
         Returns ``(is_end, ok, words)``: ``(B, T)`` bool, True at the reference position (the last
         special token before the text, else the first word's end) and at every word's end; ``(B,)``
-        bool, False for rows whose tokens do not round-trip; per row the text of each scored word.
+        bool, False for rows with no text or gaps in the mask; per row the text of each scored word.
         """
         B, T = ids.shape
         rows = ids.tolist()
@@ -238,10 +238,12 @@ class ValidationSPPI(Callback):
                 ok[r] = False
                 continue
             a, b, first_real = spans[r]
-            if list(enc["input_ids"][r]) != segs[r] or not all(real[r][a:b]):
+            if not all(real[r][a:b]):
                 ok[r] = False
                 continue
             text, offs = texts[r], enc["offset_mapping"][r]
+            if list(enc["input_ids"][r]) != segs[r]:  # e.g. a text cut mid-word by truncation
+                offs = self._prefix_offsets(segs[r], text)
             groups = group_tokens(text, offs, "word")
             chars = feature_char_spans(text, offs, groups)
             if a > first_real:  # context before the text: its last token is the reference p_0
@@ -253,6 +255,17 @@ class ValidationSPPI(Callback):
                 is_end[r, a + g1 - 1] = True
             row_words.extend(text[chars[g][0]:chars[g][1]] for g in scored_groups)
         return is_end, ok, words
+
+    def _prefix_offsets(self, seg: list[int], text: str) -> list[tuple[int, int]]:
+        """Character offsets of tokens that do not round-trip, from the decoded length of each prefix."""
+        prefixes = self.tokenizer.batch_decode([seg[:k] for k in range(1, len(seg) + 1)],
+                                               clean_up_tokenization_spaces=False)
+        offs, prev = [], 0
+        for p_ in prefixes:
+            end = min(max(len(p_), prev), len(text))
+            offs.append((prev, end))
+            prev = end
+        return offs
 
     @torch.no_grad()
     def _accumulate(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor,
@@ -268,7 +281,7 @@ class ValidationSPPI(Callback):
         dev = ids.device
         B, T = ids.shape
         is_end, ok, words = self._segment(ids.cpu(), mask.cpu())
-        self._skipped["no round trip"] += int((~ok & mask.cpu().any(1)).sum())
+        self._skipped["no text"] += int((~ok & mask.cpu().any(1)).sum())
         pos = torch.arange(T, device=dev).expand(B, T)
         last = torch.where(mask, pos, -1).max(1).values  # (B,)
         labels = batch.get(self.label_key) if isinstance(batch, Mapping) else None
@@ -317,11 +330,9 @@ class ValidationSPPI(Callback):
             rank_zero_warn(f"ValidationSPPI: the model's outputs are NaN or infinite on {skipped['non-finite']} "
                            f"validation examples at step {step} (diverged weights or an overflow); those examples "
                            "are skipped (no attribution is computed from a non-finite output).")
-        if skipped["no round trip"]:
-            rank_zero_warn(f"ValidationSPPI: {skipped['no round trip']} validation examples at step {step} are "
-                           "skipped: their token ids do not come back when decoded and re-tokenized with the "
-                           "given tokenizer, so their words cannot be found (is it the tokenizer the batches "
-                           "were made with?).")
+        if skipped["no text"]:
+            rank_zero_warn(f"ValidationSPPI: {skipped['no text']} validation examples at step {step} are skipped: "
+                           "they hold no text tokens (only special tokens) or gaps in their attention mask.")
         parts = [p_ for p_ in parts if p_ is not None and p_[2][2] > 0]
         if not parts:
             return
