@@ -47,12 +47,6 @@ def resolve_classifier(model) -> tuple[torch.nn.Module, torch.nn.Module]:
             f"Expected a decoder-only *ForSequenceClassification model, got the encoder-decoder {name} "
             f"(model_type={config.model_type!r}). Progressive Inference needs causal attention."
         )
-    if getattr(config, "pad_token_id", None) is None:
-        raise ValueError(
-            f"{name}.config.pad_token_id is None; batched classification needs a pad token. Fix: "
-            "`model.config.pad_token_id = tokenizer.pad_token_id` (set `tokenizer.pad_token = "
-            "tokenizer.eos_token` first if the tokenizer has none)."
-        )
     head = getattr(hf, "score", None)
     if not isinstance(head, torch.nn.Module):
         head, found = _find_per_position_head(model, hf)
@@ -64,6 +58,12 @@ def resolve_classifier(model) -> tuple[torch.nn.Module, torch.nn.Module]:
                 f"(model_type={config.model_type!r}) with {found}. Load it with "
                 "AutoModelForSequenceClassification from a decoder-only checkpoint."
             )
+    if getattr(config, "pad_token_id", None) is None:
+        raise ValueError(
+            f"{name}.config.pad_token_id is None; batched classification needs a pad token. Fix: "
+            "`model.config.pad_token_id = tokenizer.pad_token_id` (set `tokenizer.pad_token = "
+            "tokenizer.eos_token` first if the tokenizer has none)."
+        )
     return hf, head
 
 
@@ -84,7 +84,7 @@ def _find_per_position_head(model, hf) -> tuple[torch.nn.Module | None, str]:
     candidates = [(n, m) for n, m in hf.named_modules()
                   if isinstance(m, torch.nn.Linear) and m.out_features == num_labels]
     if not candidates:
-        return None, f"no linear layer with num_labels={num_labels} outputs"
+        return None, "no head"
     shapes: dict[str, tuple[int, ...]] = {}
 
     def record(name):
@@ -95,7 +95,7 @@ def _find_per_position_head(model, hf) -> tuple[torch.nn.Module | None, str]:
     handles = [m.register_forward_hook(record(n)) for n, m in candidates]
     try:
         device = next(hf.parameters()).device
-        ids = torch.full((1, 2), int(hf.config.pad_token_id), dtype=torch.long, device=device)
+        ids = torch.full((1, 2), int(hf.config.pad_token_id or 0), dtype=torch.long, device=device)
         with eval_mode(model):
             model(input_ids=ids, attention_mask=torch.ones_like(ids))
     except Exception as e:  # noqa: BLE001 - the probe pass only informs the error message
