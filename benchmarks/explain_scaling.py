@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     contaminated = peak_load > cores - 0.5
     info = run_info(args, "fp32" if args.device == "cpu" else (args.dtype or "bf16"), "explain_scaling.py", argv)
     verdict = (f"CONTAMINATED: the 1-minute load average reached {peak_load:.1f} on {cores} cores, so other jobs "
-               "shared the cores and the ratio understates the scaling" if contaminated else
+               "shared the cores and the ratio is unreliable (too low or too high, depending on which run they "
+               "starved)" if contaminated else
                f"load average stayed <= {peak_load:.1f} on {cores} cores")
     table = md_table(["method", "examples", "1 process (ex/s)", "2 processes (ex/s)", "ratio 2/1", "peak load"], rows)
     text = (f"# Explain job scaling: 1 vs 2 processes\n\n{info['date']}, {info['machine']}, model {args.model}, "
