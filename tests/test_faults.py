@@ -148,11 +148,20 @@ def test_nan_model_warns_and_logs_no_nan(gpt2_tok, tmp_path):
     _no_nan_anywhere(trainer, report, tmp_path)
 
 
-def test_out_of_range_probe_labels_fail_at_setup_with_a_clear_error(gpt2_tok, tmp_path):
+def test_out_of_range_probe_labels_are_skipped_with_a_clear_warning(gpt2_tok, tmp_path):
     for bad in (5, -1):
         mon = AttributionMonitor(gpt2_tok, (PROBE[0], [0, 1, bad, 0]), "sp-pi")
-        with pytest.raises(ValueError, match=rf"probe label {bad} of example 2 .* num_labels=2 \(classes 0..1\)"):
-            _run(gpt2_tok, [mon], tmp_path / str(bad))
+        trainer, report, caught = _run(gpt2_tok, [mon], tmp_path / str(bad))
+        assert any(re.search(rf"probe label {bad} of example 2 .* num_labels=2 \(classes 0..1\).* those examples "
+                             r"are skipped \(3 left\)", m) for m in caught), caught
+        assert mon.texts == [PROBE[0][j] for j in (0, 1, 3)]
+        assert mon.evals and all(len(e["scores"]) == 3 for e in mon.evals)
+        _no_nan_anywhere(trainer, report, tmp_path / str(bad))
+    # every label out of range: the monitor evaluates nothing, training still reaches max_steps
+    mon = AttributionMonitor(gpt2_tok, (PROBE[0], [7] * len(PROBE[0])), "sp-pi")
+    trainer, _, caught = _run(gpt2_tok, [mon], tmp_path / "all")
+    assert any("this monitor evaluates nothing" in m for m in caught), caught
+    assert trainer.global_step == MAX_STEPS and mon.evals == []
 
 
 # --------------------------------------------------------------------------- the library on NaN models

@@ -172,17 +172,25 @@ class AttributionMonitor(Callback):
                              "or use target='predicted'.")
 
     def _check_label_range(self, num_labels: int) -> None:
-        """Probe labels must be class indices of the model (checked at setup, before any training step)."""
+        """Probe labels must be class indices of the model (checked at setup, before any training step).
+        Examples with another label are dropped from the probe set with a warning (a probe problem never
+        stops training); with none left, the monitor evaluates nothing."""
         if self.labels is None:
             return
         bad = [(i, y) for i, y in enumerate(self.labels) if not 0 <= y < num_labels]
-        if bad:
-            i, y = bad[0]
-            raise ValueError(
-                f"AttributionMonitor({self.method!r}): probe label {y} of example {i} ({self.texts[i][:40]!r}) is not "
-                f"a class of the model, which has num_labels={num_labels} (classes 0..{num_labels - 1}); "
-                f"{len(bad)} of {len(self.labels)} probe labels are out of range. Fix the probe labels, or load "
-                f"the model with num_labels matching the data.")
+        if not bad:
+            return
+        i, y = bad[0]
+        keep = [j for j, y_ in enumerate(self.labels) if 0 <= y_ < num_labels]
+        rank_zero_warn(
+            f"AttributionMonitor({self.method!r}): probe label {y} of example {i} ({self.texts[i][:40]!r}) is not "
+            f"a class of the model, which has num_labels={num_labels} (classes 0..{num_labels - 1}); "
+            f"{len(bad)} of {len(self.labels)} probe labels are out of range, and those examples are skipped "
+            f"({len(keep)} left{'' if keep else ': this monitor evaluates nothing'}). Fix the probe labels, or "
+            "load the model with num_labels matching the data.")
+        self.texts = [self.texts[j] for j in keep]
+        self.labels = [self.labels[j] for j in keep]
+        self.char_spans = None
 
     # ------------------------------------------------------------------ lifecycle
     @override
@@ -377,6 +385,8 @@ class AttributionMonitor(Callback):
         collective), so that a failure on one rank never leaves the others waiting.
         """
         step = int(trainer.global_step)
+        if not self.texts:
+            return None  # every probe example was dropped at setup (warned there)
         rank, size = world()
         try:
             local, error = self._evaluate_local(trainer, pl_module), None
