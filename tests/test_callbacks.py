@@ -343,16 +343,16 @@ def test_gap_fractions_and_steps_aligned_with_validation(gpt2_tok, tmp_path):
 def test_step_progress_bar_counts_max_steps(gpt2_tok, tmp_path, capsys):
     from pi_lightning.callbacks import StepProgressBar
 
-    class Seen(StepProgressBar):
-        totals: list = []
+    seen: list[tuple[int, int]] = []
 
+    class Seen(StepProgressBar):
         def on_train_batch_end(self, trainer, *args):
             super().on_train_batch_end(trainer, *args)
-            Seen.totals.append((self.train_progress_bar.n, self.train_progress_bar.total))
+            seen.append((self.train_progress_bar.n, self.train_progress_bar.total))
 
     # 48 examples / 8 = 6 batches per epoch; max_steps=4 stops in the first epoch, max_steps=9 in the second.
     for max_steps, want in ((4, [4] * 4), (9, [6] * 6 + [3] * 3)):
-        Seen.totals = []
+        seen.clear()
         bar = Seen(refresh_rate=1)
         pl.seed_everything(0, verbose=False)
         trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -360,5 +360,5 @@ def test_step_progress_bar_counts_max_steps(gpt2_tok, tmp_path, capsys):
                              default_root_dir=tmp_path)
         trainer.fit(TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok), lr=1e-3),
                     datamodule=TextDataModule(gpt2_tok, TRAIN, VAL, batch_size=8))
-        assert [t for _, t in Seen.totals] == want
-        assert Seen.totals[-1][0] == Seen.totals[-1][1]  # the bar ends full
+        assert [t for _, t in seen] == want
+        assert seen[-1][0] == seen[-1][1]  # the bar ends full
