@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from pi_lightning.attributors import available_methods
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
 from pi_lightning.modules import TextClassifier, TextDataModule
 from pi_lightning.report import write_report_from_checkpoint
@@ -403,7 +404,6 @@ def test_ddp_with_faults_matches_one_process(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="per-text MP-PI RNG lands from branch h-val")
 def test_ddp_mppi_matches_one_process(tmp_path):
     import json
     import os
@@ -416,8 +416,9 @@ def test_ddp_mppi_matches_one_process(tmp_path):
     subprocess.run([sys.executable, str(script), "2", str(tmp_path / "ddp")], check=True, env=env, timeout=600)
     one = json.loads((tmp_path / "one.rank0.json").read_text())
     ddp = json.loads((tmp_path / "ddp.rank0.json").read_text())
+    # the same masks on both sides (a different draw moves scores by ~0.1); float32 batching noise ~1e-7
     for a, b in zip(ddp["mp"][-1]["scores"], one["mp"][-1]["scores"]):
-        assert a == pytest.approx(b, abs=1e-9)
+        assert a == pytest.approx(b, abs=1e-6)
 
 
 # --------------------------------------------------------------------------- batching invariance
@@ -426,18 +427,7 @@ _FAST = {"mp-pi": {"budget": 6, "seed": 0}, "kernel-shap": {"n_samples": 8, "see
 _BATCH_TEXTS = ["a good movie, really", "the plot was dull", "fun", "not so bad at all, just too long"]
 
 
-def _methods():
-    from pi_lightning.attributors import available_methods
-
-    out = []
-    for m in available_methods():
-        marks = [pytest.mark.xfail(strict=False, reason="per-text MP-PI RNG lands from branch h-val")] \
-            if m == "mp-pi" else []
-        out.append(pytest.param(m, marks=marks))
-    return out
-
-
-@pytest.mark.parametrize("method", _methods())
+@pytest.mark.parametrize("method", available_methods())
 def test_attributions_do_not_depend_on_batching(gpt2_tok, method):
     """A text's attribution is the same alone, in a batch, and with a tiny token budget (many chunks)."""
     import inspect
