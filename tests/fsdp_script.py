@@ -32,8 +32,8 @@ def main(out: str) -> None:
     texts, _ = toy_sentiment(7, seed=4, length=(2, 16))
     mine = texts[rank::size]
     with equal_forward_passes(model, tok.pad_token_id) as counts:
-        attrs = SPPI(model, tok, max_tokens=48).attribute(mine, target=1)
-    want = SPPI(reference, tok, max_tokens=48).attribute(mine, target=1)
+        attrs = SPPI(model, tok, max_tokens=48, mask="...").attribute(mine, target=1)
+    want = SPPI(reference, tok, max_tokens=48, mask="...").attribute(mine, target=1)
     err = max(float((a.scores - b.scores).abs().max()) for a, b in zip(attrs, want))
     gathered = [None] * size
     dist.all_gather_object(gathered, {"rank": rank, "examples": len(mine), **counts, "max_err": err})

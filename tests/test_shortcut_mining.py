@@ -108,7 +108,10 @@ def test_planted_shortcut_is_found_and_control_is_not_flagged(tmp_path, planted)
         assert row["label_assoc"] > 0.3
     else:
         assert not row["flagged"] and row["prob_change"] < 0.1
-        assert not any(r.get("flagged") for r in report.rows)
+        # only the task's real signal (the toy data's sentiment words) may be flagged, never a neutral word
+        from pi_lightning.testing import _NEG, _POS
+
+        assert {r["word"] for r in report.rows if r.get("flagged")} <= set(_POS) | set(_NEG)
     # outputs: terminal table, JSONL, HTML, W&B table
     assert TOKEN in report.table(10)
     lines = report.write_jsonl(tmp_path / "s.jsonl").read_text().splitlines()
