@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 
 from pi_lightning.features import Features, Featurizer
-from pi_lightning.inference import OUTPUTS, ClassifierAdapter, transform_outputs
+from pi_lightning.inference import OUTPUTS, ClassifierAdapter, class_probs, transform_outputs
 from pi_lightning.masking import DEFAULT_MASK, Masker
 from pi_lightning.result import Attribution
 
@@ -137,6 +137,16 @@ class Attributor:
             if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < C:
                 raise ValueError(f"Target class {t!r} is not a class index in 0..{C - 1}.")
         return [int(t) for t in targets]
+
+    def fill_probs(self, attributions: Sequence[Attribution]) -> list[Attribution]:
+        """Give every result its class probabilities on the unmasked input: methods that never run that
+        input leave ``probs`` empty, and one batched pass fills them. Returns the same results."""
+        missing = [a for a in attributions if a.probs is None]
+        if missing:
+            seqs = [list(a.features.input_ids) for a in missing]
+            for a, lg in zip(missing, self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])):
+                a.probs = class_probs(lg[0])
+        return list(attributions)
 
     def outputs(self, logits: torch.Tensor, target: int) -> torch.Tensor:
         """The attributed output of class ``target`` from logits ``(..., C)``."""

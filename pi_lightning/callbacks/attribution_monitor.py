@@ -41,7 +41,6 @@ from pi_lightning.callbacks._utils import (HtmlCell, gather_objects, isolated, l
                                            logger_step, normalize_probe, resolve_model, table_page, world)
 from pi_lightning.evaluation import METRICS, evaluate_faithfulness
 from pi_lightning.functional.curves import _check_points
-from pi_lightning.inference import class_probs
 from pi_lightning.metrics import (ActivationAUC, ActivationGap, Comprehensiveness, InverseActivationAUC, LogOdds,
                                   Sufficiency)
 from pi_lightning.report import highlight
@@ -354,13 +353,7 @@ class AttributionMonitor(Callback):
 
     def _predictions(self, attrs) -> list[int]:
         """Predicted classes of the unmasked inputs (from the results, else one extra pass)."""
-        missing = [a for a in attrs if a.probs is None]
-        if missing:
-            seqs = [list(a.features.input_ids) for a in missing]
-            finals = self.attributor.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
-            for a, lg in zip(missing, finals):
-                a.probs = class_probs(lg[0])
-        return [int(a.probs.argmax()) for a in attrs]
+        return [int(a.probs.argmax()) for a in self.attributor.fill_probs(attrs)]
 
     def _refit_and_attribute(self, trainer, texts: list[str], targets) -> list:
         """Methods with a ``fit`` step (AT2) are refitted first: from a source monitor's masked passes

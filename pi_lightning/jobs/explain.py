@@ -221,13 +221,7 @@ class ExplainModule(pl.LightningModule):
             target: Any = [int(r["label"]) for r in rows]
         else:
             target = self.target
-        attrs = self.attributor.attribute(texts, target=target)
-        missing = [a for a in attrs if a.probs is None]
-        if missing:  # methods that do not run the unmasked input: one batched pass for the predictions
-            seqs = [list(a.features.input_ids) for a in missing]
-            finals = self.attributor.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
-            for a, lg in zip(missing, finals):
-                a.probs = torch.softmax(lg[0].double(), -1)
+        attrs = self.attributor.fill_probs(self.attributor.attribute(texts, target=target))
         return [{
             "id": r["id"], "index": r["index"], "text": r["text"], "label": r["label"], "target": int(a.target),
             "prediction": int(a.prediction), "probs": [float(p) for p in a.probs], "method": a.method,
