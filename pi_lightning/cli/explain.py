@@ -22,9 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HELP", "main", "parse_options"]
+__all__ = ["main", "parse_options"]
 
-HELP = "explain texts or a CSV/JSONL/Parquet dataset with any method (Trainer.predict, sharded, resumable)"
 _FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 
 

@@ -19,9 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["HELP", "main"]
-
-HELP = "mine shortcut words from `explain` results (permutation null) and check them by masking"
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
