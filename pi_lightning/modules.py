@@ -157,12 +157,18 @@ def init_head_from_words(model: torch.nn.Module, tokenizer, words: Sequence[str]
     In tied-embedding models the input embedding is the LM head, so the head starts as the LM's
     logit of each label word after the final norm (a zero-shot classifier). A head bias is zeroed.
     """
-    head = getattr(model, "score", None) or getattr(model, "classifier", None)
+    from pi_lightning.inference import resolve_classifier
+
+    try:
+        _, head = resolve_classifier(model)  # the per-position head, found as the attributors find it
+    except TypeError:
+        head = None
     get_emb = getattr(model, "get_input_embeddings", None)
     emb = get_emb() if callable(get_emb) else None
     if not isinstance(head, torch.nn.Linear) or emb is None:
-        raise ValueError(f"head_words needs a linear head `score` and input embeddings; {type(model).__name__} has "
-                         "neither. Leave head_words unset for this model.")
+        raise ValueError(f"head_words needs a linear head and input embeddings; {type(model).__name__} has head "
+                         f"{type(head).__name__} and embeddings {type(emb).__name__}. Leave head_words unset for "
+                         "this model.")
     if isinstance(words, str) or len(words) != head.out_features:
         raise ValueError(f"head_words must list one word per class ({head.out_features}), got {words!r}.")
     if emb.weight.shape[1] != head.in_features:
