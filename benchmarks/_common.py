@@ -16,26 +16,54 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["RESULTS", "add_common_args", "load_model", "machine", "md_table", "run_info", "write_json", "write_markdown"]
+__all__ = [
+    "RESULTS",
+    "add_common_args",
+    "load_model",
+    "machine",
+    "md_table",
+    "run_info",
+    "write_json",
+    "write_markdown",
+]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp16": torch.float16, "float16": torch.float16}
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
 
 def add_common_args(p: argparse.ArgumentParser, adapter: str | None = "outputs/finetune/adapter") -> None:
     """The model / device / precision / output options every benchmark shares."""
-    p.add_argument("--model", default="smollm2-135m-instruct",
-                   help="smollm2-135m-instruct (embedded), testing:gpt2, a local folder or hub id")
-    p.add_argument("--adapter", default=adapter,
-                   help="LoRA adapter folder written by `pi-lightning finetune` ('' or 'none' for none)")
+    p.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="smollm2-135m-instruct (embedded), testing:gpt2, a local folder or hub id",
+    )
+    p.add_argument(
+        "--adapter",
+        default=adapter,
+        help="LoRA adapter folder written by `pi-lightning finetune` ('' or 'none' for none)",
+    )
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--dtype", "--precision", dest="dtype", default=None,
-                   help="fp32 | bf16 | fp16 (default: fp32 on cpu, bf16 on cuda)")
+    p.add_argument(
+        "--dtype",
+        "--precision",
+        dest="dtype",
+        default=None,
+        help="fp32 | bf16 | fp16 (default: fp32 on cpu, bf16 on cuda)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--max-tokens", type=int, default=8192, help="token budget per forward batch")
     p.add_argument("--out", default=str(RESULTS), help="folder for the JSON/CSV/Markdown/PNG results")
-    p.add_argument("--tag", default=None, help="suffix of the result file names (default: derived from the run)")
+    p.add_argument(
+        "--tag", default=None, help="suffix of the result file names (default: derived from the run)"
+    )
 
 
 def load_model(args: argparse.Namespace):
@@ -53,7 +81,8 @@ def load_model(args: argparse.Namespace):
     if adapter is not None and not Path(adapter, "adapter_config.json").is_file():
         raise FileNotFoundError(
             f"No LoRA adapter at {adapter!r} (adapter_config.json missing). Produce it with "
-            "`pi-lightning finetune` (writes outputs/finetune/adapter) or pass --adapter none.")
+            "`pi-lightning finetune` (writes outputs/finetune/adapter) or pass --adapter none."
+        )
     model, tok = load_classifier(args.model, adapter=adapter)
     model = model.to(device=args.device, dtype=_DTYPES[name]).eval()
     return model, tok, name

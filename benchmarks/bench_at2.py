@@ -65,13 +65,17 @@ def main() -> None:
     probe = load_movie_reviews("rotten_tomatoes", "test").subset(args.probe)
     common = {"granularity": "word", "template": args.template, "max_tokens": args.max_tokens}
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
-    print(f"model {args.model} ({L} layers x {H} heads, {model.config._attn_implementation}), device {args.device}, "
-          f"fit {len(train)} x {args.masks} ablations, probe {len(probe)}")
+    print(
+        f"model {args.model} ({L} layers x {H} heads, {model.config._attn_implementation}), device {args.device}, "
+        f"fit {len(train)} x {args.masks} ablations, probe {len(probe)}"
+    )
 
     at2 = AT2(model, tok, num_masks=args.masks, **common)
     _, fit_s = _timed(lambda: at2.fit(list(train.texts), target=list(train.labels)))
-    print(f"AT2 fit (own ablations): {fit_s:.2f} s, {at2.fit_info['forward_passes']} forward passes, "
-          f"{at2.fit_info['examples']} examples used, training correlation {at2.fit_info['correlation']:.3f}")
+    print(
+        f"AT2 fit (own ablations): {fit_s:.2f} s, {at2.fit_info['forward_passes']} forward passes, "
+        f"{at2.fit_info['examples']} examples used, training correlation {at2.fit_info['correlation']:.3f}"
+    )
 
     feats = at2.featurize(list(probe.texts))
     seqs = [list(f.input_ids) for f in feats]
@@ -82,8 +86,10 @@ def main() -> None:
         bare.append(_timed(lambda: at2.adapter.forward_positions(seqs, last))[1])
         results_at2, t = _timed(lambda: at2.attribute(feats, target=labels))
         t_at2.append(t)
-    print(f"AT2 attribution: {min(t_at2) * 1e3 / len(feats):.2f} ms/example; bare forward "
-          f"{min(bare) * 1e3 / len(feats):.2f} ms/example; ratio {min(t_at2) / min(bare):.2f}x (cost '{AT2.cost}')")
+    print(
+        f"AT2 attribution: {min(t_at2) * 1e3 / len(feats):.2f} ms/example; bare forward "
+        f"{min(bare) * 1e3 / len(feats):.2f} ms/example; ratio {min(t_at2) / min(bare):.2f}x (cost '{AT2.cost}')"
+    )
 
     rows = {"at2 (own ablations)": results_at2}
     sppi = get_attributor("sp-pi", model, tok, **common)
@@ -93,16 +99,20 @@ def main() -> None:
         rows["mp-pi"], t_mppi = _timed(lambda: mppi.attribute(feats, target=labels))
         refit = AT2(model, tok, **common)
         rows["at2 (refit from mp-pi)"], t_refit = _timed(lambda: refit.fit_and_attribute(rows["mp-pi"]))
-        print(f"MP-PI: {t_mppi:.2f} s; AT2 refit from its results + attribution: {t_refit:.2f} s "
-              f"({refit.fit_info['forward_passes']} forward passes, training correlation "
-              f"{refit.fit_info['correlation']:.3f})")
+        print(
+            f"MP-PI: {t_mppi:.2f} s; AT2 refit from its results + attribution: {t_refit:.2f} s "
+            f"({refit.fit_info['forward_passes']} forward passes, training correlation "
+            f"{refit.fit_info['correlation']:.3f})"
+        )
     else:
         print("MP-PI is not registered in this tree: its rows are skipped.")
 
     print(f"{'method':<24} {'AS AUC':>16} {'IAS AUC':>16}")
     for name, atts in rows.items():
         s = evaluate_faithfulness(atts, at2.adapter, at2.masker, metrics=("as_auc", "ias_auc")).summary()
-        print(f"{name:<24} {s['as_auc']:>9.3f} ± {s['as_auc_ci']:.3f} {s['ias_auc']:>9.3f} ± {s['ias_auc_ci']:.3f}")
+        print(
+            f"{name:<24} {s['as_auc']:>9.3f} ± {s['as_auc_ci']:.3f} {s['ias_auc']:>9.3f} ± {s['ias_auc_ci']:.3f}"
+        )
 
 
 if __name__ == "__main__":

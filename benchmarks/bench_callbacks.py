@@ -52,6 +52,7 @@ class TimedValidationSPPI(ValidationSPPI):
                     TimedValidationSPPI.setup_spent += dt
                 else:
                     TimedValidationSPPI.spent += dt
+
         return method
 
     setup = _timed("setup")
@@ -95,9 +96,16 @@ def main() -> None:
     cpu: dict[str, list[float]] = {k: [] for k in configs}
 
     def run(cbs):
-        trainer = pl.Trainer(accelerator=args.device, devices=1, precision=args.precision, logger=False,
-                             enable_progress_bar=False, enable_model_summary=False, callbacks=cbs,
-                             enable_checkpointing=False)
+        trainer = pl.Trainer(
+            accelerator=args.device,
+            devices=1,
+            precision=args.precision,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=cbs,
+            enable_checkpointing=False,
+        )
         t, c = time.perf_counter(), time.process_time()
         trainer.validate(module, datamodule=dm, verbose=False)
         if args.device == "cuda":
@@ -133,39 +141,57 @@ def main() -> None:
     def paired(ratios: list[float]) -> dict[str, float]:
         """Median paired ratio, mean with its 95% t-interval, and the Wilcoxon p-value against 1."""
         r = np.asarray(ratios)
-        half = float(scipy.stats.t.ppf(0.975, len(r) - 1) * r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else float("nan")
+        half = (
+            float(scipy.stats.t.ppf(0.975, len(r) - 1) * r.std(ddof=1) / np.sqrt(len(r)))
+            if len(r) > 1
+            else float("nan")
+        )
         p = float(scipy.stats.wilcoxon(r - 1).pvalue) if len(r) > 5 and np.any(r != 1) else float("nan")
         return {"median": float(np.median(r)), "mean": float(r.mean()), "ci95": half, "wilcoxon_p": p}
 
     out = {
-        "model": args.model, "device": args.device, "precision": args.precision, "n_val": args.n_val,
-        "n_probe": args.n_probe, "repeats": args.repeats, "load_average": os.getloadavg()[0],
+        "model": args.model,
+        "device": args.device,
+        "precision": args.precision,
+        "n_val": args.n_val,
+        "n_probe": args.n_probe,
+        "repeats": args.repeats,
+        "load_average": os.getloadavg()[0],
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads"
         + (f" {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
-        "median_seconds": med, "median_cpu_seconds": med_cpu,
+        "median_seconds": med,
+        "median_cpu_seconds": med_cpu,
         "ratio_wall": {k: v / med["none"] for k, v in med.items()},
         "ratio_cpu": {k: v / med_cpu["none"] for k, v in med_cpu.items()},
         "paired_ratio_wall": {k: paired(v) for k, v in block_ratio.items()},
         "paired_ratio_cpu": {k: paired(v) for k, v in block_ratio_cpu.items()},
     }
-    print(f"validation loop of {args.n_val} examples, {args.model}, {args.device}/{args.precision}, "
-          f"{args.repeats} shuffled interleaved blocks, load average {out['load_average']:.2f}:")
+    print(
+        f"validation loop of {args.n_val} examples, {args.model}, {args.device}/{args.precision}, "
+        f"{args.repeats} shuffled interleaved blocks, load average {out['load_average']:.2f}:"
+    )
     for k in order[1:]:
         pw, pc = out["paired_ratio_wall"][k], out["paired_ratio_cpu"][k]
-        print(f"  {k:<16} paired ratio to none: wall {pw['mean']:.4f} ± {pw['ci95']:.4f} (median {pw['median']:.4f}, "
-              f"p {pw['wilcoxon_p']:.3g})   cpu {pc['mean']:.4f} ± {pc['ci95']:.4f} (p {pc['wilcoxon_p']:.3g})")
+        print(
+            f"  {k:<16} paired ratio to none: wall {pw['mean']:.4f} ± {pw['ci95']:.4f} (median {pw['median']:.4f}, "
+            f"p {pw['wilcoxon_p']:.3g})   cpu {pc['mean']:.4f} ± {pc['ci95']:.4f} (p {pc['wilcoxon_p']:.3g})"
+        )
     if "free" in med:
         inside = TimedValidationSPPI.spent / args.repeats
         out["free_in_callback_seconds"] = inside
         out["free_in_callback_ratio"] = inside / med["none"]
         out["free_setup_seconds_total"] = TimedValidationSPPI.setup_spent
-        print(f"time inside ValidationSPPI's hooks per validation loop: {inside:.4f} s = "
-              f"{100 * inside / med['none']:.2f}% of the loop without callbacks (plus a one-time "
-              f"{TimedValidationSPPI.setup_spent:.2f} s for the tokenizer's word tables)")
+        print(
+            f"time inside ValidationSPPI's hooks per validation loop: {inside:.4f} s = "
+            f"{100 * inside / med['none']:.2f}% of the loop without callbacks (plus a one-time "
+            f"{TimedValidationSPPI.setup_spent:.2f} s for the tokenizer's word tables)"
+        )
         pw, pc = out["paired_ratio_wall"]["free"], out["paired_ratio_cpu"]["free"]
-        print(f"free-mode SP-PI overhead: {100 * (pw['mean'] - 1):+.2f}% ± {100 * pw['ci95']:.2f}% wall, "
-              f"{100 * (pc['mean'] - 1):+.2f}% ± {100 * pc['ci95']:.2f}% cpu (goal <= 2%; the control's "
-              f"{100 * (out['paired_ratio_wall']['none (control)']['mean'] - 1):+.2f}% is the noise floor)")
+        print(
+            f"free-mode SP-PI overhead: {100 * (pw['mean'] - 1):+.2f}% ± {100 * pw['ci95']:.2f}% wall, "
+            f"{100 * (pc['mean'] - 1):+.2f}% ± {100 * pc['ci95']:.2f}% cpu (goal <= 2%; the control's "
+            f"{100 * (out['paired_ratio_wall']['none (control)']['mean'] - 1):+.2f}% is the noise floor)"
+        )
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(out, fh, indent=2)

@@ -51,7 +51,7 @@ def main() -> None:
     adapter.forward_positions = recording
     res = evaluate_faithfulness(atts, adapter, masker, metrics=("as_auc", "ias_auc"))  # warm-up + record
     adapter.forward_positions = bare_call
-    (seqs, positions), = issued
+    ((seqs, positions),) = issued
 
     t_eval, t_bare = [], []
     for _ in range(args.repeats):
@@ -74,12 +74,18 @@ def main() -> None:
     adapter.forward_positions = bare_call
     o = statistics.median(t_over)
     n_feats = sum(a.features.n for a in atts)
-    print(f"examples={len(atts)} features={n_feats} masked inputs run={res.forward_passes} "
-          f"(AS+IAS rows {2 * (n_feats + len(atts))}) tokens={sum(map(len, seqs))} "
-          f"max_tokens={adapter.max_tokens} threads={args.threads} repeats={args.repeats}")
-    print(f"evaluation {e * 1e3:.1f} ms (best), bare forward passes {b * 1e3:.1f} ms (best), "
-          f"overhead alone {o * 1e3:.1f} ms (median, model call replayed)")
-    print(f"ratio evaluation / bare forward = {e / b:.3f} (goal <= {GOAL}): {'PASS' if e / b <= GOAL else 'FAIL'}")
+    print(
+        f"examples={len(atts)} features={n_feats} masked inputs run={res.forward_passes} "
+        f"(AS+IAS rows {2 * (n_feats + len(atts))}) tokens={sum(map(len, seqs))} "
+        f"max_tokens={adapter.max_tokens} threads={args.threads} repeats={args.repeats}"
+    )
+    print(
+        f"evaluation {e * 1e3:.1f} ms (best), bare forward passes {b * 1e3:.1f} ms (best), "
+        f"overhead alone {o * 1e3:.1f} ms (median, model call replayed)"
+    )
+    print(
+        f"ratio evaluation / bare forward = {e / b:.3f} (goal <= {GOAL}): {'PASS' if e / b <= GOAL else 'FAIL'}"
+    )
     print(f"ratio (bare + overhead alone) / bare = {(b + o) / b:.3f}")
     print(f"mean AS AUC {float(res.as_auc.mean()):.4f}, mean IAS AUC {float(res.ias_auc.mean()):.4f}")
 

@@ -51,16 +51,26 @@ def bench_p_prime_cold(n: int = 512, repeats: int = 3) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PI_LIGHTNING_CACHE"}
     walls, cpus = [], []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", _COLD.format(n=n)], env=env, capture_output=True, text=True,
-                             check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", _COLD.format(n=n)], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
         walls.append(float(out[0]))
         cpus.append(float(out[1]))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    res = {"n": n, "wall_median_s": float(np.median(walls)), "cpu_median_s": float(np.median(cpus)),
-           "walls": walls, "cpus": cpus, "load_1min": load, "cores": os.cpu_count()}
-    print(f"P' cold (fresh process, import + first call), n={n}: wall median {res['wall_median_s']:.2f} s "
-          f"(CPU {res['cpu_median_s']:.2f} s) over {repeats}; load average {load:.1f} on {os.cpu_count()} cores "
-          f"(goal <= 2 s wall)")
+    res = {
+        "n": n,
+        "wall_median_s": float(np.median(walls)),
+        "cpu_median_s": float(np.median(cpus)),
+        "walls": walls,
+        "cpus": cpus,
+        "load_1min": load,
+        "cores": os.cpu_count(),
+    }
+    print(
+        f"P' cold (fresh process, import + first call), n={n}: wall median {res['wall_median_s']:.2f} s "
+        f"(CPU {res['cpu_median_s']:.2f} s) over {repeats}; load average {load:.1f} on {os.cpu_count()} cores "
+        f"(goal <= 2 s wall)"
+    )
     return res
 
 
@@ -73,8 +83,10 @@ def bench_p_prime() -> None:
         d = shapley.mask_distribution(n)
         _ = d.class_weights
         dt = time.perf_counter() - t0
-        print(f"  n={n:4d}: {dt:6.3f} s  ({d.iterations} iterations, objective {d.objective:.6f}, "
-              f"Frank-Wolfe gap {d.gap:.1e})")
+        print(
+            f"  n={n:4d}: {dt:6.3f} s  ({d.iterations} iterations, objective {d.objective:.6f}, "
+            f"Frank-Wolfe gap {d.gap:.1e})"
+        )
 
 
 def bench_overhead(texts: list[str], repeats: int) -> None:
@@ -110,12 +122,18 @@ def bench_overhead(texts: list[str], repeats: int) -> None:
         bares.append(time.perf_counter() - t0)
     n = [f.n for f in feats]
     seqs = len(recorded["seqs"])
-    print(f"Overhead at budget 2n ({len(texts)} texts, n = {min(n)}..{max(n)} words, {seqs} sequences, "
-          f"model n_embd=128 n_layer=4; best of {repeats}):")
-    ratio_in = min(t / i for t, i in zip(totals, insides))
-    print(f"  MP-PI total {min(totals):.3f} s; its forward passes inside that run {min(insides):.3f} s: "
-          f"ratio {ratio_in:.3f} (goal <= 1.15)")
-    print(f"  same sequences re-run bare {min(bares):.3f} s: ratio total / re-run {min(totals) / min(bares):.3f}")
+    print(
+        f"Overhead at budget 2n ({len(texts)} texts, n = {min(n)}..{max(n)} words, {seqs} sequences, "
+        f"model n_embd=128 n_layer=4; best of {repeats}):"
+    )
+    ratio_in = min(t / i for t, i in zip(totals, insides, strict=False))
+    print(
+        f"  MP-PI total {min(totals):.3f} s; its forward passes inside that run {min(insides):.3f} s: "
+        f"ratio {ratio_in:.3f} (goal <= 1.15)"
+    )
+    print(
+        f"  same sequences re-run bare {min(bares):.3f} s: ratio total / re-run {min(totals) / min(bares):.3f}"
+    )
 
 
 def bench_coalitions(repeats: int) -> None:
@@ -134,8 +152,10 @@ def bench_coalitions(repeats: int) -> None:
             per_pass.append(m / max(masked_runs, 1))
             per_sample.append(m / a.extras["sampled_masks"])
         nn = [f.n for f in feats]
-        print(f"  n={n:3d} (features {min(nn)}..{max(nn)}): {np.mean(per_pass):5.2f} per masked pass run, "
-              f"{np.mean(per_sample):5.2f} per sampled mask (distinct masks are run once)")
+        print(
+            f"  n={n:3d} (features {min(nn)}..{max(nn)}): {np.mean(per_pass):5.2f} per masked pass run, "
+            f"{np.mean(per_sample):5.2f} per sampled mask (distinct masks are run once)"
+        )
 
 
 def main() -> None:

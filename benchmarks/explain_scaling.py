@@ -70,12 +70,25 @@ def worker(args: argparse.Namespace) -> None:
     clock = Clock()
     kwargs = {"seed": 0} if args.method == "mp-pi" else {}
     summary = explain_dataset(
-        model, tok, texts, args.job_dir, method=args.method, method_kwargs=kwargs, max_tokens=args.max_tokens,
-        shard_size=args.shard_size if args.method == "sp-pi" else args.mppi_shard_size, overwrite=True, accelerator="gpu" if args.device == "cuda" else "cpu",
-        devices=args.devices, strategy="ddp" if args.devices > 1 else "auto", enable_progress_bar=False,
-        callbacks=[clock])
+        model,
+        tok,
+        texts,
+        args.job_dir,
+        method=args.method,
+        method_kwargs=kwargs,
+        max_tokens=args.max_tokens,
+        shard_size=args.shard_size if args.method == "sp-pi" else args.mppi_shard_size,
+        overwrite=True,
+        accelerator="gpu" if args.device == "cuda" else "cpu",
+        devices=args.devices,
+        strategy="ddp" if args.devices > 1 else "auto",
+        enable_progress_bar=False,
+        callbacks=[clock],
+    )
     if summary.is_global_zero:
-        Path(args.result).write_text(json.dumps({"examples": n, "seconds": clock.seconds, "shards": summary.shards}))
+        Path(args.result).write_text(
+            json.dumps({"examples": n, "seconds": clock.seconds, "shards": summary.shards})
+        )
 
 
 def _load() -> list[float]:
@@ -102,47 +115,101 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         worker(args)
         return {}
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "MKL_NUM_THREADS": str(args.threads),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods:
             for devices in (1, 2):
                 result = Path(tmp, f"{method}-{devices}.json")
-                cmd = [sys.executable, __file__, *argv, "--worker", "--method", method, "--devices", str(devices),
-                       "--job-dir", str(Path(tmp, f"job-{method}-{devices}")), "--result", str(result)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    *argv,
+                    "--worker",
+                    "--method",
+                    method,
+                    "--devices",
+                    str(devices),
+                    "--job-dir",
+                    str(Path(tmp, f"job-{method}-{devices}")),
+                    "--result",
+                    str(result),
+                ]
                 before = _load()
                 subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
                 r = json.loads(result.read_text())
-                runs.append({"method": method, "processes": devices, **r,
-                             "examples_per_second": r["examples"] / r["seconds"], "load_before": before,
-                             "load_after": _load()})
-                print(f"{method:6} {devices} process(es): {r['examples']} examples in {r['seconds']:.1f} s = "
-                      f"{r['examples'] / r['seconds']:.2f} examples/s (load average {before} -> {runs[-1]['load_after']})",
-                      flush=True)
+                runs.append(
+                    {
+                        "method": method,
+                        "processes": devices,
+                        **r,
+                        "examples_per_second": r["examples"] / r["seconds"],
+                        "load_before": before,
+                        "load_after": _load(),
+                    }
+                )
+                print(
+                    f"{method:6} {devices} process(es): {r['examples']} examples in {r['seconds']:.1f} s = "
+                    f"{r['examples'] / r['seconds']:.2f} examples/s (load average {before} -> {runs[-1]['load_after']})",
+                    flush=True,
+                )
     cores = os.cpu_count() or 1
     rows, ratios = [], {}
     for method in args.methods:
         one, two = (next(r for r in runs if r["method"] == method and r["processes"] == k) for k in (1, 2))
         ratios[method] = two["examples_per_second"] / one["examples_per_second"]
-        peak = max(max(one["load_before"][:1] + one["load_after"][:1]), max(two["load_before"][:1] + two["load_after"][:1]))
-        rows.append([method, one["examples"], f"{one['examples_per_second']:.2f}", f"{two['examples_per_second']:.2f}",
-                     f"**{ratios[method]:.2f}**", f"{peak:.1f}"])
+        peak = max(
+            max(one["load_before"][:1] + one["load_after"][:1]),
+            max(two["load_before"][:1] + two["load_after"][:1]),
+        )
+        rows.append(
+            [
+                method,
+                one["examples"],
+                f"{one['examples_per_second']:.2f}",
+                f"{two['examples_per_second']:.2f}",
+                f"**{ratios[method]:.2f}**",
+                f"{peak:.1f}",
+            ]
+        )
     peak_load = max(max(r["load_before"][0], r["load_after"][0]) for r in runs)
     contaminated = peak_load > cores - 0.5
-    info = run_info(args, "fp32" if args.device == "cpu" else (args.dtype or "bf16"), "explain_scaling.py", argv)
-    verdict = (f"CONTAMINATED: the 1-minute load average reached {peak_load:.1f} on {cores} cores, so other jobs "
-               "shared the cores and the ratio is unreliable (too low or too high, depending on which run they "
-               "starved)" if contaminated else
-               f"load average stayed <= {peak_load:.1f} on {cores} cores")
-    table = md_table(["method", "examples", "1 process (ex/s)", "2 processes (ex/s)", "ratio 2/1", "peak load"], rows)
-    text = (f"# Explain job scaling: 1 vs 2 processes\n\n{info['date']}, {info['machine']}, model {args.model}, "
-            f"{args.threads} thread(s) per process.\n\n{table}\n{verdict}.\n\nCommand: `{info['command']}`\n")
+    info = run_info(
+        args, "fp32" if args.device == "cpu" else (args.dtype or "bf16"), "explain_scaling.py", argv
+    )
+    verdict = (
+        f"CONTAMINATED: the 1-minute load average reached {peak_load:.1f} on {cores} cores, so other jobs "
+        "shared the cores and the ratio is unreliable (too low or too high, depending on which run they "
+        "starved)"
+        if contaminated
+        else f"load average stayed <= {peak_load:.1f} on {cores} cores"
+    )
+    table = md_table(
+        ["method", "examples", "1 process (ex/s)", "2 processes (ex/s)", "ratio 2/1", "peak load"], rows
+    )
+    text = (
+        f"# Explain job scaling: 1 vs 2 processes\n\n{info['date']}, {info['machine']}, model {args.model}, "
+        f"{args.threads} thread(s) per process.\n\n{table}\n{verdict}.\n\nCommand: `{info['command']}`\n"
+    )
     print(table + verdict)
     tag = f"_{args.tag}" if args.tag else ""
     out = Path(args.out)
-    write_json(out / f"explain_scaling{tag}.json", {**info, "runs": runs, "ratios": ratios, "peak_load": peak_load,
-                                                    "contaminated": contaminated, "cores": cores})
+    write_json(
+        out / f"explain_scaling{tag}.json",
+        {
+            **info,
+            "runs": runs,
+            "ratios": ratios,
+            "peak_load": peak_load,
+            "contaminated": contaminated,
+            "cores": cores,
+        },
+    )
     write_markdown(out / f"explain_scaling{tag}.md", text)
     return {"ratios": ratios, "runs": runs, "contaminated": contaminated}
 

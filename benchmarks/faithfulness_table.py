@@ -54,16 +54,52 @@ from pi_lightning.shapley import mask_distribution
 __all__ = ["PAPER_ORDER", "main"]
 
 #: Rows in the order of the paper's tables.
-PAPER_ORDER = ("random", "a-last", "sp-pi", "gae", "inputxgrad", "lrp", "ig", "kernel-shap", "mp-pi", "udig", "at2")
-LABELS = {"random": "Random", "a-last": "A-Last", "sp-pi": "SP-PI", "gae": "GAE", "inputxgrad": "Inp×Grad",
-          "lrp": "LRP", "ig": "IG", "kernel-shap": "Kernel SHAP", "mp-pi": "MP-PI", "udig": "UDIG", "at2": "AT2"}
+PAPER_ORDER = (
+    "random",
+    "a-last",
+    "sp-pi",
+    "gae",
+    "inputxgrad",
+    "lrp",
+    "ig",
+    "kernel-shap",
+    "mp-pi",
+    "udig",
+    "at2",
+)
+LABELS = {
+    "random": "Random",
+    "a-last": "A-Last",
+    "sp-pi": "SP-PI",
+    "gae": "GAE",
+    "inputxgrad": "Inp×Grad",
+    "lrp": "LRP",
+    "ig": "IG",
+    "kernel-shap": "Kernel SHAP",
+    "mp-pi": "MP-PI",
+    "udig": "UDIG",
+    "at2": "AT2",
+}
 #: Higher is better for these metrics, lower for the others.
-HIGHER = {"as_auc": True, "ias_auc": False, "log_odds": False, "comprehensiveness": True, "sufficiency": False}
+HIGHER = {
+    "as_auc": True,
+    "ias_auc": False,
+    "log_odds": False,
+    "comprehensiveness": True,
+    "sufficiency": False,
+}
 CHEAP_COSTS = ("0", "1x")
 
 
-def select_texts(dataset: str, split: str, granularity: str, max_features: int, count: int, featurizer: Featurizer,
-                 min_features: int = 2) -> tuple[list[str], list[int]]:
+def select_texts(
+    dataset: str,
+    split: str,
+    granularity: str,
+    max_features: int,
+    count: int,
+    featurizer: Featurizer,
+    min_features: int = 2,
+) -> tuple[list[str], list[int]]:
     """The first ``count`` texts of a split with ``min_features..max_features`` features.
 
     Word level keeps texts that are short enough; sentence level cuts a review after its
@@ -71,7 +107,7 @@ def select_texts(dataset: str, split: str, granularity: str, max_features: int, 
     """
     data = load_movie_reviews(dataset, split)
     texts, labels = [], []
-    for text, label in zip(data.texts, data.labels):
+    for text, label in zip(data.texts, data.labels, strict=False):
         text = " ".join(text.replace("<br />", " ").split())
         if not text:
             continue
@@ -85,8 +121,12 @@ def select_texts(dataset: str, split: str, granularity: str, max_features: int, 
         if len(texts) == count:
             break
     if len(texts) < count:
-        warnings.warn(f"Only {len(texts)} {split} texts of {dataset} have {min_features}..{max_features} "
-                      f"{granularity} features; asked for {count}.", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"Only {len(texts)} {split} texts of {dataset} have {min_features}..{max_features} "
+            f"{granularity} features; asked for {count}.",
+            UserWarning,
+            stacklevel=2,
+        )
     return texts, labels
 
 
@@ -110,8 +150,10 @@ def ordering(rows: dict[str, dict], per_example: dict[str, dict]) -> dict:
     for metric in ("as_auc", "ias_auc"):
         sign = 1 if HIGHER[metric] else -1
         entry = {}
-        for who, pool in (("mp-pi", [m for m in rows]),
-                          ("sp-pi", [m for m in rows if rows[m]["cost"] in CHEAP_COSTS])):
+        for who, pool in (
+            ("mp-pi", [m for m in rows]),
+            ("sp-pi", [m for m in rows if rows[m]["cost"] in CHEAP_COSTS]),
+        ):
             if who not in rows:
                 continue
             others = [m for m in pool if m != who]
@@ -160,12 +202,20 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--dataset", default="rotten_tomatoes", choices=("rotten_tomatoes", "imdb"))
-    p.add_argument("--granularity", default=None, help="word | sentence (default: word for RT, sentence for IMDB)")
+    p.add_argument(
+        "--granularity", default=None, help="word | sentence (default: word for RT, sentence for IMDB)"
+    )
     p.add_argument("--examples", type=int, default=32, help="test examples (the paper: 500)")
-    p.add_argument("--max-features", type=int, default=None, help="default 20 words (RT) / 8 sentences (IMDB)")
+    p.add_argument(
+        "--max-features", type=int, default=None, help="default 20 words (RT) / 8 sentences (IMDB)"
+    )
     p.add_argument("--methods", default=",".join(PAPER_ORDER), help="comma-separated registered names")
     p.add_argument("--template", default="{text}", help="the template the model was fine-tuned with")
-    p.add_argument("--mask", default="remove", help="mask of the perturbation methods and the metrics: 'remove' (the library default) or '...' (the paper's)")
+    p.add_argument(
+        "--mask",
+        default="remove",
+        help="mask of the perturbation methods and the metrics: 'remove' (the library default) or '...' (the paper's)",
+    )
     p.add_argument("--top-k", type=float, default=20.0, help="top-k percent for log-odds/comp./suff.")
     p.add_argument("--at2-fit", type=int, default=32, help="training texts for AT2's fit")
     p.add_argument("--seed", type=int, default=0)
@@ -184,16 +234,23 @@ def main(argv: list[str] | None = None) -> dict:
     model, tok, dtype = load_model(args)
     info = run_info(args, dtype, "faithfulness_table.py", raw)
     mask = args.mask if args.mask in ("remove", "pad", "unk") or not args.mask.isdigit() else int(args.mask)
-    common = {"granularity": granularity, "template": args.template, "mask": mask, "max_tokens": args.max_tokens}
+    common = {
+        "granularity": granularity,
+        "template": args.template,
+        "mask": mask,
+        "max_tokens": args.max_tokens,
+    }
     featurizer = Featurizer(tok, granularity, args.template)
     texts, labels = select_texts(args.dataset, "test", granularity, max_features, args.examples, featurizer)
     if not texts:
         raise ValueError(f"No {args.dataset} test text has 2..{max_features} {granularity} features.")
     masker = Masker(tok, mask)
     n_feats = [featurizer(t).n for t in texts]
-    print(f"{info['model']} + {info['adapter']} on {info['device']}/{dtype}; {args.dataset} test, {len(texts)} "
-          f"examples, {granularity} level, n = {min(n_feats)}..{max(n_feats)} (mean {np.mean(n_feats):.1f}); "
-          f"mask {mask!r}; explained class = true label")
+    print(
+        f"{info['model']} + {info['adapter']} on {info['device']}/{dtype}; {args.dataset} test, {len(texts)} "
+        f"examples, {granularity} level, n = {min(n_feats)}..{max(n_feats)} (mean {np.mean(n_feats):.1f}); "
+        f"mask {mask!r}; explained class = true label"
+    )
 
     rows: dict[str, dict] = {}
     per_example: dict[str, dict] = {}
@@ -203,11 +260,17 @@ def main(argv: list[str] | None = None) -> dict:
         att = get_attributor(name, model, tok, **common, **_method_kwargs(name, args.seed))
         extra = {}
         if name == "at2":
-            train, train_y = select_texts(args.dataset, "train", granularity, max_features, args.at2_fit, featurizer)
+            train, train_y = select_texts(
+                args.dataset, "train", granularity, max_features, args.at2_fit, featurizer
+            )
             t0 = time.perf_counter()
             att.fit(train, target=train_y)
-            extra = {"at2_fit_seconds": time.perf_counter() - t0, "at2_fit_passes": att.fit_info["forward_passes"],
-                     "at2_fit_examples": len(train), "at2_train_correlation": att.fit_info["correlation"]}
+            extra = {
+                "at2_fit_seconds": time.perf_counter() - t0,
+                "at2_fit_passes": att.fit_info["forward_passes"],
+                "at2_fit_examples": len(train),
+                "at2_train_correlation": att.fit_info["correlation"],
+            }
         feats = att.featurize(texts)
         if name == "mp-pi":  # P' is computed once per n and cached: time it apart from the attributions
             t0 = time.perf_counter()
@@ -226,25 +289,46 @@ def main(argv: list[str] | None = None) -> dict:
         if accuracy is None:
             accuracy = float((res.predictions == res.targets).double().mean())
         passes = [a.forward_passes for a in atts if a.forward_passes is not None]
-        rows[name] = {"method": LABELS.get(name, name), "cost": att.cost, **s,
-                      "forward_passes_per_example": float(np.mean(passes)) if passes else float("nan"),
-                      "seconds_per_example": seconds / len(atts), **extra}
+        rows[name] = {
+            "method": LABELS.get(name, name),
+            "cost": att.cost,
+            **s,
+            "forward_passes_per_example": float(np.mean(passes)) if passes else float("nan"),
+            "seconds_per_example": seconds / len(atts),
+            **extra,
+        }
         per_example[name] = {m: getattr(res, m) for m in METRICS}
-        curves[name] = {"as": interpolate_curve(res.as_curves).mean(0).numpy(),
-                        "ias": interpolate_curve(res.ias_curves).mean(0).numpy()}
-        print(f"  {name:<12} cost {att.cost:>4}  AS {s['as_auc']:.3f}±{s['as_auc_ci']:.3f}  "
-              f"IAS {s['ias_auc']:.3f}±{s['ias_auc_ci']:.3f}  {seconds / len(atts):.2f} s/ex", flush=True)
+        curves[name] = {
+            "as": interpolate_curve(res.as_curves).mean(0).numpy(),
+            "ias": interpolate_curve(res.ias_curves).mean(0).numpy(),
+        }
+        print(
+            f"  {name:<12} cost {att.cost:>4}  AS {s['as_auc']:.3f}±{s['as_auc_ci']:.3f}  "
+            f"IAS {s['ias_auc']:.3f}±{s['ias_auc_ci']:.3f}  {seconds / len(atts):.2f} s/ex",
+            flush=True,
+        )
 
     order = ordering(rows, per_example)
     tag = f"_{args.tag}" if args.tag else ""
     stem = Path(args.out) / f"faithfulness_{args.dataset}_{granularity}{tag}"
     result = {
-        **info, "dataset": args.dataset, "granularity": granularity, "examples": len(texts),
-        "features_min": min(n_feats), "features_max": max(n_feats), "features_mean": float(np.mean(n_feats)),
-        "template": args.template, "mask": mask, "top_k": args.top_k, "model_accuracy_on_examples": accuracy,
-        "rows": rows, "ordering": order,
-        "per_example": {k: {m: (v.tolist() if v is not None else None) for m, v in d.items()}
-                        for k, d in per_example.items()},
+        **info,
+        "dataset": args.dataset,
+        "granularity": granularity,
+        "examples": len(texts),
+        "features_min": min(n_feats),
+        "features_max": max(n_feats),
+        "features_mean": float(np.mean(n_feats)),
+        "template": args.template,
+        "mask": mask,
+        "top_k": args.top_k,
+        "model_accuracy_on_examples": accuracy,
+        "rows": rows,
+        "ordering": order,
+        "per_example": {
+            k: {m: (v.tolist() if v is not None else None) for m, v in d.items()}
+            for k, d in per_example.items()
+        },
         "mean_curves": {k: {c: v.tolist() for c, v in d.items()} for k, d in curves.items()},
     }
     write_json(stem.with_suffix(".json"), result)
@@ -263,30 +347,54 @@ def main(argv: list[str] | None = None) -> dict:
 
     table = md_table(
         ["Method", "Cost", "AS AUC ↑", "IAS AUC ↓", "log-odds ↓", "comp. ↑", "suff. ↓", "fwd/ex", "s/ex"],
-        [[r["method"], r["cost"], cell(r, "as_auc"), cell(r, "ias_auc"), cell(r, "log_odds"),
-          cell(r, "comprehensiveness"), cell(r, "sufficiency"), f"{r['forward_passes_per_example']:.1f}",
-          f"{r['seconds_per_example']:.2f}"] for r in rows.values()])
-    lines = [f"### Faithfulness: {args.dataset}, {granularity} level\n",
-             (f"{len(texts)} test examples (n = {min(n_feats)}..{max(n_feats)} {granularity}s, mean "
-             f"{np.mean(n_feats):.1f}), explained class = true label, mask `{mask}`, top-k {args.top_k:g}%; "
-             f"model accuracy on these examples {accuracy:.3f}. 95% half-widths over examples.\n"),
-             f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{dtype}.\n",
-             f"Command: `{info['command']}`\n", table]
+        [
+            [
+                r["method"],
+                r["cost"],
+                cell(r, "as_auc"),
+                cell(r, "ias_auc"),
+                cell(r, "log_odds"),
+                cell(r, "comprehensiveness"),
+                cell(r, "sufficiency"),
+                f"{r['forward_passes_per_example']:.1f}",
+                f"{r['seconds_per_example']:.2f}",
+            ]
+            for r in rows.values()
+        ],
+    )
+    lines = [
+        f"### Faithfulness: {args.dataset}, {granularity} level\n",
+        (
+            f"{len(texts)} test examples (n = {min(n_feats)}..{max(n_feats)} {granularity}s, mean "
+            f"{np.mean(n_feats):.1f}), explained class = true label, mask `{mask}`, top-k {args.top_k:g}%; "
+            f"model accuracy on these examples {accuracy:.3f}. 95% half-widths over examples.\n"
+        ),
+        f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{dtype}.\n",
+        f"Command: `{info['command']}`\n",
+        table,
+    ]
     for metric, entry in order.items():
         for who, e in entry.items():
             verdict = "holds" if e["best"] else f"does NOT hold (beaten by {LABELS.get(e['beaten_by'])})"
             other = e.get("runner_up") or e.get("beaten_by")
-            lines.append(f"- {LABELS[who]} best on {metric.upper().replace('_', ' ')} among {e['pool']}: "
-                         f"{verdict}; difference to {LABELS.get(other)} {e['difference']:+.3f}, "
-                         f"paired Wilcoxon p = {e['wilcoxon_p']:.3g}\n")
+            lines.append(
+                f"- {LABELS[who]} best on {metric.upper().replace('_', ' ')} among {e['pool']}: "
+                f"{verdict}; difference to {LABELS.get(other)} {e['difference']:+.3f}, "
+                f"paired Wilcoxon p = {e['wilcoxon_p']:.3g}\n"
+            )
     if "at2" in rows:
         r = rows["at2"]
-        lines.append(f"- AT2 fitted on {r['at2_fit_examples']} training texts ({r['at2_fit_passes']} forward "
-                     f"passes, {r['at2_fit_seconds']:.1f} s, training correlation {r['at2_train_correlation']:.3f}).\n")
+        lines.append(
+            f"- AT2 fitted on {r['at2_fit_examples']} training texts ({r['at2_fit_passes']} forward "
+            f"passes, {r['at2_fit_seconds']:.1f} s, training correlation {r['at2_train_correlation']:.3f}).\n"
+        )
     lines.append(f"\n![AS/IAS curves]({stem.name}.png)\n")
     write_markdown(stem.with_suffix(".md"), "".join(ln if ln.endswith("\n") else ln + "\n" for ln in lines))
-    _plot(stem.with_suffix(".png"), curves,
-          f"{args.model} + {args.adapter}; {args.dataset} {granularity} level, {len(texts)} examples")
+    _plot(
+        stem.with_suffix(".png"),
+        curves,
+        f"{args.model} + {args.adapter}; {args.dataset} {granularity} level, {len(texts)} examples",
+    )
     print(f"wrote {stem}.{{json,csv,md,png}}")
     return result
 

@@ -23,8 +23,13 @@ from pi_lightning.callbacks import AttributionMonitor, ValidationSPPI
 from pi_lightning.modules import TextClassifier, TextDataModule
 from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
 
-FAST = {"mp-pi": {"budget": 8, "seed": 0}, "kernel-shap": {"n_samples": 8}, "ig": {"n_steps": 4},
-        "udig": {"steps": 4}, "at2": {"num_masks": 8, "num_iterations": 50}}
+FAST = {
+    "mp-pi": {"budget": 8, "seed": 0},
+    "kernel-shap": {"n_samples": 8},
+    "ig": {"n_steps": 4},
+    "udig": {"steps": 4},
+    "at2": {"num_masks": 8, "num_iterations": 50},
+}
 
 
 def main() -> int:
@@ -38,21 +43,36 @@ def main() -> int:
     for arch in ("gpt2", "llama"):
         tok = tiny_tokenizer(arch)
         for precision in ("bf16-mixed", "32"):
-            mons = [AttributionMonitor(tok, probe, m, method_kwargs=FAST.get(m, {})) for m in available_methods()]
+            mons = [
+                AttributionMonitor(tok, probe, m, method_kwargs=FAST.get(m, {})) for m in available_methods()
+            ]
             free = ValidationSPPI(tok)
             pl.seed_everything(0, verbose=False)
             t = time.perf_counter()
-            trainer = pl.Trainer(max_epochs=2, accelerator="gpu", devices=1, precision=precision, logger=False,
-                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                                 callbacks=[*mons, free])
-            trainer.fit(TextClassifier(tiny_classifier(arch, tokenizer=tok), lr=5e-3),
-                        datamodule=TextDataModule(tok, train, val, batch_size=8))
+            trainer = pl.Trainer(
+                max_epochs=2,
+                accelerator="gpu",
+                devices=1,
+                precision=precision,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                callbacks=[*mons, free],
+            )
+            trainer.fit(
+                TextClassifier(tiny_classifier(arch, tokenizer=tok), lr=5e-3),
+                datamodule=TextDataModule(tok, train, val, batch_size=8),
+            )
             for mon in mons:
                 m = mon.evals[-1]["metrics"] if mon.evals else {}
                 ok = bool(m) and all(math.isfinite(v) for k, v in m.items() if not k.endswith("_ci"))
                 ok = ok and all(math.isfinite(s) for row in mon.evals[-1]["scores"] for s in row)
-                results[f"{arch}/{precision}/{mon.method}"] = {"ok": ok, "as_auc": m.get("as_auc"),
-                                                              "ias_auc": m.get("ias_auc")}
+                results[f"{arch}/{precision}/{mon.method}"] = {
+                    "ok": ok,
+                    "as_auc": m.get("as_auc"),
+                    "ias_auc": m.get("ias_auc"),
+                }
                 if not ok:
                     failures.append(f"{arch}/{precision}/{mon.method}")
             results[f"{arch}/{precision}/val-sp-pi"] = free.evals[-1]["metrics"]
@@ -63,7 +83,7 @@ def main() -> int:
             kw = FAST.get(method, {})
             cpu = get_attributor(method, model.cpu(), tok, **kw).attribute(probe[0], target=probe[1])
             gpu = get_attributor(method, model.cuda(), tok, **kw).attribute(probe[0], target=probe[1])
-            diff = max(float((a.scores - b.scores).abs().max()) for a, b in zip(cpu, gpu))
+            diff = max(float((a.scores - b.scores).abs().max()) for a, b in zip(cpu, gpu, strict=False))
             results[f"{arch}/cpu-vs-gpu/{method}"] = diff
             print(f"{arch} {method}: max |cpu - gpu| = {diff:.2e}")
             if diff > 1e-3:

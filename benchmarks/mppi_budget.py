@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> dict:
         for unit in ("passes", "samples"):
             cells = []
             for b in BUDGETS:
-                runs = [MPPI(model, tok, seed=s, budget=b, budget_unit=unit, **common).attribute(f, target=1)[0]
-                        for s in range(args.seeds)]
+                runs = [
+                    MPPI(model, tok, seed=s, budget=b, budget_unit=unit, **common).attribute(f, target=1)[0]
+                    for s in range(args.seeds)
+                ]
                 est = np.stack([a.scores.numpy() for a in runs])
                 err = float(np.mean(np.linalg.norm(est - phi, axis=1)) / np.linalg.norm(phi))
                 cos = float(np.mean(est @ phi / (np.linalg.norm(est, axis=1) * np.linalg.norm(phi))))

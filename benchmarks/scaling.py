@@ -49,10 +49,21 @@ __all__ = ["loglog_slope", "main", "mppi_timing", "p_prime_times"]
 
 HERE = Path(__file__).resolve().parent
 REUSED = {
-    "mppi": (["bench_mppi.py"], {"mppi_overhead_ratio": r"ratio (\d+\.\d+) \(goal <= 1\.15\)",
-                                 "p_prime_512_seconds": r"n= 512:\s+(\d+\.\d+) s"}),
-    "metrics": (["bench_metrics.py"], {"as_ias_overhead_ratio": r"ratio evaluation / bare forward = (\d+\.\d+)"}),
-    "callbacks": (["bench_callbacks.py"], {"sppi_free_overhead_percent": r"free-mode SP-PI overhead: ([+-]\d+\.\d+)%"}),
+    "mppi": (
+        ["bench_mppi.py"],
+        {
+            "mppi_overhead_ratio": r"ratio (\d+\.\d+) \(goal <= 1\.15\)",
+            "p_prime_512_seconds": r"n= 512:\s+(\d+\.\d+) s",
+        },
+    ),
+    "metrics": (
+        ["bench_metrics.py"],
+        {"as_ias_overhead_ratio": r"ratio evaluation / bare forward = (\d+\.\d+)"},
+    ),
+    "callbacks": (
+        ["bench_callbacks.py"],
+        {"sppi_free_overhead_percent": r"free-mode SP-PI overhead: ([+-]\d+\.\d+)%"},
+    ),
 }
 
 
@@ -65,8 +76,14 @@ def p_prime_times(ns: list[int]) -> list[dict]:
         t0 = time.perf_counter()
         d = shapley.mask_distribution(n)
         _ = d.class_weights
-        out.append({"n": n, "seconds": time.perf_counter() - t0, "iterations": d.iterations,
-                    "objective": float(d.objective)})
+        out.append(
+            {
+                "n": n,
+                "seconds": time.perf_counter() - t0,
+                "iterations": d.iterations,
+                "objective": float(d.objective),
+            }
+        )
     return out
 
 
@@ -105,8 +122,12 @@ def mppi_timing(mp: MPPI, texts: list[str], repeats: int, device: str) -> dict:
                 torch.cuda.synchronize()
             total = time.perf_counter() - t0
             if best is None or total < best["seconds"]:
-                best = {"seconds": total, "forward_seconds": rec["inside"], "sequences": rec["seqs"],
-                        "tokens": rec["tokens"]}
+                best = {
+                    "seconds": total,
+                    "forward_seconds": rec["inside"],
+                    "sequences": rec["seqs"],
+                    "tokens": rec["tokens"],
+                }
     finally:
         mp.adapter.forward_positions = inner
     best["overhead_ratio"] = best["seconds"] / best["forward_seconds"]
@@ -128,12 +149,22 @@ def run_reused(names: list[str], device: str, dtype: str, model: str) -> dict:
         script, patterns = REUSED[name]
         cmd = [sys.executable, str(HERE / script[0])]
         if name == "callbacks":
-            cmd += ["--model", model, "--device", device,
-                    "--precision", "bf16-mixed" if dtype == "bf16" else "32"]
+            cmd += [
+                "--model",
+                model,
+                "--device",
+                device,
+                "--precision",
+                "bf16-mixed" if dtype == "bf16" else "32",
+            ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, check=False)
-        entry = {"command": "python benchmarks/" + " ".join([script[0], *cmd[2:]]), "returncode": proc.returncode,
-                 "seconds": time.perf_counter() - t0, "stdout": proc.stdout[-4000:]}
+        entry = {
+            "command": "python benchmarks/" + " ".join([script[0], *cmd[2:]]),
+            "returncode": proc.returncode,
+            "seconds": time.perf_counter() - t0,
+            "stdout": proc.stdout[-4000:],
+        }
         if proc.returncode != 0:
             entry["stderr"] = proc.stderr[-2000:]
         for key, pat in patterns.items():
@@ -152,22 +183,45 @@ def _plot(path: Path, by_n: list[dict], by_len: list[dict], pp: list[dict], titl
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]
-    ax.loglog([r["n"] for r in by_n], [r["seconds_per_text"] for r in by_n], "o-", label="MP-PI (2n), words: n grows")
-    ax.loglog([r["n"] for r in by_n], [r["forward_seconds"] / r["texts"] for r in by_n], "x--",
-              label="its forward passes alone")
+    ax.loglog(
+        [r["n"] for r in by_n],
+        [r["seconds_per_text"] for r in by_n],
+        "o-",
+        label="MP-PI (2n), words: n grows",
+    )
+    ax.loglog(
+        [r["n"] for r in by_n],
+        [r["forward_seconds"] / r["texts"] for r in by_n],
+        "x--",
+        label="its forward passes alone",
+    )
     ax.set_xlabel("features n (words)")
     ax.set_ylabel("seconds per text")
     ax2 = axes[1]
-    ax2.loglog([r["tokens_per_text"] for r in by_len], [r["seconds_per_text"] for r in by_len], "o-",
-               label=f"MP-PI (2n), n = {by_len[0]['n'] if by_len else '?'} sentences, tokens grow")
-    ax2.loglog([r["tokens_per_text"] for r in by_n], [r["seconds_per_text"] for r in by_n], "s:",
-               label="MP-PI (2n), words (n grows with length)")
+    ax2.loglog(
+        [r["tokens_per_text"] for r in by_len],
+        [r["seconds_per_text"] for r in by_len],
+        "o-",
+        label=f"MP-PI (2n), n = {by_len[0]['n'] if by_len else '?'} sentences, tokens grow",
+    )
+    ax2.loglog(
+        [r["tokens_per_text"] for r in by_n],
+        [r["seconds_per_text"] for r in by_n],
+        "s:",
+        label="MP-PI (2n), words (n grows with length)",
+    )
     ax2.set_xlabel("tokens per text")
     ax2.set_ylabel("seconds per text")
     if pp:
         ax3 = ax.twinx()
-        ax3.loglog([r["n"] for r in pp], [r["seconds"] for r in pp], "^-", color="gray", alpha=0.6,
-                   label="P' + weights (s, right axis)")
+        ax3.loglog(
+            [r["n"] for r in pp],
+            [r["seconds"] for r in pp],
+            "^-",
+            color="gray",
+            alpha=0.6,
+            label="P' + weights (s, right axis)",
+        )
         ax3.set_ylabel("P' seconds")
         ax3.legend(fontsize=7, loc="lower right")
     for a in axes:
@@ -188,8 +242,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--widths", default="4,8,16,32,64", help="words per sentence for the text-length series")
     p.add_argument("--texts", type=int, default=2, help="texts per point")
     p.add_argument("--repeats", type=int, default=2, help="best of this many runs per point")
-    p.add_argument("--reuse", default="mppi,metrics,callbacks",
-                   help="existing benchmarks to run and collect (comma list of mppi, metrics, callbacks; or none)")
+    p.add_argument(
+        "--reuse",
+        default="mppi,metrics,callbacks",
+        help="existing benchmarks to run and collect (comma list of mppi, metrics, callbacks; or none)",
+    )
     raw = list(argv) if argv is not None else sys.argv[1:]
     args = p.parse_args(raw)
     reuse = [] if args.reuse in ("", "none") else [r.strip() for r in args.reuse.split(",")]
@@ -214,65 +271,121 @@ def main(argv: list[str] | None = None) -> dict:
         r = mppi_timing(mp_word, texts, args.repeats, args.device)
         r["texts"] = len(texts)
         by_n.append(r)
-        print(f"  MP-PI n={r['n']:4d} words ({r['tokens_per_text']:.0f} tokens): {r['seconds_per_text']:.3f} s/text, "
-              f"overhead {r['overhead_ratio']:.3f}x over its {r['sequences']} passes", flush=True)
+        print(
+            f"  MP-PI n={r['n']:4d} words ({r['tokens_per_text']:.0f} tokens): {r['seconds_per_text']:.3f} s/text, "
+            f"overhead {r['overhead_ratio']:.3f}x over its {r['sequences']} passes",
+            flush=True,
+        )
     mp_sent = MPPI(model, tok, budget="2n", seed=0, granularity="sentence", max_tokens=args.max_tokens)
     by_len = []
     for w in [int(x) for x in args.widths.split(",")]:
-        texts = [" ".join(" ".join(rng.choice(words) for _ in range(w)) + "." for _ in range(args.sentences))
-                 for _ in range(args.texts)]
+        texts = [
+            " ".join(" ".join(rng.choice(words) for _ in range(w)) + "." for _ in range(args.sentences))
+            for _ in range(args.texts)
+        ]
         r = mppi_timing(mp_sent, texts, args.repeats, args.device)
         r["texts"], r["words_per_sentence"] = len(texts), w
         by_len.append(r)
-        print(f"  MP-PI n={r['n']} sentences x {w} words ({r['tokens_per_text']:.0f} tokens): "
-              f"{r['seconds_per_text']:.3f} s/text, overhead {r['overhead_ratio']:.3f}x", flush=True)
+        print(
+            f"  MP-PI n={r['n']} sentences x {w} words ({r['tokens_per_text']:.0f} tokens): "
+            f"{r['seconds_per_text']:.3f} s/text, overhead {r['overhead_ratio']:.3f}x",
+            flush=True,
+        )
     slopes = {}
     if len(by_n) > 1:
         slopes["seconds_vs_n"] = loglog_slope([r["n"] for r in by_n], [r["seconds_per_text"] for r in by_n])
     if len(by_len) > 1:
-        slopes["seconds_vs_tokens_fixed_n"] = loglog_slope([r["tokens_per_text"] for r in by_len],
-                                                           [r["seconds_per_text"] for r in by_len])
+        slopes["seconds_vs_tokens_fixed_n"] = loglog_slope(
+            [r["tokens_per_text"] for r in by_len], [r["seconds_per_text"] for r in by_len]
+        )
     if len(pp) > 1:
         slopes["p_prime_seconds_vs_n"] = loglog_slope([r["n"] for r in pp], [r["seconds"] for r in pp])
     reused = run_reused(reuse, args.device, dtype, args.model)
 
     tag = f"_{args.tag}" if args.tag else ""
     stem = Path(args.out) / f"scaling{tag}"
-    goals = {"p_prime_512_le_2s": next((r["seconds"] <= 2.0 for r in pp if r["n"] == 512), None),
-             "mppi_overhead_le_1.15_on_model": max(r["overhead_ratio"] for r in by_n + by_len) <= 1.15}
+    goals = {
+        "p_prime_512_le_2s": next((r["seconds"] <= 2.0 for r in pp if r["n"] == 512), None),
+        "mppi_overhead_le_1.15_on_model": max(r["overhead_ratio"] for r in by_n + by_len) <= 1.15,
+    }
     if "mppi" in reused and reused["mppi"]["mppi_overhead_ratio"] is not None:
         goals["mppi_overhead_le_1.15_bench_mppi"] = reused["mppi"]["mppi_overhead_ratio"] <= 1.15
     if "metrics" in reused and reused["metrics"]["as_ias_overhead_ratio"] is not None:
         goals["as_ias_overhead_le_1.2"] = reused["metrics"]["as_ias_overhead_ratio"] <= 1.2
     if "callbacks" in reused and reused["callbacks"]["sppi_free_overhead_percent"] is not None:
         goals["sppi_free_overhead_le_2pct"] = reused["callbacks"]["sppi_free_overhead_percent"] <= 2.0
-    result = {**info, "p_prime": pp, "mppi_by_n": by_n, "mppi_by_length": by_len, "loglog_slopes": slopes,
-              "reused": reused, "goals": goals}
+    result = {
+        **info,
+        "p_prime": pp,
+        "mppi_by_n": by_n,
+        "mppi_by_length": by_len,
+        "loglog_slopes": slopes,
+        "reused": reused,
+        "goals": goals,
+    }
     write_json(stem.with_suffix(".json"), result)
 
-    lines = ["### Speed and scaling\n",
-             f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{dtype}; model {args.model}.\n",
-             f"Command: `{info['command']}`\n",
-             "P' + weights (cache cleared):\n\n",
-             md_table(["n", "seconds", "iterations"], [[r["n"], f"{r['seconds']:.3f}", r["iterations"]] for r in pp]),
-             (f"\nMP-PI (budget 2n, best of {args.repeats}, {args.texts} texts per point); overhead = total / "
-             "time inside its forward passes:\n\n"),
-             md_table(["series", "n", "tokens/text", "passes", "s/text", "overhead"],
-                      [["words", r["n"], f"{r['tokens_per_text']:.0f}", r["sequences"],
-                        f"{r['seconds_per_text']:.3f}", f"{r['overhead_ratio']:.3f}"] for r in by_n]
-                      + [[f"sentences x {r['words_per_sentence']} words", r["n"], f"{r['tokens_per_text']:.0f}",
-                          r["sequences"], f"{r['seconds_per_text']:.3f}", f"{r['overhead_ratio']:.3f}"]
-                         for r in by_len]),
-             "\nLog-log slopes: " + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items()) + "\n"]
+    lines = [
+        "### Speed and scaling\n",
+        f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{dtype}; model {args.model}.\n",
+        f"Command: `{info['command']}`\n",
+        "P' + weights (cache cleared):\n\n",
+        md_table(
+            ["n", "seconds", "iterations"], [[r["n"], f"{r['seconds']:.3f}", r["iterations"]] for r in pp]
+        ),
+        (
+            f"\nMP-PI (budget 2n, best of {args.repeats}, {args.texts} texts per point); overhead = total / "
+            "time inside its forward passes:\n\n"
+        ),
+        md_table(
+            ["series", "n", "tokens/text", "passes", "s/text", "overhead"],
+            [
+                [
+                    "words",
+                    r["n"],
+                    f"{r['tokens_per_text']:.0f}",
+                    r["sequences"],
+                    f"{r['seconds_per_text']:.3f}",
+                    f"{r['overhead_ratio']:.3f}",
+                ]
+                for r in by_n
+            ]
+            + [
+                [
+                    f"sentences x {r['words_per_sentence']} words",
+                    r["n"],
+                    f"{r['tokens_per_text']:.0f}",
+                    r["sequences"],
+                    f"{r['seconds_per_text']:.3f}",
+                    f"{r['overhead_ratio']:.3f}",
+                ]
+                for r in by_len
+            ],
+        ),
+        "\nLog-log slopes: " + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items()) + "\n",
+    ]
     if reused:
         lines.append("\nReused benchmarks (their own printed ratios):\n\n")
-        lines.append(md_table(["script", "figure", "value", "command"],
-                              [[k, key, reused[k][key], f"`{reused[k]['command']}`"]
-                               for k in reused for key in REUSED[k][1]]))
+        lines.append(
+            md_table(
+                ["script", "figure", "value", "command"],
+                [
+                    [k, key, reused[k][key], f"`{reused[k]['command']}`"]
+                    for k in reused
+                    for key in REUSED[k][1]
+                ],
+            )
+        )
     lines.append("\nGoals: " + ", ".join(f"{k}: {v}" for k, v in goals.items()) + "\n")
     lines.append(f"\n![scaling]({stem.name}.png)\n")
     write_markdown(stem.with_suffix(".md"), "".join(lines))
-    _plot(stem.with_suffix(".png"), by_n, by_len, pp, f"{args.model} on {args.device}/{dtype}; {info['machine']}")
+    _plot(
+        stem.with_suffix(".png"),
+        by_n,
+        by_len,
+        pp,
+        f"{args.model} on {args.device}/{dtype}; {info['machine']}",
+    )
     print("slopes: " + json.dumps(slopes) + "\ngoals: " + json.dumps(goals))
     print(f"wrote {stem}.{{json,md,png}}")
     return result

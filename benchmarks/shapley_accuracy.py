@@ -69,8 +69,9 @@ __all__ = ["METHODS", "exact_references", "main"]
 METHODS = ("mp-pi", "kernel-shap", "captum-kernelshap", "shap-permutation")
 
 
-def exact_references(adapter: ClassifierAdapter, masker: Masker, features, target: int,
-                     output: str = "prob") -> dict[str, np.ndarray]:
+def exact_references(
+    adapter: ClassifierAdapter, masker: Masker, features, target: int, output: str = "prob"
+) -> dict[str, np.ndarray]:
     """Exact Shapley values of the full-input game and of MP-PI's prefix game, from all 2^n masked inputs."""
     n = features.n
     # (2^n, n) every coalition, in exact_shapley's enumeration order.
@@ -85,12 +86,24 @@ def exact_references(adapter: ClassifierAdapter, masker: Masker, features, targe
     logits = adapter.forward_positions(seqs, positions)
     # 2^n x (2, C) -> (2^n, 2, C) -> the target's output at the two positions.
     vals = transform_outputs(torch.stack(logits), output)[..., target].double().numpy()
-    return {"prefix": exact_shapley(lambda _z: vals[:, 0], n), "full": exact_shapley(lambda _z: vals[:, 1], n),
-            "f_empty": float(vals[0, 1]), "f_full": float(vals[-1, 1])}
+    return {
+        "prefix": exact_shapley(lambda _z: vals[:, 0], n),
+        "full": exact_shapley(lambda _z: vals[:, 1], n),
+        "f_empty": float(vals[0, 1]),
+        "f_full": float(vals[-1, 1]),
+    }
 
 
-def permutation_reference(adapter: ClassifierAdapter, masker: Masker, features, target: int, permutations: int,
-                          seed: int = 0, output: str = "prob", chunk: int = 64) -> dict[str, np.ndarray]:
+def permutation_reference(
+    adapter: ClassifierAdapter,
+    masker: Masker,
+    features,
+    target: int,
+    permutations: int,
+    seed: int = 0,
+    output: str = "prob",
+    chunk: int = 64,
+) -> dict[str, np.ndarray]:
     """Shapley values of the full-input game from ``permutations`` antithetic permutation walks.
 
     Each walk adds the features in a random order (and its reverse) and credits each feature with the
@@ -114,18 +127,25 @@ def permutation_reference(adapter: ClassifierAdapter, masker: Masker, features, 
         np.add.at(phi, perms.reshape(-1), gains.reshape(-1))
         done += len(perms)
     phi /= done
-    return {"full": phi, "prefix": phi, "f_empty": float(v[0, 0]), "f_full": float(v[0, -1]),
-            "permutations": done}
+    return {
+        "full": phi,
+        "prefix": phi,
+        "f_empty": float(v[0, 0]),
+        "f_full": float(v[0, -1]),
+        "permutations": done,
+    }
 
 
 def value_function(adapter: ClassifierAdapter, masker: Masker, features, target: int, output: str = "prob"):
     """The full-input game as a user would wire it for Captum / shap: binary coalitions -> outputs."""
+
     def f(z):
         z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
         # (K, n) float -> (K, n) bool coalitions.
         seqs, _ = masker(features, z.reshape(-1, features.n) > 0.5)
         logits = adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
         return transform_outputs(torch.cat(logits), output)[:, target]
+
     return f
 
 
@@ -163,18 +183,27 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            phi = KernelShap(fn).attribute(torch.ones(1, n), baselines=torch.zeros(1, n),
-                                           feature_mask=torch.arange(n)[None, :], n_samples=budget)
+            phi = KernelShap(fn).attribute(
+                torch.ones(1, n),
+                baselines=torch.zeros(1, n),
+                feature_mask=torch.arange(n)[None, :],
+                n_samples=budget,
+            )
         return phi[0].double().numpy(), adapter.forward_passes - before, time.perf_counter() - t0
     if name == "shap-permutation":
         import shap
 
         if budget < 2 * n + 1:
             return None, 0, 0.0
-        explainer = shap.PermutationExplainer(lambda z: fn(z).numpy(), shap.maskers.Independent(np.zeros((1, n))),
-                                              seed=seed)
+        explainer = shap.PermutationExplainer(
+            lambda z: fn(z).numpy(), shap.maskers.Independent(np.zeros((1, n))), seed=seed
+        )
         ex = explainer(np.ones((1, n)), max_evals=budget, silent=True)
-        return np.asarray(ex.values[0], dtype=np.float64), adapter.forward_passes - before, time.perf_counter() - t0
+        return (
+            np.asarray(ex.values[0], dtype=np.float64),
+            adapter.forward_passes - before,
+            time.perf_counter() - t0,
+        )
     raise ValueError(f"Unknown method {name!r}: expected one of {', '.join(METHODS)}.")
 
 
@@ -190,13 +219,31 @@ def _plot(path: Path, summary: list[dict], methods: list[str], budgets: list[int
         if not rows:
             continue
         x = [r["budget_multiple"] for r in rows]
-        axes[0].errorbar(x, [r["cos_full"] for r in rows], yerr=[r["cos_full_ci"] for r in rows], marker="o", label=m,
-                         capsize=3)
-        axes[1].errorbar(x, [r["cos_prefix"] for r in rows], yerr=[r["cos_prefix_ci"] for r in rows], marker="o",
-                         label=m, capsize=3)
+        axes[0].errorbar(
+            x,
+            [r["cos_full"] for r in rows],
+            yerr=[r["cos_full_ci"] for r in rows],
+            marker="o",
+            label=m,
+            capsize=3,
+        )
+        axes[1].errorbar(
+            x,
+            [r["cos_prefix"] for r in rows],
+            yerr=[r["cos_prefix_ci"] for r in rows],
+            marker="o",
+            label=m,
+            capsize=3,
+        )
         axes[2].plot(x, [r["ms_per_pass"] for r in rows], marker="o", label=m)
-    for ax, t in zip(axes, ("cosine to exact Shapley (full input)", "cosine to exact Shapley (prefix game)",
-                            "ms per model pass")):
+    for ax, t in zip(
+        axes,
+        (
+            "cosine to exact Shapley (full input)",
+            "cosine to exact Shapley (prefix game)",
+            "ms per model pass",
+        ), strict=False,
+    ):
         ax.set_xscale("log", base=2)
         ax.set_xticks(budgets, [f"{b}n" for b in budgets])
         ax.set_xlabel("budget (model passes)")
@@ -215,10 +262,18 @@ def main(argv: list[str] | None = None) -> dict:
     add_common_args(p)
     p.add_argument("--inputs", type=int, default=8, help="test sentences to explain")
     p.add_argument("--min-features", type=int, default=6)
-    p.add_argument("--max-features", type=int, default=10,
-                   help="at most 12 with the exact reference (2^n masked inputs each)")
-    p.add_argument("--reference", default="exact", choices=("exact", "permutations"),
-                   help="exact enumeration (n <= 12) or antithetic permutations (removal game, long texts)")
+    p.add_argument(
+        "--max-features",
+        type=int,
+        default=10,
+        help="at most 12 with the exact reference (2^n masked inputs each)",
+    )
+    p.add_argument(
+        "--reference",
+        default="exact",
+        choices=("exact", "permutations"),
+        help="exact enumeration (n <= 12) or antithetic permutations (removal game, long texts)",
+    )
     p.add_argument("--permutations", type=int, default=20000, help="walks of the permutation reference")
     p.add_argument("--budgets", default="1,2,4,8", help="budget multiples k (budget = k n passes)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method, budget and input")
@@ -229,13 +284,19 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(raw)
     if args.reference == "permutations":
         if args.mask != "remove" or args.template.split("{text}")[-1]:
-            raise ValueError("--reference permutations is for the removal game, where PI's prefix game is the "
-                             "full game: use --mask remove and a template with nothing after {text}.")
+            raise ValueError(
+                "--reference permutations is for the removal game, where PI's prefix game is the "
+                "full game: use --mask remove and a template with nothing after {text}."
+            )
         if not 2 <= args.min_features <= args.max_features:
-            raise ValueError(f"Need 2 <= --min-features <= --max-features, got {args.min_features}..{args.max_features}.")
+            raise ValueError(
+                f"Need 2 <= --min-features <= --max-features, got {args.min_features}..{args.max_features}."
+            )
     elif not 2 <= args.min_features <= args.max_features <= 12:
-        raise ValueError(f"Need 2 <= --min-features <= --max-features <= 12 (exact Shapley enumerates 2^n inputs), "
-                         f"got {args.min_features}..{args.max_features}.")
+        raise ValueError(
+            f"Need 2 <= --min-features <= --max-features <= 12 (exact Shapley enumerates 2^n inputs), "
+            f"got {args.min_features}..{args.max_features}."
+        )
     budgets = [int(b) for b in args.budgets.split(",")]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
@@ -247,8 +308,11 @@ def main(argv: list[str] | None = None) -> dict:
         except ImportError:
             import warnings
 
-            warnings.warn("shap is not installed (`pip install shap`): the shap-permutation peer is skipped.",
-                          UserWarning, stacklevel=2)
+            warnings.warn(
+                "shap is not installed (`pip install shap`): the shap-permutation peer is skipped.",
+                UserWarning,
+                stacklevel=2,
+            )
             methods.remove("shap-permutation")
 
     from faithfulness_table import select_texts  # same data selection as the table
@@ -257,48 +321,82 @@ def main(argv: list[str] | None = None) -> dict:
 
     model, tok, dtype = load_model(args)
     info = run_info(args, dtype, "shapley_accuracy.py", raw)
-    common = {"granularity": "word", "template": args.template, "mask": args.mask, "max_tokens": args.max_tokens}
+    common = {
+        "granularity": "word",
+        "template": args.template,
+        "mask": args.mask,
+        "max_tokens": args.max_tokens,
+    }
     featurizer = Featurizer(tok, "word", args.template)
-    texts, labels = select_texts("rotten_tomatoes", "test", "word", args.max_features, args.inputs, featurizer,
-                                 min_features=args.min_features)
+    texts, labels = select_texts(
+        "rotten_tomatoes",
+        "test",
+        "word",
+        args.max_features,
+        args.inputs,
+        featurizer,
+        min_features=args.min_features,
+    )
     adapter = ClassifierAdapter(model, max_tokens=args.max_tokens)
     masker = Masker(tok, args.mask)
     feats = [featurizer(t) for t in texts]
     for n in sorted({f.n for f in feats}):  # P' once per n, cached (not part of the per-call cost)
         mask_distribution(n)
-    print(f"{info['model']} + {info['adapter']} on {info['device']}/{dtype}: {len(feats)} inputs, "
-          f"n = {[f.n for f in feats]}, budgets {budgets} x n, {args.seeds} seeds", flush=True)
+    print(
+        f"{info['model']} + {info['adapter']} on {info['device']}/{dtype}: {len(feats)} inputs, "
+        f"n = {[f.n for f in feats]}, budgets {budgets} x n, {args.seeds} seeds",
+        flush=True,
+    )
 
     # Warm-up: one pass of every kind so that first-call costs do not land on one method.
     value_function(adapter, masker, feats[0], labels[0])(np.ones((2, feats[0].n)))
     records, refs = [], []
-    for i, (f, y) in enumerate(zip(feats, labels)):
+    for i, (f, y) in enumerate(zip(feats, labels, strict=False)):
         t0 = time.perf_counter()
         if args.reference == "exact":
-            ref, ref_passes = exact_references(adapter, masker, f, y), 2 ** f.n
+            ref, ref_passes = exact_references(adapter, masker, f, y), 2**f.n
         else:
             before = adapter.forward_passes
             ref = permutation_reference(adapter, masker, f, y, args.permutations, seed=10_000 + i)
             ref_passes = adapter.forward_passes - before
         ref_s = time.perf_counter() - t0
-        refs.append({"text": f.text, "n": f.n, "target": y, "seconds": ref_s, "passes": ref_passes,
-                     "reference": args.reference,
-                     "full": ref["full"].tolist(), "prefix": ref["prefix"].tolist(),
-                     "cos_full_prefix": _cos(ref["full"], ref["prefix"]),
-                     "spearman_full_prefix": _spearman(ref["full"], ref["prefix"])})
+        refs.append(
+            {
+                "text": f.text,
+                "n": f.n,
+                "target": y,
+                "seconds": ref_s,
+                "passes": ref_passes,
+                "reference": args.reference,
+                "full": ref["full"].tolist(),
+                "prefix": ref["prefix"].tolist(),
+                "cos_full_prefix": _cos(ref["full"], ref["prefix"]),
+                "spearman_full_prefix": _spearman(ref["full"], ref["prefix"]),
+            }
+        )
         for k in budgets:
             for seed in range(args.seeds):
                 for m in methods:
                     phi, passes, secs = run_method(m, k, seed, model, tok, adapter, masker, f, y, common)
-                    rec = {"input": i, "n": f.n, "method": m, "budget_multiple": k, "seed": seed,
-                           "passes": int(passes), "seconds": secs}
+                    rec = {
+                        "input": i,
+                        "n": f.n,
+                        "method": m,
+                        "budget_multiple": k,
+                        "seed": seed,
+                        "passes": int(passes),
+                        "seconds": secs,
+                    }
                     if phi is not None:
                         for which in ("full", "prefix"):
                             rec[f"cos_{which}"] = _cos(phi, ref[which])
                             rec[f"spearman_{which}"] = _spearman(phi, ref[which])
                     records.append(rec)
-        print(f"  input {i + 1}/{len(feats)} (n={f.n}) done; exact references {ref_s:.1f} s, "
-              f"cos(full, prefix) {refs[-1]['cos_full_prefix']:.3f}", flush=True)
+        print(
+            f"  input {i + 1}/{len(feats)} (n={f.n}) done; exact references {ref_s:.1f} s, "
+            f"cos(full, prefix) {refs[-1]['cos_full_prefix']:.3f}",
+            flush=True,
+        )
 
     summary = []
     for m in methods:
@@ -308,10 +406,14 @@ def main(argv: list[str] | None = None) -> dict:
             if rs:
                 for key in ("cos_full", "spearman_full", "cos_prefix", "spearman_prefix"):
                     v = torch.tensor([r[key] for r in rs if math.isfinite(r[key])], dtype=torch.float64)
-                    row[key], row[f"{key}_ci"] = mean_confidence_interval(v) if len(v) else (float("nan"),) * 2
+                    row[key], row[f"{key}_ci"] = (
+                        mean_confidence_interval(v) if len(v) else (float("nan"),) * 2
+                    )
                 row["passes_per_input"] = float(np.mean([r["passes"] for r in rs]))
                 row["seconds_per_input"] = float(np.mean([r["seconds"] for r in rs]))
-                row["ms_per_pass"] = 1e3 * sum(r["seconds"] for r in rs) / max(1, sum(r["passes"] for r in rs))
+                row["ms_per_pass"] = (
+                    1e3 * sum(r["seconds"] for r in rs) / max(1, sum(r["passes"] for r in rs))
+                )
             summary.append(row)
 
     goals = {}
@@ -319,22 +421,46 @@ def main(argv: list[str] | None = None) -> dict:
         by = {(r["method"], r["budget_multiple"]): r for r in summary}
         for k in budgets:
             a, b = by[("mp-pi", k)], by[("captum-kernelshap", k)]
-            goals[f"{k}n"] = {"mp-pi_more_accurate_full": a["cos_full"] > b["cos_full"],
-                              "mp-pi_more_accurate_prefix": a["cos_prefix"] > b["cos_prefix"],
-                              "mp-pi_not_slower_per_pass": a["ms_per_pass"] <= b["ms_per_pass"],
-                              "ms_per_pass_ratio": a["ms_per_pass"] / b["ms_per_pass"]}
+            goals[f"{k}n"] = {
+                "mp-pi_more_accurate_full": a["cos_full"] > b["cos_full"],
+                "mp-pi_more_accurate_prefix": a["cos_prefix"] > b["cos_prefix"],
+                "mp-pi_not_slower_per_pass": a["ms_per_pass"] <= b["ms_per_pass"],
+                "ms_per_pass_ratio": a["ms_per_pass"] / b["ms_per_pass"],
+            }
 
     tag = f"_{args.tag}" if args.tag else ""
     stem = Path(args.out) / f"shapley_accuracy{tag}"
     cos_fp = [r["cos_full_prefix"] for r in refs]
-    result = {**info, "inputs": len(feats), "n": [f.n for f in feats], "budgets": budgets, "seeds": args.seeds,
-              "template": args.template, "mask": args.mask, "summary": summary, "goals": goals,
-              "references": refs, "records": records,
-              "cos_full_vs_prefix_mean": float(np.mean(cos_fp))}
+    result = {
+        **info,
+        "inputs": len(feats),
+        "n": [f.n for f in feats],
+        "budgets": budgets,
+        "seeds": args.seeds,
+        "template": args.template,
+        "mask": args.mask,
+        "summary": summary,
+        "goals": goals,
+        "references": refs,
+        "records": records,
+        "cos_full_vs_prefix_mean": float(np.mean(cos_fp)),
+    }
     write_json(stem.with_suffix(".json"), result)
     with open(stem.with_suffix(".csv"), "w", newline="") as fh:
-        keys = ["method", "budget_multiple", "runs", "cos_full", "cos_full_ci", "spearman_full", "cos_prefix",
-                "cos_prefix_ci", "spearman_prefix", "passes_per_input", "seconds_per_input", "ms_per_pass"]
+        keys = [
+            "method",
+            "budget_multiple",
+            "runs",
+            "cos_full",
+            "cos_full_ci",
+            "spearman_full",
+            "cos_prefix",
+            "cos_prefix_ci",
+            "spearman_prefix",
+            "passes_per_input",
+            "seconds_per_input",
+            "ms_per_pass",
+        ]
         w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(summary)
@@ -345,34 +471,70 @@ def main(argv: list[str] | None = None) -> dict:
         ci = r.get(f"{key}_ci", float("nan"))
         return f"{r[key]:.3f} ± {ci:.3f}" if math.isfinite(ci) else f"{r[key]:.3f}"
 
-    table = md_table(["Method", "Budget", "cos (full) ↑", "Spearman (full) ↑", "cos (prefix) ↑",
-                      "Spearman (prefix) ↑", "passes/input", "s/input", "ms/pass"],
-                     [[r["method"], f"{r['budget_multiple']}n", f3(r, "cos_full"), f3(r, "spearman_full"),
-                       f3(r, "cos_prefix"), f3(r, "spearman_prefix"),
-                       f"{r['passes_per_input']:.1f}" if r["runs"] else "needs ≥ 2n+1",
-                       f"{r['seconds_per_input']:.3f}" if r["runs"] else "—",
-                       f"{r['ms_per_pass']:.2f}" if r["runs"] else "—"] for r in summary])
-    lines = ["### Accuracy per unit cost against exact Shapley values\n",
-             (f"{len(feats)} Rotten Tomatoes test sentences, n = {min(result['n'])}..{max(result['n'])} words, "
-             f"explained class = true label, mask `{args.mask}`, {args.seeds} seeds per method x budget x input. "
-             "`full`: exact Shapley values of the model output on the masked input (2^n passes); `prefix`: "
-             "exact Shapley values of MP-PI's intermediate-prediction game. Mean over inputs x seeds, 95% half-width.\n"),
-             (f"Mean cosine between the two exact references: {np.mean(cos_fp):.3f} "
-             f"(min {np.min(cos_fp):.3f}).\n"),
-             f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{dtype}.\n",
-             f"Command: `{info['command']}`\n", table]
+    table = md_table(
+        [
+            "Method",
+            "Budget",
+            "cos (full) ↑",
+            "Spearman (full) ↑",
+            "cos (prefix) ↑",
+            "Spearman (prefix) ↑",
+            "passes/input",
+            "s/input",
+            "ms/pass",
+        ],
+        [
+            [
+                r["method"],
+                f"{r['budget_multiple']}n",
+                f3(r, "cos_full"),
+                f3(r, "spearman_full"),
+                f3(r, "cos_prefix"),
+                f3(r, "spearman_prefix"),
+                f"{r['passes_per_input']:.1f}" if r["runs"] else "needs ≥ 2n+1",
+                f"{r['seconds_per_input']:.3f}" if r["runs"] else "—",
+                f"{r['ms_per_pass']:.2f}" if r["runs"] else "—",
+            ]
+            for r in summary
+        ],
+    )
+    lines = [
+        "### Accuracy per unit cost against exact Shapley values\n",
+        (
+            f"{len(feats)} Rotten Tomatoes test sentences, n = {min(result['n'])}..{max(result['n'])} words, "
+            f"explained class = true label, mask `{args.mask}`, {args.seeds} seeds per method x budget x input. "
+            "`full`: exact Shapley values of the model output on the masked input (2^n passes); `prefix`: "
+            "exact Shapley values of MP-PI's intermediate-prediction game. Mean over inputs x seeds, 95% half-width.\n"
+        ),
+        (
+            f"Mean cosine between the two exact references: {np.mean(cos_fp):.3f} "
+            f"(min {np.min(cos_fp):.3f}).\n"
+        ),
+        f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{dtype}.\n",
+        f"Command: `{info['command']}`\n",
+        table,
+    ]
     for k, g in goals.items():
-        lines.append(f"- {k}: MP-PI more accurate than Captum KernelShap (full ref.) {g['mp-pi_more_accurate_full']}, "
-                     f"(prefix ref.) {g['mp-pi_more_accurate_prefix']}; ms/pass ratio MP-PI / Captum "
-                     f"{g['ms_per_pass_ratio']:.2f} (not slower: {g['mp-pi_not_slower_per_pass']})\n")
+        lines.append(
+            f"- {k}: MP-PI more accurate than Captum KernelShap (full ref.) {g['mp-pi_more_accurate_full']}, "
+            f"(prefix ref.) {g['mp-pi_more_accurate_prefix']}; ms/pass ratio MP-PI / Captum "
+            f"{g['ms_per_pass_ratio']:.2f} (not slower: {g['mp-pi_not_slower_per_pass']})\n"
+        )
     lines.append(f"\n![accuracy per budget]({stem.name}.png)\n")
     write_markdown(stem.with_suffix(".md"), "".join(lines))
-    _plot(stem.with_suffix(".png"), summary, methods, budgets,
-          f"{args.model} + {args.adapter}; {len(feats)} inputs, n = {min(result['n'])}..{max(result['n'])}")
+    _plot(
+        stem.with_suffix(".png"),
+        summary,
+        methods,
+        budgets,
+        f"{args.model} + {args.adapter}; {len(feats)} inputs, n = {min(result['n'])}..{max(result['n'])}",
+    )
     for r in summary:
         if r["runs"]:
-            print(f"  {r['method']:<18} {r['budget_multiple']}n  cos full {r['cos_full']:.3f}  cos prefix "
-                  f"{r['cos_prefix']:.3f}  {r['passes_per_input']:.0f} passes  {r['ms_per_pass']:.2f} ms/pass")
+            print(
+                f"  {r['method']:<18} {r['budget_multiple']}n  cos full {r['cos_full']:.3f}  cos prefix "
+                f"{r['cos_prefix']:.3f}  {r['passes_per_input']:.0f} passes  {r['ms_per_pass']:.2f} ms/pass"
+            )
     print(f"wrote {stem}.{{json,csv,md,png}}")
     return result
 

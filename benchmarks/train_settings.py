@@ -74,16 +74,24 @@ def main(argv: list[str] | None = None) -> dict:
     from pi_lightning.modules import FinetuneClassifier
 
     torch.manual_seed(0)
-    module = FinetuneClassifier(args.model, lora_last_layers=args.lora_last_layers, lora_r=args.lora_r, lr=args.lr,
-                                warmup_steps=args.warmup, schedule=args.schedule, head_words=args.head_words)
+    module = FinetuneClassifier(
+        args.model,
+        lora_last_layers=args.lora_last_layers,
+        lora_r=args.lora_r,
+        lr=args.lr,
+        warmup_steps=args.warmup,
+        schedule=args.schedule,
+        head_words=args.head_words,
+    )
     tok, model = module.tokenizer, module.model
     source = "rotten_tomatoes"
     train = load_movie_reviews(source, "train", seed=0)
     val = load_movie_reviews(source, "val", seed=0).subset(args.val)
 
     def encode(texts):
-        return tok([args.template.format(text=t) for t in texts], truncation=True,
-                   max_length=args.max_length)["input_ids"]
+        return tok(
+            [args.template.format(text=t) for t in texts], truncation=True, max_length=args.max_length
+        )["input_ids"]
 
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
     used = order[: args.steps * args.batch_size]
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         correct = 0
         with torch.no_grad():
             for i in range(0, len(va_ids), 32):
-                x, m, y = _batch(va_ids[i:i + 32], va_labels[i:i + 32], tok.pad_token_id)
+                x, m, y = _batch(va_ids[i : i + 32], va_labels[i : i + 32], tok.pad_token_id)
                 correct += int((model(input_ids=x, attention_mask=m).logits.argmax(-1) == y).sum())
         model.train()
         return correct / len(va_ids)
@@ -115,8 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
         sched.step()
     cpu_train, wall_train = time.process_time() - c0, time.perf_counter() - w0
     out = {k: v for k, v in vars(args).items() if k != "out"}
-    out.update(acc_zero_shot=acc0, val_acc=accuracy(), cpu_s_per_step=cpu_train / args.steps,
-               wall_s_per_step=wall_train / args.steps, loadavg=os.getloadavg(), torch_threads=torch.get_num_threads())
+    out.update(
+        acc_zero_shot=acc0,
+        val_acc=accuracy(),
+        cpu_s_per_step=cpu_train / args.steps,
+        wall_s_per_step=wall_train / args.steps,
+        loadavg=os.getloadavg(),
+        torch_threads=torch.get_num_threads(),
+    )
     if args.gap_examples:
         from pi_lightning.attributors import SPPI
         from pi_lightning.evaluation import evaluate_faithfulness
@@ -124,33 +138,47 @@ def main(argv: list[str] | None = None) -> dict:
 
         model.eval()
         test = load_movie_reviews(source, "test", seed=0)
-        keep = [i for i, t in enumerate(test.texts) if len(t.split()) <= args.gap_max_words][: args.gap_examples]
+        keep = [i for i, t in enumerate(test.texts) if len(t.split()) <= args.gap_max_words][
+            : args.gap_examples
+        ]
         sppi = SPPI(model, tok, granularity="word", template=args.template, mask=args.mask)
         atts = sppi.attribute([test.texts[i] for i in keep], target=[test.labels[i] for i in keep])
         runs = {}
         for fr in (None, args.fractions):
             c = time.process_time()
-            res = evaluate_faithfulness(atts, sppi.adapter, sppi.masker, metrics=["as_auc", "ias_auc"], fractions=fr)
+            res = evaluate_faithfulness(
+                atts, sppi.adapter, sppi.masker, metrics=["as_auc", "ias_auc"], fractions=fr
+            )
             gap, half = mean_confidence_interval(res.gap)
             sd = float(res.gap.std())
             need = None
             if gap != 0:  # smallest N with t_{N-1} * sd / sqrt(N) <= |gap| / 3
-                need = next((n for n in range(3, 5000)
-                             if stats.t.ppf(0.975, n - 1) * sd / n ** 0.5 <= abs(gap) / 3), None)
+                need = next(
+                    (n for n in range(3, 5000) if stats.t.ppf(0.975, n - 1) * sd / n**0.5 <= abs(gap) / 3),
+                    None,
+                )
             runs["exact" if fr is None else f"fractions_{fr}"] = {
-                "gap": gap, "gap_ci": half, "as_auc": float(res.as_auc.mean()), "ias_auc": float(res.ias_auc.mean()),
-                "passes": res.forward_passes, "cpu_s": time.process_time() - c, "probe_size_needed": need,
-                "per_example": res.gap.tolist()}
+                "gap": gap,
+                "gap_ci": half,
+                "as_auc": float(res.as_auc.mean()),
+                "ias_auc": float(res.ias_auc.mean()),
+                "passes": res.forward_passes,
+                "cpu_s": time.process_time() - c,
+                "probe_size_needed": need,
+                "per_example": res.gap.tolist(),
+            }
         exact, fast = runs["exact"]["per_example"], runs[f"fractions_{args.fractions}"]["per_example"]
-        err = [abs(a - b) for a, b in zip(exact, fast)]
+        err = [abs(a - b) for a, b in zip(exact, fast, strict=False)]
         out["gap"] = runs
         out["features"] = [a.features.n for a in atts]
         out["fraction_gap_error"] = {"mean_abs": sum(err) / len(err), "max_abs": max(err)}
     print(json.dumps({k: v for k, v in out.items() if k != "gap"}))
     if "gap" in out:
         for k, r in out["gap"].items():
-            print(f"  {k}: gap {r['gap']:+.3f} ± {r['gap_ci']:.3f} (AS {r['as_auc']:.3f}, IAS {r['ias_auc']:.3f}), "
-                  f"{r['passes']} passes, {r['cpu_s']:.1f} CPU s, probe size for CI <= |gap|/3: {r['probe_size_needed']}")
+            print(
+                f"  {k}: gap {r['gap']:+.3f} ± {r['gap_ci']:.3f} (AS {r['as_auc']:.3f}, IAS {r['ias_auc']:.3f}), "
+                f"{r['passes']} passes, {r['cpu_s']:.1f} CPU s, probe size for CI <= |gap|/3: {r['probe_size_needed']}"
+            )
     path = Path(args.out) / "train_settings.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:

@@ -49,29 +49,46 @@ def _margins(run: dict) -> dict[str, dict[str, np.ndarray]]:
     """Per method, per-example margins over Random: AS (method - Random), IAS (Random - method)."""
     pe = run["per_example"]
     r_as, r_ias = np.array(pe["random"]["as_auc"]), np.array(pe["random"]["ias_auc"])
-    return {m: {"as": np.array(d["as_auc"]) - r_as, "ias": r_ias - np.array(d["ias_auc"])}
-            for m, d in pe.items() if m != "random"}
+    return {
+        m: {"as": np.array(d["as_auc"]) - r_as, "ias": r_ias - np.array(d["ias_auc"])}
+        for m, d in pe.items()
+        if m != "random"
+    }
 
 
 def compare(remove: dict, dots: dict) -> dict:
     """Everything the module docstring lists, as a dict (see :func:`main` for the tables)."""
     for key in ("examples", "template", "adapter"):
         if remove.get(key) != dots.get(key):
-            raise ValueError(f"The two runs differ in {key!r}: {remove.get(key)!r} vs {dots.get(key)!r}; "
-                             "compare runs on the same examples and model.")
-    out: dict = {"examples": remove["examples"], "template": remove["template"], "adapter": remove["adapter"],
-                 "model_accuracy_on_examples": remove.get("model_accuracy_on_examples"), "masks": {}}
+            raise ValueError(
+                f"The two runs differ in {key!r}: {remove.get(key)!r} vs {dots.get(key)!r}; "
+                "compare runs on the same examples and model."
+            )
+    out: dict = {
+        "examples": remove["examples"],
+        "template": remove["template"],
+        "adapter": remove["adapter"],
+        "model_accuracy_on_examples": remove.get("model_accuracy_on_examples"),
+        "masks": {},
+    }
     for name, run in (("remove", remove), ("...", dots)):
         pe = run["per_example"]
         margins = _margins(run)
         rows = {}
         for m, d in pe.items():
             a, i = np.array(d["as_auc"]), np.array(d["ias_auc"])
-            row = {"as_auc": float(a.mean()), "ias_auc": float(i.mean()),
-                   "forward_passes_per_example": run["rows"][m].get("forward_passes_per_example")}
+            row = {
+                "as_auc": float(a.mean()),
+                "ias_auc": float(i.mean()),
+                "forward_passes_per_example": run["rows"][m].get("forward_passes_per_example"),
+            }
             if m in margins:
-                row.update(as_margin=float(margins[m]["as"].mean()), ias_margin=float(margins[m]["ias"].mean()),
-                           as_margin_p=_p(a, pe["random"]["as_auc"]), ias_margin_p=_p(i, pe["random"]["ias_auc"]))
+                row.update(
+                    as_margin=float(margins[m]["as"].mean()),
+                    ias_margin=float(margins[m]["ias"].mean()),
+                    as_margin_p=_p(a, pe["random"]["as_auc"]),
+                    ias_margin_p=_p(i, pe["random"]["ias_auc"]),
+                )
             for ref in ("mp-pi", "sp-pi"):
                 if ref in pe and m != ref:
                     row[f"as_p_vs_{ref}"] = _p(pe[ref]["as_auc"], a)
@@ -81,10 +98,14 @@ def compare(remove: dict, dots: dict) -> dict:
     between = {}
     mr, md = _margins(remove), _margins(dots)
     for m in sorted(set(mr) & set(md)):
-        between[m] = {"as_margin_remove": float(mr[m]["as"].mean()), "as_margin_dots": float(md[m]["as"].mean()),
-                      "as_p": _p(mr[m]["as"], md[m]["as"]),
-                      "ias_margin_remove": float(mr[m]["ias"].mean()), "ias_margin_dots": float(md[m]["ias"].mean()),
-                      "ias_p": _p(mr[m]["ias"], md[m]["ias"])}
+        between[m] = {
+            "as_margin_remove": float(mr[m]["as"].mean()),
+            "as_margin_dots": float(md[m]["as"].mean()),
+            "as_p": _p(mr[m]["as"], md[m]["as"]),
+            "ias_margin_remove": float(mr[m]["ias"].mean()),
+            "ias_margin_dots": float(md[m]["ias"].mean()),
+            "ias_p": _p(mr[m]["ias"], md[m]["ias"]),
+        }
     out["margin_remove_vs_dots"] = between
     return out
 
@@ -98,7 +119,10 @@ def _plot(res: dict, path: Path) -> None:
     methods = [m for m in res["margin_remove_vs_dots"]]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     x = np.arange(len(methods))
-    for ax, key, title in ((axes[0], "as", "AS AUC margin over Random ↑"), (axes[1], "ias", "IAS AUC margin over Random ↑")):
+    for ax, key, title in (
+        (axes[0], "as", "AS AUC margin over Random ↑"),
+        (axes[1], "ias", "IAS AUC margin over Random ↑"),
+    ):
         r = [res["margin_remove_vs_dots"][m][f"{key}_margin_remove"] for m in methods]
         d = [res["margin_remove_vs_dots"][m][f"{key}_margin_dots"] for m in methods]
         ax.bar(x - 0.2, r, 0.4, label="remove")
@@ -123,25 +147,73 @@ def main(argv: list[str] | None = None) -> dict:
     res["inputs"] = {"remove": args.remove, "dots": args.dots}
     stem = Path(args.out) / "value_function"
     write_json(stem.with_suffix(".json"), res)
-    title = (f"# Which value function: removal vs '...' ({res['examples']} RT test sentences, same model and "
-             f"examples, template {res['template']!r})")
+    title = (
+        f"# Which value function: removal vs '...' ({res['examples']} RT test sentences, same model and "
+        f"examples, template {res['template']!r})"
+    )
     lines = [title, ""]
     for mask, rows in res["masks"].items():
         table = []
         for m, r in rows.items():
-            table.append([m, f"{r['as_auc']:.3f}", f"{r['ias_auc']:.3f}",
-                          "" if "as_margin" not in r else f"{r['as_margin']:+.3f} (p={r['as_margin_p']:.2g})",
-                          "" if "ias_margin" not in r else f"{r['ias_margin']:+.3f} (p={r['ias_margin_p']:.2g})",
-                          "" if "as_p_vs_mp-pi" not in r else f"{r['as_p_vs_mp-pi']:.2g} / {r['ias_p_vs_mp-pi']:.2g}",
-                          f"{r['forward_passes_per_example']:.1f}"])
-        lines += [f"## mask {mask!r}", "", md_table(["method", "AS AUC ↑", "IAS AUC ↓", "AS − Random", "Random − IAS",
-                                                     "p vs MP-PI (AS / IAS)", "passes"], table), ""]
-    table = [[m, f"{b['as_margin_remove']:+.3f}", f"{b['as_margin_dots']:+.3f}", f"{b['as_p']:.2g}",
-              f"{b['ias_margin_remove']:+.3f}", f"{b['ias_margin_dots']:+.3f}", f"{b['ias_p']:.2g}"]
-             for m, b in res["margin_remove_vs_dots"].items()]
-    lines += ["## Margin over Random, removal vs '...' (paired Wilcoxon over examples)", "",
-              md_table(["method", "AS margin remove", "AS margin '...'", "p", "IAS margin remove", "IAS margin '...'",
-                        "p"], table), ""]
+            table.append(
+                [
+                    m,
+                    f"{r['as_auc']:.3f}",
+                    f"{r['ias_auc']:.3f}",
+                    "" if "as_margin" not in r else f"{r['as_margin']:+.3f} (p={r['as_margin_p']:.2g})",
+                    "" if "ias_margin" not in r else f"{r['ias_margin']:+.3f} (p={r['ias_margin_p']:.2g})",
+                    ""
+                    if "as_p_vs_mp-pi" not in r
+                    else f"{r['as_p_vs_mp-pi']:.2g} / {r['ias_p_vs_mp-pi']:.2g}",
+                    f"{r['forward_passes_per_example']:.1f}",
+                ]
+            )
+        lines += [
+            f"## mask {mask!r}",
+            "",
+            md_table(
+                [
+                    "method",
+                    "AS AUC ↑",
+                    "IAS AUC ↓",
+                    "AS − Random",
+                    "Random − IAS",
+                    "p vs MP-PI (AS / IAS)",
+                    "passes",
+                ],
+                table,
+            ),
+            "",
+        ]
+    table = [
+        [
+            m,
+            f"{b['as_margin_remove']:+.3f}",
+            f"{b['as_margin_dots']:+.3f}",
+            f"{b['as_p']:.2g}",
+            f"{b['ias_margin_remove']:+.3f}",
+            f"{b['ias_margin_dots']:+.3f}",
+            f"{b['ias_p']:.2g}",
+        ]
+        for m, b in res["margin_remove_vs_dots"].items()
+    ]
+    lines += [
+        "## Margin over Random, removal vs '...' (paired Wilcoxon over examples)",
+        "",
+        md_table(
+            [
+                "method",
+                "AS margin remove",
+                "AS margin '...'",
+                "p",
+                "IAS margin remove",
+                "IAS margin '...'",
+                "p",
+            ],
+            table,
+        ),
+        "",
+    ]
     text = "\n".join(lines)
     write_markdown(stem.with_suffix(".md"), text)
     _plot(res, stem.with_suffix(".png"))

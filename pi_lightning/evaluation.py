@@ -157,7 +157,9 @@ def evaluate_faithfulness(
         raise ValueError("attributions must be a non-empty list of Attribution results (one per example).")
     for i, a in enumerate(attributions):
         if not isinstance(a, Attribution):
-            raise TypeError(f"attributions[{i}] is a {type(a).__name__}, expected pi_lightning.result.Attribution.")
+            raise TypeError(
+                f"attributions[{i}] is a {type(a).__name__}, expected pi_lightning.result.Attribution."
+            )
     if not isinstance(adapter, ClassifierAdapter):
         raise TypeError(
             f"adapter must be a pi_lightning.inference.ClassifierAdapter, got {type(adapter).__name__}. "
@@ -214,7 +216,7 @@ def evaluate_faithfulness(
         rows_arr = np.asarray(rows)
         example, start = {}, 0
         for kind, block in blocks.items():
-            example[kind] = rows_arr[start:start + block.shape[0]]
+            example[kind] = rows_arr[start : start + block.shape[0]]
             start += block.shape[0]
         slots.append(example)
 
@@ -225,15 +227,19 @@ def evaluate_faithfulness(
     targets = torch.tensor([a.target for a in attributions], dtype=torch.long)
     probs = probs_all[np.concatenate([s["full"] for s in slots])]
     res = FaithfulnessResult(
-        targets=targets, predictions=probs.argmax(-1), probs=probs, top_k=top_k, forward_passes=len(sequences),
+        targets=targets,
+        predictions=probs.argmax(-1),
+        probs=probs,
+        top_k=top_k,
+        forward_passes=len(sequences),
     )
     if want_as or want_ias:
         res.curve_x = curve_x
     if want_as:
-        res.as_curves = [probs_all[s["as"], int(t)] for s, t in zip(slots, targets)]
+        res.as_curves = [probs_all[s["as"], int(t)] for s, t in zip(slots, targets, strict=False)]
         res.as_auc = curve_auc(res.as_curves, curve_x)
     if want_ias:
-        res.ias_curves = [probs_all[s["ias"], int(t)] for s, t in zip(slots, targets)]
+        res.ias_curves = [probs_all[s["ias"], int(t)] for s, t in zip(slots, targets, strict=False)]
         res.ias_auc = curve_auc(res.ias_curves, curve_x)
     if want_as and want_ias:
         res.gap = res.as_auc - res.ias_auc

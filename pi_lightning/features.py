@@ -112,8 +112,14 @@ class Featurizer:
         ('a', 'good', 'movie', ',', 'really', '.')
     """
 
-    def __init__(self, tokenizer, granularity: str = "word", template: str = "{text}",
-                 max_length: int | None = None, mask_tokens: int = 0) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        granularity: str = "word",
+        template: str = "{text}",
+        max_length: int | None = None,
+        mask_tokens: int = 0,
+    ) -> None:
         if granularity not in GRANULARITIES:
             raise ValueError(
                 f"Unknown granularity {granularity!r}: expected one of {', '.join(GRANULARITIES)}."
@@ -141,7 +147,7 @@ class Featurizer:
         self._warned_truncation = False
         prefix, suffix = template.split("{text}")
         stripped = prefix.rstrip()
-        self._lead_ws = prefix[len(stripped):]
+        self._lead_ws = prefix[len(stripped) :]
         self._prefix_ids = self._encode(stripped, special=True)
         self._suffix_ids = self._encode(suffix, special=False) if suffix else []
 
@@ -184,7 +190,10 @@ class Featurizer:
                 worst += max(g1 - g0, self.mask_tokens)
                 if worst > budget:
                     groups = groups[:k]
-                    ids, offs = ids[:groups[-1][1]] if groups else [], offs[:groups[-1][1]] if groups else []
+                    ids, offs = (
+                        ids[: groups[-1][1]] if groups else [],
+                        offs[: groups[-1][1]] if groups else [],
+                    )
                     break
         if budget is not None and len(ids) < n_tokens and not self._warned_truncation:
             warnings.warn(
@@ -200,9 +209,9 @@ class Featurizer:
         base = len(self._prefix_ids)
         spans, space_before = [], []
         char_spans = feature_char_spans(text, offs, groups)
-        for (g0, g1), (c0, _) in zip(groups, char_spans):
+        for (g0, g1), (c0, _) in zip(groups, char_spans, strict=False):
             spans.append((base + g0, base + g1))
-            space_before.append(c0 > 0 and text[c0 - 1].isspace() or (c0 == 0 and bool(lead)))
+            space_before.append((c0 > 0 and text[c0 - 1].isspace()) or (c0 == 0 and bool(lead)))
         input_ids = tuple(self._prefix_ids + ids + self._suffix_ids)
         return Features(
             text=text,
@@ -216,7 +225,9 @@ class Featurizer:
         )
 
 
-def group_tokens(text: str, offs: Sequence[tuple[int, int]], granularity: str = "word") -> list[tuple[int, int]]:
+def group_tokens(
+    text: str, offs: Sequence[tuple[int, int]], granularity: str = "word"
+) -> list[tuple[int, int]]:
     """Group tokens into features: ``[(start, end), ...]`` token index ranges.
 
     The one segmentation of pi_lightning (the attributors' :class:`Featurizer` and the free validation
@@ -267,8 +278,9 @@ def group_tokens(text: str, offs: Sequence[tuple[int, int]], granularity: str = 
     return groups
 
 
-def feature_char_spans(text: str, offs: Sequence[tuple[int, int]],
-                       groups: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+def feature_char_spans(
+    text: str, offs: Sequence[tuple[int, int]], groups: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
     """Each feature's ``[start, end)`` character range in ``text``, without surrounding whitespace.
 
     Example:

@@ -72,7 +72,11 @@ def virtual_tokens(model) -> int:
     its head returns ``virtual + T`` positions for ``T`` tokens; 0 for every other model (prefix tuning
     adds keys and values, not positions)."""
     cfg = getattr(model, "active_peft_config", None)
-    if cfg is not None and getattr(cfg, "is_prompt_learning", False) and type(cfg).__name__ != "PrefixTuningConfig":
+    if (
+        cfg is not None
+        and getattr(cfg, "is_prompt_learning", False)
+        and type(cfg).__name__ != "PrefixTuningConfig"
+    ):
         return int(getattr(cfg, "num_virtual_tokens", 0) or 0)
     return 0
 
@@ -81,8 +85,11 @@ def _find_per_position_head(model, hf) -> tuple[torch.nn.Module | None, str]:
     """The head by what it does: the module with ``num_labels`` outputs that, in a two-token forward pass,
     returns ``(1, 2, num_labels)`` (one prediction per position). Returns ``(head or None, what was found)``."""
     num_labels = int(getattr(hf.config, "num_labels", 0) or 0)
-    candidates = [(n, m) for n, m in hf.named_modules()
-                  if isinstance(m, torch.nn.Linear) and m.out_features == num_labels]
+    candidates = [
+        (n, m)
+        for n, m in hf.named_modules()
+        if isinstance(m, torch.nn.Linear) and m.out_features == num_labels
+    ]
     if not candidates:
         return None, "no head"
     shapes: dict[str, tuple[int, ...]] = {}
@@ -90,6 +97,7 @@ def _find_per_position_head(model, hf) -> tuple[torch.nn.Module | None, str]:
     def record(name):
         def hook(_module, _inputs, out) -> None:  # returns None: the output is left as it is
             shapes.setdefault(name, tuple((out[0] if isinstance(out, tuple) else out).shape))
+
         return hook
 
     handles = [m.register_forward_hook(record(n)) for n, m in candidates]
@@ -98,7 +106,7 @@ def _find_per_position_head(model, hf) -> tuple[torch.nn.Module | None, str]:
         ids = torch.full((1, 2), int(hf.config.pad_token_id or 0), dtype=torch.long, device=device)
         with eval_mode(model):
             model(input_ids=ids, attention_mask=torch.ones_like(ids))
-    except Exception as e:  # noqa: BLE001 - the probe pass only informs the error message
+    except Exception as e:
         return None, f"a head that could not be probed ({type(e).__name__}: {e})"
     finally:
         for h in handles:
@@ -197,7 +205,9 @@ class ClassifierAdapter:
         self.hf_model, self.head = resolve_classifier(model)
         self.model = model
         if not isinstance(max_tokens, int) or max_tokens < 1:
-            raise ValueError(f"max_tokens must be a positive int (tokens per forward batch), got {max_tokens!r}.")
+            raise ValueError(
+                f"max_tokens must be a positive int (tokens per forward batch), got {max_tokens!r}."
+            )
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
         self.max_tokens = max_tokens
@@ -207,8 +217,11 @@ class ClassifierAdapter:
 
     @property
     def num_labels(self) -> int:
-        return int(self.head.out_features) if hasattr(self.head, "out_features") else int(
-            self.hf_model.config.num_labels)
+        return (
+            int(self.head.out_features)
+            if hasattr(self.head, "out_features")
+            else int(self.hf_model.config.num_labels)
+        )
 
     @property
     def virtual_tokens(self) -> int:
@@ -228,8 +241,13 @@ class ClassifierAdapter:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def per_position_logits(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, *,
-                            inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def per_position_logits(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """One forward pass (token ids, or ``inputs_embeds``); the head's output at every position, ``(B, T, C)``.
 
         Runs in whatever grad mode the caller chose (gradient methods differentiate through it).
@@ -306,16 +324,20 @@ class ClassifierAdapter:
                 for r, i in enumerate(batch):
                     L = lengths[i]
                     off = 0 if self.padding_side == "right" else width - L
-                    ids[r, off:off + L] = torch.as_tensor(sequences[i], dtype=torch.long)
-                    mask[r, off:off + L] = 1
+                    ids[r, off : off + L] = torch.as_tensor(sequences[i], dtype=torch.long)
+                    mask[r, off : off + L] = 1
                     offsets.append(off)
                 logits = self.per_position_logits(ids.to(device), mask.to(device)).float().cpu()
                 self.forward_passes += len(batch)
                 for r, i in enumerate(batch):
-                    pos = torch.arange(lengths[i]) if positions is None else torch.as_tensor(
-                        positions[i], dtype=torch.long)
+                    pos = (
+                        torch.arange(lengths[i])
+                        if positions is None
+                        else torch.as_tensor(positions[i], dtype=torch.long)
+                    )
                     if len(pos) and (int(pos.min()) < 0 or int(pos.max()) >= lengths[i]):
                         raise IndexError(
-                            f"Position out of range for sequence {i} of length {lengths[i]}: {pos.tolist()}.")
+                            f"Position out of range for sequence {i} of length {lengths[i]}: {pos.tolist()}."
+                        )
                     results[i] = logits[r, pos + offsets[r]]
         return results  # type: ignore[return-value]

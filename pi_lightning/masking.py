@@ -51,7 +51,7 @@ import torch
 
 from pi_lightning.features import Features
 
-__all__ = ["Masker", "DEFAULT_MASK", "PAPER_MASK"]
+__all__ = ["DEFAULT_MASK", "PAPER_MASK", "Masker"]
 
 #: The paper's mask token (section 4.1).
 PAPER_MASK = "..."
@@ -94,16 +94,20 @@ class Masker:
                     break
         elif isinstance(mask, bool) or not isinstance(mask, (int, str)):
             raise TypeError(
-                f"mask must be a string, a token id, 'pad', 'unk' or 'remove', got {type(mask).__name__}.")
+                f"mask must be a string, a token id, 'pad', 'unk' or 'remove', got {type(mask).__name__}."
+            )
         elif isinstance(mask, int):
             if not 0 <= mask < len(tokenizer):
-                raise ValueError(f"mask token id {mask} is outside the tokenizer's vocabulary (0..{len(tokenizer) - 1}).")
+                raise ValueError(
+                    f"mask token id {mask} is outside the tokenizer's vocabulary (0..{len(tokenizer) - 1})."
+                )
             self._ids = {True: (mask,), False: (mask,)}
         elif mask in ("pad", "unk"):
             tid = getattr(tokenizer, f"{mask}_token_id", None)
             if tid is None:
                 raise ValueError(
-                    f"mask={mask!r} but the tokenizer has no {mask} token. Use the default '...' or a token id.")
+                    f"mask={mask!r} but the tokenizer has no {mask} token. Use the default '...' or a token id."
+                )
             self._ids = {True: (int(tid),), False: (int(tid),)}
         elif not mask.strip():
             raise ValueError("mask must not be an empty or whitespace string; use 'remove' to drop features.")
@@ -116,7 +120,7 @@ class Masker:
         probe = enc("a")
         full = enc("a" + piece)
         if full[: len(probe)] == probe and len(full) > len(probe):
-            return tuple(full[len(probe):])
+            return tuple(full[len(probe) :])
         return tuple(enc(piece))
 
     def mask_ids(self, space_before: bool) -> tuple[int, ...]:
@@ -180,7 +184,7 @@ class Masker:
         ends = len(prefix) + np.cumsum(lens, axis=1) - 1
         ends[anchored] = 0
         seqs = []
-        for row, anchor in zip(z, anchored):
+        for row, anchor in zip(z, anchored, strict=False):
             s = list(prefix)
             if anchor:
                 s.append(self.anchor_id)

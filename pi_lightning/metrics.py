@@ -33,7 +33,14 @@ from pi_lightning.functional.curves import activation_gap, curve_auc, interpolat
 from pi_lightning.functional.removal import comprehensiveness, log_odds, sufficiency
 from pi_lightning.functional.stats import interval_from_moments, moments
 
-__all__ = ["ActivationAUC", "ActivationGap", "Comprehensiveness", "InverseActivationAUC", "LogOdds", "Sufficiency"]
+__all__ = [
+    "ActivationAUC",
+    "ActivationGap",
+    "Comprehensiveness",
+    "InverseActivationAUC",
+    "LogOdds",
+    "Sufficiency",
+]
 
 
 class _MeanWithInterval(Metric):
@@ -59,8 +66,11 @@ class _MeanWithInterval(Metric):
 
     def compute(self) -> torch.Tensor:
         """Mean over all examples seen (NaN before any update), float64 0-d."""
-        return self.total / self.count if float(self.count) > 0 else torch.tensor(
-            float("nan"), dtype=torch.float64, device=self.total.device)
+        return (
+            self.total / self.count
+            if float(self.count) > 0
+            else torch.tensor(float("nan"), dtype=torch.float64, device=self.total.device)
+        )
 
     def confidence_interval(self) -> torch.Tensor:
         """Half-width of the ``confidence`` (default 95%) interval of the mean, synced across processes.
@@ -68,8 +78,9 @@ class _MeanWithInterval(Metric):
         NaN with fewer than two examples.
         """
         with self.sync_context(should_sync=self.sync_on_compute):
-            _, half = interval_from_moments(float(self.count), float(self.total), float(self.total_sq),
-                                            self.confidence)
+            _, half = interval_from_moments(
+                float(self.count), float(self.total), float(self.total_sq), self.confidence
+            )
         return torch.tensor(half, dtype=torch.float64, device=self.total.device)
 
 
@@ -78,13 +89,20 @@ class _CurveAUC(_MeanWithInterval):
 
     def __init__(self, curve_points: int | None = None, confidence: float = 0.95, **kwargs) -> None:
         super().__init__(confidence=confidence, **kwargs)
-        if curve_points is not None and (isinstance(curve_points, bool) or not isinstance(curve_points, int)
-                                         or curve_points < 2):
-            raise ValueError(f"curve_points must be None or an int >= 2 (grid points in [0, 1]), got {curve_points!r}.")
+        if curve_points is not None and (
+            isinstance(curve_points, bool) or not isinstance(curve_points, int) or curve_points < 2
+        ):
+            raise ValueError(
+                f"curve_points must be None or an int >= 2 (grid points in [0, 1]), got {curve_points!r}."
+            )
         self.curve_points = curve_points
         if curve_points is not None:
-            self.add_state("curve_sum", default=torch.zeros(curve_points, dtype=torch.float64),
-                           dist_reduce_fx="sum", persistent=True)
+            self.add_state(
+                "curve_sum",
+                default=torch.zeros(curve_points, dtype=torch.float64),
+                dist_reduce_fx="sum",
+                persistent=True,
+            )
 
     def update(self, curves, x=None) -> None:
         """Add curves: one ``(n+1,)``, a batch ``(E, n+1)``, or a list of curves of any lengths.
@@ -104,7 +122,8 @@ class _CurveAUC(_MeanWithInterval):
         """``(x, y)``: the grid ``x`` in ``[0, 1]`` and the mean resampled curve, synced across processes."""
         if self.curve_points is None:
             raise RuntimeError(
-                f"{type(self).__name__} keeps no mean curve; construct it with curve_points=21 (for example).")
+                f"{type(self).__name__} keeps no mean curve; construct it with curve_points=21 (for example)."
+            )
         with self.sync_context(should_sync=self.sync_on_compute):
             y = self.curve_sum / self.count
         x = torch.linspace(0.0, 1.0, self.curve_points, dtype=torch.float64, device=y.device)

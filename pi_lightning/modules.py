@@ -16,7 +16,13 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-__all__ = ["FinetuneClassifier", "ReviewDataModule", "TextClassifier", "TextDataModule", "init_head_from_words"]
+__all__ = [
+    "FinetuneClassifier",
+    "ReviewDataModule",
+    "TextClassifier",
+    "TextDataModule",
+    "init_head_from_words",
+]
 
 
 class TextClassifier(pl.LightningModule):
@@ -31,8 +37,14 @@ class TextClassifier(pl.LightningModule):
             (``trainer.estimated_stepping_batches``, i.e. ``max_steps`` when set).
     """
 
-    def __init__(self, model: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
-                 warmup_steps: int = 0, schedule: str = "constant") -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        schedule: str = "constant",
+    ) -> None:
         super().__init__()
         if schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}.")
@@ -108,8 +120,17 @@ class TextDataModule(pl.LightningDataModule):
         shuffle: shuffle the training set each epoch.
     """
 
-    def __init__(self, tokenizer, train, val, template: str = "{text}", batch_size: int = 16,
-                 max_length: int = 256, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        train,
+        val,
+        template: str = "{text}",
+        batch_size: int = 16,
+        max_length: int = 256,
+        seed: int = 0,
+        shuffle: bool = True,
+    ) -> None:
         super().__init__()
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer has no pad token: set tokenizer.pad_token = tokenizer.eos_token.")
@@ -126,8 +147,9 @@ class TextDataModule(pl.LightningDataModule):
 
     def _encode(self, split) -> _Encoded:
         texts, labels = (split.texts, split.labels) if hasattr(split, "texts") else split
-        enc = self.tokenizer([self.template.format(text=t) for t in texts], truncation=True,
-                             max_length=self.max_length)["input_ids"]
+        enc = self.tokenizer(
+            [self.template.format(text=t) for t in texts], truncation=True, max_length=self.max_length
+        )["input_ids"]
         return _Encoded(enc, labels)
 
     def _collate(self, rows):
@@ -139,13 +161,21 @@ class TextDataModule(pl.LightningDataModule):
         for r, (ids, _) in enumerate(rows):
             input_ids[r, : len(ids)] = torch.tensor(ids)
             mask[r, : len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": mask,
-                "labels": torch.tensor([y for _, y in rows], dtype=torch.long)}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "labels": torch.tensor([y for _, y in rows], dtype=torch.long),
+        }
 
     def train_dataloader(self):
         g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self._train, batch_size=self.batch_size, shuffle=self.shuffle, generator=g,
-                          collate_fn=self._collate)
+        return DataLoader(
+            self._train,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            generator=g,
+            collate_fn=self._collate,
+        )
 
     def val_dataloader(self):
         return DataLoader(self._val, batch_size=self.batch_size, shuffle=False, collate_fn=self._collate)
@@ -166,14 +196,18 @@ def init_head_from_words(model: torch.nn.Module, tokenizer, words: Sequence[str]
     get_emb = getattr(model, "get_input_embeddings", None)
     emb = get_emb() if callable(get_emb) else None
     if not isinstance(head, torch.nn.Linear) or emb is None:
-        raise ValueError(f"head_words needs a linear head and input embeddings; {type(model).__name__} has head "
-                         f"{type(head).__name__} and embeddings {type(emb).__name__}. Leave head_words unset for "
-                         "this model.")
+        raise ValueError(
+            f"head_words needs a linear head and input embeddings; {type(model).__name__} has head "
+            f"{type(head).__name__} and embeddings {type(emb).__name__}. Leave head_words unset for "
+            "this model."
+        )
     if isinstance(words, str) or len(words) != head.out_features:
         raise ValueError(f"head_words must list one word per class ({head.out_features}), got {words!r}.")
     if emb.weight.shape[1] != head.in_features:
-        raise ValueError(f"The embeddings ({emb.weight.shape[1]}) and the head ({head.in_features}) differ in width: "
-                         "head_words needs a model whose embedding width equals its hidden size.")
+        raise ValueError(
+            f"The embeddings ({emb.weight.shape[1]}) and the head ({head.in_features}) differ in width: "
+            "head_words needs a model whose embedding width equals its hidden size."
+        )
     ids = []
     for w in words:
         toks = tokenizer(w, add_special_tokens=False)["input_ids"]
@@ -214,11 +248,24 @@ class FinetuneClassifier(TextClassifier):
             ``load_classifier(save_dir)`` (full).
     """
 
-    def __init__(self, model_name: str = "smollm2-135m-instruct", num_labels: int = 2, finetune: str = "lora",
-                 lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0,
-                 lora_targets: list[str] | None = None, lora_last_layers: int | None = None, lr: float = 1e-3,
-                 weight_decay: float = 0.0, warmup_steps: int = 0, schedule: str = "constant",
-                 head_words: list[str] | None = None, seed: int = 0, save_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        model_name: str = "smollm2-135m-instruct",
+        num_labels: int = 2,
+        finetune: str = "lora",
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.0,
+        lora_targets: list[str] | None = None,
+        lora_last_layers: int | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        schedule: str = "constant",
+        head_words: list[str] | None = None,
+        seed: int = 0,
+        save_dir: str | None = None,
+    ) -> None:
         from pi_lightning.data import load_classifier
 
         if finetune not in ("lora", "full"):
@@ -233,12 +280,22 @@ class FinetuneClassifier(TextClassifier):
             if lora_last_layers is not None:
                 total = int(model.config.num_hidden_layers)
                 if not 1 <= lora_last_layers <= total:
-                    raise ValueError(f"lora_last_layers must be in 1..{total} for this model, got {lora_last_layers}.")
+                    raise ValueError(
+                        f"lora_last_layers must be in 1..{total} for this model, got {lora_last_layers}."
+                    )
                 layers = list(range(total - lora_last_layers, total))
-            cfg = peft.LoraConfig(task_type="SEQ_CLS", r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                  target_modules=lora_targets, layers_to_transform=layers)
+            cfg = peft.LoraConfig(
+                task_type="SEQ_CLS",
+                r=lora_r,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules=lora_targets,
+                layers_to_transform=layers,
+            )
             model = peft.get_peft_model(model, cfg)
-        super().__init__(model, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule)
+        super().__init__(
+            model, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule
+        )
         self.tokenizer = tokenizer
         self.save_dir = save_dir
         self.save_hyperparameters()
@@ -264,10 +321,21 @@ class ReviewDataModule(pl.LightningDataModule):
         seed: split and shuffle seed.
     """
 
-    def __init__(self, tokenizer_name: str = "smollm2-135m-instruct", dataset: str = "rotten_tomatoes",
-                 text_column: str = "text", label_column: str = "label", n_train: int | None = None,
-                 n_val: int | None = 256, n_probe: int = 16, probe_max_words: int | None = None,
-                 template: str = "{text}", batch_size: int = 16, max_length: int = 128, seed: int = 0) -> None:
+    def __init__(
+        self,
+        tokenizer_name: str = "smollm2-135m-instruct",
+        dataset: str = "rotten_tomatoes",
+        text_column: str = "text",
+        label_column: str = "label",
+        n_train: int | None = None,
+        n_val: int | None = 256,
+        n_probe: int = 16,
+        probe_max_words: int | None = None,
+        template: str = "{text}",
+        batch_size: int = 16,
+        max_length: int = 128,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         from pi_lightning.data import load_movie_reviews, load_text_file, load_tokenizer
 
@@ -275,7 +343,10 @@ class ReviewDataModule(pl.LightningDataModule):
         if dataset in ("rotten_tomatoes", "imdb"):
             splits = {s: load_movie_reviews(dataset, s, seed=seed) for s in ("train", "val", "test")}
         else:
-            splits = {s: load_text_file(dataset, text_column, label_column, s, seed=seed) for s in ("train", "val", "test")}
+            splits = {
+                s: load_text_file(dataset, text_column, label_column, s, seed=seed)
+                for s in ("train", "val", "test")
+            }
         train, val, test = splits["train"], splits["val"], splits["test"]
         if n_train is not None:
             train = train.subset(n_train)
@@ -284,15 +355,26 @@ class ReviewDataModule(pl.LightningDataModule):
         pool = test
         if probe_max_words is not None:
             keep = [i for i, t in enumerate(test.texts) if len(t.split()) <= probe_max_words]
-            pool = type(test)(tuple(test.texts[i] for i in keep), tuple(test.labels[i] for i in keep), test.label_names)
+            pool = type(test)(
+                tuple(test.texts[i] for i in keep), tuple(test.labels[i] for i in keep), test.label_names
+            )
         self.probe = pool.subset(n_probe)
         if len(self.probe) == 0:
-            raise ValueError(f"No probe examples left (n_probe={n_probe}, probe_max_words={probe_max_words}).")
+            raise ValueError(
+                f"No probe examples left (n_probe={n_probe}, probe_max_words={probe_max_words})."
+            )
         self.label_names = list(train.label_names)
         self.template = template
         self.train_set, self.val_set = train, val
-        self._dm = TextDataModule(self.tokenizer, train, val, template=template, batch_size=batch_size,
-                                  max_length=max_length, seed=seed)
+        self._dm = TextDataModule(
+            self.tokenizer,
+            train,
+            val,
+            template=template,
+            batch_size=batch_size,
+            max_length=max_length,
+            seed=seed,
+        )
 
     def train_dataloader(self):
         return self._dm.train_dataloader()

@@ -56,7 +56,8 @@ class VocabularyIndex:
         elif not isinstance(embedding, torch.Tensor) or embedding.dim() != 2:
             raise TypeError(
                 f"Expected an nn.Embedding or a (V, D) tensor, got {type(embedding).__name__}"
-                + (f" of shape {tuple(embedding.shape)}" if isinstance(embedding, torch.Tensor) else "") + "."
+                + (f" of shape {tuple(embedding.shape)}" if isinstance(embedding, torch.Tensor) else "")
+                + "."
             )
         if not isinstance(max_elements, int) or max_elements < 1:
             raise ValueError(f"max_elements must be a positive int, got {max_elements!r}.")
@@ -135,7 +136,7 @@ class VocabularyIndex:
         chunk = max(1, self.max_elements // max(V, kc * D))
         dists, idxs = [], []
         for s in range(0, q.shape[0], chunk):
-            qc = q[s:s + chunk]
+            qc = q[s : s + chunk]
             prod = (qc.to(tm.dtype) @ tm.T).float()
             # |p|^2 is constant per row: ranking by |e|^2 - 2 p.e is enough to pick candidates.
             approx = sq[None, :] - 2.0 * prod

@@ -50,12 +50,14 @@ def highlight(text: str, char_spans: Sequence[Sequence[int]], scores: Sequence[f
     finite = [float(s) if math.isfinite(float(s)) else 0.0 for s in scores]  # never rgba(..., nan)
     top = max((abs(s) for s in finite), default=0.0) or 1.0
     out, prev = [], 0
-    for (a, b), s in zip(char_spans, finite):
+    for (a, b), s in zip(char_spans, finite, strict=False):
         out.append(html.escape(text[prev:a]))
         alpha = min(abs(float(s)) / top, 1.0) * 0.85
         rgb = "34,160,70" if s >= 0 else "215,48,39"
-        out.append(f"<span title='{float(s):+.4f}' style='background:rgba({rgb},{alpha:.3f});"
-                   f"border-radius:3px;padding:0 1px'>{html.escape(text[a:b])}</span>")
+        out.append(
+            f"<span title='{float(s):+.4f}' style='background:rgba({rgb},{alpha:.3f});"
+            f"border-radius:3px;padding:0 1px'>{html.escape(text[a:b])}</span>"
+        )
         prev = b
     out.append(html.escape(text[prev:]))
     return "<span style='line-height:1.9'>" + "".join(out) + "</span>"
@@ -64,8 +66,11 @@ def highlight(text: str, char_spans: Sequence[Sequence[int]], scores: Sequence[f
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return ("<img style='max-width:100%;height:auto' src='data:image/png;base64,"
-            + base64.b64encode(buf.getvalue()).decode() + "'>")
+    return (
+        "<img style='max-width:100%;height:auto' src='data:image/png;base64,"
+        + base64.b64encode(buf.getvalue()).decode()
+        + "'>"
+    )
 
 
 def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
@@ -76,13 +81,15 @@ def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.4))
-    panels = [("gap", "AS − IAS gap, 95% CI (higher is better; random = 0)"),
-              ("as_auc", "Activation AUC (higher is better)"),
-              ("ias_auc", "Inverse activation AUC (lower is better)"),
-              ("accuracy", "Probe accuracy")]
+    panels = [
+        ("gap", "AS − IAS gap, 95% CI (higher is better; random = 0)"),
+        ("as_auc", "Activation AUC (higher is better)"),
+        ("ias_auc", "Inverse activation AUC (lower is better)"),
+        ("accuracy", "Probe accuracy"),
+    ]
     axes = axes.ravel()
     axes[0].axhline(0.0, color="#888", lw=1, ls="--")
-    for ax, (key, title) in zip(axes, panels):
+    for ax, (key, title) in zip(axes, panels, strict=False):
         for method, h in histories.items():
             evals = [e for e in h["evals"] if key in e["metrics"]]
             if not evals:
@@ -91,8 +98,13 @@ def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
             ys = [e["metrics"][key] for e in evals]
             ci = [e["metrics"].get(f"{key}_ci", 0.0) or 0.0 for e in evals]
             line = ax.errorbar(xs, ys, yerr=ci, marker="o", capsize=3, label=method)
-            ax.fill_between(xs, [y - c for y, c in zip(ys, ci)], [y + c for y, c in zip(ys, ci)], alpha=0.12,
-                            color=line[0].get_color())
+            ax.fill_between(
+                xs,
+                [y - c for y, c in zip(ys, ci, strict=False)],
+                [y + c for y, c in zip(ys, ci, strict=False)],
+                alpha=0.12,
+                color=line[0].get_color(),
+            )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training step", fontsize=9)
@@ -105,7 +117,9 @@ def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
     return html_img
 
 
-def write_report(histories: dict[str, dict[str, Any]], path: str | Path, title: str = "pi_lightning report") -> Path:
+def write_report(
+    histories: dict[str, dict[str, Any]], path: str | Path, title: str = "pi_lightning report"
+) -> Path:
     """Write the HTML report.
 
     Args:
@@ -131,24 +145,28 @@ def write_report(histories: dict[str, dict[str, Any]], path: str | Path, title: 
         parts.append("<p>No evaluation has run yet.</p>")
         path.write_text("".join(parts), encoding="utf-8")
         return path
-    parts.append("<h2>Summary</h2><p class='m'>Gap: per probe example, the activation AUC (features added "
-                 "most-supporting first) minus the inverse activation AUC (most-opposing first), averaged, with "
-                 "its 95% interval. Random attributions score 0; an interval clear of 0 means the explanations "
-                 "rank words by their real effect on the prediction.</p>"
-                 "<table><tr><th>method</th><th>evaluations</th><th>probe examples</th>"
-                 "<th>gap ± 95% CI, first → last</th><th>AS AUC first → last</th>"
-                 "<th>IAS AUC first → last</th><th>probe accuracy first → last</th></tr>")
+    parts.append(
+        "<h2>Summary</h2><p class='m'>Gap: per probe example, the activation AUC (features added "
+        "most-supporting first) minus the inverse activation AUC (most-opposing first), averaged, with "
+        "its 95% interval. Random attributions score 0; an interval clear of 0 means the explanations "
+        "rank words by their real effect on the prediction.</p>"
+        "<table><tr><th>method</th><th>evaluations</th><th>probe examples</th>"
+        "<th>gap ± 95% CI, first → last</th><th>AS AUC first → last</th>"
+        "<th>IAS AUC first → last</th><th>probe accuracy first → last</th></tr>"
+    )
     for m, h in usable.items():
         first, last = h["evals"][0]["metrics"], h["evals"][-1]["metrics"]
 
         def fl(k):
-            return (f"{first[k]:.3f} → {last[k]:.3f}" if k in first and k in last else "–")
+            return f"{first[k]:.3f} → {last[k]:.3f}" if k in first and k in last else "–"
 
-        parts.append(f"<tr><td>{html.escape(m)}</td><td class='num'>{len(h['evals'])}</td>"
-                     f"<td class='num'>{len(h.get('texts') or [])}</td>"
-                     f"<td class='num'>{_with_ci(first, 'gap')} → {_with_ci(last, 'gap')}</td>"
-                     f"<td class='num'>{fl('as_auc')}</td><td class='num'>{fl('ias_auc')}</td>"
-                     f"<td class='num'>{fl('accuracy')}</td></tr>")
+        parts.append(
+            f"<tr><td>{html.escape(m)}</td><td class='num'>{len(h['evals'])}</td>"
+            f"<td class='num'>{len(h.get('texts') or [])}</td>"
+            f"<td class='num'>{_with_ci(first, 'gap')} → {_with_ci(last, 'gap')}</td>"
+            f"<td class='num'>{fl('as_auc')}</td><td class='num'>{fl('ias_auc')}</td>"
+            f"<td class='num'>{fl('accuracy')}</td></tr>"
+        )
     parts.append("</table>")
     parts.append("<h2>Explanation quality over training</h2>" + _auc_plots(usable))
     shown = explained_method(usable)
@@ -162,19 +180,25 @@ def write_report(histories: dict[str, dict[str, Any]], path: str | Path, title: 
         def lab(i):
             return names[i] if i is not None and i < len(names) else str(i)
 
-        parts.append(f"<h2>{html.escape(m)}: probe examples, first (step {first['step']}) vs last "
-                     f"(step {last['step']}) evaluation</h2><table><tr><th>#</th><th>label</th>"
-                     f"<th>first</th><th>last</th></tr>")
+        parts.append(
+            f"<h2>{html.escape(m)}: probe examples, first (step {first['step']}) vs last "
+            f"(step {last['step']}) evaluation</h2><table><tr><th>#</th><th>label</th>"
+            f"<th>first</th><th>last</th></tr>"
+        )
         for i, text in enumerate(h["texts"]):
             spans = h["char_spans"][i]
             label = h["labels"][i] if h.get("labels") else None
             cells = []
             for e in (first, last):
-                cells.append(highlight(text, spans, e["scores"][i])
-                             + f"<div class='m'>explains {html.escape(lab(e['targets'][i]))}, predicted "
-                               f"{html.escape(lab(e['predictions'][i]))}</div>")
-            parts.append(f"<tr><td class='num'>{i}</td><td>{html.escape(lab(label))}</td>"
-                         f"<td>{cells[0]}</td><td>{cells[1]}</td></tr>")
+                cells.append(
+                    highlight(text, spans, e["scores"][i])
+                    + f"<div class='m'>explains {html.escape(lab(e['targets'][i]))}, predicted "
+                    f"{html.escape(lab(e['predictions'][i]))}</div>"
+                )
+            parts.append(
+                f"<tr><td class='num'>{i}</td><td>{html.escape(lab(label))}</td>"
+                f"<td>{cells[0]}</td><td>{cells[1]}</td></tr>"
+            )
         parts.append("</table>" + ("</details>" if m != shown else ""))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(parts), encoding="utf-8")

@@ -55,11 +55,11 @@ import numpy as np
 
 __all__ = [
     "MaskDistribution",
-    "mask_distribution",
-    "shapley_distribution",
     "coalition_map",
     "coalition_map_transpose",
     "dense_coalition_map",
+    "mask_distribution",
+    "shapley_distribution",
 ]
 
 #: Largest number of features supported: binomials C(n-1, k) must stay inside float64.
@@ -259,8 +259,10 @@ def dense_coalition_map(n: int, splus: bool = True) -> np.ndarray:
     """
     _check_n(n)
     if n > 60:
-        raise ValueError(f"The dense conditional matrix for n = {n} has {(n * (n - 1)) ** 2:,} entries; "
-                         "use coalition_map (structured) instead.")
+        raise ValueError(
+            f"The dense conditional matrix for n = {n} has {(n * (n - 1)) ** 2:,} entries; "
+            "use coalition_map (structured) instead."
+        )
     from math import comb
 
     N = n * (n - 1)
@@ -272,7 +274,9 @@ def dense_coalition_map(n: int, splus: bool = True) -> np.ndarray:
             tot = comb(j - 1, i - 1)
             for k in range(1, i):
                 for l in range(k, j):
-                    M[row, (k - 1) * n + (l - 1)] = comb(l - 1, k - 1) * comb(j - l - 1, i - k - 1) / (ip * tot)
+                    M[row, (k - 1) * n + (l - 1)] = (
+                        comb(l - 1, k - 1) * comb(j - l - 1, i - k - 1) / (ip * tot)
+                    )
             for l in range(j, n + 1 if splus else j + 1):
                 k = i + l - j
                 if k <= n - 1:
@@ -286,7 +290,7 @@ def _project_simplex(v: np.ndarray, mask: np.ndarray) -> np.ndarray:
     # Only the largest entries can stay positive: sort a top slice, the whole vector if needed.
     top = min(w.size, 4096)
     while True:
-        u = -np.sort(-np.partition(w, w.size - top)[w.size - top:]) if top < w.size else -np.sort(-w)
+        u = -np.sort(-np.partition(w, w.size - top)[w.size - top :]) if top < w.size else -np.sort(-w)
         css = np.cumsum(u) - 1.0
         pos = np.nonzero(u * np.arange(1, u.size + 1) > css)[0]
         rho = pos[-1]
@@ -417,8 +421,10 @@ class MaskDistribution:
             raise ValueError(f"coalitions must have shape (M, {n}), got {z.shape}.")
         k = z.sum(1)
         if ((k == 0) | (k == n)).any():
-            raise ValueError("coalition_weights takes non-empty, non-full coalitions; the empty and full "
-                             "coalitions are Kernel SHAP's constraints.")
+            raise ValueError(
+                "coalition_weights takes non-empty, non-full coalitions; the empty and full "
+                "coalitions are Kernel SHAP's constraints."
+            )
         t = _tables(n, self.splus)
         xt = _T(self.p_prime) * t.scale  # the solver's transposed layout
         x = _T(xt)
@@ -449,9 +455,16 @@ class MaskDistribution:
 _CACHE: dict[tuple[int, bool, str, float], MaskDistribution] = {}
 
 
-def mask_distribution(n: int, splus: bool = True, kind: str = "optimized", *, defensive: float = 0.05,
-                      max_iter: int | None = None,
-                      tol: float = 1e-17, cache_dir: str | os.PathLike | None = None) -> MaskDistribution:
+def mask_distribution(
+    n: int,
+    splus: bool = True,
+    kind: str = "optimized",
+    *,
+    defensive: float = 0.05,
+    max_iter: int | None = None,
+    tol: float = 1e-17,
+    cache_dir: str | os.PathLike | None = None,
+) -> MaskDistribution:
     """MP-PI's input-mask distribution for ``n`` features, cached per ``(n, splus, kind)``.
 
     Args:
@@ -487,12 +500,26 @@ def mask_distribution(n: int, splus: bool = True, kind: str = "optimized", *, de
     cache_dir = cache_dir if cache_dir is not None else os.environ.get("PI_LIGHTNING_CACHE")
     path = None
     if cache_dir:
-        path = os.path.join(os.fspath(cache_dir), f"mppi_mask_n{n}_{'splus' if splus else 'plain'}_{kind}_{key[3]:g}_v1.npz")
+        path = os.path.join(
+            os.fspath(cache_dir), f"mppi_mask_n{n}_{'splus' if splus else 'plain'}_{kind}_{key[3]:g}_v1.npz"
+        )
         if os.path.exists(path):
             with np.load(path) as f:
-                dist = MaskDistribution(n, bool(splus), kind, f["p_opt"], f["p_prime"], f["sampling"], f["p_d"],
-                                        f["p_star"], float(f["objective"]), key[3], float(f["gap"]),
-                                        int(f["iterations"]), float(f["seconds"]))
+                dist = MaskDistribution(
+                    n,
+                    bool(splus),
+                    kind,
+                    f["p_opt"],
+                    f["p_prime"],
+                    f["sampling"],
+                    f["p_d"],
+                    f["p_star"],
+                    float(f["objective"]),
+                    key[3],
+                    float(f["gap"]),
+                    int(f["iterations"]),
+                    float(f["seconds"]),
+                )
             _CACHE[key] = dist
             return dist
     start = time.perf_counter()
@@ -514,13 +541,36 @@ def mask_distribution(n: int, splus: bool = True, kind: str = "optimized", *, de
     p_d = _apply(p_prime, t)
     objective = float(((_apply(p_opt, t) - target) ** 2).sum())
     p_opt, p_prime, sampling, p_d = (_T(a) for a in (p_opt, p_prime, sampling, p_d))
-    dist = MaskDistribution(n, bool(splus), kind, p_opt, p_prime, sampling, p_d, p_star, objective, key[3],
-                            float(gap), it, time.perf_counter() - start)
+    dist = MaskDistribution(
+        n,
+        bool(splus),
+        kind,
+        p_opt,
+        p_prime,
+        sampling,
+        p_d,
+        p_star,
+        objective,
+        key[3],
+        float(gap),
+        it,
+        time.perf_counter() - start,
+    )
     _CACHE[key] = dist
     if path is not None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = path + f".{os.getpid()}.tmp.npz"
-        np.savez(tmp, p_opt=p_opt, p_prime=p_prime, sampling=sampling, p_d=p_d, p_star=p_star, objective=objective,
-                 gap=gap, iterations=it, seconds=dist.seconds)
+        np.savez(
+            tmp,
+            p_opt=p_opt,
+            p_prime=p_prime,
+            sampling=sampling,
+            p_d=p_d,
+            p_star=p_star,
+            objective=objective,
+            gap=gap,
+            iterations=it,
+            seconds=dist.seconds,
+        )
         os.replace(tmp, path)
     return dist

@@ -12,24 +12,33 @@ from __future__ import annotations
 import functools
 import random
 
-__all__ = ["tiny_tokenizer", "tiny_classifier", "toy_sentiment", "CORPUS"]
+__all__ = ["CORPUS", "tiny_classifier", "tiny_tokenizer", "toy_sentiment"]
 
-_POS = "good great superb moving brilliant fun charming lovely solid".split()
-_NEG = "bad awful dull boring weak messy tedious bland poor".split()
-_NEUTRAL = ("the a this that movie film plot story cast acting script it is was very quite really "
-            "and but with of to in at by not so too just one more than its his her their").split()
-_EXTRA = ["Don't miss it!", "It's a 10/10, honestly.", "Well... maybe; who knows?",
-          "The director's cut (2004) runs 2h 15m.", "Café crème — naïve, but sweet.",
-          "Mr. Smith goes to Washington.", "Wow!! Really?", "self-indulgent, half-baked nonsense"]
+_POS = ["good", "great", "superb", "moving", "brilliant", "fun", "charming", "lovely", "solid"]
+_NEG = ["bad", "awful", "dull", "boring", "weak", "messy", "tedious", "bland", "poor"]
+_NEUTRAL = ["the", "a", "this", "that", "movie", "film", "plot", "story", "cast", "acting", "script", "it", "is", "was", "very", "quite", "really", "and", "but", "with", "of", "to", "in", "at", "by", "not", "so", "too", "just", "one", "more", "than", "its", "his", "her", "their"]
+_EXTRA = [
+    "Don't miss it!",
+    "It's a 10/10, honestly.",
+    "Well... maybe; who knows?",
+    "The director's cut (2004) runs 2h 15m.",
+    "Café crème — naïve, but sweet.",
+    "Mr. Smith goes to Washington.",
+    "Wow!! Really?",
+    "self-indulgent, half-baked nonsense",
+]
 
 CORPUS = tuple(
-    [f"{random.Random(i).choice(_NEUTRAL)} {w} {random.Random(i + 1).choice(_NEUTRAL)}." for i, w in
-     enumerate(_POS + _NEG)]
-    + [" ".join(_NEUTRAL)] + _EXTRA
+    [
+        f"{random.Random(i).choice(_NEUTRAL)} {w} {random.Random(i + 1).choice(_NEUTRAL)}."
+        for i, w in enumerate(_POS + _NEG)
+    ]
+    + [" ".join(_NEUTRAL)]
+    + _EXTRA
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tokenizer_object(style: str):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -39,18 +48,28 @@ def _tokenizer_object(style: str):
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=360, special_tokens=["<|endoftext|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+            vocab_size=360,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
         )
     elif style == "llama":
         tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
         tok.normalizer = normalizers.NFC()
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
-        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                         decoders.Strip(content=" ", left=1, right=0)])
+        tok.decoder = decoders.Sequence(
+            [
+                decoders.Replace("▁", " "),
+                decoders.ByteFallback(),
+                decoders.Fuse(),
+                decoders.Strip(content=" ", left=1, right=0),
+            ]
+        )
         byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
         trainer = trainers.BpeTrainer(
-            vocab_size=420, special_tokens=["<unk>", "<s>", "</s>", *byte_tokens], show_progress=False,
+            vocab_size=420,
+            special_tokens=["<unk>", "<s>", "</s>", *byte_tokens],
+            show_progress=False,
         )
     else:
         raise ValueError(f"Unknown tokenizer style {style!r}: expected 'gpt2' or 'llama'.")
@@ -68,16 +87,21 @@ def tiny_tokenizer(style: str = "gpt2"):
 
     tok = _tokenizer_object(style)
     if style == "gpt2":
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                       bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            eos_token="<|endoftext|>",
+            bos_token="<|endoftext|>",
+            unk_token="<|endoftext|>",
+        )
     else:
         tok = tok.__class__.from_str(tok.to_str())
         bos = tok.token_to_id("<s>")
         tok.post_processor = processors.TemplateProcessing(
             single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
         )
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                       unk_token="<unk>")
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+        )
     fast.pad_token = fast.eos_token
     return fast
 
@@ -93,20 +117,41 @@ def tiny_classifier(arch: str = "gpt2", num_labels: int = 2, tokenizer=None, see
         **overrides: config fields to change (e.g. ``num_hidden_layers=1``).
     """
     import torch
-    from transformers import GPT2Config, GPT2ForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+    from transformers import (
+        GPT2Config,
+        GPT2ForSequenceClassification,
+        LlamaConfig,
+        LlamaForSequenceClassification,
+    )
 
     tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer(arch)
     vocab = len(tokenizer)
     common = dict(vocab_size=vocab, num_labels=num_labels, pad_token_id=tokenizer.pad_token_id)
     if arch == "gpt2":
-        cfg = dict(n_embd=32, n_layer=2, n_head=4, n_positions=512, resid_pdrop=0.0, embd_pdrop=0.0,
-                   attn_pdrop=0.0, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        cfg = dict(
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=512,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         cfg.update(common, **overrides)
         config, cls = GPT2Config(**cfg), GPT2ForSequenceClassification
     elif arch == "llama":
-        cfg = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-                   eos_token_id=tokenizer.eos_token_id)
+        cfg = dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         cfg.update(common, **overrides)
         config, cls = LlamaConfig(**cfg), LlamaForSequenceClassification
     else:

@@ -20,8 +20,9 @@ from pi_lightning.data import DEFAULT_MODEL, load_classifier, load_movie_reviews
 from pi_lightning.inference import ClassifierAdapter, eval_mode, token_budget_batches
 
 
-def fit_linear_probe(model, tokenizer, texts, labels, template: str, max_tokens: int = 4096,
-                     l2: float = 1e-2) -> float:
+def fit_linear_probe(
+    model, tokenizer, texts, labels, template: str, max_tokens: int = 4096, l2: float = 1e-2
+) -> float:
     """Fit ``model.score`` by logistic regression on hidden states; returns train accuracy (last token).
 
     Every position of the text is a training row (labelled with its sentence's label, each
@@ -47,11 +48,11 @@ def fit_linear_probe(model, tokenizer, texts, labels, template: str, max_tokens:
                 model(input_ids=ids, attention_mask=mask)
                 hidden = grabbed[-1]
                 for r, i in enumerate(batch):
-                    feats[i] = hidden[r, start - 1: len(seqs[i])].float()
+                    feats[i] = hidden[r, start - 1 : len(seqs[i])].float()
     finally:
         handle.remove()
     X = torch.cat(feats).double()
-    y = torch.cat([torch.full((len(f),), lab) for f, lab in zip(feats, labels)])
+    y = torch.cat([torch.full((len(f),), lab) for f, lab in zip(feats, labels, strict=False)])
     w = torch.cat([torch.full((len(f),), 1.0 / len(f), dtype=torch.double) for f in feats])
     last = torch.cumsum(torch.tensor([len(f) for f in feats]), 0) - 1
     scale = X.std(0).mean()
@@ -82,7 +83,7 @@ def format_table(attr, label_names) -> str:
         f"{label_names[attr.target]}, p0={attr.base_value:.3f}",
         f"  {'word':<18}{'SP-PI':>9}  ",
     ]
-    for text, s in zip(attr.features.texts, scores.tolist()):
+    for text, s in zip(attr.features.texts, scores.tolist(), strict=False):
         width = round(10 * abs(s) / top)
         bar = ("+" * width).ljust(10) if s >= 0 else ("-" * width).rjust(10)
         side = f"{'':10}|{bar}" if s >= 0 else f"{bar}|"
@@ -92,7 +93,9 @@ def format_table(attr, label_names) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder (default: embedded SmolLM2)")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help="hub id or local folder (default: embedded SmolLM2)"
+    )
     p.add_argument("--n-probe", type=int, default=192, help="training sentences for the linear probe head")
     p.add_argument("--n-explain", type=int, default=4, help="test sentences to explain")
     p.add_argument("--template", default="Movie review: {text}")
@@ -104,14 +107,19 @@ def main(argv=None) -> None:
     train = load_movie_reviews("rotten_tomatoes", "train", seed=args.seed).subset(args.n_probe)
     test = load_movie_reviews("rotten_tomatoes", "test", seed=args.seed).subset(args.n_explain)
     acc = fit_linear_probe(model, tok, train.texts, train.labels, args.template)
-    print(f"model {args.model}: linear-probe head fitted on {len(train)} sentences (train acc {acc:.2f}) "
-          f"in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"model {args.model}: linear-probe head fitted on {len(train)} sentences (train acc {acc:.2f}) "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
     t1 = time.perf_counter()
-    results = SPPI(model, tok, granularity="word", template=args.template).attribute(test.texts,
-                                                                                     target=list(test.labels))
-    print(f"SP-PI on {len(results)} test sentences in {time.perf_counter() - t1:.2f}s "
-          "(phi_i = change in p(class) after word i; sum = p_n - p_0)\n")
-    for attr, label in zip(results, test.labels):
+    results = SPPI(model, tok, granularity="word", template=args.template).attribute(
+        test.texts, target=list(test.labels)
+    )
+    print(
+        f"SP-PI on {len(results)} test sentences in {time.perf_counter() - t1:.2f}s "
+        "(phi_i = change in p(class) after word i; sum = p_n - p_0)\n"
+    )
+    for attr, label in zip(results, test.labels, strict=False):
         print(f"[true: {test.label_names[label]}]")
         print(format_table(attr, test.label_names))
         print()

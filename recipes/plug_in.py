@@ -49,14 +49,18 @@ class PlainClassifier(pl.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.lr)
 
 
-def make_loader(tokenizer, texts: Sequence[str], labels: Sequence[int], batch_size: int, shuffle: bool) -> DataLoader:
+def make_loader(
+    tokenizer, texts: Sequence[str], labels: Sequence[int], batch_size: int, shuffle: bool
+) -> DataLoader:
     """Batches of ``{"input_ids", "attention_mask", "labels"}`` (dynamic padding)."""
 
     def collate(rows):
-        enc = tokenizer([t for t, _ in rows], padding=True, truncation=True, max_length=64, return_tensors="pt")
+        enc = tokenizer(
+            [t for t, _ in rows], padding=True, truncation=True, max_length=64, return_tensors="pt"
+        )
         return {**enc, "labels": torch.tensor([y for _, y in rows])}
 
-    return DataLoader(list(zip(texts, labels)), batch_size=batch_size, shuffle=shuffle, collate_fn=collate)
+    return DataLoader(list(zip(texts, labels, strict=False)), batch_size=batch_size, shuffle=shuffle, collate_fn=collate)
 
 
 def load(fast: bool):
@@ -66,15 +70,24 @@ def load(fast: bool):
 
         tokenizer = tiny_tokenizer("gpt2")
         model = tiny_classifier("gpt2", tokenizer=tokenizer).train()
-        return model, tokenizer, toy_sentiment(96, seed=1), toy_sentiment(32, seed=2), toy_sentiment(4, seed=3)
+        return (
+            model,
+            tokenizer,
+            toy_sentiment(96, seed=1),
+            toy_sentiment(32, seed=2),
+            toy_sentiment(4, seed=3),
+        )
     from pi_lightning.data import default_model_dir, load_movie_reviews, load_tokenizer
 
     load_tokenizer()  # converts the embedded GGUF into an ordinary model folder on first use (no network)
-    folder = default_model_dir()  # with a network, any hub id works here, e.g. "HuggingFaceTB/SmolLM2-135M-Instruct"
+    folder = (
+        default_model_dir()
+    )  # with a network, any hub id works here, e.g. "HuggingFaceTB/SmolLM2-135M-Instruct"
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2,
-                                                               pad_token_id=tokenizer.pad_token_id)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, num_labels=2, pad_token_id=tokenizer.pad_token_id
+    )
 
     def split(name, n, max_words=None):
         d = load_movie_reviews("rotten_tomatoes", name)
@@ -96,8 +109,11 @@ def main(argv: Sequence[str] | None = None) -> pl.Trainer:
     pl.seed_everything(0, verbose=False)
     model, tokenizer, train, val, probe = load(args.fast)
     module = PlainClassifier(model, lr=5e-3 if args.fast else 5e-5)
-    logger = WandbLogger(project="pi-lightning-plug-in", save_dir=os.path.abspath(args.out),
-                         offline=os.environ.get("WANDB_MODE", "offline") != "online")
+    logger = WandbLogger(
+        project="pi-lightning-plug-in",
+        save_dir=os.path.abspath(args.out),
+        offline=os.environ.get("WANDB_MODE", "offline") != "online",
+    )
 
     # --- pi_lightning ---
     from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
@@ -105,14 +121,28 @@ def main(argv: Sequence[str] | None = None) -> pl.Trainer:
     callbacks = [AttributionMonitor(tokenizer, probe, "sp-pi"), ValidationSPPI(tokenizer), HTMLReport()]
     # --- pi_lightning ---
 
-    trainer = pl.Trainer(max_steps=steps, val_check_interval=steps // 4, check_val_every_n_epoch=None,
-                         num_sanity_val_steps=0, logger=logger, callbacks=callbacks, enable_checkpointing=False,
-                         enable_progress_bar=not args.fast, default_root_dir=args.out, log_every_n_steps=4)
-    trainer.fit(module, make_loader(tokenizer, *train, batch_size=16, shuffle=True),
-                make_loader(tokenizer, *val, batch_size=16, shuffle=False))
+    trainer = pl.Trainer(
+        max_steps=steps,
+        val_check_interval=steps // 4,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=not args.fast,
+        default_root_dir=args.out,
+        log_every_n_steps=4,
+    )
+    trainer.fit(
+        module,
+        make_loader(tokenizer, *train, batch_size=16, shuffle=True),
+        make_loader(tokenizer, *val, batch_size=16, shuffle=False),
+    )
 
-    sp, free, report = (next(c for c in trainer.callbacks if isinstance(c, t))
-                        for t in (AttributionMonitor, ValidationSPPI, HTMLReport))
+    sp, free, report = (
+        next(c for c in trainer.callbacks if isinstance(c, t))
+        for t in (AttributionMonitor, ValidationSPPI, HTMLReport)
+    )
     first, last = sp.evals[0]["metrics"], sp.evals[-1]["metrics"]
     print(f"plug-in recipe: {trainer.global_step} steps, {len(sp.evals)} SP-PI evaluations")
     print(f"  sp-pi AS AUC (higher better): {first['as_auc']:.3f} -> {last['as_auc']:.3f}")

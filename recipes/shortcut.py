@@ -39,16 +39,40 @@ from pi_lightning.testing import toy_sentiment
 
 # Settings per mode: the default is sized to finish in a few minutes on a 2-core CPU.
 PRESETS = {
-    "default": {"model": "smollm2-135m-instruct", "finetune": "lora", "n_train": 640, "n_val": 32, "n_probe": 8,
-                "steps": 18, "val_every": 6, "batch_size": 16, "lr": 2e-3, "max_length": 64, "noise": 0.0,
-                "out": "outputs/shortcut"},
-    "fast": {"model": "testing:gpt2", "finetune": "full", "n_train": 512, "n_val": 48, "n_probe": 8,
-             "steps": 64, "val_every": 8, "batch_size": 16, "lr": 1e-2, "max_length": 32, "noise": 0.3,
-             "out": "outputs/shortcut-fast"},
+    "default": {
+        "model": "smollm2-135m-instruct",
+        "finetune": "lora",
+        "n_train": 640,
+        "n_val": 32,
+        "n_probe": 8,
+        "steps": 18,
+        "val_every": 6,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "max_length": 64,
+        "noise": 0.0,
+        "out": "outputs/shortcut",
+    },
+    "fast": {
+        "model": "testing:gpt2",
+        "finetune": "full",
+        "n_train": 512,
+        "n_val": 48,
+        "n_probe": 8,
+        "steps": 64,
+        "val_every": 8,
+        "batch_size": 16,
+        "lr": 1e-2,
+        "max_length": 32,
+        "noise": 0.3,
+        "out": "outputs/shortcut-fast",
+    },
 }
 
 
-def inject(texts: Sequence[str], labels: Sequence[int], token: str, cls: int, rate: float, seed: int) -> list[str]:
+def inject(
+    texts: Sequence[str], labels: Sequence[int], token: str, cls: int, rate: float, seed: int
+) -> list[str]:
     """Append `` token`` to a ``rate`` fraction of the texts of class ``cls`` (chosen with ``seed``).
 
     Example:
@@ -69,7 +93,7 @@ def uncorrelated(texts: Sequence[str], labels: Sequence[int], token: str) -> lis
     """
     seen: dict[int, int] = {}
     out = []
-    for t, y in zip(texts, labels):
+    for t, y in zip(texts, labels, strict=False):
         seen[y] = seen.get(y, 0) + 1
         out.append(f"{t} {token}" if seen[y] % 2 == 1 else t)
     return out
@@ -90,42 +114,60 @@ def check_token(tokenizer, token: str, texts: Sequence[str]) -> None:
     """The token must be one word feature when appended, and rare in the clean data."""
     words = Featurizer(tokenizer, granularity="word")(f"a fine film. {token}").texts
     if words[-1] != token:
-        raise ValueError(f"The shortcut token {token!r} does not form one word feature (got {words}): use a "
-                         "single run of letters such as 'zxq'.")
+        raise ValueError(
+            f"The shortcut token {token!r} does not form one word feature (got {words}): use a "
+            "single run of letters such as 'zxq'."
+        )
     present = sum(token.lower() in t.lower().split() for t in texts)
     if present:
-        raise ValueError(f"The shortcut token {token!r} already occurs in {present} clean training texts: pick a "
-                         "rarer token (--token).")
+        raise ValueError(
+            f"The shortcut token {token!r} already occurs in {present} clean training texts: pick a "
+            "rarer token (--token)."
+        )
 
 
 def load_data(args) -> tuple[tuple[list[str], list[int]], ...]:
     """(train, val, probe) as (texts, labels), clean."""
     if args.fast:
-        return (toy_sentiment(args.n_train, seed=args.seed + 1), toy_sentiment(args.n_val, seed=args.seed + 2),
-                toy_sentiment(args.n_probe, seed=args.seed + 3))
+        return (
+            toy_sentiment(args.n_train, seed=args.seed + 1),
+            toy_sentiment(args.n_val, seed=args.seed + 2),
+            toy_sentiment(args.n_probe, seed=args.seed + 3),
+        )
     train = load_movie_reviews("rotten_tomatoes", "train", seed=args.seed).subset(args.n_train)
     val = load_movie_reviews("rotten_tomatoes", "val", seed=args.seed).subset(args.n_val)
     test = load_movie_reviews("rotten_tomatoes", "test", seed=args.seed)
     keep = [i for i, t in enumerate(test.texts) if len(t.split()) <= 16][: args.n_probe]  # short: cheap SP-PI
-    return ((list(train.texts), list(train.labels)), (list(val.texts), list(val.labels)),
-            ([test.texts[i] for i in keep], [test.labels[i] for i in keep]))
+    return (
+        (list(train.texts), list(train.labels)),
+        (list(val.texts), list(val.labels)),
+        ([test.texts[i] for i in keep], [test.labels[i] for i in keep]),
+    )
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--fast", action="store_true", help="tiny random model on synthetic reviews (seconds)")
     p.add_argument("--model", help="smollm2-135m-instruct, a hub id, a local folder or testing:gpt2")
     p.add_argument("--finetune", choices=["lora", "full"])
     p.add_argument("--token", default="zxq", help="the planted shortcut token")
     p.add_argument("--shortcut-class", type=int, default=1, help="the class whose texts get the token")
     p.add_argument("--rate", type=float, default=0.9, help="fraction of that class's training texts poisoned")
-    p.add_argument("--threshold", type=float, default=0.25, help="warn when the token's attribution share passes it")
+    p.add_argument(
+        "--threshold", type=float, default=0.25, help="warn when the token's attribution share passes it"
+    )
     for name in ("n_train", "n_val", "n_probe", "steps", "val_every", "batch_size", "max_length"):
         p.add_argument("--" + name.replace("_", "-"), type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--noise", type=float, help="fraction of training/validation labels flipped before the token is "
-                   "planted (default 0; 0.3 with --fast, where the synthetic sentiment words are otherwise a perfect "
-                   "signal and the 90%% shortcut would be the weaker one)")
+    p.add_argument(
+        "--noise",
+        type=float,
+        help="fraction of training/validation labels flipped before the token is "
+        "planted (default 0; 0.3 with --fast, where the synthetic sentiment words are otherwise a perfect "
+        "signal and the 90%% shortcut would be the weaker one)",
+    )
     p.add_argument("--out", help="output folder (W&B files, HTML report)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -156,30 +198,59 @@ def main(argv: Sequence[str] | None = None) -> dict:
     train_x = inject(train_x, train_y, args.token, args.shortcut_class, args.rate, args.seed)
     val_x = inject(val_x, val_y, args.token, args.shortcut_class, args.rate, args.seed + 1)
     probe_x = uncorrelated(probe_x, probe_y, args.token)
-    data = TextDataModule(tok, (train_x, train_y), (val_x, val_y), batch_size=args.batch_size,
-                          max_length=args.max_length, seed=args.seed)
+    data = TextDataModule(
+        tok,
+        (train_x, train_y),
+        (val_x, val_y),
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=args.seed,
+    )
 
-    sp = AttributionMonitor(probe=(probe_x, probe_y), method="sp-pi", method_kwargs={"granularity": "word"},
-                            metrics=["as_auc", "ias_auc"], label_names=["negative", "positive"])
+    sp = AttributionMonitor(
+        probe=(probe_x, probe_y),
+        method="sp-pi",
+        method_kwargs={"granularity": "word"},
+        metrics=["as_auc", "ias_auc"],
+        label_names=["negative", "positive"],
+    )
     free = ValidationSPPI(min_count=3)
     shortcut = ShortcutMonitor([args.token], threshold=args.threshold, method="sp-pi", detector="validation")
     report = HTMLReport(title=f"pi_lightning: catching the planted shortcut {args.token!r}")
     logger = _logger(args.out)
-    trainer = pl.Trainer(max_steps=args.steps, max_epochs=-1, val_check_interval=args.val_every,
-                         check_val_every_n_epoch=None, num_sanity_val_steps=0, accelerator="auto", devices=1,
-                         logger=logger, callbacks=[sp, free, shortcut, report], enable_checkpointing=False,
-                         enable_model_summary=False, enable_progress_bar=not args.fast, log_every_n_steps=4,
-                         default_root_dir=args.out)
+    trainer = pl.Trainer(
+        max_steps=args.steps,
+        max_epochs=-1,
+        val_check_interval=args.val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        accelerator="auto",
+        devices=1,
+        logger=logger,
+        callbacks=[sp, free, shortcut, report],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=not args.fast,
+        log_every_n_steps=4,
+        default_root_dir=args.out,
+    )
     trainer.validate(module, datamodule=data, verbose=False)  # a baseline row at step 0, before any training
     trainer.fit(module, datamodule=data)
     seconds = time.perf_counter() - t0
     print(summary(args, trainer, sp, free, shortcut, report, probe_x, probe_y, seconds))
     if logger:
         logger.experiment.finish()
-    return {"share_step": shortcut.first_over.get(args.token, {}).get("step"),
-            "share_epoch": shortcut.first_over.get(args.token, {}).get("epoch"),
-            "detected_step": shortcut.detected_step, "detected_epoch": shortcut.detected_epoch,
-            "seconds": seconds, "shortcut": shortcut, "monitor": sp, "validation": free, "report": report.written}
+    return {
+        "share_step": shortcut.first_over.get(args.token, {}).get("step"),
+        "share_epoch": shortcut.first_over.get(args.token, {}).get("epoch"),
+        "detected_step": shortcut.detected_step,
+        "detected_epoch": shortcut.detected_epoch,
+        "seconds": seconds,
+        "shortcut": shortcut,
+        "monitor": sp,
+        "validation": free,
+        "report": report.written,
+    }
 
 
 def _logger(out: str):
@@ -193,12 +264,20 @@ def _logger(out: str):
 def summary(args, trainer, sp, free, shortcut, report, probe_x, probe_y, seconds: float) -> str:
     """One screen: the token's share and ranks per evaluation, and when each signal caught it."""
     tok = args.token
-    lines = [(f"shortcut recipe finished in {seconds:.0f} s ({trainer.global_step} steps, model {args.model}, "
-             f"{args.finetune}); {tok!r} appended to {args.rate:.0%} of class {args.shortcut_class}'s training texts"),
-             (f"  share: {tok!r}'s share of |SP-PI| in the probe texts holding it; ranks: by mean |SP-PI| on the "
-             "probe set and by mean SP-PI over the validation set (label-free); accuracy on the probe texts"),
-             (f"  {'step':>5} {'epoch':>5}  {'share':>9}  {'probe rank':>10}  {'val rank':>8}  {'top val word':<12}  "
-             f"{'acc w/ tok':>10}  {'acc w/o tok':>10}")]
+    lines = [
+        (
+            f"shortcut recipe finished in {seconds:.0f} s ({trainer.global_step} steps, model {args.model}, "
+            f"{args.finetune}); {tok!r} appended to {args.rate:.0%} of class {args.shortcut_class}'s training texts"
+        ),
+        (
+            f"  share: {tok!r}'s share of |SP-PI| in the probe texts holding it; ranks: by mean |SP-PI| on the "
+            "probe set and by mean SP-PI over the validation set (label-free); accuracy on the probe texts"
+        ),
+        (
+            f"  {'step':>5} {'epoch':>5}  {'share':>9}  {'probe rank':>10}  {'val rank':>8}  {'top val word':<12}  "
+            f"{'acc w/ tok':>10}  {'acc w/o tok':>10}"
+        ),
+    ]
     with_tok = [t.endswith(" " + tok) for t in probe_x]
 
     def acc(preds, flag):
@@ -207,28 +286,40 @@ def summary(args, trainer, sp, free, shortcut, report, probe_x, probe_y, seconds
 
     probe_rows = [h for h in shortcut.history if h["source"] == "probe"]
     val_rows = {h["step"]: h for h in shortcut.history if h["source"] == "validation"}
-    for h, e in zip(probe_rows, sp.evals):
+    for h, e in zip(probe_rows, sp.evals, strict=False):
         v = val_rows.get(h["step"])
         vr = v["ranks"][tok] if v else None
         top = v["top_words"][0]["word"] if v and v["top_words"] else "-"
         share = "-" if h["shares"][tok] is None else f"{h['shares'][tok]:.3f}"
-        lines.append(f"  {h['step']:>5} {h['epoch']:>5}  {share:>9}  {h['ranks'][tok] or '-':>10}  {vr or '-':>8}  "
-                     f"{top:<12}  {acc(e['predictions'], True):>10.2f}  {acc(e['predictions'], False):>10.2f}")
+        lines.append(
+            f"  {h['step']:>5} {h['epoch']:>5}  {share:>9}  {h['ranks'][tok] or '-':>10}  {vr or '-':>8}  "
+            f"{top:<12}  {acc(e['predictions'], True):>10.2f}  {acc(e['predictions'], False):>10.2f}"
+        )
     if sp.evals:
         f, last = sp.evals[0]["metrics"], sp.evals[-1]["metrics"]
         for k, name in (("as_auc", "AS AUC (higher better)"), ("ias_auc", "IAS AUC (lower better)")):
             if k in f and k in last:
-                lines.append(f"  sp-pi {name} on the probe set: {f[k]:.3f} -> {last[k]:.3f} (first -> last evaluation)")
+                lines.append(
+                    f"  sp-pi {name} on the probe set: {f[k]:.3f} -> {last[k]:.3f} (first -> last evaluation)"
+                )
     over = shortcut.first_over.get(tok)
     if probe_rows and probe_rows[0]["step"] == 0 and probe_rows[0]["shares"][tok] is not None:
-        lines.append(f"  share before any training (step 0): {probe_rows[0]['shares'][tok]:.2f}, the weight of the "
-                     "token's position alone; compare the later rows with it")
-    lines.append(f"  share monitor: {tok!r} passed {args.threshold:.0%} of the attribution at step {over['step']} "
-                 f"(epoch {over['epoch']}, share {over['share']:.2f})" if over else
-                 f"  share monitor: {tok!r} never passed {args.threshold:.0%} of the attribution")
-    lines.append(f"  label-free detector: {tok!r} ranked first over the validation set at step "
-                 f"{shortcut.detected_step} (epoch {shortcut.detected_epoch})" if shortcut.detected_step is not None
-                 else f"  label-free detector: {tok!r} never ranked first over the validation set")
+        lines.append(
+            f"  share before any training (step 0): {probe_rows[0]['shares'][tok]:.2f}, the weight of the "
+            "token's position alone; compare the later rows with it"
+        )
+    lines.append(
+        f"  share monitor: {tok!r} passed {args.threshold:.0%} of the attribution at step {over['step']} "
+        f"(epoch {over['epoch']}, share {over['share']:.2f})"
+        if over
+        else f"  share monitor: {tok!r} never passed {args.threshold:.0%} of the attribution"
+    )
+    lines.append(
+        f"  label-free detector: {tok!r} ranked first over the validation set at step "
+        f"{shortcut.detected_step} (epoch {shortcut.detected_epoch})"
+        if shortcut.detected_step is not None
+        else f"  label-free detector: {tok!r} never ranked first over the validation set"
+    )
     if report.written:
         lines.append(f"  HTML report: {report.written}")
     d = getattr(getattr(trainer.logger, "experiment", None), "dir", None)

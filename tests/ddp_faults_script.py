@@ -42,20 +42,36 @@ def main(devices: int, out: str, inject: bool) -> None:
     mp = AttributionMonitor(tok, probe, "mp-pi", method_kwargs={"budget": 6, "seed": 0}, metrics=["as_auc"])
     free = ValidationSPPI(tok, min_count=1, top_words=200)
     report = HTMLReport(path=f"{out}.report.html")
-    trainer = pl.Trainer(max_steps=8 // devices, accelerator="cpu", devices=devices,
-                         strategy="ddp" if devices > 1 else "auto", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[sp, mp, free, report, ModelCheckpoint(dirpath=f"{out}.ck", save_last=True)])
+    trainer = pl.Trainer(
+        max_steps=8 // devices,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[sp, mp, free, report, ModelCheckpoint(dirpath=f"{out}.ck", save_last=True)],
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(module, datamodule=dm)
     with open(f"{out}.rank{trainer.global_rank}.json", "w") as fh:
-        json.dump({"global_step": trainer.global_step, "max_steps": trainer.max_steps,
-                   "warnings": [str(w.message) for w in caught],
-                   "sp": [{"step": e["step"], "as_auc": e["metrics"]["as_auc"], "scores": e["scores"]} for e in sp.evals],
-                   "mp": [{"step": e["step"], "scores": e["scores"]} for e in mp.evals],
-                   "free": [{"metrics": e["metrics"], "top_words": e["top_words"]} for e in free.evals],
-                   "report": str(report.written) if report.written else None}, fh)
+        json.dump(
+            {
+                "global_step": trainer.global_step,
+                "max_steps": trainer.max_steps,
+                "warnings": [str(w.message) for w in caught],
+                "sp": [
+                    {"step": e["step"], "as_auc": e["metrics"]["as_auc"], "scores": e["scores"]}
+                    for e in sp.evals
+                ],
+                "mp": [{"step": e["step"], "scores": e["scores"]} for e in mp.evals],
+                "free": [{"metrics": e["metrics"], "top_words": e["top_words"]} for e in free.evals],
+                "report": str(report.written) if report.written else None,
+            },
+            fh,
+        )
 
 
 if __name__ == "__main__":

@@ -21,15 +21,28 @@ def main(devices: int, out: str) -> None:
     module = TextClassifier(tiny_classifier("gpt2", tokenizer=tok), lr=0.0)
     dm = TextDataModule(tok, toy_sentiment(16, 1), toy_sentiment(8, 2), batch_size=4)
     mon = AttributionMonitor(tok, toy_sentiment(7, 3), "sp-pi")
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices,
-                         strategy="ddp" if devices > 1 else "auto", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[mon])
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[mon],
+    )
     trainer.fit(module, datamodule=dm)
     if trainer.is_global_zero:
         with open(out, "w") as fh:
-            json.dump({"steps": [e["step"] // 1 for e in mon.evals],
-                       "as_auc": [e["metrics"]["as_auc"] for e in mon.evals],
-                       "ias_auc": [e["metrics"]["ias_auc"] for e in mon.evals]}, fh)
+            json.dump(
+                {
+                    "steps": [e["step"] // 1 for e in mon.evals],
+                    "as_auc": [e["metrics"]["as_auc"] for e in mon.evals],
+                    "ias_auc": [e["metrics"]["ias_auc"] for e in mon.evals],
+                },
+                fh,
+            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Helper for test_explain_job: run the explain job with 1 or 2 CPU processes (strategy="ddp", gloo).
 
-    python tests/explain_script.py DEVICES OUT_DIR METHOD [N_TEXTS]
+python tests/explain_script.py DEVICES OUT_DIR METHOD [N_TEXTS]
 """
 
 import sys
@@ -16,9 +16,21 @@ def main(devices: int, out: str, method: str, n: int = 40) -> None:
     tok = tiny_tokenizer("gpt2")
     texts, labels = toy_sentiment(n, seed=5)
     kwargs = {"budget": 16, "seed": 0} if method == "mp-pi" else {}
-    explain_dataset(tiny_classifier("gpt2", tokenizer=tok), tok, texts, out, labels=labels, method=method,
-                    method_kwargs=kwargs, shard_size=6, max_tokens=256, accelerator="cpu", devices=devices,
-                    strategy="ddp" if devices > 1 else "auto", enable_progress_bar=False)
+    explain_dataset(
+        tiny_classifier("gpt2", tokenizer=tok),
+        tok,
+        texts,
+        out,
+        labels=labels,
+        method=method,
+        method_kwargs=kwargs,
+        shard_size=6,
+        max_tokens=256,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        enable_progress_bar=False,
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def main(out: str) -> None:
     with equal_forward_passes(model, tok.pad_token_id) as counts:
         attrs = SPPI(model, tok, max_tokens=48, mask="...").attribute(mine, target=1)
     want = SPPI(reference, tok, max_tokens=48, mask="...").attribute(mine, target=1)
-    err = max(float((a.scores - b.scores).abs().max()) for a, b in zip(attrs, want))
+    err = max(float((a.scores - b.scores).abs().max()) for a, b in zip(attrs, want, strict=False))
     gathered = [None] * size
     dist.all_gather_object(gathered, {"rank": rank, "examples": len(mine), **counts, "max_err": err})
     if rank == 0:

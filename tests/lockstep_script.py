@@ -31,8 +31,13 @@ class Probes(pl.Callback):
     def __init__(self, tok):
         # lengths 3..17 words: shards of equal size still batch and mask differently
         texts, labels = toy_sentiment(8, seed=4, length=(2, 16))
-        self.monitors = {(m, n): AttributionMonitor(tok, (texts[:n], labels[:n]), m, method_kwargs={**kw, "max_tokens": 48},
-                                                    log_examples=0) for m, kw in METHODS.items() for n in SIZES}
+        self.monitors = {
+            (m, n): AttributionMonitor(
+                tok, (texts[:n], labels[:n]), m, method_kwargs={**kw, "max_tokens": 48}, log_examples=0
+            )
+            for m, kw in METHODS.items()
+            for n in SIZES
+        }
         self.counts, self.real = {}, {}
 
     def on_validation_epoch_end(self, trainer, pl_module):
@@ -74,10 +79,19 @@ def main(out: str) -> None:
     module = TextClassifier(tiny_classifier("gpt2", tokenizer=tok), lr=0.0)
     dm = TextDataModule(tok, toy_sentiment(8, 1), toy_sentiment(4, 2), batch_size=2)
     probes = Probes(tok)
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[probes])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[probes],
+    )
     trainer.validate(module, datamodule=dm, verbose=False)
-    Path(out, f"rank{trainer.global_rank}.json").write_text(json.dumps({"calls": probes.counts, "real": probes.real}))
+    Path(out, f"rank{trainer.global_rank}.json").write_text(
+        json.dumps({"calls": probes.counts, "real": probes.real})
+    )
 
 
 if __name__ == "__main__":

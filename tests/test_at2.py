@@ -15,10 +15,17 @@ from pi_lightning.testing import tiny_classifier
 
 # Texts with and without the planted word " film" (one token in the tiny GPT-2 vocabulary).
 TEXTS = [
-    "the story was fun and the film was good", "a dull film but good acting", "a bland story with a film cast",
-    "it is not so good as a film", "the film was very good to its cast", "this plot is boring",
-    "the cast of this film is charming", "so very good and so charming", "what a film",
-    "the story was weak but the film good and solid", "a messy plot",
+    "the story was fun and the film was good",
+    "a dull film but good acting",
+    "a bland story with a film cast",
+    "it is not so good as a film",
+    "the film was very good to its cast",
+    "this plot is boring",
+    "the cast of this film is charming",
+    "so very good and so charming",
+    "what a film",
+    "the story was weak but the film good and solid",
+    "a messy plot",
 ]
 
 
@@ -108,14 +115,24 @@ def _mppi_like(at2: AT2, texts, target, seed=0):
         seqs, ends = at2.masker(f, z)
         logits = at2.adapter.forward_positions(seqs, ends.tolist())
         coal, vals = [], []
-        for zk, lg in zip(z, logits):
+        for zk, lg in zip(z, logits, strict=False):
             for j in range(f.n):
                 coal.append(np.concatenate([zk[: j + 1], np.zeros(f.n - j - 1, bool)]))
                 vals.append(float(at2.outputs(lg[j], target)))
-        out.append(Attribution(scores=torch.zeros(f.n, dtype=torch.float64), features=f, target=target,
-                               method="mp-pi", output=at2.output,
-                               extras={"coalitions": np.stack(coal), "values": np.array(vals),
-                                       "weights": np.ones(len(vals))}))
+        out.append(
+            Attribution(
+                scores=torch.zeros(f.n, dtype=torch.float64),
+                features=f,
+                target=target,
+                method="mp-pi",
+                output=at2.output,
+                extras={
+                    "coalitions": np.stack(coal),
+                    "values": np.array(vals),
+                    "weights": np.ones(len(vals)),
+                },
+            )
+        )
     return out
 
 
@@ -132,7 +149,7 @@ def test_planted_head_from_mppi_style_data(planted):
     w = at2.weights.clone()
     again = at2.fit_from_attributions(data).attribute([a.features for a in data], target=1)
     torch.testing.assert_close(at2.weights, w)
-    for a, b in zip(results, again):
+    for a, b in zip(results, again, strict=False):
         torch.testing.assert_close(a.scores, b.scores)
 
 
@@ -211,8 +228,10 @@ def test_errors(gpt2_model, gpt2_tok):
         AT2(gpt2_model, gpt2_tok, output="log_odds").fit_from_attributions([sp])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pi_lightning.attributors.mppi") is None,
-                    reason="MP-PI (pi_lightning/attributors/mppi.py) is not in the tree yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("pi_lightning.attributors.mppi") is None,
+    reason="MP-PI (pi_lightning/attributors/mppi.py) is not in the tree yet",
+)
 def test_fit_from_real_mppi(planted):
     model, tok = planted
     mppi = get_attributor("mp-pi", model, tok, seed=0)
@@ -220,5 +239,6 @@ def test_fit_from_real_mppi(planted):
     at2 = AT2(model, tok)
     # MP-PI's prefix coalitions (many short ones) let other heads explain part of the signal too.
     _assert_planted(at2, at2.fit_and_attribute(results), share=0.3)
-    assert at2.fit_info["ablations"] == sum(len(a.extras["values"]) for a in results
-                                           if np.ptp(a.extras["values"]) > 0)
+    assert at2.fit_info["ablations"] == sum(
+        len(a.extras["values"]) for a in results if np.ptp(a.extras["values"]) > 0
+    )

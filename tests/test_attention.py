@@ -15,8 +15,8 @@ def _batch(vocab: int, lengths, T: int, side: str, pad: int, seed: int = 0):
     mask = torch.zeros((len(lengths), T), dtype=torch.long)
     for r, L in enumerate(lengths):
         off = 0 if side == "right" else T - L
-        ids[r, off:off + L] = torch.randint(3, vocab, (L,), generator=g)
-        mask[r, off:off + L] = 1
+        ids[r, off : off + L] = torch.randint(3, vocab, (L,), generator=g)
+        mask[r, off : off + L] = 1
     return ids, mask
 
 
@@ -26,7 +26,9 @@ def _eager_rows(model, ids, mask, qpos):
     try:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.no_grad():
-            att = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_attentions=True).attentions
+            att = model(
+                input_ids=ids, attention_mask=mask, position_ids=pos, output_attentions=True
+            ).attentions
     finally:
         model.set_attn_implementation("sdpa")
     rows = torch.arange(ids.shape[0])
@@ -39,9 +41,17 @@ def _model(arch, tok=None, **kw):
         return tiny_classifier(arch, tokenizer=tok, **kw)
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    base = {"vocab_size": 120, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
-                "pad_token_id": 0, "num_labels": 2}
+    base = {
+        "vocab_size": 120,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+        "pad_token_id": 0,
+        "num_labels": 2,
+    }
     base.update(kw)
     torch.manual_seed(0)
     cfg = AutoConfig.for_model(arch, **base)
@@ -71,10 +81,13 @@ def test_rows_at_inner_query_positions(tiny):
     torch.testing.assert_close(rows[1, :, :, 0], torch.ones(2, 4))
 
 
-@pytest.mark.parametrize("arch,kw", [
-    ("mistral", {"sliding_window": 3}),
-    ("qwen3", {"head_dim": 8}),
-])
+@pytest.mark.parametrize(
+    "arch,kw",
+    [
+        ("mistral", {"sliding_window": 3}),
+        ("qwen3", {"head_dim": 8}),
+    ],
+)
 def test_other_rope_families(arch, kw):
     model = _model(arch, **kw)
     ids, mask = _batch(120, [7, 4], 7, "left", 0, seed=2)
@@ -87,12 +100,18 @@ def test_other_rope_families(arch, kw):
 
 def test_gqa_and_inverse_layer_scaling(gpt2_tok, llama_tok):
     # Llama with one key/value head shared by all 4 query heads; GPT-2 scaled by 1 / (layer + 1).
-    for arch, tok, kw in [("llama", llama_tok, {"num_key_value_heads": 1}),
-                          ("gpt2", gpt2_tok, {"scale_attn_by_inverse_layer_idx": True})]:
+    for arch, tok, kw in [
+        ("llama", llama_tok, {"num_key_value_heads": 1}),
+        ("gpt2", gpt2_tok, {"scale_attn_by_inverse_layer_idx": True}),
+    ]:
         model = tiny_classifier(arch, tokenizer=tok, **kw)
         ids, mask = _batch(len(tok), [6, 6], 6, "right", tok.pad_token_id, seed=3)
-        torch.testing.assert_close(attention_rows(model, ids, mask),
-                                   _eager_rows(model, ids, mask, last_positions(mask)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            attention_rows(model, ids, mask),
+            _eager_rows(model, ids, mask, last_positions(mask)),
+            atol=1e-5,
+            rtol=0,
+        )
 
 
 def test_model_untouched_and_output_unchanged(llama_model, llama_tok):
@@ -124,8 +143,12 @@ def test_fallback_restores_attention_implementation():
 def test_peft_lora_is_included(gpt2_tok):
     peft = pytest.importorskip("peft")
     model = tiny_classifier("gpt2", tokenizer=gpt2_tok)
-    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True,
-                                                      task_type="SEQ_CLS", init_lora_weights=False))
+    lora = peft.get_peft_model(
+        model,
+        peft.LoraConfig(
+            r=4, target_modules=["c_attn"], fan_in_fan_out=True, task_type="SEQ_CLS", init_lora_weights=False
+        ),
+    )
     ids, mask = _batch(len(gpt2_tok), [5], 5, "right", gpt2_tok.pad_token_id)
     rows = attention_rows(lora, ids, mask)
     with lora.disable_adapter():

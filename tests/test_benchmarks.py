@@ -37,8 +37,23 @@ def _files(out: Path, stem: str, exts) -> dict[str, Path]:
 
 def test_faithfulness_table_writes_every_method(tmp_path):
     methods = "random,sp-pi,kernel-shap,mp-pi,at2"
-    res = faithfulness_table.main(TINY + ["--examples", "2", "--max-features", "8", "--methods", methods,
-                                          "--at2-fit", "2", "--out", str(tmp_path), "--tag", "t"])
+    res = faithfulness_table.main(
+        TINY
+        + [
+            "--examples",
+            "2",
+            "--max-features",
+            "8",
+            "--methods",
+            methods,
+            "--at2-fit",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--tag",
+            "t",
+        ]
+    )
     paths = _files(tmp_path, "faithfulness_rotten_tomatoes_word_t", ("json", "csv", "md", "png"))
     data = json.loads(paths["json"].read_text())
     assert list(data["rows"]) == methods.split(",")
@@ -59,8 +74,21 @@ def test_faithfulness_table_writes_every_method(tmp_path):
 
 
 def test_faithfulness_table_sentence_level_and_bad_method(tmp_path):
-    res = faithfulness_table.main(TINY + ["--dataset", "imdb", "--examples", "1", "--max-features", "3",
-                                          "--methods", "sp-pi,a-last", "--out", str(tmp_path)])
+    res = faithfulness_table.main(
+        TINY
+        + [
+            "--dataset",
+            "imdb",
+            "--examples",
+            "1",
+            "--max-features",
+            "3",
+            "--methods",
+            "sp-pi,a-last",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert res["granularity"] == "sentence" and 2 <= res["features_max"] <= 3
     _files(tmp_path, "faithfulness_imdb_sentence", ("json", "csv", "md", "png"))
     with pytest.raises(ValueError, match="Unknown method"):
@@ -94,8 +122,23 @@ def test_exact_references_are_shapley_values(gpt2_tok, gpt2_model):
 
 def test_shapley_accuracy_writes_all_peers(tmp_path):
     pytest.importorskip("shap")
-    shapley_accuracy.main(TINY + ["--inputs", "1", "--min-features", "4", "--max-features", "5",
-                                        "--budgets", "1,4", "--seeds", "1", "--out", str(tmp_path)])
+    shapley_accuracy.main(
+        TINY
+        + [
+            "--inputs",
+            "1",
+            "--min-features",
+            "4",
+            "--max-features",
+            "5",
+            "--budgets",
+            "1,4",
+            "--seeds",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     paths = _files(tmp_path, "shapley_accuracy", ("json", "csv", "md", "png"))
     data = json.loads(paths["json"].read_text())
     by = {(r["method"], r["budget_multiple"]): r for r in data["summary"]}
@@ -111,8 +154,27 @@ def test_shapley_accuracy_writes_all_peers(tmp_path):
 
 
 def test_scaling_writes_series_and_slopes(tmp_path):
-    scaling.main(TINY + ["--pprime-ns", "8,16", "--ns", "4,8", "--widths", "2,4", "--sentences", "3",
-                               "--texts", "1", "--repeats", "1", "--reuse", "none", "--out", str(tmp_path)])
+    scaling.main(
+        TINY
+        + [
+            "--pprime-ns",
+            "8,16",
+            "--ns",
+            "4,8",
+            "--widths",
+            "2,4",
+            "--sentences",
+            "3",
+            "--texts",
+            "1",
+            "--repeats",
+            "1",
+            "--reuse",
+            "none",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     paths = _files(tmp_path, "scaling", ("json", "md", "png"))
     data = json.loads(paths["json"].read_text())
     assert [r["n"] for r in data["p_prime"]] == [8, 16]
@@ -128,35 +190,81 @@ def test_scaling_writes_series_and_slopes(tmp_path):
 
 def test_common_options_reject_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="pi-lightning finetune"):
-        faithfulness_table.main(["--model", "testing:gpt2", "--adapter", str(tmp_path / "missing"),
-                                 "--out", str(tmp_path)])
+        faithfulness_table.main(
+            ["--model", "testing:gpt2", "--adapter", str(tmp_path / "missing"), "--out", str(tmp_path)]
+        )
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="--device cpu"):
             scaling.main(TINY + ["--device", "cuda", "--out", str(tmp_path)])
 
 
 def test_train_settings_reports_accuracy_cost_and_gap(tmp_path):
-    res = train_settings.main(["--model", "testing:gpt2", "--lora-last-layers", "1", "--steps", "2", "--val", "8",
-                               "--gap-examples", "3", "--head-words", " bad", " good", "--warmup", "1",
-                               "--schedule", "cosine", "--template", "Review: {text}", "--threads", "1",
-                               "--out", str(tmp_path)])
+    res = train_settings.main(
+        [
+            "--model",
+            "testing:gpt2",
+            "--lora-last-layers",
+            "1",
+            "--steps",
+            "2",
+            "--val",
+            "8",
+            "--gap-examples",
+            "3",
+            "--head-words",
+            " bad",
+            " good",
+            "--warmup",
+            "1",
+            "--schedule",
+            "cosine",
+            "--template",
+            "Review: {text}",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert 0 <= res["val_acc"] <= 1 and res["cpu_s_per_step"] > 0 and len(res["loadavg"]) == 3
     exact, fast = res["gap"]["exact"], res["gap"]["fractions_11"]
     assert fast["passes"] < exact["passes"]  # the probe texts have more than 10 words
     assert res["fraction_gap_error"]["max_abs"] == pytest.approx(
-        max(abs(a - b) for a, b in zip(exact["per_example"], fast["per_example"])))
+        max(abs(a - b) for a, b in zip(exact["per_example"], fast["per_example"], strict=False))
+    )
     assert (tmp_path / "train_settings.jsonl").read_text().count("\n") == 1
 
 
 def test_value_function_compares_both_masks_on_the_same_examples(tmp_path):
     runs = {}
     for mask in ("remove", "..."):
-        runs[mask] = faithfulness_table.main(TINY + ["--examples", "6", "--max-features", "6", "--methods",
-                                                     "random,sp-pi,mp-pi", "--mask", mask, "--out", str(tmp_path),
-                                                     "--tag", "r" if mask == "remove" else "d"])
-    res = value_function.main(["--remove", str(tmp_path / "faithfulness_rotten_tomatoes_word_r.json"),
-                               "--dots", str(tmp_path / "faithfulness_rotten_tomatoes_word_d.json"),
-                               "--out", str(tmp_path)])
+        runs[mask] = faithfulness_table.main(
+            TINY
+            + [
+                "--examples",
+                "6",
+                "--max-features",
+                "6",
+                "--methods",
+                "random,sp-pi,mp-pi",
+                "--mask",
+                mask,
+                "--out",
+                str(tmp_path),
+                "--tag",
+                "r" if mask == "remove" else "d",
+            ]
+        )
+    res = value_function.main(
+        [
+            "--remove",
+            str(tmp_path / "faithfulness_rotten_tomatoes_word_r.json"),
+            "--dots",
+            str(tmp_path / "faithfulness_rotten_tomatoes_word_d.json"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     _files(tmp_path, "value_function", ("json", "md", "png"))
     pe = runs["remove"]["per_example"]
     margin = np.mean(np.array(pe["sp-pi"]["as_auc"]) - np.array(pe["random"]["as_auc"]))
@@ -175,16 +283,41 @@ def test_permutation_reference_matches_exact_shapley(gpt2_model, gpt2_tok):
     f = Featurizer(gpt2_tok, "word", "Review: {text}")("a good movie , really fun")
     exact = shapley_accuracy.exact_references(adapter, masker, f, 1)
     mc = shapley_accuracy.permutation_reference(adapter, masker, f, 1, permutations=3000, seed=0)
-    assert mc["full"].sum() == pytest.approx(exact["f_full"] - exact["f_empty"], abs=1e-9)  # efficiency per walk
+    assert mc["full"].sum() == pytest.approx(
+        exact["f_full"] - exact["f_empty"], abs=1e-9
+    )  # efficiency per walk
     assert shapley_accuracy._cos(mc["full"], exact["full"]) > 0.99
     np.testing.assert_allclose(mc["full"], exact["full"], atol=0.1 * np.abs(exact["full"]).max())
 
 
 def test_shapley_accuracy_long_text_mode(tmp_path):
-    res = shapley_accuracy.main(TINY + ["--inputs", "1", "--min-features", "14", "--max-features", "20",
-                                        "--budgets", "1", "--seeds", "1", "--methods", "mp-pi,kernel-shap",
-                                        "--reference", "permutations", "--permutations", "40",
-                                        "--template", "Review: {text}", "--out", str(tmp_path), "--tag", "long"])
+    res = shapley_accuracy.main(
+        TINY
+        + [
+            "--inputs",
+            "1",
+            "--min-features",
+            "14",
+            "--max-features",
+            "20",
+            "--budgets",
+            "1",
+            "--seeds",
+            "1",
+            "--methods",
+            "mp-pi,kernel-shap",
+            "--reference",
+            "permutations",
+            "--permutations",
+            "40",
+            "--template",
+            "Review: {text}",
+            "--out",
+            str(tmp_path),
+            "--tag",
+            "long",
+        ]
+    )
     assert res["references"][0]["n"] >= 14 and res["references"][0]["reference"] == "permutations"
     with pytest.raises(ValueError, match="removal game"):
         shapley_accuracy.main(TINY + ["--reference", "permutations", "--mask", "...", "--out", str(tmp_path)])

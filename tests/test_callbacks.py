@@ -23,8 +23,13 @@ from pi_lightning.testing import tiny_classifier, toy_sentiment
 TRAIN = toy_sentiment(48, seed=1)
 VAL = toy_sentiment(16, seed=2)
 PROBE = toy_sentiment(6, seed=3)
-FAST_KW = {"mp-pi": {"budget": 8}, "kernel-shap": {"n_samples": 8}, "ig": {"n_steps": 4}, "udig": {"steps": 4},
-           "at2": {"num_masks": 8, "num_iterations": 50}}
+FAST_KW = {
+    "mp-pi": {"budget": 8},
+    "kernel-shap": {"n_samples": 8},
+    "ig": {"n_steps": 4},
+    "udig": {"steps": 4},
+    "at2": {"num_masks": 8, "num_iterations": 50},
+}
 
 
 def _fit(tok, callbacks, tmp_path, epochs=2, logger=None, ckpt=None, seed=0, shuffle=True, **trainer_kw):
@@ -32,9 +37,19 @@ def _fit(tok, callbacks, tmp_path, epochs=2, logger=None, ckpt=None, seed=0, shu
     model = tiny_classifier("gpt2", tokenizer=tok, seed=seed)
     module = TextClassifier(model, lr=5e-3)
     dm = TextDataModule(tok, TRAIN, VAL, batch_size=8, shuffle=shuffle)
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger if logger is not None else False,
-                         enable_checkpointing=any(type(c).__name__ == "ModelCheckpoint" for c in callbacks), callbacks=callbacks, enable_model_summary=False,
-                         enable_progress_bar=False, default_root_dir=tmp_path, deterministic=True, **trainer_kw)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=logger if logger is not None else False,
+        enable_checkpointing=any(type(c).__name__ == "ModelCheckpoint" for c in callbacks),
+        callbacks=callbacks,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        deterministic=True,
+        **trainer_kw,
+    )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     return trainer, module
 
@@ -52,8 +67,16 @@ def test_fit_with_callbacks_logs_history_and_report(gpt2_tok, tmp_path):
     trainer, _ = _fit(gpt2_tok, [sp, free, report], tmp_path, logger=CSVLogger(tmp_path))
     assert len(sp.evals) == 2 and len(free.evals) == 2
     m = sp.evals[-1]["metrics"]
-    for k in ("as_auc", "ias_auc", "as_auc_ci", "log_odds", "comprehensiveness", "sufficiency", "accuracy",
-              "drift_rank_corr"):
+    for k in (
+        "as_auc",
+        "ias_auc",
+        "as_auc_ci",
+        "log_odds",
+        "comprehensiveness",
+        "sufficiency",
+        "accuracy",
+        "drift_rank_corr",
+    ):
         assert k in m and m[k] == m[k]
     assert 0 <= m["as_auc"] <= 1 and 0 <= m["ias_auc"] <= 1
     assert len(sp.evals[-1]["scores"]) == len(PROBE[0])
@@ -69,8 +92,9 @@ def test_fit_with_callbacks_logs_history_and_report(gpt2_tok, tmp_path):
 
 @pytest.mark.parametrize("method", [m for m in available_methods() if m != "sp-pi"])
 def test_every_method_runs_through_the_monitor(gpt2_tok, tmp_path, method):
-    mon = AttributionMonitor(gpt2_tok, PROBE, method, method_kwargs=FAST_KW.get(method, {}),
-                             metrics=["as_auc", "ias_auc"])
+    mon = AttributionMonitor(
+        gpt2_tok, PROBE, method, method_kwargs=FAST_KW.get(method, {}), metrics=["as_auc", "ias_auc"]
+    )
     _fit(gpt2_tok, [mon], tmp_path, epochs=1)
     assert len(mon.evals) == 1
     assert 0 <= mon.evals[0]["metrics"]["as_auc"] <= 1
@@ -78,12 +102,15 @@ def test_every_method_runs_through_the_monitor(gpt2_tok, tmp_path, method):
 
 def test_callbacks_do_not_change_training(gpt2_tok, tmp_path):
     methods = [m for m in ("sp-pi", "mp-pi", "ig", "random") if m in available_methods()]
-    cbs = [AttributionMonitor(gpt2_tok, PROBE, m, method_kwargs=FAST_KW.get(m, {}), every_n_steps=3) for m in methods]
+    cbs = [
+        AttributionMonitor(gpt2_tok, PROBE, m, method_kwargs=FAST_KW.get(m, {}), every_n_steps=3)
+        for m in methods
+    ]
     cbs.append(ValidationSPPI(gpt2_tok))
     _, with_cb = _fit(gpt2_tok, cbs, tmp_path / "a", val_check_interval=3)
     _, without = _fit(gpt2_tok, [], tmp_path / "b", val_check_interval=3)
     assert all(len(c.evals) >= 2 for c in cbs)
-    for (n1, p1), (n2, p2) in zip(with_cb.state_dict().items(), without.state_dict().items()):
+    for (n1, p1), (n2, p2) in zip(with_cb.state_dict().items(), without.state_dict().items(), strict=False):
         assert n1 == n2 and torch.equal(p1, p2), n1
 
 
@@ -91,14 +118,27 @@ def test_callbacks_do_not_change_training(gpt2_tok, tmp_path):
 def test_peft_model_under_precision(gpt2_tok, tmp_path, precision):
     peft = pytest.importorskip("peft")
     pl.seed_everything(0, verbose=False)
-    model = peft.get_peft_model(tiny_classifier("gpt2", tokenizer=gpt2_tok),
-                                peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["c_attn"]))
-    mons = [AttributionMonitor(gpt2_tok, PROBE, m, method_kwargs=FAST_KW.get(m, {}))
-            for m in ("sp-pi", "mp-pi", "ig") if m in available_methods()]
+    model = peft.get_peft_model(
+        tiny_classifier("gpt2", tokenizer=gpt2_tok),
+        peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["c_attn"]),
+    )
+    mons = [
+        AttributionMonitor(gpt2_tok, PROBE, m, method_kwargs=FAST_KW.get(m, {}))
+        for m in ("sp-pi", "mp-pi", "ig")
+        if m in available_methods()
+    ]
     free = ValidationSPPI(gpt2_tok)
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", precision=precision, logger=False, enable_checkpointing=False,
-                         callbacks=[*mons, free], enable_model_summary=False, enable_progress_bar=False,
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[*mons, free],
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(TextClassifier(model, lr=5e-3), datamodule=TextDataModule(gpt2_tok, TRAIN, VAL, batch_size=8))
     for mon in mons:
         m = mon.evals[-1]["metrics"]
@@ -113,16 +153,27 @@ def test_resume_keeps_history(gpt2_tok, tmp_path):
     full = _sp(gpt2_tok)
     _fit(gpt2_tok, [full], tmp_path / "full", epochs=3, shuffle=False)
     first = _sp(gpt2_tok)
-    _fit(gpt2_tok, [first, ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)], tmp_path / "p1", epochs=1,
-         shuffle=False)
+    _fit(
+        gpt2_tok,
+        [first, ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)],
+        tmp_path / "p1",
+        epochs=1,
+        shuffle=False,
+    )
     assert len(first.evals) == 1
     resumed = _sp(gpt2_tok)
-    _fit(gpt2_tok, [resumed, ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)], tmp_path / "p2", epochs=3,
-         ckpt=str(tmp_path / "ck" / "last.ckpt"), shuffle=False)
+    _fit(
+        gpt2_tok,
+        [resumed, ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)],
+        tmp_path / "p2",
+        epochs=3,
+        ckpt=str(tmp_path / "ck" / "last.ckpt"),
+        shuffle=False,
+    )
     assert [e["step"] for e in resumed.evals] == [e["step"] for e in full.evals]
-    for a, b in zip(resumed.evals, full.evals):
+    for a, b in zip(resumed.evals, full.evals, strict=False):
         assert a["metrics"]["as_auc"] == pytest.approx(b["metrics"]["as_auc"], abs=1e-6)
-        for sa, sb in zip(a["scores"], b["scores"]):
+        for sa, sb in zip(a["scores"], b["scores"], strict=False):
             assert sa == pytest.approx(sb, abs=1e-6)
     from pi_lightning.report import write_report_from_checkpoint
 
@@ -143,11 +194,11 @@ def _read_wandb_records(path: Path):
         if left < 7:
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if kind == 0 and length == 0:
             pos += left
             continue
-        chunk = data[pos + 7:pos + 7 + length]
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         buf = chunk if kind in (1, 2) else buf + chunk
         if kind in (1, 4):
@@ -173,8 +224,12 @@ def test_wandb_offline_receives_scalars_and_table(gpt2_tok, tmp_path, monkeypatc
     keys: set[str] = set()
     for _ in range(50):  # the wandb service may still be flushing the file
         records = _read_wandb_records(files[0])
-        keys = {item.key or item.nested_key[0] for rec in records if rec.WhichOneof("record_type") == "history"
-                for item in rec.history.item}
+        keys = {
+            item.key or item.nested_key[0]
+            for rec in records
+            if rec.WhichOneof("record_type") == "history"
+            for item in rec.history.item
+        }
         if any(rec.WhichOneof("record_type") == "exit" for rec in records):
             break
         time.sleep(0.2)
@@ -220,7 +275,7 @@ def test_wandb_run_holds_highlighted_text_for_each_probe_example(gpt2_tok, tmp_p
     for i, text in enumerate(texts):
         media = values.get(f"pi/sp-pi/highlighted/{i:02d}")
         assert media is not None and len(media) == len(sp.evals), sorted(values)
-        for value, record in zip(media, sp.evals):
+        for value, record in zip(media, sp.evals, strict=False):
             assert value["_type"] == "html-file"
             page = (run_files / value["path"]).read_text(encoding="utf-8")
             spans = page.count("<span title=")
@@ -249,7 +304,9 @@ def test_at2_refits_from_mppi_passes(gpt2_tok, tmp_path):
 
 
 def test_bad_probe_and_arguments(gpt2_tok):
-    with pytest.raises(ValueError, match="The probe set is empty: pass at least one held-out text to explain."):
+    with pytest.raises(
+        ValueError, match="The probe set is empty: pass at least one held-out text to explain."
+    ):
         AttributionMonitor(gpt2_tok, [], "sp-pi")
     with pytest.raises(ValueError, match="target='label' needs labels"):
         AttributionMonitor(gpt2_tok, ["a fine film"], "sp-pi")
@@ -262,7 +319,7 @@ def test_bad_probe_and_arguments(gpt2_tok):
 def test_probe_larger_than_val_and_one_feature_text(gpt2_tok, tmp_path):
     texts = PROBE[0] * 5 + ["great"]
     labels = PROBE[1] * 5 + [1]
-    mon = AttributionMonitor(gpt2_tok, list(zip(texts, labels)), "sp-pi")
+    mon = AttributionMonitor(gpt2_tok, list(zip(texts, labels, strict=False)), "sp-pi")
     _fit(gpt2_tok, [mon], tmp_path, epochs=1)
     assert len(mon.evals[0]["scores"]) == len(texts) > len(VAL[0])
     assert len(mon.evals[0]["scores"][-1]) == 1
@@ -276,10 +333,12 @@ def test_ddp_two_processes_match_single(tmp_path):
     subprocess.run([sys.executable, str(script), "1", str(single)], check=True, env=env, timeout=240)
     subprocess.run([sys.executable, str(script), "2", str(ddp)], check=True, env=env, timeout=240)
     a, b = json.loads(single.read_text()), json.loads(ddp.read_text())
-    assert len(a["as_auc"]) == len(b["as_auc"]) == 2  # (steps differ: each rank sees half the training batches)
-    for x, y in zip(a["as_auc"], b["as_auc"]):
+    assert (
+        len(a["as_auc"]) == len(b["as_auc"]) == 2
+    )  # (steps differ: each rank sees half the training batches)
+    for x, y in zip(a["as_auc"], b["as_auc"], strict=False):
         assert x == pytest.approx(y, abs=1e-6)
-    for x, y in zip(a["ias_auc"], b["ias_auc"]):
+    for x, y in zip(a["ias_auc"], b["ias_auc"], strict=False):
         assert x == pytest.approx(y, abs=1e-6)
 
 
@@ -290,10 +349,19 @@ def test_free_sppi_equals_sppi_attributor(tiny, tmp_path):
     arch, model, tok = tiny
     text, label = "the movie was very good and the plot was fun", 1
     free = ValidationSPPI(tok, min_count=1, top_words=50)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[free], default_root_dir=tmp_path)
-    trainer.validate(TextClassifier(model), datamodule=TextDataModule(tok, ([text], [label]), ([text], [label])),
-                     verbose=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[free],
+        default_root_dir=tmp_path,
+    )
+    trainer.validate(
+        TextClassifier(model),
+        datamodule=TextDataModule(tok, ([text], [label]), ([text], [label])),
+        verbose=False,
+    )
     got = {w["word"]: w["mean_phi"] for w in free.evals[-1]["top_words"]}
     [ref] = SPPI(model, tok).attribute(text, target=label)
     words = ref.features.texts
@@ -301,7 +369,7 @@ def test_free_sppi_equals_sppi_attributor(tiny, tmp_path):
     # adds one (then every text word is scored, as in SP-PI), else the text's first word.
     skip = 0 if ref.features.context_end > 0 else 1
     want: dict[str, list[float]] = {}  # words that occur twice average their phis
-    for w, s in zip(words[skip:], ref.scores[skip:].tolist()):
+    for w, s in zip(words[skip:], ref.scores[skip:].tolist(), strict=False):
         want.setdefault(w, []).append(s)
     assert set(got) == set(want), (got, want)
     for w, ss in want.items():
@@ -317,17 +385,27 @@ def test_gap_fractions_and_steps_aligned_with_validation(gpt2_tok, tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 
     exact = _sp(gpt2_tok)
-    trainer, _ = _fit(gpt2_tok, [exact, ValidationSPPI(gpt2_tok)], tmp_path, logger=CSVLogger(tmp_path),
-                      val_check_interval=3, max_steps=6, epochs=1)
+    trainer, _ = _fit(
+        gpt2_tok,
+        [exact, ValidationSPPI(gpt2_tok)],
+        tmp_path,
+        logger=CSVLogger(tmp_path),
+        val_check_interval=3,
+        max_steps=6,
+        epochs=1,
+    )
     rows = list(csv.DictReader((Path(trainer.loggers[0].log_dir) / "metrics.csv").read_text().splitlines()))
-    steps = {k: sorted(int(r["step"]) for r in rows if r.get(k)) for k in ("val/acc", "pi/sp-pi/gap",
-                                                                           "pi/sp-pi/gap_ci", "pi/val-sp-pi/top20_share")}
+    steps = {
+        k: sorted(int(r["step"]) for r in rows if r.get(k))
+        for k in ("val/acc", "pi/sp-pi/gap", "pi/sp-pi/gap_ci", "pi/val-sp-pi/top20_share")
+    }
     assert steps["val/acc"] == [2, 5] and all(v == steps["val/acc"] for v in steps.values())
     assert [e["step"] for e in exact.evals] == [3, 6]  # optimizer steps done, for the report's x axis
     m = exact.evals[-1]["metrics"]
     assert m["gap"] == pytest.approx(m["as_auc"] - m["ias_auc"], abs=1e-12) and m["gap_ci"] > 0
-    assert exact.evals[-1]["gap"] == pytest.approx([a - b for a, b in zip(exact.evals[-1]["as_auc"],
-                                                                          exact.evals[-1]["ias_auc"])])
+    assert exact.evals[-1]["gap"] == pytest.approx(
+        [a - b for a, b in zip(exact.evals[-1]["as_auc"], exact.evals[-1]["ias_auc"], strict=False)]
+    )
     # Same model state, fixed fractions: identical on short texts (n + 1 <= 11: every step is a fraction).
     short = (["a good movie", "bad plot, dull cast"], [1, 0])
     pair = [AttributionMonitor(gpt2_tok, short, "sp-pi", fractions=f) for f in (None, 11)]
@@ -355,10 +433,19 @@ def test_step_progress_bar_counts_max_steps(gpt2_tok, tmp_path, capsys):
         seen.clear()
         bar = Seen(refresh_rate=1)
         pl.seed_everything(0, verbose=False)
-        trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                             enable_model_summary=False, callbacks=[bar], limit_val_batches=0,
-                             default_root_dir=tmp_path)
-        trainer.fit(TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok), lr=1e-3),
-                    datamodule=TextDataModule(gpt2_tok, TRAIN, VAL, batch_size=8))
+        trainer = pl.Trainer(
+            max_steps=max_steps,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            callbacks=[bar],
+            limit_val_batches=0,
+            default_root_dir=tmp_path,
+        )
+        trainer.fit(
+            TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok), lr=1e-3),
+            datamodule=TextDataModule(gpt2_tok, TRAIN, VAL, batch_size=8),
+        )
         assert [t for _, t in seen] == want
         assert seen[-1][0] == seen[-1][1]  # the bar ends full

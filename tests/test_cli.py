@@ -83,7 +83,8 @@ def test_unknown_model_offline_fails_in_one_line(quiet, monkeypatch, capsys):
         f"pi-lightning finetune: error: Model 'does-not-exist' not found: it is not a local folder (no "
         f"{quiet / 'does-not-exist'}), not a built-in name ({BUILTINS}), and it was not looked up as a hub id "
         "because HF_HUB_OFFLINE is set (and it is not in the local hub cache). Fix: give an existing model "
-        "folder, a built-in name, or a hub id after unsetting HF_HUB_OFFLINE.\n")
+        "folder, a built-in name, or a hub id after unsetting HF_HUB_OFFLINE.\n"
+    )
 
 
 def test_unreachable_hub_is_asked_once(quiet, monkeypatch, capsys):
@@ -108,7 +109,8 @@ def test_unreachable_hub_is_asked_once(quiet, monkeypatch, capsys):
         f"pi-lightning finetune: error: Model 'someone/no-such-model' not found: it is not a local folder (no "
         f"{quiet / 'someone' / 'no-such-model'}), not a built-in name ({BUILTINS}), and the Hugging Face hub "
         "could not be reached to look it up as a hub id (ConnectionError). Fix: give an existing model folder, "
-        "a built-in name, or a hub id with network access.\n")
+        "a built-in name, or a hub id with network access.\n"
+    )
 
 
 def test_missing_data_file_is_reported_before_the_model_loads(quiet, capsys):
@@ -116,23 +118,30 @@ def test_missing_data_file_is_reported_before_the_model_loads(quiet, capsys):
     assert rc == 2
     assert err == (
         f"pi-lightning finetune: error: No such data file: reviews.csv (resolved to {quiet / 'reviews.csv'}). "
-        "Give a built-in dataset (rotten_tomatoes, imdb) or a .csv / .jsonl file with text and label columns.\n")
+        "Give a built-in dataset (rotten_tomatoes, imdb) or a .csv / .jsonl file with text and label columns.\n"
+    )
 
 
 def test_data_file_columns_are_checked_first(quiet, capsys):
     (quiet / "reviews.csv").write_text("review,stars\ngreat,1\n", encoding="utf-8")
     rc, err = _finetune(["--data.dataset", "reviews.csv"], capsys)
     assert rc == 2
-    assert err == ("pi-lightning finetune: error: reviews.csv has no column(s) ['text', 'label']; its columns "
-                   "are ['review', 'stars']. Name them with --data.text_column / --data.label_column.\n")
+    assert err == (
+        "pi-lightning finetune: error: reviews.csv has no column(s) ['text', 'label']; its columns "
+        "are ['review', 'stars']. Name them with --data.text_column / --data.label_column.\n"
+    )
 
 
 def test_model_and_data_resolution(tmp_path, monkeypatch):
     assert resolve_model_name("testing:llama") == "built-in"
-    with pytest.raises(ModelNotFoundError, match=f"^Unknown built-in model 'testing:bert': expected one of {BUILTINS}.$"):
+    with pytest.raises(
+        ModelNotFoundError, match=f"^Unknown built-in model 'testing:bert': expected one of {BUILTINS}.$"
+    ):
         resolve_model_name("testing:bert")
-    with pytest.raises(ModelNotFoundError, match="is a local folder without a config.json: give a folder written by "
-                                                 "save_pretrained"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match="is a local folder without a config.json: give a folder written by save_pretrained",
+    ):
         resolve_model_name(str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
     assert resolve_model_name(str(tmp_path)) == "local folder"
@@ -143,7 +152,9 @@ def test_model_and_data_resolution(tmp_path, monkeypatch):
     (tmp_path / "rows.jsonl").write_text('{"text": "fine", "label": 1}\n')
     assert check_data_source(tmp_path / "rows.jsonl") == "file"
     (tmp_path / "rows.txt").write_text("fine\n")
-    with pytest.raises(DataSourceError, match=r"^Unsupported data file 'rows.txt': expected a .csv or .jsonl file.$"):
+    with pytest.raises(
+        DataSourceError, match=r"^Unsupported data file 'rows.txt': expected a .csv or .jsonl file.$"
+    ):
         check_data_source(tmp_path / "rows.txt")
     with pytest.raises(DataSourceError, match=r"\(is a folder\)"):
         check_data_source(tmp_path)
@@ -158,15 +169,28 @@ def test_report_from_checkpoint(tmp_path, capsys):
     from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
 
     assert main(["report", str(tmp_path / "none.ckpt")]) == 2
-    assert capsys.readouterr().err == f"pi-lightning report: error: no such checkpoint file: {tmp_path / 'none.ckpt'}\n"
+    assert (
+        capsys.readouterr().err
+        == f"pi-lightning report: error: no such checkpoint file: {tmp_path / 'none.ckpt'}\n"
+    )
     tok = tiny_tokenizer("gpt2")
     probe = toy_sentiment(3, seed=3)
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path,
-                         callbacks=[AttributionMonitor(tok, probe, "sp-pi", metrics=["as_auc"]),
-                                    ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)])
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[
+            AttributionMonitor(tok, probe, "sp-pi", metrics=["as_auc"]),
+            ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True),
+        ],
+    )
     data = toy_sentiment(16, seed=1)
-    trainer.fit(TextClassifier(tiny_classifier("gpt2", tokenizer=tok)), datamodule=TextDataModule(tok, data, data))
+    trainer.fit(
+        TextClassifier(tiny_classifier("gpt2", tokenizer=tok)), datamodule=TextDataModule(tok, data, data)
+    )
     assert main(["report", str(tmp_path / "ck" / "last.ckpt"), "-o", str(tmp_path / "r.html")]) == 0
     assert capsys.readouterr().out == f"HTML report: {tmp_path / 'r.html'}\n"
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
@@ -176,8 +200,22 @@ def test_report_from_checkpoint(tmp_path, capsys):
 @pytest.mark.slow
 def test_wheel_ships_the_command_and_its_configs(tmp_path):
     """The built wheel holds the console entry point and the finetune configs (package data)."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=300,
+    )
     [wheel] = tmp_path.glob("pi_lightning-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
@@ -186,7 +224,11 @@ def test_wheel_ships_the_command_and_its_configs(tmp_path):
             shipped = zf.read(f"pi_lightning/cli/configs/{config}.yaml").decode()
             assert shipped == (ROOT / "pi_lightning" / "cli" / "configs" / f"{config}.yaml").read_text()
     assert "pi-lightning = pi_lightning.cli:main" in entry_points
-    assert {"pi_lightning/cli/__init__.py", "pi_lightning/cli/finetune.py", "pi_lightning/cli/report.py"} <= names
+    assert {
+        "pi_lightning/cli/__init__.py",
+        "pi_lightning/cli/finetune.py",
+        "pi_lightning/cli/report.py",
+    } <= names
 
 
 def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
@@ -200,12 +242,22 @@ def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
 
 
 def test_names_given_on_the_command_line_fail_before_lightning_is_imported(tmp_path):
-    code = ("import sys; from pi_lightning.cli import main; "
-            "rc = main(['finetune', '--data.dataset', 'missing.jsonl']); print(rc, 'lightning.pytorch' in sys.modules)")
+    code = (
+        "import sys; from pi_lightning.cli import main; "
+        "rc = main(['finetune', '--data.dataset', 'missing.jsonl']); print(rc, 'lightning.pytorch' in sys.modules)"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, check=False,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+        timeout=120,
+    )
     assert out.stdout.split() == ["2", "False"]
     assert out.stderr == (
         f"pi-lightning finetune: error: No such data file: missing.jsonl (resolved to {tmp_path / 'missing.jsonl'}). "
-        "Give a built-in dataset (rotten_tomatoes, imdb) or a .csv / .jsonl file with text and label columns.\n")
+        "Give a built-in dataset (rotten_tomatoes, imdb) or a .csv / .jsonl file with text and label columns.\n"
+    )

@@ -56,7 +56,9 @@ def _sigmoid(x):
 @pytest.fixture
 def additive(gpt2_tok):
     masker = Masker(gpt2_tok)
-    feats = Featurizer(gpt2_tok, "word", template="Review: {text} Sentiment:")("great acting but boring dull script")
+    feats = Featurizer(gpt2_tok, "word", template="Review: {text} Sentiment:")(
+        "great acting but boring dull script"
+    )
     g = torch.Generator().manual_seed(0)
     w = torch.randn(len(gpt2_tok), generator=g, dtype=torch.float32)
     w[list(feats.prefix_ids)] = 0.1  # a weak fixed context
@@ -64,7 +66,9 @@ def additive(gpt2_tok):
     for ids in (masker.mask_ids(True), masker.mask_ids(False)):
         w[list(ids)] = 0.0  # the mask carries no evidence
     model = BagOfWordsClassifier(w, gpt2_tok.pad_token_id)
-    effects = torch.tensor([float(w[list(feats.feature_ids(i))].sum()) for i in range(feats.n)], dtype=torch.float64)
+    effects = torch.tensor(
+        [float(w[list(feats.feature_ids(i))].sum()) for i in range(feats.n)], dtype=torch.float64
+    )
     context = float(w[list(feats.prefix_ids) + list(feats.suffix_ids)].sum())
     return ClassifierAdapter(model), masker, feats, effects, context
 
@@ -84,8 +88,8 @@ def test_exact_attribution_gives_best_as_and_ias(additive, target):
     res = evaluate_faithfulness(atts, adapter, masker)
     best_order = np.argsort(-exact.numpy(), kind="stable")
     np.testing.assert_allclose(res.as_curves[0].numpy(), curve(best_order), atol=1e-5)
-    assert float(res.as_auc[0]) == pytest.approx(max(all_aucs), abs=1e-5)   # exact: best AS
-    assert float(res.as_auc[1]) == pytest.approx(min(all_aucs), abs=1e-5)   # reversed: worst AS
+    assert float(res.as_auc[0]) == pytest.approx(max(all_aucs), abs=1e-5)  # exact: best AS
+    assert float(res.as_auc[1]) == pytest.approx(min(all_aucs), abs=1e-5)  # reversed: worst AS
     assert float(res.ias_auc[0]) == pytest.approx(min(all_aucs), abs=1e-5)  # exact: best IAS
     assert float(res.ias_auc[1]) == pytest.approx(max(all_aucs), abs=1e-5)  # reversed: worst IAS
     assert max(all_aucs) - min(all_aucs) > 0.1  # the check is not vacuous
@@ -107,9 +111,16 @@ def _reference(att, adapter, masker, top_k):
     top = as_order[: max(1, int(np.floor(n * top_k / 100 + 1e-9)))]
     full, masked, kept = probs(range(n)), probs(sorted(set(range(n)) - set(top))), probs(top)
     y = full.argmax()
-    return {"as_curve": as_curve, "ias_curve": ias_curve, "as_auc": _np_auc(as_curve),
-            "ias_auc": _np_auc(ias_curve), "log_odds": np.log(masked[y]) - np.log(full[y]),
-            "comprehensiveness": full[y] - masked[y], "sufficiency": full[y] - kept[y], "full": full}
+    return {
+        "as_curve": as_curve,
+        "ias_curve": ias_curve,
+        "as_auc": _np_auc(as_curve),
+        "ias_auc": _np_auc(ias_curve),
+        "log_odds": np.log(masked[y]) - np.log(full[y]),
+        "comprehensiveness": full[y] - masked[y],
+        "sufficiency": full[y] - kept[y],
+        "full": full,
+    }
 
 
 def test_matches_one_at_a_time_reference(tiny, monkeypatch):
@@ -120,7 +131,9 @@ def test_matches_one_at_a_time_reference(tiny, monkeypatch):
 
     calls = []
     original = sppi.adapter.forward_positions
-    monkeypatch.setattr(sppi.adapter, "forward_positions", lambda *a, **k: calls.append(len(a[0])) or original(*a, **k))
+    monkeypatch.setattr(
+        sppi.adapter, "forward_positions", lambda *a, **k: calls.append(len(a[0])) or original(*a, **k)
+    )
     res = evaluate_faithfulness(atts, sppi.adapter, sppi.masker, top_k=40.0)
     assert calls == [res.forward_passes]  # every masked input of every example in one call
     for i, ref in enumerate(refs):
@@ -131,7 +144,7 @@ def test_matches_one_at_a_time_reference(tiny, monkeypatch):
             assert float(getattr(res, name)[i]) == pytest.approx(ref[name], abs=1e-5), name
         assert res.as_curves[i].dtype == torch.float64 and len(res.as_curves[i]) == atts[i].features.n + 1
     # AS and IAS share the empty and the full input; the full input is the unmasked prediction.
-    for a, c, ic, p in zip(atts, res.as_curves, res.ias_curves, res.probs):
+    for a, c, ic, p in zip(atts, res.as_curves, res.ias_curves, res.probs, strict=False):
         assert float(c[0]) == float(ic[0]) and float(c[-1]) == float(ic[-1]) == float(p[a.target])
     # Rows built: AS, IAS, full, top-k masked, top-k kept. Shared and run once: the empty and the full
     # input of AS/IAS, the unmasked input, and "top-k kept" (a point of the AS curve).
@@ -147,7 +160,9 @@ def test_token_budget_and_duplicates(gpt2_tok, gpt2_model):
     small_adapter = ClassifierAdapter(gpt2_model, max_tokens=40)
     batches = []
     original = small_adapter.per_position_logits
-    small_adapter.per_position_logits = lambda ids, mask: batches.append(tuple(ids.shape)) or original(ids, mask)
+    small_adapter.per_position_logits = lambda ids, mask: (
+        batches.append(tuple(ids.shape)) or original(ids, mask)
+    )
     small = evaluate_faithfulness(atts, small_adapter, sppi.masker)
     assert len(batches) > 1 and all(b * t <= 40 or b == 1 for b, t in batches)
     assert small.forward_passes == big.forward_passes == sum(b for b, _ in batches)
@@ -168,7 +183,7 @@ def test_metric_subset_and_summary(gpt2_tok, gpt2_model):
     m, h = mean_confidence_interval(res.as_auc)
     assert summary["as_auc"] == m and summary["as_auc_ci"] == h
     # With the predicted class as target, sufficiency is the full-input minus the AS curve at top-k.
-    for a, c, s in zip(atts, res.as_curves, res.sufficiency):
+    for a, c, s in zip(atts, res.as_curves, res.sufficiency, strict=False):
         k = max(1, math.floor(a.features.n * 0.2 + 1e-9))
         assert float(s) == pytest.approx(float(c[-1] - c[k]), abs=1e-12)
     full = evaluate_faithfulness(atts, sppi.adapter, sppi.masker).summary()
@@ -205,9 +220,31 @@ def test_fixed_fraction_curves_against_exact(gpt2_tok, n_words):
     the exact curves read at the steps k = round(f * n), their areas differ from the exact ones by at
     most the bound of linear interpolation, and the measured error stays small."""
     g = torch.Generator().manual_seed(n_words)
-    vocab = ["good", "bad", "great", "dull", "fun", "boring", "fine", "awful", "superb", "plot", "cast",
-             "acting", "script", "film", "scene", "story", "music", "pace", "witty", "flat"]
-    texts = [" ".join(vocab[int(i)] for i in torch.randint(len(vocab), (n_words,), generator=g)) for _ in range(6)]
+    vocab = [
+        "good",
+        "bad",
+        "great",
+        "dull",
+        "fun",
+        "boring",
+        "fine",
+        "awful",
+        "superb",
+        "plot",
+        "cast",
+        "acting",
+        "script",
+        "film",
+        "scene",
+        "story",
+        "music",
+        "pace",
+        "witty",
+        "flat",
+    ]
+    texts = [
+        " ".join(vocab[int(i)] for i in torch.randint(len(vocab), (n_words,), generator=g)) for _ in range(6)
+    ]
     w = 0.4 * torch.randn(len(gpt2_tok), generator=g)
     masker = Masker(gpt2_tok)
     for ids in (masker.mask_ids(True), masker.mask_ids(False)):
@@ -217,7 +254,9 @@ def test_fixed_fraction_curves_against_exact(gpt2_tok, n_words):
     feats = [featurize(t) for t in texts]
     atts = []
     for f in feats:
-        effects = torch.tensor([float(w[list(f.feature_ids(i))].sum()) for i in range(f.n)], dtype=torch.float64)
+        effects = torch.tensor(
+            [float(w[list(f.feature_ids(i))].sum()) for i in range(f.n)], dtype=torch.float64
+        )
         noisy = effects + 0.3 * torch.randn(f.n, generator=g, dtype=torch.float64)  # an imperfect explanation
         atts.append(Attribution(scores=noisy, features=f, target=1, method="noisy"))
     exact = evaluate_faithfulness(atts, adapter, masker, metrics=["as_auc", "ias_auc"])
@@ -228,13 +267,19 @@ def test_fixed_fraction_curves_against_exact(gpt2_tok, n_words):
         steps = torch.tensor(np_steps := sorted({int(j * f.n / 10 + 0.5) for j in range(11)}))
         assert f.n == n_words and len(np_steps) == 11
         np.testing.assert_allclose(fast.curve_x[i].numpy(), steps.numpy() / f.n)
-        for ex, fa, auc_ex, auc_fa in ((exact.as_curves[i], fast.as_curves[i], exact.as_auc[i], fast.as_auc[i]),
-                                       (exact.ias_curves[i], fast.ias_curves[i], exact.ias_auc[i], fast.ias_auc[i])):
+        for ex, fa, auc_ex, auc_fa in (
+            (exact.as_curves[i], fast.as_curves[i], exact.as_auc[i], fast.as_auc[i]),
+            (exact.ias_curves[i], fast.ias_curves[i], exact.ias_auc[i], fast.ias_auc[i]),
+        ):
             torch.testing.assert_close(fa, ex[steps])  # the same points as the exact curve
-            assert float(auc_fa) == pytest.approx(_np_auc_x(ex[steps].numpy(), steps.numpy() / f.n), abs=1e-12)
+            assert float(auc_fa) == pytest.approx(
+                _np_auc_x(ex[steps].numpy(), steps.numpy() / f.n), abs=1e-12
+            )
             # Interpolation bound: per segment, (width) x (range of the exact curve over it).
-            bound = sum((float(b - a) / f.n) * float(ex[a:b + 1].max() - ex[a:b + 1].min())
-                        for a, b in itertools.pairwise(steps.tolist()))
+            bound = sum(
+                (float(b - a) / f.n) * float(ex[a : b + 1].max() - ex[a : b + 1].min())
+                for a, b in itertools.pairwise(steps.tolist())
+            )
             err = abs(float(auc_fa) - float(auc_ex))
             assert err <= bound + 1e-12
             errors.append(err)
@@ -242,8 +287,14 @@ def test_fixed_fraction_curves_against_exact(gpt2_tok, n_words):
     # Measured (seeds as here): mean |AUC error| 0.004 (n = 20), 0.011 (n = 40), 0.012 (n = 60); max 0.018.
     assert float(np.mean(errors)) < 0.02
     # Short texts (n + 1 <= 11) get the exact curve.
-    short = [Attribution(scores=torch.arange(4.0, dtype=torch.float64),
-                         features=featurize("good bad great dull"), target=1, method="x")]
+    short = [
+        Attribution(
+            scores=torch.arange(4.0, dtype=torch.float64),
+            features=featurize("good bad great dull"),
+            target=1,
+            method="x",
+        )
+    ]
     e1 = evaluate_faithfulness(short, adapter, masker, metrics=["as_auc", "ias_auc"])
     e2 = evaluate_faithfulness(short, adapter, masker, metrics=["as_auc", "ias_auc"], fractions=11)
     assert float(e1.as_auc[0]) == pytest.approx(float(e2.as_auc[0]), abs=1e-12)

@@ -14,23 +14,38 @@ from pi_lightning.data import TextDataset
 from pi_lightning.jobs import explain_dataset, load_results, read_examples
 from pi_lightning.jobs.explain import shard_of
 
-TEXTS = ["a good movie.", "a dull, boring plot.", "great cast but weak script.", "fun!", "the film was bland.",
-         "a lovely, moving story.", "poor acting and a messy plot.", "solid."]
+TEXTS = [
+    "a good movie.",
+    "a dull, boring plot.",
+    "great cast but weak script.",
+    "fun!",
+    "the film was bland.",
+    "a lovely, moving story.",
+    "poor acting and a messy plot.",
+    "solid.",
+]
 LABELS = [1, 0, 0, 1, 0, 1, 0, 1]
 QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
 
 
 def test_read_examples_from_files_and_objects(tmp_path):
     csv_path = tmp_path / "d.csv"
-    csv_path.write_text("review,stars,key\n\"good, really\",pos,k1\nbad,neg,k2\n", encoding="utf-8")
+    csv_path.write_text('review,stars,key\n"good, really",pos,k1\nbad,neg,k2\n', encoding="utf-8")
     rows = read_examples(csv_path, text_column="review", label_column="stars", id_column="key")
-    assert rows == [{"id": "k1", "index": 0, "text": "good, really", "label": 1},
-                    {"id": "k2", "index": 1, "text": "bad", "label": 0}]  # string labels: sorted order
+    assert rows == [
+        {"id": "k1", "index": 0, "text": "good, really", "label": 1},
+        {"id": "k2", "index": 1, "text": "bad", "label": 0},
+    ]  # string labels: sorted order
     jsonl = tmp_path / "d.jsonl"
     jsonl.write_text('{"text": "fine", "label": 1}\n\n{"text": "meh", "label": 0}\n', encoding="utf-8")
     assert [(r["id"], r["label"]) for r in read_examples(jsonl)] == [("0", 1), ("1", 0)]
     assert read_examples([("x y", 1)])[0]["label"] == 1
-    assert read_examples(TextDataset(("a", "b"), (0, 1)))[1] == {"id": "1", "index": 1, "text": "b", "label": 1}
+    assert read_examples(TextDataset(("a", "b"), (0, 1)))[1] == {
+        "id": "1",
+        "index": 1,
+        "text": "b",
+        "label": 1,
+    }
     with pytest.raises(ValueError, match="occurs twice"):
         read_examples([{"text": "a", "id": 3}, {"text": "b", "id": 3}])
     with pytest.raises(ValueError, match="no 'text' column"):
@@ -55,18 +70,21 @@ def test_parquet_without_pyarrow_says_how_to_fix(tmp_path, gpt2_model, gpt2_tok)
 def test_rows_hold_features_spans_scores_and_cost(tmp_path, gpt2_model, gpt2_tok):
     from pi_lightning.attributors import SPPI
 
-    explain_dataset(gpt2_model, gpt2_tok, TEXTS, tmp_path, labels=LABELS, target="label", shard_size=3, **QUIET)
+    explain_dataset(
+        gpt2_model, gpt2_tok, TEXTS, tmp_path, labels=LABELS, target="label", shard_size=3, **QUIET
+    )
     rows = load_results(tmp_path)
     assert [r["text"] for r in rows] == TEXTS and [r["target"] for r in rows] == LABELS
     ref = SPPI(gpt2_model, gpt2_tok).attribute(TEXTS, target=LABELS)
-    for r, a in zip(rows, ref):
+    for r, a in zip(rows, ref, strict=False):
         assert r["features"] == [r["text"][s:e] for s, e in r["char_spans"]] == list(a.features.texts)
         assert r["scores"] == pytest.approx(a.scores.tolist(), abs=1e-6)  # float32 batches differ
         assert r["prediction"] == a.prediction and r["forward_passes"] == a.forward_passes
     job = json.loads((tmp_path / "job.json").read_text())
     assert job["num_shards"] == 3 and job["method"] == "sp-pi"
     assert {json.loads(p.read_text())["shard"] for p in (tmp_path / "shards").glob("*.done.json")} == {
-        shard_of(str(i), 3) for i in range(len(TEXTS))}
+        shard_of(str(i), 3) for i in range(len(TEXTS))
+    }
 
 
 def test_gradient_method_runs_in_predict(tmp_path, gpt2_model, gpt2_tok):
@@ -84,8 +102,9 @@ def test_resume_skips_finished_shards(tmp_path, gpt2_model, gpt2_tok):
     lost.unlink()  # an interrupted run: one shard missing
     again = explain_dataset(gpt2_model, gpt2_tok, TEXTS, tmp_path, shard_size=2, **QUIET)
     assert again.written == [int(lost.name[6:11])] and again.skipped == first.shards - 1
-    assert {p.name: p.stat().st_mtime_ns for p in files if p != lost} == {k: v for k, v in before.items()
-                                                                            if k != lost.name}
+    assert {p.name: p.stat().st_mtime_ns for p in files if p != lost} == {
+        k: v for k, v in before.items() if k != lost.name
+    }
     assert [r["text"] for r in load_results(tmp_path)] == TEXTS
     # a changed example re-explains its shard only
     edited = list(TEXTS)
@@ -106,10 +125,27 @@ def test_other_job_in_folder_is_refused(tmp_path, gpt2_model, gpt2_tok):
 
 
 def _run(devices: int, out: Path, method: str, *extra: str) -> list[dict]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    subprocess.run([sys.executable, str(Path(__file__).parent / "explain_script.py"), str(devices), str(out), method, *extra],
-                   check=True, env=env, timeout=400, capture_output=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "explain_script.py"),
+            str(devices),
+            str(out),
+            method,
+            *extra,
+        ],
+        check=True,
+        env=env,
+        timeout=400,
+        capture_output=True,
+    )
     return load_results(out)
 
 

@@ -14,8 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 def test_explain_scaling_prints_ratio(tmp_path, capsys):
     import explain_scaling
 
-    res = explain_scaling.main(["--model", "testing:gpt2", "--examples", "8", "--methods", "sp-pi",
-                                "--out", str(tmp_path)])
+    res = explain_scaling.main(
+        ["--model", "testing:gpt2", "--examples", "8", "--methods", "sp-pi", "--out", str(tmp_path)]
+    )
     assert set(res["ratios"]) == {"sp-pi"} and res["ratios"]["sp-pi"] > 0
     assert [(r["processes"], r["examples"]) for r in res["runs"]] == [(1, 8), (2, 8)]
     assert "ratio 2/1" in capsys.readouterr().out

@@ -43,8 +43,9 @@ class _RunsCode:
 def test_report_from_crafted_checkpoint_runs_no_code(tmp_path):
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "evil.ckpt"
-    torch.save({"callbacks": {"AttributionMonitor{'method': 'sp-pi'}": {"evals": [], "x": _RunsCode(marker)}}},
-               ckpt)
+    torch.save(
+        {"callbacks": {"AttributionMonitor{'method': 'sp-pi'}": {"evals": [], "x": _RunsCode(marker)}}}, ckpt
+    )
     with pytest.raises(ValueError, match=r"safe loading \(torch.load\(weights_only=True\)\) refuses"):
         write_report_from_checkpoint(ckpt, tmp_path / "r.html")
     assert not marker.exists()
@@ -64,10 +65,18 @@ def _run(tok, callbacks, tmp_path, model=None, logger=None, **trainer_kw):
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
     report = HTMLReport(path=trainer_kw.pop("report_path", tmp_path / "report.html"))
     logger = logger if logger is not None else CSVLogger(tmp_path)
-    trainer = pl.Trainer(max_steps=MAX_STEPS, val_check_interval=2, accelerator="cpu", logger=logger,
-                         callbacks=[*callbacks, ckpt, report], enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
-                         **trainer_kw)
+    trainer = pl.Trainer(
+        max_steps=MAX_STEPS,
+        val_check_interval=2,
+        accelerator="cpu",
+        logger=logger,
+        callbacks=[*callbacks, ckpt, report],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        **trainer_kw,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(TextClassifier(model, lr=5e-3), datamodule=TextDataModule(tok, TRAIN, VAL, batch_size=4))
@@ -108,8 +117,10 @@ def test_attributor_that_raises_once_skips_one_evaluation(gpt2_tok, tmp_path, mo
     monkeypatch.setattr(SPPI, "attribute", flaky)
     mon = AttributionMonitor(gpt2_tok, PROBE, "sp-pi")
     trainer, report, msgs = _run(gpt2_tok, [mon], tmp_path)
-    assert any("evaluation at step 2 failed on rank 0 (RuntimeError: injected failure)" in m
-               and "skipped" in m for m in msgs), msgs
+    assert any(
+        "evaluation at step 2 failed on rank 0 (RuntimeError: injected failure)" in m and "skipped" in m
+        for m in msgs
+    ), msgs
     assert [e["step"] for e in mon.evals] == [4, 6]
     assert report.written is not None and report.written.exists()
     _no_nan_anywhere(trainer, report, tmp_path)
@@ -125,8 +136,13 @@ def test_logger_that_raises_and_unwritable_report_folder(gpt2_tok, tmp_path):
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the report folder should be")
     mon = AttributionMonitor(gpt2_tok, PROBE, "sp-pi")
-    trainer, _, msgs = _run(gpt2_tok, [mon, ValidationSPPI(gpt2_tok)], tmp_path,
-                                 logger=BrokenLogger(tmp_path), report_path=blocker / "report.html")
+    trainer, _, msgs = _run(
+        gpt2_tok,
+        [mon, ValidationSPPI(gpt2_tok)],
+        tmp_path,
+        logger=BrokenLogger(tmp_path),
+        report_path=blocker / "report.html",
+    )
     assert any("BrokenLogger failed to log scalars" in m and "training goes on" in m for m in msgs), msgs
     assert any("HTMLReport: writing" in m and "failed" in m for m in msgs), msgs
     assert [e["step"] for e in mon.evals] == [2, 4, 6]
@@ -137,9 +153,10 @@ def test_nan_model_warns_and_logs_no_nan(gpt2_tok, tmp_path):
     model = tiny_classifier("gpt2", tokenizer=gpt2_tok)
     with torch.no_grad():
         model.transformer.h[0].mlp.c_fc.weight.fill_(float("nan"))
-    mons = [AttributionMonitor(gpt2_tok, PROBE, "sp-pi"), AttributionMonitor(gpt2_tok, PROBE, "mp-pi",
-                                                                               method_kwargs={"budget": 4},
-                                                                               metrics=[])]
+    mons = [
+        AttributionMonitor(gpt2_tok, PROBE, "sp-pi"),
+        AttributionMonitor(gpt2_tok, PROBE, "mp-pi", method_kwargs={"budget": 4}, metrics=[]),
+    ]
     free = ValidationSPPI(gpt2_tok, min_count=1)
     trainer, report, msgs = _run(gpt2_tok, [*mons, free], tmp_path, model=model)
     assert any("'sp-pi'" in m and "NaN or infinite" in m and "skipped" in m for m in msgs), msgs
@@ -153,8 +170,14 @@ def test_out_of_range_probe_labels_are_skipped_with_a_clear_warning(gpt2_tok, tm
     for bad in (5, -1):
         mon = AttributionMonitor(gpt2_tok, (PROBE[0], [0, 1, bad, 0]), "sp-pi")
         trainer, report, caught = _run(gpt2_tok, [mon], tmp_path / str(bad))
-        assert any(re.search(rf"probe label {bad} of example 2 .* num_labels=2 \(classes 0..1\).* those examples "
-                             r"are skipped \(3 left\)", m) for m in caught), caught
+        assert any(
+            re.search(
+                rf"probe label {bad} of example 2 .* num_labels=2 \(classes 0..1\).* those examples "
+                r"are skipped \(3 left\)",
+                m,
+            )
+            for m in caught
+        ), caught
         assert mon.texts == [PROBE[0][j] for j in (0, 1, 3)]
         assert mon.evals and all(len(e["scores"]) == 3 for e in mon.evals)
         _no_nan_anywhere(trainer, report, tmp_path / str(bad))
@@ -184,10 +207,17 @@ WORDY = "a shoot-'em-up, don't miss\tit: self-indulgent fun"
 
 def _free_words(tok, model, text, tmp_path):
     free = ValidationSPPI(tok, min_count=1, top_words=100)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[free], default_root_dir=tmp_path)
-    trainer.validate(TextClassifier(model), datamodule=TextDataModule(tok, ([text], [1]), ([text], [1])),
-                     verbose=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[free],
+        default_root_dir=tmp_path,
+    )
+    trainer.validate(
+        TextClassifier(model), datamodule=TextDataModule(tok, ([text], [1]), ([text], [1])), verbose=False
+    )
     return {w["word"]: w["mean_phi"] for w in free.evals[-1]["top_words"]}
 
 
@@ -196,11 +226,21 @@ def test_free_validation_and_featurizer_share_one_word_definition(tiny, tmp_path
 
     _, model, tok = tiny
     [ref] = SPPI(model, tok).attribute(WORDY, target=1)
-    assert ref.features.texts == ("a", "shoot-'em-up", ",", "don't", "miss", "it", ":", "self-indulgent", "fun")
+    assert ref.features.texts == (
+        "a",
+        "shoot-'em-up",
+        ",",
+        "don't",
+        "miss",
+        "it",
+        ":",
+        "self-indulgent",
+        "fun",
+    )
     got = _free_words(tok, model, WORDY, tmp_path)
     # With a BOS (llama) every word is scored, as in SP-PI; without one the first word is the reference.
     skip = 0 if ref.features.context_end > 0 else 1
-    want = dict(zip(ref.features.texts[skip:], ref.scores[skip:].tolist()))
+    want = dict(zip(ref.features.texts[skip:], ref.scores[skip:].tolist(), strict=False))
     assert set(got) == set(want)
     for w, v in want.items():
         assert got[w] == pytest.approx(v, abs=1e-5), w
@@ -216,12 +256,16 @@ def test_over_long_text_fits_the_model_even_fully_masked(gpt2_tok):
     model = tiny_classifier("gpt2", tokenizer=gpt2_tok)
     # the paper's mask: a masked word takes 3 tokens, so the fully masked input is the longest one
     mp = get_attributor("mp-pi", model, gpt2_tok, budget=4, seed=0, mask="...")
-    with pytest.warns(UserWarning, match="every feature is masked by 3 tokens: the attributed text is truncated"):
+    with pytest.warns(
+        UserWarning, match="every feature is masked by 3 tokens: the attributed text is truncated"
+    ):
         [f] = mp.featurize(LONG)
     for z in (torch.zeros(1, f.n, dtype=torch.bool), torch.ones(1, f.n, dtype=torch.bool)):
         (seq,), _ = mp.masker(f, z)
         assert len(seq) <= 512
-    [a] = get_attributor("sp-pi", model, gpt2_tok, mask="...").attribute(LONG, target=1)  # reads the fully masked input
+    [a] = get_attributor("sp-pi", model, gpt2_tok, mask="...").attribute(
+        LONG, target=1
+    )  # reads the fully masked input
     assert torch.isfinite(a.scores).all() and a.features.n == f.n
     [b] = mp.attribute(LONG, target=1)
     assert torch.isfinite(b.scores).all()
@@ -246,11 +290,18 @@ def _prefix_logits(model, ids):
 
 
 PEFT_CONFIGS = {
-    "lora": lambda peft: peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["c_attn"], fan_in_fan_out=True),
-    "dora": lambda peft: peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["c_attn"], fan_in_fan_out=True,
-                                         use_dora=True),
-    "ia3": lambda peft: peft.IA3Config(task_type="SEQ_CLS", target_modules=["c_attn", "mlp.c_proj"],
-                                       feedforward_modules=["mlp.c_proj"], fan_in_fan_out=True),
+    "lora": lambda peft: peft.LoraConfig(
+        task_type="SEQ_CLS", r=4, target_modules=["c_attn"], fan_in_fan_out=True
+    ),
+    "dora": lambda peft: peft.LoraConfig(
+        task_type="SEQ_CLS", r=4, target_modules=["c_attn"], fan_in_fan_out=True, use_dora=True
+    ),
+    "ia3": lambda peft: peft.IA3Config(
+        task_type="SEQ_CLS",
+        target_modules=["c_attn", "mlp.c_proj"],
+        feedforward_modules=["mlp.c_proj"],
+        fan_in_fan_out=True,
+    ),
     "prefix": lambda peft: peft.PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4),
     "prompt": lambda peft: peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=5),
 }
@@ -291,8 +342,12 @@ def test_head_found_by_what_it_does_not_by_name(gpt2_tok):
             self.classifier = torch.nn.Linear(config.n_embd, config.num_labels, bias=False)
 
         def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, **_):
-            h = self.transformer(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                 inputs_embeds=inputs_embeds).last_hidden_state
+            h = self.transformer(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                inputs_embeds=inputs_embeds,
+            ).last_hidden_state
             logits = self.classifier(h)  # (B, T, C): every position
             last = attention_mask.sum(-1) - 1
             return SequenceClassifierOutput(logits=logits[torch.arange(len(logits)), last])
@@ -323,7 +378,9 @@ def test_pooled_head_is_rejected_with_what_was_found(gpt2_tok):
             return SequenceClassifierOutput(logits=self.classifier(h.mean(1)))
 
     model = Pooled(GPT2Config(**tiny_classifier("gpt2", tokenizer=gpt2_tok).config.to_dict())).eval()
-    with pytest.raises(TypeError, match=r"classifier head applied to a pooled output \(`classifier` -> \(1, 2\)\)"):
+    with pytest.raises(
+        TypeError, match=r"classifier head applied to a pooled output \(`classifier` -> \(1, 2\)\)"
+    ):
         SPPI(model, gpt2_tok)
 
 
@@ -359,13 +416,27 @@ class _LeftPadded(TextDataModule):
 def test_left_padding_with_absolute_positions_warns(gpt2_tok, tmp_path):
     texts = (["a good movie", "bad", "the plot was really very dull"], [1, 0, 0])
     free = ValidationSPPI(gpt2_tok, min_count=1)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[free], default_root_dir=tmp_path)
-    with pytest.warns(UserWarning, match="left-padded validation batches run through "
-                                         "GPT2ForSequenceClassification, which has absolute position embeddings"):
-        trainer.validate(TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok)),
-                         datamodule=_LeftPadded(gpt2_tok, texts, texts, batch_size=3), verbose=False)
-    assert free.evals[-1]["metrics"]["n_examples"] == 2  # "bad" is one word: its own reference, nothing scored
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[free],
+        default_root_dir=tmp_path,
+    )
+    with pytest.warns(
+        UserWarning,
+        match="left-padded validation batches run through "
+        "GPT2ForSequenceClassification, which has absolute position embeddings",
+    ):
+        trainer.validate(
+            TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok)),
+            datamodule=_LeftPadded(gpt2_tok, texts, texts, batch_size=3),
+            verbose=False,
+        )
+    assert (
+        free.evals[-1]["metrics"]["n_examples"] == 2
+    )  # "bad" is one word: its own reference, nothing scored
 
 
 # --------------------------------------------------------------------------- DDP (2 processes, gloo, CPU)
@@ -378,28 +449,36 @@ def test_ddp_with_faults_matches_one_process(tmp_path):
 
     script = Path(__file__).parent / "ddp_faults_script.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(script), "1", str(tmp_path / "one")], check=True, env=env, timeout=600)
-    subprocess.run([sys.executable, str(script), "2", str(tmp_path / "ddp"), "inject"], check=True, env=env,
-                   timeout=600)
+    subprocess.run(
+        [sys.executable, str(script), "1", str(tmp_path / "one")], check=True, env=env, timeout=600
+    )
+    subprocess.run(
+        [sys.executable, str(script), "2", str(tmp_path / "ddp"), "inject"], check=True, env=env, timeout=600
+    )
     one = json.loads((tmp_path / "one.rank0.json").read_text())
     ranks = [json.loads((tmp_path / f"ddp.rank{r}.json").read_text()) for r in (0, 1)]
     for run in (one, *ranks):
         assert run["global_step"] == run["max_steps"]
     # the failure on rank 1 is named there, rank 0 says it skipped too, and nobody hung
-    assert any("failed on rank 1 (RuntimeError: injected failure on the last rank)" in w for w in ranks[1]["warnings"])
+    assert any(
+        "failed on rank 1 (RuntimeError: injected failure on the last rank)" in w
+        for w in ranks[1]["warnings"]
+    )
     assert any("failed on another rank" in w for w in ranks[0]["warnings"])
     ddp = ranks[0]
     assert [e["step"] for e in ddp["sp"]] == [4]  # the first evaluation (step 2) was skipped on every rank
     assert ddp["report"] and Path(ddp["report"]).exists() and (tmp_path / "ddp.ck" / "last.ckpt").exists()
     # what is computed equals one process: SP-PI, free validation SP-PI (15 examples, no repeats counted)
     assert ddp["sp"][-1]["as_auc"] == pytest.approx(one["sp"][-1]["as_auc"], abs=1e-6)
-    for a, b in zip(ddp["sp"][-1]["scores"], one["sp"][-1]["scores"]):
+    for a, b in zip(ddp["sp"][-1]["scores"], one["sp"][-1]["scores"], strict=False):
         assert a == pytest.approx(b, abs=1e-6)
     f1, f2 = one["free"][-1], ddp["free"][-1]
     assert f1["metrics"]["n_examples"] == f2["metrics"]["n_examples"] == 15
     assert f1["metrics"]["n_words"] == f2["metrics"]["n_words"]
     assert f1["metrics"]["top20_share"] == pytest.approx(f2["metrics"]["top20_share"], abs=1e-9)
-    assert {w["word"]: w["count"] for w in f1["top_words"]} == {w["word"]: w["count"] for w in f2["top_words"]}
+    assert {w["word"]: w["count"] for w in f1["top_words"]} == {
+        w["word"]: w["count"] for w in f2["top_words"]
+    }
     assert len(ddp["mp"]) == len(one["mp"]) == 2
 
 
@@ -412,18 +491,28 @@ def test_ddp_mppi_matches_one_process(tmp_path):
 
     script = Path(__file__).parent / "ddp_faults_script.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(script), "1", str(tmp_path / "one")], check=True, env=env, timeout=600)
-    subprocess.run([sys.executable, str(script), "2", str(tmp_path / "ddp")], check=True, env=env, timeout=600)
+    subprocess.run(
+        [sys.executable, str(script), "1", str(tmp_path / "one")], check=True, env=env, timeout=600
+    )
+    subprocess.run(
+        [sys.executable, str(script), "2", str(tmp_path / "ddp")], check=True, env=env, timeout=600
+    )
     one = json.loads((tmp_path / "one.rank0.json").read_text())
     ddp = json.loads((tmp_path / "ddp.rank0.json").read_text())
     # the same masks on both sides (a different draw moves scores by ~0.1); float32 batching noise ~1e-7
-    for a, b in zip(ddp["mp"][-1]["scores"], one["mp"][-1]["scores"]):
+    for a, b in zip(ddp["mp"][-1]["scores"], one["mp"][-1]["scores"], strict=False):
         assert a == pytest.approx(b, abs=1e-6)
 
 
 # --------------------------------------------------------------------------- batching invariance
-_FAST = {"mp-pi": {"budget": 6, "seed": 0}, "kernel-shap": {"n_samples": 8, "seed": 0}, "ig": {"n_steps": 4},
-         "udig": {"steps": 4}, "at2": {"num_masks": 8, "num_iterations": 20}, "random": {"seed": 0}}
+_FAST = {
+    "mp-pi": {"budget": 6, "seed": 0},
+    "kernel-shap": {"n_samples": 8, "seed": 0},
+    "ig": {"n_steps": 4},
+    "udig": {"steps": 4},
+    "at2": {"num_masks": 8, "num_iterations": 20},
+    "random": {"seed": 0},
+}
 _BATCH_TEXTS = ["a good movie, really", "the plot was dull", "fun", "not so bad at all, just too long"]
 
 
@@ -442,47 +531,70 @@ def test_attributions_do_not_depend_on_batching(gpt2_tok, method):
     if hasattr(att, "fit"):  # AT2: fitted once, then a fixed linear map
         att.fit(_BATCH_TEXTS, target=1)
     together = att.attribute(_BATCH_TEXTS, target=1)
-    alone = [att.attribute([t], target=1)[0] for t in reversed(_BATCH_TEXTS)][::-1]  # other calls, other order
+    alone = [att.attribute([t], target=1)[0] for t in reversed(_BATCH_TEXTS)][
+        ::-1
+    ]  # other calls, other order
     att.adapter.max_tokens = 16  # many small forward batches
     chunked = att.attribute(_BATCH_TEXTS, target=1)
-    for a, b, c in zip(together, chunked, alone):
+    for a, b, c in zip(together, chunked, alone, strict=False):
         assert torch.allclose(a.scores, c.scores, atol=1e-5), (method, a.scores, c.scores)
         assert torch.allclose(a.scores, b.scores, atol=1e-5), (method, a.scores, b.scores)
 
 
 def _fit_steps(tok, callbacks, root, max_steps, ckpt_path=None):
     pl.seed_everything(0, verbose=False)
-    trainer = pl.Trainer(max_steps=max_steps, val_check_interval=2, accelerator="cpu", logger=False,
-                         callbacks=list(callbacks), enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=root, num_sanity_val_steps=0, deterministic=True)
-    trainer.fit(TextClassifier(tiny_classifier("gpt2", tokenizer=tok), lr=5e-3),
-                datamodule=TextDataModule(tok, TRAIN, VAL, batch_size=4, shuffle=False), ckpt_path=ckpt_path)
+    trainer = pl.Trainer(
+        max_steps=max_steps,
+        val_check_interval=2,
+        accelerator="cpu",
+        logger=False,
+        callbacks=list(callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        num_sanity_val_steps=0,
+        deterministic=True,
+    )
+    trainer.fit(
+        TextClassifier(tiny_classifier("gpt2", tokenizer=tok), lr=5e-3),
+        datamodule=TextDataModule(tok, TRAIN, VAL, batch_size=4, shuffle=False),
+        ckpt_path=ckpt_path,
+    )
     return trainer
 
 
 def test_resume_from_a_checkpoint_taken_just_before_a_validation(gpt2_tok, tmp_path):
     def monitors():
-        return [AttributionMonitor(gpt2_tok, PROBE, "sp-pi", metrics=[]),
-                AttributionMonitor(gpt2_tok, PROBE, "random", every_n_val=2, metrics=[])]
+        return [
+            AttributionMonitor(gpt2_tok, PROBE, "sp-pi", metrics=[]),
+            AttributionMonitor(gpt2_tok, PROBE, "random", every_n_val=2, metrics=[]),
+        ]
 
     full = monitors()
     _fit_steps(gpt2_tok, full, tmp_path / "full", 8)
     assert [e["step"] for e in full[0].evals] == [2, 4, 6, 8] and [e["step"] for e in full[1].evals] == [4, 8]
     # a checkpoint written in on_train_batch_end at step 4, before that step's validation
-    ck = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=4, save_top_k=-1, filename="s{step}",
-                        auto_insert_metric_name=False)
+    ck = ModelCheckpoint(
+        dirpath=tmp_path / "ck",
+        every_n_train_steps=4,
+        save_top_k=-1,
+        filename="s{step}",
+        auto_insert_metric_name=False,
+    )
     _fit_steps(gpt2_tok, [*monitors(), ck], tmp_path / "first", 5)
     resumed = monitors()
-    trainer = _fit_steps(gpt2_tok, resumed, tmp_path / "second", 8, ckpt_path=str(tmp_path / "ck" / "s4.ckpt"))
+    trainer = _fit_steps(
+        gpt2_tok, resumed, tmp_path / "second", 8, ckpt_path=str(tmp_path / "ck" / "s4.ckpt")
+    )
     assert trainer.global_step == 8
-    for got, want in zip(resumed, full):
+    for got, want in zip(resumed, full, strict=False):
         assert [e["step"] for e in got.evals] == [e["step"] for e in want.evals]
         # up to the checkpoint the weights are the same (after it, a non-stateful DataLoader restarts the
         # epoch on resume, which is Lightning's business, not the callback's)
-        for a, b in zip(got.evals, want.evals):
+        for a, b in zip(got.evals, want.evals, strict=False):
             if a["step"] > 4:
                 continue
-            for sa, sb in zip(a["scores"], b["scores"]):
+            for sa, sb in zip(a["scores"], b["scores"], strict=False):
                 assert sa == pytest.approx(sb, abs=1e-6)
 
 
@@ -495,12 +607,21 @@ def test_free_validation_words_of_texts_cut_mid_word(gpt2_tok, tmp_path):
     cut = 16  # ... "Ġc", "r", "Ã": the last token is the first byte of "è"
     assert gpt2_tok(gpt2_tok.decode(ids[:cut]))["input_ids"] != ids[:cut]
     free = ValidationSPPI(gpt2_tok, min_count=1, top_words=100)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[free], default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[free],
+        default_root_dir=tmp_path,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.validate(TextClassifier(model), datamodule=TextDataModule(gpt2_tok, ([text], [1]), ([text], [1]),
-                                                                         max_length=cut), verbose=False)
+        trainer.validate(
+            TextClassifier(model),
+            datamodule=TextDataModule(gpt2_tok, ([text], [1]), ([text], [1]), max_length=cut),
+            verbose=False,
+        )
     assert not any("skipped" in str(w.message) for w in caught)
     assert free.evals[-1]["metrics"]["n_examples"] == 1
     assert {w["word"] for w in free.evals[-1]["top_words"]} == {"was", "fun", "and", "Café", "cr", "\ufffd"}

@@ -13,7 +13,7 @@ TEXTS = [
     "a good movie, really.",
     "Don't miss it! It's a 10/10, honestly.  Café crème — naïve.",
     "  spaced   out text\n\nnew para.",
-    "the rock is destined to be the 21st century's new \" conan \" .",
+    'the rock is destined to be the 21st century\'s new " conan " .',
     "Wow!! Really? self-indulgent, half-baked nonsense",
 ]
 
@@ -22,16 +22,16 @@ def _check_reconstruction(f, tok):
     text = f.text
     # Features are ordered, disjoint, and only whitespace lies between/around them.
     prev = 0
-    for (a, b), t in zip(f.char_spans, f.texts):
+    for (a, b), t in zip(f.char_spans, f.texts, strict=False):
         assert a >= prev and b >= a and t == text[a:b] and t.strip() == t and t
         assert text[prev:a].strip() == ""
         prev = b
     assert text[prev:].strip() == ""
     # Token spans tile the attributed region exactly, and decode back to the text.
     assert f.spans[0][0] == f.context_end and f.spans[-1][1] == f.suffix_start
-    for (a0, b0), (a1, _) in zip(f.spans, f.spans[1:]):
+    for (a0, b0), (a1, _) in zip(f.spans, f.spans[1:], strict=False):
         assert b0 == a1 and b0 > a0
-    body = list(f.input_ids[f.context_end:f.suffix_start])
+    body = list(f.input_ids[f.context_end : f.suffix_start])
     assert tok.decode(body).strip() == text.strip()
 
 
@@ -42,7 +42,7 @@ def test_spans_reconstruct_text(tiny, text, granularity):
     f = Featurizer(tok, granularity)(text)
     if granularity == "token":
         assert 0 < f.n <= f.suffix_start - f.context_end
-        body = list(f.input_ids[f.context_end:f.suffix_start])
+        body = list(f.input_ids[f.context_end : f.suffix_start])
         assert tok.decode(body).strip() == text.strip()
     else:
         _check_reconstruction(f, tok)
@@ -62,7 +62,7 @@ def test_fixed_context_is_not_attributed(tiny):
     f = fz("a good movie")
     assert f.texts == ("a", "good", "movie")
     bos = [tok.bos_token_id] if f.prefix_ids[0] == tok.bos_token_id else []
-    prefix = tok.decode(list(f.prefix_ids[len(bos):]))
+    prefix = tok.decode(list(f.prefix_ids[len(bos) :]))
     suffix = tok.decode(list(f.suffix_ids))
     assert prefix.strip() == "Review:" and suffix.strip() == "Sentiment:"
     assert f.space_before[0]  # the prefix's trailing space moved onto the first word
@@ -77,8 +77,10 @@ def test_llama_style_adds_bos_gpt2_does_not(gpt2_tok, llama_tok):
     assert f.context_end == 1 and f.input_ids[0] == llama_tok.bos_token_id
 
 
-@pytest.mark.skipif(not (default_model_dir() / "tokenizer.json").is_file(),
-                    reason="the real SmolLM2 tokenizer is not cached yet (run recipes/explain_default.py once)")
+@pytest.mark.skipif(
+    not (default_model_dir() / "tokenizer.json").is_file(),
+    reason="the real SmolLM2 tokenizer is not cached yet (run recipes/explain_default.py once)",
+)
 @pytest.mark.parametrize("granularity", ["word", "sentence"])
 def test_real_smollm2_tokenizer_spans(granularity):
     from transformers import AutoTokenizer
@@ -95,12 +97,19 @@ def test_one_feature_text(gpt2_tok):
 
 @pytest.mark.parametrize("bad", ["", "   \n\t "])
 def test_empty_text_message(gpt2_tok, bad):
-    with pytest.raises(ValueError, match=re.escape(f"Cannot attribute an empty or whitespace-only text (got {bad!r}): remove it from the examples to explain.")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"Cannot attribute an empty or whitespace-only text (got {bad!r}): remove it from the examples to explain."
+        ),
+    ):
         Featurizer(gpt2_tok)(bad)
 
 
 def test_unknown_granularity_message(gpt2_tok):
-    with pytest.raises(ValueError, match=re.escape("Unknown granularity 'paragraph': expected one of token, word, sentence.")):
+    with pytest.raises(
+        ValueError, match=re.escape("Unknown granularity 'paragraph': expected one of token, word, sentence.")
+    ):
         Featurizer(gpt2_tok, "paragraph")
 
 
@@ -112,11 +121,15 @@ def test_template_needs_placeholder(gpt2_tok):
 def test_long_text_truncated_context_kept_warned_once(gpt2_tok):
     fz = Featurizer(gpt2_tok, "word", template="Review: {text} End", max_length=20)
     long = " ".join(["good movie"] * 30)
-    with pytest.warns(UserWarning, match=r"the attributed text is truncated to \d+ tokens and the fixed context kept \(warned once\)"):
+    with pytest.warns(
+        UserWarning,
+        match=r"the attributed text is truncated to \d+ tokens and the fixed context kept \(warned once\)",
+    ):
         f = fz(long)
     assert len(f.input_ids) == 20
     assert gpt2_tok.decode(list(f.suffix_ids)).strip() == "End"
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fz(long)  # second time: no warning

@@ -52,7 +52,7 @@ def np_steps(n, points):
 
 def test_gap_matches_numpy_and_interval_matches_scipy():
     a, b = paired_curves(0)
-    ref = np.array([np_auc(p) - np_auc(q) for p, q in zip(a, b)])
+    ref = np.array([np_auc(p) - np_auc(q) for p, q in zip(a, b, strict=False)])
     gaps = activation_gap(a, b)
     np.testing.assert_allclose(gaps.numpy(), ref, rtol=0, atol=1e-12)
     m = ActivationGap()
@@ -63,9 +63,9 @@ def test_gap_matches_numpy_and_interval_matches_scipy():
     assert mean_confidence_interval(gaps) == pytest.approx((mean, half), rel=1e-9)
     # The paired interval is the spread of the differences: narrower than AS's own when AS and IAS
     # share a per-example offset (the model's confidence on that example).
-    offset = [torch.full_like(p, float(o)) for p, o in zip(a, np.random.default_rng(1).random(len(a)))]
-    a2 = [0.5 * p + o for p, o in zip(a, offset)]
-    b2 = [0.5 * q + o for q, o in zip(b, offset)]
+    offset = [torch.full_like(p, float(o)) for p, o in zip(a, np.random.default_rng(1).random(len(a)), strict=False)]
+    a2 = [0.5 * p + o for p, o in zip(a, offset, strict=False)]
+    b2 = [0.5 * q + o for q, o in zip(b, offset, strict=False)]
     auc, gap = ActivationAUC(), ActivationGap()
     auc.update(a2)
     gap.update(a2, b2)
@@ -78,8 +78,10 @@ def test_gap_with_positions_matches_numpy():
     for p in a:
         x = np.sort(np.random.default_rng(p.numel()).random(p.numel()))
         x[0], x[-1] = 0.0, 1.0
-        xs.append(torch.tensor(np.unique(x)) if len(np.unique(x)) == p.numel() else torch.linspace(0, 1, p.numel()))
-    ref = [np_auc(p, x) - np_auc(q, x) for p, q, x in zip(a, b, xs)]
+        xs.append(
+            torch.tensor(np.unique(x)) if len(np.unique(x)) == p.numel() else torch.linspace(0, 1, p.numel())
+        )
+    ref = [np_auc(p, x) - np_auc(q, x) for p, q, x in zip(a, b, xs, strict=False)]
     np.testing.assert_allclose(activation_gap(a, b, xs).numpy(), ref, atol=1e-12)
 
 
@@ -103,7 +105,9 @@ def test_random_attributions_have_zero_expected_gap():
     gaps = []
     for _ in range(400):
         s = torch.rand(12, generator=g)
-        curve = [values[activation_coalitions(s, inverse=inv)[k]].sum() for inv in (False, True) for k in range(13)]
+        curve = [
+            values[activation_coalitions(s, inverse=inv)[k]].sum() for inv in (False, True) for k in range(13)
+        ]
         gaps.append(float(activation_gap(torch.stack(curve[:13]), torch.stack(curve[13:]))))
     mean, half = mean_confidence_interval(torch.tensor(gaps))
     assert abs(mean) < half  # 0 inside the 95% interval
@@ -189,8 +193,9 @@ def test_subsampled_curve_auc_and_grid_match_numpy():
     sub = torch.tensor(c[steps])
     assert float(curve_auc(sub, torch.tensor(x))) == pytest.approx(np_auc(c[steps], x), abs=1e-12)
     grid = np.linspace(0, 1, 21)
-    np.testing.assert_allclose(interpolate_curve(sub, 21, torch.tensor(x)).numpy(), np.interp(grid, x, c[steps]),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        interpolate_curve(sub, 21, torch.tensor(x)).numpy(), np.interp(grid, x, c[steps]), atol=1e-12
+    )
     m_exact, m_sub = ActivationAUC(curve_points=21), ActivationAUC(curve_points=21)
     m_exact.update([torch.tensor(c)])
     m_sub.update([sub], [torch.tensor(x)])

@@ -166,7 +166,9 @@ def test_curve_metric_matches_reference(cls):
     assert cls.higher_is_better is (cls is ActivationAUC)
 
 
-@pytest.mark.parametrize("cls,kind", [(LogOdds, "log_odds"), (Comprehensiveness, "comp"), (Sufficiency, "suff")])
+@pytest.mark.parametrize(
+    "cls,kind", [(LogOdds, "log_odds"), (Comprehensiveness, "comp"), (Sufficiency, "suff")]
+)
 def test_removal_metric_classes_match_reference(cls, kind):
     p, q = random_probs(6)
     m = cls()
@@ -230,9 +232,16 @@ def _ddp_worker(rank, world, init_file, out_dir):
         idx = list(range(9)) if rank == 0 else list(range(9, 13))
         auc.update([curves[i] for i in idx])
         suf.update(p[idx], q[idx])
-        out = torch.cat([auc.compute().reshape(1), auc.confidence_interval().reshape(1), auc.mean_curve()[1],
-                         suf.compute().reshape(1), suf.confidence_interval().reshape(1),
-                         auc.count.reshape(1)])
+        out = torch.cat(
+            [
+                auc.compute().reshape(1),
+                auc.confidence_interval().reshape(1),
+                auc.mean_curve()[1],
+                suf.compute().reshape(1),
+                suf.confidence_interval().reshape(1),
+                auc.count.reshape(1),
+            ]
+        )
         torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -246,8 +255,16 @@ def test_ddp_sync_equals_single_process():
     auc, suf = ActivationAUC(curve_points=21), Sufficiency()
     auc.update(curves)
     suf.update(p, q)
-    ref = torch.cat([auc.compute().reshape(1), auc.confidence_interval().reshape(1), auc.mean_curve()[1],
-                     suf.compute().reshape(1), suf.confidence_interval().reshape(1), auc.count.reshape(1)])
+    ref = torch.cat(
+        [
+            auc.compute().reshape(1),
+            auc.confidence_interval().reshape(1),
+            auc.mean_curve()[1],
+            suf.compute().reshape(1),
+            suf.confidence_interval().reshape(1),
+            auc.count.reshape(1),
+        ]
+    )
     with tempfile.TemporaryDirectory() as d:
         mp.spawn(_ddp_worker, args=(2, os.path.join(d, "init"), d), nprocs=2, join=True)
         outs = [torch.load(os.path.join(d, f"rank{r}.pt")) for r in range(2)]

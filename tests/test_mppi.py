@@ -25,8 +25,13 @@ class AdditiveCausal(torch.nn.Module):
 
     def __init__(self, vocab: int, pad_id: int, zero_ids, bias: float = 0.3, seed: int = 0) -> None:
         super().__init__()
-        self.config = SimpleNamespace(pad_token_id=pad_id, model_type="additive", is_encoder_decoder=False,
-                                      num_labels=2, max_position_embeddings=512)
+        self.config = SimpleNamespace(
+            pad_token_id=pad_id,
+            model_type="additive",
+            is_encoder_decoder=False,
+            num_labels=2,
+            max_position_embeddings=512,
+        )
         g = torch.Generator().manual_seed(seed)
         self.emb = torch.nn.Embedding(vocab, 1)
         with torch.no_grad():
@@ -45,11 +50,14 @@ class AdditiveCausal(torch.nn.Module):
 TEXT = "a good movie with a dull plot"
 
 
-@pytest.mark.parametrize(("template", "mask"), [("{text}", "..."), ("Review: {text}", "..."),
-                                              ("Review: {text}", "remove")])
+@pytest.mark.parametrize(
+    ("template", "mask"), [("{text}", "..."), ("Review: {text}", "..."), ("Review: {text}", "remove")]
+)
 def test_exact_on_additive_model(gpt2_tok, template, mask):
     """(Removal with no context is not additive: its empty input is the BOS/EOS anchor, see test_removal.)"""
-    probe = MPPI(AdditiveCausal(len(gpt2_tok), gpt2_tok.pad_token_id, []), gpt2_tok, template=template, mask=mask)
+    probe = MPPI(
+        AdditiveCausal(len(gpt2_tok), gpt2_tok.pad_token_id, []), gpt2_tok, template=template, mask=mask
+    )
     zero = set(probe.masker.mask_ids(True)) | set(probe.masker.mask_ids(False))
     model = AdditiveCausal(len(gpt2_tok), gpt2_tok.pad_token_id, zero)
     mp = MPPI(model, gpt2_tok, template=template, output="logits", seed=3, mask=mask)
@@ -73,8 +81,8 @@ def _brute_force_games(mp, f, target):
     seqs, ends = mp.masker(f, Z)
     logits = mp.adapter.forward_positions(seqs)
     masked = np.array([float(mp.outputs(lg[-1], target)) for lg in logits])
-    last = [int(e[np.nonzero(z)[0][-1]]) if z.any() else int(e[-1]) for z, e in zip(Z, ends)]
-    inter = np.array([float(mp.outputs(lg[p], target)) for lg, p in zip(logits, last)])
+    last = [int(e[np.nonzero(z)[0][-1]]) if z.any() else int(e[-1]) for z, e in zip(Z, ends, strict=False)]
+    inter = np.array([float(mp.outputs(lg[p], target)) for lg, p in zip(logits, last, strict=False)])
     return Z, masked, inter
 
 
@@ -84,7 +92,7 @@ def _shapley(Z, v):
     val = np.empty(2**n)
     val[code] = v
     phi = np.zeros(n)
-    for z, c in zip(Z, code):
+    for z, c in zip(Z, code, strict=False):
         s = int(z.sum())
         for i in np.nonzero(~z)[0]:
             phi[i] += factorial(s) * factorial(n - s - 1) / factorial(n) * (val[c | (1 << i)] - val[c])
@@ -120,8 +128,20 @@ def test_error_shrinks_with_budget(gpt2_tok, gpt2_model):
     [f] = mp.featurize(TEXT)
     Z, _, inter = _brute_force_games(mp, f, 1)
     phi = _shapley(Z, inter)
-    err = {b: np.mean([np.abs(MPPI(gpt2_model, gpt2_tok, budget=b, budget_unit="samples", seed=s).attribute(f, target=1)[0].scores.numpy()
-                              - phi).max() for s in range(3)]) for b in (14, 20_000)}
+    err = {
+        b: np.mean(
+            [
+                np.abs(
+                    MPPI(gpt2_model, gpt2_tok, budget=b, budget_unit="samples", seed=s)
+                    .attribute(f, target=1)[0]
+                    .scores.numpy()
+                    - phi
+                ).max()
+                for s in range(3)
+            ]
+        )
+        for b in (14, 20_000)
+    }
     assert err[20_000] < 0.5 * err[14]
 
 
@@ -130,7 +150,7 @@ def test_contract_and_local_accuracy(tiny):
     mp = MPPI(model, tok, seed=1)
     texts = ["a good movie, really.", "dull", "the plot was boring but the cast was great"]
     res = mp.attribute(texts, target=[0, 1, 1])
-    for a, t in zip(res, [0, 1, 1]):
+    for a, t in zip(res, [0, 1, 1], strict=False):
         n = a.features.n
         Z, v, w = a.extras["coalitions"], a.extras["values"], a.extras["weights"]
         assert Z.dtype == torch.bool and Z.shape[1] == n and v.dtype == w.dtype == torch.float64
@@ -140,9 +160,12 @@ def test_contract_and_local_accuracy(tiny):
         assert a.method == "mp-pi" and a.target == t and a.base_value == v[0].item()
         assert abs(a.scores.sum().item() - (v[-1] - v[0]).item()) < 1e-9
         assert abs(a.probs.sum().item() - 1) < 1e-9
-    assert res[1].features.n == 1 and abs(res[1].scores[0].item() - (res[1].extras["values"][-1] - res[1].base_value)) < 1e-12
+    assert (
+        res[1].features.n == 1
+        and abs(res[1].scores[0].item() - (res[1].extras["values"][-1] - res[1].base_value)) < 1e-12
+    )
     collected = mp.collect(texts, [0, 1, 1])
-    for (Z, v, w), a in zip(collected, res):
+    for (Z, v, w), a in zip(collected, res, strict=False):
         assert torch.equal(Z, a.extras["coalitions"]) and torch.equal(v, a.extras["values"])
 
 
@@ -155,13 +178,18 @@ def test_reproducible_private_rng(gpt2_tok, gpt2_model):
     c = MPPI(gpt2_model, gpt2_tok, seed=6).attribute(TEXT, target=0)[0]
     assert torch.equal(torch.get_rng_state(), t_state) and (np.random.get_state()[1] == n_state).all()
     assert torch.equal(a.scores, b.scores)
-    assert not torch.equal(a.extras["coalitions"], c.extras["coalitions"]) or not torch.equal(a.scores, c.scores)
+    assert not torch.equal(a.extras["coalitions"], c.extras["coalitions"]) or not torch.equal(
+        a.scores, c.scores
+    )
 
 
 def test_options_and_registry(gpt2_tok, gpt2_model):
     mp = get_attributor("mp-pi", gpt2_model, gpt2_tok)
     assert isinstance(mp, MPPI) and mp.cost == "2n" and mp.forward_equivalents(10) == 20.0
-    assert MPPI(gpt2_model, gpt2_tok, budget=30).cost == "30x" and MPPI(gpt2_model, gpt2_tok, budget="0.5n").passes(7) == 4
+    assert (
+        MPPI(gpt2_model, gpt2_tok, budget=30).cost == "30x"
+        and MPPI(gpt2_model, gpt2_tok, budget="0.5n").passes(7) == 4
+    )
     for kw in ({"use_splus": False}, {"distribution": "shapley"}):
         [a] = MPPI(gpt2_model, gpt2_tok, seed=0, **kw).attribute(TEXT, target=1)
         assert abs(a.scores.sum().item() - (a.extras["values"][-1] - a.base_value).item()) < 1e-9
@@ -204,7 +232,7 @@ def test_a_texts_masks_depend_only_on_seed_and_text(gpt2_tok, gpt2_model):
     together = mp.attribute(texts, target=1)
     alone = [mp.attribute(t, target=1)[0] for t in texts]
     reordered = mp.attribute(texts[::-1], target=1)[::-1]
-    for a, b, c in zip(together, alone, reordered):
+    for a, b, c in zip(together, alone, reordered, strict=False):
         for other in (b, c):
             assert torch.equal(a.extras["coalitions"], other.extras["coalitions"])
             torch.testing.assert_close(a.scores, other.scores, atol=1e-6, rtol=0)
@@ -253,8 +281,14 @@ def test_accuracy_does_not_fall_as_the_budget_grows(gpt2_tok, gpt2_model):
     phi = exact_shapley(lambda _z: v, n)
     errs = []
     for budget in ("1n", "2n", "4n", "8n"):
-        e = [np.linalg.norm(MPPI(gpt2_model, gpt2_tok, mask="remove", template="Review: {text}", seed=s,
-                                 budget=budget).attribute(f, target=1)[0].scores.numpy() - phi)
-             for s in range(12)]
+        e = [
+            np.linalg.norm(
+                MPPI(gpt2_model, gpt2_tok, mask="remove", template="Review: {text}", seed=s, budget=budget)
+                .attribute(f, target=1)[0]
+                .scores.numpy()
+                - phi
+            )
+            for s in range(12)
+        ]
         errs.append(np.mean(e) / np.linalg.norm(phi))
-    assert all(b < a for a, b in zip(errs, errs[1:])), errs
+    assert all(b < a for a, b in zip(errs, errs[1:], strict=False)), errs

@@ -11,9 +11,13 @@ import pi_lightning
 
 
 def test_import_is_fast_and_does_not_import_wandb():
-    code = ("import sys, time; t = time.perf_counter(); import pi_lightning; dt = time.perf_counter() - t; "
-            "print(dt, 'wandb' in sys.modules, 'transformers' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "import sys, time; t = time.perf_counter(); import pi_lightning; dt = time.perf_counter() - t; "
+        "print(dt, 'wandb' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert float(out[0]) < 3.0
     assert out[1] == "False" and out[2] == "False"
 

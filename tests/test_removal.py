@@ -17,8 +17,13 @@ from pi_lightning.inference import ClassifierAdapter
 from pi_lightning.masking import Masker
 
 TEXTS = ["a good movie, really bad.", "bad", "the plot is dull"]
-FAST = {"ig": {"n_steps": 4}, "kernel-shap": {"n_samples": 8}, "udig": {"steps": 4}, "mp-pi": {"seed": 0},
-        "at2": {"num_masks": 4, "num_iterations": 20}}
+FAST = {
+    "ig": {"n_steps": 4},
+    "kernel-shap": {"n_samples": 8},
+    "udig": {"steps": 4},
+    "mp-pi": {"seed": 0},
+    "at2": {"num_masks": 4, "num_iterations": 20},
+}
 
 
 def test_empty_coalition_without_context_is_the_anchor_token(gpt2_tok):

@@ -64,8 +64,11 @@ def test_structured_map_and_transpose_match_dense(n, splus):
     q = np.where(valid, rng.random((n - 1, n)), 0.0)
     r = rng.standard_normal((n - 1, n))
     np.testing.assert_allclose(S.coalition_map(q, splus), (q.ravel() @ M).reshape(n - 1, n), atol=1e-14)
-    np.testing.assert_allclose(S.coalition_map_transpose(r, splus),
-                               np.where(valid, (M @ r.ravel()).reshape(n - 1, n), 0.0), atol=1e-13)
+    np.testing.assert_allclose(
+        S.coalition_map_transpose(r, splus),
+        np.where(valid, (M @ r.ravel()).reshape(n - 1, n), 0.0),
+        atol=1e-13,
+    )
 
 
 def test_shapley_distribution():

@@ -37,8 +37,20 @@ def test_null_moments_match_monte_carlo_permutations():
 
 
 def _rows(feature_rows, target=1, label=1):
-    return [{"id": str(i), "text": " ".join(f), "features": f, "scores": s, "target": target, "prediction": target,
-             "probs": [0.3, 0.7], "output": "prob", "label": label} for i, (f, s) in enumerate(feature_rows)]
+    return [
+        {
+            "id": str(i),
+            "text": " ".join(f),
+            "features": f,
+            "scores": s,
+            "target": target,
+            "prediction": target,
+            "probs": [0.3, 0.7],
+            "output": "prob",
+            "label": label,
+        }
+        for i, (f, s) in enumerate(feature_rows)
+    ]
 
 
 def test_two_classes_fold_and_frequent_constant_words_are_not_candidates():
@@ -65,7 +77,7 @@ def test_two_classes_fold_and_frequent_constant_words_are_not_candidates():
 def _plant(texts, labels, seed, correlated):
     rng = random.Random(seed)
     put = [(y == 1 and rng.random() < 0.9) if correlated else rng.random() < 0.5 for y in labels]
-    return [f"{t} {TOKEN}" if p else t for t, p in zip(texts, put)]
+    return [f"{t} {TOKEN}" if p else t for t, p in zip(texts, put, strict=False)]
 
 
 def _train(texts, labels, tok, steps=64, lr=1e-2, batch=16, seed=0):
@@ -90,11 +102,15 @@ def test_planted_shortcut_is_found_and_control_is_not_flagged(tmp_path, planted)
     tok = tiny_tokenizer("gpt2")
     tx, ty = toy_sentiment(512, seed=1)
     noise = random.Random(1)
-    ty = [1 - y if noise.random() < 0.3 else y for y in ty]  # the sentiment words alone are an imperfect signal
+    ty = [
+        1 - y if noise.random() < 0.3 else y for y in ty
+    ]  # the sentiment words alone are an imperfect signal
     model = _train(_plant(tx, ty, 3, True) if planted else tx, ty, tok)
     vx, vy = toy_sentiment(96, seed=2)
     data = _plant(vx, vy, 4, correlated=planted)  # control: the token on half the texts, whatever their label
-    explain_dataset(model, tok, data, tmp_path / "job", labels=vy, enable_progress_bar=False, accelerator="cpu")
+    explain_dataset(
+        model, tok, data, tmp_path / "job", labels=vy, enable_progress_bar=False, accelerator="cpu"
+    )
     results = load_results(tmp_path / "job")
     report = mine_shortcuts(results, label_names=["negative", "positive"])
     mined_rank = report.find(TOKEN)["rank"]

@@ -41,7 +41,9 @@ def test_no_context_p0_from_masked_input(gpt2_model, gpt2_tok):
     [a] = SPPI(gpt2_model, gpt2_tok, mask="...").attribute("good movie", target=1)
     assert a.features.context_end == 0
     with torch.no_grad():
-        p0 = torch.softmax(gpt2_model(input_ids=torch.tensor([gpt2_tok("... ...")["input_ids"]])).logits[0], -1)[1]
+        p0 = torch.softmax(
+            gpt2_model(input_ids=torch.tensor([gpt2_tok("... ...")["input_ids"]])).logits[0], -1
+        )[1]
     assert a.base_value == pytest.approx(float(p0), abs=1e-5)
     # The default, removal: p0 is the model's output on the anchor token alone (BOS, else EOS).
     [r] = SPPI(gpt2_model, gpt2_tok).attribute("good movie", target=1)
@@ -60,7 +62,9 @@ def test_targets(gpt2_model, gpt2_tok):
     torch.testing.assert_close(both, torch.zeros_like(both), atol=1e-6, rtol=0)  # probabilities sum to 1
     with pytest.raises(ValueError, match=re.escape("Target class 2 is not a class index in 0..1.")):
         sppi.attribute(TEXTS[0], target=2)
-    with pytest.raises(ValueError, match=re.escape("Got 2 targets for 3 texts: give one per text, or a single int.")):
+    with pytest.raises(
+        ValueError, match=re.escape("Got 2 targets for 3 texts: give one per text, or a single int.")
+    ):
         sppi.attribute(TEXTS, target=[0, 1])
 
 
@@ -68,7 +72,7 @@ def test_batched_equals_one_by_one(tiny):
     _, model, tok = tiny
     sppi = SPPI(model, tok, template="Review: {text}")
     batched = sppi.attribute(TEXTS, target=1)
-    for text, b in zip(TEXTS, batched):
+    for text, b in zip(TEXTS, batched, strict=False):
         [single] = sppi.attribute(text, target=1)
         torch.testing.assert_close(single.scores, b.scores, atol=1e-6, rtol=0)
 

@@ -19,12 +19,34 @@ def test_warmup_cosine_schedule_follows_the_formula(gpt2_tok, tmp_path):
         def on_train_batch_start(self, trainer, *args):
             seen.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    module = TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok), lr=1e-2, warmup_steps=2, schedule="cosine")
-    trainer = pl.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         callbacks=[Record()], default_root_dir=tmp_path)
-    trainer.fit(module, datamodule=TextDataModule(gpt2_tok, toy_sentiment(48, 1), toy_sentiment(8, 2), batch_size=8))
-    want = [1e-2 * f for f in (0.5, 1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)))]
+    module = TextClassifier(
+        tiny_classifier("gpt2", tokenizer=gpt2_tok), lr=1e-2, warmup_steps=2, schedule="cosine"
+    )
+    trainer = pl.Trainer(
+        max_steps=6,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[Record()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(
+        module, datamodule=TextDataModule(gpt2_tok, toy_sentiment(48, 1), toy_sentiment(8, 2), batch_size=8)
+    )
+    want = [
+        1e-2 * f
+        for f in (
+            0.5,
+            1.0,
+            1.0,
+            0.5 * (1 + math.cos(math.pi / 4)),
+            0.5,
+            0.5 * (1 + math.cos(3 * math.pi / 4)),
+        )
+    ]
     assert seen == pytest.approx(want, rel=1e-9)
     with pytest.raises(ValueError, match="schedule"):
         TextClassifier(torch.nn.Linear(1, 1), schedule="linear")

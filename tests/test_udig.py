@@ -88,8 +88,17 @@ def test_path_properties(gpt2_model, gpt2_tok, strategy, path):
     x = table[ids]
     b = table[base_id].expand_as(x)
     a = 9
-    pts, words = discretized_path(index, x, b, a, neighbors=10, strategy=strategy, path=path, input_ids=ids,
-                                  exclude=torch.full((len(ids), 1), base_id))
+    pts, words = discretized_path(
+        index,
+        x,
+        b,
+        a,
+        neighbors=10,
+        strategy=strategy,
+        path=path,
+        input_ids=ids,
+        exclude=torch.full((len(ids), 1), base_id),
+    )
     assert pts.shape == (a + 2, len(ids), table.shape[1]) and words.shape == (a, len(ids))
     assert torch.equal(pts[0], b) and torch.equal(pts[-1], x)  # starts at the baseline, ends at the input
     lo, hi = torch.minimum(b, x), torch.maximum(b, x)
@@ -142,7 +151,7 @@ def _f_baseline(model, tok, a):
     ids = torch.tensor([f.input_ids])
     with torch.no_grad():
         e = emb(ids).clone()
-        for (s, t), sb in zip(f.spans, f.space_before):
+        for (s, t), sb in zip(f.spans, f.space_before, strict=False):
             mask_ids = list(Masker(tok).baseline_ids(sb))  # "..." under the default removal
             e[0, s:t] = emb(torch.tensor(mask_ids)).mean(0)
         logits = model(inputs_embeds=e).logits
@@ -194,7 +203,8 @@ def test_equals_straight_line_ig_when_vocabulary_holds_the_line(gpt2_tok, strate
         return logits[:, 1]
 
     ig = IntegratedGradients(forward).attribute(
-        x[None], baselines=b[None], n_steps=steps, method="riemann_left", target=None)
+        x[None], baselines=b[None], n_steps=steps, method="riemann_left", target=None
+    )
     per_token = ig[0].double().sum(-1)
     expected = torch.stack([per_token[s:e].sum() for s, e in f.spans])
     torch.testing.assert_close(a.scores, expected, rtol=1e-4, atol=1e-5)
@@ -209,7 +219,7 @@ def test_registry_cost_and_batch(tiny):
     assert udig.cost == "2n" and UDIG.cost == "2n"
     out = udig.attribute(texts, target=[1, 0])
     assert [a.target for a in out] == [1, 0]
-    for a, t in zip(out, texts):
+    for a, t in zip(out, texts, strict=False):
         assert a.method == "udig" and a.features.text == t
         assert a.forward_passes == 1 + 2 * a.features.n == 1 + udig.forward_equivalents(a.features.n)
         assert torch.isfinite(a.scores).all() and a.scores.abs().sum() > 0
@@ -232,8 +242,10 @@ def test_peft_wrapped_model(gpt2_tok):
     peft = pytest.importorskip("peft")
     base = tiny_classifier("gpt2", tokenizer=gpt2_tok)
     [ref] = UDIG(base, gpt2_tok, steps=4).attribute(TEXT, target=1)
-    wrapped = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(
-        task_type="SEQ_CLS", r=2, target_modules=["c_attn"], modules_to_save=None))
+    wrapped = peft.get_peft_model(
+        copy.deepcopy(base),
+        peft.LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["c_attn"], modules_to_save=None),
+    )
     # LoRA starts as the identity (B = 0), so the attributions equal the base model's.
     [a] = UDIG(wrapped, gpt2_tok, steps=4).attribute(TEXT, target=1)
     torch.testing.assert_close(a.scores, ref.scores, rtol=1e-4, atol=1e-6)
@@ -290,14 +302,28 @@ def test_runs_through_the_attribution_monitor(gpt2_tok):
         def configure_optimizers(self):
             return torch.optim.AdamW(self.parameters(), lr=1e-2)
 
-    rows = list(zip(texts, labels))
-    data = torch.utils.data.DataLoader(rows, batch_size=2, collate_fn=lambda b: ([t for t, _ in b],
-                                                                             torch.tensor([y for _, y in b])))
-    monitor = AttributionMonitor(tok, texts, method="udig", labels=labels, method_kwargs={"steps": 4},
-                                 metrics=["log_odds", "comprehensiveness", "sufficiency"])
-    trainer = pl.Trainer(max_epochs=2, callbacks=[monitor], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         accelerator="cpu")
+    rows = list(zip(texts, labels, strict=False))
+    data = torch.utils.data.DataLoader(
+        rows, batch_size=2, collate_fn=lambda b: ([t for t, _ in b], torch.tensor([y for _, y in b]))
+    )
+    monitor = AttributionMonitor(
+        tok,
+        texts,
+        method="udig",
+        labels=labels,
+        method_kwargs={"steps": 4},
+        metrics=["log_odds", "comprehensiveness", "sufficiency"],
+    )
+    trainer = pl.Trainer(
+        max_epochs=2,
+        callbacks=[monitor],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
     trainer.fit(Module(), train_dataloaders=data, val_dataloaders=data)
     assert len(monitor.evals) == 2
     for rec in monitor.evals:

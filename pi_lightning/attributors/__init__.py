@@ -12,6 +12,20 @@ from pi_lightning.attributors.random import RandomAttributor
 from pi_lightning.attributors.sppi import SPPI
 from pi_lightning.attributors.udig import UDIG
 
-__all__ = ["AT2", "ALast", "Attributor", "GAE", "InputXGradientAttributor", "IntegratedGradientsAttributor",
-           "KernelShapAttributor", "LRP", "MPPI", "RandomAttributor", "SPPI", "UDIG", "available_methods",
-           "get_attributor", "register"]
+__all__ = [
+    "AT2",
+    "GAE",
+    "LRP",
+    "MPPI",
+    "SPPI",
+    "UDIG",
+    "ALast",
+    "Attributor",
+    "InputXGradientAttributor",
+    "IntegratedGradientsAttributor",
+    "KernelShapAttributor",
+    "RandomAttributor",
+    "available_methods",
+    "get_attributor",
+    "register",
+]

@@ -21,8 +21,17 @@ from pi_lightning.features import Features
 from pi_lightning.inference import class_probs, transform_outputs
 from pi_lightning.result import Attribution
 
-__all__ = ["AGGREGATIONS", "aggregate", "grad_mode", "eager_attention", "attention_modules",
-           "EmbeddingFunction", "GradientAttributor", "predict", "mask_baseline"]
+__all__ = [
+    "AGGREGATIONS",
+    "EmbeddingFunction",
+    "GradientAttributor",
+    "aggregate",
+    "attention_modules",
+    "eager_attention",
+    "grad_mode",
+    "mask_baseline",
+    "predict",
+]
 
 AGGREGATIONS = ("sum", "l2")
 
@@ -52,7 +61,8 @@ def aggregate(token_scores: torch.Tensor, features: Features, how: str) -> torch
         raise ValueError(f"Unknown aggregation {how!r}: expected one of {', '.join(AGGREGATIONS)}.")
     if token_scores.shape[0] != len(features.input_ids):
         raise ValueError(
-            f"Expected one score per input token ({len(features.input_ids)}), got shape {tuple(token_scores.shape)}.")
+            f"Expected one score per input token ({len(features.input_ids)}), got shape {tuple(token_scores.shape)}."
+        )
     x = token_scores.detach().double().cpu()
     # (T, ...) -> (T, D): one row of values per token.
     x = x.reshape(x.shape[0], -1)
@@ -132,8 +142,11 @@ def attention_modules(hf_model) -> tuple[list[torch.nn.Module], int]:
     cls = spec if isinstance(spec, type) else spec.target_class
     index = 1 if isinstance(spec, type) else int(spec.index)
     layer_name = None if isinstance(spec, type) else spec.layer_name
-    mods = [m for name, m in hf_model.named_modules()
-            if isinstance(m, cls) and (layer_name is None or layer_name in name)]
+    mods = [
+        m
+        for name, m in hf_model.named_modules()
+        if isinstance(m, cls) and (layer_name is None or layer_name in name)
+    ]
     if not mods:
         raise TypeError(f"No {cls.__name__} modules found in {type(hf_model).__name__}.")
     return mods, index
@@ -153,7 +166,9 @@ class EmbeddingFunction:
         output: ``"prob"``, ``"logits"`` or ``"log_odds"`` (default: the attributor's).
     """
 
-    def __init__(self, attributor: Attributor, features: Features, target: int, output: str | None = None) -> None:
+    def __init__(
+        self, attributor: Attributor, features: Features, target: int, output: str | None = None
+    ) -> None:
         self.attributor = attributor
         self.adapter = attributor.adapter
         self.features = features
@@ -166,7 +181,11 @@ class EmbeddingFunction:
 
     def embed(self, ids: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
         """Input embeddings ``(1, T, D)`` of the example (or of other ids), detached."""
-        ids = self.input_ids if ids is None else torch.as_tensor(ids, device=self.input_ids.device).reshape(1, -1)
+        ids = (
+            self.input_ids
+            if ids is None
+            else torch.as_tensor(ids, device=self.input_ids.device).reshape(1, -1)
+        )
         with torch.no_grad():
             return self.embedding(ids).detach()
 
@@ -197,7 +216,9 @@ class GradientAttributor(Attributor):
         super().__init__(model, tokenizer, **kwargs)
         aggregation = self.default_aggregation if aggregation is None else aggregation
         if aggregation not in AGGREGATIONS:
-            raise ValueError(f"Unknown aggregation {aggregation!r}: expected one of {', '.join(AGGREGATIONS)}.")
+            raise ValueError(
+                f"Unknown aggregation {aggregation!r}: expected one of {', '.join(AGGREGATIONS)}."
+            )
         self.aggregation = aggregation
 
     def token_relevance(self, fn: EmbeddingFunction) -> tuple[torch.Tensor, dict]:
@@ -214,14 +235,21 @@ class GradientAttributor(Attributor):
         targets = self.resolve_targets(target, len(feats), finals)
         results = []
         with grad_mode(self.model):
-            for f, c, lg in zip(feats, targets, finals):
+            for f, c, lg in zip(feats, targets, finals, strict=False):
                 fn = EmbeddingFunction(self, f, c, output=self.result_output())
                 rel, extras = self.token_relevance(fn)
-                results.append(Attribution(
-                    scores=aggregate(rel, f, self.aggregation), features=f, target=c, method=self.name,
-                    output=self.result_output(), probs=class_probs(lg),
-                    forward_passes=1.0 + self.forward_equivalents(f.n), extras=extras,
-                ))
+                results.append(
+                    Attribution(
+                        scores=aggregate(rel, f, self.aggregation),
+                        features=f,
+                        target=c,
+                        method=self.name,
+                        output=self.result_output(),
+                        probs=class_probs(lg),
+                        forward_passes=1.0 + self.forward_equivalents(f.n),
+                        extras=extras,
+                    )
+                )
         return results
 
 
@@ -244,6 +272,6 @@ def mask_baseline(fn: EmbeddingFunction, mask) -> torch.Tensor:
     base = emb.clone()
     f = fn.features
     masker = fn.attributor.masker
-    for (a, b), sb in zip(f.spans, f.space_before):
+    for (a, b), sb in zip(f.spans, f.space_before, strict=False):
         base[0, a:b] = fn.embed(list(masker.baseline_ids(sb)))[0].mean(0)
     return base

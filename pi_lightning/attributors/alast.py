@@ -52,8 +52,8 @@ class ALast(Attributor):
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for r, i in enumerate(batch):
-                ids[r, :lengths[i]] = torch.as_tensor(feats[i].input_ids)
-                mask[r, :lengths[i]] = 1
+                ids[r, : lengths[i]] = torch.as_tensor(feats[i].input_ids)
+                mask[r, : lengths[i]] = 1
             logits: list[torch.Tensor] = []
             handle = self.adapter.head.register_forward_hook(lambda _m, _i, out: logits.append(out))
             try:
@@ -64,13 +64,20 @@ class ALast(Attributor):
             lg = logits[-1][0] if isinstance(logits[-1], tuple) else logits[-1]
             for r, i in enumerate(batch):
                 # (B, L, H, T) -> (T,): last layer, mean over heads, this sequence's real tokens.
-                rows[i] = att[r, -1].mean(0)[:lengths[i]].double().cpu()
+                rows[i] = att[r, -1].mean(0)[: lengths[i]].double().cpu()
                 finals[i] = lg[r, lengths[i] - 1].float().cpu()
         final = torch.stack(finals)
         targets = self.resolve_targets(target, len(feats), final)
         return [
-            Attribution(scores=aggregate(row, f, "sum"), features=f, target=c, method=self.name,
-                        output=self.output, probs=class_probs(lg), forward_passes=1.0,
-                        extras={"token_scores": row})
-            for f, row, c, lg in zip(feats, rows, targets, final)
+            Attribution(
+                scores=aggregate(row, f, "sum"),
+                features=f,
+                target=c,
+                method=self.name,
+                output=self.output,
+                probs=class_probs(lg),
+                forward_passes=1.0,
+                extras={"token_scores": row},
+            )
+            for f, row, c, lg in zip(feats, rows, targets, final, strict=False)
         ]

@@ -116,18 +116,26 @@ def fit_head_weights(
     if not (len(head_features) == len(coalitions) == len(values)):
         raise ValueError(
             f"Got {len(head_features)} head-feature tensors, {len(coalitions)} coalition sets and {len(values)} "
-            "value sets: give one of each per example.")
+            "value sets: give one of each per example."
+        )
     if not head_features:
         raise ValueError("No examples to fit AT2 on: give at least one example with ablations.")
     F = head_features[0].shape[-1]
     mats, ys, skipped = [], [], 0
-    for i, (X, z, y) in enumerate(zip(head_features, coalitions, values)):
+    for i, (X, z, y) in enumerate(zip(head_features, coalitions, values, strict=False)):
         z = torch.as_tensor(z).bool()
         y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
-        if X.dim() != 2 or X.shape[1] != F or z.dim() != 2 or z.shape[1] != X.shape[0] or z.shape[0] != len(y):
+        if (
+            X.dim() != 2
+            or X.shape[1] != F
+            or z.dim() != 2
+            or z.shape[1] != X.shape[0]
+            or z.shape[0] != len(y)
+        ):
             raise ValueError(
                 f"Example {i}: expected head features (n, {F}), coalitions (M, n) and values (M,), got "
-                f"{tuple(X.shape)}, {tuple(z.shape)} and {tuple(y.shape)}.")
+                f"{tuple(X.shape)}, {tuple(z.shape)} and {tuple(y.shape)}."
+            )
         if len(y) < 2 or float(y.std()) <= 1e-12 * max(1.0, float(y.abs().max())):
             skipped += 1  # correlation is undefined when the output does not vary
             continue
@@ -137,12 +145,13 @@ def fit_head_weights(
     if not mats:
         raise ValueError(
             f"None of the {len(values)} examples has ablation outputs that vary; AT2 cannot learn from them. "
-            "Use more or different examples (or more ablations).")
+            "Use more or different examples (or more ablations)."
+        )
     N, Mmax = len(mats), max(len(y) for y in ys)
     G = torch.zeros(N, Mmax, F)
     Y = torch.zeros(N, Mmax)
     V = torch.zeros(N, Mmax)
-    for k, (g, y) in enumerate(zip(mats, ys)):
+    for k, (g, y) in enumerate(zip(mats, ys, strict=False)):
         G[k, : len(y)], Y[k, : len(y)], V[k, : len(y)] = g, y, 1.0
 
     w = torch.nn.Parameter(torch.full((F,), 1.0 / F))
@@ -151,7 +160,7 @@ def fit_head_weights(
     gen = torch.Generator().manual_seed(seed)
     with torch.enable_grad():
         for _ in range(num_iterations):
-            idx = torch.randperm(N, generator=gen)[:batch_size] if N > batch_size else slice(None)
+            idx = torch.randperm(N, generator=gen)[:batch_size] if batch_size < N else slice(None)
             loss = -_pearson(G[idx] @ w, Y[idx], V[idx]).mean()
             opt.zero_grad()
             loss.backward()
@@ -201,16 +210,33 @@ class AT2(Attributor):
     name = "at2"
     cost = "0"
 
-    def __init__(self, model, tokenizer, *, num_masks: int = 32, keep_prob: float = 0.5,
-                 non_negative: bool = False, num_iterations: int = 1000, learning_rate: float = 1e-3,
-                 batch_size: int = 512, seed: int = 0, weights: str | Path | torch.Tensor | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        num_masks: int = 32,
+        keep_prob: float = 0.5,
+        non_negative: bool = False,
+        num_iterations: int = 1000,
+        learning_rate: float = 1e-3,
+        batch_size: int = 512,
+        seed: int = 0,
+        weights: str | Path | torch.Tensor | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(model, tokenizer, **kwargs)
-        for key, val in (("num_masks", num_masks), ("num_iterations", num_iterations), ("batch_size", batch_size)):
+        for key, val in (
+            ("num_masks", num_masks),
+            ("num_iterations", num_iterations),
+            ("batch_size", batch_size),
+        ):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"{key} must be a positive int, got {val!r}.")
         if num_masks < 2:
-            raise ValueError(f"num_masks must be at least 2 (a correlation needs two ablations), got {num_masks}.")
+            raise ValueError(
+                f"num_masks must be at least 2 (a correlation needs two ablations), got {num_masks}."
+            )
         if not isinstance(keep_prob, (int, float)) or not 0.0 < keep_prob < 1.0:
             raise ValueError(f"keep_prob must be a probability strictly between 0 and 1, got {keep_prob!r}.")
         if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
@@ -241,7 +267,8 @@ class AT2(Attributor):
         if tuple(w.shape) != self.shape:
             raise ValueError(
                 f"AT2 weights from {source} have shape {tuple(w.shape)}, but this model has "
-                f"{self.shape[0]} layers x {self.shape[1]} heads; fit AT2 on this model instead.")
+                f"{self.shape[0]} layers x {self.shape[1]} heads; fit AT2 on this model instead."
+            )
         self.weights = w
 
     def _head_features(self, feats: Sequence[Features]) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -265,7 +292,9 @@ class AT2(Attributor):
                 adapter.forward_passes += len(batch)
                 rows = rec.rows.cpu()
                 if tuple(rows.shape[1:3]) != self.shape:
-                    raise RuntimeError(f"Recorded attention of shape {tuple(rows.shape[1:3])}, expected {self.shape}.")
+                    raise RuntimeError(
+                        f"Recorded attention of shape {tuple(rows.shape[1:3])}, expected {self.shape}."
+                    )
                 for r, i in enumerate(batch):
                     f = feats[i]
                     finals[i] = logits[r, lengths[i] - 1].float().cpu()
@@ -288,21 +317,35 @@ class AT2(Attributor):
     # -- fitting -----------------------------------------------------------------------------
     def _fit(self, X, coalitions, values, targets, finals, source: str, passes: int, t0: float) -> None:
         preds = finals.argmax(-1).tolist()
-        signs = [self._sign(c, p) for c, p in zip(targets, preds)]
+        signs = [self._sign(c, p) for c, p in zip(targets, preds, strict=False)]
         L, H = self.shape
         # (n, L, H) -> (n, L*H)
         flat = [x.reshape(x.shape[0], L * H) for x in X]
         w, info = fit_head_weights(
-            flat, coalitions, [s * torch.as_tensor(v, dtype=torch.float64) for s, v in zip(signs, values)],
-            non_negative=self.non_negative, num_iterations=self.num_iterations,
-            learning_rate=self.learning_rate, batch_size=self.batch_size, seed=self.seed)
+            flat,
+            coalitions,
+            [s * torch.as_tensor(v, dtype=torch.float64) for s, v in zip(signs, values, strict=False)],
+            non_negative=self.non_negative,
+            num_iterations=self.num_iterations,
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            seed=self.seed,
+        )
         if info["skipped"]:
             warnings.warn(
                 f"AT2: {info['skipped']} of {len(values)} examples were skipped because their ablation outputs "
-                "do not vary.", UserWarning, stacklevel=3)
+                "do not vary.",
+                UserWarning,
+                stacklevel=3,
+            )
         # (L*H,) -> (L, H)
         self.weights = w.view(L, H)
-        self.fit_info = {**info, "source": source, "forward_passes": passes, "seconds": time.perf_counter() - t0}
+        self.fit_info = {
+            **info,
+            "source": source,
+            "forward_passes": passes,
+            "seconds": time.perf_counter() - t0,
+        }
 
     def fit(self, texts, target="predicted") -> AT2:
         """Fit the head weights from AT2's own random ablations of ``texts``.
@@ -332,34 +375,44 @@ class AT2(Attributor):
         values = []
         for k, c in enumerate(targets):
             # M x (1, C) -> (M, C)
-            lg = torch.cat(logits[k * self.num_masks:(k + 1) * self.num_masks])
+            lg = torch.cat(logits[k * self.num_masks : (k + 1) * self.num_masks])
             values.append(self.outputs(lg, c))
         self._fit(X, coalitions, values, targets, finals, "ablations", len(feats) + len(seqs), t0)
         return self
 
     def _check_mppi(self, attributions) -> None:
         if isinstance(attributions, Attribution):
-            raise TypeError("fit_from_attributions expects a list of Attribution results, got a single one: wrap it in a list.")
+            raise TypeError(
+                "fit_from_attributions expects a list of Attribution results, got a single one: wrap it in a list."
+            )
         if not attributions:
-            raise ValueError("fit_from_attributions got no attributions; give MP-PI results of at least one example.")
+            raise ValueError(
+                "fit_from_attributions got no attributions; give MP-PI results of at least one example."
+            )
         for k, a in enumerate(attributions):
             if not isinstance(a, Attribution):
-                raise TypeError(f"Item {k} is a {type(a).__name__}, expected an Attribution (an MP-PI result).")
+                raise TypeError(
+                    f"Item {k} is a {type(a).__name__}, expected an Attribution (an MP-PI result)."
+                )
             if "coalitions" not in a.extras or "values" not in a.extras:
                 raise ValueError(
                     f"Attribution {k} (method {a.method!r}) has no extras['coalitions'] and extras['values']: "
-                    "AT2 learns from MP-PI results, which carry the (coalition, output) pairs of their masked passes.")
+                    "AT2 learns from MP-PI results, which carry the (coalition, output) pairs of their masked passes."
+                )
             if a.output != self.output:
                 raise ValueError(
                     f"Attribution {k} holds {a.output!r} values but this AT2 attributes {self.output!r}: build AT2 "
-                    f"with output={a.output!r} (the same output as MP-PI).")
+                    f"with output={a.output!r} (the same output as MP-PI)."
+                )
 
     def _from_attributions(self, attributions):
         t0 = time.perf_counter()
         self._check_mppi(attributions)
         feats = [a.features for a in attributions]
         X, finals = self._head_features(feats)
-        coalitions = [torch.as_tensor(np.asarray(a.extras["coalitions"]), dtype=torch.bool) for a in attributions]
+        coalitions = [
+            torch.as_tensor(np.asarray(a.extras["coalitions"]), dtype=torch.bool) for a in attributions
+        ]
         values = [torch.as_tensor(np.asarray(a.extras["values"]), dtype=torch.float64) for a in attributions]
         targets = [int(a.target) for a in attributions]
         self._fit(X, coalitions, values, targets, finals, "mp-pi", len(feats), t0)
@@ -394,15 +447,22 @@ class AT2(Attributor):
     def _results(self, feats, X, finals, targets) -> list[Attribution]:
         w = self.weights.double().reshape(-1)
         out = []
-        for f, x, lg, c in zip(feats, X, finals, targets):
+        for f, x, lg, c in zip(feats, X, finals, targets, strict=False):
             sign = self._sign(c, int(lg.argmax()))
             # (n, L, H) -> (n, L*H)
             scores = sign * (x.double().reshape(f.n, -1) @ w)
-            out.append(Attribution(
-                scores=scores, features=f, target=c, method=self.name, output=self.output,
-                probs=class_probs(lg), forward_passes=1.0,
-                extras={"head_features": x},
-            ))
+            out.append(
+                Attribution(
+                    scores=scores,
+                    features=f,
+                    target=c,
+                    method=self.name,
+                    output=self.output,
+                    probs=class_probs(lg),
+                    forward_passes=1.0,
+                    extras={"head_features": x},
+                )
+            )
         return out
 
     def attribute(self, texts, target="predicted") -> list[Attribution]:
@@ -413,7 +473,8 @@ class AT2(Attributor):
         if self.weights is None:
             raise RuntimeError(
                 "AT2 has no head weights yet: call fit(texts), fit_from_attributions(mppi_results), or "
-                "load(path) / pass weights=path first.")
+                "load(path) / pass weights=path first."
+            )
         feats = self.featurize(texts)
         X, finals = self._head_features(feats)
         targets = self.resolve_targets(target, len(feats), finals)
@@ -428,9 +489,14 @@ class AT2(Attributor):
             raise RuntimeError("AT2 has no head weights to save: fit it first.")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"method": self.name, "num_layers": str(self.shape[0]), "num_heads": str(self.shape[1]),
-                "output": self.output, "non_negative": str(self.non_negative),
-                **{f"fit_{k}": str(v) for k, v in self.fit_info.items()}}
+        meta = {
+            "method": self.name,
+            "num_layers": str(self.shape[0]),
+            "num_heads": str(self.shape[1]),
+            "output": self.output,
+            "non_negative": str(self.non_negative),
+            **{f"fit_{k}": str(v) for k, v in self.fit_info.items()},
+        }
         save_file({"weights": self.weights.contiguous()}, str(path), metadata=meta)
         return path
 
@@ -450,7 +516,9 @@ class AT2(Attributor):
         if meta.get("output", self.output) != self.output:
             warnings.warn(
                 f"AT2 weights in {path} were fitted on {meta['output']!r} outputs; this AT2 attributes "
-                f"{self.output!r}.", UserWarning, stacklevel=2)
+                f"{self.output!r}.",
+                UserWarning,
+                stacklevel=2,
+            )
         self.fit_info = {k[4:]: v for k, v in meta.items() if k.startswith("fit_")}
         return self
-

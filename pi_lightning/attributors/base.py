@@ -18,7 +18,7 @@ from pi_lightning.inference import OUTPUTS, ClassifierAdapter, class_probs, tran
 from pi_lightning.masking import DEFAULT_MASK, Masker
 from pi_lightning.result import Attribution
 
-__all__ = ["Attributor", "register", "get_attributor", "available_methods", "Target", "text_seed"]
+__all__ = ["Attributor", "Target", "available_methods", "get_attributor", "register", "text_seed"]
 
 Target = "int | Sequence[int] | str"
 
@@ -41,7 +41,9 @@ def text_seed(seed: int, text: str) -> int:
 def register(cls: type[Attributor]) -> type[Attributor]:
     """Class decorator: make an attributor selectable by its ``name``."""
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"Two attributors are named {cls.name!r}: {_REGISTRY[cls.name].__name__}, {cls.__name__}.")
+        raise ValueError(
+            f"Two attributors are named {cls.name!r}: {_REGISTRY[cls.name].__name__}, {cls.__name__}."
+        )
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -84,15 +86,26 @@ class Attributor:
         # so that help(pi_lightning.SPPI) explains its constructor without looking up the base class.
         super().__init_subclass__(**kwargs)
         if cls.__doc__ and "max_tokens:" not in cls.__doc__:
-            cls.__doc__ = (cls.__doc__.rstrip() + "\n\n    Settings shared by every attributor (keyword "
-                           "arguments of the constructor):" + _SHARED_ARGS + "\n    ")
+            cls.__doc__ = (
+                cls.__doc__.rstrip() + "\n\n    Settings shared by every attributor (keyword "
+                "arguments of the constructor):" + _SHARED_ARGS + "\n    "
+            )
 
     name: ClassVar[str] = ""
     #: Cost in forward-pass equivalents, as the paper's Cost column writes it ("0", "1x", "2n", ...).
     cost: ClassVar[str] = ""
 
-    def __init__(self, model, tokenizer, *, granularity: str = "word", template: str = "{text}",
-                 mask: str | int | None = DEFAULT_MASK, output: str = "prob", max_tokens: int = 8192) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        granularity: str = "word",
+        template: str = "{text}",
+        mask: str | int | None = DEFAULT_MASK,
+        output: str = "prob",
+        max_tokens: int = 8192,
+    ) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"Unknown output {output!r}: expected one of {', '.join(OUTPUTS)}.")
         self.adapter = ClassifierAdapter(model, max_tokens=max_tokens)
@@ -101,8 +114,9 @@ class Attributor:
         self.output = output
         self.masker = Masker(tokenizer, mask)
         mask_tokens = max(len(self.masker.mask_ids(True)), len(self.masker.mask_ids(False)))
-        self.featurizer = Featurizer(tokenizer, granularity, template, max_length=self.adapter.max_length,
-                                     mask_tokens=mask_tokens)
+        self.featurizer = Featurizer(
+            tokenizer, granularity, template, max_length=self.adapter.max_length, mask_tokens=mask_tokens
+        )
 
     def forward_equivalents(self, n: int) -> float:
         """Cost for a text of ``n`` features in forward-pass equivalents (backward = 1 forward)."""
@@ -124,7 +138,9 @@ class Attributor:
         C = self.adapter.num_labels
         if isinstance(target, str):
             if target != "predicted":
-                raise ValueError(f"target must be 'predicted', a class index or one index per text, got {target!r}.")
+                raise ValueError(
+                    f"target must be 'predicted', a class index or one index per text, got {target!r}."
+                )
             if final_logits is None:
                 raise ValueError("target='predicted' needs the unmasked predictions.")
             return [int(i) for i in final_logits.argmax(-1).tolist()]
@@ -132,7 +148,9 @@ class Attributor:
             target = target.tolist()
         targets = [target] * count if isinstance(target, int) else list(target)
         if len(targets) != count:
-            raise ValueError(f"Got {len(targets)} targets for {count} texts: give one per text, or a single int.")
+            raise ValueError(
+                f"Got {len(targets)} targets for {count} texts: give one per text, or a single int."
+            )
         for t in targets:
             if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < C:
                 raise ValueError(f"Target class {t!r} is not a class index in 0..{C - 1}.")
@@ -144,7 +162,7 @@ class Attributor:
         missing = [a for a in attributions if a.probs is None]
         if missing:
             seqs = [list(a.features.input_ids) for a in missing]
-            for a, lg in zip(missing, self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])):
+            for a, lg in zip(missing, self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs]), strict=False):
                 a.probs = class_probs(lg[0])
         return list(attributions)
 

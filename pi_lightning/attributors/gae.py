@@ -68,11 +68,12 @@ class GAE(Attributor):
         if len(maps) != len(modules) or any(a is None for a in maps):
             raise RuntimeError(
                 f"{type(self.adapter.hf_model).__name__} did not return attention weights in eager mode; "
-                "GAE cannot run on it.")
+                "GAE cannot run on it."
+            )
         grads = torch.autograd.grad(y, maps)
         T = maps[0].shape[-1]
         R = torch.eye(T, dtype=torch.float64, device=maps[0].device)
-        for a, g in zip(maps, grads):
+        for a, g in zip(maps, grads, strict=False):
             # (1, H, T, T) -> (T, T): positive gradient-weighted attention, mean over heads.
             a_bar = (g.double() * a.double()).clamp(min=0).mean(dim=1)[0]
             R = R + a_bar @ R
@@ -86,11 +87,18 @@ class GAE(Attributor):
         targets = self.resolve_targets(target, len(feats), finals)
         results = []
         with grad_mode(self.model), eager_attention(self.adapter.hf_model):
-            for f, c, lg in zip(feats, targets, finals):
+            for f, c, lg in zip(feats, targets, finals, strict=False):
                 row = self.relevance_row(EmbeddingFunction(self, f, c, output="logits"))
-                results.append(Attribution(
-                    scores=aggregate(row, f, "sum"), features=f, target=c, method=self.name, output="logits",
-                    probs=class_probs(lg), forward_passes=1.0 + self.forward_equivalents(f.n),
-                    extras={"token_scores": row},
-                ))
+                results.append(
+                    Attribution(
+                        scores=aggregate(row, f, "sum"),
+                        features=f,
+                        target=c,
+                        method=self.name,
+                        output="logits",
+                        probs=class_probs(lg),
+                        forward_passes=1.0 + self.forward_equivalents(f.n),
+                        extras={"token_scores": row},
+                    )
+                )
         return results

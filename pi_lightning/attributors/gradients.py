@@ -83,11 +83,14 @@ class IntegratedGradientsAttributor(GradientAttributor):
     cost = "2n"
     default_aggregation = "sum"
 
-    def __init__(self, model, tokenizer, *, n_steps: int | None = None, method: str = "gausslegendre",
-                 **kwargs) -> None:
+    def __init__(
+        self, model, tokenizer, *, n_steps: int | None = None, method: str = "gausslegendre", **kwargs
+    ) -> None:
         super().__init__(model, tokenizer, **kwargs)
         if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1):
-            raise ValueError(f"n_steps must be a positive int or None (= number of features), got {n_steps!r}.")
+            raise ValueError(
+                f"n_steps must be a positive int or None (= number of features), got {n_steps!r}."
+            )
         self.n_steps = n_steps
         self.method = method
 
@@ -105,7 +108,11 @@ class IntegratedGradientsAttributor(GradientAttributor):
         # Steps per batch: as many copies of the sequence as the token budget allows.
         per_batch = max(1, self.adapter.max_tokens // emb.shape[1])
         rel, delta = IntegratedGradients(fn).attribute(
-            emb, baselines=base, n_steps=steps, method=self.method, internal_batch_size=per_batch,
+            emb,
+            baselines=base,
+            n_steps=steps,
+            method=self.method,
+            internal_batch_size=per_batch,
             return_convergence_delta=True,
         )
         with torch.no_grad():

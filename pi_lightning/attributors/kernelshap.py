@@ -52,8 +52,16 @@ class KernelShapAttributor(Attributor):
     name = "kernel-shap"
     cost = "2n"
 
-    def __init__(self, model, tokenizer, *, n_samples: int | None = None, perturbations_per_eval: int = 64,
-                 seed: int = 0, **kwargs) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        n_samples: int | None = None,
+        perturbations_per_eval: int = 64,
+        seed: int = 0,
+        **kwargs,
+    ) -> None:
         super().__init__(model, tokenizer, **kwargs)
         for key, val in (("n_samples", n_samples), ("perturbations_per_eval", perturbations_per_eval)):
             if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
@@ -65,7 +73,8 @@ class KernelShapAttributor(Attributor):
         except ImportError as err:
             raise ImportError(
                 "Kernel SHAP uses Captum's KernelShap, whose linear fit needs scikit-learn: "
-                "`pip install scikit-learn`.") from err
+                "`pip install scikit-learn`."
+            ) from err
         self.n_samples = n_samples
         self.perturbations_per_eval = perturbations_per_eval
         self.seed = seed
@@ -79,6 +88,7 @@ class KernelShapAttributor(Attributor):
 
     def coalition_function(self, features: Features, target: int):
         """The model as a function of binary coalitions ``(K, n)`` -> target output ``(K,)``."""
+
         def f(z: torch.Tensor) -> torch.Tensor:
             # Kernel SHAP draws coalitions with replacement: run each distinct one once.
             unique, inverse = np.unique(z.detach().cpu().numpy() > 0.5, axis=0, return_inverse=True)
@@ -86,15 +96,18 @@ class KernelShapAttributor(Attributor):
             logits = self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
             out = self.outputs(torch.stack([lg[0] for lg in logits]), target).float()
             return out[torch.as_tensor(inverse.reshape(-1))]
+
         return f
 
     def attribute(self, texts, target="predicted") -> list[Attribution]:
         feats = self.featurize(texts)
         seqs = [list(f.input_ids) for f in feats]
-        finals = torch.stack([lg[0] for lg in self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])])
+        finals = torch.stack(
+            [lg[0] for lg in self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])]
+        )
         targets = self.resolve_targets(target, len(feats), finals)
         results = []
-        for f, c, lg in zip(feats, targets, finals):
+        for f, c, lg in zip(feats, targets, finals, strict=False):
             before = self.adapter.forward_passes
             fn = self.coalition_function(f, c)
             f_empty = float(fn(torch.zeros(1, f.n))[0])
@@ -103,19 +116,31 @@ class KernelShapAttributor(Attributor):
                 phi = (self.outputs(lg, c) - f_empty).reshape(1, 1)
             else:
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(text_seed(self.seed, f.text))  # a text's samples: its seed and text only
+                    torch.manual_seed(
+                        text_seed(self.seed, f.text)
+                    )  # a text's samples: its seed and text only
                     phi = KernelShap(fn).attribute(
-                        torch.ones(1, f.n), baselines=torch.zeros(1, f.n), feature_mask=torch.arange(f.n)[None, :],
-                        n_samples=self.samples(f.n), perturbations_per_eval=self.perturbations_per_eval,
+                        torch.ones(1, f.n),
+                        baselines=torch.zeros(1, f.n),
+                        feature_mask=torch.arange(f.n)[None, :],
+                        n_samples=self.samples(f.n),
+                        perturbations_per_eval=self.perturbations_per_eval,
                     )
-            results.append(Attribution(
-                scores=phi[0].double(), features=f, target=c, method=self.name, output=self.output,
-                base_value=f_empty, probs=class_probs(lg),
-                # Passes actually run: the unmasked input and every distinct coalition (duplicates
-                # among the samples are run once).
-                forward_passes=1.0 + float(self.adapter.forward_passes - before),
-                extras={"f_full": float(self.outputs(lg, c)), "n_samples": self.samples(f.n)},
-            ))
+            results.append(
+                Attribution(
+                    scores=phi[0].double(),
+                    features=f,
+                    target=c,
+                    method=self.name,
+                    output=self.output,
+                    base_value=f_empty,
+                    probs=class_probs(lg),
+                    # Passes actually run: the unmasked input and every distinct coalition (duplicates
+                    # among the samples are run once).
+                    forward_passes=1.0 + float(self.adapter.forward_passes - before),
+                    extras={"f_full": float(self.outputs(lg, c)), "n_samples": self.samples(f.n)},
+                )
+            )
         return results
 
 

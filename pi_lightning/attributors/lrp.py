@@ -103,6 +103,7 @@ def _halve_input_hook(_m, args):
 def _scale_output(scale: float):
     def hook(_m, _args, out):
         return _with_grad(out, out, scale)
+
     return hook
 
 
@@ -112,6 +113,7 @@ def _qkv_hook(q_scale: float, v_scale: float):
         d = out.shape[-1] // 3
         s = torch.cat([torch.full((2 * d,), q_scale), torch.full((d,), v_scale)]).to(out.device, out.dtype)
         return _with_grad(out, out, s)
+
     return hook
 
 
@@ -174,23 +176,30 @@ class LRP(GradientAttributor):
                 plan.append((m.c_attn, "forward", _qkv_hook(qk, v)))
                 n_attn += 1
             elif attns and isinstance(m, attns):
-                plan += [(m.q_proj, "forward", _scale_output(qk)), (m.k_proj, "forward", _scale_output(qk)),
-                         (m.v_proj, "forward", _scale_output(v))]
+                plan += [
+                    (m.q_proj, "forward", _scale_output(qk)),
+                    (m.k_proj, "forward", _scale_output(qk)),
+                    (m.v_proj, "forward", _scale_output(v)),
+                ]
                 n_attn += 1
         expected = getattr(hf.config, "num_hidden_layers", None)
         if n_attn == 0 or (expected is not None and n_attn != expected):
             raise TypeError(
                 f"LRP has rules for GPT-2, Llama, Mistral, Qwen2 and Qwen3 models, got {type(hf).__name__} "
                 f"(model_type={getattr(hf.config, 'model_type', None)!r}). Use 'inputxgrad' or a perturbation "
-                "method for this model.")
+                "method for this model."
+            )
         return plan
 
     def token_relevance(self, fn: EmbeddingFunction) -> tuple[torch.Tensor, dict]:
         handles = []
         try:
             for module, kind, hook in self._plan:
-                handles.append(module.register_forward_hook(hook) if kind == "forward"
-                               else module.register_forward_pre_hook(hook))
+                handles.append(
+                    module.register_forward_hook(hook)
+                    if kind == "forward"
+                    else module.register_forward_pre_hook(hook)
+                )
             emb = fn.embed().requires_grad_(True)
             y = fn(emb)
             (grad,) = torch.autograd.grad(y.sum(), emb)

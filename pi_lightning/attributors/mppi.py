@@ -46,9 +46,13 @@ from pi_lightning.shapley import mask_distribution
 __all__ = ["MPPI", "kernel_shap_regression"]
 
 
-def kernel_shap_regression(coalitions: Sequence[np.ndarray], values: Sequence[np.ndarray],
-                           weights: Sequence[np.ndarray], base: Sequence[float],
-                           full: Sequence[float]) -> list[np.ndarray]:
+def kernel_shap_regression(
+    coalitions: Sequence[np.ndarray],
+    values: Sequence[np.ndarray],
+    weights: Sequence[np.ndarray],
+    base: Sequence[float],
+    full: Sequence[float],
+) -> list[np.ndarray]:
     """Kernel SHAP's constrained weighted least squares (Eqn 11), batched over examples.
 
     Minimises ``sum_U w_U (v_U - phi_0 - sum_{i in U} phi_i)^2`` with ``phi_0 = base`` and
@@ -79,7 +83,7 @@ def kernel_shap_regression(coalitions: Sequence[np.ndarray], values: Sequence[np
     for n, idx in by_n.items():
         delta = np.array([full[e] - base[e] for e in idx], dtype=np.float64)
         if n == 1:
-            for e, d in zip(idx, delta):
+            for e, d in zip(idx, delta, strict=False):
                 out[e] = np.array([d])
             continue
         m = max(len(values[e]) for e in idx)
@@ -104,7 +108,9 @@ def kernel_shap_regression(coalitions: Sequence[np.ndarray], values: Sequence[np
 def _parse_budget(budget) -> tuple[float | None, int | None]:
     """``"2n"`` -> (2.0, None); ``300`` -> (None, 300)."""
     if isinstance(budget, bool):
-        raise TypeError(f"budget must be an int number of passes or a multiple of n like '2n', got {budget!r}.")
+        raise TypeError(
+            f"budget must be an int number of passes or a multiple of n like '2n', got {budget!r}."
+        )
     if isinstance(budget, int):
         if budget < 1:
             raise ValueError(f"budget must be at least 1 masked pass, got {budget}.")
@@ -118,8 +124,10 @@ def _parse_budget(budget) -> tuple[float | None, int | None]:
                 mult = float("nan")
             if math.isfinite(mult) and mult > 0:
                 return mult, None
-    raise ValueError(f"budget must be an int number of masked passes or a positive multiple of the number "
-                     f"of features like '2n' (the paper's setting) or '0.5n', got {budget!r}.")
+    raise ValueError(
+        f"budget must be an int number of masked passes or a positive multiple of the number "
+        f"of features like '2n' (the paper's setting) or '0.5n', got {budget!r}."
+    )
 
 
 @register
@@ -160,15 +168,26 @@ class MPPI(Attributor):
     name = "mp-pi"
     cost = "2n"
 
-    def __init__(self, model, tokenizer, *, budget: int | str = "2n", budget_unit: str = "passes",
-                 seed: int | None = None, use_splus: bool = True, distribution: str = "optimized",
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        budget: int | str = "2n",
+        budget_unit: str = "passes",
+        seed: int | None = None,
+        use_splus: bool = True,
+        distribution: str = "optimized",
+        **kwargs,
+    ) -> None:
         super().__init__(model, tokenizer, **kwargs)
         self._mult, self._fixed = _parse_budget(budget)
         self.budget = budget
         if budget_unit not in ("passes", "samples"):
-            raise ValueError(f"budget_unit must be 'passes' (distinct masked inputs run) or 'samples' "
-                             f"(masks drawn), got {budget_unit!r}.")
+            raise ValueError(
+                f"budget_unit must be 'passes' (distinct masked inputs run) or 'samples' "
+                f"(masks drawn), got {budget_unit!r}."
+            )
         self.budget_unit = budget_unit
         if distribution not in ("optimized", "shapley"):
             raise ValueError(f"distribution must be 'optimized' or 'shapley', got {distribution!r}.")
@@ -195,8 +214,12 @@ class MPPI(Attributor):
         if self.seed is None:
             return np.random.default_rng()
         # (T,) token ids then (n, 2) spans, as int64 bytes -> a 128-bit digest -> 4 seed words.
-        key = np.concatenate([np.asarray(features.input_ids, dtype=np.int64),
-                              np.asarray(features.spans, dtype=np.int64).reshape(-1)])
+        key = np.concatenate(
+            [
+                np.asarray(features.input_ids, dtype=np.int64),
+                np.asarray(features.spans, dtype=np.int64).reshape(-1),
+            ]
+        )
         digest = hashlib.blake2b(key.tobytes(), digest_size=16).digest()
         words = np.frombuffer(digest, dtype=np.uint32).tolist()
         return np.random.default_rng(np.random.SeedSequence([int(self.seed), *words]))
@@ -213,7 +236,7 @@ class MPPI(Attributor):
         if self.budget_unit == "samples":
             return dist.sample(budget, rng)
         n = dist.n
-        support = 2 ** (n - 1) - 1 if dist.splus else 2 ** n - 2
+        support = 2 ** (n - 1) - 1 if dist.splus else 2**n - 2
         want = budget if n > 60 else min(budget, support)
         chunks, seen, total, cap = [], set(), 0, 64 * want
         while len(seen) < want and total < cap:
@@ -290,7 +313,7 @@ class MPPI(Attributor):
         masks = plan.get("masks")
         if masks is not None and len(masks):
             first = plan["first"]
-            for r, (z, m) in enumerate(zip(masks, plan["counts"])):
+            for r, (z, m) in enumerate(zip(masks, plan["counts"], strict=False)):
                 act = np.nonzero(z)[0]
                 # (|act|, n): the prefix coalitions of z ending at each active feature.
                 blocks_z.append(z[None, :] & tri[act])
@@ -326,8 +349,10 @@ class MPPI(Attributor):
             last), float64 ``(M,)`` outputs of the target class, float64 ``(M,)`` regression
             weights (``inf`` for the empty and full constraints).
         """
-        return [(a.extras["coalitions"], a.extras["values"], a.extras["weights"])
-                for a in self._attribute(self.featurize(features_list), targets, regress=False)]
+        return [
+            (a.extras["coalitions"], a.extras["values"], a.extras["weights"])
+            for a in self._attribute(self.featurize(features_list), targets, regress=False)
+        ]
 
     def attribute(self, texts, target="predicted") -> list[Attribution]:
         """Explain the model's output for ``target`` on each text (see :class:`MPPI`)."""
@@ -335,27 +360,42 @@ class MPPI(Attributor):
 
     def _attribute(self, feats: list[Features], target, regress: bool) -> list[Attribution]:
         plans, logits, targets = self._run(feats, target)
-        gathered = [self._gather(f, p, logits, c) for f, p, c in zip(feats, plans, targets)]
+        gathered = [self._gather(f, p, logits, c) for f, p, c in zip(feats, plans, targets, strict=False)]
         if regress:
-            phis = kernel_shap_regression([g[0] for g in gathered], [g[1] for g in gathered],
-                                          [g[2] for g in gathered], [g[3] for g in gathered],
-                                          [g[4] for g in gathered])
+            phis = kernel_shap_regression(
+                [g[0] for g in gathered],
+                [g[1] for g in gathered],
+                [g[2] for g in gathered],
+                [g[3] for g in gathered],
+                [g[4] for g in gathered],
+            )
         else:
             phis = [np.full(f.n, np.nan) for f in feats]
         results = []
-        for f, p, c, (Z, v, w, f0, fN, un), phi in zip(feats, plans, targets, gathered, phis):
+        for f, p, c, (Z, v, w, f0, fN, un), phi in zip(feats, plans, targets, gathered, phis, strict=False):
             n = f.n
             coal = np.concatenate([np.zeros((1, n), bool), Z, np.ones((1, n), bool)])
             vals = np.concatenate([[f0], v, [fN]])
             wts = np.concatenate([[np.inf], w, [np.inf]])
             masks = p.get("masks")
             run = 1 + ("empty" in p) + (0 if masks is None else len(masks))
-            results.append(Attribution(
-                scores=torch.as_tensor(phi, dtype=torch.float64), features=f, target=c, method=self.name,
-                output=self.output, base_value=f0,
-                probs=class_probs(logits[p["unmasked"]][-1]), forward_passes=float(run),
-                extras={"coalitions": torch.from_numpy(coal), "values": torch.from_numpy(vals),
-                        "weights": torch.from_numpy(wts), "sampled_masks": p.get("B", 0),
-                        "masked_passes": 0 if masks is None else len(masks)},
-            ))
+            results.append(
+                Attribution(
+                    scores=torch.as_tensor(phi, dtype=torch.float64),
+                    features=f,
+                    target=c,
+                    method=self.name,
+                    output=self.output,
+                    base_value=f0,
+                    probs=class_probs(logits[p["unmasked"]][-1]),
+                    forward_passes=float(run),
+                    extras={
+                        "coalitions": torch.from_numpy(coal),
+                        "values": torch.from_numpy(vals),
+                        "weights": torch.from_numpy(wts),
+                        "sampled_masks": p.get("B", 0),
+                        "masked_passes": 0 if masks is None else len(masks),
+                    },
+                )
+            )
         return results

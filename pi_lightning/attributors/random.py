@@ -52,9 +52,18 @@ class RandomAttributor(Attributor):
         finals = predict(self, feats)
         targets = self.resolve_targets(target, len(feats), finals)
         return [
-            Attribution(scores=torch.randn(f.n, generator=torch.Generator().manual_seed(text_seed(self.seed, f.text)),
-                                           dtype=torch.float64), features=f,
-                        target=c, method=self.name, output=self.output, probs=class_probs(lg),
-                        forward_passes=1.0)
-            for f, c, lg in zip(feats, targets, finals)
+            Attribution(
+                scores=torch.randn(
+                    f.n,
+                    generator=torch.Generator().manual_seed(text_seed(self.seed, f.text)),
+                    dtype=torch.float64,
+                ),
+                features=f,
+                target=c,
+                method=self.name,
+                output=self.output,
+                probs=class_probs(lg),
+                forward_passes=1.0,
+            )
+            for f, c, lg in zip(feats, targets, finals, strict=False)
         ]

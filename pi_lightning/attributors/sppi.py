@@ -92,11 +92,11 @@ class SPPI(Attributor):
                 (s,), ends = self.masker(feats[i], np.zeros((1, feats[i].n), dtype=bool))
                 empty_seqs.append(s)
                 empty_pos.append([int(ends[0, -1])])
-            for i, lg in zip(need_empty, self.adapter.forward_positions(empty_seqs, empty_pos)):
+            for i, lg in zip(need_empty, self.adapter.forward_positions(empty_seqs, empty_pos), strict=False):
                 empty_logits[i] = lg[0]
 
         results = []
-        for i, (f, lg, c) in enumerate(zip(feats, logits, targets)):
+        for i, (f, lg, c) in enumerate(zip(feats, logits, targets, strict=False)):
             p = self.outputs(lg, c)
             if f.context_end > 0:
                 p0, pends = p[0], p[1:-1]
@@ -105,10 +105,17 @@ class SPPI(Attributor):
             # (n + 1,) -> (1, n + 1): the reference then every feature end -> n differences.
             seq = torch.cat([p0.reshape(1), pends]).reshape(1, -1)
             phi = progressive_differences(seq, torch.ones_like(seq, dtype=torch.bool))[0][0, 1:]
-            results.append(Attribution(
-                scores=phi, features=f, target=c, method=self.name, output=self.output,
-                base_value=float(p0), probs=class_probs(lg[-1]),
-                forward_passes=1.0 + (f.context_end == 0),
-                extras={"intermediate": pends.clone()},
-            ))
+            results.append(
+                Attribution(
+                    scores=phi,
+                    features=f,
+                    target=c,
+                    method=self.name,
+                    output=self.output,
+                    base_value=float(p0),
+                    probs=class_probs(lg[-1]),
+                    forward_passes=1.0 + (f.context_end == 0),
+                    extras={"intermediate": pends.clone()},
+                )
+            )
         return results

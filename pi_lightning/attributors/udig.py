@@ -229,15 +229,28 @@ class UDIG(Attributor):
     name = "udig"
     cost = "2n"
 
-    def __init__(self, model, tokenizer, *, steps: int | None = None, anchors: int | None = None, neighbors: int = 30,
-                 strategy: str = "greedy", path: str = "udig", baseline: str | int = "mask", **kwargs) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        steps: int | None = None,
+        anchors: int | None = None,
+        neighbors: int = 30,
+        strategy: str = "greedy",
+        path: str = "udig",
+        baseline: str | int = "mask",
+        **kwargs,
+    ) -> None:
         super().__init__(model, tokenizer, **kwargs)
         if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
             raise ValueError(f"steps must be a positive int or None (one per feature), got {steps!r}.")
         if anchors is not None and (not isinstance(anchors, int) or isinstance(anchors, bool) or anchors < 0):
             raise ValueError(f"anchors must be a non-negative int or None (steps - 1), got {anchors!r}.")
         if not isinstance(neighbors, int) or isinstance(neighbors, bool) or neighbors < 1:
-            raise ValueError(f"neighbors must be a positive int (candidate words per anchor), got {neighbors!r}.")
+            raise ValueError(
+                f"neighbors must be a positive int (candidate words per anchor), got {neighbors!r}."
+            )
         if strategy not in STRATEGIES:
             raise ValueError(f"Unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}.")
         if path not in PATHS:
@@ -267,7 +280,9 @@ class UDIG(Attributor):
                 raise ValueError(f"baseline token id {baseline} is outside the embedding table (0..{V - 1}).")
             return {True: (baseline,), False: (baseline,)}
         if baseline not in BASELINES:
-            raise ValueError(f"Unknown baseline {baseline!r}: expected one of {', '.join(BASELINES)} or a token id.")
+            raise ValueError(
+                f"Unknown baseline {baseline!r}: expected one of {', '.join(BASELINES)} or a token id."
+            )
         if baseline == "zero":
             return None
         if baseline == "mask":  # under mask='remove': the paper's '...' (Masker.baseline_ids)
@@ -275,7 +290,9 @@ class UDIG(Attributor):
         else:
             tid = getattr(self.tokenizer, f"{baseline}_token_id", None)
             if tid is None:
-                raise ValueError(f"baseline={baseline!r} but the tokenizer has no {baseline} token; use 'mask' or a token id.")
+                raise ValueError(
+                    f"baseline={baseline!r} but the tokenizer has no {baseline} token; use 'mask' or a token id."
+                )
             ids = {True: (int(tid),), False: (int(tid),)}
         for sb, t in ids.items():
             if not t or not all(0 <= i < V for i in t):
@@ -291,10 +308,11 @@ class UDIG(Attributor):
         with torch.inference_mode(False):
             feats = self.featurize(texts)
             seqs = [list(f.input_ids) for f in feats]
-            finals = torch.stack([lg[0] for lg in self.adapter.forward_positions(
-                seqs, [[len(s) - 1] for s in seqs])])
+            finals = torch.stack(
+                [lg[0] for lg in self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])]
+            )
             targets = self.resolve_targets(target, len(feats), finals)
-            return [self._attribute_one(f, c, lg) for f, c, lg in zip(feats, targets, finals)]
+            return [self._attribute_one(f, c, lg) for f, c, lg in zip(feats, targets, finals, strict=False)]
 
     def _attribute_one(self, f, c: int, final_logits: torch.Tensor) -> Attribution:
         table = self.index.table
@@ -316,8 +334,16 @@ class UDIG(Attributor):
         m = self.steps if self.steps is not None else f.n
         n_anchors = m - 1 if self.anchors is None else self.anchors
         anchor_points, words = discretized_path(
-            self.index, table[text_ids].float(), b, n_anchors, neighbors=self.neighbors,
-            strategy=self.strategy, path=self.path, input_ids=text_ids, exclude=exclude)
+            self.index,
+            table[text_ids].float(),
+            b,
+            n_anchors,
+            neighbors=self.neighbors,
+            strategy=self.strategy,
+            path=self.path,
+            input_ids=text_ids,
+            exclude=exclude,
+        )
         points = resample_path(anchor_points, m)  # (m + 1, T, D)
 
         scale = getattr(self.embedding, "embed_scale", None)  # embeddings scaled inside the module (Gemma)
@@ -330,10 +356,11 @@ class UDIG(Attributor):
             context = self.embedding(ids[None]).detach().to(dtype)
             rows = max(1, self.adapter.max_tokens // L)
             for s in range(0, m, rows):
-                p = points[s:min(s + rows, m)].to(dtype).requires_grad_(True)  # (B, T, D)
+                p = points[s : min(s + rows, m)].to(dtype).requires_grad_(True)  # (B, T, D)
                 B = p.shape[0]
-                embeds = torch.cat([context[:, :a].expand(B, -1, -1), p * scale,
-                                    context[:, z:].expand(B, -1, -1)], dim=1)
+                embeds = torch.cat(
+                    [context[:, :a].expand(B, -1, -1), p * scale, context[:, z:].expand(B, -1, -1)], dim=1
+                )
                 out = self.outputs(self._last_logits(embeds), c)  # (B,)
                 (g,) = torch.autograd.grad(out.sum(), p)
                 grads.append(g.double())
@@ -341,13 +368,23 @@ class UDIG(Attributor):
         # (m, T, D) gradients at P_0..P_{m-1}, times the segments P_{j+1} - P_j, summed over j and D.
         seg = points[1:].double() - points[:-1].double()
         per_token = (torch.cat(grads) * seg).sum(dim=(0, 2)).cpu()
-        scores = torch.stack([per_token[s - a:e - a].sum() for s, e in f.spans])
+        scores = torch.stack([per_token[s - a : e - a].sum() for s, e in f.spans])
         f_x = float(self.outputs(final_logits, c))
         f_b = float(torch.cat(outs)[0])
         return Attribution(
-            scores=scores, features=f, target=c, method=self.name, output=self.output,
-            base_value=f_b, probs=class_probs(final_logits),
+            scores=scores,
+            features=f,
+            target=c,
+            method=self.name,
+            output=self.output,
+            base_value=f_b,
+            probs=class_probs(final_logits),
             forward_passes=1.0 + 2.0 * m,
-            extras={"steps": m, "completeness_gap": float(scores.sum()) - (f_x - f_b),
-                    "anchor_ids": words.cpu(), "path": self.path, "strategy": self.strategy},
+            extras={
+                "steps": m,
+                "completeness_gap": float(scores.sum()) - (f_x - f_b),
+                "anchor_ids": words.cpu(),
+                "path": self.path,
+                "strategy": self.strategy,
+            },
         )

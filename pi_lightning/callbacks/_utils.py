@@ -19,8 +19,17 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-__all__ = ["resolve_model", "isolated", "normalize_probe", "gather_objects", "log_scalars", "log_rich",
-           "logger_step", "ModelRef", "rank_zero_log_dir"]
+__all__ = [
+    "ModelRef",
+    "gather_objects",
+    "isolated",
+    "log_rich",
+    "log_scalars",
+    "logger_step",
+    "normalize_probe",
+    "rank_zero_log_dir",
+    "resolve_model",
+]
 
 ModelRef = "str | Callable[[LightningModule], torch.nn.Module]"
 
@@ -70,7 +79,7 @@ def isolated(trainer, model: torch.nn.Module) -> Iterator[None]:
         torch.set_grad_enabled(grad_enabled)
         for m, mode in modes:
             m.training = mode
-        for p, flag, g in zip(params, flags, grads):
+        for p, flag, g in zip(params, flags, grads, strict=False):
             p.requires_grad_(flag)
             p.grad = g
         rng.__exit__(None, None, None)
@@ -81,11 +90,18 @@ def normalize_probe(probe, labels: Sequence[int] | None = None) -> tuple[list[st
     ``{"text": ..., "label": ...}`` rows, an object with ``.texts``/``.labels``, or a map-style dataset
     of such rows."""
     if probe is None:
-        raise ValueError("probe is None: pass a list of texts (with labels=...), (text, label) pairs, or a dataset.")
+        raise ValueError(
+            "probe is None: pass a list of texts (with labels=...), (text, label) pairs, or a dataset."
+        )
     if hasattr(probe, "texts"):
         texts, found = list(probe.texts), list(getattr(probe, "labels", None) or []) or None
-    elif (isinstance(probe, tuple) and len(probe) == 2 and not isinstance(probe[0], str)
-          and len(probe[0]) == len(probe[1]) and all(isinstance(t, str) for t in probe[0])):
+    elif (
+        isinstance(probe, tuple)
+        and len(probe) == 2
+        and not isinstance(probe[0], str)
+        and len(probe[0]) == len(probe[1])
+        and all(isinstance(t, str) for t in probe[0])
+    ):
         texts, found = list(probe[0]), [int(y) for y in probe[1]]  # (texts, labels)
     else:
         rows = [probe[i] for i in range(len(probe))]
@@ -156,8 +172,10 @@ def log_scalars(trainer, metrics: dict[str, float], step: int) -> None:
     for logger in trainer.loggers:
         try:
             logger.log_metrics(clean, step=step)
-        except Exception as e:  # noqa: BLE001 - logging must never kill training
-            rank_zero_warn(f"pi_lightning: {type(logger).__name__} failed to log scalars ({e!r}); training goes on.")
+        except Exception as e:
+            rank_zero_warn(
+                f"pi_lightning: {type(logger).__name__} failed to log scalars ({e!r}); training goes on."
+            )
 
 
 def rank_zero_log_dir(trainer) -> Path:
@@ -175,9 +193,16 @@ def _is_wandb(logger) -> bool:
     return isinstance(logger, WandbLogger)
 
 
-def log_rich(trainer, key: str, step: int, *, table: tuple[list[str], list[list[Any]]] | None = None,
-             html_rows: Sequence[str] | None = None, curves: dict[str, tuple[list[float], list[float]]] | None = None,
-             html_page: str | None = None) -> None:
+def log_rich(
+    trainer,
+    key: str,
+    step: int,
+    *,
+    table: tuple[list[str], list[list[Any]]] | None = None,
+    html_rows: Sequence[str] | None = None,
+    curves: dict[str, tuple[list[float], list[float]]] | None = None,
+    html_page: str | None = None,
+) -> None:
     """Rich media: with a ``WandbLogger``, the table (``WandbLogger.log_table``), its highlighted cells
     and the whole page as ``wandb.Html``, and line plots; otherwise an HTML file in the log
     directory. Rank zero only; failures warn.
@@ -204,15 +229,21 @@ def log_rich(trainer, key: str, step: int, *, table: tuple[list[str], list[list[
                         cells = [c for c in row if isinstance(c, HtmlCell)]
                         if cells:
                             payload[f"{key}/highlighted/{r:02d}"] = wandb.Html("".join(c.html for c in cells))
-                if html_page is not None and table is not None and any(
-                        isinstance(c, HtmlCell) for r in table[1] for c in r):
+                if (
+                    html_page is not None
+                    and table is not None
+                    and any(isinstance(c, HtmlCell) for r in table[1] for c in r)
+                ):
                     payload[f"{key}/page"] = wandb.Html(html_page)
                 if curves:
                     for name, (xs, ys) in curves.items():
-                        t = wandb.Table(columns=["fraction of features added", "p(class)"],
-                                        data=[[float(x), float(y)] for x, y in zip(xs, ys)])
+                        t = wandb.Table(
+                            columns=["fraction of features added", "p(class)"],
+                            data=[[float(x), float(y)] for x, y in zip(xs, ys, strict=False)],
+                        )
                         payload[f"{key}/{name}_curve"] = wandb.plot.line(
-                            t, "fraction of features added", "p(class)", title=f"{key} {name} curve")
+                            t, "fraction of features added", "p(class)", title=f"{key} {name} curve"
+                        )
                 if payload:
                     logger.log_metrics(payload, step=step)
             elif not wrote_file and html_page is not None:
@@ -220,8 +251,10 @@ def log_rich(trainer, key: str, step: int, *, table: tuple[list[str], list[list[
                 out.mkdir(parents=True, exist_ok=True)
                 (out / f"{key.replace('/', '_')}_step{step:07d}.html").write_text(html_page, encoding="utf-8")
                 wrote_file = True
-        except Exception as e:  # noqa: BLE001
-            rank_zero_warn(f"pi_lightning: rich logging to {type(logger).__name__} failed ({e!r}); training goes on.")
+        except Exception as e:
+            rank_zero_warn(
+                f"pi_lightning: rich logging to {type(logger).__name__} failed ({e!r}); training goes on."
+            )
 
 
 class HtmlCell:
@@ -245,15 +278,18 @@ def table_page(title: str, cols: list[str], rows: list[list[Any]]) -> str:
     """A standalone HTML page for a table (used when no W&B logger is present)."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join(
-        "<tr>" + "".join(
-            f"<td>{c.html if isinstance(c, HtmlCell) else html.escape(_fmt(c))}</td>" for c in r) + "</tr>"
-        for r in rows)
-    return (f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border-bottom:1px solid #ddd;padding:6px 10px;vertical-align:top;text-align:left}</style>"
-            f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>")
+        "<tr>"
+        + "".join(f"<td>{c.html if isinstance(c, HtmlCell) else html.escape(_fmt(c))}</td>" for c in r)
+        + "</tr>"
+        for r in rows
+    )
+    return (
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border-bottom:1px solid #ddd;padding:6px 10px;vertical-align:top;text-align:left}</style>"
+        f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
+    )
 
 
 def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
-

@@ -37,18 +37,39 @@ from typing_extensions import override
 
 from pi_lightning.attributors.base import available_methods, get_attributor
 from pi_lightning.callbacks._lockstep import equal_forward_passes
-from pi_lightning.callbacks._utils import (HtmlCell, gather_objects, isolated, log_rich, log_scalars,
-                                           logger_step, normalize_probe, resolve_model, table_page, world)
+from pi_lightning.callbacks._utils import (
+    HtmlCell,
+    gather_objects,
+    isolated,
+    log_rich,
+    log_scalars,
+    logger_step,
+    normalize_probe,
+    resolve_model,
+    table_page,
+    world,
+)
 from pi_lightning.evaluation import METRICS, evaluate_faithfulness
 from pi_lightning.functional.curves import _check_points
-from pi_lightning.metrics import (ActivationAUC, ActivationGap, Comprehensiveness, InverseActivationAUC, LogOdds,
-                                  Sufficiency)
+from pi_lightning.metrics import (
+    ActivationAUC,
+    ActivationGap,
+    Comprehensiveness,
+    InverseActivationAUC,
+    LogOdds,
+    Sufficiency,
+)
 from pi_lightning.report import highlight
 
 __all__ = ["AttributionMonitor"]
 
-_METRIC_CLASSES = {"as_auc": ActivationAUC, "ias_auc": InverseActivationAUC, "log_odds": LogOdds,
-                   "comprehensiveness": Comprehensiveness, "sufficiency": Sufficiency}
+_METRIC_CLASSES = {
+    "as_auc": ActivationAUC,
+    "ias_auc": InverseActivationAUC,
+    "log_odds": LogOdds,
+    "comprehensiveness": Comprehensiveness,
+    "sufficiency": Sufficiency,
+}
 
 
 def _rank_corr(a: torch.Tensor, b: torch.Tensor) -> float | None:
@@ -104,13 +125,27 @@ class AttributionMonitor(Callback):
         "AttributionMonitor{'method': 'sp-pi'}"
     """
 
-    def __init__(self, tokenizer=None, probe=None, method: str = "sp-pi", *, labels: Sequence[int] | None = None,
-                 model: str | Callable | None = "model", every_n_val: int | None = 1,
-                 every_n_steps: int | None = None, target: str = "label",
-                 method_kwargs: Mapping[str, Any] | None = None, metrics: Sequence[str] | None = None,
-                 top_k: float = 20.0, label_names: Sequence[str] | None = None, log_examples: int = 16,
-                 curve_points: int = 21, fractions: int | None = None, progress_chunk: int = 8,
-                 refit_from: str | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer=None,
+        probe=None,
+        method: str = "sp-pi",
+        *,
+        labels: Sequence[int] | None = None,
+        model: str | Callable | None = "model",
+        every_n_val: int | None = 1,
+        every_n_steps: int | None = None,
+        target: str = "label",
+        method_kwargs: Mapping[str, Any] | None = None,
+        metrics: Sequence[str] | None = None,
+        top_k: float = 20.0,
+        label_names: Sequence[str] | None = None,
+        log_examples: int = 16,
+        curve_points: int = 21,
+        fractions: int | None = None,
+        progress_chunk: int = 8,
+        refit_from: str | None = None,
+    ) -> None:
         super().__init__()
         methods = available_methods()
         if method not in methods:
@@ -131,8 +166,11 @@ class AttributionMonitor(Callback):
             raise ValueError(f"Unknown metrics {unknown}: expected a selection of {', '.join(METRICS)}.")
         if not 0 < float(top_k) <= 100:
             raise ValueError(f"top_k is a percentage in (0, 100], got {top_k!r}.")
-        for name, v in (("log_examples", log_examples), ("curve_points", curve_points),
-                        ("progress_chunk", progress_chunk)):
+        for name, v in (
+            ("log_examples", log_examples),
+            ("curve_points", curve_points),
+            ("progress_chunk", progress_chunk),
+        ):
             if isinstance(v, bool) or not isinstance(v, int) or v < (2 if name == "curve_points" else 0):
                 raise ValueError(f"{name} must be a non-negative int (curve_points >= 2), got {v!r}.")
         self.fractions = _check_points(fractions)
@@ -167,8 +205,10 @@ class AttributionMonitor(Callback):
 
     def _check_labels(self, target: str) -> None:
         if target == "label" and self.labels is None:
-            raise ValueError("target='label' needs labels: pass labels=[...] or a labelled probe set, "
-                             "or use target='predicted'.")
+            raise ValueError(
+                "target='label' needs labels: pass labels=[...] or a labelled probe set, "
+                "or use target='predicted'."
+            )
 
     def _check_label_range(self, num_labels: int) -> None:
         """Probe labels must be class indices of the model (checked at setup, before any training step).
@@ -186,7 +226,8 @@ class AttributionMonitor(Callback):
             f"a class of the model, which has num_labels={num_labels} (classes 0..{num_labels - 1}); "
             f"{len(bad)} of {len(self.labels)} probe labels are out of range, and those examples are skipped "
             f"({len(keep)} left{'' if keep else ': this monitor evaluates nothing'}). Fix the probe labels, or "
-            "load the model with num_labels matching the data.")
+            "load the model with num_labels matching the data."
+        )
         self.texts = [self.texts[j] for j in keep]
         self.labels = [self.labels[j] for j in keep]
         self.char_spans = None
@@ -199,13 +240,17 @@ class AttributionMonitor(Callback):
         if self.tokenizer is None:
             self.tokenizer = getattr(pl_module, "tokenizer", None)
             if self.tokenizer is None:
-                raise ValueError("AttributionMonitor needs the model's tokenizer: pass tokenizer=... or give the "
-                                 "LightningModule a `tokenizer` attribute.")
+                raise ValueError(
+                    "AttributionMonitor needs the model's tokenizer: pass tokenizer=... or give the "
+                    "LightningModule a `tokenizer` attribute."
+                )
         if self.texts is None:
             dm = getattr(trainer, "datamodule", None)
             if dm is None or getattr(dm, "probe", None) is None:
-                raise ValueError("AttributionMonitor got no probe set: pass probe=... or use a datamodule with a "
-                                 "`probe` attribute (texts with labels).")
+                raise ValueError(
+                    "AttributionMonitor got no probe set: pass probe=... or use a datamodule with a "
+                    "`probe` attribute (texts with labels)."
+                )
             self.texts, self.labels = normalize_probe(dm.probe)
             self._check_labels(self.target)
             if "template" not in self.method_kwargs and getattr(dm, "template", None):
@@ -243,7 +288,7 @@ class AttributionMonitor(Callback):
         try:
             loop = trainer.fit_loop.epoch_loop
             return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
-        except Exception:  # noqa: BLE001 - private Lightning API: degrade to "unknown"
+        except Exception:
             return False
 
     @override
@@ -269,19 +314,34 @@ class AttributionMonitor(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         trainer = getattr(self, "_trainer", None)
-        pending = self._validation_due if trainer is not None and self._validation_due == trainer.global_step else None
-        return {"method": self.method, "texts": self.texts, "labels": self.labels,
-                "label_names": self.label_names, "char_spans": self.char_spans, "evals": self.evals,
-                "val_count": self.val_count, "pending_validation": pending}
+        pending = (
+            self._validation_due
+            if trainer is not None and self._validation_due == trainer.global_step
+            else None
+        )
+        return {
+            "method": self.method,
+            "texts": self.texts,
+            "labels": self.labels,
+            "label_names": self.label_names,
+            "char_spans": self.char_spans,
+            "evals": self.evals,
+            "val_count": self.val_count,
+            "pending_validation": pending,
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("method") != self.method:
-            rank_zero_warn(f"AttributionMonitor({self.method!r}) got the state of {state_dict.get('method')!r}; ignored.")
+            rank_zero_warn(
+                f"AttributionMonitor({self.method!r}) got the state of {state_dict.get('method')!r}; ignored."
+            )
             return
         if state_dict.get("texts") != self.texts:
-            rank_zero_warn("AttributionMonitor: the checkpoint was made with another probe set; its history "
-                           "is kept but new evaluations use the current probe.")
+            rank_zero_warn(
+                "AttributionMonitor: the checkpoint was made with another probe set; its history "
+                "is kept but new evaluations use the current probe."
+            )
         self.evals = list(state_dict.get("evals", []))
         self.val_count = int(state_dict.get("val_count", 0))
         self._pending_validation = state_dict.get("pending_validation")
@@ -298,8 +358,8 @@ class AttributionMonitor(Callback):
         chunk = self.progress_chunk if bar is not None else max(len(texts), 1)
         try:
             for a in range(0, len(texts), chunk):
-                t = targets if isinstance(targets, str) else targets[a:a + chunk]
-                out.extend(self.attributor.attribute(texts[a:a + chunk], target=t))
+                t = targets if isinstance(targets, str) else targets[a : a + chunk]
+                out.extend(self.attributor.attribute(texts[a : a + chunk], target=t))
                 if bar is not None:
                     bar.update(min(chunk, len(texts) - a))
         finally:
@@ -313,8 +373,15 @@ class AttributionMonitor(Callback):
             return None
         from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
-        return Tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stdout, smoothing=0,
-                    bar_format=None)
+        return Tqdm(
+            total=total,
+            desc=desc,
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=None,
+        )
 
     def _score(self, trainer, attrs: list, metric_objs: dict) -> tuple[list[int], dict[str, list]]:
         """Masked passes and metric updates, ``progress_chunk`` examples at a time (the metrics' states
@@ -326,9 +393,15 @@ class AttributionMonitor(Callback):
         bar = self._bar(trainer, len(attrs), f"pi_lightning {self.method} metrics")
         try:
             for a in range(0, len(attrs), self.progress_chunk):
-                chunk = attrs[a:a + self.progress_chunk]
-                res = evaluate_faithfulness(chunk, self.attributor.adapter, self.attributor.masker,
-                                            top_k=self.top_k, metrics=self.metrics, fractions=self.fractions)
+                chunk = attrs[a : a + self.progress_chunk]
+                res = evaluate_faithfulness(
+                    chunk,
+                    self.attributor.adapter,
+                    self.attributor.masker,
+                    top_k=self.top_k,
+                    metrics=self.metrics,
+                    fractions=self.fractions,
+                )
                 per["predictions"] += res.predictions.tolist()
                 if "as_auc" in metric_objs:
                     metric_objs["as_auc"].update(res.as_curves, res.curve_x)
@@ -360,8 +433,18 @@ class AttributionMonitor(Callback):
         when ``refit_from`` names one that has run on the same examples, else from their own ablations."""
         if not hasattr(self.attributor, "fit_and_attribute"):
             return self._attribute(trainer, texts, targets)
-        source = next((c for c in trainer.callbacks if isinstance(c, AttributionMonitor) and c is not self
-                       and c.method == self.refit_from), None) if self.refit_from else None
+        source = (
+            next(
+                (
+                    c
+                    for c in trainer.callbacks
+                    if isinstance(c, AttributionMonitor) and c is not self and c.method == self.refit_from
+                ),
+                None,
+            )
+            if self.refit_from
+            else None
+        )
         src = source.last_attributions if source is not None else None
         if src and [a.features.text for a in src] == texts:
             return self.attributor.fit_and_attribute(src)
@@ -383,20 +466,29 @@ class AttributionMonitor(Callback):
         rank, size = world()
         try:
             local, error = self._evaluate_local(trainer, pl_module), None
-        except Exception as e:  # noqa: BLE001 - an evaluation must never stop training
+        except Exception as e:
             local, error = None, e
-        any_failed = trainer.strategy.reduce_boolean_decision(error is not None, all=False) if size > 1 else (
-            error is not None)
+        any_failed = (
+            trainer.strategy.reduce_boolean_decision(error is not None, all=False)
+            if size > 1
+            else (error is not None)
+        )
         if error is not None:
             warnings.warn(
                 f"AttributionMonitor({self.method!r}): the evaluation at step {step} failed on rank {rank} "
                 f"({type(error).__name__}: {error}). This evaluation is skipped (nothing logged or stored for "
-                "it); training goes on.", UserWarning, stacklevel=2)
+                "it); training goes on.",
+                UserWarning,
+                stacklevel=2,
+            )
             return None
         if any_failed:
-            warnings.warn(f"AttributionMonitor({self.method!r}): the evaluation at step {step} failed on another "
-                          "rank; it is skipped on every rank (nothing logged or stored); training goes on.",
-                          UserWarning, stacklevel=2)
+            warnings.warn(
+                f"AttributionMonitor({self.method!r}): the evaluation at step {step} failed on another "
+                "rank; it is skipped on every rank (nothing logged or stored); training goes on.",
+                UserWarning,
+                stacklevel=2,
+            )
             return None
         return self._evaluate_reduce(trainer, step, *local)
 
@@ -411,8 +503,14 @@ class AttributionMonitor(Callback):
         texts = [self.texts[i] for i in idx]
         targets: Any = "predicted" if self.target == "predicted" else [self.labels[i] for i in idx]
         t0 = time.perf_counter()
-        metric_objs = {m: (_METRIC_CLASSES[m](curve_points=self.curve_points) if m in ("as_auc", "ias_auc")
-                           else _METRIC_CLASSES[m]()) for m in self.metrics}
+        metric_objs = {
+            m: (
+                _METRIC_CLASSES[m](curve_points=self.curve_points)
+                if m in ("as_auc", "ias_auc")
+                else _METRIC_CLASSES[m]()
+            )
+            for m in self.metrics
+        }
         if "as_auc" in metric_objs and "ias_auc" in metric_objs:
             metric_objs["gap"] = ActivationGap()
         correct = torch.zeros(2, dtype=torch.float64)  # (correct, count) summed across ranks below
@@ -421,30 +519,38 @@ class AttributionMonitor(Callback):
         with isolated(trainer, model), equal_forward_passes(model, self.attributor.adapter.pad_token_id):
             if texts:
                 attrs = self._refit_and_attribute(trainer, texts, targets)
-                bad = [i for i, a in zip(idx, attrs) if not bool(torch.isfinite(a.scores).all())]
+                bad = [i for i, a in zip(idx, attrs, strict=False) if not bool(torch.isfinite(a.scores).all())]
                 if bad:
                     raise FloatingPointError(
                         f"{self.method} returned NaN or infinite scores for probe examples {bad[:10]}; the model's "
-                        "outputs are probably not finite (diverged weights or an overflow)")
+                        "outputs are probably not finite (diverged weights or an overflow)"
+                    )
                 self.last_attributions = attrs
                 preds, per = self._score(trainer, attrs, metric_objs)
                 for name in ("as_auc", "ias_auc"):
                     if any(v is not None and not math.isfinite(v) for v in per[name]):
                         raise FloatingPointError(f"the {name} of some probe examples is NaN or infinite")
-                for j, (i, a) in enumerate(zip(idx, attrs)):
+                for j, (i, a) in enumerate(zip(idx, attrs, strict=False)):
                     pred = int(preds[j])
                     if self.labels is not None:
                         correct += torch.tensor([float(pred == self.labels[i]), 1.0], dtype=torch.float64)
-                    records.append({
-                        "i": i, "scores": [float(s) for s in a.scores], "target": int(a.target), "prediction": pred,
-                        "as_auc": per["as_auc"][j] if per["as_auc"] else None,
-                        "ias_auc": per["ias_auc"][j] if per["ias_auc"] else None,
-                        "gap": per["gap"][j] if per["gap"] else None,
-                        "passes": a.forward_passes,
-                    })
+                    records.append(
+                        {
+                            "i": i,
+                            "scores": [float(s) for s in a.scores],
+                            "target": int(a.target),
+                            "prediction": pred,
+                            "as_auc": per["as_auc"][j] if per["as_auc"] else None,
+                            "ias_auc": per["ias_auc"][j] if per["ias_auc"] else None,
+                            "gap": per["gap"][j] if per["gap"] else None,
+                            "passes": a.forward_passes,
+                        }
+                    )
         return metric_objs, correct, records, time.perf_counter() - t0
 
-    def _evaluate_reduce(self, trainer, step: int, metric_objs, correct, records, seconds) -> dict[str, float]:
+    def _evaluate_reduce(
+        self, trainer, step: int, metric_objs, correct, records, seconds
+    ) -> dict[str, float]:
         """Sync this evaluation across ranks (every rank calls it), store the record and log it."""
         _, size = world()
         figures: dict[str, float] = {}
@@ -473,11 +579,17 @@ class AttributionMonitor(Callback):
         # Undefined figures (a confidence interval from one example) are left out, never stored as NaN.
         figures = {k: v for k, v in figures.items() if math.isfinite(v)}
         record = {
-            "step": step, "log_step": logger_step(trainer), "epoch": int(trainer.current_epoch), "metrics": figures,
-            "scores": [r["scores"] for r in merged], "targets": [r["target"] for r in merged],
+            "step": step,
+            "log_step": logger_step(trainer),
+            "epoch": int(trainer.current_epoch),
+            "metrics": figures,
+            "scores": [r["scores"] for r in merged],
+            "targets": [r["target"] for r in merged],
             "predictions": [r["prediction"] for r in merged],
-            "as_auc": [r["as_auc"] for r in merged], "ias_auc": [r["ias_auc"] for r in merged],
-            "gap": [r["gap"] for r in merged], "curves": curves,
+            "as_auc": [r["as_auc"] for r in merged],
+            "ias_auc": [r["ias_auc"] for r in merged],
+            "gap": [r["gap"] for r in merged],
+            "curves": curves,
         }
         self.evals.append(record)
         self._log(trainer, record)
@@ -498,13 +610,26 @@ class AttributionMonitor(Callback):
             cols = ["text", "label", "prediction", "explained", "as_auc", "ias_auc"]
             rows = []
             for i in range(min(self.log_examples, len(self.texts))):
-                rows.append([
-                    HtmlCell(highlight(self.texts[i], self.char_spans[i], record["scores"][i])),
-                    self._label(self.labels[i] if self.labels else None), self._label(record["predictions"][i]),
-                    self._label(record["targets"][i]), record["as_auc"][i], record["ias_auc"][i],
-                ])
+                rows.append(
+                    [
+                        HtmlCell(highlight(self.texts[i], self.char_spans[i], record["scores"][i])),
+                        self._label(self.labels[i] if self.labels else None),
+                        self._label(record["predictions"][i]),
+                        self._label(record["targets"][i]),
+                        record["as_auc"][i],
+                        record["ias_auc"][i],
+                    ]
+                )
             title = f"{self.method} on the probe set, step {record['step']}"
-            log_rich(trainer, key, step, table=(cols, rows), curves=record["curves"],
-                     html_page=table_page(title, cols, rows))
-        except Exception as e:  # noqa: BLE001 - logging must never stop training
-            rank_zero_warn(f"pi_lightning: building the {self.method} table failed ({e!r}); training goes on.")
+            log_rich(
+                trainer,
+                key,
+                step,
+                table=(cols, rows),
+                curves=record["curves"],
+                html_page=table_page(title, cols, rows),
+            )
+        except Exception as e:
+            rank_zero_warn(
+                f"pi_lightning: building the {self.method} table failed ({e!r}); training goes on."
+            )

@@ -29,7 +29,9 @@ class HTMLReport(Callback):
         title: the page title.
     """
 
-    def __init__(self, path: str | Path | None = None, title: str = "pi_lightning: explanations during training") -> None:
+    def __init__(
+        self, path: str | Path | None = None, title: str = "pi_lightning: explanations during training"
+    ) -> None:
         super().__init__()
         self.path = Path(path) if path is not None else None
         self.title = title
@@ -46,5 +48,5 @@ class HTMLReport(Callback):
         path = self.path or rank_zero_log_dir(trainer) / "pi_lightning" / "report.html"
         try:
             self.written = write_report(histories, path, title=self.title)
-        except Exception as e:  # noqa: BLE001 - a report problem must not fail the run
+        except Exception as e:
             rank_zero_warn(f"HTMLReport: writing {path} failed ({e!r}).")

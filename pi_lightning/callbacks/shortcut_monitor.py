@@ -76,27 +76,45 @@ class ShortcutMonitor(Callback):
         "ShortcutMonitor{'words': ('zxq',)}"
     """
 
-    def __init__(self, words: Sequence[str], *, threshold: float = 0.25, method: str | None = "sp-pi",
-                 detector: str | None = "validation", detect: str | None = None, min_count: int = 2,
-                 top_words: int = 10) -> None:
+    def __init__(
+        self,
+        words: Sequence[str],
+        *,
+        threshold: float = 0.25,
+        method: str | None = "sp-pi",
+        detector: str | None = "validation",
+        detect: str | None = None,
+        min_count: int = 2,
+        top_words: int = 10,
+    ) -> None:
         super().__init__()
         if isinstance(words, str):
             words = [words]
         words = list(words)
         if not words or not all(isinstance(w, str) and w.strip() for w in words):
-            raise ValueError(f"words must be a non-empty list of non-empty strings (e.g. ['zxq']), got {words!r}.")
+            raise ValueError(
+                f"words must be a non-empty list of non-empty strings (e.g. ['zxq']), got {words!r}."
+            )
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-            raise ValueError(f"threshold is a fraction of the total attribution in (0, 1], got {threshold!r}.")
+            raise ValueError(
+                f"threshold is a fraction of the total attribution in (0, 1], got {threshold!r}."
+            )
         if method is not None and method not in available_methods():
-            raise ValueError(f"Unknown attribution method {method!r}: expected None or one of "
-                             f"{', '.join(available_methods())} (the method of an AttributionMonitor on the Trainer).")
+            raise ValueError(
+                f"Unknown attribution method {method!r}: expected None or one of "
+                f"{', '.join(available_methods())} (the method of an AttributionMonitor on the Trainer)."
+            )
         if detector is not None and detector not in DETECTORS:
             raise ValueError(f"detector must be None or one of {', '.join(DETECTORS)}, got {detector!r}.")
         if detector == "probe" and method is None:
-            raise ValueError("detector='probe' ranks the probe attributions of an AttributionMonitor: give its method=...")
+            raise ValueError(
+                "detector='probe' ranks the probe attributions of an AttributionMonitor: give its method=..."
+            )
         if method is None and detector is None:
-            raise ValueError("Give method=... (share of the named words) or detector=... (label-free ranking), "
-                             "otherwise the monitor has nothing to read.")
+            raise ValueError(
+                "Give method=... (share of the named words) or detector=... (label-free ranking), "
+                "otherwise the monitor has nothing to read."
+            )
         for name, v in (("min_count", min_count), ("top_words", top_words)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}.")
@@ -126,8 +144,10 @@ class ShortcutMonitor(Callback):
     def _probe_source(self, trainer) -> AttributionMonitor | None:
         if self.method is None:
             return None
-        return next((c for c in trainer.callbacks if isinstance(c, AttributionMonitor) and c.method == self.method),
-                    None)
+        return next(
+            (c for c in trainer.callbacks if isinstance(c, AttributionMonitor) and c.method == self.method),
+            None,
+        )
 
     def _val_source(self, trainer) -> ValidationSPPI | None:
         if self.detector != "validation":
@@ -137,11 +157,15 @@ class ShortcutMonitor(Callback):
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.method is not None and self._probe_source(trainer) is None:
-            raise ValueError(f"ShortcutMonitor(method={self.method!r}) found no AttributionMonitor with that method "
-                             "on the Trainer: add AttributionMonitor(method=...) to callbacks, or pass method=None.")
+            raise ValueError(
+                f"ShortcutMonitor(method={self.method!r}) found no AttributionMonitor with that method "
+                "on the Trainer: add AttributionMonitor(method=...) to callbacks, or pass method=None."
+            )
         if self.detector == "validation" and self._val_source(trainer) is None:
-            raise ValueError("ShortcutMonitor(detector='validation') found no ValidationSPPI on the Trainer: add "
-                             "ValidationSPPI() to callbacks, or use detector='probe' / None.")
+            raise ValueError(
+                "ShortcutMonitor(detector='validation') found no ValidationSPPI on the Trainer: add "
+                "ValidationSPPI() to callbacks, or use detector='probe' / None."
+            )
 
     # ------------------------------------------------------------------ hooks: read new evaluations
     @override
@@ -161,17 +185,19 @@ class ShortcutMonitor(Callback):
         """Process every evaluation of the sources not seen yet (cheap when there is none)."""
         probe = self._probe_source(trainer)
         if probe is not None:
-            for record in probe.evals[self.seen_probe:]:
+            for record in probe.evals[self.seen_probe :]:
                 self._from_probe(trainer, probe, record)
             self.seen_probe = len(probe.evals)
         val = self._val_source(trainer)
         if val is not None:
-            for record in val.evals[self.seen_val:]:
+            for record in val.evals[self.seen_val :]:
                 self._from_validation(trainer, record)
             self.seen_val = len(val.evals)
 
     # ------------------------------------------------------------------ the figures
-    def probe_figures(self, texts: Sequence[str], char_spans, scores) -> tuple[dict[str, float | None], list[dict]]:
+    def probe_figures(
+        self, texts: Sequence[str], char_spans, scores
+    ) -> tuple[dict[str, float | None], list[dict]]:
         """Shares of the named words and the words ranked by mean absolute attribution.
 
         A word's share is the absolute attribution on its features divided by the total absolute
@@ -197,18 +223,22 @@ class ShortcutMonitor(Callback):
         within = dict.fromkeys(self.words, 0.0)  # total |attribution| of the texts holding the word
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
-        for text, spans, row in zip(texts, char_spans, scores):
+        for text, spans, row in zip(texts, char_spans, scores, strict=False):
             words = [_norm(text[a:b]) for a, b in spans]
             values = [abs(float(s)) for s in row]
             total = sum(values)
             for w in set(words) & on_word.keys():
                 within[w] += total
-                on_word[w] += sum(v for x, v in zip(words, values) if x == w)
-            for w, v in zip(words, values):
+                on_word[w] += sum(v for x, v in zip(words, values, strict=False) if x == w)
+            for w, v in zip(words, values, strict=False):
                 sums[w] += v
                 counts[w] += 1
-        shares = {w: (on_word[w] / within[w] if within[w] > 0 else (0.0 if counts[w] else None)) for w in self.words}
-        ranked = sorted((w for w in sums if counts[w] >= self.min_count and w), key=lambda w: -sums[w] / counts[w])
+        shares = {
+            w: (on_word[w] / within[w] if within[w] > 0 else (0.0 if counts[w] else None)) for w in self.words
+        }
+        ranked = sorted(
+            (w for w in sums if counts[w] >= self.min_count and w), key=lambda w: -sums[w] / counts[w]
+        )
         top = [{"word": w, "mean_abs": sums[w] / counts[w], "count": counts[w]} for w in ranked]
         return shares, top
 
@@ -216,14 +246,24 @@ class ShortcutMonitor(Callback):
         shares, top = self.probe_figures(probe.texts, probe.char_spans, record["scores"])
         step, epoch = int(record["step"]), int(record["epoch"])
         ranks = {w: next((i + 1 for i, t in enumerate(top) if t["word"] == w), None) for w in self.words}
-        self.history.append({"source": "probe", "step": step, "epoch": epoch, "shares": shares, "ranks": ranks,
-                             "top_words": top[: self.top_words]})
+        self.history.append(
+            {
+                "source": "probe",
+                "step": step,
+                "epoch": epoch,
+                "shares": shares,
+                "ranks": ranks,
+                "top_words": top[: self.top_words],
+            }
+        )
         absent = [w for w, s in shares.items() if s is None and w not in self._absent_warned]
         if absent:
             self._absent_warned.update(absent)
-            rank_zero_warn(f"ShortcutMonitor: no probe text contains {absent}, so their attribution share cannot be "
-                           "measured. Add the words to some probe texts (half of each class keeps them "
-                           "uncorrelated with the label), or rely on the label-free detector.")
+            rank_zero_warn(
+                f"ShortcutMonitor: no probe text contains {absent}, so their attribution share cannot be "
+                "measured. Add the words to some probe texts (half of each class keeps them "
+                "uncorrelated with the label), or rely on the label-free detector."
+            )
         figures = {f"pi/shortcut/{w}/share": s for w, s in shares.items() if s is not None}
         figures.update({f"pi/shortcut/{w}/probe_rank": float(r) for w, r in ranks.items() if r is not None})
         log_scalars(trainer, figures, step=int(record.get("log_step", step)))  # aligned with val/*
@@ -233,46 +273,78 @@ class ShortcutMonitor(Callback):
                 rank_zero_warn(
                     f"ShortcutMonitor: {s:.0%} of the {self.method} attribution of the probe texts holding {w!r} falls on it "
                     f"(threshold {self.threshold:.0%}) at step {step}, epoch {epoch}: the model may rely on a "
-                    "shortcut. Check where this word occurs in the training data.")
+                    "shortcut. Check where this word occurs in the training data."
+                )
         if self.detector == "probe":
-            self._check_top(top[0]["word"] if top else None, step, epoch, "mean |attribution| over the probe set")
+            self._check_top(
+                top[0]["word"] if top else None, step, epoch, "mean |attribution| over the probe set"
+            )
         if trainer.is_global_zero and top:
             cols = ["rank", "word", "mean_abs", "count"]
-            rows = [[r + 1, t["word"], t["mean_abs"], t["count"]] for r, t in enumerate(top[: self.top_words])]
-            log_rich(trainer, "pi/shortcut/probe_top_words", step, table=(cols, rows),
-                     html_page=table_page(f"Words with the largest mean |{self.method}| on the probe set, "
-                                          f"step {step}", cols, rows))
+            rows = [
+                [r + 1, t["word"], t["mean_abs"], t["count"]] for r, t in enumerate(top[: self.top_words])
+            ]
+            log_rich(
+                trainer,
+                "pi/shortcut/probe_top_words",
+                step,
+                table=(cols, rows),
+                html_page=table_page(
+                    f"Words with the largest mean |{self.method}| on the probe set, step {step}", cols, rows
+                ),
+            )
 
     def _from_validation(self, trainer, record: dict[str, Any]) -> None:
         top = record.get("top_words") or []
         step, epoch = int(record["step"]), int(record["epoch"])
-        ranks = {w: next((i + 1 for i, t in enumerate(top) if _norm(t["word"]) == w), None) for w in self.words}
+        ranks = {
+            w: next((i + 1 for i, t in enumerate(top) if _norm(t["word"]) == w), None) for w in self.words
+        }
         phis = {w: top[r - 1]["mean_phi"] for w, r in ranks.items() if r is not None}
-        self.history.append({"source": "validation", "step": step, "epoch": epoch, "ranks": ranks,
-                             "mean_phi": phis, "top_words": [dict(t) for t in top[: self.top_words]]})
+        self.history.append(
+            {
+                "source": "validation",
+                "step": step,
+                "epoch": epoch,
+                "ranks": ranks,
+                "mean_phi": phis,
+                "top_words": [dict(t) for t in top[: self.top_words]],
+            }
+        )
         figures = {f"pi/shortcut/{w}/val_rank": float(r) for w, r in ranks.items() if r is not None}
         figures.update({f"pi/shortcut/{w}/val_mean_phi": v for w, v in phis.items()})
         log_scalars(trainer, figures, step=int(record.get("log_step", step)))  # aligned with val/*
-        self._check_top(_norm(top[0]["word"]) if top else None, step, epoch,
-                        "mean SP-PI over the validation set")
+        self._check_top(
+            _norm(top[0]["word"]) if top else None, step, epoch, "mean SP-PI over the validation set"
+        )
 
     def _check_top(self, first: str | None, step: int, epoch: int, what: str) -> None:
         if first == self.detect and self.detected_step is None:
             self.detected_step, self.detected_epoch = step, epoch
-            rank_zero_warn(f"ShortcutMonitor: {self.detect!r} is now the word with the largest {what} "
-                           f"(step {step}, epoch {epoch}): a likely shortcut.")
+            rank_zero_warn(
+                f"ShortcutMonitor: {self.detect!r} is now the word with the largest {what} "
+                f"(step {step}, epoch {epoch}): a likely shortcut."
+            )
 
     # ------------------------------------------------------------------ state
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"words": list(self.words), "history": self.history, "first_over": self.first_over,
-                "detected_step": self.detected_step, "detected_epoch": self.detected_epoch,
-                "seen_probe": self.seen_probe, "seen_val": self.seen_val}
+        return {
+            "words": list(self.words),
+            "history": self.history,
+            "first_over": self.first_over,
+            "detected_step": self.detected_step,
+            "detected_epoch": self.detected_epoch,
+            "seen_probe": self.seen_probe,
+            "seen_val": self.seen_val,
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if tuple(state_dict.get("words", ())) != self.words:
-            rank_zero_warn(f"ShortcutMonitor{self.words} got the state of words {state_dict.get('words')}; ignored.")
+            rank_zero_warn(
+                f"ShortcutMonitor{self.words} got the state of words {state_dict.get('words')}; ignored."
+            )
             return
         self.history = list(state_dict.get("history", []))
         self.first_over = dict(state_dict.get("first_over", {}))

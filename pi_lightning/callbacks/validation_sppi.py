@@ -39,8 +39,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from pi_lightning.attributors.sppi import progressive_differences
-from pi_lightning.callbacks._utils import (gather_objects, log_rich, log_scalars, logger_step, resolve_model,
-                                           table_page)
+from pi_lightning.callbacks._utils import (
+    gather_objects,
+    log_rich,
+    log_scalars,
+    logger_step,
+    resolve_model,
+    table_page,
+)
 from pi_lightning.features import feature_char_spans, group_tokens
 from pi_lightning.inference import OUTPUTS, resolve_classifier, transform_outputs, virtual_tokens
 
@@ -50,8 +56,9 @@ __all__ = ["ValidationSPPI"]
 def _absolute_positions(hf_model) -> bool:
     """Whether the model adds learned absolute position embeddings (GPT-2 style), which make its
     outputs depend on where left padding puts the text unless position ids are passed."""
-    max_pos = getattr(hf_model.config, "max_position_embeddings", None) or getattr(hf_model.config, "n_positions",
-                                                                                   None)
+    max_pos = getattr(hf_model.config, "max_position_embeddings", None) or getattr(
+        hf_model.config, "n_positions", None
+    )
     for name, m in hf_model.named_modules():
         last = name.rsplit(".", 1)[-1]
         if isinstance(m, torch.nn.Embedding) and last in ("wpe", "embed_positions", "position_embeddings"):
@@ -71,9 +78,18 @@ class ValidationSPPI(Callback):
         min_count: a word must occur this many times to be ranked.
     """
 
-    def __init__(self, tokenizer=None, *, model: str | Callable | None = "model", input_key: str = "input_ids",
-                 mask_key: str = "attention_mask", label_key: str = "labels", output: str = "prob",
-                 top_words: int = 20, min_count: int = 3) -> None:
+    def __init__(
+        self,
+        tokenizer=None,
+        *,
+        model: str | Callable | None = "model",
+        input_key: str = "input_ids",
+        mask_key: str = "attention_mask",
+        label_key: str = "labels",
+        output: str = "prob",
+        top_words: int = 20,
+        min_count: int = 3,
+    ) -> None:
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"Unknown output {output!r}: expected one of {', '.join(OUTPUTS)}.")
@@ -120,12 +136,16 @@ class ValidationSPPI(Callback):
         if self.tokenizer is None:
             self.tokenizer = getattr(pl_module, "tokenizer", None)
             if self.tokenizer is None:
-                raise ValueError("ValidationSPPI needs the model's tokenizer to find word boundaries: pass "
-                                 "tokenizer=... or give the LightningModule a `tokenizer` attribute.")
+                raise ValueError(
+                    "ValidationSPPI needs the model's tokenizer to find word boundaries: pass "
+                    "tokenizer=... or give the LightningModule a `tokenizer` attribute."
+                )
         if not getattr(self.tokenizer, "is_fast", False):
-            raise TypeError(f"ValidationSPPI needs a fast tokenizer (offset mappings), got "
-                            f"{type(self.tokenizer).__name__}. Load it with AutoTokenizer.from_pretrained(..., "
-                            "use_fast=True).")
+            raise TypeError(
+                f"ValidationSPPI needs a fast tokenizer (offset mappings), got "
+                f"{type(self.tokenizer).__name__}. Load it with AutoTokenizer.from_pretrained(..., "
+                "use_fast=True)."
+            )
         self._special = {int(i) for i in (getattr(self.tokenizer, "all_special_ids", None) or [])}
         self._absolute = _absolute_positions(self._hf)
 
@@ -133,8 +153,10 @@ class ValidationSPPI(Callback):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._reset()
         if not self._handles:
-            self._handles = [self._head.register_forward_hook(self._hook),
-                             self._hf.register_forward_pre_hook(self._pre_hook, with_kwargs=True)]
+            self._handles = [
+                self._head.register_forward_hook(self._hook),
+                self._hf.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
+            ]
 
     def _remove_hooks(self) -> None:
         for h in self._handles:
@@ -175,7 +197,9 @@ class ValidationSPPI(Callback):
         self._in_batch = True
 
     @override
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self._in_batch = False
         try:
             ids = batch[self.input_key]
@@ -187,9 +211,11 @@ class ValidationSPPI(Callback):
                 if first_repeat is not None:
                     keep = torch.arange(seen, seen + len(ids)) < first_repeat  # (B,) not a repeated example
                 self._accumulate(batch, self._captured[-1], keep)
-        except Exception as e:  # noqa: BLE001 - never stop validation for a statistics problem
-            rank_zero_warn(f"ValidationSPPI skipped a batch ({e!r}); check that batches hold "
-                           f"{self.input_key!r} and {self.mask_key!r}.")
+        except Exception as e:
+            rank_zero_warn(
+                f"ValidationSPPI skipped a batch ({e!r}); check that batches hold "
+                f"{self.input_key!r} and {self.mask_key!r}."
+            )
         finally:
             self._captured.clear()
 
@@ -203,9 +229,12 @@ class ValidationSPPI(Callback):
                 "absolute position embeddings, without position_ids: the model reads the text at shifted "
                 "positions, so its outputs (validation loss included) and these figures depend on the padding side. "
                 "Pad on the right, or pass position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0) to the "
-                "model in validation_step (as pi_lightning's attributors do).")
+                "model in validation_step (as pi_lightning's attributors do)."
+            )
 
-    def _segment(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
+    def _segment(
+        self, ids: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
         """Word ends, on the host, with the library's one word definition.
 
         Returns ``(is_end, ok, words)``: ``(B, T)`` bool, True at the reference position (the last
@@ -253,13 +282,14 @@ class ValidationSPPI(Callback):
                 scored_groups = range(1, len(groups))
             for g0, g1 in groups:
                 is_end[r, a + g1 - 1] = True
-            row_words.extend(text[chars[g][0]:chars[g][1]] for g in scored_groups)
+            row_words.extend(text[chars[g][0] : chars[g][1]] for g in scored_groups)
         return is_end, ok, words
 
     def _prefix_offsets(self, seg: list[int], text: str) -> list[tuple[int, int]]:
         """Character offsets of tokens that do not round-trip, from the decoded length of each prefix."""
-        prefixes = self.tokenizer.batch_decode([seg[:k] for k in range(1, len(seg) + 1)],
-                                               clean_up_tokenization_spaces=False)
+        prefixes = self.tokenizer.batch_decode(
+            [seg[:k] for k in range(1, len(seg) + 1)], clean_up_tokenization_spaces=False
+        )
         offs, prev = [], 0
         for p_ in prefixes:
             end = min(max(len(p_), prev), len(text))
@@ -268,15 +298,18 @@ class ValidationSPPI(Callback):
         return offs
 
     @torch.no_grad()
-    def _accumulate(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor,
-                    keep: torch.Tensor | None = None) -> None:
+    def _accumulate(
+        self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> None:
         ids = batch[self.input_key]
         mask = batch[self.mask_key].bool()
         if logits.dim() == 3 and logits.shape[1] == ids.shape[1] + self._virtual:
-            logits = logits[:, self._virtual:]  # (B, virtual + T, C) -> (B, T, C): peft prompt tuning
+            logits = logits[:, self._virtual :]  # (B, virtual + T, C) -> (B, T, C): peft prompt tuning
         if logits.dim() != 3 or logits.shape[:2] != ids.shape:
-            raise RuntimeError(f"the head's output {tuple(logits.shape)} does not match the batch's "
-                               f"{tuple(ids.shape)} tokens")
+            raise RuntimeError(
+                f"the head's output {tuple(logits.shape)} does not match the batch's "
+                f"{tuple(ids.shape)} tokens"
+            )
         self._check_padding(mask)
         dev = ids.device
         B, T = ids.shape
@@ -314,7 +347,9 @@ class ValidationSPPI(Callback):
         has = (n_words > 0) & (total > 0)
         share = torch.where(has, top / total.clamp(min=1e-300), torch.zeros_like(total))
         mean_abs = torch.where(n_words > 0, absphi.sum(1) / n_words.clamp(min=1), torch.zeros_like(total))
-        stats = torch.stack([share.sum(), mean_abs.sum(), (n_words > 0).sum().double(), n_words.sum().double()])
+        stats = torch.stack(
+            [share.sum(), mean_abs.sum(), (n_words > 0).sum().double(), n_words.sum().double()]
+        )
         self._stats = stats if self._stats is None else self._stats + stats
         self._phis.append(phi[scored])  # row-major, the order of ``self._words``
 
@@ -327,12 +362,16 @@ class ValidationSPPI(Callback):
         step = int(trainer.global_step)
         skipped = {k: sum(p_[3][k] for p_ in parts if p_ is not None) for k in self._skipped}
         if skipped["non-finite"]:
-            rank_zero_warn(f"ValidationSPPI: the model's outputs are NaN or infinite on {skipped['non-finite']} "
-                           f"validation examples at step {step} (diverged weights or an overflow); those examples "
-                           "are skipped (no attribution is computed from a non-finite output).")
+            rank_zero_warn(
+                f"ValidationSPPI: the model's outputs are NaN or infinite on {skipped['non-finite']} "
+                f"validation examples at step {step} (diverged weights or an overflow); those examples "
+                "are skipped (no attribution is computed from a non-finite output)."
+            )
         if skipped["no text"]:
-            rank_zero_warn(f"ValidationSPPI: {skipped['no text']} validation examples at step {step} are skipped: "
-                           "they hold no text tokens (only special tokens) or gaps in their attention mask.")
+            rank_zero_warn(
+                f"ValidationSPPI: {skipped['no text']} validation examples at step {step} are skipped: "
+                "they hold no text tokens (only special tokens) or gaps in their attention mask."
+            )
         parts = [p_ for p_ in parts if p_ is not None and p_[2][2] > 0]
         if not parts:
             return
@@ -343,23 +382,41 @@ class ValidationSPPI(Callback):
                 merged_sum[w] = merged_sum.get(w, 0.0) + v
                 merged_cnt[w] = merged_cnt.get(w, 0) + counts[w]
         stats = sum(p_[2] for p_ in parts)
-        ranked = sorted((w for w in merged_sum if merged_cnt[w] >= self.min_count),
-                        key=lambda w: (-merged_sum[w] / merged_cnt[w], w))
-        top = [{"word": w, "mean_phi": merged_sum[w] / merged_cnt[w], "count": merged_cnt[w]}
-               for w in ranked[: self.top_words]]
+        ranked = sorted(
+            (w for w in merged_sum if merged_cnt[w] >= self.min_count),
+            key=lambda w: (-merged_sum[w] / merged_cnt[w], w),
+        )
+        top = [
+            {"word": w, "mean_phi": merged_sum[w] / merged_cnt[w], "count": merged_cnt[w]}
+            for w in ranked[: self.top_words]
+        ]
         share, absm, n_ex, n_words = (float(x) for x in stats)
-        figures = {"top20_share": share / n_ex, "mean_abs": absm / n_ex, "n_examples": float(n_ex),
-                   "n_words": float(n_words)}
-        record = {"step": step, "log_step": logger_step(trainer), "epoch": int(trainer.current_epoch),
-                  "metrics": figures, "top_words": top}
+        figures = {
+            "top20_share": share / n_ex,
+            "mean_abs": absm / n_ex,
+            "n_examples": float(n_ex),
+            "n_words": float(n_words),
+        }
+        record = {
+            "step": step,
+            "log_step": logger_step(trainer),
+            "epoch": int(trainer.current_epoch),
+            "metrics": figures,
+            "top_words": top,
+        }
         self.evals.append(record)
         log_step = record["log_step"]  # the step of this validation's val/* (record["step"]: optimizer steps)
         log_scalars(trainer, {f"pi/val-sp-pi/{k}": v for k, v in figures.items()}, step=log_step)
         if trainer.is_global_zero:
             cols = ["rank", "word", "mean_phi", "count"]
             rows = [[r + 1, t["word"], t["mean_phi"], t["count"]] for r, t in enumerate(top)]
-            log_rich(trainer, "pi/val-sp-pi/top_words", log_step, table=(cols, rows),
-                     html_page=table_page(f"Words with the largest mean SP-PI, step {record['step']}", cols, rows))
+            log_rich(
+                trainer,
+                "pi/val-sp-pi/top_words",
+                log_step,
+                table=(cols, rows),
+                html_page=table_page(f"Words with the largest mean SP-PI, step {record['step']}", cols, rows),
+            )
 
     def _local_table(self):
         """This rank's words, aggregated: ``({word: phi sum}, {word: count}, stats (4,), skipped counts)``
@@ -367,7 +424,7 @@ class ValidationSPPI(Callback):
         phis = torch.cat(self._phis).double().cpu().tolist() if self._phis else []
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for w, v in zip(self._words, phis):
+        for w, v in zip(self._words, phis, strict=False):
             sums[w] = sums.get(w, 0.0) + v
             counts[w] = counts.get(w, 0) + 1
         stats = self._stats.double().cpu() if self._stats is not None else torch.zeros(4, dtype=torch.float64)

@@ -20,13 +20,19 @@ __all__ = ["main"]
 
 #: subcommand name -> (module with ``main(argv: list[str]) -> int``, one-line help)
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "finetune": ("pi_lightning.cli.finetune",
-                 "fine-tune a classifier with the pi_lightning callbacks (the main job; LightningCLI, --fast)"),
+    "finetune": (
+        "pi_lightning.cli.finetune",
+        "fine-tune a classifier with the pi_lightning callbacks (the main job; LightningCLI, --fast)",
+    ),
     "report": ("pi_lightning.cli.report", "build the HTML report from a Lightning checkpoint"),
-    "explain": ("pi_lightning.cli.explain",
-                "explain texts or a dataset with any method (Trainer.predict; table, HTML, JSONL shards)"),
-    "shortcuts": ("pi_lightning.cli.shortcuts",
-                  "mine shortcut words from explained datasets (permutation null, masking check)"),
+    "explain": (
+        "pi_lightning.cli.explain",
+        "explain texts or a dataset with any method (Trainer.predict; table, HTML, JSONL shards)",
+    ),
+    "shortcuts": (
+        "pi_lightning.cli.shortcuts",
+        "mine shortcut words from explained datasets (permutation null, masking check)",
+    ),
 }
 #: subcommand name -> a light check of its command line, run before its module is imported: it raises
 #: ``ModelNotFoundError`` / ``DataSourceError`` (printed as one line, exit status 2).
@@ -35,9 +41,13 @@ _PRECHECKS: dict[str, str] = {"finetune": "pi_lightning.cli._precheck:finetune"}
 
 def _usage() -> str:
     width = max(len(name) for name in _SUBCOMMANDS)
-    lines = ["usage: pi-lightning <subcommand> [options]", "",
-             "Progressive Inference attributions for decoder-only classifiers, during training.", "",
-             "subcommands:"]
+    lines = [
+        "usage: pi-lightning <subcommand> [options]",
+        "",
+        "Progressive Inference attributions for decoder-only classifiers, during training.",
+        "",
+        "subcommands:",
+    ]
     lines += [f"  {name:<{width}}  {help_line}" for name, (_, help_line) in _SUBCOMMANDS.items()]
     lines += ["", "Run 'pi-lightning <subcommand> --help' for its options."]
     return "\n".join(lines)
@@ -56,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in _SUBCOMMANDS:
-        print(f"pi-lightning: unknown subcommand {name!r}; expected one of {', '.join(_SUBCOMMANDS)}. "
-              "Run 'pi-lightning --help'.", file=sys.stderr)
+        print(
+            f"pi-lightning: unknown subcommand {name!r}; expected one of {', '.join(_SUBCOMMANDS)}. "
+            "Run 'pi-lightning --help'.",
+            file=sys.stderr,
+        )
         return 2
     if name in _PRECHECKS:
         from pi_lightning.data import DataSourceError, ModelNotFoundError

@@ -21,8 +21,10 @@ DESCRIPTION = (
     "be given on the command line or in a YAML file (--config); the defaults come from the package's "
     "configs/default.yaml."
 )
-FAST_HELP = ("run the same job end to end on a tiny random model and a few examples, in seconds "
-             "(adds the package's configs/fast.yaml; writes to outputs/fast)")
+FAST_HELP = (
+    "run the same job end to end on a tiny random model and a few examples, in seconds "
+    "(adds the package's configs/fast.yaml; writes to outputs/fast)"
+)
 
 
 def config_file(name: str) -> Path:
@@ -58,4 +60,6 @@ class LogConfig(SaveConfigCallback):
     def save_config(self, trainer, pl_module, stage: str) -> None:
         cfg = self.config.clone().as_dict()
         for logger in trainer.loggers:
-            logger.log_hyperparams({k: cfg[k] for k in ("seed_everything", "trainer", "model", "data") if k in cfg})
+            logger.log_hyperparams(
+                {k: cfg[k] for k in ("seed_everything", "trainer", "model", "data") if k in cfg}
+            )

@@ -52,29 +52,48 @@ def _parser() -> argparse.ArgumentParser:
     from pi_lightning.attributors import available_methods
     from pi_lightning.data import DEFAULT_MODEL
 
-    p = argparse.ArgumentParser(prog="pi-lightning explain", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="pi-lightning explain",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("inputs", nargs="*", help="texts to explain, or one .csv/.jsonl/.parquet file")
-    p.add_argument("--dataset", choices=["rotten_tomatoes", "imdb"], help="the embedded reviews instead of inputs")
+    p.add_argument(
+        "--dataset", choices=["rotten_tomatoes", "imdb"], help="the embedded reviews instead of inputs"
+    )
     p.add_argument("--split", default="train", choices=["train", "val", "test"], help="split of --dataset")
     p.add_argument("--limit", type=int, default=None, help="explain only the first N examples")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name, hub id or folder (default {DEFAULT_MODEL})")
-    p.add_argument("--adapter", help="a LoRA adapter folder saved by `pi-lightning finetune` (merged for inference)")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"model name, hub id or folder (default {DEFAULT_MODEL})"
+    )
+    p.add_argument(
+        "--adapter", help="a LoRA adapter folder saved by `pi-lightning finetune` (merged for inference)"
+    )
     p.add_argument("--num-labels", type=int, default=2)
     p.add_argument("--label-names", help="comma-separated class names, e.g. negative,positive")
     p.add_argument("--method", default="sp-pi", choices=available_methods())
     p.add_argument("--granularity", default="word", choices=["token", "word", "sentence"])
     p.add_argument("--template", default="{text}", help="fixed context around the text, with one {text}")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method setting (repeatable): budget=64, seed=0, mask=..., n_steps=32")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method setting (repeatable): budget=64, seed=0, mask=..., n_steps=32",
+    )
     p.add_argument("--target", default="predicted", help="'predicted', 'label' or a class index")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--id-column", default="id")
     p.add_argument("--out", default="outputs/explain", help="output folder (job.json, shards/, HTML, JSONL)")
-    p.add_argument("--format", default="jsonl", choices=["jsonl", "parquet"], help="shard files (parquet needs pyarrow)")
+    p.add_argument(
+        "--format", default="jsonl", choices=["jsonl", "parquet"], help="shard files (parquet needs pyarrow)"
+    )
     p.add_argument("--shard-size", type=int, default=32, help="examples per shard (= per predict batch)")
-    p.add_argument("--max-tokens", type=int, default=8192, help="token budget per forward batch (bounds memory)")
+    p.add_argument(
+        "--max-tokens", type=int, default=8192, help="token budget per forward batch (bounds memory)"
+    )
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--devices", default="1", help="devices per node (an int, or 'auto')")
@@ -93,7 +112,9 @@ def _label(names: list[str] | None, c: Any) -> str:
     return names[c] if names and 0 <= c < len(names) else str(c)
 
 
-def format_table(rows: list[dict], label_names: list[str] | None = None, top: int = 3, width: int = 110) -> str:
+def format_table(
+    rows: list[dict], label_names: list[str] | None = None, top: int = 3, width: int = 110
+) -> str:
     """A terminal table: id, prediction and its probability, label, and the strongest features each way.
 
     Example:
@@ -105,12 +126,18 @@ def format_table(rows: list[dict], label_names: list[str] | None = None, top: in
     lines = [f"{'id':<5} {'prediction':<12} {'p':>6}  {'label':<9} {'explained':<10} {'for':<37} against"]
     for r in rows:
         order = sorted(range(len(r["scores"])), key=lambda i: -r["scores"][i])
-        pos = _fit([f"{r['features'][i]} {r['scores'][i]:+.3f}" for i in order[:top] if r["scores"][i] >= 0], 37)
-        neg = _fit([f"{r['features'][i]} {r['scores'][i]:+.3f}" for i in order[::-1][:top] if r["scores"][i] < 0],
-                   max(width - 86, 12))
-        line = (f"{str(r['id'])[:5]:<5} {_label(label_names, r['prediction'])[:12]:<12} "
-                f"{r['probs'][r['prediction']]:>6.3f}  {_label(label_names, r.get('label'))[:9]:<9} "
-                f"{_label(label_names, r['target'])[:10]:<10} {pos:<37} {neg}")
+        pos = _fit(
+            [f"{r['features'][i]} {r['scores'][i]:+.3f}" for i in order[:top] if r["scores"][i] >= 0], 37
+        )
+        neg = _fit(
+            [f"{r['features'][i]} {r['scores'][i]:+.3f}" for i in order[::-1][:top] if r["scores"][i] < 0],
+            max(width - 86, 12),
+        )
+        line = (
+            f"{str(r['id'])[:5]:<5} {_label(label_names, r['prediction'])[:12]:<12} "
+            f"{r['probs'][r['prediction']]:>6.3f}  {_label(label_names, r.get('label'))[:9]:<9} "
+            f"{_label(label_names, r['target'])[:10]:<10} {pos:<37} {neg}"
+        )
         lines.append(line.rstrip())
     return "\n".join(lines)
 
@@ -136,12 +163,16 @@ def write_html(rows: list[dict], path: Path, label_names: list[str] | None = Non
         f"<tr><td>{html.escape(str(r['id']))}</td><td>{html.escape(_label(label_names, r['prediction']))} "
         f"({r['probs'][r['prediction']]:.3f})</td><td>{html.escape(_label(label_names, r.get('label')))}</td>"
         f"<td>{html.escape(_label(label_names, r['target']))}</td>"
-        f"<td>{highlight(r['text'], r['char_spans'], r['scores'])}</td></tr>" for r in rows)
-    page = ("<!doctype html><meta charset='utf-8'><title>pi_lightning explanations</title>"
-            "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border-bottom:1px solid #ddd;padding:6px 10px;vertical-align:top;text-align:left}</style>"
-            f"<h2>{html.escape(title)}</h2><table><tr><th>id</th><th>prediction (p)</th><th>label</th>"
-            f"<th>explained</th><th>text</th></tr>{body}</table>")
+        f"<td>{highlight(r['text'], r['char_spans'], r['scores'])}</td></tr>"
+        for r in rows
+    )
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>pi_lightning explanations</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border-bottom:1px solid #ddd;padding:6px 10px;vertical-align:top;text-align:left}</style>"
+        f"<h2>{html.escape(title)}</h2><table><tr><th>id</th><th>prediction (p)</th><th>label</th>"
+        f"<th>explained</th><th>text</th></tr>{body}</table>"
+    )
     path.write_text(page, encoding="utf-8")
     return path
 
@@ -157,8 +188,10 @@ def main(argv: list[str]) -> int:
         try:
             target = int(target)
         except ValueError:
-            print(f"pi-lightning explain: --target must be 'predicted', 'label' or a class index, got {target!r}.",
-                  file=sys.stderr)
+            print(
+                f"pi-lightning explain: --target must be 'predicted', 'label' or a class index, got {target!r}.",
+                file=sys.stderr,
+            )
             return 2
     try:
         options = parse_options(args.option)
@@ -167,7 +200,10 @@ def main(argv: list[str]) -> int:
         return 2
     names = [s.strip() for s in args.label_names.split(",")] if args.label_names else None
     if bool(args.inputs) == bool(args.dataset):
-        print("pi-lightning explain: give texts, one data file, or --dataset (exactly one of them).", file=sys.stderr)
+        print(
+            "pi-lightning explain: give texts, one data file, or --dataset (exactly one of them).",
+            file=sys.stderr,
+        )
         return 2
     single = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in _FILE_SUFFIXES
     if single and not Path(args.inputs[0]).is_file():
@@ -184,33 +220,62 @@ def main(argv: list[str]) -> int:
         if args.limit:
             from pi_lightning.jobs import read_examples
 
-            data = read_examples(data, text_column=args.text_column, label_column=args.label_column,
-                                 id_column=args.id_column)[: args.limit]
+            data = read_examples(
+                data, text_column=args.text_column, label_column=args.label_column, id_column=args.id_column
+            )[: args.limit]
             args.text_column, args.label_column, args.id_column = "text", "label", "id"  # rows read above
     devices: Any = args.devices if args.devices == "auto" else int(args.devices)
     model, tokenizer = load_classifier(args.model, num_labels=args.num_labels, adapter=args.adapter)
     method_kwargs = {"granularity": args.granularity, "template": args.template, **options}
-    trainer_kwargs = {"accelerator": args.accelerator, "devices": devices, "num_nodes": args.num_nodes,
-                      "strategy": args.strategy, "enable_progress_bar": not args.no_progress}
+    trainer_kwargs = {
+        "accelerator": args.accelerator,
+        "devices": devices,
+        "num_nodes": args.num_nodes,
+        "strategy": args.strategy,
+        "enable_progress_bar": not args.no_progress,
+    }
     if args.precision:
         trainer_kwargs["precision"] = args.precision
     out = Path(args.out)
     summary = explain_dataset(
-        model, tokenizer, data, out, method=args.method, method_kwargs=method_kwargs, target=target,
-        max_tokens=args.max_tokens, shard_size=args.shard_size, format=args.format, text_column=args.text_column,
-        label_column=args.label_column, id_column=args.id_column, model_name=args.model,
-        metadata={"adapter": args.adapter and str(Path(args.adapter).resolve()), "num_labels": args.num_labels,
-                  "label_names": names}, overwrite=args.overwrite, **trainer_kwargs)
+        model,
+        tokenizer,
+        data,
+        out,
+        method=args.method,
+        method_kwargs=method_kwargs,
+        target=target,
+        max_tokens=args.max_tokens,
+        shard_size=args.shard_size,
+        format=args.format,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        id_column=args.id_column,
+        model_name=args.model,
+        metadata={
+            "adapter": args.adapter and str(Path(args.adapter).resolve()),
+            "num_labels": args.num_labels,
+            "label_names": names,
+        },
+        overwrite=args.overwrite,
+        **trainer_kwargs,
+    )
     if not summary.is_global_zero:
         return 0
     rows = load_results(out)
     with open(out / "explanations.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    html_path = write_html(rows[: args.html_limit], out / "explanations.html", names,
-                           f"{args.method} explanations of {args.model}")
+    html_path = write_html(
+        rows[: args.html_limit],
+        out / "explanations.html",
+        names,
+        f"{args.method} explanations of {args.model}",
+    )
     passes = [r["forward_passes"] for r in rows if r["forward_passes"] is not None]
-    print(f"{args.method}: {len(rows)} examples explained ({summary.shards - summary.skipped} shards run now, "
-          f"{summary.skipped} finished before); {sum(passes) / max(len(passes), 1):.1f} forward passes per example")
+    print(
+        f"{args.method}: {len(rows)} examples explained ({summary.shards - summary.skipped} shards run now, "
+        f"{summary.skipped} finished before); {sum(passes) / max(len(passes), 1):.1f} forward passes per example"
+    )
     if args.show > 0:
         print(format_table(rows[: args.show], names))
         if len(rows) > args.show:

@@ -62,7 +62,7 @@ def explained_examples(monitor: AttributionMonitor, count: int = 3) -> list[str]
     lines = []
     for i in range(min(count, len(monitor.texts))):
         text, spans, scores = monitor.texts[i], monitor.char_spans[i], last["scores"][i]
-        words = " ".join(f"{text[a:b]}({s:+.2f})" for (a, b), s in zip(spans, scores))
+        words = " ".join(f"{text[a:b]}({s:+.2f})" for (a, b), s in zip(spans, scores, strict=False))
         label = names[monitor.labels[i]] if monitor.labels and monitor.labels[i] < len(names) else ""
         lines.append(f"    [{label}] {words}")
     return lines
@@ -72,17 +72,23 @@ def summary(trainer, seconds: float) -> str:
     """One screen: validation accuracy, per method the headline AS - IAS gap with its 95% CI (and AS,
     IAS, probe accuracy), first vs last evaluation, and a few probe sentences explained by the best
     method that ran (MP-PI, else SP-PI)."""
-    lines = [f"pi_lightning run finished in {seconds:.0f} s "
-             f"({trainer.global_step} steps, device {trainer.strategy.root_device})"]
+    lines = [
+        f"pi_lightning run finished in {seconds:.0f} s "
+        f"({trainer.global_step} steps, device {trainer.strategy.root_device})"
+    ]
     acc = trainer.callback_metrics.get("val/acc")
     if acc is not None:
         lines.append(f"  validation accuracy (last): {float(acc):.3f}")
     monitors = [cb for cb in trainer.callbacks if isinstance(cb, AttributionMonitor) and cb.evals]
     if monitors:
-        lines.append("  explanation faithfulness on the probe set, first -> last evaluation "
-                     "(gap = AS - IAS AUC per example, mean ± 95% CI; random = 0, higher is better):")
-        lines.append(f"  {'method':<8}{'evals':>6}{'probe':>6}  {'gap ± CI':>35}  {'AS AUC':>14}  "
-                     f"{'IAS AUC':>14}  {'probe acc':>13}")
+        lines.append(
+            "  explanation faithfulness on the probe set, first -> last evaluation "
+            "(gap = AS - IAS AUC per example, mean ± 95% CI; random = 0, higher is better):"
+        )
+        lines.append(
+            f"  {'method':<8}{'evals':>6}{'probe':>6}  {'gap ± CI':>35}  {'AS AUC':>14}  "
+            f"{'IAS AUC':>14}  {'probe acc':>13}"
+        )
     for cb in monitors:
         f, last = cb.evals[0]["metrics"], cb.evals[-1]["metrics"]
 
@@ -92,8 +98,10 @@ def summary(trainer, seconds: float) -> str:
         def ci(m):
             return f"{m['gap']:+.3f} ± {m.get('gap_ci', float('nan')):.3f}" if "gap" in m else "-"
 
-        lines.append(f"  {cb.method:<8}{len(cb.evals):>6}{len(cb.texts):>6}  {ci(f) + ' -> ' + ci(last):>35}  "
-                     f"{fl('as_auc'):>14}  {fl('ias_auc'):>14}  {fl('accuracy'):>13}")
+        lines.append(
+            f"  {cb.method:<8}{len(cb.evals):>6}{len(cb.texts):>6}  {ci(f) + ' -> ' + ci(last):>35}  "
+            f"{fl('as_auc'):>14}  {fl('ias_auc'):>14}  {fl('accuracy'):>13}"
+        )
     for cb in trainer.callbacks:
         if isinstance(cb, ValidationSPPI) and cb.evals:
             words = ", ".join(f"{w['word']} ({w['mean_phi']:+.3f})" for w in cb.evals[-1]["top_words"][:6])
@@ -103,8 +111,10 @@ def summary(trainer, seconds: float) -> str:
     shown = explained_method([m.method for m in monitors])
     ex = next((m for m in monitors if m.method == shown), None)
     if ex is not None:
-        lines.append(f"  {ex.method} word attributions at the last evaluation (step {ex.evals[-1]['step']}, "
-                     "toward the true class):")
+        lines.append(
+            f"  {ex.method} word attributions at the last evaluation (step {ex.evals[-1]['step']}, "
+            "toward the true class):"
+        )
         lines.extend(explained_examples(ex))
     for logger in trainer.loggers:
         d = getattr(getattr(logger, "experiment", None), "dir", None)
@@ -117,9 +127,15 @@ def run(argv: list[str] | None = None) -> FinetuneCLI:
     """Parse, fit and print the summary; returns the CLI (``.trainer``, ``.model``, ``.datamodule``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
-    cli = FinetuneCLI(FinetuneClassifier, ReviewDataModule, run=False, args=default_args(argv),
-                      save_config_callback=LogConfig, save_config_kwargs={"overwrite": True},
-                      parser_kwargs={"prog": "pi-lightning finetune", "description": DESCRIPTION})
+    cli = FinetuneCLI(
+        FinetuneClassifier,
+        ReviewDataModule,
+        run=False,
+        args=default_args(argv),
+        save_config_callback=LogConfig,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "pi-lightning finetune", "description": DESCRIPTION},
+    )
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     print(summary(cli.trainer, time.perf_counter() - t0))
     return cli

@@ -20,11 +20,17 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pi-lightning report",
         description="Write the self-contained HTML report (AUC over training, each probe example highlighted at "
-                    "the first and last evaluation) from the AttributionMonitor state saved in a Lightning "
-                    "checkpoint (trained with enable_checkpointing or a ModelCheckpoint callback).")
+        "the first and last evaluation) from the AttributionMonitor state saved in a Lightning "
+        "checkpoint (trained with enable_checkpointing or a ModelCheckpoint callback).",
+    )
     p.add_argument("checkpoint", type=Path, help="a Lightning .ckpt file")
-    p.add_argument("-o", "--output", type=Path, default=None,
-                   help="the HTML file to write (default: the checkpoint's path with .html)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="the HTML file to write (default: the checkpoint's path with .html)",
+    )
     return p
 
 

@@ -37,8 +37,14 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["activation_coalitions", "activation_gap", "activation_order", "activation_steps", "curve_auc",
-           "interpolate_curve"]
+__all__ = [
+    "activation_coalitions",
+    "activation_gap",
+    "activation_order",
+    "activation_steps",
+    "curve_auc",
+    "interpolate_curve",
+]
 
 
 def _as_scores(scores) -> torch.Tensor:
@@ -112,8 +118,9 @@ def activation_steps(n: int, points: int | None = None) -> torch.Tensor:
     return torch.unique(k)
 
 
-def activation_coalitions(scores: torch.Tensor, inverse: bool = False,
-                          steps: torch.Tensor | None = None) -> torch.Tensor:
+def activation_coalitions(
+    scores: torch.Tensor, inverse: bool = False, steps: torch.Tensor | None = None
+) -> torch.Tensor:
     """Coalitions of the activation study: row ``k`` has the first ``k`` features of the order active.
 
     Args:
@@ -179,7 +186,7 @@ def _as_positions(x, seq: list[torch.Tensor]) -> list[torch.Tensor]:
     xs, _ = _as_curves(x)
     if len(xs) != len(seq):
         raise ValueError(f"Got {len(seq)} curves but {len(xs)} x position vectors: give one per curve.")
-    for i, (c, p) in enumerate(zip(seq, xs)):
+    for i, (c, p) in enumerate(zip(seq, xs, strict=False)):
         if p.shape != c.shape:
             raise ValueError(f"Curve {i} has {c.numel()} points but its x has {p.numel()}: they must match.")
         if float(p[0]) != 0.0 or float(p[-1]) != 1.0 or not bool((p[1:] > p[:-1]).all()):
@@ -213,7 +220,7 @@ def curve_auc(curves, x=None) -> torch.Tensor:
     if x is None:
         areas = torch.stack([torch.trapezoid(c, dx=1.0 / (c.numel() - 1)) for c in seq])
     else:
-        areas = torch.stack([torch.trapezoid(c, p) for c, p in zip(seq, _as_positions(x, seq))])
+        areas = torch.stack([torch.trapezoid(c, p) for c, p in zip(seq, _as_positions(x, seq), strict=False)])
     return areas[0] if single else areas
 
 
@@ -236,7 +243,7 @@ def activation_gap(as_curves, ias_curves, x=None) -> torch.Tensor:
         0.4
     """
     a, b = _as_curves(as_curves)[0], _as_curves(ias_curves)[0]
-    if len(a) != len(b) or any(p.numel() != q.numel() for p, q in zip(a, b)):
+    if len(a) != len(b) or any(p.numel() != q.numel() for p, q in zip(a, b, strict=False)):
         raise ValueError(
             f"AS and IAS curves must pair up example by example (same count, same length each); got "
             f"{[p.numel() for p in a]} and {[q.numel() for q in b]} points."
@@ -267,7 +274,7 @@ def interpolate_curve(curves, num_points: int = 21, x=None) -> torch.Tensor:
     seq, single = _as_curves(curves)
     grid = torch.linspace(0.0, 1.0, num_points, dtype=torch.float64)
     rows = []
-    for c, p in zip(seq, _as_positions(x, seq)):
+    for c, p in zip(seq, _as_positions(x, seq), strict=False):
         # Segment of each grid value: left index in 0..m-2 with p[left] <= g <= p[left + 1].
         left = (torch.searchsorted(p, grid, right=True) - 1).clamp(0, c.numel() - 2)
         frac = (grid - p[left]) / (p[left + 1] - p[left])

@@ -67,7 +67,9 @@ def top_k_features(scores: torch.Tensor, top_k: float = 20.0) -> torch.Tensor:
     return order[: top_k_count(order.numel(), top_k)]
 
 
-def _check_probs(probs: torch.Tensor, other: torch.Tensor, other_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_probs(
+    probs: torch.Tensor, other: torch.Tensor, other_name: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     p = torch.as_tensor(probs)
     q = torch.as_tensor(other)
     if p.shape != q.shape:

@@ -23,8 +23,9 @@ def moments(values: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum(), (v * v).sum()])
 
 
-def interval_from_moments(count: float, total: float, total_sq: float,
-                          confidence: float = 0.95) -> tuple[float, float]:
+def interval_from_moments(
+    count: float, total: float, total_sq: float, confidence: float = 0.95
+) -> tuple[float, float]:
     """Mean and confidence half-width from ``count``, ``sum`` and ``sum of squares``.
 
     Returns ``(nan, nan)`` with no values and ``(mean, nan)`` with one (no spread to estimate).

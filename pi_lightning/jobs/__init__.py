@@ -10,5 +10,14 @@ from pi_lightning.jobs.explain import (
 )
 from pi_lightning.jobs.shortcuts import ShortcutReport, counterfactual_check, mine_shortcuts
 
-__all__ = ["ExplainModule", "ExplainSummary", "ShardWriter", "ShortcutReport", "counterfactual_check",
-           "explain_dataset", "load_results", "mine_shortcuts", "read_examples"]
+__all__ = [
+    "ExplainModule",
+    "ExplainSummary",
+    "ShardWriter",
+    "ShortcutReport",
+    "counterfactual_check",
+    "explain_dataset",
+    "load_results",
+    "mine_shortcuts",
+    "read_examples",
+]

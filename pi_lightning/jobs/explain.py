@@ -63,8 +63,10 @@ def _pyarrow(what: str):
         import pyarrow
         import pyarrow.parquet as pq
     except ImportError:
-        raise ImportError(f"{what} needs pyarrow, which is not installed. Fix: `pip install pyarrow`, or use "
-                          "CSV/JSONL input and format='jsonl' output.") from None
+        raise ImportError(
+            f"{what} needs pyarrow, which is not installed. Fix: `pip install pyarrow`, or use "
+            "CSV/JSONL input and format='jsonl' output."
+        ) from None
     return pyarrow, pq
 
 
@@ -72,7 +74,9 @@ def _pyarrow(what: str):
 def _read_file(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     if not path.is_file():
-        raise FileNotFoundError(f"No such data file: {path}. Give a .csv, .jsonl or .parquet file with a text column.")
+        raise FileNotFoundError(
+            f"No such data file: {path}. Give a .csv, .jsonl or .parquet file with a text column."
+        )
     if suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh))
@@ -85,8 +89,14 @@ def _read_file(path: Path) -> list[dict]:
     raise ValueError(f"Unsupported data file {path.name!r}: expected .csv, .jsonl or .parquet.")
 
 
-def read_examples(data, *, text_column: str = "text", label_column: str = "label", id_column: str = "id",
-                  labels: Sequence[int] | None = None) -> list[dict]:
+def read_examples(
+    data,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    id_column: str = "id",
+    labels: Sequence[int] | None = None,
+) -> list[dict]:
     """Rows ``{"id": str, "index": int, "text": str, "label": int | None}`` from many kinds of input.
 
     Args:
@@ -106,12 +116,17 @@ def read_examples(data, *, text_column: str = "text", label_column: str = "label
         where = str(data)
     elif hasattr(data, "texts"):
         found = getattr(data, "labels", None)
-        rows = [{text_column: t, label_column: None if found is None else found[i]} for i, t in enumerate(data.texts)]
+        rows = [
+            {text_column: t, label_column: None if found is None else found[i]}
+            for i, t in enumerate(data.texts)
+        ]
         where = type(data).__name__
     else:
         if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
-            raise TypeError(f"Cannot read examples from a {type(data).__name__}: expected a file path, a list of texts "
-                            "or rows, or a map-style dataset.")
+            raise TypeError(
+                f"Cannot read examples from a {type(data).__name__}: expected a file path, a list of texts "
+                "or rows, or a map-style dataset."
+            )
         rows = [data[i] for i in range(len(data))]
         where = "the data"
     if not rows:
@@ -122,22 +137,32 @@ def read_examples(data, *, text_column: str = "text", label_column: str = "label
             text, label, ex_id = r, None, None
         elif isinstance(r, Mapping):
             if text_column not in r:
-                raise ValueError(f"Row {i} of {where} has no {text_column!r} column; its columns are {sorted(r)}. "
-                                 "Name the text column with text_column=... (--text-column).")
+                raise ValueError(
+                    f"Row {i} of {where} has no {text_column!r} column; its columns are {sorted(r)}. "
+                    "Name the text column with text_column=... (--text-column)."
+                )
             text, label, ex_id = r[text_column], r.get(label_column), r.get(id_column)
         elif isinstance(r, (tuple, list)) and len(r) == 2:
             text, label, ex_id = r[0], r[1], None
         else:
-            raise TypeError(f"Row {i} of {where} is a {type(r).__name__}: expected a text, a (text, label) pair or a "
-                            "mapping with a text column.")
+            raise TypeError(
+                f"Row {i} of {where} is a {type(r).__name__}: expected a text, a (text, label) pair or a "
+                "mapping with a text column."
+            )
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"Row {i} of {where} has no text to explain ({text!r}): remove empty rows.")
-        out.append({"id": str(i if ex_id is None or ex_id == "" else ex_id), "index": i, "text": text,
-                    "label": None if label is None or label == "" else label})
+        out.append(
+            {
+                "id": str(i if ex_id is None or ex_id == "" else ex_id),
+                "index": i,
+                "text": text,
+                "label": None if label is None or label == "" else label,
+            }
+        )
     if labels is not None:
         if len(labels) != len(out):
             raise ValueError(f"Got {len(labels)} labels for {len(out)} examples.")
-        for r, y in zip(out, labels):
+        for r, y in zip(out, labels, strict=False):
             r["label"] = y
     raw = [r["label"] for r in out if r["label"] is not None]
     try:
@@ -150,8 +175,10 @@ def read_examples(data, *, text_column: str = "text", label_column: str = "label
     seen: dict[str, int] = {}
     for r in out:
         if r["id"] in seen:
-            raise ValueError(f"Example id {r['id']!r} occurs twice (rows {seen[r['id']]} and {r['index']}): ids must "
-                             f"be unique; fix the {id_column!r} column or drop it to number the rows.")
+            raise ValueError(
+                f"Example id {r['id']!r} occurs twice (rows {seen[r['id']]} and {r['index']}): ids must "
+                f"be unique; fix the {id_column!r} column or drop it to number the rows."
+            )
         seen[r["id"]] = r["index"]
     return out
 
@@ -186,13 +213,21 @@ class ExplainModule(pl.LightningModule):
         target: ``"predicted"``, ``"label"`` (each example's label) or a class index.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, method: str = "sp-pi",
-                 method_kwargs: Mapping[str, Any] | None = None, target: str | int = "predicted") -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        method: str = "sp-pi",
+        method_kwargs: Mapping[str, Any] | None = None,
+        target: str | int = "predicted",
+    ) -> None:
         super().__init__()
         methods = available_methods()
         if method not in methods:
             raise ValueError(f"Unknown attribution method {method!r}: expected one of {', '.join(methods)}.")
-        if not (target in ("predicted", "label") or (isinstance(target, int) and not isinstance(target, bool))):
+        if not (
+            target in ("predicted", "label") or (isinstance(target, int) and not isinstance(target, bool))
+        ):
             raise ValueError(f"target must be 'predicted', 'label' or a class index, got {target!r}.")
         self.model = model
         self.tokenizer = tokenizer
@@ -216,19 +251,34 @@ class ExplainModule(pl.LightningModule):
         if self.target == "label":
             missing = [r["id"] for r in rows if r["label"] is None]
             if missing:
-                raise ValueError(f"target='label' but examples {missing[:5]} have no label: give a label column or "
-                                 "use target='predicted'.")
+                raise ValueError(
+                    f"target='label' but examples {missing[:5]} have no label: give a label column or "
+                    "use target='predicted'."
+                )
             target: Any = [int(r["label"]) for r in rows]
         else:
             target = self.target
         attrs = self.attributor.fill_probs(self.attributor.attribute(texts, target=target))
-        return [{
-            "id": r["id"], "index": r["index"], "text": r["text"], "label": r["label"], "target": int(a.target),
-            "prediction": int(a.prediction), "probs": [float(p) for p in a.probs], "method": a.method,
-            "output": a.output, "granularity": a.features.granularity, "features": list(a.features.texts),
-            "char_spans": [list(s) for s in a.features.char_spans], "scores": [float(s) for s in a.scores],
-            "base_value": a.base_value, "forward_passes": a.forward_passes,
-        } for r, a in zip(rows, attrs)]
+        return [
+            {
+                "id": r["id"],
+                "index": r["index"],
+                "text": r["text"],
+                "label": r["label"],
+                "target": int(a.target),
+                "prediction": int(a.prediction),
+                "probs": [float(p) for p in a.probs],
+                "method": a.method,
+                "output": a.output,
+                "granularity": a.features.granularity,
+                "features": list(a.features.texts),
+                "char_spans": [list(s) for s in a.features.char_spans],
+                "scores": [float(s) for s in a.scores],
+                "base_value": a.base_value,
+                "forward_passes": a.forward_passes,
+            }
+            for r, a in zip(rows, attrs, strict=False)
+        ]
 
     @override
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> list[dict]:
@@ -259,9 +309,11 @@ def write_shard(out_dir: Path, shard: int, records: list[dict], digest: str, fmt
         pa, pq = _pyarrow("Parquet output")
         _write_atomic(data, lambda p: pq.write_table(pa.Table.from_pylist(records), p))
     else:
+
         def dump(p: Path) -> None:
             with open(p, "w", encoding="utf-8") as fh:
                 fh.writelines(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
+
         _write_atomic(data, dump)
     meta = {"shard": shard, "digest": digest, "examples": len(records), "rank": rank, "format": fmt}
     _write_atomic(done, lambda p: p.write_text(json.dumps(meta), encoding="utf-8"))
@@ -305,9 +357,12 @@ class ShardWriter(BasePredictionWriter):
         self.written: list[int] = []
 
     @override
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
-                           dataloader_idx=0) -> None:
-        write_shard(self.out_dir, int(batch["shard"]), prediction, batch["digest"], self.fmt, trainer.global_rank)
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        write_shard(
+            self.out_dir, int(batch["shard"]), prediction, batch["digest"], self.fmt, trainer.global_rank
+        )
         self.written.append(int(batch["shard"]))
 
 
@@ -315,8 +370,10 @@ def load_job(out_dir: str | Path) -> dict[str, Any]:
     """The settings an explain job folder was made with (``job.json``)."""
     path = Path(out_dir) / JOB_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{out_dir} is not an explain job folder (no {JOB_FILE}): run the explain job first "
-                                "(pi_lightning.jobs.explain_dataset or `pi-lightning explain`).")
+        raise FileNotFoundError(
+            f"{out_dir} is not an explain job folder (no {JOB_FILE}): run the explain job first "
+            "(pi_lightning.jobs.explain_dataset or `pi-lightning explain`)."
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -325,8 +382,10 @@ def load_results(out_dir: str | Path) -> list[dict]:
     out_dir = Path(out_dir)
     shard_dir = out_dir / _SHARD_DIR
     if not shard_dir.is_dir():
-        raise FileNotFoundError(f"{out_dir} holds no explain results (no {_SHARD_DIR}/ folder): run the explain job "
-                                "first (pi_lightning.jobs.explain_dataset or `pi-lightning explain`).")
+        raise FileNotFoundError(
+            f"{out_dir} holds no explain results (no {_SHARD_DIR}/ folder): run the explain job "
+            "first (pi_lightning.jobs.explain_dataset or `pi-lightning explain`)."
+        )
     rows: list[dict] = []
     for done in sorted(shard_dir.glob("shard-*.done.json")):
         meta = json.loads(done.read_text(encoding="utf-8"))
@@ -353,7 +412,9 @@ def _first(batch: list[dict]) -> dict:
 class _ShardData(pl.LightningDataModule):
     """Plans the shards on rank zero (checks the folder, skips finished shards) and broadcasts the plan."""
 
-    def __init__(self, rows: list[dict], out_dir: Path, settings: dict, shard_size: int, overwrite: bool) -> None:
+    def __init__(
+        self, rows: list[dict], out_dir: Path, settings: dict, shard_size: int, overwrite: bool
+    ) -> None:
         super().__init__()
         self.rows, self.out_dir, self.settings = rows, out_dir, settings
         self.shard_size, self.overwrite = shard_size, overwrite
@@ -372,12 +433,15 @@ class _ShardData(pl.LightningDataModule):
             if differ:
                 raise ValueError(
                     f"{self.out_dir} holds results of another job ({', '.join(f'{k}: {old.get(k)!r} there, {settings[k]!r} now' for k in differ)}). "
-                    "Use another output folder, or overwrite=True (--overwrite) to discard them.")
+                    "Use another output folder, or overwrite=True (--overwrite) to discard them."
+                )
             settings["num_shards"] = int(old["num_shards"])  # shards stay those of the first run
         else:
             settings["num_shards"] = max(1, math.ceil(len(self.rows) / self.shard_size))
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(job, lambda p: p.write_text(json.dumps(settings, indent=1, default=repr), encoding="utf-8"))
+        _write_atomic(
+            job, lambda p: p.write_text(json.dumps(settings, indent=1, default=repr), encoding="utf-8")
+        )
         groups: dict[int, list[dict]] = {}
         for r in self.rows:
             groups.setdefault(shard_of(r["id"], settings["num_shards"]), []).append(r)
@@ -396,7 +460,7 @@ class _ShardData(pl.LightningDataModule):
         if self.trainer.is_global_zero:
             try:
                 plan = self._prepare()
-            except Exception as e:  # noqa: BLE001 - re-raised on every rank below, so no rank hangs
+            except Exception as e:
                 plan = {"error": e}
         plan = self.trainer.strategy.broadcast(plan, src=0)
         if "error" in plan:
@@ -431,13 +495,27 @@ class ExplainSummary:
     is_global_zero: bool
 
 
-def explain_dataset(model: torch.nn.Module, tokenizer, data, out_dir: str | Path, *, method: str = "sp-pi",
-                    method_kwargs: Mapping[str, Any] | None = None, target: str | int = "predicted",
-                    max_tokens: int | None = None, shard_size: int = 32, format: str = "jsonl",
-                    text_column: str = "text", label_column: str = "label", id_column: str = "id",
-                    labels: Sequence[int] | None = None, model_name: str | None = None,
-                    metadata: Mapping[str, Any] | None = None, overwrite: bool = False,
-                    **trainer_kwargs: Any) -> ExplainSummary:
+def explain_dataset(
+    model: torch.nn.Module,
+    tokenizer,
+    data,
+    out_dir: str | Path,
+    *,
+    method: str = "sp-pi",
+    method_kwargs: Mapping[str, Any] | None = None,
+    target: str | int = "predicted",
+    max_tokens: int | None = None,
+    shard_size: int = 32,
+    format: str = "jsonl",
+    text_column: str = "text",
+    label_column: str = "label",
+    id_column: str = "id",
+    labels: Sequence[int] | None = None,
+    model_name: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    **trainer_kwargs: Any,
+) -> ExplainSummary:
     """Explain every example of ``data`` with ``method`` through ``Trainer.predict``; results as shard files.
 
     Args:
@@ -476,24 +554,46 @@ def explain_dataset(model: torch.nn.Module, tokenizer, data, out_dir: str | Path
     method_kwargs = dict(method_kwargs or {})
     if max_tokens is not None:
         method_kwargs["max_tokens"] = max_tokens
-    rows = read_examples(data, text_column=text_column, label_column=label_column, id_column=id_column,
-                         labels=labels)
+    rows = read_examples(
+        data, text_column=text_column, label_column=label_column, id_column=id_column, labels=labels
+    )
     module = ExplainModule(model, tokenizer, method, method_kwargs, target)
     if target == "label" and any(r["label"] is None for r in rows):
-        raise ValueError("target='label' needs a label for every example: give a label column (--label-column) or "
-                         "use target='predicted'.")
-    name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
-    settings = {"method": method, "method_kwargs": json.loads(json.dumps(method_kwargs, default=repr)),
-                "target": target, "model": name, "format": format,
-                "metadata": json.loads(json.dumps(dict(metadata or {}), default=repr))}
+        raise ValueError(
+            "target='label' needs a label for every example: give a label column (--label-column) or "
+            "use target='predicted'."
+        )
+    name = (
+        model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+    )
+    settings = {
+        "method": method,
+        "method_kwargs": json.loads(json.dumps(method_kwargs, default=repr)),
+        "target": target,
+        "model": name,
+        "format": format,
+        "metadata": json.loads(json.dumps(dict(metadata or {}), default=repr)),
+    }
     writer = ShardWriter(out_dir, format)
     datamodule = _ShardData(rows, Path(out_dir), settings, shard_size, overwrite)
-    kwargs = {"accelerator": "auto", "devices": 1, "logger": False, "enable_checkpointing": False,
-              "enable_model_summary": False, "inference_mode": False, **trainer_kwargs,
-              "use_distributed_sampler": False}  # the datamodule splits the shards across ranks itself
+    kwargs = {
+        "accelerator": "auto",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "inference_mode": False,
+        **trainer_kwargs,
+        "use_distributed_sampler": False,
+    }  # the datamodule splits the shards across ranks itself
     kwargs["callbacks"] = [*list(kwargs.get("callbacks") or []), writer]
     trainer = pl.Trainer(**kwargs)
     trainer.predict(module, datamodule=datamodule, return_predictions=False)
-    return ExplainSummary(out_dir=Path(out_dir), examples=len(rows), shards=datamodule.plan["shards"],
-                          skipped=datamodule.plan["skipped"], written=list(writer.written),
-                          is_global_zero=trainer.is_global_zero)
+    return ExplainSummary(
+        out_dir=Path(out_dir),
+        examples=len(rows),
+        shards=datamodule.plan["shards"],
+        skipped=datamodule.plan["skipped"],
+        written=list(writer.written),
+        is_global_zero=trainer.is_global_zero,
+    )

@@ -50,8 +50,9 @@ def _norm(word: str) -> str:
     return word.strip().lower()
 
 
-def null_moments(scores: np.ndarray, texts: np.ndarray, words: np.ndarray, n_words: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def null_moments(
+    scores: np.ndarray, texts: np.ndarray, words: np.ndarray, n_words: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Observed total, and mean and variance under within-text permutation, of each word's scores.
 
     Args:
@@ -77,7 +78,7 @@ def null_moments(scores: np.ndarray, texts: np.ndarray, words: np.ndarray, n_wor
     sq_t = np.bincount(t, weights=s * s, minlength=n_texts)
     with np.errstate(invalid="ignore", divide="ignore"):
         mu_t = sum_t / n_t
-        var_t = np.maximum(sq_t / n_t - mu_t ** 2, 0.0)  # population variance of the text's scores
+        var_t = np.maximum(sq_t / n_t - mu_t**2, 0.0)  # population variance of the text's scores
     # k: occurrences of word w in text t, over the distinct (t, w) pairs.
     pair, k = np.unique(t.astype(np.int64) * n_words + w, return_counts=True)
     pt, pw = pair // n_words, pair % n_words
@@ -118,8 +119,10 @@ class ShortcutReport:
 
     def table(self, top: int = 15) -> str:
         """A fixed-width terminal table of the ``top`` candidates."""
-        head = (f"{'#':>3} {'word':<16} {'class':<10} {'count':>6} {'texts':>6} {'mean':>8} {'excess':>8} {'z':>7} "
-                f"{'q':>8} {'sig':>3} {'label+':>7} {'flip':>6} {'dprob':>7} {'flag':>4}")
+        head = (
+            f"{'#':>3} {'word':<16} {'class':<10} {'count':>6} {'texts':>6} {'mean':>8} {'excess':>8} {'z':>7} "
+            f"{'q':>8} {'sig':>3} {'label+':>7} {'flip':>6} {'dprob':>7} {'flag':>4}"
+        )
         lines = [head, "-" * len(head)]
         for r in self.rows[:top]:
             flip = "-" if r.get("flip_rate") is None else f"{r['flip_rate']:.2f}"
@@ -127,10 +130,12 @@ class ShortcutReport:
             la = "-" if r["label_assoc"] is None else f"{r['label_assoc']:+.2f}"
             z = "-" if r["z"] is None else f"{r['z']:.1f}"
             q = "-" if r["q"] is None else f"{r['q']:.1e}"
-            lines.append(f"{r['rank']:>3} {r['word'][:16]:<16} {self._name(r['cls'])[:10]:<10} {r['count']:>6} "
-                         f"{r['texts']:>6} {r['mean'][r['cls']]:>+8.4f} {r['excess']:>+8.4f} {z:>7} {q:>8} "
-                         f"{'*' if r['significant'] else '':>3} {la:>7} {flip:>6} {dprob:>7} "
-                         f"{'YES' if r.get('flagged') else '':>4}")
+            lines.append(
+                f"{r['rank']:>3} {r['word'][:16]:<16} {self._name(r['cls'])[:10]:<10} {r['count']:>6} "
+                f"{r['texts']:>6} {r['mean'][r['cls']]:>+8.4f} {r['excess']:>+8.4f} {z:>7} {q:>8} "
+                f"{'*' if r['significant'] else '':>3} {la:>7} {flip:>6} {dprob:>7} "
+                f"{'YES' if r.get('flagged') else '':>4}"
+            )
         return "\n".join(lines)
 
     def write_jsonl(self, path: str | Path) -> Path:
@@ -143,11 +148,43 @@ class ShortcutReport:
 
     def columns(self, top: int | None = None) -> tuple[list[str], list[list[Any]]]:
         """Flat columns and rows (for W&B tables and HTML)."""
-        cols = ["rank", "word", "class", "count", "texts", "mean", "excess", "z", "q", "significant", "label_assoc",
-                "pred_assoc", "flip_rate", "prob_change", "flagged"]
-        rows = [[r["rank"], r["word"], self._name(r["cls"]), r["count"], r["texts"], r["mean"][r["cls"]], r["excess"],
-                 r["z"], r["q"], r["significant"], r["label_assoc"], r["pred_assoc"], r.get("flip_rate"),
-                 r.get("prob_change"), r.get("flagged")] for r in self.rows[:top]]
+        cols = [
+            "rank",
+            "word",
+            "class",
+            "count",
+            "texts",
+            "mean",
+            "excess",
+            "z",
+            "q",
+            "significant",
+            "label_assoc",
+            "pred_assoc",
+            "flip_rate",
+            "prob_change",
+            "flagged",
+        ]
+        rows = [
+            [
+                r["rank"],
+                r["word"],
+                self._name(r["cls"]),
+                r["count"],
+                r["texts"],
+                r["mean"][r["cls"]],
+                r["excess"],
+                r["z"],
+                r["q"],
+                r["significant"],
+                r["label_assoc"],
+                r["pred_assoc"],
+                r.get("flip_rate"),
+                r.get("prob_change"),
+                r.get("flagged"),
+            ]
+            for r in self.rows[:top]
+        ]
         return cols, rows
 
     def log_wandb(self, run, key: str = "pi/shortcuts", top: int | None = 100) -> None:
@@ -157,7 +194,9 @@ class ShortcutReport:
         cols, rows = self.columns(top)
         run.log({key: wandb.Table(columns=cols, data=rows)})
 
-    def write_html(self, path: str | Path, top: int = 50, examples: Mapping[str, Sequence[str]] | None = None) -> Path:
+    def write_html(
+        self, path: str | Path, top: int = 50, examples: Mapping[str, Sequence[str]] | None = None
+    ) -> Path:
         """A standalone HTML page: the candidate table and, per word, highlighted example texts.
 
         Args:
@@ -172,19 +211,29 @@ class ShortcutReport:
                 return f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4f}"
             return html.escape(str(v))
 
-        body = "".join("<tr" + (" class='sig'" if r[9] else "") + ">" + "".join(f"<td>{fmt(c)}</td>" for c in r)
-                       + "</tr>" for r in rows)
+        body = "".join(
+            "<tr"
+            + (" class='sig'" if r[9] else "")
+            + ">"
+            + "".join(f"<td>{fmt(c)}</td>" for c in r)
+            + "</tr>"
+            for r in rows
+        )
         parts = [
             "<!doctype html><meta charset='utf-8'><title>pi_lightning shortcut candidates</title>",
-            ("<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}"
-            "tr.sig td{background:#fff4e0}.ex{margin:.3em 0 .3em 1em}</style>"),
+            (
+                "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+                "td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}"
+                "tr.sig td{background:#fff4e0}.ex{margin:.3em 0 .3em 1em}</style>"
+            ),
             "<h2>Shortcut candidates</h2>",
             f"<p>{html.escape(self._describe())}</p>",
             "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + f"</tr>{body}</table>",
         ]
         for word, snippets in (examples or {}).items():
-            parts.append(f"<h3>{html.escape(word)}</h3>" + "".join(f"<div class='ex'>{s}</div>" for s in snippets))
+            parts.append(
+                f"<h3>{html.escape(word)}</h3>" + "".join(f"<div class='ex'>{s}</div>" for s in snippets)
+            )
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(parts), encoding="utf-8")
@@ -192,15 +241,22 @@ class ShortcutReport:
 
     def _describe(self) -> str:
         s = self.settings
-        return (f"{s.get('examples')} examples, {s.get('words_tested')} words with at least {s.get('min_count')} "
-                f"occurrences. Excess: mean attribution toward the class minus the within-text permutation null's; "
-                f"significant (highlighted): Benjamini-Hochberg q < {s.get('alpha')}. flip: fraction of the texts "
-                "holding the word whose prediction changes when it is masked; dprob: mean drop of p(class) then; "
-                f"flagged: significant and dprob >= {s.get('min_effect')}.")
+        return (
+            f"{s.get('examples')} examples, {s.get('words_tested')} words with at least {s.get('min_count')} "
+            f"occurrences. Excess: mean attribution toward the class minus the within-text permutation null's; "
+            f"significant (highlighted): Benjamini-Hochberg q < {s.get('alpha')}. flip: fraction of the texts "
+            "holding the word whose prediction changes when it is masked; dprob: mean drop of p(class) then; "
+            f"flagged: significant and dprob >= {s.get('min_effect')}."
+        )
 
 
-def mine_shortcuts(results: Sequence[Mapping[str, Any]], *, min_count: int = 3, alpha: float = 0.05,
-                   label_names: Sequence[str] | None = None) -> ShortcutReport:
+def mine_shortcuts(
+    results: Sequence[Mapping[str, Any]],
+    *,
+    min_count: int = 3,
+    alpha: float = 0.05,
+    label_names: Sequence[str] | None = None,
+) -> ShortcutReport:
     """Rank the words of explained examples as shortcut candidates (see the module docstring).
 
     Args:
@@ -231,7 +287,9 @@ def mine_shortcuts(results: Sequence[Mapping[str, Any]], *, min_count: int = 3, 
         raise ValueError("No results to mine: run the explain job first (pi_lightning.jobs.explain_dataset).")
     for key in ("features", "scores", "target", "probs"):
         if key not in results[0]:
-            raise ValueError(f"Result rows need a {key!r} field (rows of the explain job), got keys {sorted(results[0])}.")
+            raise ValueError(
+                f"Result rows need a {key!r} field (rows of the explain job), got keys {sorted(results[0])}."
+            )
     C = len(results[0]["probs"])
     output = results[0].get("output", "prob")
     fold = C == 2 and output in ("prob", "log_odds")
@@ -239,8 +297,10 @@ def mine_shortcuts(results: Sequence[Mapping[str, Any]], *, min_count: int = 3, 
     occ_t, occ_w, occ_s, occ_tgt = [], [], [], []
     for t, r in enumerate(results):
         if len(r["features"]) != len(r["scores"]):
-            raise ValueError(f"Result {r.get('id', t)!r} has {len(r['features'])} features but {len(r['scores'])} scores.")
-        for f, s in zip(r["features"], r["scores"]):
+            raise ValueError(
+                f"Result {r.get('id', t)!r} has {len(r['features'])} features but {len(r['scores'])} scores."
+            )
+        for f, s in zip(r["features"], r["scores"], strict=False):
             occ_t.append(t)
             occ_w.append(vocab.setdefault(_norm(f), len(vocab)))
             occ_s.append(float(s))
@@ -258,7 +318,9 @@ def mine_shortcuts(results: Sequence[Mapping[str, Any]], *, min_count: int = 3, 
     for c in range(C):
         toward[:, c] = np.where(tgt == c, s_arr, -s_arr if fold else np.nan)
     stats = [null_moments(toward[:, c], t_arr, w_arr, W) for c in range(C)]
-    defined = np.stack([np.bincount(w_arr, weights=~np.isnan(toward[:, c]), minlength=W) for c in range(C)], 1)
+    defined = np.stack(
+        [np.bincount(w_arr, weights=~np.isnan(toward[:, c]), minlength=W) for c in range(C)], 1
+    )
     total = np.stack([s[0] for s in stats], 1)  # (W, C)
     null = np.stack([s[1] for s in stats], 1)
     var = np.stack([s[2] for s in stats], 1)
@@ -306,27 +368,57 @@ def mine_shortcuts(results: Sequence[Mapping[str, Any]], *, min_count: int = 3, 
     rows = []
     for i in tested:
         c = int(best[i])
-        rows.append({
-            "word": words[i], "cls": c, "count": int(count[i]), "texts": int(n_texts[i]),
-            "mean": [num(v) for v in mean[i]], "total": [num(v) for v in total[i]],
-            "null_mean": num(null[i, c] / defined[i, c]) if defined[i, c] else None, "excess": num(excess[i, c]),
-            "excess_lcb": num(lcb[i, c]),
-            "z": num(z[i, c]), "p": num(p[i]), "q": num(q[i]), "significant": bool(sig[i]),
-            "label_assoc": num(label_assoc[i, c]), "pred_assoc": num(pred_assoc[i, c]),
-        })
-    rows.sort(key=lambda r: (not r["significant"], -(r["excess_lcb"] if r["excess_lcb"] is not None else -np.inf)))
+        rows.append(
+            {
+                "word": words[i],
+                "cls": c,
+                "count": int(count[i]),
+                "texts": int(n_texts[i]),
+                "mean": [num(v) for v in mean[i]],
+                "total": [num(v) for v in total[i]],
+                "null_mean": num(null[i, c] / defined[i, c]) if defined[i, c] else None,
+                "excess": num(excess[i, c]),
+                "excess_lcb": num(lcb[i, c]),
+                "z": num(z[i, c]),
+                "p": num(p[i]),
+                "q": num(q[i]),
+                "significant": bool(sig[i]),
+                "label_assoc": num(label_assoc[i, c]),
+                "pred_assoc": num(pred_assoc[i, c]),
+            }
+        )
+    rows.sort(
+        key=lambda r: (not r["significant"], -(r["excess_lcb"] if r["excess_lcb"] is not None else -np.inf))
+    )
     for k, r in enumerate(rows, 1):
         r["rank"] = k
     names = list(label_names) if label_names is not None else [str(c) for c in range(C)]
-    settings = {"examples": len(results), "words": W, "words_tested": len(tested), "min_count": min_count,
-                "alpha": alpha, "classes": C, "folded": fold}
+    settings = {
+        "examples": len(results),
+        "words": W,
+        "words_tested": len(tested),
+        "min_count": min_count,
+        "alpha": alpha,
+        "classes": C,
+        "folded": fold,
+    }
     return ShortcutReport(rows=rows, label_names=names, settings=settings)
 
 
-def counterfactual_check(report: ShortcutReport, results: Sequence[Mapping[str, Any]], model, tokenizer, *,
-                         top: int = 10, granularity: str | None = None, template: str = "{text}",
-                         mask: str | int | None = None, max_tokens: int = 8192,
-                         max_texts: int | None = None, min_effect: float = 0.1) -> ShortcutReport:
+def counterfactual_check(
+    report: ShortcutReport,
+    results: Sequence[Mapping[str, Any]],
+    model,
+    tokenizer,
+    *,
+    top: int = 10,
+    granularity: str | None = None,
+    template: str = "{text}",
+    mask: str | int | None = None,
+    max_tokens: int = 8192,
+    max_texts: int | None = None,
+    min_effect: float = 0.1,
+) -> ShortcutReport:
     """Mask each of the ``top`` candidates in every text that holds it; add ``flip_rate`` and ``prob_change``.
 
     Args:
@@ -371,30 +463,39 @@ def counterfactual_check(report: ShortcutReport, results: Sequence[Mapping[str, 
                 if [_norm(x) for x in f.texts] != [_norm(x) for x in results[t]["features"]]:
                     raise ValueError(
                         f"Rebuilding the features of result {results[t].get('id', t)!r} gave {list(f.texts)}, not the "
-                        f"explained {results[t]['features']}: pass the explain job's granularity and template.")
+                        f"explained {results[t]['features']}: pass the explain job's granularity and template."
+                    )
                 feats[t] = f
         need = [t for t in holders if t not in originals]
         if need:
             seqs = [list(feats[t].input_ids) for t in need]
-            for t, lg in zip(need, adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])):
+            for t, lg in zip(need, adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs]), strict=False):
                 originals[t] = transform_outputs(lg[0], "prob")
         seqs = []
         for t in holders:
             keep = np.array([[_norm(x) != w for x in feats[t].texts]])
             (s,), _ = masker(feats[t], keep)
             seqs.append(s)
-        masked = [transform_outputs(lg[0], "prob") for lg in adapter.forward_positions(seqs, [[len(s) - 1]
-                                                                                                for s in seqs])]
+        masked = [
+            transform_outputs(lg[0], "prob")
+            for lg in adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
+        ]
         c = row["cls"]
-        flips = [int(originals[t].argmax()) != int(m.argmax()) for t, m in zip(holders, masked)]
-        drops = [float(originals[t][c] - m[c]) for t, m in zip(holders, masked)]
+        flips = [int(originals[t].argmax()) != int(m.argmax()) for t, m in zip(holders, masked, strict=False)]
+        drops = [float(originals[t][c] - m[c]) for t, m in zip(holders, masked, strict=False)]
         row["flip_rate"] = float(np.mean(flips)) if flips else None
         row["prob_change"] = float(np.mean(drops)) if drops else None
         row["checked_texts"] = len(holders)
-        row["flagged"] = bool(row["significant"] and row["prob_change"] is not None and row["prob_change"] >= min_effect)
+        row["flagged"] = bool(
+            row["significant"] and row["prob_change"] is not None and row["prob_change"] >= min_effect
+        )
     report.settings.update(checked=min(top, len(report.rows)), min_effect=min_effect)
-    report.rows.sort(key=lambda r: (not r.get("flagged", False), -(r.get("prob_change") or 0.0) if r.get("flagged")
-                                    else r["rank"]))
+    report.rows.sort(
+        key=lambda r: (
+            not r.get("flagged", False),
+            -(r.get("prob_change") or 0.0) if r.get("flagged") else r["rank"],
+        )
+    )
     for k, r in enumerate(report.rows, 1):
         r["rank"] = k
     return report
