@@ -68,7 +68,7 @@ def add_common_args(p: argparse.ArgumentParser, adapter: str | None = "outputs/f
 
 def load_model(args: argparse.Namespace):
     """``(model, tokenizer, dtype_name)`` as the common options ask: on the device, in the dtype, eval mode."""
-    from pi_lightning.data import load_classifier
+    from pi_lightning.models import load_classifier
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -17,7 +17,7 @@ Run::
     python benchmarks/bench_at2.py --model /path/to/fine-tuned-classifier --device cuda --probe 50 --fit 200
 
 ``--model`` takes ``tiny``, ``smollm2-135m-instruct`` (the embedded default) or any folder / hub id
-that :func:`pi_lightning.data.load_classifier` loads; only a fine-tuned classifier gives meaningful AUCs.
+that :func:`pi_lightning.models.load_classifier` loads; only a fine-tuned classifier gives meaningful AUCs.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import time
 import torch
 
 from pi_lightning.attributors import AT2, available_methods, get_attributor
-from pi_lightning.data import load_classifier, load_movie_reviews
+from pi_lightning.data import load_movie_reviews
 from pi_lightning.evaluation import evaluate_faithfulness
+from pi_lightning.models import load_classifier
 
 
 def _timed(fn):

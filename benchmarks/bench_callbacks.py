@@ -31,7 +31,8 @@ import scipy.stats
 import torch
 
 from pi_lightning.callbacks import AttributionMonitor, ValidationSPPI
-from pi_lightning.data import load_classifier, load_movie_reviews
+from pi_lightning.data import load_movie_reviews
+from pi_lightning.models import load_classifier
 from pi_lightning.modules import TextClassifier, TextDataModule
 
 

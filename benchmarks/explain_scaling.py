@@ -49,8 +49,8 @@ def worker(args: argparse.Namespace) -> None:
     import lightning.pytorch as pl
     import torch
 
-    from pi_lightning.data import load_classifier
     from pi_lightning.jobs import explain_dataset
+    from pi_lightning.models import load_classifier
 
     torch.set_num_threads(args.threads)
 

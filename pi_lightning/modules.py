@@ -21,7 +21,6 @@ __all__ = [
     "ReviewDataModule",
     "TextClassifier",
     "TextDataModule",
-    "init_head_from_words",
 ]
 
 
@@ -181,45 +180,6 @@ class TextDataModule(pl.LightningDataModule):
         return DataLoader(self._val, batch_size=self.batch_size, shuffle=False, collate_fn=self._collate)
 
 
-def init_head_from_words(model: torch.nn.Module, tokenizer, words: Sequence[str]) -> None:
-    """Set the classification head's row ``c`` to the embedding of the first token of ``words[c]``.
-
-    In tied-embedding models the input embedding is the LM head, so the head starts as the LM's
-    logit of each label word after the final norm (a zero-shot classifier). A head bias is zeroed.
-    """
-    from pi_lightning.inference import resolve_classifier
-
-    try:
-        _, head = resolve_classifier(model)  # the per-position head, found as the attributors find it
-    except TypeError:
-        head = None
-    get_emb = getattr(model, "get_input_embeddings", None)
-    emb = get_emb() if callable(get_emb) else None
-    if not isinstance(head, torch.nn.Linear) or emb is None:
-        raise ValueError(
-            f"head_words needs a linear head and input embeddings; {type(model).__name__} has head "
-            f"{type(head).__name__} and embeddings {type(emb).__name__}. Leave head_words unset for "
-            "this model."
-        )
-    if isinstance(words, str) or len(words) != head.out_features:
-        raise ValueError(f"head_words must list one word per class ({head.out_features}), got {words!r}.")
-    if emb.weight.shape[1] != head.in_features:
-        raise ValueError(
-            f"The embeddings ({emb.weight.shape[1]}) and the head ({head.in_features}) differ in width: "
-            "head_words needs a model whose embedding width equals its hidden size."
-        )
-    ids = []
-    for w in words:
-        toks = tokenizer(w, add_special_tokens=False)["input_ids"]
-        if not toks:
-            raise ValueError(f"head_words: {w!r} has no tokens.")
-        ids.append(toks[0])
-    with torch.no_grad():
-        head.weight.copy_(emb.weight[ids].to(head.weight.dtype))
-        if head.bias is not None:
-            head.bias.zero_()
-
-
 class FinetuneClassifier(TextClassifier):
     """The recipes' LightningModule: loads a decoder-only classifier by name, optionally with LoRA.
 
@@ -266,7 +226,7 @@ class FinetuneClassifier(TextClassifier):
         seed: int = 0,
         save_dir: str | None = None,
     ) -> None:
-        from pi_lightning.data import load_classifier
+        from pi_lightning.models import init_head_from_words, load_classifier
 
         if finetune not in ("lora", "full"):
             raise ValueError(f"finetune must be 'lora' or 'full', got {finetune!r}.")
@@ -337,7 +297,8 @@ class ReviewDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        from pi_lightning.data import load_movie_reviews, load_text_file, load_tokenizer
+        from pi_lightning.data import load_movie_reviews, load_text_file
+        from pi_lightning.models import load_tokenizer
 
         self.tokenizer = load_tokenizer(tokenizer_name)
         if dataset in ("rotten_tomatoes", "imdb"):

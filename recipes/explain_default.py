@@ -16,8 +16,9 @@ import time
 import torch
 
 from pi_lightning import SPPI
-from pi_lightning.data import DEFAULT_MODEL, load_classifier, load_movie_reviews
+from pi_lightning.data import load_movie_reviews
 from pi_lightning.inference import ClassifierAdapter, eval_mode, token_budget_batches
+from pi_lightning.models import DEFAULT_MODEL, load_classifier
 
 
 def fit_linear_probe(

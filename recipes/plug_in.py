@@ -60,7 +60,9 @@ def make_loader(
         )
         return {**enc, "labels": torch.tensor([y for _, y in rows])}
 
-    return DataLoader(list(zip(texts, labels, strict=False)), batch_size=batch_size, shuffle=shuffle, collate_fn=collate)
+    return DataLoader(
+        list(zip(texts, labels, strict=False)), batch_size=batch_size, shuffle=shuffle, collate_fn=collate
+    )
 
 
 def load(fast: bool):
@@ -77,7 +79,8 @@ def load(fast: bool):
             toy_sentiment(32, seed=2),
             toy_sentiment(4, seed=3),
         )
-    from pi_lightning.data import default_model_dir, load_movie_reviews, load_tokenizer
+    from pi_lightning.data import load_movie_reviews
+    from pi_lightning.models import default_model_dir, load_tokenizer
 
     load_tokenizer()  # converts the embedded GGUF into an ordinary model folder on first use (no network)
     folder = (

@@ -14,13 +14,8 @@ from pathlib import Path
 import pytest
 
 from pi_lightning.cli import _SUBCOMMANDS, main
-from pi_lightning.data import (
-    DataSourceError,
-    ModelNotFoundError,
-    check_data_source,
-    default_model_dir,
-    resolve_model_name,
-)
+from pi_lightning.data import DataSourceError, check_data_source
+from pi_lightning.models import ModelNotFoundError, default_model_dir, resolve_model_name
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTINS = "smollm2-135m-instruct, testing:gpt2, testing:llama"
@@ -36,8 +31,8 @@ def quiet(tmp_path, monkeypatch, capsys):
     def no_load(*args, **kwargs):
         raise AssertionError("a model was loaded before the arguments were checked")
 
-    monkeypatch.setattr("pi_lightning.data.load_classifier", no_load)
-    monkeypatch.setattr("pi_lightning.data.load_tokenizer", no_load)
+    monkeypatch.setattr("pi_lightning.models.load_classifier", no_load)
+    monkeypatch.setattr("pi_lightning.models.load_tokenizer", no_load)
     # "Seed set to 0" is Lightning's info log; its handler may hold the stderr of an earlier test.
     logger = logging.getLogger("lightning.fabric")
     monkeypatch.setattr(logger, "level", logging.WARNING)
@@ -90,7 +85,7 @@ def test_unknown_model_offline_fails_in_one_line(quiet, monkeypatch, capsys):
 def test_unreachable_hub_is_asked_once(quiet, monkeypatch, capsys):
     import huggingface_hub
 
-    from pi_lightning import data
+    from pi_lightning import models
 
     calls = []
 
@@ -102,7 +97,7 @@ def test_unreachable_hub_is_asked_once(quiet, monkeypatch, capsys):
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
-    data._hub_lookup.cache_clear()
+    models._hub_lookup.cache_clear()
     rc, err = _finetune(["--model.model_name", "someone/no-such-model"], capsys)
     assert rc == 2 and calls == ["someone/no-such-model"]  # one request, no retries
     assert err == (

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from pi_lightning.data import default_model_dir
 from pi_lightning.features import Featurizer
+from pi_lightning.models import default_model_dir
 
 TEXTS = [
     "a good movie, really.",

@@ -1,4 +1,5 @@
-"""The package imports fast, without side effects, and the embedded data loads without importing its module."""
+"""The package imports fast and without side effects; the data layer (embedded reviews, probe sets)
+loads without model code or the data package's own module."""
 
 from __future__ import annotations
 
@@ -30,6 +31,52 @@ def test_public_api():
         pi_lightning.not_a_name  # noqa: B018
 
 
+def test_data_layer_imports_no_model_code():
+    """Datasets and probe parsing load without model code; model names are checked before torch loads."""
+    code = (
+        "import sys; import pi_lightning.data; "
+        "print(*(m in sys.modules for m in ('pi_lightning.models', 'pi_lightning.testing', 'torch'))); "
+        "import pi_lightning.models; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False"] * 5
+
+
+@pytest.mark.parametrize(
+    ("probe", "labels", "expected"),
+    [
+        ((["a", "b"], [0, 1]), None, (["a", "b"], [0, 1])),
+        (["a", "b"], None, (["a", "b"], None)),
+        ([{"sentence": "a", "label": 1}], None, (["a"], [1])),
+        ([{"text": "a"}], [0], (["a"], [0])),
+    ],
+)
+def test_normalize_probe_layouts(probe, labels, expected):
+    from pi_lightning.data import TextDataset, normalize_probe
+
+    assert normalize_probe(probe, labels) == expected
+    assert normalize_probe(TextDataset(("x", "y"), (1, 0))) == (["x", "y"], [1, 0])
+
+
+def test_normalize_probe_rejects_bad_sets():
+    from pi_lightning.data import normalize_probe
+
+    with pytest.raises(ValueError, match="probe is None: pass a list of texts"):
+        normalize_probe(None)
+    with pytest.raises(ValueError, match=r"The probe set has 2 texts but 1 labels\.$"):
+        normalize_probe(["a", "b"], labels=[1])
+    with pytest.raises(ValueError, match=r"entries \[1\] are not\.$"):
+        normalize_probe(["a", "  "])
+    with pytest.raises(
+        ValueError, match=r"Probe rows need a 'text' \(or 'sentence'\) key, got keys \['y'\]\."
+    ):
+        normalize_probe([{"y": 1}])
+    with pytest.raises(TypeError, match="Cannot read a probe set from rows of type int"):
+        normalize_probe([1, 2, 3])
+
+
 def test_movie_reviews_splits():
     pytest.importorskip("importlib.metadata")
     from pi_lightning.data import load_movie_reviews
@@ -45,15 +92,16 @@ def test_movie_reviews_splits():
     assert abs(sum(test.labels) - len(test) / 2) <= 1  # stratified
     assert "movie_reviews" not in sys.modules  # the package's __init__ (pandas) never ran
     assert load_movie_reviews("rotten_tomatoes", "test").texts == test.texts  # seeded
-    with pytest.raises(ValueError, match="Unknown split 'dev': expected one of train, val, test."):
+    with pytest.raises(ValueError, match=r"Unknown split 'dev': expected one of train, val, test\."):
         load_movie_reviews("rotten_tomatoes", "dev")
 
 
 def test_recipe_adapter_round_trip(tmp_path):
-    """A LoRA adapter saved by FinetuneClassifier(save_dir=...) reloads through load_classifier(adapter=...)."""
+    """A LoRA adapter saved by FinetuneClassifier(save_dir=...) reloads through
+    load_classifier(adapter=...)."""
     import torch
 
-    from pi_lightning.data import load_classifier
+    from pi_lightning.models import load_classifier
     from pi_lightning.modules import FinetuneClassifier
 
     m = FinetuneClassifier("testing:gpt2", save_dir=str(tmp_path))

@@ -259,7 +259,7 @@ def test_smoke_real_smollm2_one_lora_step_and_one_sppi_evaluation(tmp_path):
     import lightning.pytorch as pl
     import peft
 
-    from pi_lightning.data import load_classifier
+    from pi_lightning.models import load_classifier
     from pi_lightning.modules import TextClassifier, TextDataModule
 
     model, tok = load_classifier()

@@ -8,7 +8,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from pi_lightning.modules import TextClassifier, TextDataModule, init_head_from_words
+from pi_lightning.models import init_head_from_words
+from pi_lightning.modules import TextClassifier, TextDataModule
 from pi_lightning.testing import tiny_classifier, toy_sentiment
 
 

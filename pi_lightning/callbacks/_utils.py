@@ -1,5 +1,5 @@
-"""What every pi_lightning callback shares: finding the model, leaving training untouched, the probe
-set, distributed gathering and logging that degrades gracefully.
+"""What every pi_lightning callback shares: finding the model, leaving training untouched,
+distributed gathering and logging that degrades gracefully (probe sets: :mod:`pi_lightning.data`).
 
 A callback must never change what training computes: :func:`isolated` saves and restores the RNG
 states (python, numpy, torch CPU and CUDA), every module's train/eval flag, the parameters'
@@ -26,7 +26,6 @@ __all__ = [
     "log_rich",
     "log_scalars",
     "logger_step",
-    "normalize_probe",
     "rank_zero_log_dir",
     "resolve_model",
 ]
@@ -83,55 +82,6 @@ def isolated(trainer, model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
             p.grad = g
         rng.__exit__(None, None, None)
-
-
-def normalize_probe(probe, labels: Sequence[int] | None = None) -> tuple[list[str], list[int] | None]:
-    """Texts and labels from: a ``(texts, labels)`` pair, a list of texts (+ ``labels``), a list of ``(text, label)`` pairs or of
-    ``{"text": ..., "label": ...}`` rows, an object with ``.texts``/``.labels``, or a map-style dataset
-    of such rows."""
-    if probe is None:
-        raise ValueError(
-            "probe is None: pass a list of texts (with labels=...), (text, label) pairs, or a dataset."
-        )
-    if hasattr(probe, "texts"):
-        texts, found = list(probe.texts), list(getattr(probe, "labels", None) or []) or None
-    elif (
-        isinstance(probe, tuple)
-        and len(probe) == 2
-        and not isinstance(probe[0], str)
-        and len(probe[0]) == len(probe[1])
-        and all(isinstance(t, str) for t in probe[0])
-    ):
-        texts, found = list(probe[0]), [int(y) for y in probe[1]]  # (texts, labels)
-    else:
-        rows = [probe[i] for i in range(len(probe))]
-        if rows and isinstance(rows[0], str):
-            texts, found = list(rows), None
-        elif rows and isinstance(rows[0], dict):
-            key = "text" if "text" in rows[0] else "sentence" if "sentence" in rows[0] else None
-            if key is None:
-                raise ValueError(f"Probe rows need a 'text' (or 'sentence') key, got keys {sorted(rows[0])}.")
-            texts = [r[key] for r in rows]
-            found = [int(r["label"]) for r in rows] if "label" in rows[0] else None
-        elif rows and isinstance(rows[0], (tuple, list)) and len(rows[0]) == 2:
-            texts, found = [r[0] for r in rows], [int(r[1]) for r in rows]
-        elif not rows:
-            texts, found = [], None
-        else:
-            raise TypeError(
-                f"Cannot read a probe set from rows of type {type(rows[0]).__name__}: expected texts, "
-                "(text, label) pairs or {'text': ..., 'label': ...} dicts."
-            )
-    if labels is not None:
-        found = [int(y) for y in labels]
-    if not texts:
-        raise ValueError("The probe set is empty: pass at least one held-out text to explain.")
-    if found is not None and len(found) != len(texts):
-        raise ValueError(f"The probe set has {len(texts)} texts but {len(found)} labels.")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if bad:
-        raise ValueError(f"Probe texts must be non-empty strings; entries {bad[:5]} are not.")
-    return texts, found
 
 
 def world() -> tuple[int, int]:

@@ -44,11 +44,11 @@ from pi_lightning.callbacks._utils import (
     log_rich,
     log_scalars,
     logger_step,
-    normalize_probe,
     resolve_model,
     table_page,
     world,
 )
+from pi_lightning.data import normalize_probe
 from pi_lightning.evaluation import METRICS, evaluate_faithfulness
 from pi_lightning.functional.curves import _check_points
 from pi_lightning.metrics import (
@@ -519,7 +519,9 @@ class AttributionMonitor(Callback):
         with isolated(trainer, model), equal_forward_passes(model, self.attributor.adapter.pad_token_id):
             if texts:
                 attrs = self._refit_and_attribute(trainer, texts, targets)
-                bad = [i for i, a in zip(idx, attrs, strict=False) if not bool(torch.isfinite(a.scores).all())]
+                bad = [
+                    i for i, a in zip(idx, attrs, strict=False) if not bool(torch.isfinite(a.scores).all())
+                ]
                 if bad:
                     raise FloatingPointError(
                         f"{self.method} returned NaN or infinite scores for probe examples {bad[:10]}; the model's "

@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     if name in _PRECHECKS:
-        from pi_lightning.data import DataSourceError, ModelNotFoundError
+        from pi_lightning.data import DataSourceError
+        from pi_lightning.models import ModelNotFoundError
 
         module_name, func = _PRECHECKS[name].split(":")
         try:

@@ -31,7 +31,8 @@ def _given(argv: list[str], key: str) -> str | None:
 def finetune(argv: list[str]) -> None:
     """Raise ``ModelNotFoundError`` / ``DataSourceError`` for a model name or a data file given on the
     command line that cannot be used."""
-    from pi_lightning.data import check_data_source, resolve_model_name
+    from pi_lightning.data import check_data_source
+    from pi_lightning.models import resolve_model_name
 
     model = _given(argv, "--model.model_name")
     if model is not None:

@@ -50,7 +50,7 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     from pi_lightning.attributors import available_methods
-    from pi_lightning.data import DEFAULT_MODEL
+    from pi_lightning.models import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(
         prog="pi-lightning explain",
@@ -180,8 +180,8 @@ def write_html(rows: list[dict], path: Path, label_names: list[str] | None = Non
 def main(argv: list[str]) -> int:
     """Run ``pi-lightning explain``; returns the exit status."""
     args = _parser().parse_args(argv)
-    from pi_lightning.data import load_classifier
     from pi_lightning.jobs import explain_dataset, load_results
+    from pi_lightning.models import load_classifier
 
     target: Any = args.target
     if target not in ("predicted", "label"):

@@ -48,7 +48,8 @@ class FinetuneCLI(LightningCLI):
         self.config = parser.parse_args(args)
 
     def before_instantiate_classes(self) -> None:
-        from pi_lightning.data import check_data_source, resolve_model_name
+        from pi_lightning.data import check_data_source
+        from pi_lightning.models import resolve_model_name
 
         c = self.config
         resolve_model_name(c["model.model_name"])
@@ -143,7 +144,8 @@ def run(argv: list[str] | None = None) -> FinetuneCLI:
 
 def main(argv: list[str] | None = None) -> int:
     """``pi-lightning finetune``: 0 on success; a bad model name or data file is one line on stderr, status 2."""
-    from pi_lightning.data import DataSourceError, ModelNotFoundError
+    from pi_lightning.data import DataSourceError
+    from pi_lightning.models import ModelNotFoundError
 
     try:
         run(argv)

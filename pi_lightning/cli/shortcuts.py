@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
     names = [s.strip() for s in args.label_names.split(",")] if args.label_names else meta.get("label_names")
     report = mine_shortcuts(results, min_count=args.min_count, alpha=args.alpha, label_names=names)
     if args.check > 0:
-        from pi_lightning.data import load_classifier
+        from pi_lightning.models import load_classifier
 
         model_name = args.model or job["model"]
         adapter = args.adapter or meta.get("adapter")
