@@ -33,7 +33,7 @@ import torch
 from pi_lightning.callbacks import AttributionMonitor, ValidationSPPI
 from pi_lightning.data import load_movie_reviews
 from pi_lightning.models import load_classifier
-from pi_lightning.modules import TextClassifier, TextDataModule
+from pi_lightning.training import TextClassifier, TextDataModule
 
 
 class TimedValidationSPPI(ValidationSPPI):

@@ -20,8 +20,8 @@ import torch
 
 from pi_lightning.attributors import available_methods, get_attributor
 from pi_lightning.callbacks import AttributionMonitor, ValidationSPPI
-from pi_lightning.modules import TextClassifier, TextDataModule
 from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+from pi_lightning.training import TextClassifier, TextDataModule
 
 FAST = {
     "mp-pi": {"budget": 8, "seed": 0},

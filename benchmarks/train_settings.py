@@ -1,6 +1,6 @@
 """Training settings of the main job against validation accuracy and CPU cost; the probe gap they give.
 
-One run trains the recipe's model (:class:`~pi_lightning.modules.FinetuneClassifier`: LoRA on the
+One run trains the recipe's model (:class:`~pi_lightning.training.FinetuneClassifier`: LoRA on the
 last layers, the given template, LR schedule and head initialisation) for ``--steps`` steps of
 ``--batch-size`` Rotten Tomatoes training sentences, then reports:
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     from pi_lightning.data import load_movie_reviews
-    from pi_lightning.modules import FinetuneClassifier
+    from pi_lightning.training import FinetuneClassifier
 
     torch.manual_seed(0)
     module = FinetuneClassifier(

@@ -34,8 +34,8 @@ import torch
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ShortcutMonitor, ValidationSPPI
 from pi_lightning.data import load_movie_reviews
 from pi_lightning.features import Featurizer
-from pi_lightning.modules import FinetuneClassifier, TextDataModule
 from pi_lightning.testing import toy_sentiment
+from pi_lightning.training import FinetuneClassifier, TextDataModule
 
 # Settings per mode: the default is sized to finish in a few minutes on a 2-core CPU.
 PRESETS = {

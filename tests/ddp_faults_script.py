@@ -15,8 +15,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from pi_lightning.attributors.sppi import SPPI
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
-from pi_lightning.modules import TextClassifier, TextDataModule
 from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+from pi_lightning.training import TextClassifier, TextDataModule
 
 
 def main(devices: int, out: str, inject: bool) -> None:

@@ -11,8 +11,8 @@ import sys
 import lightning.pytorch as pl
 
 from pi_lightning.callbacks import AttributionMonitor
-from pi_lightning.modules import TextClassifier, TextDataModule
 from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+from pi_lightning.training import TextClassifier, TextDataModule
 
 
 def main(devices: int, out: str) -> None:

@@ -18,8 +18,8 @@ import torch
 
 import pi_lightning.callbacks.attribution_monitor as am
 from pi_lightning.callbacks import AttributionMonitor
-from pi_lightning.modules import TextClassifier, TextDataModule
 from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+from pi_lightning.training import TextClassifier, TextDataModule
 
 SIZES = (1, 7, 8)
 METHODS = {"sp-pi": {}, "mp-pi": {"budget": 12, "seed": 0}}

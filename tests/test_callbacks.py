@@ -17,8 +17,8 @@ import torch
 
 from pi_lightning.attributors import available_methods
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
-from pi_lightning.modules import TextClassifier, TextDataModule
 from pi_lightning.testing import tiny_classifier, toy_sentiment
+from pi_lightning.training import TextClassifier, TextDataModule
 
 TRAIN = toy_sentiment(48, seed=1)
 VAL = toy_sentiment(16, seed=2)

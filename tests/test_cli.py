@@ -160,8 +160,8 @@ def test_report_from_checkpoint(tmp_path, capsys):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from pi_lightning.callbacks import AttributionMonitor
-    from pi_lightning.modules import TextClassifier, TextDataModule
     from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+    from pi_lightning.training import TextClassifier, TextDataModule
 
     assert main(["report", str(tmp_path / "none.ckpt")]) == 2
     assert (

@@ -102,7 +102,7 @@ def test_recipe_adapter_round_trip(tmp_path):
     import torch
 
     from pi_lightning.models import load_classifier
-    from pi_lightning.modules import FinetuneClassifier
+    from pi_lightning.training import FinetuneClassifier
 
     m = FinetuneClassifier("testing:gpt2", save_dir=str(tmp_path))
     with torch.no_grad():

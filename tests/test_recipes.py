@@ -260,7 +260,7 @@ def test_smoke_real_smollm2_one_lora_step_and_one_sppi_evaluation(tmp_path):
     import peft
 
     from pi_lightning.models import load_classifier
-    from pi_lightning.modules import TextClassifier, TextDataModule
+    from pi_lightning.training import TextClassifier, TextDataModule
 
     model, tok = load_classifier()
     assert type(model).__name__ == "LlamaForSequenceClassification" and model.config.num_hidden_layers == 30

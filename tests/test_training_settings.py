@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pi_lightning.models import init_head_from_words
-from pi_lightning.modules import TextClassifier, TextDataModule
 from pi_lightning.testing import tiny_classifier, toy_sentiment
+from pi_lightning.training import TextClassifier, TextDataModule
 
 
 def test_warmup_cosine_schedule_follows_the_formula(gpt2_tok, tmp_path):

@@ -28,8 +28,8 @@ from lightning.pytorch.cli import LightningCLI
 
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
 from pi_lightning.cli._finetune_options import DESCRIPTION, FAST_HELP, LogConfig, default_args
-from pi_lightning.modules import FinetuneClassifier, ReviewDataModule
 from pi_lightning.report import explained_method
+from pi_lightning.training import FinetuneClassifier, ReviewDataModule
 
 __all__ = ["FinetuneCLI", "main", "run", "summary"]
 

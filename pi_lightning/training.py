@@ -1,10 +1,15 @@
-"""A plain LightningModule and DataModule for fine-tuning a Hugging Face text classifier.
+"""Training: the LightningModules and DataModules that fine-tune a decoder-only text classifier.
 
 Nothing here knows about attributions: they are what an ordinary fine-tuning recipe looks like,
-so the callbacks can be shown (and tested) dropping into one. ``TextClassifier`` holds the
-transformers model as ``self.model``; ``TextDataModule`` yields batches as dicts with
-``input_ids``, ``attention_mask`` and ``labels`` (what :class:`~pi_lightning.callbacks.ValidationSPPI`
-reads).
+so the callbacks can be shown (and tested) dropping into one.
+
+* :class:`TextClassifier` trains a given transformers model (held as ``self.model``) with AdamW,
+  warm-up and an optional cosine schedule; :class:`TextDataModule` tokenizes ``(texts, labels)``
+  with a template and yields dicts with ``input_ids``, ``attention_mask`` and ``labels`` (what
+  :class:`~pi_lightning.callbacks.ValidationSPPI` reads).
+* :class:`FinetuneClassifier` and :class:`ReviewDataModule` are the recipes' (and
+  ``pi-lightning finetune``'s) pair: a model loaded by name, optionally with LoRA, and the
+  embedded reviews or a user's file with a held-out probe set.
 """
 
 from __future__ import annotations
