@@ -1,6 +1,13 @@
 """pi_lightning: Progressive Inference attributions for decoder-only classifiers, during training.
 
-The public names are imported lazily, so ``import pi_lightning`` is fast and has no side effects
+The public names, in pipeline order: text -> :class:`Featurizer` (``Features``) -> :class:`Masker`
+-> :class:`ClassifierAdapter` -> attributors (:class:`SPPI`, :class:`MPPI`, any method by name
+through :func:`get_attributor`; each returns an :class:`Attribution`) -> :func:`evaluate_faithfulness`
+-> the Lightning callbacks (:class:`AttributionMonitor`, :class:`ValidationSPPI`, :class:`HTMLReport`)
+and the offline job (:func:`explain_dataset`). Data and models: :mod:`pi_lightning.data`,
+:mod:`pi_lightning.models`; training modules: :mod:`pi_lightning.training`.
+
+The names are imported lazily, so ``import pi_lightning`` is fast and has no side effects
 (in particular it imports neither wandb nor transformers).
 """
 
@@ -11,6 +18,31 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Written out (not built from _EXPORTS) so that linters and type checkers see the re-exports.
+__all__ = [  # noqa: RUF022 -- pipeline order, not alphabetical, is the point
+    "__version__",
+    # text -> features -> masked inputs -> model outputs
+    "Features",
+    "Featurizer",
+    "Masker",
+    "ClassifierAdapter",
+    # attributions
+    "Attribution",
+    "Attributor",
+    "SPPI",
+    "MPPI",
+    "available_methods",
+    "get_attributor",
+    # faithfulness metrics
+    "evaluate_faithfulness",
+    # during training: callbacks; after training: the dataset job
+    "AttributionMonitor",
+    "ValidationSPPI",
+    "HTMLReport",
+    "explain_dataset",
+]
+
+#: The module each lazily imported name comes from.
 _EXPORTS = {
     "Features": "pi_lightning.features",
     "Featurizer": "pi_lightning.features",
@@ -20,16 +52,14 @@ _EXPORTS = {
     "Attributor": "pi_lightning.attributors",
     "SPPI": "pi_lightning.attributors",
     "MPPI": "pi_lightning.attributors",
+    "available_methods": "pi_lightning.attributors",
+    "get_attributor": "pi_lightning.attributors",
+    "evaluate_faithfulness": "pi_lightning.evaluation",
     "AttributionMonitor": "pi_lightning.callbacks",
     "ValidationSPPI": "pi_lightning.callbacks",
     "HTMLReport": "pi_lightning.callbacks",
-    "evaluate_faithfulness": "pi_lightning.evaluation",
-    "get_attributor": "pi_lightning.attributors",
-    "available_methods": "pi_lightning.attributors",
     "explain_dataset": "pi_lightning.jobs",
 }
-
-__all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
     from pi_lightning.attributors import MPPI, SPPI, Attributor, available_methods, get_attributor

@@ -25,6 +25,7 @@ def test_import_is_fast_and_does_not_import_wandb():
 
 def test_public_api():
     assert pi_lightning.__version__
+    assert pi_lightning.__all__ == ["__version__", *pi_lightning._EXPORTS]  # one list, in pipeline order
     for name in pi_lightning.__all__:
         assert getattr(pi_lightning, name) is not None
     with pytest.raises(AttributeError):
