@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,12 @@ def test_recipe_adapter_round_trip(tmp_path):
         got = load_classifier("testing:gpt2", adapter=tmp_path)[0](input_ids=x).logits
     assert not torch.allclose(want, base, atol=1e-3)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_ci_lints_before_the_tests():
+    """`.ci/run` runs ruff (check and format) after the install and before the README's test command."""
+    root = Path(__file__).resolve().parents[1]
+    lines = [ln for ln in (root / ".ci" / "run").read_text().splitlines() if ln and not ln.startswith("#")]
+    lint = lines.index("ruff check . && ruff format --check .")
+    assert any("pip install" in ln and ".[dev]" in ln for ln in lines[:lint])
+    assert lines[-1].endswith("python -m pytest -q") and lint < len(lines) - 1
