@@ -196,7 +196,7 @@ def test_bad_input(gpt2_tok, gpt2_model):
     ad, mk = sppi.adapter, sppi.masker
     with pytest.raises(ValueError, match="non-empty list"):
         evaluate_faithfulness([], ad, mk)
-    with pytest.raises(TypeError, match="expected pi_lightning.result.Attribution"):
+    with pytest.raises(TypeError, match=r"expected pi_lightning\.result\.Attribution"):
         evaluate_faithfulness([atts[0], "text"], ad, mk)
     with pytest.raises(TypeError, match="ClassifierAdapter"):
         evaluate_faithfulness(atts, gpt2_model, mk)

@@ -1,4 +1,5 @@
-"""The explain-job scaling benchmark runs 1 and 2 processes and prints the ratio (smoke test on the tiny model)."""
+"""The explain-job scaling benchmark runs 1 and 2 processes and prints the ratio (smoke test on the
+tiny model)."""
 
 from __future__ import annotations
 

@@ -197,7 +197,7 @@ def test_nan_model_raises_a_clear_error(gpt2_tok, method):
     with torch.no_grad():
         model.score.weight[0, 0] = float("nan")
     kw = {"mp-pi": {"budget": 4, "seed": 0}, "ig": {"n_steps": 2}}.get(method, {})
-    with pytest.raises(FloatingPointError, match="NaN or infinite values .* weights are probably NaN"):
+    with pytest.raises(FloatingPointError, match=r"NaN or infinite values .* weights are probably NaN"):
         get_attributor(method, model, gpt2_tok, **kw).attribute(["a good movie", "bad"], target=1)
 
 

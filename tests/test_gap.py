@@ -63,7 +63,8 @@ def test_gap_matches_numpy_and_interval_matches_scipy():
     assert mean_confidence_interval(gaps) == pytest.approx((mean, half), rel=1e-9)
     # The paired interval is the spread of the differences: narrower than AS's own when AS and IAS
     # share a per-example offset (the model's confidence on that example).
-    offset = [torch.full_like(p, float(o)) for p, o in zip(a, np.random.default_rng(1).random(len(a)), strict=False)]
+    shifts = np.random.default_rng(1).random(len(a))
+    offset = [torch.full_like(p, float(o)) for p, o in zip(a, shifts, strict=False)]
     a2 = [0.5 * p + o for p, o in zip(a, offset, strict=False)]
     b2 = [0.5 * q + o for q, o in zip(b, offset, strict=False)]
     auc, gap = ActivationAUC(), ActivationGap()

@@ -1,4 +1,5 @@
-"""Faithfulness math and Metric classes against NumPy/SciPy references; chunking, state_dict, DDP, bad input."""
+"""Faithfulness math and Metric classes against NumPy/SciPy references; chunking, state_dict, DDP,
+bad input."""
 
 from __future__ import annotations
 

@@ -163,7 +163,10 @@ def _probe_monitor(texts, spans, evals):
 def test_shortcut_monitor_known_shares_ranks_and_warnings():
     texts = ["good film zxq", "bad film", "dull zxq"]
     spans = [[[0, 4], [5, 9], [10, 13]], [[0, 3], [4, 8]], [[0, 4], [5, 8]]]
-    ev = lambda step, scores: {"step": step, "epoch": step // 10, "scores": scores}
+
+    def ev(step, scores):
+        return {"step": step, "epoch": step // 10, "scores": scores}
+
     probe = _probe_monitor(texts, spans, [ev(5, [[0.5, 0.3, 0.2], [0.4, 0.1], [0.5, 0.0]])])
     free = ValidationSPPI()
     free.evals = [
