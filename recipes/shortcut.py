@@ -267,15 +267,17 @@ def summary(args, trainer, sp, free, shortcut, report, probe_x, probe_y, seconds
     lines = [
         (
             f"shortcut recipe finished in {seconds:.0f} s ({trainer.global_step} steps, model {args.model}, "
-            f"{args.finetune}); {tok!r} appended to {args.rate:.0%} of class {args.shortcut_class}'s training texts"
+            f"{args.finetune}); {tok!r} appended to {args.rate:.0%} of class {args.shortcut_class}'s "
+            "training texts"
         ),
         (
-            f"  share: {tok!r}'s share of |SP-PI| in the probe texts holding it; ranks: by mean |SP-PI| on the "
-            "probe set and by mean SP-PI over the validation set (label-free); accuracy on the probe texts"
+            f"  share: {tok!r}'s share of |SP-PI| in the probe texts holding it; ranks: by mean |SP-PI| on "
+            "the probe set and by mean SP-PI over the validation set (label-free); accuracy on the probe "
+            "texts"
         ),
         (
-            f"  {'step':>5} {'epoch':>5}  {'share':>9}  {'probe rank':>10}  {'val rank':>8}  {'top val word':<12}  "
-            f"{'acc w/ tok':>10}  {'acc w/o tok':>10}"
+            f"  {'step':>5} {'epoch':>5}  {'share':>9}  {'probe rank':>10}  {'val rank':>8}  "
+            f"{'top val word':<12}  {'acc w/ tok':>10}  {'acc w/o tok':>10}"
         ),
     ]
     with_tok = [t.endswith(" " + tok) for t in probe_x]
