@@ -60,6 +60,7 @@ class TextDataset:
 
 
 def _package_file(dist: str, relpath: str, hint: str) -> Path:
+    """A file inside an installed distribution (the reviews CSV here, the GGUF in pi_lightning.models)."""
     try:
         d = importlib.metadata.distribution(dist)
     except importlib.metadata.PackageNotFoundError:

@@ -6,8 +6,8 @@
   rebuilds the model from its config and state dict and caches it as a safetensors folder (517 MB,
   in ``$PI_LIGHTNING_CACHE`` or ``~/.cache/pi_lightning``); later calls load that folder in seconds.
 * ``"testing:gpt2"`` / ``"testing:llama"`` name the tiny random models built by
-  :mod:`pi_lightning.testing` (fast end-to-end runs with nothing downloaded): model loading depends
-  on that module, never the data layer.
+  :mod:`pi_lightning.testing` (fast end-to-end runs with nothing downloaded); this module imports
+  it lazily for those names, and the data layer does not import it at all.
 * Any Hugging Face hub id or local model folder works in the same place (:func:`load_classifier`),
   for users with a network. :func:`resolve_model_name` checks a name before anything is loaded and
   fails in one line that says what was tried (no network retries; ``HF_HUB_OFFLINE`` is honoured).
