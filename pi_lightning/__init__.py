@@ -23,7 +23,7 @@ _EXPORTS = {
     "AttributionMonitor": "pi_lightning.callbacks",
     "ValidationSPPI": "pi_lightning.callbacks",
     "HTMLReport": "pi_lightning.callbacks",
-    "evaluate_faithfulness": "pi_lightning.evaluation",
+    "evaluate_faithfulness": "pi_lightning.metrics",
     "get_attributor": "pi_lightning.attributors",
     "available_methods": "pi_lightning.attributors",
     "explain_dataset": "pi_lightning.jobs",
@@ -34,7 +34,7 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:  # pragma: no cover
     from pi_lightning.attributors import MPPI, SPPI, Attributor, available_methods, get_attributor
     from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
-    from pi_lightning.evaluation import evaluate_faithfulness
+    from pi_lightning.metrics import evaluate_faithfulness
     from pi_lightning.features import Features, Featurizer
     from pi_lightning.inference import ClassifierAdapter
     from pi_lightning.jobs import explain_dataset

@@ -49,27 +49,11 @@ from pi_lightning.callbacks._utils import (
     table_page,
     world,
 )
-from pi_lightning.evaluation import METRICS, evaluate_faithfulness
-from pi_lightning.functional.curves import _check_points
-from pi_lightning.metrics import (
-    ActivationAUC,
-    ActivationGap,
-    Comprehensiveness,
-    InverseActivationAUC,
-    LogOdds,
-    Sufficiency,
-)
+from pi_lightning.metrics import METRIC_CLASSES, METRICS, evaluate_faithfulness
+from pi_lightning.metrics.functional.curves import _check_points
 from pi_lightning.report import highlight
 
 __all__ = ["AttributionMonitor"]
-
-_METRIC_CLASSES = {
-    "as_auc": ActivationAUC,
-    "ias_auc": InverseActivationAUC,
-    "log_odds": LogOdds,
-    "comprehensiveness": Comprehensiveness,
-    "sufficiency": Sufficiency,
-}
 
 
 def _rank_corr(a: torch.Tensor, b: torch.Tensor) -> float | None:
@@ -111,7 +95,7 @@ class AttributionMonitor(Callback):
         curve_points: grid size of the mean AS/IAS curves.
         fractions: ``None`` to evaluate the AS/IAS curves at every step (``n + 1`` masked passes per
             study), or the number of fixed fractions of the features to evaluate them at (``11``:
-            ``x = 0, 0.1, ..., 1``; see :func:`~pi_lightning.functional.activation_steps`).
+            ``x = 0, 0.1, ..., 1``; see :func:`~pi_lightning.metrics.functional.activation_steps`).
         progress_chunk: examples per progress-bar update (attribution of costly methods, and metrics).
         refit_from: for methods that learn from ablations (AT2): the method of another monitor on the
             same Trainer (e.g. ``"mp-pi"``) whose masked passes to train from at each of its
@@ -403,17 +387,8 @@ class AttributionMonitor(Callback):
                     fractions=self.fractions,
                 )
                 per["predictions"] += res.predictions.tolist()
-                if "as_auc" in metric_objs:
-                    metric_objs["as_auc"].update(res.as_curves, res.curve_x)
-                if "ias_auc" in metric_objs:
-                    metric_objs["ias_auc"].update(res.ias_curves, res.curve_x)
-                if "gap" in metric_objs:
-                    metric_objs["gap"].update(res.as_curves, res.ias_curves, res.curve_x)
-                for m in ("log_odds", "comprehensiveness"):
-                    if m in metric_objs:
-                        metric_objs[m].update(res.probs, res.probs_masked)
-                if "sufficiency" in metric_objs:
-                    metric_objs["sufficiency"].update(res.probs, res.probs_kept)
+                for metric in metric_objs.values():
+                    metric.update(res)
                 for m in ("as_auc", "ias_auc", "gap"):
                     v = getattr(res, m)
                     per[m] += [None] * len(chunk) if v is None else [float(x) for x in v]
@@ -505,21 +480,23 @@ class AttributionMonitor(Callback):
         t0 = time.perf_counter()
         metric_objs = {
             m: (
-                _METRIC_CLASSES[m](curve_points=self.curve_points)
+                METRIC_CLASSES[m](curve_points=self.curve_points)
                 if m in ("as_auc", "ias_auc")
-                else _METRIC_CLASSES[m]()
+                else METRIC_CLASSES[m]()
             )
             for m in self.metrics
         }
         if "as_auc" in metric_objs and "ias_auc" in metric_objs:
-            metric_objs["gap"] = ActivationGap()
+            metric_objs["gap"] = METRIC_CLASSES["gap"]()
         correct = torch.zeros(2, dtype=torch.float64)  # (correct, count) summed across ranks below
         records = []
         # Every rank issues the same number of forward passes, whatever its shard (FSDP / ZeRO-3 need it).
         with isolated(trainer, model), equal_forward_passes(model, self.attributor.adapter.pad_token_id):
             if texts:
                 attrs = self._refit_and_attribute(trainer, texts, targets)
-                bad = [i for i, a in zip(idx, attrs, strict=False) if not bool(torch.isfinite(a.scores).all())]
+                bad = [
+                    i for i, a in zip(idx, attrs, strict=False) if not bool(torch.isfinite(a.scores).all())
+                ]
                 if bad:
                     raise FloatingPointError(
                         f"{self.method} returned NaN or infinite scores for probe examples {bad[:10]}; the model's "
