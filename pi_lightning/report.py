@@ -18,13 +18,13 @@ import base64
 import html
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+
+from pi_lightning.metrics.record import ProbeHistory, histories_from_checkpoint
 
 __all__ = ["explained_method", "highlight", "write_report", "write_report_from_checkpoint"]
 
-STATE_PREFIX = "AttributionMonitor"
 #: Methods whose explanations are shown first, best first (MP-PI approximates SHAP values; SP-PI is free).
 PREFERRED = ("mp-pi", "sp-pi")
 
@@ -73,7 +73,7 @@ def _png(fig) -> str:
     )
 
 
-def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
+def _auc_plots(histories: Mapping[str, ProbeHistory]) -> str:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -91,12 +91,12 @@ def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
     axes[0].axhline(0.0, color="#888", lw=1, ls="--")
     for ax, (key, title) in zip(axes, panels, strict=False):
         for method, h in histories.items():
-            evals = [e for e in h["evals"] if key in e["metrics"]]
+            evals = [e for e in h.evals if key in e.metrics]
             if not evals:
                 continue
-            xs = [e["step"] for e in evals]
-            ys = [e["metrics"][key] for e in evals]
-            ci = [e["metrics"].get(f"{key}_ci", 0.0) or 0.0 for e in evals]
+            xs = [e.step for e in evals]
+            ys = [e.metrics[key] for e in evals]
+            ci = [e.metrics.get(f"{key}_ci", 0.0) or 0.0 for e in evals]
             line = ax.errorbar(xs, ys, yerr=ci, marker="o", capsize=3, label=method)
             ax.fill_between(
                 xs,
@@ -118,15 +118,16 @@ def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
 
 
 def write_report(
-    histories: dict[str, dict[str, Any]], path: str | Path, title: str = "pi_lightning report"
+    histories: Mapping[str, ProbeHistory], path: str | Path, title: str = "pi_lightning report"
 ) -> Path:
     """Write the HTML report.
 
     Args:
-        histories: ``{method: history}`` where a history is an ``AttributionMonitor`` state:
-            ``{"texts", "labels", "char_spans", "label_names", "evals": [{"step", "epoch", "metrics",
-            "scores", "targets", "predictions"}, ...]}``.
+        histories: ``{method: history}``, the typed :class:`~pi_lightning.metrics.ProbeHistory` of
+            each monitor (:func:`~pi_lightning.callbacks.probe_histories` in process,
+            :func:`~pi_lightning.metrics.histories_from_checkpoint` from a checkpoint).
         path: the HTML file to write.
+        title: the page title.
     """
     path = Path(path)
     parts = [
@@ -140,7 +141,7 @@ def write_report(
         "<p class='m'>Green: the word supports the explained class; red: it opposes it. Opacity is "
         "proportional to the attribution, normalised per example.</p>",
     ]
-    usable = {m: h for m, h in histories.items() if h.get("evals")}
+    usable = {m: h for m, h in histories.items() if h.evals}
     if not usable:
         parts.append("<p>No evaluation has run yet.</p>")
         path.write_text("".join(parts), encoding="utf-8")
@@ -155,14 +156,14 @@ def write_report(
         "<th>IAS AUC first → last</th><th>probe accuracy first → last</th></tr>"
     )
     for m, h in usable.items():
-        first, last = h["evals"][0]["metrics"], h["evals"][-1]["metrics"]
+        first, last = h.evals[0].metrics, h.evals[-1].metrics
 
         def fl(k):
             return f"{first[k]:.3f} → {last[k]:.3f}" if k in first and k in last else "–"
 
         parts.append(
-            f"<tr><td>{html.escape(m)}</td><td class='num'>{len(h['evals'])}</td>"
-            f"<td class='num'>{len(h.get('texts') or [])}</td>"
+            f"<tr><td>{html.escape(m)}</td><td class='num'>{len(h.evals)}</td>"
+            f"<td class='num'>{len(h.texts or [])}</td>"
             f"<td class='num'>{_with_ci(first, 'gap')} → {_with_ci(last, 'gap')}</td>"
             f"<td class='num'>{fl('as_auc')}</td><td class='num'>{fl('ias_auc')}</td>"
             f"<td class='num'>{fl('accuracy')}</td></tr>"
@@ -172,28 +173,28 @@ def write_report(
     shown = explained_method(usable)
     for m in [shown] + [m for m in usable if m != shown]:
         h = usable[m]
-        first, last = h["evals"][0], h["evals"][-1]
+        first, last = h.evals[0], h.evals[-1]
         if m != shown:
             parts.append("<details><summary>" + html.escape(f"{m}: probe examples") + "</summary>")
-        names = h.get("label_names") or []
+        names = h.label_names or []
 
         def lab(i):
             return names[i] if i is not None and i < len(names) else str(i)
 
         parts.append(
-            f"<h2>{html.escape(m)}: probe examples, first (step {first['step']}) vs last "
-            f"(step {last['step']}) evaluation</h2><table><tr><th>#</th><th>label</th>"
+            f"<h2>{html.escape(m)}: probe examples, first (step {first.step}) vs last "
+            f"(step {last.step}) evaluation</h2><table><tr><th>#</th><th>label</th>"
             f"<th>first</th><th>last</th></tr>"
         )
-        for i, text in enumerate(h["texts"]):
-            spans = h["char_spans"][i]
-            label = h["labels"][i] if h.get("labels") else None
+        for i, text in enumerate(h.texts):
+            spans = h.char_spans[i]
+            label = h.labels[i] if h.labels else None
             cells = []
             for e in (first, last):
                 cells.append(
-                    highlight(text, spans, e["scores"][i])
-                    + f"<div class='m'>explains {html.escape(lab(e['targets'][i]))}, predicted "
-                    f"{html.escape(lab(e['predictions'][i]))}</div>"
+                    highlight(text, spans, e.scores[i])
+                    + f"<div class='m'>explains {html.escape(lab(e.targets[i]))}, predicted "
+                    f"{html.escape(lab(e.predictions[i]))}</div>"
                 )
             parts.append(
                 f"<tr><td class='num'>{i}</td><td>{html.escape(lab(label))}</td>"
@@ -211,15 +212,6 @@ def _with_ci(metrics: dict[str, float], key: str) -> str:
         return "–"
     ci = metrics.get(f"{key}_ci")
     return f"{metrics[key]:+.3f}" + (f" ± {ci:.3f}" if ci is not None and not math.isnan(ci) else "")
-
-
-def histories_from_checkpoint(checkpoint: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The ``AttributionMonitor`` histories stored in a loaded Lightning checkpoint dict."""
-    out = {}
-    for key, state in checkpoint.get("callbacks", {}).items():
-        if str(key).startswith(STATE_PREFIX) and isinstance(state, dict) and "evals" in state:
-            out[state.get("method", str(key))] = state
-    return out
 
 
 def write_report_from_checkpoint(ckpt_path: str | Path, path: str | Path) -> Path:
@@ -244,7 +236,8 @@ def write_report_from_checkpoint(ckpt_path: str | Path, path: str | Path) -> Pat
             f"{ckpt_path} holds objects that safe loading (torch.load(weights_only=True)) refuses, so it is not "
             f"read: {str(e).splitlines()[0] if str(e) else type(e).__name__}. pi_lightning never unpickles "
             "arbitrary objects from a checkpoint. If you trust the file, load it yourself with "
-            "torch.load(..., weights_only=False) and pass histories_from_checkpoint(ckpt) to write_report."
+            "torch.load(..., weights_only=False) and pass pi_lightning.metrics.histories_from_checkpoint(ckpt) to "
+            "write_report."
         ) from e
     histories = histories_from_checkpoint(ckpt)
     if not histories:

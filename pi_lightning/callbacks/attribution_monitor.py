@@ -49,11 +49,11 @@ from pi_lightning.callbacks._utils import (
     table_page,
     world,
 )
-from pi_lightning.metrics import METRIC_CLASSES, METRICS, evaluate_faithfulness
+from pi_lightning.metrics import METRIC_CLASSES, METRICS, ProbeEvaluation, ProbeHistory, evaluate_faithfulness
 from pi_lightning.metrics.functional.curves import _check_points
 from pi_lightning.report import highlight
 
-__all__ = ["AttributionMonitor"]
+__all__ = ["AttributionMonitor", "probe_histories"]
 
 
 def _rank_corr(a: torch.Tensor, b: torch.Tensor) -> float | None:
@@ -176,7 +176,7 @@ class AttributionMonitor(Callback):
         self.attributor = None
         self._model = None
         # --- state (saved in checkpoints) ---
-        self.evals: list[dict[str, Any]] = []
+        self.evals: list[ProbeEvaluation] = []
         self.val_count = 0
         self.char_spans: list[list[list[int]]] | None = None
         self._validation_due: int | None = None  # step whose validation has not run yet (set at batch end)
@@ -293,7 +293,7 @@ class AttributionMonitor(Callback):
     def _evaluated_at(self, step: int) -> bool:
         """One record per training step: a validation on the step of an ``every_n_steps`` evaluation (or
         the reverse) reuses it."""
-        return bool(self.evals) and self.evals[-1]["step"] == step
+        return bool(self.evals) and self.evals[-1].step == step
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -303,16 +303,8 @@ class AttributionMonitor(Callback):
             if trainer is not None and self._validation_due == trainer.global_step
             else None
         )
-        return {
-            "method": self.method,
-            "texts": self.texts,
-            "labels": self.labels,
-            "label_names": self.label_names,
-            "char_spans": self.char_spans,
-            "evals": self.evals,
-            "val_count": self.val_count,
-            "pending_validation": pending,
-        }
+        # Flat: the history's plain-type layout (pi_lightning.metrics.ProbeHistory) and two counters.
+        return {**self.history().state_dict(), "val_count": self.val_count, "pending_validation": pending}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -326,13 +318,21 @@ class AttributionMonitor(Callback):
                 "AttributionMonitor: the checkpoint was made with another probe set; its history "
                 "is kept but new evaluations use the current probe."
             )
-        self.evals = list(state_dict.get("evals", []))
+        self.evals = ProbeHistory.from_state_dict(state_dict).evals
         self.val_count = int(state_dict.get("val_count", 0))
         self._pending_validation = state_dict.get("pending_validation")
 
-    def history(self) -> dict[str, Any]:
-        """The state as the report reads it."""
-        return self.state_dict()
+    def history(self) -> ProbeHistory:
+        """The probe set and every evaluation so far, typed (what the report, the CLI and
+        :class:`~pi_lightning.callbacks.ShortcutMonitor` read)."""
+        return ProbeHistory(
+            method=self.method,
+            texts=self.texts,
+            labels=self.labels,
+            label_names=self.label_names,
+            char_spans=self.char_spans,
+            evals=list(self.evals),
+        )
 
     # ------------------------------------------------------------------ the work
     def _attribute(self, trainer, texts: list[str], targets) -> list:
@@ -544,7 +544,7 @@ class AttributionMonitor(Callback):
             figures["accuracy"] = float(correct[0] / correct[1])
         merged = sorted((r for part in gather_objects(records) for r in part), key=lambda r: r["i"])
         if self.evals:
-            prev = self.evals[-1]["scores"]
+            prev = self.evals[-1].scores
             corr = [_rank_corr(torch.tensor(r["scores"]), torch.tensor(prev[r["i"]])) for r in merged]
             corr = [c for c in corr if c is not None and not math.isnan(c)]
             if corr:
@@ -555,19 +555,19 @@ class AttributionMonitor(Callback):
             figures["forward_passes_per_example"] = sum(passes) / len(passes)
         # Undefined figures (a confidence interval from one example) are left out, never stored as NaN.
         figures = {k: v for k, v in figures.items() if math.isfinite(v)}
-        record = {
-            "step": step,
-            "log_step": logger_step(trainer),
-            "epoch": int(trainer.current_epoch),
-            "metrics": figures,
-            "scores": [r["scores"] for r in merged],
-            "targets": [r["target"] for r in merged],
-            "predictions": [r["prediction"] for r in merged],
-            "as_auc": [r["as_auc"] for r in merged],
-            "ias_auc": [r["ias_auc"] for r in merged],
-            "gap": [r["gap"] for r in merged],
-            "curves": curves,
-        }
+        record = ProbeEvaluation(
+            step=step,
+            log_step=logger_step(trainer),
+            epoch=int(trainer.current_epoch),
+            metrics=figures,
+            scores=[r["scores"] for r in merged],
+            targets=[r["target"] for r in merged],
+            predictions=[r["prediction"] for r in merged],
+            as_auc=[r["as_auc"] for r in merged],
+            ias_auc=[r["ias_auc"] for r in merged],
+            gap=[r["gap"] for r in merged],
+            curves=curves,
+        )
         self.evals.append(record)
         self._log(trainer, record)
         return figures
@@ -577,10 +577,10 @@ class AttributionMonitor(Callback):
             return ""
         return self.label_names[i] if self.label_names and i < len(self.label_names) else str(i)
 
-    def _log(self, trainer, record: dict[str, Any]) -> None:
+    def _log(self, trainer, record: ProbeEvaluation) -> None:
         key = f"pi/{self.method}"
-        step = record.get("log_step", record["step"])
-        log_scalars(trainer, {f"{key}/{k}": v for k, v in record["metrics"].items()}, step=step)
+        step = record.log_step
+        log_scalars(trainer, {f"{key}/{k}": v for k, v in record.metrics.items()}, step=step)
         if not trainer.is_global_zero or self.log_examples == 0:
             return
         try:
@@ -589,24 +589,34 @@ class AttributionMonitor(Callback):
             for i in range(min(self.log_examples, len(self.texts))):
                 rows.append(
                     [
-                        HtmlCell(highlight(self.texts[i], self.char_spans[i], record["scores"][i])),
+                        HtmlCell(highlight(self.texts[i], self.char_spans[i], record.scores[i])),
                         self._label(self.labels[i] if self.labels else None),
-                        self._label(record["predictions"][i]),
-                        self._label(record["targets"][i]),
-                        record["as_auc"][i],
-                        record["ias_auc"][i],
+                        self._label(record.predictions[i]),
+                        self._label(record.targets[i]),
+                        record.as_auc[i],
+                        record.ias_auc[i],
                     ]
                 )
-            title = f"{self.method} on the probe set, step {record['step']}"
+            title = f"{self.method} on the probe set, step {record.step}"
             log_rich(
                 trainer,
                 key,
                 step,
                 table=(cols, rows),
-                curves=record["curves"],
+                curves=record.curves,
                 html_page=table_page(title, cols, rows),
             )
         except Exception as e:
             rank_zero_warn(
                 f"pi_lightning: building the {self.method} table failed ({e!r}); training goes on."
             )
+
+
+def probe_histories(trainer) -> dict[str, ProbeHistory]:
+    """The typed history of every :class:`AttributionMonitor` on the Trainer, by method (in callback order).
+
+    The one in-process way to read the monitors' evaluations (the report, the CLI summary and
+    :class:`~pi_lightning.callbacks.ShortcutMonitor` use it); from a checkpoint use
+    :func:`pi_lightning.metrics.histories_from_checkpoint`.
+    """
+    return {c.method: c.history() for c in trainer.callbacks if isinstance(c, AttributionMonitor)}

@@ -49,8 +49,9 @@ from pi_lightning.callbacks._utils import (
 )
 from pi_lightning.features import feature_char_spans, group_tokens
 from pi_lightning.inference import OUTPUTS, resolve_classifier, transform_outputs, virtual_tokens
+from pi_lightning.metrics.record import ValidationEvaluation
 
-__all__ = ["ValidationSPPI"]
+__all__ = ["ValidationSPPI", "validation_evaluations"]
 
 
 def _absolute_positions(hf_model) -> bool:
@@ -114,7 +115,7 @@ class ValidationSPPI(Callback):
         self._warned_padding = False
         self._reset()
         # --- state ---
-        self.evals: list[dict[str, Any]] = []
+        self.evals: list[ValidationEvaluation] = []
 
     @property
     def state_key(self) -> str:
@@ -397,15 +398,15 @@ class ValidationSPPI(Callback):
             "n_examples": float(n_ex),
             "n_words": float(n_words),
         }
-        record = {
-            "step": step,
-            "log_step": logger_step(trainer),
-            "epoch": int(trainer.current_epoch),
-            "metrics": figures,
-            "top_words": top,
-        }
+        record = ValidationEvaluation(
+            step=step,
+            log_step=logger_step(trainer),
+            epoch=int(trainer.current_epoch),
+            metrics=figures,
+            top_words=top,
+        )
         self.evals.append(record)
-        log_step = record["log_step"]  # the step of this validation's val/* (record["step"]: optimizer steps)
+        log_step = record.log_step  # the step of this validation's val/* (record.step: optimizer steps)
         log_scalars(trainer, {f"pi/val-sp-pi/{k}": v for k, v in figures.items()}, step=log_step)
         if trainer.is_global_zero:
             cols = ["rank", "word", "mean_phi", "count"]
@@ -415,7 +416,7 @@ class ValidationSPPI(Callback):
                 "pi/val-sp-pi/top_words",
                 log_step,
                 table=(cols, rows),
-                html_page=table_page(f"Words with the largest mean SP-PI, step {record['step']}", cols, rows),
+                html_page=table_page(f"Words with the largest mean SP-PI, step {record.step}", cols, rows),
             )
 
     def _local_table(self):
@@ -436,8 +437,18 @@ class ValidationSPPI(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"evals": self.evals}
+        return {"evals": [e.to_dict() for e in self.evals]}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.evals = list(state_dict.get("evals", []))
+        self.evals = [ValidationEvaluation.from_dict(e) for e in state_dict.get("evals", [])]
+
+
+def validation_evaluations(trainer) -> list[ValidationEvaluation] | None:
+    """The typed records of the first :class:`ValidationSPPI` on the Trainer (``None`` without one).
+
+    The one in-process way to read its evaluations (the CLI summary and
+    :class:`~pi_lightning.callbacks.ShortcutMonitor` use it).
+    """
+    found = next((c for c in trainer.callbacks if isinstance(c, ValidationSPPI)), None)
+    return None if found is None else list(found.evals)

@@ -7,7 +7,10 @@
   states (DDP-safe), the one aggregation path;
 * :func:`evaluate_faithfulness`: runs the masked inputs of the activation studies and UDIG's
   metrics for a set of attributions, returning a :class:`FaithfulnessResult` that every Metric
-  class can be updated from directly.
+  class can be updated from directly;
+* :class:`ProbeEvaluation`, :class:`ValidationEvaluation`, :class:`ProbeHistory`: the typed
+  evaluation records the monitors store and the report, the CLI and the other callbacks read
+  (:func:`histories_from_checkpoint` reads them back from a checkpoint).
 """
 
 from pi_lightning.metrics.classes import (
@@ -20,6 +23,13 @@ from pi_lightning.metrics.classes import (
     Sufficiency,
 )
 from pi_lightning.metrics.evaluation import METRICS, FaithfulnessResult, evaluate_faithfulness
+from pi_lightning.metrics.record import (
+    Evaluation,
+    ProbeEvaluation,
+    ProbeHistory,
+    ValidationEvaluation,
+    histories_from_checkpoint,
+)
 
 __all__ = [
     "METRICS",
@@ -27,9 +37,14 @@ __all__ = [
     "ActivationAUC",
     "ActivationGap",
     "Comprehensiveness",
+    "Evaluation",
     "FaithfulnessResult",
     "InverseActivationAUC",
     "LogOdds",
+    "ProbeEvaluation",
+    "ProbeHistory",
     "Sufficiency",
+    "ValidationEvaluation",
     "evaluate_faithfulness",
+    "histories_from_checkpoint",
 ]
