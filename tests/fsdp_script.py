@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 
 from pi_lightning.attributors import SPPI
-from pi_lightning.callbacks._lockstep import equal_forward_passes
+from pi_lightning.callbacks._distributed import equal_forward_passes
 from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
 
 

@@ -175,7 +175,7 @@ def test_resume_keeps_history(gpt2_tok, tmp_path):
         assert a.metrics["as_auc"] == pytest.approx(b.metrics["as_auc"], abs=1e-6)
         for sa, sb in zip(a.scores, b.scores, strict=False):
             assert sa == pytest.approx(sb, abs=1e-6)
-    from pi_lightning.report import write_report_from_checkpoint
+    from pi_lightning.reporting import write_report_from_checkpoint
 
     out = write_report_from_checkpoint(tmp_path / "ck" / "last.ckpt", tmp_path / "from_ckpt.html")
     assert "sp-pi" in out.read_text()

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from pi_lightning.attributors import available_methods
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
 from pi_lightning.modules import TextClassifier, TextDataModule
-from pi_lightning.report import write_report_from_checkpoint
+from pi_lightning.reporting import write_report_from_checkpoint
 from pi_lightning.testing import tiny_classifier, toy_sentiment
 
 

@@ -36,22 +36,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from pi_lightning.attributors.base import available_methods, get_attributor
-from pi_lightning.callbacks._lockstep import equal_forward_passes
-from pi_lightning.callbacks._utils import (
-    HtmlCell,
-    gather_objects,
-    isolated,
-    log_rich,
-    log_scalars,
-    logger_step,
-    normalize_probe,
-    resolve_model,
-    table_page,
-    world,
-)
+from pi_lightning.callbacks._distributed import equal_forward_passes, gather_objects
+from pi_lightning.callbacks._model import resolve_model
+from pi_lightning.callbacks._utils import isolated, normalize_probe
 from pi_lightning.metrics import METRIC_CLASSES, METRICS, ProbeEvaluation, ProbeHistory, evaluate_faithfulness
 from pi_lightning.metrics.functional.curves import _check_points
-from pi_lightning.report import highlight
+from pi_lightning.reporting.html import HtmlCell, highlight, table_page
+from pi_lightning.reporting.logging import log_rich, log_scalars, logger_step
 
 __all__ = ["AttributionMonitor", "probe_histories"]
 
@@ -438,7 +429,7 @@ class AttributionMonitor(Callback):
         step = int(trainer.global_step)
         if not self.texts:
             return None  # every probe example was dropped at setup (warned there)
-        rank, size = world()
+        rank, size = trainer.global_rank, trainer.world_size
         try:
             local, error = self._evaluate_local(trainer, pl_module), None
         except Exception as e:
@@ -473,7 +464,7 @@ class AttributionMonitor(Callback):
         model = resolve_model(pl_module, self.model_ref)
         if model is not self._model:
             self.setup(trainer, pl_module, "fit")
-        rank, size = world()
+        rank, size = trainer.global_rank, trainer.world_size
         idx = list(range(rank, len(self.texts), size))
         texts = [self.texts[i] for i in idx]
         targets: Any = "predicted" if self.target == "predicted" else [self.labels[i] for i in idx]
@@ -529,7 +520,6 @@ class AttributionMonitor(Callback):
         self, trainer, step: int, metric_objs, correct, records, seconds
     ) -> dict[str, float]:
         """Sync this evaluation across ranks (every rank calls it), store the record and log it."""
-        _, size = world()
         figures: dict[str, float] = {}
         curves = {}
         for m, obj in metric_objs.items():
@@ -538,18 +528,18 @@ class AttributionMonitor(Callback):
             if m in ("as_auc", "ias_auc"):
                 x, y = obj.mean_curve()
                 curves[m.split("_")[0]] = (x.tolist(), y.tolist())
-        if size > 1:
-            torch.distributed.all_reduce(correct)
+        # (correct, count) summed over ranks, on the strategy's device (NCCL reduces device tensors only).
+        correct = trainer.strategy.reduce(correct.to(trainer.strategy.root_device), reduce_op="sum").cpu()
         if self.labels is not None and correct[1] > 0:
             figures["accuracy"] = float(correct[0] / correct[1])
-        merged = sorted((r for part in gather_objects(records) for r in part), key=lambda r: r["i"])
+        merged = sorted((r for part in gather_objects(trainer, records) for r in part), key=lambda r: r["i"])
         if self.evals:
             prev = self.evals[-1].scores
             corr = [_rank_corr(torch.tensor(r["scores"]), torch.tensor(prev[r["i"]])) for r in merged]
             corr = [c for c in corr if c is not None and not math.isnan(c)]
             if corr:
                 figures["drift_rank_corr"] = sum(corr) / len(corr)
-        figures["seconds"] = max(gather_objects(seconds))
+        figures["seconds"] = max(gather_objects(trainer, seconds))
         passes = [r["passes"] for r in merged if r["passes"] is not None]
         if passes:
             figures["forward_passes_per_example"] = sum(passes) / len(passes)

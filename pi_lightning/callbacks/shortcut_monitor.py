@@ -34,10 +34,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from pi_lightning.attributors.base import available_methods
-from pi_lightning.callbacks._utils import log_rich, log_scalars, table_page
 from pi_lightning.callbacks.attribution_monitor import probe_histories
 from pi_lightning.callbacks.validation_sppi import validation_evaluations
 from pi_lightning.metrics.record import ProbeEvaluation, ProbeHistory, ValidationEvaluation
+from pi_lightning.reporting.html import table_page
+from pi_lightning.reporting.logging import log_rich, log_scalars
 
 __all__ = ["ShortcutMonitor"]
 

@@ -39,17 +39,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from pi_lightning.attributors.sppi import progressive_differences
-from pi_lightning.callbacks._utils import (
-    gather_objects,
-    log_rich,
-    log_scalars,
-    logger_step,
-    resolve_model,
-    table_page,
-)
+from pi_lightning.callbacks._distributed import gather_objects
+from pi_lightning.callbacks._model import resolve_model
 from pi_lightning.features import feature_char_spans, group_tokens
 from pi_lightning.inference import OUTPUTS, resolve_classifier, transform_outputs, virtual_tokens
 from pi_lightning.metrics.record import ValidationEvaluation
+from pi_lightning.reporting.html import table_page
+from pi_lightning.reporting.logging import log_rich, log_scalars, logger_step
 
 __all__ = ["ValidationSPPI", "validation_evaluations"]
 
@@ -359,7 +355,7 @@ class ValidationSPPI(Callback):
         self._remove_hooks()
         if trainer.sanity_checking:
             return
-        parts = gather_objects(self._local_table())
+        parts = gather_objects(trainer, self._local_table())
         step = int(trainer.global_step)
         skipped = {k: sum(p_[3][k] for p_ in parts if p_ is not None) for k in self._skipped}
         if skipped["non-finite"]:

@@ -157,7 +157,7 @@ def write_html(rows: list[dict], path: Path, label_names: list[str] | None = Non
     """Each explained text highlighted (green: supports the explained class, red: opposes it)."""
     import html
 
-    from pi_lightning.report import highlight
+    from pi_lightning.reporting import highlight
 
     body = "".join(
         f"<tr><td>{html.escape(str(r['id']))}</td><td>{html.escape(_label(label_names, r['prediction']))} "

@@ -30,7 +30,7 @@ from pi_lightning.callbacks import HTMLReport, probe_histories, validation_evalu
 from pi_lightning.cli._finetune_options import DESCRIPTION, FAST_HELP, LogConfig, default_args
 from pi_lightning.metrics import ProbeHistory
 from pi_lightning.modules import FinetuneClassifier, ReviewDataModule
-from pi_lightning.report import explained_method
+from pi_lightning.reporting import explained_method
 
 __all__ = ["FinetuneCLI", "main", "run", "summary"]
 

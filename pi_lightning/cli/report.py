@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.checkpoint.is_file():
         print(f"pi-lightning report: error: no such checkpoint file: {args.checkpoint}", file=sys.stderr)
         return 2
-    from pi_lightning.report import write_report_from_checkpoint
+    from pi_lightning.reporting import write_report_from_checkpoint
 
     out = args.output or args.checkpoint.with_suffix(".html")
     try:

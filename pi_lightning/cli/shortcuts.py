@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     from pi_lightning.jobs import counterfactual_check, load_results, mine_shortcuts
     from pi_lightning.jobs.explain import load_job
-    from pi_lightning.report import highlight
+    from pi_lightning.reporting import highlight
 
     try:
         job = load_job(args.job)

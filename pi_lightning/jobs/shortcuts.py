@@ -200,7 +200,7 @@ class ShortcutReport:
         """A standalone HTML page: the candidate table and, per word, highlighted example texts.
 
         Args:
-            examples: optional ``word -> [HTML snippets]`` (e.g. from :func:`pi_lightning.report.highlight`).
+            examples: optional ``word -> [HTML snippets]`` (e.g. from :func:`pi_lightning.reporting.highlight`).
         """
         cols, rows = self.columns(top)
 

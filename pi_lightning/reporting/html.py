@@ -1,14 +1,16 @@
-"""Readable explanations: highlighted text and a static HTML report of explanation quality over training.
+"""HTML: highlighted text, tables, and the static report of explanation quality over training.
 
 :func:`highlight` renders a text with each feature's background green (supports the explained
 class) or red (opposes it), its opacity proportional to the attribution normalised by the largest
-absolute attribution of the example, like the paper's Figures 6-7.
+absolute attribution of the example, like the paper's Figures 6-7. :class:`HtmlCell` and
+:func:`table_page` build the tables the callbacks log (W&B media, or HTML files without W&B).
 
 :func:`write_report` builds one self-contained HTML file (plots embedded as PNG, scaled to the page
-width) from the history the :class:`~pi_lightning.callbacks.AttributionMonitor` callbacks keep: the
-headline AS - IAS gap with its 95% interval per method over training, AS, IAS and probe accuracy,
-a summary table, and the probe examples highlighted at the first and the last evaluation, side by
-side, by the best method that ran (MP-PI, else SP-PI, else the first; the others folded below).
+width) from the typed histories (:class:`~pi_lightning.metrics.ProbeHistory`) the
+:class:`~pi_lightning.callbacks.AttributionMonitor` callbacks keep: the headline AS - IAS gap with
+its 95% interval per method over training, AS, IAS and probe accuracy, a summary table, and the
+probe examples highlighted at the first and the last evaluation, side by side, by the best method
+that ran (MP-PI, else SP-PI, else the first; the others folded below).
 :func:`write_report_from_checkpoint` does the same from a Lightning checkpoint.
 """
 
@@ -18,12 +20,21 @@ import base64
 import html
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pi_lightning.metrics.record import ProbeHistory, histories_from_checkpoint
 
-__all__ = ["explained_method", "highlight", "write_report", "write_report_from_checkpoint"]
+__all__ = [
+    "HtmlCell",
+    "explained_method",
+    "highlight",
+    "table_page",
+    "write_report",
+    "write_report_from_checkpoint",
+]
 
 #: Methods whose explanations are shown first, best first (MP-PI approximates SHAP values; SP-PI is free).
 PREFERRED = ("mp-pi", "sp-pi")
@@ -61,6 +72,44 @@ def highlight(text: str, char_spans: Sequence[Sequence[int]], scores: Sequence[f
         prev = b
     out.append(html.escape(text[prev:]))
     return "<span style='line-height:1.9'>" + "".join(out) + "</span>"
+
+
+class HtmlCell:
+    """A table cell that holds HTML (``wandb.Html`` media in W&B, raw in HTML files) and its plain
+    text (``text``; by default the HTML with its tags removed), which W&B tables show.
+
+    Example:
+        >>> HtmlCell("<span title='+0.5'>good</span> &amp; <b>fun</b>").text
+        'good & fun'
+    """
+
+    def __init__(self, html_text: str, text: str | None = None) -> None:
+        self.html = html_text
+        self.text = text if text is not None else html.unescape(re.sub(r"<[^>]*>", "", html_text))
+
+    def __str__(self) -> str:
+        return self.html
+
+
+def table_page(title: str, cols: list[str], rows: list[list[Any]]) -> str:
+    """A standalone HTML page for a table (used when no W&B logger is present)."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{c.html if isinstance(c, HtmlCell) else html.escape(_fmt(c))}</td>" for c in r)
+        + "</tr>"
+        for r in rows
+    )
+    return (
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border-bottom:1px solid #ddd;padding:6px 10px;vertical-align:top;text-align:left}</style>"
+        f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
+    )
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def _png(fig) -> str:
