@@ -345,14 +345,14 @@ def test_at2_refits_from_mppi_passes(gpt2_tok, tmp_path):
 
 def test_bad_probe_and_arguments(gpt2_tok):
     with pytest.raises(
-        ValueError, match="The probe set is empty: pass at least one held-out text to explain."
+        ValueError, match=r"The probe set is empty: pass at least one held-out text to explain\."
     ):
         AttributionMonitor(gpt2_tok, [], "sp-pi")
     with pytest.raises(ValueError, match="target='label' needs labels"):
         AttributionMonitor(gpt2_tok, ["a fine film"], "sp-pi")
     with pytest.raises(ValueError, match="Unknown attribution method 'shap'"):
         AttributionMonitor(gpt2_tok, PROBE, "shap")
-    with pytest.raises(ValueError, match="every_n_val must be None or a positive int, got 0."):
+    with pytest.raises(ValueError, match=r"every_n_val must be None or a positive int, got 0\."):
         AttributionMonitor(gpt2_tok, PROBE, every_n_val=0)
 
 
@@ -386,7 +386,7 @@ def test_free_sppi_equals_sppi_attributor(tiny, tmp_path):
     """The free per-word phi from the validation forward pass equals SP-PI's word attributions."""
     from pi_lightning import SPPI
 
-    arch, model, tok = tiny
+    _arch, model, tok = tiny
     text, label = "the movie was very good and the plot was fun", 1
     free = ValidationSPPI(tok, min_count=1, top_words=50)
     trainer = pl.Trainer(

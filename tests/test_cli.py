@@ -80,10 +80,10 @@ def test_unknown_model_offline_fails_in_one_line(quiet, monkeypatch, capsys):
     rc, err = _finetune(["--model.model_name", "does-not-exist"], capsys)
     assert rc == 2
     assert err == (
-        f"pi-lightning finetune: error: Model 'does-not-exist' not found: it is not a local folder (no "
-        f"{quiet / 'does-not-exist'}), not a built-in name ({BUILTINS}), and it was not looked up as a hub id "
-        "because HF_HUB_OFFLINE is set (and it is not in the local hub cache). Fix: give an existing model "
-        "folder, a built-in name, or a hub id after unsetting HF_HUB_OFFLINE.\n"
+        "pi-lightning finetune: error: Model 'does-not-exist' not found: it is not a local folder (no "
+        f"{quiet / 'does-not-exist'}), not a built-in name ({BUILTINS}), and it was not looked up as a hub "
+        "id because HF_HUB_OFFLINE is set (and it is not in the local hub cache). Fix: give an existing "
+        "model folder, a built-in name, or a hub id after unsetting HF_HUB_OFFLINE.\n"
     )
 
 
@@ -106,10 +106,10 @@ def test_unreachable_hub_is_asked_once(quiet, monkeypatch, capsys):
     rc, err = _finetune(["--model.model_name", "someone/no-such-model"], capsys)
     assert rc == 2 and calls == ["someone/no-such-model"]  # one request, no retries
     assert err == (
-        f"pi-lightning finetune: error: Model 'someone/no-such-model' not found: it is not a local folder (no "
-        f"{quiet / 'someone' / 'no-such-model'}), not a built-in name ({BUILTINS}), and the Hugging Face hub "
-        "could not be reached to look it up as a hub id (ConnectionError). Fix: give an existing model folder, "
-        "a built-in name, or a hub id with network access.\n"
+        "pi-lightning finetune: error: Model 'someone/no-such-model' not found: it is not a local folder "
+        f"(no {quiet / 'someone' / 'no-such-model'}), not a built-in name ({BUILTINS}), and the Hugging Face "
+        "hub could not be reached to look it up as a hub id (ConnectionError). Fix: give an existing model "
+        "folder, a built-in name, or a hub id with network access.\n"
     )
 
 
@@ -117,8 +117,9 @@ def test_missing_data_file_is_reported_before_the_model_loads(quiet, capsys):
     rc, err = _finetune(["--model.model_name", "testing:gpt2", "--data.dataset", "reviews.csv"], capsys)
     assert rc == 2
     assert err == (
-        f"pi-lightning finetune: error: No such data file: reviews.csv (resolved to {quiet / 'reviews.csv'}). "
-        "Give a built-in dataset (rotten_tomatoes, imdb) or a .csv / .jsonl file with text and label columns.\n"
+        "pi-lightning finetune: error: No such data file: reviews.csv (resolved to "
+        f"{quiet / 'reviews.csv'}). Give a built-in dataset (rotten_tomatoes, imdb) or a .csv / .jsonl file "
+        "with text and label columns.\n"
     )
 
 
@@ -140,7 +141,7 @@ def test_model_and_data_resolution(tmp_path, monkeypatch):
         resolve_model_name("testing:bert")
     with pytest.raises(
         ModelNotFoundError,
-        match="is a local folder without a config.json: give a folder written by save_pretrained",
+        match=r"is a local folder without a config\.json: give a folder written by save_pretrained",
     ):
         resolve_model_name(str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
@@ -243,8 +244,8 @@ def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
 
 def test_names_given_on_the_command_line_fail_before_lightning_is_imported(tmp_path):
     code = (
-        "import sys; from pi_lightning.cli import main; "
-        "rc = main(['finetune', '--data.dataset', 'missing.jsonl']); print(rc, 'lightning.pytorch' in sys.modules)"
+        "import sys; from pi_lightning.cli import main; rc = main(['finetune', '--data.dataset', "
+        "'missing.jsonl']); print(rc, 'lightning.pytorch' in sys.modules)"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
@@ -258,6 +259,7 @@ def test_names_given_on_the_command_line_fail_before_lightning_is_imported(tmp_p
     )
     assert out.stdout.split() == ["2", "False"]
     assert out.stderr == (
-        f"pi-lightning finetune: error: No such data file: missing.jsonl (resolved to {tmp_path / 'missing.jsonl'}). "
-        "Give a built-in dataset (rotten_tomatoes, imdb) or a .csv / .jsonl file with text and label columns.\n"
+        "pi-lightning finetune: error: No such data file: missing.jsonl (resolved to "
+        f"{tmp_path / 'missing.jsonl'}). Give a built-in dataset (rotten_tomatoes, imdb) or a .csv / .jsonl "
+        "file with text and label columns.\n"
     )

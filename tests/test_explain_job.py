@@ -118,7 +118,7 @@ def test_resume_skips_finished_shards(tmp_path, gpt2_model, gpt2_tok):
 
 def test_other_job_in_folder_is_refused(tmp_path, gpt2_model, gpt2_tok):
     explain_dataset(gpt2_model, gpt2_tok, TEXTS[:2], tmp_path, **QUIET)
-    with pytest.raises(ValueError, match="results of another job.*method"):
+    with pytest.raises(ValueError, match=r"results of another job.*method"):
         explain_dataset(gpt2_model, gpt2_tok, TEXTS[:2], tmp_path, method="random", **QUIET)
     s = explain_dataset(gpt2_model, gpt2_tok, TEXTS[:2], tmp_path, method="random", overwrite=True, **QUIET)
     assert s.skipped == 0 and load_results(tmp_path)[0]["method"] == "random"
@@ -150,8 +150,8 @@ def _run(devices: int, out: Path, method: str, *extra: str) -> list[dict]:
 
 
 @pytest.mark.slow
-# MP-PI draws its masks per attribute() call; a shard is one call whatever the number of processes, so its rows
-# are identical too (also once its per-text RNG lands, issue 14).
+# MP-PI draws its masks per attribute() call; a shard is one call whatever the number of processes, so
+# its rows are identical too (also once its per-text RNG lands, issue 14).
 @pytest.mark.parametrize("method", ["sp-pi", "mp-pi"])
 def test_one_and_two_processes_give_identical_rows(tmp_path, method):
     one = _run(1, tmp_path / "one", method)

@@ -197,7 +197,7 @@ def test_nan_model_raises_a_clear_error(gpt2_tok, method):
     with torch.no_grad():
         model.score.weight[0, 0] = float("nan")
     kw = {"mp-pi": {"budget": 4, "seed": 0}, "ig": {"n_steps": 2}}.get(method, {})
-    with pytest.raises(FloatingPointError, match="NaN or infinite values .* weights are probably NaN"):
+    with pytest.raises(FloatingPointError, match=r"NaN or infinite values .* weights are probably NaN"):
         get_attributor(method, model, gpt2_tok, **kw).attribute(["a good movie", "bad"], target=1)
 
 
@@ -464,7 +464,7 @@ def test_ddp_with_faults_matches_one_process(tmp_path):
     )
     assert any("failed on another rank" in w for w in ranks[0]["warnings"])
     ddp = ranks[0]
-    assert [e.step for e in ddp["sp"]] == [4]  # the first evaluation (step 2) was skipped on every rank
+    assert [e["step"] for e in ddp["sp"]] == [4]  # the first evaluation (step 2) was skipped on every rank
     assert ddp["report"] and Path(ddp["report"]).exists() and (tmp_path / "ddp.ck" / "last.ckpt").exists()
     # what is computed equals one process: SP-PI, free validation SP-PI (15 examples, no repeats counted)
     assert ddp["sp"][-1]["as_auc"] == pytest.approx(one["sp"][-1]["as_auc"], abs=1e-6)

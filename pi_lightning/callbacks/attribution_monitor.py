@@ -197,11 +197,11 @@ class AttributionMonitor(Callback):
         i, y = bad[0]
         keep = [j for j, y_ in enumerate(self.labels) if 0 <= y_ < num_labels]
         rank_zero_warn(
-            f"AttributionMonitor({self.method!r}): probe label {y} of example {i} ({self.texts[i][:40]!r}) is not "
-            f"a class of the model, which has num_labels={num_labels} (classes 0..{num_labels - 1}); "
+            f"AttributionMonitor({self.method!r}): probe label {y} of example {i} ({self.texts[i][:40]!r}) "
+            f"is not a class of the model, which has num_labels={num_labels} (classes 0..{num_labels - 1}); "
             f"{len(bad)} of {len(self.labels)} probe labels are out of range, and those examples are skipped "
-            f"({len(keep)} left{'' if keep else ': this monitor evaluates nothing'}). Fix the probe labels, or "
-            "load the model with num_labels matching the data."
+            f"({len(keep)} left{'' if keep else ': this monitor evaluates nothing'}). Fix the probe labels, "
+            "or load the model with num_labels matching the data."
         )
         self.texts = [self.texts[j] for j in keep]
         self.labels = [self.labels[j] for j in keep]
@@ -442,8 +442,8 @@ class AttributionMonitor(Callback):
         if error is not None:
             warnings.warn(
                 f"AttributionMonitor({self.method!r}): the evaluation at step {step} failed on rank {rank} "
-                f"({type(error).__name__}: {error}). This evaluation is skipped (nothing logged or stored for "
-                "it); training goes on.",
+                f"({type(error).__name__}: {error}). This evaluation is skipped (nothing logged or stored "
+                "for it); training goes on.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -490,8 +490,8 @@ class AttributionMonitor(Callback):
                 ]
                 if bad:
                     raise FloatingPointError(
-                        f"{self.method} returned NaN or infinite scores for probe examples {bad[:10]}; the model's "
-                        "outputs are probably not finite (diverged weights or an overflow)"
+                        f"{self.method} returned NaN or infinite scores for probe examples {bad[:10]}; the "
+                        "model's outputs are probably not finite (diverged weights or an overflow)"
                     )
                 self.last_attributions = attrs
                 preds, per = self._score(trainer, attrs, metric_objs)

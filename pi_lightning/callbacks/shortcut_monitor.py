@@ -216,7 +216,8 @@ class ShortcutMonitor(Callback):
 
         Example:
             >>> m = ShortcutMonitor(["zxq"], min_count=1)
-            >>> shares, top = m.probe_figures(["good zxq", "bad"], [[(0, 4), (5, 8)], [(0, 3)]], [[0.1, 0.3], [0.5]])
+            >>> spans = [[(0, 4), (5, 8)], [(0, 3)]]
+            >>> shares, top = m.probe_figures(["good zxq", "bad"], spans, [[0.1, 0.3], [0.5]])
             >>> round(shares["zxq"], 3), top[0]["word"]
             (0.75, 'bad')
         """
@@ -272,9 +273,9 @@ class ShortcutMonitor(Callback):
             if s is not None and s >= self.threshold and w not in self.first_over:
                 self.first_over[w] = {"step": step, "epoch": epoch, "share": s}
                 rank_zero_warn(
-                    f"ShortcutMonitor: {s:.0%} of the {self.method} attribution of the probe texts holding {w!r} falls on it "
-                    f"(threshold {self.threshold:.0%}) at step {step}, epoch {epoch}: the model may rely on a "
-                    "shortcut. Check where this word occurs in the training data."
+                    f"ShortcutMonitor: {s:.0%} of the {self.method} attribution of the probe texts holding "
+                    f"{w!r} falls on it (threshold {self.threshold:.0%}) at step {step}, epoch {epoch}: the "
+                    "model may rely on a shortcut. Check where this word occurs in the training data."
                 )
         if self.detector == "probe":
             self._check_top(

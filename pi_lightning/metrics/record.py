@@ -179,7 +179,8 @@ class ProbeHistory:
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> ProbeHistory:
-        """The history from :meth:`state_dict`'s dict (extra keys, such as the monitor's counters, are ignored)."""
+        """The history from :meth:`state_dict`'s dict (extra keys, such as the monitor's counters, are
+        ignored)."""
         if not cls.is_state(state):
             got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
             raise ValueError(

@@ -131,7 +131,7 @@ def _auc_plots(histories: Mapping[str, ProbeHistory]) -> str:
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.4))
     panels = [
-        ("gap", "AS − IAS gap, 95% CI (higher is better; random = 0)"),
+        ("gap", "AS − IAS gap, 95% CI (higher is better; random = 0)"),  # noqa: RUF001 (a minus sign, typeset)
         ("as_auc", "Activation AUC (higher is better)"),
         ("ias_auc", "Inverse activation AUC (lower is better)"),
         ("accuracy", "Probe accuracy"),
@@ -182,7 +182,8 @@ def write_report(
     parts = [
         "<!doctype html><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:system-ui,-apple-system,sans-serif;margin:2em auto;padding:0 1em;max-width:1200px;color:#222}"
+        "<style>body{font-family:system-ui,-apple-system,sans-serif;margin:2em auto;padding:0 "
+        "1em;max-width:1200px;color:#222}"
         "h1{font-weight:600}table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #e4e4e4;"
         "padding:8px;vertical-align:top;text-align:left}th{background:#fafafa}.m{color:#666;font-size:90%}"
         ".num{font-variant-numeric:tabular-nums}</style>",
@@ -207,8 +208,9 @@ def write_report(
     for m, h in usable.items():
         first, last = h.evals[0].metrics, h.evals[-1].metrics
 
-        def fl(k):
-            return f"{first[k]:.3f} → {last[k]:.3f}" if k in first and k in last else "–"
+        def fl(k, first=first, last=last):
+            # The typographic dash is the page's "missing" mark.
+            return f"{first[k]:.3f} → {last[k]:.3f}" if k in first and k in last else "–"  # noqa: RUF001
 
         parts.append(
             f"<tr><td>{html.escape(m)}</td><td class='num'>{len(h.evals)}</td>"
@@ -227,7 +229,7 @@ def write_report(
             parts.append("<details><summary>" + html.escape(f"{m}: probe examples") + "</summary>")
         names = h.label_names or []
 
-        def lab(i):
+        def lab(i, names=names):
             return names[i] if i is not None and i < len(names) else str(i)
 
         parts.append(
@@ -256,9 +258,9 @@ def write_report(
 
 
 def _with_ci(metrics: dict[str, float], key: str) -> str:
-    """``"0.206 ± 0.053"`` (or ``"–"`` when the figure is missing)."""
+    """``"0.206 ± 0.053"`` (or ``"–"`` when the figure is missing)."""  # noqa: RUF002 (the page's dash)
     if key not in metrics:
-        return "–"
+        return "–"  # noqa: RUF001 (the typographic dash is the page's "missing" mark)
     ci = metrics.get(f"{key}_ci")
     return f"{metrics[key]:+.3f}" + (f" ± {ci:.3f}" if ci is not None and not math.isnan(ci) else "")
 
@@ -282,11 +284,11 @@ def write_report_from_checkpoint(ckpt_path: str | Path, path: str | Path) -> Pat
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ValueError(
-            f"{ckpt_path} holds objects that safe loading (torch.load(weights_only=True)) refuses, so it is not "
-            f"read: {str(e).splitlines()[0] if str(e) else type(e).__name__}. pi_lightning never unpickles "
-            "arbitrary objects from a checkpoint. If you trust the file, load it yourself with "
-            "torch.load(..., weights_only=False) and pass pi_lightning.metrics.histories_from_checkpoint(ckpt) to "
-            "write_report."
+            f"{ckpt_path} holds objects that safe loading (torch.load(weights_only=True)) refuses, so it is "
+            f"not read: {str(e).splitlines()[0] if str(e) else type(e).__name__}. pi_lightning never "
+            "unpickles arbitrary objects from a checkpoint. If you trust the file, load it yourself with "
+            "torch.load(..., weights_only=False) and pass "
+            "pi_lightning.metrics.histories_from_checkpoint(ckpt) to write_report."
         ) from e
     histories = histories_from_checkpoint(ckpt)
     if not histories:
