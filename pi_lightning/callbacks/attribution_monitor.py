@@ -94,6 +94,11 @@ class AttributionMonitor(Callback):
             method refits from its own random ablations at every evaluation, so its weights follow the
             model as it trains. Put the source monitor before this one in the callback list.
 
+    Attributes:
+        evals: one :class:`~pi_lightning.metrics.ProbeEvaluation` per evaluation, oldest first (saved
+            in checkpoints under :attr:`state_key`; :meth:`history` adds the probe set, and
+            :func:`probe_histories` reads every monitor of a Trainer).
+
     Example:
         >>> monitor = AttributionMonitor(probe=["a fine film"], method="sp-pi", target="predicted")
         >>> monitor.state_key

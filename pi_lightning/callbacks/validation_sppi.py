@@ -73,6 +73,10 @@ class ValidationSPPI(Callback):
         output: ``"prob"`` (default), ``"logits"`` or ``"log_odds"``.
         top_words: how many words the shortcut table shows.
         min_count: a word must occur this many times to be ranked.
+
+    Attributes:
+        evals: one :class:`~pi_lightning.metrics.ValidationEvaluation` per validation, oldest first
+            (saved in checkpoints; :func:`validation_evaluations` reads them from a Trainer).
     """
 
     def __init__(
