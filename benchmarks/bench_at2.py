@@ -29,7 +29,7 @@ import torch
 
 from pi_lightning.attributors import AT2, available_methods, get_attributor
 from pi_lightning.data import load_movie_reviews
-from pi_lightning.evaluation import evaluate_faithfulness
+from pi_lightning.metrics import evaluate_faithfulness
 from pi_lightning.models import load_classifier
 
 

@@ -1,7 +1,7 @@
 """Benchmark: AS + IAS evaluation costs <= 1.2x the bare forward passes it issues.
 
 Evaluates SP-PI attributions of 32 texts (8-40 words) on a tiny random GPT-2 classifier with
-:func:`pi_lightning.evaluation.evaluate_faithfulness` (metrics ``as_auc`` and ``ias_auc``), records
+:func:`pi_lightning.metrics.evaluate_faithfulness` (metrics ``as_auc`` and ``ias_auc``), records
 the sequences it sends to ``ClassifierAdapter.forward_positions``, and times that bare call on the
 same sequences. The ratio (evaluation / bare forward passes, best of interleaved repeats: the
 least disturbed run on a shared CPU) is the overhead of ordering, masking, de-duplication and AUC.
@@ -19,7 +19,7 @@ import time
 import torch
 
 from pi_lightning.attributors import SPPI
-from pi_lightning.evaluation import evaluate_faithfulness
+from pi_lightning.metrics import evaluate_faithfulness
 from pi_lightning.testing import CORPUS, tiny_classifier, tiny_tokenizer
 
 GOAL = 1.2

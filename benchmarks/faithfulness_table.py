@@ -1,7 +1,7 @@
 """Faithfulness table in the layout of the paper's Tables 2, 3, 5 and 6, on our own fine-tuned model.
 
 Every registered method (Random, A-Last, SP-PI, GAE, Inp x Grad, LRP, IG, Kernel SHAP, MP-PI, UDIG,
-AT2) explains the true class of the same test examples; :func:`pi_lightning.evaluation.evaluate_faithfulness`
+AT2) explains the true class of the same test examples; :func:`pi_lightning.metrics.evaluate_faithfulness`
 then runs, with one shared :class:`~pi_lightning.masking.Masker` (removal by default, ``--mask ...`` for the paper's),
 the activation study (AS AUC, higher is better), the inverse study (IAS AUC, lower is better) and
 DIG/UDIG's log-odds (lower), comprehensiveness (higher) and sufficiency (lower) at top-20%. Each row
@@ -45,10 +45,10 @@ except ImportError:  # pragma: no cover
 
 from pi_lightning.attributors import available_methods, get_attributor
 from pi_lightning.data import load_movie_reviews
-from pi_lightning.evaluation import METRICS, evaluate_faithfulness
 from pi_lightning.features import Featurizer
-from pi_lightning.functional import interpolate_curve
 from pi_lightning.masking import Masker
+from pi_lightning.metrics import METRICS, evaluate_faithfulness
+from pi_lightning.metrics.functional import interpolate_curve
 from pi_lightning.shapley import mask_distribution
 
 __all__ = ["PAPER_ORDER", "main"]

@@ -65,9 +65,9 @@ def main() -> int:
                 datamodule=TextDataModule(tok, train, val, batch_size=8),
             )
             for mon in mons:
-                m = mon.evals[-1]["metrics"] if mon.evals else {}
+                m = mon.evals[-1].metrics if mon.evals else {}
                 ok = bool(m) and all(math.isfinite(v) for k, v in m.items() if not k.endswith("_ci"))
-                ok = ok and all(math.isfinite(s) for row in mon.evals[-1]["scores"] for s in row)
+                ok = ok and all(math.isfinite(s) for row in mon.evals[-1].scores for s in row)
                 results[f"{arch}/{precision}/{mon.method}"] = {
                     "ok": ok,
                     "as_auc": m.get("as_auc"),
@@ -75,7 +75,7 @@ def main() -> int:
                 }
                 if not ok:
                     failures.append(f"{arch}/{precision}/{mon.method}")
-            results[f"{arch}/{precision}/val-sp-pi"] = free.evals[-1]["metrics"]
+            results[f"{arch}/{precision}/val-sp-pi"] = free.evals[-1].metrics
             print(f"{arch} {precision}: {len(mons)} methods + free SP-PI in {time.perf_counter() - t:.1f}s")
         # GPU fp32 vs CPU fp32 attributions
         model = tiny_classifier(arch, tokenizer=tok)

@@ -59,9 +59,9 @@ except ImportError:  # pragma: no cover
 
 from pi_lightning.attributors.kernelshap import KernelShapAttributor, exact_shapley
 from pi_lightning.attributors.mppi import MPPI
-from pi_lightning.functional.stats import mean_confidence_interval
 from pi_lightning.inference import ClassifierAdapter, transform_outputs
 from pi_lightning.masking import Masker
+from pi_lightning.metrics.functional.stats import mean_confidence_interval
 from pi_lightning.shapley import mask_distribution
 
 __all__ = ["METHODS", "exact_references", "main"]
@@ -242,7 +242,8 @@ def _plot(path: Path, summary: list[dict], methods: list[str], budgets: list[int
             "cosine to exact Shapley (full input)",
             "cosine to exact Shapley (prefix game)",
             "ms per model pass",
-        ), strict=False,
+        ),
+        strict=False,
     ):
         ax.set_xscale("log", base=2)
         ax.set_xticks(budgets, [f"{b}n" for b in budgets])

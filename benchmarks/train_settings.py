@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     if args.gap_examples:
         from pi_lightning.attributors import SPPI
-        from pi_lightning.evaluation import evaluate_faithfulness
-        from pi_lightning.functional import mean_confidence_interval
+        from pi_lightning.metrics import evaluate_faithfulness
+        from pi_lightning.metrics.functional import mean_confidence_interval
 
         model.eval()
         test = load_movie_reviews(source, "test", seed=0)

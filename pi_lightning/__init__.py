@@ -54,7 +54,7 @@ _EXPORTS = {
     "MPPI": "pi_lightning.attributors",
     "available_methods": "pi_lightning.attributors",
     "get_attributor": "pi_lightning.attributors",
-    "evaluate_faithfulness": "pi_lightning.evaluation",
+    "evaluate_faithfulness": "pi_lightning.metrics",
     "AttributionMonitor": "pi_lightning.callbacks",
     "ValidationSPPI": "pi_lightning.callbacks",
     "HTMLReport": "pi_lightning.callbacks",
@@ -64,11 +64,11 @@ _EXPORTS = {
 if TYPE_CHECKING:  # pragma: no cover
     from pi_lightning.attributors import MPPI, SPPI, Attributor, available_methods, get_attributor
     from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
-    from pi_lightning.evaluation import evaluate_faithfulness
     from pi_lightning.features import Features, Featurizer
     from pi_lightning.inference import ClassifierAdapter
     from pi_lightning.jobs import explain_dataset
     from pi_lightning.masking import Masker
+    from pi_lightning.metrics import evaluate_faithfulness
     from pi_lightning.result import Attribution
 
 

@@ -146,11 +146,11 @@ def main(argv: Sequence[str] | None = None) -> pl.Trainer:
         next(c for c in trainer.callbacks if isinstance(c, t))
         for t in (AttributionMonitor, ValidationSPPI, HTMLReport)
     )
-    first, last = sp.evals[0]["metrics"], sp.evals[-1]["metrics"]
+    first, last = sp.evals[0].metrics, sp.evals[-1].metrics
     print(f"plug-in recipe: {trainer.global_step} steps, {len(sp.evals)} SP-PI evaluations")
     print(f"  sp-pi AS AUC (higher better): {first['as_auc']:.3f} -> {last['as_auc']:.3f}")
     print(f"  sp-pi IAS AUC (lower better): {first['ias_auc']:.3f} -> {last['ias_auc']:.3f}")
-    print("  top validation words: " + ", ".join(w["word"] for w in free.evals[-1]["top_words"][:8]))
+    print("  top validation words: " + ", ".join(w["word"] for w in free.evals[-1].top_words[:8]))
     print(f"  HTML report: {report.written}")
     print(f"  W&B run files: {os.path.dirname(logger.experiment.dir)}")
     logger.experiment.finish()

@@ -295,10 +295,10 @@ def summary(args, trainer, sp, free, shortcut, report, probe_x, probe_y, seconds
         share = "-" if h["shares"][tok] is None else f"{h['shares'][tok]:.3f}"
         lines.append(
             f"  {h['step']:>5} {h['epoch']:>5}  {share:>9}  {h['ranks'][tok] or '-':>10}  {vr or '-':>8}  "
-            f"{top:<12}  {acc(e['predictions'], True):>10.2f}  {acc(e['predictions'], False):>10.2f}"
+            f"{top:<12}  {acc(e.predictions, True):>10.2f}  {acc(e.predictions, False):>10.2f}"
         )
     if sp.evals:
-        f, last = sp.evals[0]["metrics"], sp.evals[-1]["metrics"]
+        f, last = sp.evals[0].metrics, sp.evals[-1].metrics
         for k, name in (("as_auc", "AS AUC (higher better)"), ("ias_auc", "IAS AUC (lower better)")):
             if k in f and k in last:
                 lines.append(

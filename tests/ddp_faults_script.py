@@ -62,12 +62,9 @@ def main(devices: int, out: str, inject: bool) -> None:
                 "global_step": trainer.global_step,
                 "max_steps": trainer.max_steps,
                 "warnings": [str(w.message) for w in caught],
-                "sp": [
-                    {"step": e["step"], "as_auc": e["metrics"]["as_auc"], "scores": e["scores"]}
-                    for e in sp.evals
-                ],
-                "mp": [{"step": e["step"], "scores": e["scores"]} for e in mp.evals],
-                "free": [{"metrics": e["metrics"], "top_words": e["top_words"]} for e in free.evals],
+                "sp": [{"step": e.step, "as_auc": e.metrics["as_auc"], "scores": e.scores} for e in sp.evals],
+                "mp": [{"step": e.step, "scores": e.scores} for e in mp.evals],
+                "free": [{"metrics": e.metrics, "top_words": e.top_words} for e in free.evals],
                 "report": str(report.written) if report.written else None,
             },
             fh,

@@ -37,9 +37,9 @@ def main(devices: int, out: str) -> None:
         with open(out, "w") as fh:
             json.dump(
                 {
-                    "steps": [e["step"] // 1 for e in mon.evals],
-                    "as_auc": [e["metrics"]["as_auc"] for e in mon.evals],
-                    "ias_auc": [e["metrics"]["ias_auc"] for e in mon.evals],
+                    "steps": [e.step // 1 for e in mon.evals],
+                    "as_auc": [e.metrics["as_auc"] for e in mon.evals],
+                    "ias_auc": [e.metrics["ias_auc"] for e in mon.evals],
                 },
                 fh,
             )

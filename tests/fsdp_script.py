@@ -1,12 +1,11 @@
-"""Helper for test_sharded.test_fsdp_cpu_uneven_shards: torch FSDP2 (``fully_shard``) on CPU with gloo,
-2 processes (launched by torch.distributed.run). Each rank attributes its uneven shard of a 7-text probe
-with SP-PI on the sharded model inside :func:`equal_forward_passes`; rank zero writes every rank's pass
-counts and its largest difference from the same attributions on an unsharded copy of the model to the
-JSON file given.
+"""Helper for test_sharded.test_fsdp_cpu_uneven_shards: torch FSDP2 (``fully_shard``) on CPU with gloo, 2
+processes (launched by torch.distributed.run). Each rank attributes its uneven shard of a 7-text probe with
+SP-PI on the sharded model inside :func:`equal_forward_passes`; rank zero writes every rank's pass counts and
+its largest difference from the same attributions on an unsharded copy of the model to the JSON file given.
 
-(Lightning's FSDPStrategy refuses accelerator="cpu", so this runs torch's FSDP directly. Without the
-padding the run dies with gloo's "collective mismatch": the rank with fewer passes meets the other's
-parameter all-gathers.)
+(Lightning's FSDPStrategy refuses accelerator="cpu", so this runs torch's FSDP directly. Without the padding
+the run dies with gloo's "collective mismatch": the rank with fewer passes meets the other's parameter
+all-gathers.)
 """
 
 import json
@@ -17,7 +16,7 @@ import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 
 from pi_lightning.attributors import SPPI
-from pi_lightning.callbacks._lockstep import equal_forward_passes
+from pi_lightning.callbacks._distributed import equal_forward_passes
 from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
 
 

@@ -66,7 +66,7 @@ def test_fit_with_callbacks_logs_history_and_report(gpt2_tok, tmp_path):
     report = HTMLReport()
     trainer, _ = _fit(gpt2_tok, [sp, free, report], tmp_path, logger=CSVLogger(tmp_path))
     assert len(sp.evals) == 2 and len(free.evals) == 2
-    m = sp.evals[-1]["metrics"]
+    m = sp.evals[-1].metrics
     for k in (
         "as_auc",
         "ias_auc",
@@ -79,9 +79,9 @@ def test_fit_with_callbacks_logs_history_and_report(gpt2_tok, tmp_path):
     ):
         assert k in m and m[k] == m[k]
     assert 0 <= m["as_auc"] <= 1 and 0 <= m["ias_auc"] <= 1
-    assert len(sp.evals[-1]["scores"]) == len(PROBE[0])
-    assert free.evals[-1]["metrics"]["n_examples"] == len(VAL[0])
-    assert free.evals[-1]["top_words"]
+    assert len(sp.evals[-1].scores) == len(PROBE[0])
+    assert free.evals[-1].metrics["n_examples"] == len(VAL[0])
+    assert free.evals[-1].top_words
     html = report.written.read_text()
     assert "src='data:image/png;base64," in html and "sp-pi" in html and "rgba(" in html
     logged = (Path(trainer.loggers[0].log_dir) / "metrics.csv").read_text()
@@ -97,7 +97,7 @@ def test_every_method_runs_through_the_monitor(gpt2_tok, tmp_path, method):
     )
     _fit(gpt2_tok, [mon], tmp_path, epochs=1)
     assert len(mon.evals) == 1
-    assert 0 <= mon.evals[0]["metrics"]["as_auc"] <= 1
+    assert 0 <= mon.evals[0].metrics["as_auc"] <= 1
 
 
 def test_callbacks_do_not_change_training(gpt2_tok, tmp_path):
@@ -141,9 +141,9 @@ def test_peft_model_under_precision(gpt2_tok, tmp_path, precision):
     )
     trainer.fit(TextClassifier(model, lr=5e-3), datamodule=TextDataModule(gpt2_tok, TRAIN, VAL, batch_size=8))
     for mon in mons:
-        m = mon.evals[-1]["metrics"]
-        assert 0 <= m["as_auc"] <= 1 and all(s == s for row in mon.evals[-1]["scores"] for s in row)
-    assert free.evals[-1]["metrics"]["n_examples"] == len(VAL[0])
+        m = mon.evals[-1].metrics
+        assert 0 <= m["as_auc"] <= 1 and all(s == s for row in mon.evals[-1].scores for s in row)
+    assert free.evals[-1].metrics["n_examples"] == len(VAL[0])
 
 
 def test_resume_keeps_history(gpt2_tok, tmp_path):
@@ -170,15 +170,55 @@ def test_resume_keeps_history(gpt2_tok, tmp_path):
         ckpt=str(tmp_path / "ck" / "last.ckpt"),
         shuffle=False,
     )
-    assert [e["step"] for e in resumed.evals] == [e["step"] for e in full.evals]
+    assert [e.step for e in resumed.evals] == [e.step for e in full.evals]
     for a, b in zip(resumed.evals, full.evals, strict=False):
-        assert a["metrics"]["as_auc"] == pytest.approx(b["metrics"]["as_auc"], abs=1e-6)
-        for sa, sb in zip(a["scores"], b["scores"], strict=False):
+        assert a.metrics["as_auc"] == pytest.approx(b.metrics["as_auc"], abs=1e-6)
+        for sa, sb in zip(a.scores, b.scores, strict=False):
             assert sa == pytest.approx(sb, abs=1e-6)
-    from pi_lightning.report import write_report_from_checkpoint
+    from pi_lightning.reporting import write_report_from_checkpoint
 
     out = write_report_from_checkpoint(tmp_path / "ck" / "last.ckpt", tmp_path / "from_ckpt.html")
     assert "sp-pi" in out.read_text()
+
+
+def test_evaluation_records_round_trip_through_a_checkpoint(gpt2_tok, tmp_path):
+    """The typed records survive a checkpoint (saved as plain dicts, loadable with weights_only=True) and
+    read back equal: the probe history through histories_from_checkpoint, ValidationSPPI's through its
+    load_state_dict; the in-process accessors give the same records."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from pi_lightning.callbacks import probe_histories, validation_evaluations
+    from pi_lightning.metrics import (
+        ProbeEvaluation,
+        ProbeHistory,
+        ValidationEvaluation,
+        histories_from_checkpoint,
+    )
+
+    sp, free = _sp(gpt2_tok), ValidationSPPI(gpt2_tok, min_count=1)
+    trainer, _ = _fit(
+        gpt2_tok, [sp, free, ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)], tmp_path
+    )
+    assert len(sp.evals) == 2 and all(isinstance(e, ProbeEvaluation) for e in sp.evals)
+    assert all(isinstance(e, ValidationEvaluation) for e in free.evals) and free.evals
+    assert probe_histories(trainer) == {"sp-pi": sp.history()}
+    assert validation_evaluations(trainer) == free.evals
+    ckpt = torch.load(tmp_path / "ck" / "last.ckpt", map_location="cpu", weights_only=True)
+    loaded = histories_from_checkpoint(ckpt)
+    assert list(loaded) == ["sp-pi"] and isinstance(loaded["sp-pi"], ProbeHistory)
+    assert loaded["sp-pi"] == sp.history()
+    assert loaded["sp-pi"].evals[-1].curves["as"][0][0] == 0.0  # the mean curves' grid starts at x = 0
+    again = ValidationSPPI(gpt2_tok)
+    again.load_state_dict(ckpt["callbacks"][free.state_key])
+    assert again.evals == free.evals
+    resumed = _sp(gpt2_tok)
+    resumed.load_state_dict(ckpt["callbacks"][sp.state_key])
+    assert resumed.evals == sp.evals
+    # A state written before the typed records (no log_step) still loads: log_step defaults to step.
+    old = {k: v for k, v in sp.evals[0].to_dict().items() if k != "log_step"}
+    assert ProbeEvaluation.from_dict(old).log_step == sp.evals[0].step
+    with pytest.raises(ValueError, match="'method', 'texts' and 'evals'"):
+        ProbeHistory.from_state_dict({"evals": []})
 
 
 def _read_wandb_records(path: Path):
@@ -280,7 +320,7 @@ def test_wandb_run_holds_highlighted_text_for_each_probe_example(gpt2_tok, tmp_p
             assert value["_type"] == "html-file"
             page = (run_files / value["path"]).read_text(encoding="utf-8")
             spans = page.count("<span title=")
-            assert spans == len(record["scores"][i]) and "rgba(" in page
+            assert spans == len(record.scores[i]) and "rgba(" in page
             # the highlighted words are the text's words, in order
             assert html_lib.unescape(re.sub(r"<[^>]*>", "", page)).strip().endswith(text)
     [page] = values["pi/sp-pi/page"][-1:]
@@ -290,7 +330,7 @@ def test_wandb_run_holds_highlighted_text_for_each_probe_example(gpt2_tok, tmp_p
     assert rows["columns"][:2] == ["text", "label"] and "as_auc" in rows["columns"]
     assert [r[0] for r in rows["data"]] == list(texts)  # plain text, not "Html"
     col = rows["columns"].index("as_auc")
-    assert [r[col] for r in rows["data"]] == pytest.approx(sp.evals[-1]["as_auc"])
+    assert [r[col] for r in rows["data"]] == pytest.approx(sp.evals[-1].as_auc)
 
 
 def test_at2_refits_from_mppi_passes(gpt2_tok, tmp_path):
@@ -301,7 +341,7 @@ def test_at2_refits_from_mppi_passes(gpt2_tok, tmp_path):
     _fit(gpt2_tok, [mp, at2], tmp_path, epochs=2)
     assert len(at2.evals) == 2 and at2.attributor.is_fitted
     # refitted from MP-PI: one extra pass per example (the head features), not its own ablations
-    assert at2.evals[-1]["metrics"]["forward_passes_per_example"] <= 2
+    assert at2.evals[-1].metrics["forward_passes_per_example"] <= 2
 
 
 def test_bad_probe_and_arguments(gpt2_tok):
@@ -322,8 +362,8 @@ def test_probe_larger_than_val_and_one_feature_text(gpt2_tok, tmp_path):
     labels = PROBE[1] * 5 + [1]
     mon = AttributionMonitor(gpt2_tok, list(zip(texts, labels, strict=False)), "sp-pi")
     _fit(gpt2_tok, [mon], tmp_path, epochs=1)
-    assert len(mon.evals[0]["scores"]) == len(texts) > len(VAL[0])
-    assert len(mon.evals[0]["scores"][-1]) == 1
+    assert len(mon.evals[0].scores) == len(texts) > len(VAL[0])
+    assert len(mon.evals[0].scores[-1]) == 1
 
 
 @pytest.mark.slow
@@ -364,7 +404,7 @@ def test_free_sppi_equals_sppi_attributor(tiny, tmp_path):
         datamodule=TextDataModule(tok, ([text], [label]), ([text], [label])),
         verbose=False,
     )
-    got = {w["word"]: w["mean_phi"] for w in free.evals[-1]["top_words"]}
+    got = {w["word"]: w["mean_phi"] for w in free.evals[-1].top_words}
     [ref] = SPPI(model, tok).attribute(text, target=label)
     words = ref.features.texts
     # the first word of the sequence is the free mode's reference (p_0): a BOS token when the tokenizer
@@ -402,11 +442,11 @@ def test_gap_fractions_and_steps_aligned_with_validation(gpt2_tok, tmp_path):
         for k in ("val/acc", "pi/sp-pi/gap", "pi/sp-pi/gap_ci", "pi/val-sp-pi/top20_share")
     }
     assert steps["val/acc"] == [2, 5] and all(v == steps["val/acc"] for v in steps.values())
-    assert [e["step"] for e in exact.evals] == [3, 6]  # optimizer steps done, for the report's x axis
-    m = exact.evals[-1]["metrics"]
+    assert [e.step for e in exact.evals] == [3, 6]  # optimizer steps done, for the report's x axis
+    m = exact.evals[-1].metrics
     assert m["gap"] == pytest.approx(m["as_auc"] - m["ias_auc"], abs=1e-12) and m["gap_ci"] > 0
-    assert exact.evals[-1]["gap"] == pytest.approx(
-        [a - b for a, b in zip(exact.evals[-1]["as_auc"], exact.evals[-1]["ias_auc"], strict=False)]
+    assert exact.evals[-1].gap == pytest.approx(
+        [a - b for a, b in zip(exact.evals[-1].as_auc, exact.evals[-1].ias_auc, strict=False)]
     )
     # Same model state, fixed fractions: identical on short texts (n + 1 <= 11: every step is a fraction).
     short = (["a good movie", "bad plot, dull cast"], [1, 0])

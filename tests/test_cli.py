@@ -102,9 +102,9 @@ def test_unreachable_hub_is_asked_once(quiet, monkeypatch, capsys):
     assert rc == 2 and calls == ["someone/no-such-model"]  # one request, no retries
     assert err == (
         "pi-lightning finetune: error: Model 'someone/no-such-model' not found: it is not a local folder "
-        f"(no {quiet / 'someone' / 'no-such-model'}), not a built-in name ({BUILTINS}), and the Hugging "
-        "Face hub could not be reached to look it up as a hub id (ConnectionError). Fix: give an existing "
-        "model folder, a built-in name, or a hub id with network access.\n"
+        f"(no {quiet / 'someone' / 'no-such-model'}), not a built-in name ({BUILTINS}), and the Hugging Face "
+        "hub could not be reached to look it up as a hub id (ConnectionError). Fix: give an existing model "
+        "folder, a built-in name, or a hub id with network access.\n"
     )
 
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from pi_lightning.attributors import SPPI
-from pi_lightning.evaluation import METRICS, FaithfulnessResult, evaluate_faithfulness
 from pi_lightning.features import Featurizer
-from pi_lightning.functional import mean_confidence_interval
 from pi_lightning.inference import ClassifierAdapter
 from pi_lightning.masking import Masker
+from pi_lightning.metrics import METRIC_CLASSES, METRICS, FaithfulnessResult, evaluate_faithfulness
+from pi_lightning.metrics.functional import mean_confidence_interval
 from pi_lightning.result import Attribution
 
 TEXTS = ["a good movie", "bad plot but great cast", "the film was dull", "fun"]
@@ -188,6 +188,53 @@ def test_metric_subset_and_summary(gpt2_tok, gpt2_model):
         assert float(s) == pytest.approx(float(c[-1] - c[k]), abs=1e-12)
     full = evaluate_faithfulness(atts, sppi.adapter, sppi.masker).summary()
     assert set(full) == {f"{n}{s}" for n in (*METRICS, "gap") for s in ("", "_ci")}
+
+
+def test_metric_classes_update_from_result_without_recomputing(gpt2_tok, gpt2_model, monkeypatch):
+    """Each Metric class reads its per-example values from the FaithfulnessResult as computed (its
+    functional twin is not run again) and equals the class updated from the raw inputs."""
+    sppi = SPPI(gpt2_model, gpt2_tok)
+    res = evaluate_faithfulness(sppi.attribute(TEXTS, target="predicted"), sppi.adapter, sppi.masker)
+    raw = {
+        "as_auc": (res.as_curves, res.curve_x),
+        "ias_auc": (res.ias_curves, res.curve_x),
+        "gap": (res.as_curves, res.ias_curves, res.curve_x),
+        "log_odds": (res.probs, res.probs_masked),
+        "comprehensiveness": (res.probs, res.probs_masked),
+        "sufficiency": (res.probs, res.probs_kept),
+    }
+    assert set(raw) == set(METRIC_CLASSES)
+    want = {}
+    for name, cls in METRIC_CLASSES.items():
+        m = cls(curve_points=11) if name in ("as_auc", "ias_auc") else cls()
+        m.update(*raw[name])
+        want[name] = m
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("update(result) recomputed a metric that evaluate_faithfulness computed")
+
+    for cls in METRIC_CLASSES.values():
+        monkeypatch.setattr(cls, "_fn", staticmethod(recomputed), raising=False)
+    monkeypatch.setattr("pi_lightning.metrics.classes.activation_gap", recomputed)
+    for name, cls in METRIC_CLASSES.items():
+        m = cls(curve_points=11) if name in ("as_auc", "ias_auc") else cls()
+        m.update(res)
+        assert float(m.compute()) == pytest.approx(float(want[name].compute()), abs=1e-12)
+        assert float(m.confidence_interval()) == pytest.approx(
+            float(want[name].confidence_interval()), rel=1e-9
+        )
+        if name in ("as_auc", "ias_auc"):
+            torch.testing.assert_close(m.mean_curve()[1], want[name].mean_curve()[1])
+    summary = res.summary()
+    for name, m in want.items():
+        assert summary[name] == pytest.approx(float(m.compute()), abs=1e-12)
+    partial = evaluate_faithfulness(
+        sppi.attribute(TEXTS[:2], target=1), sppi.adapter, sppi.masker, metrics=["as_auc"]
+    )
+    with pytest.raises(ValueError, match="metrics including 'ias_auc'"):
+        METRIC_CLASSES["ias_auc"]().update(partial)
+    with pytest.raises(ValueError, match="needs both"):
+        METRIC_CLASSES["gap"]().update(partial)
 
 
 def test_bad_input(gpt2_tok, gpt2_model):

@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from pi_lightning.attributors import available_methods
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
-from pi_lightning.report import write_report_from_checkpoint
+from pi_lightning.reporting import write_report_from_checkpoint
 from pi_lightning.testing import tiny_classifier, toy_sentiment
 from pi_lightning.training import TextClassifier, TextDataModule
 
@@ -97,8 +97,8 @@ def _no_nan_anywhere(trainer, report, tmp_path):
             assert not any(values[i].strip().lower() in ("nan", "inf", "-inf") for i in cols), line
     for cb in trainer.callbacks:
         for e in getattr(cb, "evals", []):
-            assert all(math.isfinite(v) for v in e["metrics"].values()), e["metrics"]
-            for row in e.get("scores", []):
+            assert all(math.isfinite(v) for v in e.metrics.values()), e.metrics
+            for row in getattr(e, "scores", []):
                 assert all(math.isfinite(s) for s in row)
 
 
@@ -121,7 +121,7 @@ def test_attributor_that_raises_once_skips_one_evaluation(gpt2_tok, tmp_path, mo
         "evaluation at step 2 failed on rank 0 (RuntimeError: injected failure)" in m and "skipped" in m
         for m in msgs
     ), msgs
-    assert [e["step"] for e in mon.evals] == [4, 6]
+    assert [e.step for e in mon.evals] == [4, 6]
     assert report.written is not None and report.written.exists()
     _no_nan_anywhere(trainer, report, tmp_path)
 
@@ -145,7 +145,7 @@ def test_logger_that_raises_and_unwritable_report_folder(gpt2_tok, tmp_path):
     )
     assert any("BrokenLogger failed to log scalars" in m and "training goes on" in m for m in msgs), msgs
     assert any("HTMLReport: writing" in m and "failed" in m for m in msgs), msgs
-    assert [e["step"] for e in mon.evals] == [2, 4, 6]
+    assert [e.step for e in mon.evals] == [2, 4, 6]
     assert trainer.global_step == MAX_STEPS and (tmp_path / "ck" / "last.ckpt").exists()
 
 
@@ -179,7 +179,7 @@ def test_out_of_range_probe_labels_are_skipped_with_a_clear_warning(gpt2_tok, tm
             for m in caught
         ), caught
         assert mon.texts == [PROBE[0][j] for j in (0, 1, 3)]
-        assert mon.evals and all(len(e["scores"]) == 3 for e in mon.evals)
+        assert mon.evals and all(len(e.scores) == 3 for e in mon.evals)
         _no_nan_anywhere(trainer, report, tmp_path / str(bad))
     # every label out of range: the monitor evaluates nothing, training still reaches max_steps
     mon = AttributionMonitor(gpt2_tok, (PROBE[0], [7] * len(PROBE[0])), "sp-pi")
@@ -218,7 +218,7 @@ def _free_words(tok, model, text, tmp_path):
     trainer.validate(
         TextClassifier(model), datamodule=TextDataModule(tok, ([text], [1]), ([text], [1])), verbose=False
     )
-    return {w["word"]: w["mean_phi"] for w in free.evals[-1]["top_words"]}
+    return {w["word"]: w["mean_phi"] for w in free.evals[-1].top_words}
 
 
 def test_free_validation_and_featurizer_share_one_word_definition(tiny, tmp_path):
@@ -274,7 +274,7 @@ def test_over_long_text_fits_the_model_even_fully_masked(gpt2_tok):
 def test_over_long_probe_text_through_the_monitor(gpt2_tok, tmp_path):
     mon = AttributionMonitor(gpt2_tok, ([LONG, *PROBE[0]], [1, *PROBE[1]]), "sp-pi", metrics=[])
     trainer, report, _ = _run(gpt2_tok, [mon], tmp_path)
-    assert [e["step"] for e in mon.evals] == [2, 4, 6]
+    assert [e.step for e in mon.evals] == [2, 4, 6]
     _no_nan_anywhere(trainer, report, tmp_path)
 
 
@@ -398,7 +398,7 @@ def test_single_logit_probs_use_the_sigmoid_of_the_scores(gpt2_tok):
 def test_one_record_per_step_when_step_and_validation_schedules_meet(gpt2_tok, tmp_path):
     mon = AttributionMonitor(gpt2_tok, PROBE, "sp-pi", every_n_val=1, every_n_steps=2, metrics=[])
     trainer, report, _ = _run(gpt2_tok, [mon], tmp_path)  # validation every 2 steps too
-    assert [e["step"] for e in mon.evals] == [2, 4, 6]
+    assert [e.step for e in mon.evals] == [2, 4, 6]
     _no_nan_anywhere(trainer, report, tmp_path)
 
 
@@ -434,9 +434,7 @@ def test_left_padding_with_absolute_positions_warns(gpt2_tok, tmp_path):
             datamodule=_LeftPadded(gpt2_tok, texts, texts, batch_size=3),
             verbose=False,
         )
-    assert (
-        free.evals[-1]["metrics"]["n_examples"] == 2
-    )  # "bad" is one word: its own reference, nothing scored
+    assert free.evals[-1].metrics["n_examples"] == 2  # "bad" is one word: its own reference, nothing scored
 
 
 # --------------------------------------------------------------------------- DDP (2 processes, gloo, CPU)
@@ -572,7 +570,7 @@ def test_resume_from_a_checkpoint_taken_just_before_a_validation(gpt2_tok, tmp_p
 
     full = monitors()
     _fit_steps(gpt2_tok, full, tmp_path / "full", 8)
-    assert [e["step"] for e in full[0].evals] == [2, 4, 6, 8] and [e["step"] for e in full[1].evals] == [4, 8]
+    assert [e.step for e in full[0].evals] == [2, 4, 6, 8] and [e.step for e in full[1].evals] == [4, 8]
     # a checkpoint written in on_train_batch_end at step 4, before that step's validation
     ck = ModelCheckpoint(
         dirpath=tmp_path / "ck",
@@ -588,13 +586,13 @@ def test_resume_from_a_checkpoint_taken_just_before_a_validation(gpt2_tok, tmp_p
     )
     assert trainer.global_step == 8
     for got, want in zip(resumed, full, strict=False):
-        assert [e["step"] for e in got.evals] == [e["step"] for e in want.evals]
+        assert [e.step for e in got.evals] == [e.step for e in want.evals]
         # up to the checkpoint the weights are the same (after it, a non-stateful DataLoader restarts the
         # epoch on resume, which is Lightning's business, not the callback's)
         for a, b in zip(got.evals, want.evals, strict=False):
-            if a["step"] > 4:
+            if a.step > 4:
                 continue
-            for sa, sb in zip(a["scores"], b["scores"], strict=False):
+            for sa, sb in zip(a.scores, b.scores, strict=False):
                 assert sa == pytest.approx(sb, abs=1e-6)
 
 
@@ -623,5 +621,5 @@ def test_free_validation_words_of_texts_cut_mid_word(gpt2_tok, tmp_path):
             verbose=False,
         )
     assert not any("skipped" in str(w.message) for w in caught)
-    assert free.evals[-1]["metrics"]["n_examples"] == 1
-    assert {w["word"] for w in free.evals[-1]["top_words"]} == {"was", "fun", "and", "Café", "cr", "\ufffd"}
+    assert free.evals[-1].metrics["n_examples"] == 1
+    assert {w["word"] for w in free.evals[-1].top_words} == {"was", "fun", "and", "Café", "cr", "\ufffd"}

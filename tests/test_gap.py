@@ -11,15 +11,15 @@ import pytest
 import torch
 from scipy import stats
 
-from pi_lightning.functional import (
+from pi_lightning.metrics import ActivationAUC, ActivationGap
+from pi_lightning.metrics.functional import (
+    activation_auc,
     activation_coalitions,
     activation_gap,
     activation_steps,
-    curve_auc,
     interpolate_curve,
     mean_confidence_interval,
 )
-from pi_lightning.metrics import ActivationAUC, ActivationGap
 
 
 def paired_curves(seed, count=19):
@@ -122,9 +122,9 @@ def test_gap_bad_input():
     with pytest.raises(ValueError, match="pair up"):
         ActivationGap().update(a, [torch.rand(a[0].numel() + 1), b[1], b[2]])
     with pytest.raises(ValueError, match="x position"):
-        curve_auc(a, [torch.linspace(0, 1, a[0].numel())])
+        activation_auc(a, [torch.linspace(0, 1, a[0].numel())])
     with pytest.raises(ValueError, match="increase strictly"):
-        curve_auc(torch.rand(3), torch.tensor([0.0, 0.7, 0.5]))
+        activation_auc(torch.rand(3), torch.tensor([0.0, 0.7, 0.5]))
 
 
 # ---------------------------------------------------------------- DDP (2 CPU processes, gloo)
@@ -192,7 +192,7 @@ def test_subsampled_curve_auc_and_grid_match_numpy():
     steps = activation_steps(40, 11).numpy()
     x = steps / 40
     sub = torch.tensor(c[steps])
-    assert float(curve_auc(sub, torch.tensor(x))) == pytest.approx(np_auc(c[steps], x), abs=1e-12)
+    assert float(activation_auc(sub, torch.tensor(x))) == pytest.approx(np_auc(c[steps], x), abs=1e-12)
     grid = np.linspace(0, 1, 21)
     np.testing.assert_allclose(
         interpolate_curve(sub, 21, torch.tensor(x)).numpy(), np.interp(grid, x, c[steps]), atol=1e-12

@@ -1,10 +1,11 @@
-"""Faithfulness math and Metric classes against NumPy/SciPy references; chunking, state_dict, DDP,
-bad input."""
+"""Faithfulness math and Metric classes against NumPy/SciPy references; functional twins; chunking,
+state_dict, DDP, bad input."""
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -12,11 +13,21 @@ import pytest
 import torch
 from scipy import stats
 
-from pi_lightning.functional import (
+from pi_lightning.metrics import (
+    METRIC_CLASSES,
+    ActivationAUC,
+    ActivationGap,
+    Comprehensiveness,
+    InverseActivationAUC,
+    LogOdds,
+    Sufficiency,
+)
+from pi_lightning.metrics import functional as F
+from pi_lightning.metrics.functional import (
+    activation_auc,
     activation_coalitions,
     activation_order,
     comprehensiveness,
-    curve_auc,
     interpolate_curve,
     log_odds,
     mean_confidence_interval,
@@ -24,7 +35,6 @@ from pi_lightning.functional import (
     top_k_count,
     top_k_features,
 )
-from pi_lightning.metrics import ActivationAUC, Comprehensiveness, InverseActivationAUC, LogOdds, Sufficiency
 
 # ---------------------------------------------------------------- NumPy references
 
@@ -99,12 +109,12 @@ def test_ties_broken_by_position_in_both_studies():
 
 def test_auc_and_grid_match_numpy():
     curves = random_curves(1)
-    aucs = curve_auc(curves)
+    aucs = activation_auc(curves)
     assert aucs.dtype == torch.float64
     np.testing.assert_allclose(aucs.numpy(), [np_auc(c) for c in curves], rtol=0, atol=1e-12)
-    assert float(curve_auc(curves[0])) == pytest.approx(np_auc(curves[0]), abs=1e-12)
+    assert float(activation_auc(curves[0])) == pytest.approx(np_auc(curves[0]), abs=1e-12)
     same = torch.rand(4, 7, dtype=torch.float64)
-    np.testing.assert_allclose(curve_auc(same).numpy(), [np_auc(c) for c in same], atol=1e-12)
+    np.testing.assert_allclose(activation_auc(same).numpy(), [np_auc(c) for c in same], atol=1e-12)
     grid = interpolate_curve(curves, 21)
     np.testing.assert_allclose(grid.numpy(), np.stack([np_grid(c) for c in curves]), atol=1e-12)
 
@@ -112,10 +122,10 @@ def test_auc_and_grid_match_numpy():
 def test_auc_length_normalisation():
     # A constant curve has its value as area whatever its length; a step 0 -> 1 after the first of n.
     for n in (1, 2, 9):
-        assert float(curve_auc(torch.full((n + 1,), 0.3))) == pytest.approx(0.3)
+        assert float(activation_auc(torch.full((n + 1,), 0.3))) == pytest.approx(0.3)
         step = torch.ones(n + 1)
         step[0] = 0
-        assert float(curve_auc(step)) == pytest.approx(1 - 0.5 / n)
+        assert float(activation_auc(step)) == pytest.approx(1 - 0.5 / n)
 
 
 def test_topk_matches_reference():
@@ -177,6 +187,34 @@ def test_removal_metric_classes_match_reference(cls, kind):
     rm, rh = np_ci(np_removal(p, q, kind))
     assert float(m.compute()) == pytest.approx(rm, abs=1e-12)
     assert float(m.confidence_interval()) == pytest.approx(rh, rel=1e-9)
+
+
+def _snake(name: str) -> str:
+    """``ActivationAUC`` -> ``activation_auc``."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
+
+
+@pytest.mark.parametrize("cls", list(METRIC_CLASSES.values()), ids=lambda c: c.__name__)
+def test_functional_twin_equals_class(cls):
+    """Every Metric class has a functional twin of its name whose per-example values it averages."""
+    twin = getattr(F, _snake(cls.__name__))
+    assert _snake(cls.__name__) in F.__all__
+    curves = random_curves(11, count=6)
+    other = [0.5 * c.flip(0) for c in curves]  # IAS curves of the same lengths
+    p, q = random_probs(12, count=6)
+    args = {"curves": (curves,), "gap": (curves, other), "probs": (p, q)}[
+        "gap"
+        if cls is ActivationGap
+        else "curves"
+        if cls in (ActivationAUC, InverseActivationAUC)
+        else "probs"
+    ]
+    m = cls()
+    m.update(*args)
+    values = twin(*args)
+    assert values.shape == (6,)
+    assert float(m.compute()) == pytest.approx(float(values.mean()), abs=1e-12)
+    assert float(m.confidence_interval()) == pytest.approx(mean_confidence_interval(values)[1], rel=1e-9)
 
 
 def test_batch_split_invariance():
@@ -287,13 +325,13 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="probabilities"):
         sufficiency(torch.tensor([[2.0, -1.0]]), torch.tensor([[0.5, 0.5]]))
     with pytest.raises(ValueError, match="no curves"):
-        curve_auc([])
+        activation_auc([])
     with pytest.raises(ValueError, match="n\\+1 >= 2"):
         ActivationAUC().update([torch.tensor([0.5, 0.4]), torch.tensor([0.3])])
     with pytest.raises(ValueError, match="n\\+1 >= 2"):
-        curve_auc(torch.empty(0))
+        activation_auc(torch.empty(0))
     with pytest.raises(ValueError, match="shape"):
-        curve_auc(torch.rand(2, 3, 4))
+        activation_auc(torch.rand(2, 3, 4))
     for k in (0, -5, 100.5, 1000, True, "20"):
         with pytest.raises(ValueError, match=r"\(0, 100\]"):
             top_k_features(torch.rand(5), k)

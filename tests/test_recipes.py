@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from pi_lightning.callbacks import AttributionMonitor, ShortcutMonitor, ValidationSPPI
+from pi_lightning.metrics import ProbeEvaluation, ValidationEvaluation
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -167,19 +168,21 @@ def test_shortcut_monitor_known_shares_ranks_and_warnings():
     spans = [[[0, 4], [5, 9], [10, 13]], [[0, 3], [4, 8]], [[0, 4], [5, 8]]]
 
     def ev(step, scores):
-        return {"step": step, "epoch": step // 10, "scores": scores}
+        return ProbeEvaluation(step, step, step // 10, {}, scores=scores)
 
     probe = _probe_monitor(texts, spans, [ev(5, [[0.5, 0.3, 0.2], [0.4, 0.1], [0.5, 0.0]])])
     free = ValidationSPPI()
     free.evals = [
-        {
-            "step": 5,
-            "epoch": 0,
-            "top_words": [
+        ValidationEvaluation(
+            5,
+            5,
+            0,
+            {},
+            top_words=[
                 {"word": "good", "mean_phi": 0.4, "count": 3},
                 {"word": "ZXQ", "mean_phi": 0.3, "count": 3},
             ],
-        }
+        )
     ]
     mon = ShortcutMonitor(["zxq"], threshold=0.5, min_count=2)
     trainer = _fake_trainer(probe, free, mon)
@@ -194,7 +197,9 @@ def test_shortcut_monitor_known_shares_ranks_and_warnings():
     assert mon.first_over == {} and mon.detected_step is None
     # Later: the token carries most attribution and tops the validation table -> one warning each.
     probe.evals.append(ev(12, [[0.1, 0.1, 0.8], [0.4, 0.1], [0.1, 0.9]]))
-    free.evals.append({"step": 12, "epoch": 1, "top_words": [{"word": "zxq", "mean_phi": 0.7, "count": 3}]})
+    free.evals.append(
+        ValidationEvaluation(12, 12, 1, {}, top_words=[{"word": "zxq", "mean_phi": 0.7, "count": 3}])
+    )
     with pytest.warns(UserWarning) as caught:
         mon.poll(trainer)
     with warnings.catch_warnings():
@@ -214,7 +219,7 @@ def test_shortcut_monitor_probe_detector_and_absent_word():
     probe = _probe_monitor(
         ["good film", "bad film"],
         [[[0, 4], [5, 9]], [[0, 3], [4, 8]]],
-        [{"step": 3, "epoch": 0, "scores": [[0.1, 0.6], [0.2, 0.4]]}],
+        [ProbeEvaluation(3, 3, 0, {}, scores=[[0.1, 0.6], [0.2, 0.4]])],
     )
     mon = ShortcutMonitor(["film", "zxq"], detector="probe", detect="FILM", min_count=2)
     trainer = _fake_trainer(probe, mon)
@@ -296,8 +301,8 @@ def test_smoke_real_smollm2_one_lora_step_and_one_sppi_evaluation(tmp_path):
     changed = [n for n, p in model.named_parameters() if "lora_B" in n and not torch.equal(p, lora[n])]
     assert changed, "the LoRA step changed no adapter weight"
     [record] = sp.evals
-    assert [len(s) for s in record["scores"]] == [6, 4]  # a|gorgeous|,|witty|film|.  dull|and|lifeless|.
-    assert all(math.isfinite(v) for s in record["scores"] for v in s)
-    assert 0 <= record["metrics"]["as_auc"] <= 1 and 0 <= record["metrics"]["ias_auc"] <= 1
+    assert [len(s) for s in record.scores] == [6, 4]  # a|gorgeous|,|witty|film|.  dull|and|lifeless|.
+    assert all(math.isfinite(v) for s in record.scores for v in s)
+    assert 0 <= record.metrics["as_auc"] <= 1 and 0 <= record.metrics["ias_auc"] <= 1
     for a in sp.last_attributions:  # SP-PI telescopes: the scores sum to p_n - p_0 exactly
         assert float(a.scores.sum()) == pytest.approx(float(a.probs[a.target]) - a.base_value, abs=1e-5)

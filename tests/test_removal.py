@@ -11,10 +11,10 @@ import torch
 
 from pi_lightning.attributors import available_methods, get_attributor
 from pi_lightning.attributors.kernelshap import exact_shapley
-from pi_lightning.evaluation import METRICS, evaluate_faithfulness
 from pi_lightning.features import Featurizer
 from pi_lightning.inference import ClassifierAdapter
 from pi_lightning.masking import Masker
+from pi_lightning.metrics import METRICS, evaluate_faithfulness
 
 TEXTS = ["a good movie, really bad.", "bad", "the plot is dull"]
 FAST = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pi_lightning.callbacks._lockstep import equal_forward_passes
+from pi_lightning.callbacks._distributed import equal_forward_passes
 
 
 def test_no_process_group_is_a_no_op(gpt2_model):

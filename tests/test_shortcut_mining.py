@@ -1,6 +1,6 @@
 """Dataset-scale shortcut mining: the permutation null's moments, the table outputs, and a planted
-shortcut on a tiny model found (ranked first, largest flip rate) while a control model without it is
-not flagged."""
+shortcut on a tiny model found (ranked first, largest flip rate) while a control model without it is not
+flagged."""
 
 from __future__ import annotations
 

@@ -328,8 +328,8 @@ def test_runs_through_the_attribution_monitor(gpt2_tok):
     assert len(monitor.evals) == 2
     for rec in monitor.evals:
         for m in ("log_odds", "comprehensiveness", "sufficiency"):
-            assert torch.isfinite(torch.tensor(rec["metrics"][m]))
-        assert rec["metrics"]["forward_passes_per_example"] == 9.0
+            assert torch.isfinite(torch.tensor(rec.metrics[m]))
+        assert rec.metrics["forward_passes_per_example"] == 9.0
     # Training changed the embedding table between the evaluations; the index noticed.
     assert monitor.attributor.index.refreshes >= 2
-    assert monitor.evals[0]["scores"] != monitor.evals[1]["scores"]
+    assert monitor.evals[0].scores != monitor.evals[1].scores

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from pi_lightning.callbacks._utils import HtmlCell, isolated
+from pi_lightning.callbacks._utils import isolated
 from pi_lightning.callbacks.attribution_monitor import _rank_corr
+from pi_lightning.reporting.html import HtmlCell
 
 
 def _draw():

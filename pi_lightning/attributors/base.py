@@ -162,7 +162,9 @@ class Attributor:
         missing = [a for a in attributions if a.probs is None]
         if missing:
             seqs = [list(a.features.input_ids) for a in missing]
-            for a, lg in zip(missing, self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs]), strict=False):
+            for a, lg in zip(
+                missing, self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs]), strict=False
+            ):
                 a.probs = class_probs(lg[0])
         return list(attributions)
 

@@ -7,12 +7,23 @@
 * :class:`HTMLReport`: a static HTML report at the end of fit.
 * :class:`ShortcutMonitor`: attribution share of named words and a label-free shortcut detector.
 * :class:`StepProgressBar`: Lightning's progress bar counting the batches that will run (``max_steps``).
+
+:func:`probe_histories` and :func:`validation_evaluations` read the monitors' typed evaluation
+records (:mod:`pi_lightning.metrics.record`) from a Trainer.
 """
 
-from pi_lightning.callbacks.attribution_monitor import AttributionMonitor
+from pi_lightning.callbacks.attribution_monitor import AttributionMonitor, probe_histories
 from pi_lightning.callbacks.html_report import HTMLReport
 from pi_lightning.callbacks.progress import StepProgressBar
 from pi_lightning.callbacks.shortcut_monitor import ShortcutMonitor
-from pi_lightning.callbacks.validation_sppi import ValidationSPPI
+from pi_lightning.callbacks.validation_sppi import ValidationSPPI, validation_evaluations
 
-__all__ = ["AttributionMonitor", "HTMLReport", "ShortcutMonitor", "StepProgressBar", "ValidationSPPI"]
+__all__ = [
+    "AttributionMonitor",
+    "HTMLReport",
+    "ShortcutMonitor",
+    "StepProgressBar",
+    "ValidationSPPI",
+    "probe_histories",
+    "validation_evaluations",
+]

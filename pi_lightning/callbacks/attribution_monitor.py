@@ -36,40 +36,16 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from pi_lightning.attributors.base import available_methods, get_attributor
-from pi_lightning.callbacks._lockstep import equal_forward_passes
-from pi_lightning.callbacks._utils import (
-    HtmlCell,
-    gather_objects,
-    isolated,
-    log_rich,
-    log_scalars,
-    logger_step,
-    resolve_model,
-    table_page,
-    world,
-)
+from pi_lightning.callbacks._distributed import equal_forward_passes, gather_objects
+from pi_lightning.callbacks._model import resolve_model
+from pi_lightning.callbacks._utils import isolated
 from pi_lightning.data import normalize_probe
-from pi_lightning.evaluation import METRICS, evaluate_faithfulness
-from pi_lightning.functional.curves import _check_points
-from pi_lightning.metrics import (
-    ActivationAUC,
-    ActivationGap,
-    Comprehensiveness,
-    InverseActivationAUC,
-    LogOdds,
-    Sufficiency,
-)
-from pi_lightning.report import highlight
+from pi_lightning.metrics import METRIC_CLASSES, METRICS, ProbeEvaluation, ProbeHistory, evaluate_faithfulness
+from pi_lightning.metrics.functional.curves import _check_points
+from pi_lightning.reporting.html import HtmlCell, highlight, table_page
+from pi_lightning.reporting.logging import log_rich, log_scalars, logger_step
 
-__all__ = ["AttributionMonitor"]
-
-_METRIC_CLASSES = {
-    "as_auc": ActivationAUC,
-    "ias_auc": InverseActivationAUC,
-    "log_odds": LogOdds,
-    "comprehensiveness": Comprehensiveness,
-    "sufficiency": Sufficiency,
-}
+__all__ = ["AttributionMonitor", "probe_histories"]
 
 
 def _rank_corr(a: torch.Tensor, b: torch.Tensor) -> float | None:
@@ -111,13 +87,18 @@ class AttributionMonitor(Callback):
         curve_points: grid size of the mean AS/IAS curves.
         fractions: ``None`` to evaluate the AS/IAS curves at every step (``n + 1`` masked passes per
             study), or the number of fixed fractions of the features to evaluate them at (``11``:
-            ``x = 0, 0.1, ..., 1``; see :func:`~pi_lightning.functional.activation_steps`).
+            ``x = 0, 0.1, ..., 1``; see :func:`~pi_lightning.metrics.functional.activation_steps`).
         progress_chunk: examples per progress-bar update (attribution of costly methods, and metrics).
         refit_from: for methods that learn from ablations (AT2): the method of another monitor on the
             same Trainer (e.g. ``"mp-pi"``) whose masked passes to train from at each of its
             evaluations ("training data for free"). Without it (or before that monitor has run), the
             method refits from its own random ablations at every evaluation, so its weights follow the
             model as it trains. Put the source monitor before this one in the callback list.
+
+    Attributes:
+        evals: one :class:`~pi_lightning.metrics.ProbeEvaluation` per evaluation, oldest first (saved
+            in checkpoints under :attr:`state_key`; :meth:`history` adds the probe set, and
+            :func:`probe_histories` reads every monitor of a Trainer).
 
     Example:
         >>> monitor = AttributionMonitor(probe=["a fine film"], method="sp-pi", target="predicted")
@@ -192,7 +173,7 @@ class AttributionMonitor(Callback):
         self.attributor = None
         self._model = None
         # --- state (saved in checkpoints) ---
-        self.evals: list[dict[str, Any]] = []
+        self.evals: list[ProbeEvaluation] = []
         self.val_count = 0
         self.char_spans: list[list[list[int]]] | None = None
         self._validation_due: int | None = None  # step whose validation has not run yet (set at batch end)
@@ -222,11 +203,11 @@ class AttributionMonitor(Callback):
         i, y = bad[0]
         keep = [j for j, y_ in enumerate(self.labels) if 0 <= y_ < num_labels]
         rank_zero_warn(
-            f"AttributionMonitor({self.method!r}): probe label {y} of example {i} ({self.texts[i][:40]!r}) is not "
-            f"a class of the model, which has num_labels={num_labels} (classes 0..{num_labels - 1}); "
+            f"AttributionMonitor({self.method!r}): probe label {y} of example {i} ({self.texts[i][:40]!r}) "
+            f"is not a class of the model, which has num_labels={num_labels} (classes 0..{num_labels - 1}); "
             f"{len(bad)} of {len(self.labels)} probe labels are out of range, and those examples are skipped "
-            f"({len(keep)} left{'' if keep else ': this monitor evaluates nothing'}). Fix the probe labels, or "
-            "load the model with num_labels matching the data."
+            f"({len(keep)} left{'' if keep else ': this monitor evaluates nothing'}). Fix the probe labels, "
+            "or load the model with num_labels matching the data."
         )
         self.texts = [self.texts[j] for j in keep]
         self.labels = [self.labels[j] for j in keep]
@@ -309,7 +290,7 @@ class AttributionMonitor(Callback):
     def _evaluated_at(self, step: int) -> bool:
         """One record per training step: a validation on the step of an ``every_n_steps`` evaluation (or
         the reverse) reuses it."""
-        return bool(self.evals) and self.evals[-1]["step"] == step
+        return bool(self.evals) and self.evals[-1].step == step
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -319,16 +300,8 @@ class AttributionMonitor(Callback):
             if trainer is not None and self._validation_due == trainer.global_step
             else None
         )
-        return {
-            "method": self.method,
-            "texts": self.texts,
-            "labels": self.labels,
-            "label_names": self.label_names,
-            "char_spans": self.char_spans,
-            "evals": self.evals,
-            "val_count": self.val_count,
-            "pending_validation": pending,
-        }
+        # Flat: the history's plain-type layout (pi_lightning.metrics.ProbeHistory) and two counters.
+        return {**self.history().state_dict(), "val_count": self.val_count, "pending_validation": pending}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -342,13 +315,21 @@ class AttributionMonitor(Callback):
                 "AttributionMonitor: the checkpoint was made with another probe set; its history "
                 "is kept but new evaluations use the current probe."
             )
-        self.evals = list(state_dict.get("evals", []))
+        self.evals = ProbeHistory.from_state_dict(state_dict).evals
         self.val_count = int(state_dict.get("val_count", 0))
         self._pending_validation = state_dict.get("pending_validation")
 
-    def history(self) -> dict[str, Any]:
-        """The state as the report reads it."""
-        return self.state_dict()
+    def history(self) -> ProbeHistory:
+        """The probe set and every evaluation so far, typed (what the report, the CLI and
+        :class:`~pi_lightning.callbacks.ShortcutMonitor` read)."""
+        return ProbeHistory(
+            method=self.method,
+            texts=self.texts,
+            labels=self.labels,
+            label_names=self.label_names,
+            char_spans=self.char_spans,
+            evals=list(self.evals),
+        )
 
     # ------------------------------------------------------------------ the work
     def _attribute(self, trainer, texts: list[str], targets) -> list:
@@ -403,17 +384,8 @@ class AttributionMonitor(Callback):
                     fractions=self.fractions,
                 )
                 per["predictions"] += res.predictions.tolist()
-                if "as_auc" in metric_objs:
-                    metric_objs["as_auc"].update(res.as_curves, res.curve_x)
-                if "ias_auc" in metric_objs:
-                    metric_objs["ias_auc"].update(res.ias_curves, res.curve_x)
-                if "gap" in metric_objs:
-                    metric_objs["gap"].update(res.as_curves, res.ias_curves, res.curve_x)
-                for m in ("log_odds", "comprehensiveness"):
-                    if m in metric_objs:
-                        metric_objs[m].update(res.probs, res.probs_masked)
-                if "sufficiency" in metric_objs:
-                    metric_objs["sufficiency"].update(res.probs, res.probs_kept)
+                for metric in metric_objs.values():
+                    metric.update(res)
                 for m in ("as_auc", "ias_auc", "gap"):
                     v = getattr(res, m)
                     per[m] += [None] * len(chunk) if v is None else [float(x) for x in v]
@@ -463,7 +435,7 @@ class AttributionMonitor(Callback):
         step = int(trainer.global_step)
         if not self.texts:
             return None  # every probe example was dropped at setup (warned there)
-        rank, size = world()
+        rank, size = trainer.global_rank, trainer.world_size
         try:
             local, error = self._evaluate_local(trainer, pl_module), None
         except Exception as e:
@@ -476,8 +448,8 @@ class AttributionMonitor(Callback):
         if error is not None:
             warnings.warn(
                 f"AttributionMonitor({self.method!r}): the evaluation at step {step} failed on rank {rank} "
-                f"({type(error).__name__}: {error}). This evaluation is skipped (nothing logged or stored for "
-                "it); training goes on.",
+                f"({type(error).__name__}: {error}). This evaluation is skipped (nothing logged or stored "
+                "for it); training goes on.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -498,21 +470,21 @@ class AttributionMonitor(Callback):
         model = resolve_model(pl_module, self.model_ref)
         if model is not self._model:
             self.setup(trainer, pl_module, "fit")
-        rank, size = world()
+        rank, size = trainer.global_rank, trainer.world_size
         idx = list(range(rank, len(self.texts), size))
         texts = [self.texts[i] for i in idx]
         targets: Any = "predicted" if self.target == "predicted" else [self.labels[i] for i in idx]
         t0 = time.perf_counter()
         metric_objs = {
             m: (
-                _METRIC_CLASSES[m](curve_points=self.curve_points)
+                METRIC_CLASSES[m](curve_points=self.curve_points)
                 if m in ("as_auc", "ias_auc")
-                else _METRIC_CLASSES[m]()
+                else METRIC_CLASSES[m]()
             )
             for m in self.metrics
         }
         if "as_auc" in metric_objs and "ias_auc" in metric_objs:
-            metric_objs["gap"] = ActivationGap()
+            metric_objs["gap"] = METRIC_CLASSES["gap"]()
         correct = torch.zeros(2, dtype=torch.float64)  # (correct, count) summed across ranks below
         records = []
         # Every rank issues the same number of forward passes, whatever its shard (FSDP / ZeRO-3 need it).
@@ -524,8 +496,8 @@ class AttributionMonitor(Callback):
                 ]
                 if bad:
                     raise FloatingPointError(
-                        f"{self.method} returned NaN or infinite scores for probe examples {bad[:10]}; the model's "
-                        "outputs are probably not finite (diverged weights or an overflow)"
+                        f"{self.method} returned NaN or infinite scores for probe examples {bad[:10]}; the "
+                        "model's outputs are probably not finite (diverged weights or an overflow)"
                     )
                 self.last_attributions = attrs
                 preds, per = self._score(trainer, attrs, metric_objs)
@@ -554,7 +526,6 @@ class AttributionMonitor(Callback):
         self, trainer, step: int, metric_objs, correct, records, seconds
     ) -> dict[str, float]:
         """Sync this evaluation across ranks (every rank calls it), store the record and log it."""
-        _, size = world()
         figures: dict[str, float] = {}
         curves = {}
         for m, obj in metric_objs.items():
@@ -563,36 +534,36 @@ class AttributionMonitor(Callback):
             if m in ("as_auc", "ias_auc"):
                 x, y = obj.mean_curve()
                 curves[m.split("_")[0]] = (x.tolist(), y.tolist())
-        if size > 1:
-            torch.distributed.all_reduce(correct)
+        # (correct, count) summed over ranks, on the strategy's device (NCCL reduces device tensors only).
+        correct = trainer.strategy.reduce(correct.to(trainer.strategy.root_device), reduce_op="sum").cpu()
         if self.labels is not None and correct[1] > 0:
             figures["accuracy"] = float(correct[0] / correct[1])
-        merged = sorted((r for part in gather_objects(records) for r in part), key=lambda r: r["i"])
+        merged = sorted((r for part in gather_objects(trainer, records) for r in part), key=lambda r: r["i"])
         if self.evals:
-            prev = self.evals[-1]["scores"]
+            prev = self.evals[-1].scores
             corr = [_rank_corr(torch.tensor(r["scores"]), torch.tensor(prev[r["i"]])) for r in merged]
             corr = [c for c in corr if c is not None and not math.isnan(c)]
             if corr:
                 figures["drift_rank_corr"] = sum(corr) / len(corr)
-        figures["seconds"] = max(gather_objects(seconds))
+        figures["seconds"] = max(gather_objects(trainer, seconds))
         passes = [r["passes"] for r in merged if r["passes"] is not None]
         if passes:
             figures["forward_passes_per_example"] = sum(passes) / len(passes)
         # Undefined figures (a confidence interval from one example) are left out, never stored as NaN.
         figures = {k: v for k, v in figures.items() if math.isfinite(v)}
-        record = {
-            "step": step,
-            "log_step": logger_step(trainer),
-            "epoch": int(trainer.current_epoch),
-            "metrics": figures,
-            "scores": [r["scores"] for r in merged],
-            "targets": [r["target"] for r in merged],
-            "predictions": [r["prediction"] for r in merged],
-            "as_auc": [r["as_auc"] for r in merged],
-            "ias_auc": [r["ias_auc"] for r in merged],
-            "gap": [r["gap"] for r in merged],
-            "curves": curves,
-        }
+        record = ProbeEvaluation(
+            step=step,
+            log_step=logger_step(trainer),
+            epoch=int(trainer.current_epoch),
+            metrics=figures,
+            scores=[r["scores"] for r in merged],
+            targets=[r["target"] for r in merged],
+            predictions=[r["prediction"] for r in merged],
+            as_auc=[r["as_auc"] for r in merged],
+            ias_auc=[r["ias_auc"] for r in merged],
+            gap=[r["gap"] for r in merged],
+            curves=curves,
+        )
         self.evals.append(record)
         self._log(trainer, record)
         return figures
@@ -602,10 +573,10 @@ class AttributionMonitor(Callback):
             return ""
         return self.label_names[i] if self.label_names and i < len(self.label_names) else str(i)
 
-    def _log(self, trainer, record: dict[str, Any]) -> None:
+    def _log(self, trainer, record: ProbeEvaluation) -> None:
         key = f"pi/{self.method}"
-        step = record.get("log_step", record["step"])
-        log_scalars(trainer, {f"{key}/{k}": v for k, v in record["metrics"].items()}, step=step)
+        step = record.log_step
+        log_scalars(trainer, {f"{key}/{k}": v for k, v in record.metrics.items()}, step=step)
         if not trainer.is_global_zero or self.log_examples == 0:
             return
         try:
@@ -614,24 +585,34 @@ class AttributionMonitor(Callback):
             for i in range(min(self.log_examples, len(self.texts))):
                 rows.append(
                     [
-                        HtmlCell(highlight(self.texts[i], self.char_spans[i], record["scores"][i])),
+                        HtmlCell(highlight(self.texts[i], self.char_spans[i], record.scores[i])),
                         self._label(self.labels[i] if self.labels else None),
-                        self._label(record["predictions"][i]),
-                        self._label(record["targets"][i]),
-                        record["as_auc"][i],
-                        record["ias_auc"][i],
+                        self._label(record.predictions[i]),
+                        self._label(record.targets[i]),
+                        record.as_auc[i],
+                        record.ias_auc[i],
                     ]
                 )
-            title = f"{self.method} on the probe set, step {record['step']}"
+            title = f"{self.method} on the probe set, step {record.step}"
             log_rich(
                 trainer,
                 key,
                 step,
                 table=(cols, rows),
-                curves=record["curves"],
+                curves=record.curves,
                 html_page=table_page(title, cols, rows),
             )
         except Exception as e:
             rank_zero_warn(
                 f"pi_lightning: building the {self.method} table failed ({e!r}); training goes on."
             )
+
+
+def probe_histories(trainer) -> dict[str, ProbeHistory]:
+    """The typed history of every :class:`AttributionMonitor` on the Trainer, by method (in callback order).
+
+    The one in-process way to read the monitors' evaluations (the report, the CLI summary and
+    :class:`~pi_lightning.callbacks.ShortcutMonitor` use it); from a checkpoint use
+    :func:`pi_lightning.metrics.histories_from_checkpoint`.
+    """
+    return {c.method: c.history() for c in trainer.callbacks if isinstance(c, AttributionMonitor)}

@@ -1,9 +1,9 @@
 """HTMLReport: write the static HTML report at the end of fit.
 
-It reads the history of every :class:`~pi_lightning.callbacks.AttributionMonitor` on the Trainer
-(public ``trainer.callbacks``) and writes one self-contained page (see :mod:`pi_lightning.report`).
-The same page can be made later from a checkpoint with
-:func:`pi_lightning.report.write_report_from_checkpoint`.
+It reads the typed history of every :class:`~pi_lightning.callbacks.AttributionMonitor` on the
+Trainer (:func:`~pi_lightning.callbacks.probe_histories`) and writes one self-contained page (see
+:mod:`pi_lightning.reporting.html`). The same page can be made later from a checkpoint with
+:func:`pi_lightning.reporting.write_report_from_checkpoint`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
-from pi_lightning.callbacks._utils import rank_zero_log_dir
-from pi_lightning.callbacks.attribution_monitor import AttributionMonitor
-from pi_lightning.report import write_report
+from pi_lightning.callbacks.attribution_monitor import probe_histories
+from pi_lightning.reporting.html import write_report
+from pi_lightning.reporting.logging import rank_zero_log_dir
 
 __all__ = ["HTMLReport"]
 
@@ -41,7 +41,7 @@ class HTMLReport(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        histories = {c.method: c.history() for c in trainer.callbacks if isinstance(c, AttributionMonitor)}
+        histories = probe_histories(trainer)
         if not histories:
             rank_zero_warn("HTMLReport: no AttributionMonitor on the Trainer, so there is nothing to report.")
             return

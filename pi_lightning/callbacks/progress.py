@@ -20,7 +20,8 @@ __all__ = ["StepProgressBar"]
 class StepProgressBar(TQDMProgressBar):
     """A ``TQDMProgressBar`` whose training total is the number of batches that will run.
 
-    Args: as ``lightning.pytorch.callbacks.TQDMProgressBar`` (``refresh_rate``, ``process_position``, ``leave``).
+    Args: as ``lightning.pytorch.callbacks.TQDMProgressBar`` (``refresh_rate``, ``process_position``,
+    ``leave``).
 
     Example:
         >>> bar = StepProgressBar(refresh_rate=1)

@@ -34,9 +34,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from pi_lightning.attributors.base import available_methods
-from pi_lightning.callbacks._utils import log_rich, log_scalars, table_page
-from pi_lightning.callbacks.attribution_monitor import AttributionMonitor
-from pi_lightning.callbacks.validation_sppi import ValidationSPPI
+from pi_lightning.callbacks.attribution_monitor import probe_histories
+from pi_lightning.callbacks.validation_sppi import validation_evaluations
+from pi_lightning.metrics.record import ProbeEvaluation, ProbeHistory, ValidationEvaluation
+from pi_lightning.reporting.html import table_page
+from pi_lightning.reporting.logging import log_rich, log_scalars
 
 __all__ = ["ShortcutMonitor"]
 
@@ -141,18 +143,17 @@ class ShortcutMonitor(Callback):
         return self._generate_state_key(words=self.words)
 
     # ------------------------------------------------------------------ sources
-    def _probe_source(self, trainer) -> AttributionMonitor | None:
+    def _probe_source(self, trainer) -> ProbeHistory | None:
+        """The typed history of the AttributionMonitor with ``method`` (None without one)."""
         if self.method is None:
             return None
-        return next(
-            (c for c in trainer.callbacks if isinstance(c, AttributionMonitor) and c.method == self.method),
-            None,
-        )
+        return probe_histories(trainer).get(self.method)
 
-    def _val_source(self, trainer) -> ValidationSPPI | None:
+    def _val_source(self, trainer) -> list[ValidationEvaluation] | None:
+        """The ValidationSPPI records (None without one, or when the detector does not read them)."""
         if self.detector != "validation":
             return None
-        return next((c for c in trainer.callbacks if isinstance(c, ValidationSPPI)), None)
+        return validation_evaluations(trainer)
 
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -190,9 +191,9 @@ class ShortcutMonitor(Callback):
             self.seen_probe = len(probe.evals)
         val = self._val_source(trainer)
         if val is not None:
-            for record in val.evals[self.seen_val :]:
+            for record in val[self.seen_val :]:
                 self._from_validation(trainer, record)
-            self.seen_val = len(val.evals)
+            self.seen_val = len(val)
 
     # ------------------------------------------------------------------ the figures
     def probe_figures(
@@ -215,7 +216,8 @@ class ShortcutMonitor(Callback):
 
         Example:
             >>> m = ShortcutMonitor(["zxq"], min_count=1)
-            >>> shares, top = m.probe_figures(["good zxq", "bad"], [[(0, 4), (5, 8)], [(0, 3)]], [[0.1, 0.3], [0.5]])
+            >>> spans = [[(0, 4), (5, 8)], [(0, 3)]]
+            >>> shares, top = m.probe_figures(["good zxq", "bad"], spans, [[0.1, 0.3], [0.5]])
             >>> round(shares["zxq"], 3), top[0]["word"]
             (0.75, 'bad')
         """
@@ -242,9 +244,9 @@ class ShortcutMonitor(Callback):
         top = [{"word": w, "mean_abs": sums[w] / counts[w], "count": counts[w]} for w in ranked]
         return shares, top
 
-    def _from_probe(self, trainer, probe: AttributionMonitor, record: dict[str, Any]) -> None:
-        shares, top = self.probe_figures(probe.texts, probe.char_spans, record["scores"])
-        step, epoch = int(record["step"]), int(record["epoch"])
+    def _from_probe(self, trainer, probe: ProbeHistory, record: ProbeEvaluation) -> None:
+        shares, top = self.probe_figures(probe.texts, probe.char_spans, record.scores)
+        step, epoch = record.step, record.epoch
         ranks = {w: next((i + 1 for i, t in enumerate(top) if t["word"] == w), None) for w in self.words}
         self.history.append(
             {
@@ -266,14 +268,14 @@ class ShortcutMonitor(Callback):
             )
         figures = {f"pi/shortcut/{w}/share": s for w, s in shares.items() if s is not None}
         figures.update({f"pi/shortcut/{w}/probe_rank": float(r) for w, r in ranks.items() if r is not None})
-        log_scalars(trainer, figures, step=int(record.get("log_step", step)))  # aligned with val/*
+        log_scalars(trainer, figures, step=record.log_step)  # aligned with val/*
         for w, s in shares.items():
             if s is not None and s >= self.threshold and w not in self.first_over:
                 self.first_over[w] = {"step": step, "epoch": epoch, "share": s}
                 rank_zero_warn(
-                    f"ShortcutMonitor: {s:.0%} of the {self.method} attribution of the probe texts holding {w!r} falls on it "
-                    f"(threshold {self.threshold:.0%}) at step {step}, epoch {epoch}: the model may rely on a "
-                    "shortcut. Check where this word occurs in the training data."
+                    f"ShortcutMonitor: {s:.0%} of the {self.method} attribution of the probe texts holding "
+                    f"{w!r} falls on it (threshold {self.threshold:.0%}) at step {step}, epoch {epoch}: the "
+                    "model may rely on a shortcut. Check where this word occurs in the training data."
                 )
         if self.detector == "probe":
             self._check_top(
@@ -294,9 +296,9 @@ class ShortcutMonitor(Callback):
                 ),
             )
 
-    def _from_validation(self, trainer, record: dict[str, Any]) -> None:
-        top = record.get("top_words") or []
-        step, epoch = int(record["step"]), int(record["epoch"])
+    def _from_validation(self, trainer, record: ValidationEvaluation) -> None:
+        top = record.top_words
+        step, epoch = record.step, record.epoch
         ranks = {
             w: next((i + 1 for i, t in enumerate(top) if _norm(t["word"]) == w), None) for w in self.words
         }
@@ -313,7 +315,7 @@ class ShortcutMonitor(Callback):
         )
         figures = {f"pi/shortcut/{w}/val_rank": float(r) for w, r in ranks.items() if r is not None}
         figures.update({f"pi/shortcut/{w}/val_mean_phi": v for w, v in phis.items()})
-        log_scalars(trainer, figures, step=int(record.get("log_step", step)))  # aligned with val/*
+        log_scalars(trainer, figures, step=record.log_step)  # aligned with val/*
         self._check_top(
             _norm(top[0]["word"]) if top else None, step, epoch, "mean SP-PI over the validation set"
         )

@@ -39,18 +39,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from pi_lightning.attributors.sppi import progressive_differences
-from pi_lightning.callbacks._utils import (
-    gather_objects,
-    log_rich,
-    log_scalars,
-    logger_step,
-    resolve_model,
-    table_page,
-)
+from pi_lightning.callbacks._distributed import gather_objects
+from pi_lightning.callbacks._model import resolve_model
 from pi_lightning.features import feature_char_spans, group_tokens
 from pi_lightning.inference import OUTPUTS, resolve_classifier, transform_outputs, virtual_tokens
+from pi_lightning.metrics.record import ValidationEvaluation
+from pi_lightning.reporting.html import table_page
+from pi_lightning.reporting.logging import log_rich, log_scalars, logger_step
 
-__all__ = ["ValidationSPPI"]
+__all__ = ["ValidationSPPI", "validation_evaluations"]
 
 
 def _absolute_positions(hf_model) -> bool:
@@ -76,6 +73,10 @@ class ValidationSPPI(Callback):
         output: ``"prob"`` (default), ``"logits"`` or ``"log_odds"``.
         top_words: how many words the shortcut table shows.
         min_count: a word must occur this many times to be ranked.
+
+    Attributes:
+        evals: one :class:`~pi_lightning.metrics.ValidationEvaluation` per validation, oldest first
+            (saved in checkpoints; :func:`validation_evaluations` reads them from a Trainer).
     """
 
     def __init__(
@@ -114,7 +115,7 @@ class ValidationSPPI(Callback):
         self._warned_padding = False
         self._reset()
         # --- state ---
-        self.evals: list[dict[str, Any]] = []
+        self.evals: list[ValidationEvaluation] = []
 
     @property
     def state_key(self) -> str:
@@ -358,7 +359,7 @@ class ValidationSPPI(Callback):
         self._remove_hooks()
         if trainer.sanity_checking:
             return
-        parts = gather_objects(self._local_table())
+        parts = gather_objects(trainer, self._local_table())
         step = int(trainer.global_step)
         skipped = {k: sum(p_[3][k] for p_ in parts if p_ is not None) for k in self._skipped}
         if skipped["non-finite"]:
@@ -397,15 +398,15 @@ class ValidationSPPI(Callback):
             "n_examples": float(n_ex),
             "n_words": float(n_words),
         }
-        record = {
-            "step": step,
-            "log_step": logger_step(trainer),
-            "epoch": int(trainer.current_epoch),
-            "metrics": figures,
-            "top_words": top,
-        }
+        record = ValidationEvaluation(
+            step=step,
+            log_step=logger_step(trainer),
+            epoch=int(trainer.current_epoch),
+            metrics=figures,
+            top_words=top,
+        )
         self.evals.append(record)
-        log_step = record["log_step"]  # the step of this validation's val/* (record["step"]: optimizer steps)
+        log_step = record.log_step  # the step of this validation's val/* (record.step: optimizer steps)
         log_scalars(trainer, {f"pi/val-sp-pi/{k}": v for k, v in figures.items()}, step=log_step)
         if trainer.is_global_zero:
             cols = ["rank", "word", "mean_phi", "count"]
@@ -415,7 +416,7 @@ class ValidationSPPI(Callback):
                 "pi/val-sp-pi/top_words",
                 log_step,
                 table=(cols, rows),
-                html_page=table_page(f"Words with the largest mean SP-PI, step {record['step']}", cols, rows),
+                html_page=table_page(f"Words with the largest mean SP-PI, step {record.step}", cols, rows),
             )
 
     def _local_table(self):
@@ -436,8 +437,18 @@ class ValidationSPPI(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"evals": self.evals}
+        return {"evals": [e.to_dict() for e in self.evals]}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.evals = list(state_dict.get("evals", []))
+        self.evals = [ValidationEvaluation.from_dict(e) for e in state_dict.get("evals", [])]
+
+
+def validation_evaluations(trainer) -> list[ValidationEvaluation] | None:
+    """The typed records of the first :class:`ValidationSPPI` on the Trainer (``None`` without one).
+
+    The one in-process way to read its evaluations (the CLI summary and
+    :class:`~pi_lightning.callbacks.ShortcutMonitor` use it).
+    """
+    found = next((c for c in trainer.callbacks if isinstance(c, ValidationSPPI)), None)
+    return None if found is None else list(found.evals)

@@ -48,7 +48,7 @@ def default_args(argv: list[str]) -> list[str]:
     out = "outputs/fast" if fast else "outputs/finetune"
     configs += ["--trainer.logger.init_args.save_dir", os.path.abspath(out)]
     if os.environ.get("WANDB_MODE", "offline") == "online":
-        argv = argv + ["--trainer.logger.init_args.offline", "false"]
+        argv = [*argv, "--trainer.logger.init_args.offline", "false"]
     return configs + argv
 
 

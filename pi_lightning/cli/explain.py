@@ -157,7 +157,7 @@ def write_html(rows: list[dict], path: Path, label_names: list[str] | None = Non
     """Each explained text highlighted (green: supports the explained class, red: opposes it)."""
     import html
 
-    from pi_lightning.report import highlight
+    from pi_lightning.reporting import highlight
 
     body = "".join(
         f"<tr><td>{html.escape(str(r['id']))}</td><td>{html.escape(_label(label_names, r['prediction']))} "
@@ -189,7 +189,8 @@ def main(argv: list[str]) -> int:
             target = int(target)
         except ValueError:
             print(
-                f"pi-lightning explain: --target must be 'predicted', 'label' or a class index, got {target!r}.",
+                "pi-lightning explain: --target must be 'predicted', 'label' or a class index, got "
+                f"{target!r}.",
                 file=sys.stderr,
             )
             return 2
@@ -274,7 +275,8 @@ def main(argv: list[str]) -> int:
     passes = [r["forward_passes"] for r in rows if r["forward_passes"] is not None]
     print(
         f"{args.method}: {len(rows)} examples explained ({summary.shards - summary.skipped} shards run now, "
-        f"{summary.skipped} finished before); {sum(passes) / max(len(passes), 1):.1f} forward passes per example"
+        f"{summary.skipped} finished before); {sum(passes) / max(len(passes), 1):.1f} forward passes per "
+        "example"
     )
     if args.show > 0:
         print(format_table(rows[: args.show], names))

@@ -26,9 +26,10 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
+from pi_lightning.callbacks import HTMLReport, probe_histories, validation_evaluations
 from pi_lightning.cli._finetune_options import DESCRIPTION, FAST_HELP, LogConfig, default_args
-from pi_lightning.report import explained_method
+from pi_lightning.metrics import ProbeHistory
+from pi_lightning.reporting import explained_method
 from pi_lightning.training import FinetuneClassifier, ReviewDataModule
 
 __all__ = ["FinetuneCLI", "main", "run", "summary"]
@@ -56,15 +57,15 @@ class FinetuneCLI(LightningCLI):
         check_data_source(c["data.dataset"], c["data.text_column"], c["data.label_column"])
 
 
-def explained_examples(monitor: AttributionMonitor, count: int = 3) -> list[str]:
+def explained_examples(history: ProbeHistory, count: int = 3) -> list[str]:
     """The last evaluation's word attributions of the first ``count`` probe examples, one line each."""
-    last = monitor.evals[-1]
-    names = monitor.label_names or []
+    last = history.evals[-1]
+    names = history.label_names or []
     lines = []
-    for i in range(min(count, len(monitor.texts))):
-        text, spans, scores = monitor.texts[i], monitor.char_spans[i], last["scores"][i]
+    for i in range(min(count, len(history.texts))):
+        text, spans, scores = history.texts[i], history.char_spans[i], last.scores[i]
         words = " ".join(f"{text[a:b]}({s:+.2f})" for (a, b), s in zip(spans, scores, strict=False))
-        label = names[monitor.labels[i]] if monitor.labels and monitor.labels[i] < len(names) else ""
+        label = names[history.labels[i]] if history.labels and history.labels[i] < len(names) else ""
         lines.append(f"    [{label}] {words}")
     return lines
 
@@ -80,7 +81,7 @@ def summary(trainer, seconds: float) -> str:
     acc = trainer.callback_metrics.get("val/acc")
     if acc is not None:
         lines.append(f"  validation accuracy (last): {float(acc):.3f}")
-    monitors = [cb for cb in trainer.callbacks if isinstance(cb, AttributionMonitor) and cb.evals]
+    monitors = [h for h in probe_histories(trainer).values() if h.evals]
     if monitors:
         lines.append(
             "  explanation faithfulness on the probe set, first -> last evaluation "
@@ -90,8 +91,8 @@ def summary(trainer, seconds: float) -> str:
             f"  {'method':<8}{'evals':>6}{'probe':>6}  {'gap ± CI':>35}  {'AS AUC':>14}  "
             f"{'IAS AUC':>14}  {'probe acc':>13}"
         )
-    for cb in monitors:
-        f, last = cb.evals[0]["metrics"], cb.evals[-1]["metrics"]
+    for h in monitors:
+        f, last = h.evals[0].metrics, h.evals[-1].metrics
 
         def fl(k, f=f, last=last):
             return f"{f[k]:.3f} -> {last[k]:.3f}" if k in f and k in last else "-"
@@ -100,20 +101,21 @@ def summary(trainer, seconds: float) -> str:
             return f"{m['gap']:+.3f} ± {m.get('gap_ci', float('nan')):.3f}" if "gap" in m else "-"
 
         lines.append(
-            f"  {cb.method:<8}{len(cb.evals):>6}{len(cb.texts):>6}  {ci(f) + ' -> ' + ci(last):>35}  "
+            f"  {h.method:<8}{len(h.evals):>6}{len(h.texts):>6}  {ci(f) + ' -> ' + ci(last):>35}  "
             f"{fl('as_auc'):>14}  {fl('ias_auc'):>14}  {fl('accuracy'):>13}"
         )
+    validation = validation_evaluations(trainer)
+    if validation:
+        words = ", ".join(f"{w['word']} ({w['mean_phi']:+.3f})" for w in validation[-1].top_words[:6])
+        lines.append(f"  top words by mean SP-PI over the validation set: {words}")
     for cb in trainer.callbacks:
-        if isinstance(cb, ValidationSPPI) and cb.evals:
-            words = ", ".join(f"{w['word']} ({w['mean_phi']:+.3f})" for w in cb.evals[-1]["top_words"][:6])
-            lines.append(f"  top words by mean SP-PI over the validation set: {words}")
         if isinstance(cb, HTMLReport) and cb.written:
             lines.append(f"  HTML report: {cb.written}")
     shown = explained_method([m.method for m in monitors])
     ex = next((m for m in monitors if m.method == shown), None)
     if ex is not None:
         lines.append(
-            f"  {ex.method} word attributions at the last evaluation (step {ex.evals[-1]['step']}, "
+            f"  {ex.method} word attributions at the last evaluation (step {ex.evals[-1].step}, "
             "toward the true class):"
         )
         lines.extend(explained_examples(ex))

@@ -19,9 +19,9 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pi-lightning report",
-        description="Write the self-contained HTML report (AUC over training, each probe example highlighted at "
-        "the first and last evaluation) from the AttributionMonitor state saved in a Lightning "
-        "checkpoint (trained with enable_checkpointing or a ModelCheckpoint callback).",
+        description="Write the self-contained HTML report (AUC over training, each probe example "
+        "highlighted at the first and last evaluation) from the AttributionMonitor state saved in a "
+        "Lightning checkpoint (trained with enable_checkpointing or a ModelCheckpoint callback).",
     )
     p.add_argument("checkpoint", type=Path, help="a Lightning .ckpt file")
     p.add_argument(
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.checkpoint.is_file():
         print(f"pi-lightning report: error: no such checkpoint file: {args.checkpoint}", file=sys.stderr)
         return 2
-    from pi_lightning.report import write_report_from_checkpoint
+    from pi_lightning.reporting import write_report_from_checkpoint
 
     out = args.output or args.checkpoint.with_suffix(".html")
     try:

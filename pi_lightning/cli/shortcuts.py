@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     from pi_lightning.jobs import counterfactual_check, load_results, mine_shortcuts
     from pi_lightning.jobs.explain import load_job
-    from pi_lightning.report import highlight
+    from pi_lightning.reporting import highlight
 
     try:
         job = load_job(args.job)
@@ -98,13 +98,15 @@ def main(argv: list[str]) -> int:
         examples[row["word"]] = [highlight(r["text"], r["char_spans"], r["scores"]) for r in holders]
     page = report.write_html(out / "shortcuts.html", examples=examples)
     print(
-        f"shortcut candidates over {len(results)} examples ({job['method']}, {report.settings['words_tested']} "
-        f"words seen >= {args.min_count} times; * = significant, q < {args.alpha}; flip/dprob: masking check)"
+        f"shortcut candidates over {len(results)} examples ({job['method']}, "
+        f"{report.settings['words_tested']} words seen >= {args.min_count} times; * = significant, q < "
+        f"{args.alpha}; flip/dprob: masking check)"
     )
     print(report.table(args.top))
     flagged = [r["word"] for r in report.rows if r.get("flagged")]
     print(
-        f"flagged (significant, masking lowers p(class) by >= {args.min_effect}): {', '.join(flagged) or 'none'}"
+        f"flagged (significant, masking lowers p(class) by >= {args.min_effect}): "
+        f"{', '.join(flagged) or 'none'}"
         if args.check > 0
         else "no masking check (--check 0): nothing is flagged"
     )

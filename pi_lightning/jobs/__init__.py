@@ -1,4 +1,5 @@
-"""Dataset-scale jobs on Lightning's own machinery: explain whole datasets, mine shortcuts from the results."""
+"""Dataset-scale jobs on Lightning's own machinery: explain whole datasets, mine shortcuts from the
+results."""
 
 from pi_lightning.jobs.explain import (
     ExplainModule,

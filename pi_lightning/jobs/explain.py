@@ -339,7 +339,8 @@ def _finished(out_dir: Path, shard: int, digest: str, fmt: str) -> bool:
 
 
 class ShardWriter(BasePredictionWriter):
-    """Writes each predicted shard to ``out_dir/shards/shard-XXXXX.{jsonl,parquet}`` from the rank that ran it.
+    """Writes each predicted shard to ``out_dir/shards/shard-XXXXX.{jsonl,parquet}`` from the rank that
+    ran it.
 
     Args:
         out_dir: the job's output folder.
@@ -432,8 +433,9 @@ class _ShardData(pl.LightningDataModule):
             differ = sorted(k for k in settings if k != "num_shards" and old.get(k) != settings[k])
             if differ:
                 raise ValueError(
-                    f"{self.out_dir} holds results of another job ({', '.join(f'{k}: {old.get(k)!r} there, {settings[k]!r} now' for k in differ)}). "
-                    "Use another output folder, or overwrite=True (--overwrite) to discard them."
+                    f"{self.out_dir} holds results of another job "
+                    f"({', '.join(f'{k}: {old.get(k)!r} there, {settings[k]!r} now' for k in differ)}). Use "
+                    "another output folder, or overwrite=True (--overwrite) to discard them."
                 )
             settings["num_shards"] = int(old["num_shards"])  # shards stay those of the first run
         else:
@@ -469,8 +471,8 @@ class _ShardData(pl.LightningDataModule):
 
     @override
     def predict_dataloader(self) -> DataLoader:
-        # Rank r takes shards r, r + W, ... (what Lightning's distributed sampler would do, but a rank may get none:
-        # its sampler asserts when there are fewer shards than processes).
+        # Rank r takes shards r, r + W, ... (what Lightning's distributed sampler would do, but a rank may
+        # get none: its sampler asserts when there are fewer shards than processes).
         rank, world = self.trainer.global_rank, self.trainer.world_size
         return DataLoader(_Shards(self.todo[rank::world]), batch_size=1, shuffle=False, collate_fn=_first)
 
@@ -542,8 +544,8 @@ def explain_dataset(
         >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
         >>> tok = tiny_tokenizer("gpt2")
         >>> out = tempfile.mkdtemp()
-        >>> s = explain_dataset(tiny_classifier("gpt2", tokenizer=tok), tok, ["a good movie", "dull plot"], out,
-        ...                     enable_progress_bar=False)
+        >>> model = tiny_classifier("gpt2", tokenizer=tok)
+        >>> s = explain_dataset(model, tok, ["a good movie", "dull plot"], out, enable_progress_bar=False)
         >>> [r["features"] for r in load_results(out)]
         [['a', 'good', 'movie'], ['dull', 'plot']]
     """

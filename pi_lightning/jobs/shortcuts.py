@@ -66,7 +66,8 @@ def null_moments(
         of that sum when the scores are shuffled among the features of each text (without replacement).
 
     Example:
-        >>> t, m, v = null_moments(np.array([1.0, 0.0, 0.0, 1.0]), np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0]), 2)
+        >>> values, texts = np.array([1.0, 0.0, 0.0, 1.0]), np.array([0, 0, 1, 1])
+        >>> t, m, v = null_moments(values, texts, np.array([0, 1, 1, 0]), 2)
         >>> t.tolist(), m.tolist(), v.tolist()
         ([2.0, 0.0], [1.0, 1.0], [0.5, 0.5])
     """
@@ -120,8 +121,8 @@ class ShortcutReport:
     def table(self, top: int = 15) -> str:
         """A fixed-width terminal table of the ``top`` candidates."""
         head = (
-            f"{'#':>3} {'word':<16} {'class':<10} {'count':>6} {'texts':>6} {'mean':>8} {'excess':>8} {'z':>7} "
-            f"{'q':>8} {'sig':>3} {'label+':>7} {'flip':>6} {'dprob':>7} {'flag':>4}"
+            f"{'#':>3} {'word':<16} {'class':<10} {'count':>6} {'texts':>6} {'mean':>8} {'excess':>8} "
+            f"{'z':>7} {'q':>8} {'sig':>3} {'label+':>7} {'flip':>6} {'dprob':>7} {'flag':>4}"
         )
         lines = [head, "-" * len(head)]
         for r in self.rows[:top]:
@@ -200,7 +201,8 @@ class ShortcutReport:
         """A standalone HTML page: the candidate table and, per word, highlighted example texts.
 
         Args:
-            examples: optional ``word -> [HTML snippets]`` (e.g. from :func:`pi_lightning.report.highlight`).
+            examples: optional ``word -> [HTML snippets]`` (e.g. from
+                :func:`pi_lightning.reporting.highlight`).
         """
         cols, rows = self.columns(top)
 
@@ -223,7 +225,8 @@ class ShortcutReport:
             "<!doctype html><meta charset='utf-8'><title>pi_lightning shortcut candidates</title>",
             (
                 "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-                "td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}"
+                "td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}"
+                "td:nth-child(2){text-align:left}"
                 "tr.sig td{background:#fff4e0}.ex{margin:.3em 0 .3em 1em}</style>"
             ),
             "<h2>Shortcut candidates</h2>",
@@ -243,10 +246,10 @@ class ShortcutReport:
         s = self.settings
         return (
             f"{s.get('examples')} examples, {s.get('words_tested')} words with at least {s.get('min_count')} "
-            f"occurrences. Excess: mean attribution toward the class minus the within-text permutation null's; "
-            f"significant (highlighted): Benjamini-Hochberg q < {s.get('alpha')}. flip: fraction of the texts "
-            "holding the word whose prediction changes when it is masked; dprob: mean drop of p(class) then; "
-            f"flagged: significant and dprob >= {s.get('min_effect')}."
+            "occurrences. Excess: mean attribution toward the class minus the within-text permutation "
+            f"null's; significant (highlighted): Benjamini-Hochberg q < {s.get('alpha')}. flip: fraction of "
+            "the texts holding the word whose prediction changes when it is masked; dprob: mean drop of "
+            f"p(class) then; flagged: significant and dprob >= {s.get('min_effect')}."
         )
 
 
@@ -462,14 +465,17 @@ def counterfactual_check(
                 f = featurizer(results[t]["text"])
                 if [_norm(x) for x in f.texts] != [_norm(x) for x in results[t]["features"]]:
                     raise ValueError(
-                        f"Rebuilding the features of result {results[t].get('id', t)!r} gave {list(f.texts)}, not the "
-                        f"explained {results[t]['features']}: pass the explain job's granularity and template."
+                        f"Rebuilding the features of result {results[t].get('id', t)!r} gave "
+                        f"{list(f.texts)}, not the explained {results[t]['features']}: pass the explain "
+                        "job's granularity and template."
                     )
                 feats[t] = f
         need = [t for t in holders if t not in originals]
         if need:
             seqs = [list(feats[t].input_ids) for t in need]
-            for t, lg in zip(need, adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs]), strict=False):
+            for t, lg in zip(
+                need, adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs]), strict=False
+            ):
                 originals[t] = transform_outputs(lg[0], "prob")
         seqs = []
         for t in holders:

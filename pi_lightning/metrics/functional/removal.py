@@ -19,7 +19,7 @@ which would silently score short texts as neutral. Top-k is the head of the acti
 ``k``.
 
 The functions take class probabilities, so they also serve as the one implementation behind the
-:mod:`pi_lightning.metrics` classes.
+Metric classes of :mod:`pi_lightning.metrics`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from pi_lightning.functional.curves import activation_order
+from pi_lightning.metrics.functional.curves import activation_order
 
 __all__ = ["comprehensiveness", "log_odds", "sufficiency", "top_k_count", "top_k_features"]
 

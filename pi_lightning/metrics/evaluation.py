@@ -1,13 +1,14 @@
 """Evaluate the faithfulness of attributions: run the masked inputs, return every metric.
 
 :func:`evaluate_faithfulness` is the model-running half of the faithfulness metrics (the math is in
-:mod:`pi_lightning.functional`). For every attribution it builds, with the one
-:class:`~pi_lightning.masking.Masker`:
+:mod:`pi_lightning.metrics.functional`; the Metric classes average its per-example values). For
+every attribution it builds, with the one :class:`~pi_lightning.masking.Masker`:
 
 * the activation study (AS) inputs: fully masked, then the most positive feature added, ... up to
   the full input (``n + 1`` inputs), and the inverse study (IAS) inputs in the opposite order;
   with ``fractions=P`` only the steps ``k = round(f * n)`` at ``P`` fixed fractions ``f`` (at most
-  ``P`` inputs per study whatever the length; see :func:`~pi_lightning.functional.activation_steps`),
+  ``P`` inputs per study whatever the length; see
+  :func:`~pi_lightning.metrics.functional.activation_steps`),
   areas by the trapezoid rule over the evaluated points at their true ``x = k / n``;
 * the unmasked input (for ``y_hat`` and UDIG's ``p(y_hat | x)``);
 * the input with the top-k% features masked (log-odds, comprehensiveness) and the one with only
@@ -30,17 +31,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pi_lightning.functional.curves import _check_points, activation_coalitions, activation_steps, curve_auc
-from pi_lightning.functional.removal import (
+from pi_lightning.inference import ClassifierAdapter, transform_outputs
+from pi_lightning.masking import Masker
+from pi_lightning.metrics.functional.curves import (
+    _check_points,
+    activation_auc,
+    activation_coalitions,
+    activation_steps,
+    inverse_activation_auc,
+)
+from pi_lightning.metrics.functional.removal import (
     _check_top_k,
     comprehensiveness,
     log_odds,
     sufficiency,
     top_k_features,
 )
-from pi_lightning.functional.stats import mean_confidence_interval
-from pi_lightning.inference import ClassifierAdapter, transform_outputs
-from pi_lightning.masking import Masker
 from pi_lightning.result import Attribution
 
 __all__ = ["METRICS", "FaithfulnessResult", "evaluate_faithfulness"]
@@ -89,16 +95,23 @@ class FaithfulnessResult:
     sufficiency: torch.Tensor | None = None
 
     def summary(self, confidence: float = 0.95) -> dict[str, float]:
-        """Mean of each computed metric and its confidence half-width (keys ``"as_auc"``, ``"as_auc_ci"``, ...,
-        and ``"gap"``, ``"gap_ci"`` when both studies ran).
+        """Mean of each computed metric and its confidence half-width.
 
-        The half-width is NaN for fewer than two examples.
+        Keys ``"as_auc"``, ``"as_auc_ci"``, ..., and ``"gap"``, ``"gap_ci"`` when both studies ran.
+
+        The half-width is NaN for fewer than two examples. The figures come from the Metric classes
+        (:data:`~pi_lightning.metrics.METRIC_CLASSES`, updated from this result, not synced across
+        processes), the one aggregation path of the package.
         """
+        # Imported here: the Metric classes read this type, so their module imports this one.
+        from pi_lightning.metrics.classes import METRIC_CLASSES
+
         out: dict[str, float] = {}
         for name in (*METRICS, "gap"):
-            values = getattr(self, name)
-            if values is not None:
-                out[name], out[f"{name}_ci"] = mean_confidence_interval(values, confidence)
+            if getattr(self, name) is not None:
+                metric = METRIC_CLASSES[name](confidence=confidence, sync_on_compute=False)
+                metric.update(self)
+                out[name], out[f"{name}_ci"] = float(metric.compute()), float(metric.confidence_interval())
         return out
 
 
@@ -111,7 +124,8 @@ def _check_metrics(metrics: Iterable[str] | None) -> tuple[str, ...]:
     unknown = [m for m in chosen if m not in METRICS]
     if unknown or not chosen:
         raise ValueError(
-            f"metrics must be None (all) or a non-empty selection of {', '.join(METRICS)}; got {list(chosen)!r}."
+            f"metrics must be None (all) or a non-empty selection of {', '.join(METRICS)}; "
+            f"got {list(chosen)!r}."
         )
     return chosen
 
@@ -147,7 +161,8 @@ def evaluate_faithfulness(
         >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
         >>> tok = tiny_tokenizer("gpt2")
         >>> sppi = SPPI(tiny_classifier("gpt2", tokenizer=tok), tok)
-        >>> res = evaluate_faithfulness(sppi.attribute(["a good movie", "bad plot"]), sppi.adapter, sppi.masker)
+        >>> atts = sppi.attribute(["a good movie", "bad plot"])
+        >>> res = evaluate_faithfulness(atts, sppi.adapter, sppi.masker)
         >>> [len(c) for c in res.as_curves], res.forward_passes
         ([4, 3], 9)
     """
@@ -177,7 +192,8 @@ def evaluate_faithfulness(
     for i, a in enumerate(attributions):
         if isinstance(a.target, bool) or not isinstance(a.target, int) or not 0 <= a.target < C:
             raise ValueError(
-                f"attributions[{i}].target is {a.target!r}, not a class index of this {C}-class model (0..{C - 1})."
+                f"attributions[{i}].target is {a.target!r}, not a class index of this {C}-class model "
+                f"(0..{C - 1})."
             )
     want_as, want_ias = "as_auc" in chosen, "ias_auc" in chosen
     want_masked = "log_odds" in chosen or "comprehensiveness" in chosen
@@ -237,10 +253,10 @@ def evaluate_faithfulness(
         res.curve_x = curve_x
     if want_as:
         res.as_curves = [probs_all[s["as"], int(t)] for s, t in zip(slots, targets, strict=False)]
-        res.as_auc = curve_auc(res.as_curves, curve_x)
+        res.as_auc = activation_auc(res.as_curves, curve_x)
     if want_ias:
         res.ias_curves = [probs_all[s["ias"], int(t)] for s, t in zip(slots, targets, strict=False)]
-        res.ias_auc = curve_auc(res.ias_curves, curve_x)
+        res.ias_auc = inverse_activation_auc(res.ias_curves, curve_x)
     if want_as and want_ias:
         res.gap = res.as_auc - res.ias_auc
     if want_masked:

@@ -20,7 +20,7 @@ activated first, in both studies (a stable sort).
 of the features only: step ``k = floor(f * n + 1/2)`` (round half up, so ``f = 0.5`` of 5 features
 activates 3), duplicates dropped, so ``k = 0`` and ``k = n`` are always kept and texts with
 ``n + 1 <= P`` features get the exact curve. Each point is placed at its true ``x = k / n`` and the
-area is the trapezoid rule over those points (:func:`curve_auc` with ``x``), i.e. the exact curve
+area is the trapezoid rule over those points (:func:`activation_auc` with ``x``), i.e. the exact curve
 linearly interpolated between evaluated steps. Measured on SmolLM2 Rotten Tomatoes sentences (see
 ``benchmarks/results/RESULTS.md``): with 11 points the per-example AUC error is small against the
 spread of AUCs between examples, and AS - IAS gaps keep their sign.
@@ -38,12 +38,13 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
+    "activation_auc",
     "activation_coalitions",
     "activation_gap",
     "activation_order",
     "activation_steps",
-    "curve_auc",
     "interpolate_curve",
+    "inverse_activation_auc",
 ]
 
 
@@ -135,7 +136,8 @@ def activation_coalitions(
     Example:
         >>> activation_coalitions(torch.tensor([0.2, 0.9])).int().tolist()
         [[0, 0], [0, 1], [1, 1]]
-        >>> activation_coalitions(torch.tensor([0.2, 0.9, 0.5, 0.1]), steps=torch.tensor([0, 2, 4])).int().tolist()
+        >>> scores = torch.tensor([0.2, 0.9, 0.5, 0.1])
+        >>> activation_coalitions(scores, steps=torch.tensor([0, 2, 4])).int().tolist()
         [[0, 0, 0, 0], [0, 1, 1, 0], [1, 1, 1, 1]]
     """
     order = activation_order(scores, inverse)
@@ -191,31 +193,15 @@ def _as_positions(x, seq: list[torch.Tensor]) -> list[torch.Tensor]:
             raise ValueError(f"Curve {i} has {c.numel()} points but its x has {p.numel()}: they must match.")
         if float(p[0]) != 0.0 or float(p[-1]) != 1.0 or not bool((p[1:] > p[:-1]).all()):
             raise ValueError(
-                f"x of curve {i} must increase strictly from 0 to 1 (the fractions k / n of active features), "
+                f"x of curve {i} must increase strictly from 0 to 1 (the fractions k / n of active "
+                "features), "
                 f"got {p.tolist()}."
             )
     return xs
 
 
-def curve_auc(curves, x=None) -> torch.Tensor:
-    """Area under activation curves, with ``x = k / n`` in ``[0, 1]`` (trapezoid rule).
-
-    Args:
-        curves: one curve ``(n+1,)``, a batch ``(E, n+1)``, or a list of curves of any lengths.
-        x: the curves' positions, same structure (for curves evaluated at fixed fractions only, see
-            :func:`activation_steps`); default: evenly spaced ``k / n``, every step evaluated.
-
-    Returns:
-        float64: a 0-d tensor for one curve, else ``(E,)``.
-
-    Example:
-        >>> float(curve_auc(torch.tensor([0.0, 1.0, 1.0])))
-        0.75
-        >>> curve_auc([torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0, 1.0])]).tolist()
-        [0.5, 1.0]
-        >>> float(curve_auc(torch.tensor([0.0, 1.0, 1.0]), x=torch.tensor([0.0, 0.25, 1.0])))
-        0.875
-    """
+def _curve_auc(curves, x=None) -> torch.Tensor:
+    """Trapezoid areas of curves at ``x`` (default ``k / n``): a 0-d tensor for one curve, else ``(E,)``."""
     seq, single = _as_curves(curves)
     if x is None:
         areas = torch.stack([torch.trapezoid(c, dx=1.0 / (c.numel() - 1)) for c in seq])
@@ -224,16 +210,63 @@ def curve_auc(curves, x=None) -> torch.Tensor:
     return areas[0] if single else areas
 
 
+def activation_auc(curves, x=None) -> torch.Tensor:
+    """Per-example area under activation-study curves, ``x = k / n`` in ``[0, 1]`` (trapezoid rule).
+
+    The functional twin of :class:`~pi_lightning.metrics.ActivationAUC`, whose ``compute()`` is the
+    mean of these values. Higher is better.
+
+    Args:
+        curves: one curve ``(n+1,)``, a batch ``(E, n+1)``, or a list of curves of any lengths; each
+            holds the probability of the explained class after ``k`` features were activated, most
+            positive first.
+        x: the curves' positions, same structure (for curves evaluated at fixed fractions only, see
+            :func:`activation_steps`); default: evenly spaced ``k / n``, every step evaluated.
+
+    Returns:
+        float64: a 0-d tensor for one curve, else ``(E,)``.
+
+    Example:
+        >>> float(activation_auc(torch.tensor([0.0, 1.0, 1.0])))
+        0.75
+        >>> activation_auc([torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0, 1.0])]).tolist()
+        [0.5, 1.0]
+        >>> float(activation_auc(torch.tensor([0.0, 1.0, 1.0]), x=torch.tensor([0.0, 0.25, 1.0])))
+        0.875
+    """
+    return _curve_auc(curves, x)
+
+
+def inverse_activation_auc(curves, x=None) -> torch.Tensor:
+    """Per-example area under inverse-activation-study curves (most negative feature first).
+
+    The functional twin of :class:`~pi_lightning.metrics.InverseActivationAUC`: the same area as
+    :func:`activation_auc`, of the curves of the inverse order (:func:`activation_order` with
+    ``inverse=True``). Lower is better.
+
+    Args:
+        curves, x: as :func:`activation_auc`.
+
+    Returns:
+        float64: a 0-d tensor for one curve, else ``(E,)``.
+
+    Example:
+        >>> round(float(inverse_activation_auc(torch.tensor([0.6, 0.1, 0.3]))), 4)
+        0.275
+    """
+    return _curve_auc(curves, x)
+
+
 def activation_gap(as_curves, ias_curves, x=None) -> torch.Tensor:
     """Per-example AS - IAS gap: the activation AUC minus the inverse activation AUC of each example.
 
     Higher is better (0 in expectation for random attributions). The mean of the gaps and its
-    confidence interval (:func:`~pi_lightning.functional.mean_confidence_interval`) are the paired
+    confidence interval (:func:`~pi_lightning.metrics.functional.mean_confidence_interval`) are the paired
     headline figure of :class:`~pi_lightning.metrics.ActivationGap`.
 
     Args:
-        as_curves, ias_curves: the two studies' curves of the same examples (as :func:`curve_auc`).
-        x: positions shared by both studies (one per example), as in :func:`curve_auc`.
+        as_curves, ias_curves: the two studies' curves of the same examples (as :func:`activation_auc`).
+        x: positions shared by both studies (one per example), as in :func:`activation_auc`.
 
     Returns:
         float64: a 0-d tensor for one example, else ``(E,)``.
@@ -248,7 +281,7 @@ def activation_gap(as_curves, ias_curves, x=None) -> torch.Tensor:
             f"AS and IAS curves must pair up example by example (same count, same length each); got "
             f"{[p.numel() for p in a]} and {[q.numel() for q in b]} points."
         )
-    return curve_auc(as_curves, x) - curve_auc(ias_curves, x)
+    return activation_auc(as_curves, x) - inverse_activation_auc(ias_curves, x)
 
 
 def interpolate_curve(curves, num_points: int = 21, x=None) -> torch.Tensor:
@@ -260,7 +293,7 @@ def interpolate_curve(curves, num_points: int = 21, x=None) -> torch.Tensor:
     Args:
         curves: one curve ``(n+1,)``, a batch ``(E, n+1)``, or a list of curves of any lengths.
         num_points: grid size (``>= 2``); the grid is ``torch.linspace(0, 1, num_points)``.
-        x: the curves' positions (as in :func:`curve_auc`); default evenly spaced.
+        x: the curves' positions (as in :func:`activation_auc`); default evenly spaced.
 
     Returns:
         float64 ``(num_points,)`` for one curve, else ``(E, num_points)``.

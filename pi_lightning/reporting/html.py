@@ -1,14 +1,16 @@
-"""Readable explanations: highlighted text and a static HTML report of explanation quality over training.
+"""HTML: highlighted text, tables, and the static report of explanation quality over training.
 
 :func:`highlight` renders a text with each feature's background green (supports the explained
 class) or red (opposes it), its opacity proportional to the attribution normalised by the largest
-absolute attribution of the example, like the paper's Figures 6-7.
+absolute attribution of the example, like the paper's Figures 6-7. :class:`HtmlCell` and
+:func:`table_page` build the tables the callbacks log (W&B media, or HTML files without W&B).
 
 :func:`write_report` builds one self-contained HTML file (plots embedded as PNG, scaled to the page
-width) from the history the :class:`~pi_lightning.callbacks.AttributionMonitor` callbacks keep: the
-headline AS - IAS gap with its 95% interval per method over training, AS, IAS and probe accuracy,
-a summary table, and the probe examples highlighted at the first and the last evaluation, side by
-side, by the best method that ran (MP-PI, else SP-PI, else the first; the others folded below).
+width) from the typed histories (:class:`~pi_lightning.metrics.ProbeHistory`) the
+:class:`~pi_lightning.callbacks.AttributionMonitor` callbacks keep: the headline AS - IAS gap with
+its 95% interval per method over training, AS, IAS and probe accuracy, a summary table, and the
+probe examples highlighted at the first and the last evaluation, side by side, by the best method
+that ran (MP-PI, else SP-PI, else the first; the others folded below).
 :func:`write_report_from_checkpoint` does the same from a Lightning checkpoint.
 """
 
@@ -18,13 +20,22 @@ import base64
 import html
 import io
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["explained_method", "highlight", "write_report", "write_report_from_checkpoint"]
+from pi_lightning.metrics.record import ProbeHistory, histories_from_checkpoint
 
-STATE_PREFIX = "AttributionMonitor"
+__all__ = [
+    "HtmlCell",
+    "explained_method",
+    "highlight",
+    "table_page",
+    "write_report",
+    "write_report_from_checkpoint",
+]
+
 #: Methods whose explanations are shown first, best first (MP-PI approximates SHAP values; SP-PI is free).
 PREFERRED = ("mp-pi", "sp-pi")
 
@@ -63,6 +74,44 @@ def highlight(text: str, char_spans: Sequence[Sequence[int]], scores: Sequence[f
     return "<span style='line-height:1.9'>" + "".join(out) + "</span>"
 
 
+class HtmlCell:
+    """A table cell that holds HTML (``wandb.Html`` media in W&B, raw in HTML files) and its plain
+    text (``text``; by default the HTML with its tags removed), which W&B tables show.
+
+    Example:
+        >>> HtmlCell("<span title='+0.5'>good</span> &amp; <b>fun</b>").text
+        'good & fun'
+    """
+
+    def __init__(self, html_text: str, text: str | None = None) -> None:
+        self.html = html_text
+        self.text = text if text is not None else html.unescape(re.sub(r"<[^>]*>", "", html_text))
+
+    def __str__(self) -> str:
+        return self.html
+
+
+def table_page(title: str, cols: list[str], rows: list[list[Any]]) -> str:
+    """A standalone HTML page for a table (used when no W&B logger is present)."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{c.html if isinstance(c, HtmlCell) else html.escape(_fmt(c))}</td>" for c in r)
+        + "</tr>"
+        for r in rows
+    )
+    return (
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border-bottom:1px solid #ddd;padding:6px 10px;vertical-align:top;text-align:left}</style>"
+        f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
+    )
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -73,7 +122,7 @@ def _png(fig) -> str:
     )
 
 
-def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
+def _auc_plots(histories: Mapping[str, ProbeHistory]) -> str:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -82,7 +131,7 @@ def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.4))
     panels = [
-        ("gap", "AS − IAS gap, 95% CI (higher is better; random = 0)"),
+        ("gap", "AS − IAS gap, 95% CI (higher is better; random = 0)"),  # noqa: RUF001 (a minus sign, typeset)
         ("as_auc", "Activation AUC (higher is better)"),
         ("ias_auc", "Inverse activation AUC (lower is better)"),
         ("accuracy", "Probe accuracy"),
@@ -91,12 +140,12 @@ def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
     axes[0].axhline(0.0, color="#888", lw=1, ls="--")
     for ax, (key, title) in zip(axes, panels, strict=False):
         for method, h in histories.items():
-            evals = [e for e in h["evals"] if key in e["metrics"]]
+            evals = [e for e in h.evals if key in e.metrics]
             if not evals:
                 continue
-            xs = [e["step"] for e in evals]
-            ys = [e["metrics"][key] for e in evals]
-            ci = [e["metrics"].get(f"{key}_ci", 0.0) or 0.0 for e in evals]
+            xs = [e.step for e in evals]
+            ys = [e.metrics[key] for e in evals]
+            ci = [e.metrics.get(f"{key}_ci", 0.0) or 0.0 for e in evals]
             line = ax.errorbar(xs, ys, yerr=ci, marker="o", capsize=3, label=method)
             ax.fill_between(
                 xs,
@@ -118,21 +167,23 @@ def _auc_plots(histories: dict[str, dict[str, Any]]) -> str:
 
 
 def write_report(
-    histories: dict[str, dict[str, Any]], path: str | Path, title: str = "pi_lightning report"
+    histories: Mapping[str, ProbeHistory], path: str | Path, title: str = "pi_lightning report"
 ) -> Path:
     """Write the HTML report.
 
     Args:
-        histories: ``{method: history}`` where a history is an ``AttributionMonitor`` state:
-            ``{"texts", "labels", "char_spans", "label_names", "evals": [{"step", "epoch", "metrics",
-            "scores", "targets", "predictions"}, ...]}``.
+        histories: ``{method: history}``, the typed :class:`~pi_lightning.metrics.ProbeHistory` of
+            each monitor (:func:`~pi_lightning.callbacks.probe_histories` in process,
+            :func:`~pi_lightning.metrics.histories_from_checkpoint` from a checkpoint).
         path: the HTML file to write.
+        title: the page title.
     """
     path = Path(path)
     parts = [
         "<!doctype html><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:system-ui,-apple-system,sans-serif;margin:2em auto;padding:0 1em;max-width:1200px;color:#222}"
+        "<style>body{font-family:system-ui,-apple-system,sans-serif;margin:2em auto;padding:0 "
+        "1em;max-width:1200px;color:#222}"
         "h1{font-weight:600}table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #e4e4e4;"
         "padding:8px;vertical-align:top;text-align:left}th{background:#fafafa}.m{color:#666;font-size:90%}"
         ".num{font-variant-numeric:tabular-nums}</style>",
@@ -140,7 +191,7 @@ def write_report(
         "<p class='m'>Green: the word supports the explained class; red: it opposes it. Opacity is "
         "proportional to the attribution, normalised per example.</p>",
     ]
-    usable = {m: h for m, h in histories.items() if h.get("evals")}
+    usable = {m: h for m, h in histories.items() if h.evals}
     if not usable:
         parts.append("<p>No evaluation has run yet.</p>")
         path.write_text("".join(parts), encoding="utf-8")
@@ -155,14 +206,15 @@ def write_report(
         "<th>IAS AUC first → last</th><th>probe accuracy first → last</th></tr>"
     )
     for m, h in usable.items():
-        first, last = h["evals"][0]["metrics"], h["evals"][-1]["metrics"]
+        first, last = h.evals[0].metrics, h.evals[-1].metrics
 
-        def fl(k):
-            return f"{first[k]:.3f} → {last[k]:.3f}" if k in first and k in last else "–"
+        def fl(k, first=first, last=last):
+            # The typographic dash is the page's "missing" mark.
+            return f"{first[k]:.3f} → {last[k]:.3f}" if k in first and k in last else "–"  # noqa: RUF001
 
         parts.append(
-            f"<tr><td>{html.escape(m)}</td><td class='num'>{len(h['evals'])}</td>"
-            f"<td class='num'>{len(h.get('texts') or [])}</td>"
+            f"<tr><td>{html.escape(m)}</td><td class='num'>{len(h.evals)}</td>"
+            f"<td class='num'>{len(h.texts or [])}</td>"
             f"<td class='num'>{_with_ci(first, 'gap')} → {_with_ci(last, 'gap')}</td>"
             f"<td class='num'>{fl('as_auc')}</td><td class='num'>{fl('ias_auc')}</td>"
             f"<td class='num'>{fl('accuracy')}</td></tr>"
@@ -172,28 +224,28 @@ def write_report(
     shown = explained_method(usable)
     for m in [shown] + [m for m in usable if m != shown]:
         h = usable[m]
-        first, last = h["evals"][0], h["evals"][-1]
+        first, last = h.evals[0], h.evals[-1]
         if m != shown:
             parts.append("<details><summary>" + html.escape(f"{m}: probe examples") + "</summary>")
-        names = h.get("label_names") or []
+        names = h.label_names or []
 
-        def lab(i):
+        def lab(i, names=names):
             return names[i] if i is not None and i < len(names) else str(i)
 
         parts.append(
-            f"<h2>{html.escape(m)}: probe examples, first (step {first['step']}) vs last "
-            f"(step {last['step']}) evaluation</h2><table><tr><th>#</th><th>label</th>"
+            f"<h2>{html.escape(m)}: probe examples, first (step {first.step}) vs last "
+            f"(step {last.step}) evaluation</h2><table><tr><th>#</th><th>label</th>"
             f"<th>first</th><th>last</th></tr>"
         )
-        for i, text in enumerate(h["texts"]):
-            spans = h["char_spans"][i]
-            label = h["labels"][i] if h.get("labels") else None
+        for i, text in enumerate(h.texts):
+            spans = h.char_spans[i]
+            label = h.labels[i] if h.labels else None
             cells = []
             for e in (first, last):
                 cells.append(
-                    highlight(text, spans, e["scores"][i])
-                    + f"<div class='m'>explains {html.escape(lab(e['targets'][i]))}, predicted "
-                    f"{html.escape(lab(e['predictions'][i]))}</div>"
+                    highlight(text, spans, e.scores[i])
+                    + f"<div class='m'>explains {html.escape(lab(e.targets[i]))}, predicted "
+                    f"{html.escape(lab(e.predictions[i]))}</div>"
                 )
             parts.append(
                 f"<tr><td class='num'>{i}</td><td>{html.escape(lab(label))}</td>"
@@ -206,20 +258,11 @@ def write_report(
 
 
 def _with_ci(metrics: dict[str, float], key: str) -> str:
-    """``"0.206 ± 0.053"`` (or ``"–"`` when the figure is missing)."""
+    """``"0.206 ± 0.053"`` (or ``"–"`` when the figure is missing)."""  # noqa: RUF002 (the page's dash)
     if key not in metrics:
-        return "–"
+        return "–"  # noqa: RUF001 (the typographic dash is the page's "missing" mark)
     ci = metrics.get(f"{key}_ci")
     return f"{metrics[key]:+.3f}" + (f" ± {ci:.3f}" if ci is not None and not math.isnan(ci) else "")
-
-
-def histories_from_checkpoint(checkpoint: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The ``AttributionMonitor`` histories stored in a loaded Lightning checkpoint dict."""
-    out = {}
-    for key, state in checkpoint.get("callbacks", {}).items():
-        if str(key).startswith(STATE_PREFIX) and isinstance(state, dict) and "evals" in state:
-            out[state.get("method", str(key))] = state
-    return out
 
 
 def write_report_from_checkpoint(ckpt_path: str | Path, path: str | Path) -> Path:
@@ -241,10 +284,11 @@ def write_report_from_checkpoint(ckpt_path: str | Path, path: str | Path) -> Pat
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ValueError(
-            f"{ckpt_path} holds objects that safe loading (torch.load(weights_only=True)) refuses, so it is not "
-            f"read: {str(e).splitlines()[0] if str(e) else type(e).__name__}. pi_lightning never unpickles "
-            "arbitrary objects from a checkpoint. If you trust the file, load it yourself with "
-            "torch.load(..., weights_only=False) and pass histories_from_checkpoint(ckpt) to write_report."
+            f"{ckpt_path} holds objects that safe loading (torch.load(weights_only=True)) refuses, so it is "
+            f"not read: {str(e).splitlines()[0] if str(e) else type(e).__name__}. pi_lightning never "
+            "unpickles arbitrary objects from a checkpoint. If you trust the file, load it yourself with "
+            "torch.load(..., weights_only=False) and pass "
+            "pi_lightning.metrics.histories_from_checkpoint(ckpt) to write_report."
         ) from e
     histories = histories_from_checkpoint(ckpt)
     if not histories:

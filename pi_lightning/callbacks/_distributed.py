@@ -1,11 +1,15 @@
-"""Equal forward passes on every rank while a callback runs the model (what FSDP and ZeRO-3 need).
+"""Collectives a callback needs: gathering objects across ranks, and equal forward passes on every
+rank while a callback runs the model (what FSDP and ZeRO-3 need).
 
-Under sharded strategies (FSDP, DeepSpeed ZeRO-3) a forward pass is a collective: every rank must
-run the same number of them, or the parameter all-gathers pair up wrongly and the job hangs. A
-monitor evaluation shards the probe set across ranks, and the shards differ in size (7 examples on
-2 ranks: 4 and 3), in token lengths (so the token-budget batching differs) and in features (so the
-number of masked passes of a method differs): the number of batched passes a rank issues depends
-on its data.
+:func:`gather_objects` goes through the Trainer's strategy (``trainer.strategy.broadcast``), so it
+works under whatever strategy Lightning runs (a no-op on one device).
+
+**Equal forward passes.** Under sharded strategies (FSDP, DeepSpeed ZeRO-3) a forward pass is a
+collective: every rank must run the same number of them, or the parameter all-gathers pair up
+wrongly and the job hangs. A monitor evaluation shards the probe set across ranks, and the shards
+differ in size (7 examples on 2 ranks: 4 and 3), in token lengths (so the token-budget batching
+differs) and in features (so the number of masked passes of a method differs): the number of
+batched passes a rank issues depends on its data.
 
 :func:`equal_forward_passes` pads the shorter sequences of passes: each real forward pass first
 tells every rank that a pass is coming (one all-reduce of one integer, in a pre-hook on the model);
@@ -13,17 +17,32 @@ a rank that has finished its own work keeps answering those calls with a one-tok
 through the same model until no rank has work left. So every rank issues exactly the maximum
 number of passes over ranks, whatever the probe size, without knowing it in advance. Results are
 untouched: dummy outputs are discarded. Only forward passes are padded; gradient-based methods'
-backward passes are not (under FSDP use a forward-only method for the monitor).
+backward passes are not (under FSDP use a forward-only method for the monitor). It works at the
+level of the model's forward hooks, where no Trainer is at hand (and under torch's own FSDP
+without Lightning), so it talks to the default process group (``torch.distributed``) directly.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
-__all__ = ["equal_forward_passes"]
+__all__ = ["equal_forward_passes", "gather_objects"]
+
+
+def gather_objects(trainer, obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` on one process.
+
+    Each rank's object is sent to all through the strategy's ``broadcast`` (one broadcast per rank:
+    the strategy's public API has no object all-gather). Every rank must call it.
+    """
+    size = int(trainer.world_size)
+    if size == 1:
+        return [obj]
+    return [trainer.strategy.broadcast(obj, src=r) for r in range(size)]
 
 
 @contextlib.contextmanager

@@ -4,15 +4,22 @@ Each class accumulates per-example values as three summed states (``count``, ``t
 ``total_sq``, all ``dist_reduce_fx="sum"``), so updating in any number of chunks, on any number of
 processes, gives the same result. ``compute()`` returns the mean; :meth:`confidence_interval`
 returns the half-width of its Student-t interval (the paper's Tables 5-6 report "mean +- 95% CI").
-The math lives in :mod:`pi_lightning.functional`; the classes never hold the model: they receive
-activation curves or class probabilities, e.g. from
-:func:`pi_lightning.evaluation.evaluate_faithfulness`::
+These classes are the one aggregation path: :meth:`FaithfulnessResult.summary
+<pi_lightning.metrics.FaithfulnessResult.summary>` and the callbacks use them.
+
+The per-example math lives in :mod:`pi_lightning.metrics.functional`, one twin per class
+(:class:`ActivationAUC` and :func:`~pi_lightning.metrics.functional.activation_auc`, ...). The
+classes never hold the model. Each is updated either from a
+:class:`~pi_lightning.metrics.FaithfulnessResult` directly, reading the per-example values
+:func:`~pi_lightning.metrics.evaluate_faithfulness` already computed (nothing is computed twice),
+or from raw curves / class probabilities through its functional twin::
 
     res = evaluate_faithfulness(attributions, adapter, masker)
-    as_auc.update(res.as_curves, res.curve_x)
-    gap.update(res.as_curves, res.ias_curves, res.curve_x)      # the paired headline figure
-    log_odds.update(res.probs, res.probs_masked)
-    sufficiency.update(res.probs, res.probs_kept)
+    for metric in (as_auc, gap, log_odds, sufficiency):
+        metric.update(res)
+    as_auc.update(curves, x)          # raw inputs: the functional twin computes the values
+
+:data:`METRIC_CLASSES` maps each :class:`FaithfulnessResult` field to its class.
 
 The curve metrics can also keep the mean curve for plotting: curves have ``n + 1`` points for
 texts of ``n`` features, so each is resampled on a fixed grid of ``curve_points`` values of
@@ -29,11 +36,18 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from pi_lightning.functional.curves import activation_gap, curve_auc, interpolate_curve
-from pi_lightning.functional.removal import comprehensiveness, log_odds, sufficiency
-from pi_lightning.functional.stats import interval_from_moments, moments
+from pi_lightning.metrics.evaluation import FaithfulnessResult
+from pi_lightning.metrics.functional.curves import (
+    activation_auc,
+    activation_gap,
+    interpolate_curve,
+    inverse_activation_auc,
+)
+from pi_lightning.metrics.functional.removal import comprehensiveness, log_odds, sufficiency
+from pi_lightning.metrics.functional.stats import interval_from_moments, moments
 
 __all__ = [
+    "METRIC_CLASSES",
     "ActivationAUC",
     "ActivationGap",
     "Comprehensiveness",
@@ -48,6 +62,8 @@ class _MeanWithInterval(Metric):
 
     is_differentiable = False
     full_state_update = False
+    #: The :class:`FaithfulnessResult` field holding this metric's per-example values.
+    field: str = ""
 
     def __init__(self, confidence: float = 0.95, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -57,6 +73,17 @@ class _MeanWithInterval(Metric):
         zero = torch.tensor(0.0, dtype=torch.float64)
         for name in ("count", "total", "total_sq"):
             self.add_state(name, default=zero.clone(), dist_reduce_fx="sum", persistent=True)
+
+    def _values_of(self, result: FaithfulnessResult) -> torch.Tensor:
+        """The per-example values ``evaluate_faithfulness`` computed for this metric."""
+        values = getattr(result, self.field)
+        if values is None:
+            raise ValueError(
+                f"{type(self).__name__} reads {self.field!r} from the FaithfulnessResult, which has none: "
+                f"run evaluate_faithfulness with metrics including {self.field!r} (or metrics=None for all)"
+                + (" (the gap needs both 'as_auc' and 'ias_auc')." if self.field == "gap" else ".")
+            )
+        return values
 
     def _add_values(self, values: torch.Tensor) -> None:
         count, total, total_sq = moments(values).to(self.total.device).unbind(0)
@@ -104,14 +131,29 @@ class _CurveAUC(_MeanWithInterval):
                 persistent=True,
             )
 
-    def update(self, curves, x=None) -> None:
-        """Add curves: one ``(n+1,)``, a batch ``(E, n+1)``, or a list of curves of any lengths.
+    _fn = staticmethod(activation_auc)
+    #: The :class:`FaithfulnessResult` field holding the curves themselves.
+    curves_field: str = ""
 
-        Each curve holds the probability of the explained class after ``k = 0..n`` features; ``x``
-        gives the positions ``k / n`` of curves evaluated at fixed fractions only (see
-        :func:`~pi_lightning.functional.activation_steps`).
+    def update(self, curves, x=None) -> None:
+        """Add examples: a :class:`~pi_lightning.metrics.FaithfulnessResult`, or raw curves.
+
+        Args:
+            curves: a ``FaithfulnessResult`` (its per-example AUCs are used as computed, and its
+                curves for the mean curve), or curves: one ``(n+1,)``, a batch ``(E, n+1)``, or a list
+                of curves of any lengths, each the probability of the explained class after
+                ``k = 0..n`` features.
+            x: with raw curves, the positions ``k / n`` of curves evaluated at fixed fractions only
+                (see :func:`~pi_lightning.metrics.functional.activation_steps`).
         """
-        aucs = curve_auc(curves, x)
+        if isinstance(curves, FaithfulnessResult):
+            if x is not None:
+                raise ValueError("x comes with the FaithfulnessResult (its curve_x); do not pass it as well.")
+            result = curves
+            aucs = self._values_of(result)
+            curves, x = getattr(result, self.curves_field), result.curve_x
+        else:
+            aucs = type(self)._fn(curves, x)
         self._add_values(aucs)
         if self.curve_points is not None:
             grid = interpolate_curve(curves, self.curve_points, x)
@@ -146,6 +188,8 @@ class ActivationAUC(_CurveAUC):
     """
 
     higher_is_better = True
+    field = "as_auc"
+    curves_field = "as_curves"
 
 
 class InverseActivationAUC(_CurveAUC):
@@ -161,14 +205,18 @@ class InverseActivationAUC(_CurveAUC):
     """
 
     higher_is_better = False
+    field = "ias_auc"
+    curves_field = "ias_curves"
+    _fn = staticmethod(inverse_activation_auc)
 
 
 class ActivationGap(_MeanWithInterval):
     """Mean per-example AS - IAS gap with its confidence interval; higher is better, 0 for random.
 
-    ``update(as_curves, ias_curves, x=None)`` takes both studies' curves of the same examples (as
+    ``update(result)`` takes a :class:`~pi_lightning.metrics.FaithfulnessResult` (its ``gap``), and
+    ``update(as_curves, ias_curves, x=None)`` both studies' curves of the same examples (as
     :class:`ActivationAUC`); each example contributes ``AUC_AS - AUC_IAS``
-    (:func:`~pi_lightning.functional.activation_gap`). :meth:`confidence_interval` is the paired
+    (:func:`~pi_lightning.metrics.functional.activation_gap`). :meth:`confidence_interval` is the paired
     interval: the spread of the differences, not of either AUC.
 
     Args:
@@ -184,23 +232,48 @@ class ActivationGap(_MeanWithInterval):
     """
 
     higher_is_better = True
+    field = "gap"
 
-    def update(self, as_curves, ias_curves, x=None) -> None:
-        """Add examples: their AS curves, their IAS curves (same order, same lengths) and optional positions."""
+    def update(self, as_curves, ias_curves=None, x=None) -> None:
+        """Add examples: a ``FaithfulnessResult``, or their AS curves, their IAS curves (same order, same
+        lengths) and optional positions."""
+        if isinstance(as_curves, FaithfulnessResult):
+            if ias_curves is not None or x is not None:
+                raise ValueError("update(result) takes the FaithfulnessResult alone (its curves are inside).")
+            self._add_values(self._values_of(as_curves))
+            return
+        if ias_curves is None:
+            raise ValueError(
+                "ActivationGap.update needs the IAS curves too: update(as_curves, ias_curves, x)."
+            )
         self._add_values(activation_gap(as_curves, ias_curves, x))
 
 
 class _RemovalMetric(_MeanWithInterval):
     _fn = staticmethod(log_odds)
 
-    def update(self, probs: torch.Tensor, probs_perturbed: torch.Tensor) -> None:
-        """Add examples: class probabilities ``(E, C)`` of the unmasked and of the perturbed inputs."""
+    def update(self, probs, probs_perturbed: torch.Tensor | None = None) -> None:
+        """Add examples: a ``FaithfulnessResult`` (its per-example values, as computed), or class
+        probabilities ``(E, C)`` of the unmasked and of the perturbed inputs."""
+        if isinstance(probs, FaithfulnessResult):
+            if probs_perturbed is not None:
+                raise ValueError(
+                    "update(result) takes the FaithfulnessResult alone (its probabilities are inside)."
+                )
+            self._add_values(self._values_of(probs))
+            return
+        if probs_perturbed is None:
+            raise ValueError(
+                f"{type(self).__name__}.update needs the probabilities of the perturbed inputs too: "
+                "update(probs, probs_perturbed)."
+            )
         self._add_values(type(self)._fn(probs, probs_perturbed))
 
 
 class LogOdds(_RemovalMetric):
     """Mean log-odds: ``log p(y_hat | top-k masked) - log p(y_hat | x)``; lower is better.
 
+    ``update(result)`` with a :class:`~pi_lightning.metrics.FaithfulnessResult`, or
     ``update(probs, probs_masked)`` with ``(E, C)`` class probabilities of the unmasked inputs and of
     the inputs with their top-k features masked.
 
@@ -212,16 +285,24 @@ class LogOdds(_RemovalMetric):
     """
 
     higher_is_better = False
+    field = "log_odds"
     _fn = staticmethod(log_odds)
 
 
 class Comprehensiveness(_RemovalMetric):
     """Mean comprehensiveness: ``p(y_hat | x) - p(y_hat | top-k masked)``; higher is better.
 
-    ``update(probs, probs_masked)`` as :class:`LogOdds`.
+    ``update(probs, probs_masked)`` as :class:`LogOdds`, or ``update(result)``.
+
+    Example:
+        >>> m = Comprehensiveness()
+        >>> m.update(torch.tensor([[0.2, 0.8]]), torch.tensor([[0.6, 0.4]]))
+        >>> round(float(m.compute()), 4)
+        0.4
     """
 
     higher_is_better = True
+    field = "comprehensiveness"
     _fn = staticmethod(comprehensiveness)
 
 
@@ -229,8 +310,22 @@ class Sufficiency(_RemovalMetric):
     """Mean sufficiency: ``p(y_hat | x) - p(y_hat | only top-k kept)``; lower is better.
 
     ``update(probs, probs_kept)`` with the probabilities of the inputs that keep only their top-k
-    features.
+    features, or ``update(result)``.
+
+    Example:
+        >>> m = Sufficiency()
+        >>> m.update(torch.tensor([[0.2, 0.8]]), torch.tensor([[0.3, 0.7]]))
+        >>> round(float(m.compute()), 4)
+        0.1
     """
 
     higher_is_better = False
+    field = "sufficiency"
     _fn = staticmethod(sufficiency)
+
+
+#: Each :class:`FaithfulnessResult` field of per-example values and the Metric class that averages it.
+METRIC_CLASSES: dict[str, type[_MeanWithInterval]] = {
+    cls.field: cls
+    for cls in (ActivationAUC, InverseActivationAUC, LogOdds, Comprehensiveness, Sufficiency, ActivationGap)
+}
