@@ -49,7 +49,7 @@ from pi_lightning.evaluation import METRICS, evaluate_faithfulness
 from pi_lightning.features import Featurizer
 from pi_lightning.functional import interpolate_curve
 from pi_lightning.masking import Masker
-from pi_lightning.shapley import mask_distribution
+from pi_lightning.attributors._shapley import mask_distribution
 
 __all__ = ["PAPER_ORDER", "main"]
 

@@ -10,7 +10,9 @@ nothing is recomputed and nothing in the model is changed.
 :class:`ClassifierAdapter` runs many token sequences through the model in batches bounded by a
 token budget (``batch size x padded length <= max_tokens``), with explicit position ids so that
 left and right padding give the same result, in eval mode under ``no_grad``, restoring the mode
-the model was in.
+the model was in. It also builds the padded batches every other forward pass of the library uses
+(:func:`pad_sequences`, :meth:`ClassifierAdapter.pad`), and :func:`model_mode` is the one context
+manager that puts a model into a mode for some work and restores everything afterwards.
 """
 
 from __future__ import annotations
@@ -20,9 +22,19 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["OUTPUTS", "ClassifierAdapter", "class_probs", "resolve_classifier", "transform_outputs"]
+__all__ = [
+    "MODES",
+    "OUTPUTS",
+    "ClassifierAdapter",
+    "class_probs",
+    "model_mode",
+    "pad_sequences",
+    "resolve_classifier",
+    "transform_outputs",
+]
 
 OUTPUTS = ("prob", "logits", "log_odds")
+MODES = ("eval", "grad", "keep")
 
 
 def resolve_classifier(model) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -104,7 +116,7 @@ def _find_per_position_head(model, hf) -> tuple[torch.nn.Module | None, str]:
     try:
         device = next(hf.parameters()).device
         ids = torch.full((1, 2), int(hf.config.pad_token_id or 0), dtype=torch.long, device=device)
-        with eval_mode(model):
+        with model_mode(model):
             model(input_ids=ids, attention_mask=torch.ones_like(ids))
     except Exception as e:
         return None, f"a head that could not be probed ({type(e).__name__}: {e})"
@@ -151,16 +163,109 @@ def class_probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients inside; the previous mode of every submodule restored after."""
+def model_mode(
+    model: torch.nn.Module,
+    mode: str = "eval",
+    *,
+    isolate: bool = False,
+    context: contextlib.AbstractContextManager | None = None,
+) -> Iterator[None]:
+    """Put ``model`` in a mode for the work inside; restore every submodule's train/eval flag and every
+    parameter's ``requires_grad`` afterwards (also when the work raises).
+
+    Args:
+        model: the module (a transformers model, its peft wrapper, a LightningModule).
+        mode: ``"eval"``: eval mode under ``no_grad`` (inference passes); ``"grad"``: eval mode with
+            gradients enabled (also inside Lightning's inference mode) and the parameters frozen, so that
+            only the inputs are differentiated and no ``.grad`` is accumulated on the weights (gradient
+            methods); ``"keep"``: modes left as they are (the work inside chooses its own).
+        isolate: also save and restore the python/numpy/torch (and CUDA) random states, the parameters'
+            ``.grad`` and the grad-enabled flag: work run from a callback then leaves training exactly as
+            it found it.
+        context: a further context manager entered inside (e.g. the trainer's
+            ``precision_plugin.forward_context()``, so that the work runs under training's autocast).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()).train()
+        >>> with model_mode(net):
+        ...     net.training, torch.is_grad_enabled()
+        (False, False)
+        >>> net.training
+        True
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}: expected one of {', '.join(MODES)}.")
+    rng = None
+    if isolate:
+        from lightning.pytorch.utilities.seed import isolate_rng
+
+        # Lightning's isolate_rng saves python/numpy/torch (and, once CUDA is in use, CUDA) RNG states; it
+        # restores them only on a clean exit, so it is always exited cleanly here, also when the work raises.
+        rng = isolate_rng(include_cuda=torch.cuda.is_available() and torch.cuda.is_initialized())
+        rng.__enter__()
     modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    grads = [None if p.grad is None else p.grad.detach().clone() for p in params] if isolate else None
+    grad_enabled = torch.is_grad_enabled()
     try:
-        with torch.no_grad():
+        with contextlib.ExitStack() as stack:
+            if context is not None:
+                stack.enter_context(context)
+            if mode != "keep":
+                model.eval()
+            if mode == "eval":
+                stack.enter_context(torch.no_grad())
+            elif mode == "grad":
+                for p in params:
+                    p.requires_grad_(False)
+                stack.enter_context(torch.inference_mode(False))
+                stack.enter_context(torch.enable_grad())
             yield
     finally:
-        for m, mode in modes:
-            m.training = mode
+        torch.set_grad_enabled(grad_enabled)
+        for m, training in modes:
+            m.training = training
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+        if grads is not None:
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+        if rng is not None:
+            rng.__exit__(None, None, None)
+
+
+def pad_sequences(
+    sequences: Sequence[Sequence[int]], pad_token_id: int, padding_side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One padded batch: ``(input_ids, attention_mask)``, both ``(B, max length)`` int64 on the CPU.
+
+    The one padded-batch builder of the library (the adapter's passes, the attention methods, the
+    training module's collate function, the recipes).
+
+    Args:
+        sequences: token id lists (no padding), at least one.
+        pad_token_id: the id that fills the padding.
+        padding_side: ``"right"`` (tokens first) or ``"left"`` (tokens last).
+
+    Example:
+        >>> ids, mask = pad_sequences([[5, 6, 7], [8]], pad_token_id=0, padding_side="left")
+        >>> ids.tolist(), mask.tolist()
+        ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]])
+    """
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+    if len(sequences) == 0:
+        raise ValueError("Got no sequences to pad: give at least one token id list.")
+    lengths = [len(s) for s in sequences]
+    width = max(lengths)
+    ids = torch.full((len(sequences), width), int(pad_token_id), dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for r, (s, n) in enumerate(zip(sequences, lengths, strict=True)):
+        off = 0 if padding_side == "right" else width - n
+        ids[r, off : off + n] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[r, off : off + n] = 1
+    return ids, mask
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -241,6 +346,15 @@ class ClassifierAdapter:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def pad(
+        self, sequences: Sequence[Sequence[int]], padding_side: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`pad_sequences` with this model's pad token, on the model's device: ``(input_ids,
+        attention_mask)``, ``(B, max length)`` int64 (``padding_side`` defaults to the adapter's)."""
+        ids, mask = pad_sequences(sequences, self.pad_token_id, padding_side or self.padding_side)
+        device = self.device
+        return ids.to(device), mask.to(device)
+
     def per_position_logits(
         self,
         input_ids: torch.Tensor | None,
@@ -313,22 +427,13 @@ class ClassifierAdapter:
             if len(s) == 0:
                 raise ValueError(f"Sequence {i} is empty: there is nothing to run the model on.")
         results: list[torch.Tensor | None] = [None] * len(sequences)
-        device = self.device
         lengths = [len(s) for s in sequences]
-        with eval_mode(self.model):
+        with model_mode(self.model):
             for batch in token_budget_batches(lengths, self.max_tokens):
-                width = max(lengths[i] for i in batch)
-                ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                offsets = []
-                for r, i in enumerate(batch):
-                    L = lengths[i]
-                    off = 0 if self.padding_side == "right" else width - L
-                    ids[r, off : off + L] = torch.as_tensor(sequences[i], dtype=torch.long)
-                    mask[r, off : off + L] = 1
-                    offsets.append(off)
-                logits = self.per_position_logits(ids.to(device), mask.to(device)).float().cpu()
+                ids, mask = self.pad([sequences[i] for i in batch])
+                logits = self.per_position_logits(ids, mask).float().cpu()
                 self.forward_passes += len(batch)
+                width = ids.shape[1]
                 for r, i in enumerate(batch):
                     pos = (
                         torch.arange(lengths[i])
@@ -339,5 +444,19 @@ class ClassifierAdapter:
                         raise IndexError(
                             f"Position out of range for sequence {i} of length {lengths[i]}: {pos.tolist()}."
                         )
-                    results[i] = logits[r, pos + offsets[r]]
+                    offset = 0 if self.padding_side == "right" else width - lengths[i]
+                    results[i] = logits[r, pos + offset]
         return results  # type: ignore[return-value]
+
+    def final_logits(self, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The model's prediction on each sequence: the head's output at its last token, ``(N, C)`` float32
+        on the CPU (one batched inference pass; see :meth:`forward_positions`).
+
+        Example:
+            >>> from pi_lightning.testing import tiny_classifier
+            >>> tuple(ClassifierAdapter(tiny_classifier("gpt2")).final_logits([[5, 6, 7], [8]]).shape)
+            (2, 2)
+        """
+        logits = self.forward_positions(sequences, [[len(s) - 1] for s in sequences])
+        # N x (1, C) -> (N, C)
+        return torch.cat(logits) if logits else torch.zeros(0, self.num_labels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pi_lightning.attention import AttentionRowRecorder, attention_rows, last_positions
+from pi_lightning.attributors._attention import AttentionRowRecorder, attention_rows, last_positions
 from pi_lightning.testing import tiny_classifier
 
 

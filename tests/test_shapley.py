@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy.optimize import nnls
 
-from pi_lightning import shapley as S
+from pi_lightning.attributors import _shapley as S
+from pi_lightning.testing import dense_coalition_map
 
 
 def _enumerated_map(n: int, splus: bool) -> np.ndarray:
@@ -52,14 +53,14 @@ def _dense_solve(M: np.ndarray, p: np.ndarray, valid: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("splus", [True, False])
 def test_dense_matrix_matches_enumeration(splus):
     n = 6
-    np.testing.assert_allclose(S.dense_coalition_map(n, splus), _enumerated_map(n, splus), atol=1e-15)
+    np.testing.assert_allclose(dense_coalition_map(n, splus), _enumerated_map(n, splus), atol=1e-15)
 
 
 @pytest.mark.parametrize("splus", [True, False])
 @pytest.mark.parametrize("n", [2, 7, 13])
 def test_structured_map_and_transpose_match_dense(n, splus):
     rng = np.random.default_rng(n)
-    M = S.dense_coalition_map(n, splus)
+    M = dense_coalition_map(n, splus)
     _, _, valid = S._grid(n)
     q = np.where(valid, rng.random((n - 1, n)), 0.0)
     r = rng.standard_normal((n - 1, n))
@@ -85,7 +86,7 @@ def test_shapley_distribution():
 def test_optimum_matches_dense_reference(n, splus):
     dist = S.mask_distribution(n, splus)
     _, _, valid = S._grid(n)
-    M = S.dense_coalition_map(n, splus)
+    M = dense_coalition_map(n, splus)
     p = dist.p_star.ravel()
     q = _dense_solve(M, p, valid)
     pd_dense = q @ M

@@ -4,7 +4,7 @@ AT2 (Cohen-Wang et al., 2025, "Learning to Attribute with Attention") treats eac
 attention weights as a feature and learns, from ablations, how to combine them. Here the query is
 the classifying position (the last non-pad token, where a ``*ForSequenceClassification`` model
 reads its prediction); the feature of head ``(l, h)`` for attributed feature ``i`` is that
-position's attention to feature ``i``'s tokens, summed over them (:mod:`pi_lightning.attention`,
+position's attention to feature ``i``'s tokens, summed over them (:mod:`pi_lightning.attributors._attention`,
 recomputed without eager attention). Attribution of feature ``i``: ``sum_lh w_lh X[i, l, h]``.
 
 Fitting follows the published estimator: for every example, ablations ``z`` (``M x n``, True = kept)
@@ -59,10 +59,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pi_lightning.attention import AttentionRowRecorder
+from pi_lightning.attributors._attention import AttentionRowRecorder
 from pi_lightning.attributors.base import Attributor, register
 from pi_lightning.features import Features
-from pi_lightning.inference import class_probs, eval_mode, token_budget_batches
+from pi_lightning.inference import model_mode, token_budget_batches
 from pi_lightning.result import Attribution
 
 __all__ = ["AT2", "fit_head_weights"]
@@ -278,15 +278,11 @@ class AT2(Attributor):
         X: list[torch.Tensor | None] = [None] * len(feats)
         finals: list[torch.Tensor | None] = [None] * len(feats)
         L, H = self.shape
-        with eval_mode(self.model):
+        with model_mode(self.model):
             for batch in token_budget_batches(lengths, adapter.max_tokens):
-                width = max(lengths[i] for i in batch)
-                ids = torch.full((len(batch), width), adapter.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for r, i in enumerate(batch):
-                    ids[r, : lengths[i]] = torch.as_tensor(feats[i].input_ids, dtype=torch.long)
-                    mask[r, : lengths[i]] = 1
-                ids, mask = ids.to(adapter.device), mask.to(adapter.device)
+                # (B, width) right-padded: token t of a sequence is column t.
+                ids, mask = adapter.pad([feats[i].input_ids for i in batch], padding_side="right")
+                width = ids.shape[1]
                 with AttentionRowRecorder(self.model, mask) as rec:
                     logits = adapter.per_position_logits(ids, mask)
                 adapter.forward_passes += len(batch)
@@ -371,12 +367,11 @@ class AT2(Attributor):
             z = torch.rand((self.num_masks, f.n), generator=gen) < self.keep_prob
             coalitions.append(z)
             seqs.extend(self.masker(f, z.numpy())[0])
-        logits = self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
-        values = []
-        for k, c in enumerate(targets):
-            # M x (1, C) -> (M, C)
-            lg = torch.cat(logits[k * self.num_masks : (k + 1) * self.num_masks])
-            values.append(self.outputs(lg, c))
+        logits = self.adapter.final_logits(seqs)
+        values = [
+            self.outputs(logits[k * self.num_masks : (k + 1) * self.num_masks], c)
+            for k, c in enumerate(targets)
+        ]
         self._fit(X, coalitions, values, targets, finals, "ablations", len(feats) + len(seqs), t0)
         return self
 
@@ -451,18 +446,7 @@ class AT2(Attributor):
             sign = self._sign(c, int(lg.argmax()))
             # (n, L, H) -> (n, L*H)
             scores = sign * (x.double().reshape(f.n, -1) @ w)
-            out.append(
-                Attribution(
-                    scores=scores,
-                    features=f,
-                    target=c,
-                    method=self.name,
-                    output=self.output,
-                    probs=class_probs(lg),
-                    forward_passes=1.0,
-                    extras={"head_features": x},
-                )
-            )
+            out.append(self.result(f, c, lg, scores, forward_passes=1.0, extras={"head_features": x}))
         return out
 
     def attribute(self, texts, target="predicted") -> list[Attribution]:
@@ -475,9 +459,14 @@ class AT2(Attributor):
                 "AT2 has no head weights yet: call fit(texts), fit_from_attributions(mppi_results), or "
                 "load(path) / pass weights=path first."
             )
-        feats = self.featurize(texts)
+        return super().attribute(texts, target)
+
+    def predict(self, feats) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The inference pass, which also gives each example's ``(n, L, H)`` head features (the state)."""
         X, finals = self._head_features(feats)
-        targets = self.resolve_targets(target, len(feats), finals)
+        return finals, X
+
+    def explain(self, feats, targets, finals, X) -> list[Attribution]:
         return self._results(feats, X, finals, targets)
 
     # -- artefact ----------------------------------------------------------------------------

@@ -43,10 +43,9 @@ from __future__ import annotations
 
 import torch
 
-from pi_lightning.attributors._grad import grad_mode
+from pi_lightning.attributors._neighbors import VocabularyIndex
 from pi_lightning.attributors.base import Attributor, register
-from pi_lightning.inference import class_probs
-from pi_lightning.neighbors import VocabularyIndex
+from pi_lightning.inference import model_mode
 from pi_lightning.result import Attribution
 
 __all__ = ["UDIG", "discretized_path", "resample_path"]
@@ -305,14 +304,12 @@ class UDIG(Attributor):
         return self.adapter.per_position_logits(None, ones, inputs_embeds=embeds)[:, -1, :]
 
     def attribute(self, texts, target="predicted") -> list[Attribution]:
+        # The path's gradients need autograd, also when called inside Lightning's inference mode.
         with torch.inference_mode(False):
-            feats = self.featurize(texts)
-            seqs = [list(f.input_ids) for f in feats]
-            finals = torch.stack(
-                [lg[0] for lg in self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])]
-            )
-            targets = self.resolve_targets(target, len(feats), finals)
-            return [self._attribute_one(f, c, lg) for f, c, lg in zip(feats, targets, finals, strict=False)]
+            return super().attribute(texts, target)
+
+    def explain(self, feats, targets, finals, state) -> list[Attribution]:
+        return [self._attribute_one(f, c, lg) for f, c, lg in zip(feats, targets, finals, strict=True)]
 
     def _attribute_one(self, f, c: int, final_logits: torch.Tensor) -> Attribution:
         table = self.index.table
@@ -351,7 +348,7 @@ class UDIG(Attributor):
         L = len(f.input_ids)
         dtype = next(p for p in self.model.parameters() if p.is_floating_point()).dtype
         grads, outs = [], []
-        with grad_mode(self.model):
+        with model_mode(self.model, "grad"):
             # (L,) -> (1, L, D): real embeddings of the fixed context.
             context = self.embedding(ids[None]).detach().to(dtype)
             rows = max(1, self.adapter.max_tokens // L)
@@ -371,14 +368,12 @@ class UDIG(Attributor):
         scores = torch.stack([per_token[s - a : e - a].sum() for s, e in f.spans])
         f_x = float(self.outputs(final_logits, c))
         f_b = float(torch.cat(outs)[0])
-        return Attribution(
-            scores=scores,
-            features=f,
-            target=c,
-            method=self.name,
-            output=self.output,
+        return self.result(
+            f,
+            c,
+            final_logits,
+            scores,
             base_value=f_b,
-            probs=class_probs(final_logits),
             forward_passes=1.0 + 2.0 * m,
             extras={
                 "steps": m,

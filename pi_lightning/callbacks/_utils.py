@@ -1,17 +1,17 @@
 """What every pi_lightning callback shares: finding the model, leaving training untouched, the probe
 set, distributed gathering and logging that degrades gracefully.
 
-A callback must never change what training computes: :func:`isolated` saves and restores the RNG
+A callback must never change what training computes: it runs its work inside
+:func:`pi_lightning.inference.model_mode` with ``isolate=True``, which saves and restores the RNG
 states (python, numpy, torch CPU and CUDA), every module's train/eval flag, the parameters'
-``requires_grad`` and ``.grad``, and runs the work under the trainer's own autocast context.
+``requires_grad`` and ``.grad``, under the trainer's own autocast context.
 """
 
 from __future__ import annotations
 
-import contextlib
 import html
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from lightning.pytorch.utilities import rank_zero_warn
 __all__ = [
     "ModelRef",
     "gather_objects",
-    "isolated",
     "log_rich",
     "log_scalars",
     "logger_step",
@@ -55,34 +54,6 @@ def resolve_model(pl_module, model: str | Callable | None) -> torch.nn.Module:
     if not isinstance(found, torch.nn.Module):
         raise TypeError(f"{where} gave a {type(found).__name__}, expected the torch.nn.Module classifier.")
     return found
-
-
-@contextlib.contextmanager
-def isolated(trainer, model: torch.nn.Module) -> Iterator[None]:
-    """Run attribution work without side effects on training (see the module docstring)."""
-    from lightning.pytorch.utilities.seed import isolate_rng
-
-    # Lightning's isolate_rng saves python/numpy/torch (and, once CUDA is in use, CUDA) RNG states; it
-    # restores them only on a clean exit, so it is always exited cleanly here, also when the work raises.
-    rng = isolate_rng(include_cuda=torch.cuda.is_available() and torch.cuda.is_initialized())
-    rng.__enter__()
-    modes = [(m, m.training) for m in model.modules()]
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
-    grad_enabled = torch.is_grad_enabled()
-    try:
-        ctx = trainer.precision_plugin.forward_context() if trainer is not None else contextlib.nullcontext()
-        with ctx:
-            yield
-    finally:
-        torch.set_grad_enabled(grad_enabled)
-        for m, mode in modes:
-            m.training = mode
-        for p, flag, g in zip(params, flags, grads, strict=False):
-            p.requires_grad_(flag)
-            p.grad = g
-        rng.__exit__(None, None, None)
 
 
 def normalize_probe(probe, labels: Sequence[int] | None = None) -> tuple[list[str], list[int] | None]:

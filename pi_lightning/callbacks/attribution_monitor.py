@@ -40,7 +40,6 @@ from pi_lightning.callbacks._lockstep import equal_forward_passes
 from pi_lightning.callbacks._utils import (
     HtmlCell,
     gather_objects,
-    isolated,
     log_rich,
     log_scalars,
     logger_step,
@@ -51,6 +50,7 @@ from pi_lightning.callbacks._utils import (
 )
 from pi_lightning.evaluation import METRICS, evaluate_faithfulness
 from pi_lightning.functional.curves import _check_points
+from pi_lightning.inference import model_mode
 from pi_lightning.metrics import (
     ActivationAUC,
     ActivationGap,
@@ -516,10 +516,15 @@ class AttributionMonitor(Callback):
         correct = torch.zeros(2, dtype=torch.float64)  # (correct, count) summed across ranks below
         records = []
         # Every rank issues the same number of forward passes, whatever its shard (FSDP / ZeRO-3 need it).
-        with isolated(trainer, model), equal_forward_passes(model, self.attributor.adapter.pad_token_id):
+        with (
+            model_mode(model, "keep", isolate=True, context=trainer.precision_plugin.forward_context()),
+            equal_forward_passes(model, self.attributor.adapter.pad_token_id),
+        ):
             if texts:
                 attrs = self._refit_and_attribute(trainer, texts, targets)
-                bad = [i for i, a in zip(idx, attrs, strict=False) if not bool(torch.isfinite(a.scores).all())]
+                bad = [
+                    i for i, a in zip(idx, attrs, strict=False) if not bool(torch.isfinite(a.scores).all())
+                ]
                 if bad:
                     raise FloatingPointError(
                         f"{self.method} returned NaN or infinite scores for probe examples {bad[:10]}; the model's "

@@ -11,8 +11,8 @@ weights. This module computes all of it:
 * :func:`coalition_map` / :func:`coalition_map_transpose`: the conditional map P† from input
   classes (i, j) to intermediate classes (k, l) (Eqn 14, and Eqn 17 for the S+ variant that also
   activates every feature after j), applied in O(n^2) without ever forming the
-  n(n-1) x n(n-1) matrix. :func:`dense_coalition_map` writes that matrix out; tests use it as
-  the reference.
+  n(n-1) x n(n-1) matrix (:func:`pi_lightning.testing.dense_coalition_map` writes it out as the
+  tests' reference).
 * :func:`mask_distribution`: solves Eqn 16 and returns a cached :class:`MaskDistribution` with
   P', P^D, P* and the weights w = P*/P^D.
 
@@ -57,7 +57,6 @@ __all__ = [
     "MaskDistribution",
     "coalition_map",
     "coalition_map_transpose",
-    "dense_coalition_map",
     "mask_distribution",
     "shapley_distribution",
 ]
@@ -248,40 +247,6 @@ def coalition_map_transpose(r: np.ndarray, splus: bool = True) -> np.ndarray:
     n = r.shape[1]
     _check_n(n)
     return _T(_apply_t(_T(r), _tables(n, splus)))
-
-
-def dense_coalition_map(n: int, splus: bool = True) -> np.ndarray:
-    """The paper's conditional matrix P†_{kl|ij} written out densely (reference for tests; n <= ~40).
-
-    Returns:
-        ``(n(n-1), n(n-1))`` array; row ``(i-1) n + (j-1)`` is the input class (i, j), column
-        ``(k-1) n + (l-1)`` the intermediate class (k, l). Rows of impossible classes (j < i) are 0.
-    """
-    _check_n(n)
-    if n > 60:
-        raise ValueError(
-            f"The dense conditional matrix for n = {n} has {(n * (n - 1)) ** 2:,} entries; "
-            "use coalition_map (structured) instead."
-        )
-    from math import comb
-
-    N = n * (n - 1)
-    M = np.zeros((N, N))
-    for i in range(1, n):
-        for j in range(i, n + 1):
-            ip = i + n - j if splus else i
-            row = (i - 1) * n + (j - 1)
-            tot = comb(j - 1, i - 1)
-            for k in range(1, i):
-                for l in range(k, j):
-                    M[row, (k - 1) * n + (l - 1)] = (
-                        comb(l - 1, k - 1) * comb(j - l - 1, i - k - 1) / (ip * tot)
-                    )
-            for l in range(j, n + 1 if splus else j + 1):
-                k = i + l - j
-                if k <= n - 1:
-                    M[row, (k - 1) * n + (l - 1)] = 1.0 / ip
-    return M
 
 
 def _project_simplex(v: np.ndarray, mask: np.ndarray) -> np.ndarray:
