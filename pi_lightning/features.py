@@ -31,7 +31,7 @@ GRANULARITIES = ("token", "word", "sentence")
 # The one definition of a word (used by Featurizer, for texts and for the free validation mode's token
 # ids): a run of letters/digits joined by inner apostrophes or hyphens ("don't", "self-indulgent",
 # "shoot-'em-up"), or one run of punctuation, or a run of underscores.
-_WORD_RE = re.compile(r"[^\W_]+(?:[-'’]+[^\W_]+)*|[^\w\s]+|_+")
+_WORD_RE = re.compile(r"[^\W_]+(?:[-'’]+[^\W_]+)*|[^\w\s]+|_+")  # noqa: RUF001 (U+2019, the typographic apostrophe)
 # A sentence ends after . ! ? (optionally followed by closing quotes/brackets) and whitespace,
 # or at a blank line.
 _SENTENCE_RE = re.compile(r"\S.*?(?:[.!?]+['\")\]]*(?=\s|$)|(?=\n\s*\n)|$)", re.DOTALL)
@@ -197,9 +197,10 @@ class Featurizer:
                     break
         if budget is not None and len(ids) < n_tokens and not self._warned_truncation:
             warnings.warn(
-                f"A text of {n_tokens} tokens does not fit the model's context of {self.max_length} tokens with "
-                f"the template, also when every feature is masked by {self.mask_tokens} tokens: the attributed "
-                f"text is truncated to {len(ids)} tokens and the fixed context kept (warned once).",
+                f"A text of {n_tokens} tokens does not fit the model's context of {self.max_length} tokens "
+                f"with the template, also when every feature is masked by {self.mask_tokens} tokens: the "
+                f"attributed text is truncated to {len(ids)} tokens and the fixed context kept (warned "
+                "once).",
                 UserWarning,
                 stacklevel=2,
             )

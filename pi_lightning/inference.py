@@ -18,6 +18,7 @@ manager that puts a model into a mode for some work and restores everything afte
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -64,9 +65,9 @@ def resolve_classifier(model) -> tuple[torch.nn.Module, torch.nn.Module]:
         head, found = _find_per_position_head(model, hf)
         if head is None:
             raise TypeError(
-                f"Expected a decoder-only *ForSequenceClassification model whose classification head runs on "
-                f"every position (e.g. GPT2ForSequenceClassification, LlamaForSequenceClassification: a module "
-                f"whose output is (batch, positions, num_labels) in the forward), got {name} "
+                "Expected a decoder-only *ForSequenceClassification model whose classification head runs "
+                "on every position (e.g. GPT2ForSequenceClassification, LlamaForSequenceClassification: a "
+                f"module whose output is (batch, positions, num_labels) in the forward), got {name} "
                 f"(model_type={config.model_type!r}) with {found}. Load it with "
                 "AutoModelForSequenceClassification from a decoder-only checkpoint."
             )
@@ -95,7 +96,8 @@ def virtual_tokens(model) -> int:
 
 def _find_per_position_head(model, hf) -> tuple[torch.nn.Module | None, str]:
     """The head by what it does: the module with ``num_labels`` outputs that, in a two-token forward pass,
-    returns ``(1, 2, num_labels)`` (one prediction per position). Returns ``(head or None, what was found)``."""
+    returns ``(1, 2, num_labels)`` (one prediction per position). Returns ``(head or None, what was
+    found)``."""
     num_labels = int(getattr(hf.config, "num_labels", 0) or 0)
     candidates = [
         (n, m)
@@ -195,14 +197,8 @@ def model_mode(
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}: expected one of {', '.join(MODES)}.")
-    rng = None
-    if isolate:
-        from lightning.pytorch.utilities.seed import isolate_rng
-
-        # Lightning's isolate_rng saves python/numpy/torch (and, once CUDA is in use, CUDA) RNG states; it
-        # restores them only on a clean exit, so it is always exited cleanly here, also when the work raises.
-        rng = isolate_rng(include_cuda=torch.cuda.is_available() and torch.cuda.is_initialized())
-        rng.__enter__()
+    # The random states are read here, before anything else runs (importing a library can draw from them).
+    rng = _rng_states() if isolate else None
     modes = [(m, m.training) for m in model.modules()]
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
@@ -232,7 +228,27 @@ def model_mode(
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
         if rng is not None:
-            rng.__exit__(None, None, None)
+            _set_rng_states(rng)
+
+
+def _rng_states() -> dict:
+    """The python, numpy, torch CPU and (once CUDA is in use) CUDA random states."""
+    import numpy as np
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    import numpy as np
+
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def pad_sequences(
@@ -362,7 +378,8 @@ class ClassifierAdapter:
         *,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One forward pass (token ids, or ``inputs_embeds``); the head's output at every position, ``(B, T, C)``.
+        """One forward pass (token ids, or ``inputs_embeds``); the head's output at every position,
+        ``(B, T, C)``.
 
         Runs in whatever grad mode the caller chose (gradient methods differentiate through it).
         """
@@ -393,19 +410,19 @@ class ClassifierAdapter:
                 out = out[:, virtual:]
             else:
                 raise RuntimeError(
-                    f"The classification head returned {out.shape[1]} positions for inputs of {T} tokens, so its "
-                    f"outputs cannot be matched to the tokens. Prepended virtual tokens (peft prompt tuning / "
-                    f"p-tuning) are handled when peft's config says how many ({virtual} found); other models "
-                    "that change the sequence length are not supported."
+                    f"The classification head returned {out.shape[1]} positions for inputs of {T} tokens, "
+                    "so its outputs cannot be matched to the tokens. Prepended virtual tokens (peft prompt "
+                    f"tuning / p-tuning) are handled when peft's config says how many ({virtual} found); "
+                    "other models that change the sequence length are not supported."
                 )
         # A diverged or overflowing model must not yield silently wrong attributions.
         real = out[attention_mask.bool()] if out.shape[:2] == attention_mask.shape else out
         if not bool(torch.isfinite(real).all()):
             raise FloatingPointError(
                 f"The model's classification head returned NaN or infinite values on {tuple(out.shape[:2])} "
-                "(batch, positions) inputs: its weights are probably NaN (diverged training) or the computation "
-                "overflowed (try float32 instead of float16). Attributions of a non-finite output are meaningless, "
-                "so none is computed."
+                "(batch, positions) inputs: its weights are probably NaN (diverged training) or the "
+                "computation overflowed (try float32 instead of float16). Attributions of a non-finite "
+                "output are meaningless, so none is computed."
             )
         return out
 

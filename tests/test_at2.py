@@ -212,7 +212,7 @@ def test_errors(gpt2_model, gpt2_tok):
         at2.attribute("a good movie")
     with pytest.raises(RuntimeError, match="fit it first"):
         at2.save("x.safetensors")
-    with pytest.raises(FileNotFoundError, match="AT2.save"):
+    with pytest.raises(FileNotFoundError, match=r"AT2\.save"):
         at2.load("/nonexistent/at2.safetensors")
     with pytest.raises(ValueError, match="keep_prob"):
         AT2(gpt2_model, gpt2_tok, keep_prob=1.0)

@@ -1,4 +1,5 @@
-"""Recomputed attention rows equal the eager ``output_attentions=True`` rows, and nothing in the model changes."""
+"""Recomputed attention rows equal the eager ``output_attentions=True`` rows, and nothing in the model
+changes."""
 
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def test_registered_with_paper_costs(gpt2_model, gpt2_tok):
 
 @pytest.mark.parametrize("name", list(COSTS))
 def test_every_method_gives_finite_scores_and_leaves_model_as_found(tiny, name):
-    arch, model, tok = tiny
+    _arch, model, tok = tiny
     _unusual_state(model)
     before = _snapshot(model)
     rng = torch.get_rng_state()
@@ -95,7 +95,7 @@ def test_every_method_gives_finite_scores_and_leaves_model_as_found(tiny, name):
 
 
 def test_ig_completeness_at_128_steps(tiny):
-    arch, model, tok = tiny
+    _arch, model, tok = tiny
     ig = IntegratedGradientsAttributor(model, tok, n_steps=128, template="Review: {text}")
     [a] = ig.attribute(TEXT, target=1)
     # Stated tolerance: 1e-3 in probability (measured ~1e-7 with Gauss-Legendre on the tiny models).
@@ -152,7 +152,7 @@ def test_exact_shapley_on_a_known_game():
 
 @pytest.mark.parametrize("template", ["{text}", "Review: {text}\nSentiment:"])
 def test_a_last_equals_output_attentions(tiny, template):
-    arch, model, tok = tiny
+    _arch, model, tok = tiny
     texts = [TEXT, "bad", "the plot is dull and the cast is weak"]
     # A small token budget forces several batches with padding.
     out = ALast(model, tok, template=template, max_tokens=24).attribute(texts)
@@ -194,7 +194,7 @@ def test_lrp_cp_conserves_the_logit_on_llama(llama_model, llama_tok):
 
 
 def test_lrp_rules_differ_from_plain_gradient(tiny):
-    arch, model, tok = tiny
+    _arch, model, tok = tiny
     kw = dict(aggregation="sum", output="logits")
     att = LRP(model, tok, **kw).attribute(TEXT, target=1)[0].scores
     cp = LRP(model, tok, rule="cp", **kw).attribute(TEXT, target=1)[0].scores

@@ -101,7 +101,8 @@ def test_empty_text_message(gpt2_tok, bad):
     with pytest.raises(
         ValueError,
         match=re.escape(
-            f"Cannot attribute an empty or whitespace-only text (got {bad!r}): remove it from the examples to explain."
+            f"Cannot attribute an empty or whitespace-only text (got {bad!r}): remove it from the examples "
+            "to explain."
         ),
     ):
         Featurizer(gpt2_tok)(bad)

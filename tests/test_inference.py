@@ -175,10 +175,11 @@ def test_bad_models_have_clear_errors(gpt2_tok):
     with pytest.raises(
         TypeError,
         match=re.escape(
-            "Expected a decoder-only *ForSequenceClassification model whose classification head runs on every "
-            "position (e.g. GPT2ForSequenceClassification, LlamaForSequenceClassification: a module whose output is "
-            "(batch, positions, num_labels) in the forward), got BertForSequenceClassification (model_type='bert') "
-            "with a classifier head applied to a pooled output (`classifier` -> (1, 2))."
+            "Expected a decoder-only *ForSequenceClassification model whose classification head runs on "
+            "every position (e.g. GPT2ForSequenceClassification, LlamaForSequenceClassification: a module "
+            "whose output is (batch, positions, num_labels) in the forward), got "
+            "BertForSequenceClassification (model_type='bert') with a classifier head applied to a pooled "
+            "output (`classifier` -> (1, 2))."
         ),
     ):
         ClassifierAdapter(bert)
@@ -190,8 +191,8 @@ def test_bad_models_have_clear_errors(gpt2_tok):
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "GPT2ForSequenceClassification.config.pad_token_id is None; batched classification needs a pad token. "
-            "Fix: `model.config.pad_token_id = tokenizer.pad_token_id`"
+            "GPT2ForSequenceClassification.config.pad_token_id is None; batched classification needs a pad "
+            "token. Fix: `model.config.pad_token_id = tokenizer.pad_token_id`"
         ),
     ):
         ClassifierAdapter(nopad)

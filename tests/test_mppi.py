@@ -146,7 +146,7 @@ def test_error_shrinks_with_budget(gpt2_tok, gpt2_model):
 
 
 def test_contract_and_local_accuracy(tiny):
-    arch, model, tok = tiny
+    _arch, model, tok = tiny
     mp = MPPI(model, tok, seed=1)
     texts = ["a good movie, really.", "dull", "the plot was boring but the cast was great"]
     res = mp.attribute(texts, target=[0, 1, 1])
@@ -165,7 +165,7 @@ def test_contract_and_local_accuracy(tiny):
         and abs(res[1].scores[0].item() - (res[1].extras["values"][-1] - res[1].base_value)) < 1e-12
     )
     collected = mp.collect(texts, [0, 1, 1])
-    for (Z, v, w), a in zip(collected, res, strict=False):
+    for (Z, v, _w), a in zip(collected, res, strict=False):
         assert torch.equal(Z, a.extras["coalitions"]) and torch.equal(v, a.extras["values"])
 
 
@@ -290,4 +290,4 @@ def test_accuracy_does_not_fall_as_the_budget_grows(gpt2_tok, gpt2_model):
             for s in range(12)
         ]
         errs.append(np.mean(e) / np.linalg.norm(phi))
-    assert all(b < a for a, b in zip(errs, errs[1:], strict=False)), errs
+    assert all(b < a for a, b in itertools.pairwise(errs)), errs

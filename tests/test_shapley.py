@@ -22,10 +22,10 @@ def _enumerated_map(n: int, splus: bool) -> np.ndarray:
             inputs = [set(c) | {j} for c in itertools.combinations(range(1, j), i - 1)]
             for s in inputs:
                 t = s | set(range(j + 1, n + 1)) if splus else s
-                for l in sorted(t):
-                    k = sum(1 for m in t if m <= l)
+                for last in sorted(t):
+                    k = sum(1 for m in t if m <= last)
                     if k <= n - 1:
-                        M[(i - 1) * n + j - 1, (k - 1) * n + l - 1] += 1.0 / (len(t) * len(inputs))
+                        M[(i - 1) * n + j - 1, (k - 1) * n + last - 1] += 1.0 / (len(t) * len(inputs))
     return M
 
 
@@ -100,9 +100,9 @@ def _class_counts(z: np.ndarray) -> np.ndarray:
     """(B, n) input masks -> counts of their non-empty, non-full prefix classes (k, l)."""
     n = z.shape[1]
     k = np.cumsum(z, axis=1)
-    l = np.broadcast_to(np.arange(n), z.shape)
+    last = np.broadcast_to(np.arange(n), z.shape)
     sel = z & (k <= n - 1)
-    return np.bincount(((k[sel] - 1) * n + l[sel]), minlength=(n - 1) * n).reshape(n - 1, n).astype(float)
+    return np.bincount(((k[sel] - 1) * n + last[sel]), minlength=(n - 1) * n).reshape(n - 1, n).astype(float)
 
 
 @pytest.mark.parametrize("n", [8, 20])
@@ -127,9 +127,9 @@ def test_per_coalition_weights_give_shapley_per_coalition():
     z = dist.sample(600_000, np.random.default_rng(1))
     k = np.cumsum(z, axis=1)
     rows = []
-    for l in range(n):
-        sel = z[:, l] & (k[:, l] <= n - 1)
-        pref = z[sel] & (np.arange(n) <= l)[None, :]
+    for last in range(n):
+        sel = z[:, last] & (k[:, last] <= n - 1)
+        pref = z[sel] & (np.arange(n) <= last)[None, :]
         rows.append(pref)
     pref = np.concatenate(rows)
     codes = pref @ (1 << np.arange(n))

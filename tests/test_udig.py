@@ -159,7 +159,7 @@ def _f_baseline(model, tok, a):
 
 
 def test_completeness_converges_with_steps(tiny):
-    arch, model, tok = tiny
+    _arch, model, tok = tiny
     gaps = {}
     for steps in (8, 32, 128):
         [a] = UDIG(model, tok, steps=steps, anchors=7).attribute(TEXT, target=1)
@@ -213,7 +213,7 @@ def test_equals_straight_line_ig_when_vocabulary_holds_the_line(gpt2_tok, strate
 
 # ----------------------------------------------------------------------------- the attributor
 def test_registry_cost_and_batch(tiny):
-    arch, model, tok = tiny
+    _arch, model, tok = tiny
     texts = ["a good movie", "boring plot, really dull acting."]
     udig = get_attributor("udig", model, tok)
     assert udig.cost == "2n" and UDIG.cost == "2n"

@@ -105,7 +105,8 @@ def _check_inputs(attention_mask: torch.Tensor, query_positions: torch.Tensor) -
 
 
 class AttentionRowRecorder:
-    """Context manager: records, during the next forward pass, each layer's attention row of one query per sequence.
+    """Context manager: records, during the next forward pass, each layer's attention row of one query
+    per sequence.
 
     Use it around any ordinary forward call of ``model`` on a batch shaped like ``attention_mask``;
     afterwards :attr:`rows` is a float32 tensor ``(B, L, H, T)``: for sequence ``b``, layer ``l``
@@ -209,7 +210,8 @@ class AttentionRowRecorder:
     def _rope_row(self, module, hidden: torch.Tensor, position_embeddings) -> torch.Tensor:
         if position_embeddings is None:
             raise RuntimeError(
-                f"{type(module).__name__} was called without position_embeddings; cannot recompute its attention row."
+                f"{type(module).__name__} was called without position_embeddings; cannot recompute its "
+                "attention row."
             )
         B, T, _ = hidden.shape
         D = module.head_dim
@@ -263,9 +265,10 @@ class AttentionRowRecorder:
         if cls not in _WARNED_FALLBACK:
             _WARNED_FALLBACK.add(cls)
             warnings.warn(
-                f"No recomputed-attention path for {cls}: its attention rows are read with eager attention and "
-                "output_attentions=True (quadratic memory in the sequence length); the attention implementation "
-                "is restored afterwards. Fast paths exist for GPT-2, Llama, Mistral, Qwen2 and Qwen3.",
+                f"No recomputed-attention path for {cls}: its attention rows are read with eager attention "
+                "and output_attentions=True (quadratic memory in the sequence length); the attention "
+                "implementation is restored afterwards. Fast paths exist for GPT-2, Llama, Mistral, Qwen2 "
+                "and Qwen3.",
                 UserWarning,
                 stacklevel=2,
             )

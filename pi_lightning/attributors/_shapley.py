@@ -116,11 +116,11 @@ def shapley_distribution(n: int) -> np.ndarray:
         [[0.1667, 0.1667, 0.1667], [0.0, 0.1667, 0.3333]]
     """
     _check_n(n)
-    k, l, valid = _grid(n)
+    k, last, valid = _grid(n)
     size = 1.0 / (np.arange(1, n) * (n - np.arange(1, n)))
     size /= size.sum()
     lf = _log_factorial(n)
-    lg = lf[l - 1] - lf[k - 1] - lf[np.maximum(l - k, 0)] - (lf[n] - lf[k] - lf[n - k])
+    lg = lf[last - 1] - lf[k - 1] - lf[np.maximum(last - k, 0)] - (lf[n] - lf[k] - lf[n - k])
     return np.where(valid, size[:, None] * np.exp(lg), 0.0)
 
 
@@ -152,11 +152,11 @@ def _diag_cumsum(d: np.ndarray, reverse: bool = False) -> np.ndarray:
     d = np.array(d, dtype=np.float64, order="C", copy=True)
     rows = d.shape[0]
     if reverse:
-        for l in range(rows - 2, -1, -1):
-            d[l, :-1] += d[l + 1, 1:]
+        for row in range(rows - 2, -1, -1):
+            d[row, :-1] += d[row + 1, 1:]
     else:
-        for l in range(1, rows):
-            d[l, 1:] += d[l - 1, :-1]
+        for row in range(1, rows):
+            d[row, 1:] += d[row - 1, :-1]
     return d
 
 
@@ -394,21 +394,21 @@ class MaskDistribution:
         xt = _T(self.p_prime) * t.scale  # the solver's transposed layout
         x = _T(xt)
         Y = _T(_pascal_down(xt))
-        l = n - 1 - np.argmax(z[:, ::-1], axis=1)  # 0-based last active
+        last = n - 1 - np.argmax(z[:, ::-1], axis=1)  # 0-based last active
         if self.splus:
-            # Start r (0-based) of the final run of active features ending at l.
+            # Start r (0-based) of the final run of active features ending at l (`last`).
             pos = np.arange(n)[None, :]
-            off = (~z) & (pos < l[:, None])
+            off = (~z) & (pos < last[:, None])
             r = np.where(off.any(1), n - np.argmax(off[:, ::-1], axis=1), 0)
             # sum_{j=r}^{l} x[k-l+j, j] = S[k, l] - S[k-l+r-1, r-1], S the diagonal prefix sums.
             S = _T(_diag_cumsum(xt))
             kk = k - 1
-            kr, lr = kk - (l - r) - 1, r - 1
+            kr, lr = kk - (last - r) - 1, r - 1
             ok = (kr >= 0) & (lr >= 0)
-            tail = S[kk, l] - np.where(ok, S[np.maximum(kr, 0), np.maximum(lr, 0)], 0.0)
+            tail = S[kk, last] - np.where(ok, S[np.maximum(kr, 0), np.maximum(lr, 0)], 0.0)
         else:
-            tail = x[k - 1, l]
-        c_u = Y[k - 1, l] + tail
+            tail = x[k - 1, last]
+        c_u = Y[k - 1, last] + tail
         pk = self.p_star.sum(1)  # P*_k
         lf = _log_factorial(n)
         lg = lf[n] - lf[k] - lf[n - k]

@@ -48,7 +48,9 @@ class ALast(Attributor):
             # (B, width) right-padded: token t of a sequence is column t.
             ids, mask = self.adapter.pad([feats[i].input_ids for i in batch], padding_side="right")
             logits: list[torch.Tensor] = []
-            handle = self.adapter.head.register_forward_hook(lambda _m, _i, out: logits.append(out))
+            handle = self.adapter.head.register_forward_hook(
+                lambda _m, _i, out, kept=logits: kept.append(out)
+            )
             try:
                 att = attention_rows(self.model, ids, mask)
             finally:

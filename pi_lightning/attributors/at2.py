@@ -109,14 +109,16 @@ def fit_head_weights(
         >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # 3 features, 2 heads
         >>> z = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
         >>> y = z[:, 0].double()  # only feature 0 matters; head 0 attends to it
-        >>> w, info = fit_head_weights([X], [z], [y], non_negative=True, num_iterations=200, learning_rate=1e-2)
+        >>> w, info = fit_head_weights(
+        ...     [X], [z], [y], non_negative=True, num_iterations=200, learning_rate=1e-2
+        ... )
         >>> bool(w[0] > 0.9), round(info["correlation"], 3)
         (True, 1.0)
     """
     if not (len(head_features) == len(coalitions) == len(values)):
         raise ValueError(
-            f"Got {len(head_features)} head-feature tensors, {len(coalitions)} coalition sets and {len(values)} "
-            "value sets: give one of each per example."
+            f"Got {len(head_features)} head-feature tensors, {len(coalitions)} coalition sets and "
+            f"{len(values)} value sets: give one of each per example."
         )
     if not head_features:
         raise ValueError("No examples to fit AT2 on: give at least one example with ablations.")
@@ -329,8 +331,8 @@ class AT2(Attributor):
         )
         if info["skipped"]:
             warnings.warn(
-                f"AT2: {info['skipped']} of {len(values)} examples were skipped because their ablation outputs "
-                "do not vary.",
+                f"AT2: {info['skipped']} of {len(values)} examples were skipped because their ablation "
+                "outputs do not vary.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -378,7 +380,8 @@ class AT2(Attributor):
     def _check_mppi(self, attributions) -> None:
         if isinstance(attributions, Attribution):
             raise TypeError(
-                "fit_from_attributions expects a list of Attribution results, got a single one: wrap it in a list."
+                "fit_from_attributions expects a list of Attribution results, got a single one: wrap it in "
+                "a list."
             )
         if not attributions:
             raise ValueError(
@@ -391,13 +394,14 @@ class AT2(Attributor):
                 )
             if "coalitions" not in a.extras or "values" not in a.extras:
                 raise ValueError(
-                    f"Attribution {k} (method {a.method!r}) has no extras['coalitions'] and extras['values']: "
-                    "AT2 learns from MP-PI results, which carry the (coalition, output) pairs of their masked passes."
+                    f"Attribution {k} (method {a.method!r}) has no extras['coalitions'] and "
+                    "extras['values']: AT2 learns from MP-PI results, which carry the (coalition, output) "
+                    "pairs of their masked passes."
                 )
             if a.output != self.output:
                 raise ValueError(
-                    f"Attribution {k} holds {a.output!r} values but this AT2 attributes {self.output!r}: build AT2 "
-                    f"with output={a.output!r} (the same output as MP-PI)."
+                    f"Attribution {k} holds {a.output!r} values but this AT2 attributes {self.output!r}: "
+                    f"build AT2 with output={a.output!r} (the same output as MP-PI)."
                 )
 
     def _from_attributions(self, attributions):
@@ -450,7 +454,8 @@ class AT2(Attributor):
         return out
 
     def attribute(self, texts, target="predicted") -> list[Attribution]:
-        """AT2 attributions: one forward pass per text, scores ``X w`` (in ranking units, not ``output`` units).
+        """AT2 attributions: one forward pass per text, scores ``X w`` (in ranking units, not ``output``
+        units).
 
         ``extras["head_features"]`` holds each example's ``(n, L, H)`` attention features.
         """

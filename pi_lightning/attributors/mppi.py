@@ -199,7 +199,8 @@ class MPPI(Attributor):
         self.cost = f"{self._mult:g}n" if self._mult is not None else f"{self._fixed}x"
 
     def passes(self, n: int) -> int:
-        """The budget for a text of ``n`` features: masked passes run (or masks drawn, see ``budget_unit``)."""
+        """The budget for a text of ``n`` features: masked passes run (or masks drawn, see
+        ``budget_unit``)."""
         if n < 2:
             return 0
         return self._fixed if self._fixed is not None else max(1, math.ceil(self._mult * n))
@@ -361,7 +362,7 @@ class MPPI(Attributor):
         else:
             phis = [np.full(f.n, np.nan) for f in feats]
         results = []
-        for f, p, c, (Z, v, w, f0, fN, un), phi in zip(feats, plans, targets, gathered, phis, strict=False):
+        for f, p, c, (Z, v, w, f0, fN, _un), phi in zip(feats, plans, targets, gathered, phis, strict=False):
             n = f.n
             coal = np.concatenate([np.zeros((1, n), bool), Z, np.ones((1, n), bool)])
             vals = np.concatenate([[f0], v, [fN]])

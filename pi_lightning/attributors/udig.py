@@ -139,10 +139,7 @@ def discretized_path(
         mono = (emb >= lo[:, None]) & (emb <= hi[:, None])  # (T, k, D)
         fill = torch.clamp(line, lo, hi)  # the line point, kept between b and prev
         monotonised = torch.where(mono, emb, fill[:, None])
-        if strategy == "greedy":
-            score = (emb - monotonised).norm(dim=-1)
-        else:
-            score = -mono.sum(-1).float()
+        score = (emb - monotonised).norm(dim=-1) if strategy == "greedy" else -mono.sum(-1).float()
         # (T, k, e) -> (T, k): avoidance level 2 = excluded, 1 = already on the path, 0 = free.
         level = 2 * (cand[:, :, None] == hard[:, None, :]).any(-1).long()
         level += (cand[:, :, None] == used[:, None, :n_used]).any(-1).long()
@@ -220,7 +217,8 @@ class UDIG(Attributor):
     Example:
         >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
         >>> tok = tiny_tokenizer("gpt2")
-        >>> [a] = UDIG(tiny_classifier("gpt2", tokenizer=tok), tok, steps=4).attribute("a good movie", target=1)
+        >>> udig = UDIG(tiny_classifier("gpt2", tokenizer=tok), tok, steps=4)
+        >>> [a] = udig.attribute("a good movie", target=1)
         >>> a.features.texts, a.scores.shape, a.forward_passes
         (('a', 'good', 'movie'), torch.Size([3]), 9.0)
     """
@@ -290,10 +288,11 @@ class UDIG(Attributor):
             tid = getattr(self.tokenizer, f"{baseline}_token_id", None)
             if tid is None:
                 raise ValueError(
-                    f"baseline={baseline!r} but the tokenizer has no {baseline} token; use 'mask' or a token id."
+                    f"baseline={baseline!r} but the tokenizer has no {baseline} token; use 'mask' or a "
+                    "token id."
                 )
             ids = {True: (int(tid),), False: (int(tid),)}
-        for sb, t in ids.items():
+        for t in ids.values():
             if not t or not all(0 <= i < V for i in t):
                 raise ValueError(f"Baseline token ids {t} are not rows of the {V}-row embedding table.")
         return ids
