@@ -2,8 +2,9 @@
 
 Prints, from one run:
   0. P' for n = 512 *cold*: a fresh Python process per repeat that imports
-     pi_lightning.attributors._shapley and computes the distribution and its weights (imports and first-call costs included; goal <= 2 s),
-     wall and CPU seconds, with the load average (the machine may be shared);
+     pi_lightning.attributors._shapley and computes the distribution and its weights (imports and
+     first-call costs included; goal <= 2 s), wall and CPU seconds, with the load average (the
+     machine may be shared);
   1. the time to compute P' and the weights (Eqn 16, structured) for n = 64, 128, 256, 512
      (cache cleared first, in-process: "warm");
   2. MP-PI's total time at budget 2n divided by the time of the bare batched forward passes it

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from pi_lightning.attributors import MPPI
-from pi_lightning.testing import exact_shapley
-from pi_lightning.testing import tiny_classifier, tiny_tokenizer
+from pi_lightning.testing import exact_shapley, tiny_classifier, tiny_tokenizer
 
 TEXTS = ("the plot was dull, but the cast", "a good movie with a weak plot and fine")
 BUDGETS = ("1n", "2n", "4n", "8n")

@@ -57,13 +57,13 @@ try:
 except ImportError:  # pragma: no cover
     from benchmarks._common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
 
+from pi_lightning.attributors._shapley import mask_distribution
 from pi_lightning.attributors.kernelshap import KernelShapAttributor
-from pi_lightning.testing import exact_shapley
 from pi_lightning.attributors.mppi import MPPI
 from pi_lightning.functional.stats import mean_confidence_interval
 from pi_lightning.inference import ClassifierAdapter, transform_outputs
 from pi_lightning.masking import Masker
-from pi_lightning.attributors._shapley import mask_distribution
+from pi_lightning.testing import exact_shapley
 
 __all__ = ["METHODS", "exact_references", "main"]
 
