@@ -1,9 +1,10 @@
 """MP-PI benchmark: P' time per n, overhead over the bare forward passes, coalitions per pass.
 
 Prints, from one run:
-  0. P' for n = 512 *cold*: a fresh Python process per repeat that imports pi_lightning.shapley and
-     computes the distribution and its weights (imports and first-call costs included; goal <= 2 s),
-     wall and CPU seconds, with the load average (the machine may be shared);
+  0. P' for n = 512 *cold*: a fresh Python process per repeat that imports
+     pi_lightning.attributors._shapley and computes the distribution and its weights (imports and
+     first-call costs included; goal <= 2 s), wall and CPU seconds, with the load average (the
+     machine may be shared);
   1. the time to compute P' and the weights (Eqn 16, structured) for n = 64, 128, 256, 512
      (cache cleared first, in-process: "warm");
   2. MP-PI's total time at budget 2n divided by the time of the bare batched forward passes it
@@ -25,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from pi_lightning import shapley
+from pi_lightning.attributors import _shapley as shapley
 from pi_lightning.attributors.mppi import MPPI
 from pi_lightning.testing import CORPUS, tiny_classifier, tiny_tokenizer
 
@@ -39,7 +40,7 @@ def _texts(count: int, words: int, seed: int = 0) -> list[str]:
 _COLD = """
 import time
 c0, t0 = time.process_time(), time.perf_counter()
-from pi_lightning.shapley import mask_distribution
+from pi_lightning.attributors._shapley import mask_distribution
 d = mask_distribution({n})
 _ = d.class_weights
 print(time.perf_counter() - t0, time.process_time() - c0)

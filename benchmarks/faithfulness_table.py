@@ -44,12 +44,12 @@ except ImportError:  # pragma: no cover
     from benchmarks._common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
 
 from pi_lightning.attributors import available_methods, get_attributor
+from pi_lightning.attributors._shapley import mask_distribution
 from pi_lightning.data import load_movie_reviews
 from pi_lightning.features import Featurizer
 from pi_lightning.masking import Masker
 from pi_lightning.metrics import METRICS, evaluate_faithfulness
 from pi_lightning.metrics.functional import interpolate_curve
-from pi_lightning.shapley import mask_distribution
 
 __all__ = ["PAPER_ORDER", "main"]
 

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from pi_lightning.attributors import MPPI
-from pi_lightning.attributors.kernelshap import exact_shapley
-from pi_lightning.testing import tiny_classifier, tiny_tokenizer
+from pi_lightning.testing import exact_shapley, tiny_classifier, tiny_tokenizer
 
 TEXTS = ("the plot was dull, but the cast", "a good movie with a weak plot and fine")
 BUDGETS = ("1n", "2n", "4n", "8n")
@@ -45,8 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
         # (2^n, n): every coalition, in exact_shapley's enumeration order.
         Z = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)
         seqs, _ = mp.masker(f, Z)
-        logits = mp.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
-        v = torch.softmax(torch.stack([lg[0] for lg in logits]).double(), -1)[:, 1].numpy()
+        v = torch.softmax(mp.adapter.final_logits(seqs).double(), -1)[:, 1].numpy()
         phi = exact_shapley(lambda _z, v=v: v, n)
         for unit in ("passes", "samples"):
             cells = []

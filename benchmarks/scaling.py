@@ -41,7 +41,7 @@ try:
 except ImportError:  # pragma: no cover
     from benchmarks._common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
 
-from pi_lightning import shapley
+from pi_lightning.attributors import _shapley as shapley
 from pi_lightning.attributors.mppi import MPPI
 from pi_lightning.data import load_movie_reviews
 

@@ -57,12 +57,13 @@ try:
 except ImportError:  # pragma: no cover
     from benchmarks._common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
 
-from pi_lightning.attributors.kernelshap import KernelShapAttributor, exact_shapley
+from pi_lightning.attributors._shapley import mask_distribution
+from pi_lightning.attributors.kernelshap import KernelShapAttributor
 from pi_lightning.attributors.mppi import MPPI
 from pi_lightning.inference import ClassifierAdapter, transform_outputs
 from pi_lightning.masking import Masker
 from pi_lightning.metrics.functional.stats import mean_confidence_interval
-from pi_lightning.shapley import mask_distribution
+from pi_lightning.testing import exact_shapley
 
 __all__ = ["METHODS", "exact_references", "main"]
 
@@ -143,8 +144,7 @@ def value_function(adapter: ClassifierAdapter, masker: Masker, features, target:
         z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
         # (K, n) float -> (K, n) bool coalitions.
         seqs, _ = masker(features, z.reshape(-1, features.n) > 0.5)
-        logits = adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
-        return transform_outputs(torch.cat(logits), output)[:, target]
+        return transform_outputs(adapter.final_logits(seqs), output)[:, target]
 
     return f
 

@@ -28,10 +28,10 @@ __all__ = ["GRANULARITIES", "Features", "Featurizer", "feature_char_spans", "gro
 
 GRANULARITIES = ("token", "word", "sentence")
 
-# The one definition of a word (used by Featurizer and by the free validation mode): a run of letters/
-# digits joined by inner apostrophes or hyphens ("don't", "self-indulgent", "shoot-'em-up"), or one run
-# of punctuation, or a run of underscores.
-_WORD_RE = re.compile(r"[^\W_]+(?:[-'’]+[^\W_]+)*|[^\w\s]+|_+")
+# The one definition of a word (used by Featurizer, for texts and for the free validation mode's token
+# ids): a run of letters/digits joined by inner apostrophes or hyphens ("don't", "self-indulgent",
+# "shoot-'em-up"), or one run of punctuation, or a run of underscores.
+_WORD_RE = re.compile(r"[^\W_]+(?:[-'’]+[^\W_]+)*|[^\w\s]+|_+")  # noqa: RUF001 (U+2019, the typographic apostrophe)
 # A sentence ends after . ! ? (optionally followed by closing quotes/brackets) and whitespace,
 # or at a blank line.
 _SENTENCE_RE = re.compile(r"\S.*?(?:[.!?]+['\")\]]*(?=\s|$)|(?=\n\s*\n)|$)", re.DOTALL)
@@ -197,9 +197,10 @@ class Featurizer:
                     break
         if budget is not None and len(ids) < n_tokens and not self._warned_truncation:
             warnings.warn(
-                f"A text of {n_tokens} tokens does not fit the model's context of {self.max_length} tokens with "
-                f"the template, also when every feature is masked by {self.mask_tokens} tokens: the attributed "
-                f"text is truncated to {len(ids)} tokens and the fixed context kept (warned once).",
+                f"A text of {n_tokens} tokens does not fit the model's context of {self.max_length} tokens "
+                f"with the template, also when every feature is masked by {self.mask_tokens} tokens: the "
+                f"attributed text is truncated to {len(ids)} tokens and the fixed context kept (warned "
+                "once).",
                 UserWarning,
                 stacklevel=2,
             )
@@ -224,17 +225,91 @@ class Featurizer:
             space_before=tuple(space_before),
         )
 
+    def from_token_ids(self, rows: Sequence[Sequence[int]]) -> list[Features | None]:
+        """Features of inputs that are already tokenized (e.g. the rows of a validation batch, padding
+        removed), with the same segmentation as texts get; one batched decode and re-tokenization.
+
+        The attributed text of a row is the run from its first to its last token that is not a special
+        token of the tokenizer, decoded; the tokens before it (a BOS) are the fixed context and those
+        after it (an EOS) the suffix. The template and ``max_length`` play no part. Character offsets come
+        from re-tokenizing the decoded text or, where the tokens do not round-trip (e.g. a text cut
+        mid-word by truncation), from the decoded length of each prefix.
+
+        Args:
+            rows: token id lists.
+
+        Returns:
+            Per row its :class:`Features` (``input_ids`` the row as given; no features for a
+            whitespace-only text), or ``None`` for a row without a text token (only special tokens).
+
+        Example:
+            >>> from pi_lightning.testing import tiny_tokenizer
+            >>> tok = tiny_tokenizer("gpt2")
+            >>> fz = Featurizer(tok)
+            >>> [f] = fz.from_token_ids([tok("a good movie")["input_ids"]])
+            >>> f.texts == fz("a good movie").texts
+            True
+        """
+        special = {int(i) for i in (getattr(self.tokenizer, "all_special_ids", None) or [])}
+        bounds: list[tuple[int, int] | None] = []
+        segs: list[list[int]] = []
+        for row in rows:
+            row = [int(t) for t in row]
+            text_pos = [t for t, tid in enumerate(row) if tid not in special]
+            bounds.append((text_pos[0], text_pos[-1] + 1) if text_pos else None)
+            segs.append(row[text_pos[0] : text_pos[-1] + 1] if text_pos else [])
+        texts = self.tokenizer.batch_decode(segs, clean_up_tokenization_spaces=False)
+        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        out: list[Features | None] = []
+        for row, bound, seg, text, ids, offs in zip(
+            rows, bounds, segs, texts, enc["input_ids"], enc["offset_mapping"], strict=True
+        ):
+            if bound is None:
+                out.append(None)
+                continue
+            a, b = bound
+            if list(ids) != seg:
+                offs = self._prefix_offsets(seg, text)
+            groups = group_tokens(text, offs, self.granularity)  # [] for a whitespace-only text: n = 0
+            char_spans = feature_char_spans(text, offs, groups)
+            out.append(
+                Features(
+                    text=text,
+                    input_ids=tuple(int(t) for t in row),
+                    spans=tuple((a + g0, a + g1) for g0, g1 in groups),
+                    char_spans=tuple(char_spans),
+                    context_end=a,
+                    suffix_start=b,
+                    granularity=self.granularity,
+                    space_before=tuple(c0 > 0 and text[c0 - 1].isspace() for c0, _ in char_spans),
+                )
+            )
+        return out
+
+    def _prefix_offsets(self, seg: list[int], text: str) -> list[tuple[int, int]]:
+        """Character offsets of tokens that do not round-trip, from the decoded length of each prefix."""
+        prefixes = self.tokenizer.batch_decode(
+            [seg[:k] for k in range(1, len(seg) + 1)], clean_up_tokenization_spaces=False
+        )
+        offs, prev = [], 0
+        for p_ in prefixes:
+            end = min(max(len(p_), prev), len(text))
+            offs.append((prev, end))
+            prev = end
+        return offs
+
 
 def group_tokens(
     text: str, offs: Sequence[tuple[int, int]], granularity: str = "word"
 ) -> list[tuple[int, int]]:
     """Group tokens into features: ``[(start, end), ...]`` token index ranges.
 
-    The one segmentation of pi_lightning (the attributors' :class:`Featurizer` and the free validation
-    mode both call it). A token belongs to the unit (word or sentence, see ``_WORD_RE`` /
-    ``_SENTENCE_RE``) that contains its first non-space character; a feature starts at the first token
-    that reaches a new unit, so tokens that cover two units merge them, and whitespace-only tokens stay
-    with the feature before them (or join the first one).
+    The one segmentation of pi_lightning: :class:`Featurizer` calls it for texts and for already
+    tokenized inputs (:meth:`Featurizer.from_token_ids`, what the free validation mode uses). A token
+    belongs to the unit (word or sentence, see ``_WORD_RE`` / ``_SENTENCE_RE``) that contains its first
+    non-space character; a feature starts at the first token that reaches a new unit, so tokens that
+    cover two units merge them, and whitespace-only tokens stay with the feature before them (or join
+    the first one).
 
     Args:
         text: the text the tokens were made from.

@@ -10,19 +10,32 @@ nothing is recomputed and nothing in the model is changed.
 :class:`ClassifierAdapter` runs many token sequences through the model in batches bounded by a
 token budget (``batch size x padded length <= max_tokens``), with explicit position ids so that
 left and right padding give the same result, in eval mode under ``no_grad``, restoring the mode
-the model was in.
+the model was in. It also builds the padded batches every other forward pass of the library uses
+(:func:`pad_sequences`, :meth:`ClassifierAdapter.pad`), and :func:`model_mode` is the one context
+manager that puts a model into a mode for some work and restores everything afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["OUTPUTS", "ClassifierAdapter", "class_probs", "resolve_classifier", "transform_outputs"]
+__all__ = [
+    "MODES",
+    "OUTPUTS",
+    "ClassifierAdapter",
+    "class_probs",
+    "model_mode",
+    "pad_sequences",
+    "resolve_classifier",
+    "transform_outputs",
+]
 
 OUTPUTS = ("prob", "logits", "log_odds")
+MODES = ("eval", "grad", "keep")
 
 
 def resolve_classifier(model) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -52,9 +65,9 @@ def resolve_classifier(model) -> tuple[torch.nn.Module, torch.nn.Module]:
         head, found = _find_per_position_head(model, hf)
         if head is None:
             raise TypeError(
-                f"Expected a decoder-only *ForSequenceClassification model whose classification head runs on "
-                f"every position (e.g. GPT2ForSequenceClassification, LlamaForSequenceClassification: a module "
-                f"whose output is (batch, positions, num_labels) in the forward), got {name} "
+                "Expected a decoder-only *ForSequenceClassification model whose classification head runs "
+                "on every position (e.g. GPT2ForSequenceClassification, LlamaForSequenceClassification: a "
+                f"module whose output is (batch, positions, num_labels) in the forward), got {name} "
                 f"(model_type={config.model_type!r}) with {found}. Load it with "
                 "AutoModelForSequenceClassification from a decoder-only checkpoint."
             )
@@ -83,7 +96,8 @@ def virtual_tokens(model) -> int:
 
 def _find_per_position_head(model, hf) -> tuple[torch.nn.Module | None, str]:
     """The head by what it does: the module with ``num_labels`` outputs that, in a two-token forward pass,
-    returns ``(1, 2, num_labels)`` (one prediction per position). Returns ``(head or None, what was found)``."""
+    returns ``(1, 2, num_labels)`` (one prediction per position). Returns ``(head or None, what was
+    found)``."""
     num_labels = int(getattr(hf.config, "num_labels", 0) or 0)
     candidates = [
         (n, m)
@@ -104,7 +118,7 @@ def _find_per_position_head(model, hf) -> tuple[torch.nn.Module | None, str]:
     try:
         device = next(hf.parameters()).device
         ids = torch.full((1, 2), int(hf.config.pad_token_id or 0), dtype=torch.long, device=device)
-        with eval_mode(model):
+        with model_mode(model):
             model(input_ids=ids, attention_mask=torch.ones_like(ids))
     except Exception as e:
         return None, f"a head that could not be probed ({type(e).__name__}: {e})"
@@ -151,16 +165,123 @@ def class_probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients inside; the previous mode of every submodule restored after."""
+def model_mode(
+    model: torch.nn.Module,
+    mode: str = "eval",
+    *,
+    isolate: bool = False,
+    context: contextlib.AbstractContextManager | None = None,
+) -> Iterator[None]:
+    """Put ``model`` in a mode for the work inside; restore every submodule's train/eval flag and every
+    parameter's ``requires_grad`` afterwards (also when the work raises).
+
+    Args:
+        model: the module (a transformers model, its peft wrapper, a LightningModule).
+        mode: ``"eval"``: eval mode under ``no_grad`` (inference passes); ``"grad"``: eval mode with
+            gradients enabled (also inside Lightning's inference mode) and the parameters frozen, so that
+            only the inputs are differentiated and no ``.grad`` is accumulated on the weights (gradient
+            methods); ``"keep"``: modes left as they are (the work inside chooses its own).
+        isolate: also save and restore the python/numpy/torch (and CUDA) random states, the parameters'
+            ``.grad`` and the grad-enabled flag: work run from a callback then leaves training exactly as
+            it found it.
+        context: a further context manager entered inside (e.g. the trainer's
+            ``precision_plugin.forward_context()``, so that the work runs under training's autocast).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()).train()
+        >>> with model_mode(net):
+        ...     net.training, torch.is_grad_enabled()
+        (False, False)
+        >>> net.training
+        True
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}: expected one of {', '.join(MODES)}.")
+    # The random states are read here, before anything else runs (importing a library can draw from them).
+    rng = _rng_states() if isolate else None
     modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    grads = [None if p.grad is None else p.grad.detach().clone() for p in params] if isolate else None
+    grad_enabled = torch.is_grad_enabled()
     try:
-        with torch.no_grad():
+        with contextlib.ExitStack() as stack:
+            if context is not None:
+                stack.enter_context(context)
+            if mode != "keep":
+                model.eval()
+            if mode == "eval":
+                stack.enter_context(torch.no_grad())
+            elif mode == "grad":
+                for p in params:
+                    p.requires_grad_(False)
+                stack.enter_context(torch.inference_mode(False))
+                stack.enter_context(torch.enable_grad())
             yield
     finally:
-        for m, mode in modes:
-            m.training = mode
+        torch.set_grad_enabled(grad_enabled)
+        for m, training in modes:
+            m.training = training
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+        if grads is not None:
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+        if rng is not None:
+            _set_rng_states(rng)
+
+
+def _rng_states() -> dict:
+    """The python, numpy, torch CPU and (once CUDA is in use) CUDA random states."""
+    import numpy as np
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    import numpy as np
+
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def pad_sequences(
+    sequences: Sequence[Sequence[int]], pad_token_id: int, padding_side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One padded batch: ``(input_ids, attention_mask)``, both ``(B, max length)`` int64 on the CPU.
+
+    The one padded-batch builder of the library (the adapter's passes, the attention methods, the
+    training module's collate function, the recipes).
+
+    Args:
+        sequences: token id lists (no padding), at least one.
+        pad_token_id: the id that fills the padding.
+        padding_side: ``"right"`` (tokens first) or ``"left"`` (tokens last).
+
+    Example:
+        >>> ids, mask = pad_sequences([[5, 6, 7], [8]], pad_token_id=0, padding_side="left")
+        >>> ids.tolist(), mask.tolist()
+        ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]])
+    """
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+    if len(sequences) == 0:
+        raise ValueError("Got no sequences to pad: give at least one token id list.")
+    lengths = [len(s) for s in sequences]
+    width = max(lengths)
+    ids = torch.full((len(sequences), width), int(pad_token_id), dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for r, (s, n) in enumerate(zip(sequences, lengths, strict=True)):
+        off = 0 if padding_side == "right" else width - n
+        ids[r, off : off + n] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[r, off : off + n] = 1
+    return ids, mask
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -241,6 +362,15 @@ class ClassifierAdapter:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def pad(
+        self, sequences: Sequence[Sequence[int]], padding_side: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`pad_sequences` with this model's pad token, on the model's device: ``(input_ids,
+        attention_mask)``, ``(B, max length)`` int64 (``padding_side`` defaults to the adapter's)."""
+        ids, mask = pad_sequences(sequences, self.pad_token_id, padding_side or self.padding_side)
+        device = self.device
+        return ids.to(device), mask.to(device)
+
     def per_position_logits(
         self,
         input_ids: torch.Tensor | None,
@@ -248,7 +378,8 @@ class ClassifierAdapter:
         *,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One forward pass (token ids, or ``inputs_embeds``); the head's output at every position, ``(B, T, C)``.
+        """One forward pass (token ids, or ``inputs_embeds``); the head's output at every position,
+        ``(B, T, C)``.
 
         Runs in whatever grad mode the caller chose (gradient methods differentiate through it).
         """
@@ -279,19 +410,19 @@ class ClassifierAdapter:
                 out = out[:, virtual:]
             else:
                 raise RuntimeError(
-                    f"The classification head returned {out.shape[1]} positions for inputs of {T} tokens, so its "
-                    f"outputs cannot be matched to the tokens. Prepended virtual tokens (peft prompt tuning / "
-                    f"p-tuning) are handled when peft's config says how many ({virtual} found); other models "
-                    "that change the sequence length are not supported."
+                    f"The classification head returned {out.shape[1]} positions for inputs of {T} tokens, "
+                    "so its outputs cannot be matched to the tokens. Prepended virtual tokens (peft prompt "
+                    f"tuning / p-tuning) are handled when peft's config says how many ({virtual} found); "
+                    "other models that change the sequence length are not supported."
                 )
         # A diverged or overflowing model must not yield silently wrong attributions.
         real = out[attention_mask.bool()] if out.shape[:2] == attention_mask.shape else out
         if not bool(torch.isfinite(real).all()):
             raise FloatingPointError(
                 f"The model's classification head returned NaN or infinite values on {tuple(out.shape[:2])} "
-                "(batch, positions) inputs: its weights are probably NaN (diverged training) or the computation "
-                "overflowed (try float32 instead of float16). Attributions of a non-finite output are meaningless, "
-                "so none is computed."
+                "(batch, positions) inputs: its weights are probably NaN (diverged training) or the "
+                "computation overflowed (try float32 instead of float16). Attributions of a non-finite "
+                "output are meaningless, so none is computed."
             )
         return out
 
@@ -313,22 +444,13 @@ class ClassifierAdapter:
             if len(s) == 0:
                 raise ValueError(f"Sequence {i} is empty: there is nothing to run the model on.")
         results: list[torch.Tensor | None] = [None] * len(sequences)
-        device = self.device
         lengths = [len(s) for s in sequences]
-        with eval_mode(self.model):
+        with model_mode(self.model):
             for batch in token_budget_batches(lengths, self.max_tokens):
-                width = max(lengths[i] for i in batch)
-                ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                offsets = []
-                for r, i in enumerate(batch):
-                    L = lengths[i]
-                    off = 0 if self.padding_side == "right" else width - L
-                    ids[r, off : off + L] = torch.as_tensor(sequences[i], dtype=torch.long)
-                    mask[r, off : off + L] = 1
-                    offsets.append(off)
-                logits = self.per_position_logits(ids.to(device), mask.to(device)).float().cpu()
+                ids, mask = self.pad([sequences[i] for i in batch])
+                logits = self.per_position_logits(ids, mask).float().cpu()
                 self.forward_passes += len(batch)
+                width = ids.shape[1]
                 for r, i in enumerate(batch):
                     pos = (
                         torch.arange(lengths[i])
@@ -339,5 +461,19 @@ class ClassifierAdapter:
                         raise IndexError(
                             f"Position out of range for sequence {i} of length {lengths[i]}: {pos.tolist()}."
                         )
-                    results[i] = logits[r, pos + offsets[r]]
+                    offset = 0 if self.padding_side == "right" else width - lengths[i]
+                    results[i] = logits[r, pos + offset]
         return results  # type: ignore[return-value]
+
+    def final_logits(self, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The model's prediction on each sequence: the head's output at its last token, ``(N, C)`` float32
+        on the CPU (one batched inference pass; see :meth:`forward_positions`).
+
+        Example:
+            >>> from pi_lightning.testing import tiny_classifier
+            >>> tuple(ClassifierAdapter(tiny_classifier("gpt2")).final_logits([[5, 6, 7], [8]]).shape)
+            (2, 2)
+        """
+        logits = self.forward_positions(sequences, [[len(s) - 1] for s in sequences])
+        # N x (1, C) -> (N, C)
+        return torch.cat(logits) if logits else torch.zeros(0, self.num_labels)

@@ -106,7 +106,8 @@ class Masker:
             tid = getattr(tokenizer, f"{mask}_token_id", None)
             if tid is None:
                 raise ValueError(
-                    f"mask={mask!r} but the tokenizer has no {mask} token. Use the default '...' or a token id."
+                    f"mask={mask!r} but the tokenizer has no {mask} token. Use the default '...' or a token "
+                    "id."
                 )
             self._ids = {True: (int(tid),), False: (int(tid),)}
         elif not mask.strip():

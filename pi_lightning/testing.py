@@ -5,14 +5,27 @@ corpus, and the models are random transformers of the sizes the transformers tes
 (hidden 32, 2 layers). Two tokenizer styles are provided because they place word boundaries
 differently: GPT-2-style byte-level BPE (``"Ġword"``) and SentencePiece/Llama-style Metaspace BPE
 (``"▁word"``).
+
+It also holds the brute-force references the tests compare the fast paths with: exact Shapley values by
+enumeration (:func:`exact_shapley`) and MP-PI's conditional coalition map written out densely
+(:func:`dense_coalition_map`).
 """
 
 from __future__ import annotations
 
 import functools
 import random
+from itertools import product
+from math import comb, factorial
 
-__all__ = ["CORPUS", "tiny_classifier", "tiny_tokenizer", "toy_sentiment"]
+__all__ = [
+    "CORPUS",
+    "dense_coalition_map",
+    "exact_shapley",
+    "tiny_classifier",
+    "tiny_tokenizer",
+    "toy_sentiment",
+]
 
 _POS = ["good", "great", "superb", "moving", "brilliant", "fun", "charming", "lovely", "solid"]
 _NEG = ["bad", "awful", "dull", "boring", "weak", "messy", "tedious", "bland", "poor"]
@@ -216,3 +229,70 @@ def toy_sentiment(n: int, seed: int = 0, length: tuple[int, int] = (4, 9)) -> tu
         texts.append(" ".join(words) + ".")
         labels.append(label)
     return texts, labels
+
+
+# ------------------------------------------------------------------ test references (brute force)
+def exact_shapley(value, n: int):
+    """Exact Shapley values ``(n,)`` of a set function over ``n`` players, by enumeration (n <= 12).
+
+    Args:
+        value: maps the ``(2^n, n)`` bool array of every coalition (in ``itertools.product`` order) to
+            their ``(2^n,)`` values.
+        n: number of players.
+
+    Example:
+        >>> exact_shapley(lambda z: 3.0 * z[:, 0] + 2.0 * (z[:, 1] & z[:, 2]), 3).tolist()
+        [3.0, 1.0, 1.0]
+    """
+    import numpy as np
+
+    if n > 12:
+        raise ValueError(f"Exact enumeration is for small n (<= 12), got n={n}.")
+    z = np.array(list(product([False, True], repeat=n)), dtype=bool)
+    v = np.asarray(value(z), dtype=np.float64)
+    index = {tuple(row): k for k, row in enumerate(z)}
+    phi = np.zeros(n)
+    for k, row in enumerate(z):
+        s = int(row.sum())
+        for i in range(n):
+            if not row[i]:
+                w = factorial(s) * factorial(n - s - 1) / factorial(n)
+                with_i = row.copy()
+                with_i[i] = True
+                phi[i] += w * (v[index[tuple(with_i)]] - v[k])
+    return phi
+
+
+def dense_coalition_map(n: int, splus: bool = True):
+    """The paper's conditional matrix P†_{kl|ij} written out densely (reference for tests; n <= ~40).
+
+    Returns:
+        ``(n(n-1), n(n-1))`` array; row ``(i-1) n + (j-1)`` is the input class (i, j), column
+        ``(k-1) n + (l-1)`` the intermediate class (k, l). Rows of impossible classes (j < i) are 0.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"Expected n >= 2 features, got {n!r}.")
+    if n > 60:
+        raise ValueError(
+            f"The dense conditional matrix for n = {n} has {(n * (n - 1)) ** 2:,} entries; "
+            "use pi_lightning.attributors._shapley.coalition_map (structured) instead."
+        )
+    import numpy as np
+
+    N = n * (n - 1)
+    M = np.zeros((N, N))
+    for i in range(1, n):
+        for j in range(i, n + 1):
+            ip = i + n - j if splus else i
+            row = (i - 1) * n + (j - 1)
+            tot = comb(j - 1, i - 1)
+            for k in range(1, i):
+                for last in range(k, j):
+                    M[row, (k - 1) * n + (last - 1)] = (
+                        comb(last - 1, k - 1) * comb(j - last - 1, i - k - 1) / (ip * tot)
+                    )
+            for last in range(j, n + 1 if splus else j + 1):
+                k = i + last - j
+                if k <= n - 1:
+                    M[row, (k - 1) * n + (last - 1)] = 1.0 / ip
+    return M

@@ -21,6 +21,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from pi_lightning.inference import pad_sequences
+
 __all__ = [
     "FinetuneClassifier",
     "ReviewDataModule",
@@ -157,14 +159,8 @@ class TextDataModule(pl.LightningDataModule):
         return _Encoded(enc, labels)
 
     def _collate(self, rows):
-        width = max(len(ids) for ids, _ in rows)
-        pad = self.tokenizer.pad_token_id
         # (B, width) right-padded ids and mask
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, (ids, _) in enumerate(rows):
-            input_ids[r, : len(ids)] = torch.tensor(ids)
-            mask[r, : len(ids)] = 1
+        input_ids, mask = pad_sequences([ids for ids, _ in rows], self.tokenizer.pad_token_id)
         return {
             "input_ids": input_ids,
             "attention_mask": mask,

@@ -17,7 +17,7 @@ import torch
 
 from pi_lightning import SPPI
 from pi_lightning.data import load_movie_reviews
-from pi_lightning.inference import ClassifierAdapter, eval_mode, token_budget_batches
+from pi_lightning.inference import ClassifierAdapter, model_mode, token_budget_batches
 from pi_lightning.models import DEFAULT_MODEL, load_classifier
 
 
@@ -37,14 +37,10 @@ def fit_linear_probe(
     grabbed: list[torch.Tensor] = []
     handle = adapter.head.register_forward_hook(lambda m, inp, out: grabbed.append(inp[0]))
     try:
-        with eval_mode(model):
+        with model_mode(model):
             for batch in token_budget_batches([len(s) for s in seqs], max_tokens):
-                width = max(len(seqs[i]) for i in batch)
-                ids = torch.full((len(batch), width), adapter.pad_token_id)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for r, i in enumerate(batch):
-                    ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-                    mask[r, : len(seqs[i])] = 1
+                # (B, width) right-padded: token t of a sequence is column t.
+                ids, mask = adapter.pad([seqs[i] for i in batch], padding_side="right")
                 grabbed.clear()
                 model(input_ids=ids, attention_mask=mask)
                 hidden = grabbed[-1]

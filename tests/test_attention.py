@@ -6,19 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pi_lightning.attention import AttentionRowRecorder, attention_rows, last_positions
+from pi_lightning.attributors._attention import AttentionRowRecorder, attention_rows, last_positions
+from pi_lightning.inference import pad_sequences
 from pi_lightning.testing import tiny_classifier
 
 
-def _batch(vocab: int, lengths, T: int, side: str, pad: int, seed: int = 0):
+def _batch(vocab: int, lengths, side: str, pad: int, seed: int = 0):
+    """Random token sequences of the given lengths, padded on ``side`` by the library's one padded batch."""
     g = torch.Generator().manual_seed(seed)
-    ids = torch.full((len(lengths), T), pad, dtype=torch.long)
-    mask = torch.zeros((len(lengths), T), dtype=torch.long)
-    for r, L in enumerate(lengths):
-        off = 0 if side == "right" else T - L
-        ids[r, off : off + L] = torch.randint(3, vocab, (L,), generator=g)
-        mask[r, off : off + L] = 1
-    return ids, mask
+    seqs = [torch.randint(3, vocab, (L,), generator=g).tolist() for L in lengths]
+    return pad_sequences(seqs, pad, side)
 
 
 def _eager_rows(model, ids, mask, qpos):
@@ -62,7 +59,7 @@ def _model(arch, tok=None, **kw):
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_rows_equal_output_attentions(tiny, side):
     _arch, model, tok = tiny
-    ids, mask = _batch(len(tok), [9, 5, 7], 9, side, tok.pad_token_id)
+    ids, mask = _batch(len(tok), [9, 5, 7], side, tok.pad_token_id)
     qpos = last_positions(mask)
     rows = attention_rows(model, ids, mask)
     assert rows.shape == (3, 2, 4, 9)
@@ -74,7 +71,7 @@ def test_rows_equal_output_attentions(tiny, side):
 
 def test_rows_at_inner_query_positions(tiny):
     _arch, model, tok = tiny
-    ids, mask = _batch(len(tok), [8, 6], 8, "right", tok.pad_token_id, seed=1)
+    ids, mask = _batch(len(tok), [8, 6], "right", tok.pad_token_id, seed=1)
     qpos = torch.tensor([3, 0])
     rows = attention_rows(model, ids, mask, qpos)
     torch.testing.assert_close(rows, _eager_rows(model, ids, mask, qpos), atol=1e-5, rtol=0)
@@ -91,7 +88,7 @@ def test_rows_at_inner_query_positions(tiny):
 )
 def test_other_rope_families(arch, kw):
     model = _model(arch, **kw)
-    ids, mask = _batch(120, [7, 4], 7, "left", 0, seed=2)
+    ids, mask = _batch(120, [7, 4], "left", 0, seed=2)
     qpos = last_positions(mask)
     with AttentionRowRecorder(model, mask) as rec:
         assert rec.fast
@@ -106,7 +103,7 @@ def test_gqa_and_inverse_layer_scaling(gpt2_tok, llama_tok):
         ("gpt2", gpt2_tok, {"scale_attn_by_inverse_layer_idx": True}),
     ]:
         model = tiny_classifier(arch, tokenizer=tok, **kw)
-        ids, mask = _batch(len(tok), [6, 6], 6, "right", tok.pad_token_id, seed=3)
+        ids, mask = _batch(len(tok), [6, 6], "right", tok.pad_token_id, seed=3)
         torch.testing.assert_close(
             attention_rows(model, ids, mask),
             _eager_rows(model, ids, mask, last_positions(mask)),
@@ -116,7 +113,7 @@ def test_gqa_and_inverse_layer_scaling(gpt2_tok, llama_tok):
 
 
 def test_model_untouched_and_output_unchanged(llama_model, llama_tok):
-    ids, mask = _batch(len(llama_tok), [6, 4], 6, "right", llama_tok.pad_token_id)
+    ids, mask = _batch(len(llama_tok), [6, 4], "right", llama_tok.pad_token_id)
     llama_model.train()
     with torch.no_grad():
         before = llama_model.eval()(input_ids=ids, attention_mask=mask).logits
@@ -133,7 +130,7 @@ def test_model_untouched_and_output_unchanged(llama_model, llama_tok):
 
 def test_fallback_restores_attention_implementation():
     model = _model("gpt_neox", rotary_pct=0.5, intermediate_size=64)
-    ids, mask = _batch(120, [6, 3], 6, "right", 0, seed=4)
+    ids, mask = _batch(120, [6, 3], "right", 0, seed=4)
     qpos = last_positions(mask)
     with pytest.warns(UserWarning, match="eager attention"):
         rows = attention_rows(model, ids, mask)
@@ -150,7 +147,7 @@ def test_peft_lora_is_included(gpt2_tok):
             r=4, target_modules=["c_attn"], fan_in_fan_out=True, task_type="SEQ_CLS", init_lora_weights=False
         ),
     )
-    ids, mask = _batch(len(gpt2_tok), [5], 5, "right", gpt2_tok.pad_token_id)
+    ids, mask = _batch(len(gpt2_tok), [5], "right", gpt2_tok.pad_token_id)
     rows = attention_rows(lora, ids, mask)
     with lora.disable_adapter():
         plain = attention_rows(lora, ids, mask)

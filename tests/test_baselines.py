@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 
 import numpy as np
 import pytest
@@ -18,10 +19,9 @@ from pi_lightning.attributors import (
     RandomAttributor,
     get_attributor,
 )
-from pi_lightning.attributors._grad import aggregate
-from pi_lightning.attributors.kernelshap import exact_shapley
+from pi_lightning.attributors.base import aggregate
 from pi_lightning.features import Featurizer
-from pi_lightning.testing import tiny_classifier
+from pi_lightning.testing import exact_shapley, tiny_classifier
 
 TEXT = "a good movie, really bad."
 COSTS = {
@@ -246,3 +246,36 @@ def test_kernel_shap_reports_the_passes_it_ran(gpt2_model, gpt2_tok):
     # Distinct coalitions are run once: at most 1 + 1 + n_samples each (unmasked, empty, samples).
     assert sum(a.forward_passes for a in out) == ks.adapter.forward_passes - before + 0.0
     assert out[0].forward_passes < 1 + 40  # n = 3: only 2^3 coalitions exist
+
+
+def test_a_method_implements_only_its_part(gpt2_model, gpt2_tok):
+    """Attributor.attribute is the template (featurize, one prediction pass, targets, then the method's
+    explain); a method that implements explain alone gets the rest, and the built-in methods keep it."""
+    from pi_lightning.attributors.base import _REGISTRY, Attributor, available_methods
+    from pi_lightning.inference import class_probs
+
+    class TargetScores(Attributor):
+        def explain(self, feats, targets, finals, state):
+            assert state is None and finals.shape == (len(feats), 2)
+            return [
+                self.result(f, c, lg, torch.full((f.n,), float(c), dtype=torch.float64), forward_passes=1.0)
+                for f, c, lg in zip(feats, targets, finals, strict=True)
+            ]
+
+    method = TargetScores(gpt2_model, gpt2_tok)
+    texts = ["a good movie", "dull"]
+    finals = method.adapter.final_logits([f.input_ids for f in method.featurize(texts)])
+    got = method.attribute(texts)
+    assert [a.target for a in got] == finals.argmax(-1).tolist()
+    for a, lg in zip(got, finals, strict=True):
+        assert a.output == "prob" and torch.equal(a.probs, class_probs(lg))
+        assert a.scores.tolist() == [float(a.target)] * a.features.n
+    assert [a.target for a in method.attribute(texts, target=[1, 0])] == [1, 0]
+    with pytest.raises(NotImplementedError, match="explain"):
+        Attributor(gpt2_model, gpt2_tok).attribute("a good movie")
+    available_methods()
+    for cls in _REGISTRY.values():  # no method rewrites the template; AT2 and UDIG wrap it (checks, autograd)
+        assert cls.attribute is Attributor.attribute or "super().attribute(" in inspect.getsource(
+            cls.attribute
+        )
+        assert cls.explain is not Attributor.explain, cls.__name__

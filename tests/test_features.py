@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -134,3 +135,32 @@ def test_long_text_truncated_context_kept_warned_once(gpt2_tok):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fz(long)  # second time: no warning
+
+
+@pytest.mark.parametrize("granularity", ["token", "word", "sentence"])
+def test_features_from_token_ids_equal_features_from_text(tiny, granularity):
+    """The one segmentation: already tokenized inputs (the free validation mode's rows) get the features
+    the text gets, with special tokens before the text as context and after it as suffix."""
+    _, _, tok = tiny
+    fz = Featurizer(tok, granularity)
+    texts = ["a good movie, really.", "Don't miss it! self-indulgent, half-baked nonsense", "Wow!! Really?"]
+    rows = [tok(t)["input_ids"] for t in texts]
+    eos = tok.eos_token_id
+    rows.append(rows[0] + [eos])  # a special token after the text: the suffix
+    for row, want in zip(rows, [*(fz(t) for t in texts), fz(texts[0])], strict=True):
+        [got] = fz.from_token_ids([row])
+        assert got.texts == want.texts and got.spans == want.spans
+        assert got.context_end == want.context_end and got.input_ids == tuple(row)
+        assert got.suffix_start == len(want.input_ids)
+
+
+def test_features_from_token_ids_edge_rows(gpt2_tok):
+    fz = Featurizer(gpt2_tok, "word")
+    # cut inside the bytes of "è": the tokens do not round-trip, offsets come from the decoded prefixes
+    cut_ids = gpt2_tok("Café crème — naïve")["input_ids"][:7]
+    assert gpt2_tok(gpt2_tok.decode(cut_ids), add_special_tokens=False)["input_ids"] != cut_ids
+    cut, none = fz.from_token_ids([cut_ids, [gpt2_tok.eos_token_id] * 2])
+    assert none is None  # only special tokens: no text
+    assert cut.texts[:2] == ("Café", "cr") and cut.context_end == 0 and cut.suffix_start == 7
+    assert cut.spans[0][0] == 0 and cut.spans[-1][1] == 7
+    assert all(b == a for (_, b), (a, _) in itertools.pairwise(cut.spans))

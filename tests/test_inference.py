@@ -2,17 +2,80 @@
 
 from __future__ import annotations
 
+import random
 import re
 
+import numpy as np
 import pytest
 import torch
 
 from pi_lightning.features import Featurizer
-from pi_lightning.inference import ClassifierAdapter, eval_mode, token_budget_batches, transform_outputs
+from pi_lightning.inference import (
+    ClassifierAdapter,
+    model_mode,
+    pad_sequences,
+    token_budget_batches,
+    transform_outputs,
+)
 from pi_lightning.masking import Masker
 from pi_lightning.testing import tiny_classifier
 
 SEQS = [[5, 17, 23, 42, 8, 99, 3], [12, 7], [30, 31, 32, 33], [44]]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pad_sequences_layout_dtype_and_mask(side):
+    ids, mask = pad_sequences(SEQS, pad_token_id=1, padding_side=side)
+    assert ids.shape == mask.shape == (4, 7) and ids.dtype == mask.dtype == torch.long
+    for r, s in enumerate(SEQS):
+        real = ids[r][mask[r].bool()].tolist()
+        assert real == s and int(mask[r].sum()) == len(s)
+        assert set(ids[r][~mask[r].bool()].tolist()) <= {1}
+        # right: the tokens come first; left: they end at the last column
+        cols = mask[r].nonzero().flatten().tolist()
+        assert cols == (list(range(len(s))) if side == "right" else list(range(7 - len(s), 7)))
+
+
+def test_pad_sequences_rejects_bad_input():
+    with pytest.raises(ValueError, match="padding_side"):
+        pad_sequences(SEQS, 0, "middle")
+    with pytest.raises(ValueError, match="no sequences"):
+        pad_sequences([], 0)
+
+
+def test_adapter_pad_uses_its_pad_token_and_side(gpt2_model):
+    adapter = ClassifierAdapter(gpt2_model, padding_side="left")
+    ids, mask = adapter.pad([[5, 6, 7], [8]])
+    pad = gpt2_model.config.pad_token_id
+    assert ids.tolist() == [[5, 6, 7], [pad, pad, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert ids.device == adapter.device
+    ids, mask = adapter.pad([[5, 6, 7], [8]], padding_side="right")
+    assert ids.tolist() == [[5, 6, 7], [8, pad, pad]]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_final_logits_equal_the_last_position(gpt2_model, side):
+    adapter = ClassifierAdapter(gpt2_model, padding_side=side, max_tokens=9)
+    finals = adapter.final_logits(SEQS)
+    assert finals.shape == (len(SEQS), 2) and finals.dtype == torch.float32
+    for s, row in zip(SEQS, finals, strict=True):
+        with torch.no_grad():
+            ref = gpt2_model.eval()(input_ids=torch.tensor([s])).logits[0]
+        torch.testing.assert_close(row, ref.float(), atol=1e-5, rtol=1e-5)
+    assert adapter.final_logits([]).shape == (0, 2)
+
+
+def test_model_mode_grad_freezes_weights_and_restores(gpt2_model):
+    gpt2_model.train()
+    flags = [p.requires_grad for p in gpt2_model.parameters()]
+    with torch.inference_mode(), model_mode(gpt2_model, "grad"):
+        assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+        assert not gpt2_model.training and not any(p.requires_grad for p in gpt2_model.parameters())
+    assert gpt2_model.training and [p.requires_grad for p in gpt2_model.parameters()] == flags
+    with model_mode(gpt2_model, "keep"):
+        assert gpt2_model.training and torch.is_grad_enabled()
+    with pytest.raises(ValueError, match="mode"), model_mode(gpt2_model, "train"):
+        pass
 
 
 def test_hooked_positions_equal_prefix_runs(tiny):
@@ -56,7 +119,7 @@ def test_mode_restored_and_no_grad(gpt2_model):
     ClassifierAdapter(gpt2_model).forward_positions(SEQS)
     assert gpt2_model.training and not gpt2_model.transformer.h[0].training
     assert gpt2_model.transformer.h[1].training
-    with eval_mode(gpt2_model):
+    with model_mode(gpt2_model):
         assert not torch.is_grad_enabled() and not gpt2_model.training
 
 
@@ -133,3 +196,26 @@ def test_bad_models_have_clear_errors(gpt2_tok):
         ),
     ):
         ClassifierAdapter(nopad)
+
+
+def _draw():
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_model_mode_isolate_restores_rng_modes_and_grads(fail):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.5)).train()
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = _draw()
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    with pytest.raises(RuntimeError) if fail else torch.no_grad(), model_mode(model, "keep", isolate=True):
+        _draw()
+        model.eval()
+        model[0].weight.requires_grad_(False)
+        model[0].weight.grad = None
+        if fail:
+            raise RuntimeError("the attribution failed")
+    assert _draw() == expected  # the training's random streams continue as if nothing ran
+    assert model.training and model[1].training and model[0].weight.requires_grad
+    assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight))

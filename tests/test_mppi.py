@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pi_lightning.attributors import MPPI, get_attributor
-from pi_lightning.attributors.kernelshap import exact_shapley
 from pi_lightning.attributors.mppi import kernel_shap_regression
+from pi_lightning.testing import exact_shapley
 
 
 class AdditiveCausal(torch.nn.Module):
@@ -276,8 +276,7 @@ def test_accuracy_does_not_fall_as_the_budget_grows(gpt2_tok, gpt2_model):
     assert n == 8
     Z = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)
     seqs, _ = mp.masker(f, Z)
-    logits = mp.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
-    v = torch.softmax(torch.stack([lg[0] for lg in logits]).double(), -1)[:, 1].numpy()
+    v = torch.softmax(mp.adapter.final_logits(seqs).double(), -1)[:, 1].numpy()
     phi = exact_shapley(lambda _z: v, n)
     errs = []
     for budget in ("1n", "2n", "4n", "8n"):

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from pi_lightning.attributors import available_methods, get_attributor
-from pi_lightning.attributors.kernelshap import exact_shapley
 from pi_lightning.features import Featurizer
 from pi_lightning.inference import ClassifierAdapter
 from pi_lightning.masking import Masker
 from pi_lightning.metrics import METRICS, evaluate_faithfulness
+from pi_lightning.testing import exact_shapley
 
 TEXTS = ["a good movie, really bad.", "bad", "the plot is dull"]
 FAST = {
@@ -105,7 +105,7 @@ def _prefix_and_full_games(model, tok, text, mask, template="{text}"):
     (pseqs[0],), e0 = masker(f, Z[:1])
     pos[0] = [int(e0[0, -1])]
     prefix = torch.stack([lg[0] for lg in adapter.forward_positions(pseqs, pos)])
-    full = torch.stack([lg[0] for lg in adapter.forward_positions(fseqs, [[len(s) - 1] for s in fseqs])])
+    full = adapter.final_logits(fseqs)
     vp = torch.softmax(prefix.double(), -1)[:, 1].numpy()
     vf = torch.softmax(full.double(), -1)[:, 1].numpy()
     return vp, vf, exact_shapley(lambda _z: vp, n), exact_shapley(lambda _z: vf, n)
@@ -132,8 +132,7 @@ def test_mppi_values_are_removal_game_values(gpt2_model, gpt2_tok):
     [(Z, v, _w)] = mp.collect(["a good movie, really bad."], 1)
     f = mp.featurize("a good movie, really bad.")[0]
     seqs, _ = mp.masker(f, Z.numpy())
-    logits = mp.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
-    direct = torch.softmax(torch.stack([lg[0] for lg in logits]).double(), -1)[:, 1].numpy()
+    direct = torch.softmax(mp.adapter.final_logits(seqs).double(), -1)[:, 1].numpy()
     np.testing.assert_allclose(v.numpy(), direct, atol=1e-5)
 
 

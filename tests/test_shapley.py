@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy.optimize import nnls
 
-from pi_lightning import shapley as S
+from pi_lightning.attributors import _shapley as S
+from pi_lightning.testing import dense_coalition_map
 
 
 def _enumerated_map(n: int, splus: bool) -> np.ndarray:
@@ -21,10 +22,10 @@ def _enumerated_map(n: int, splus: bool) -> np.ndarray:
             inputs = [set(c) | {j} for c in itertools.combinations(range(1, j), i - 1)]
             for s in inputs:
                 t = s | set(range(j + 1, n + 1)) if splus else s
-                for ell in sorted(t):
-                    k = sum(1 for m in t if m <= ell)
+                for last in sorted(t):
+                    k = sum(1 for m in t if m <= last)
                     if k <= n - 1:
-                        M[(i - 1) * n + j - 1, (k - 1) * n + ell - 1] += 1.0 / (len(t) * len(inputs))
+                        M[(i - 1) * n + j - 1, (k - 1) * n + last - 1] += 1.0 / (len(t) * len(inputs))
     return M
 
 
@@ -52,14 +53,14 @@ def _dense_solve(M: np.ndarray, p: np.ndarray, valid: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("splus", [True, False])
 def test_dense_matrix_matches_enumeration(splus):
     n = 6
-    np.testing.assert_allclose(S.dense_coalition_map(n, splus), _enumerated_map(n, splus), atol=1e-15)
+    np.testing.assert_allclose(dense_coalition_map(n, splus), _enumerated_map(n, splus), atol=1e-15)
 
 
 @pytest.mark.parametrize("splus", [True, False])
 @pytest.mark.parametrize("n", [2, 7, 13])
 def test_structured_map_and_transpose_match_dense(n, splus):
     rng = np.random.default_rng(n)
-    M = S.dense_coalition_map(n, splus)
+    M = dense_coalition_map(n, splus)
     _, _, valid = S._grid(n)
     q = np.where(valid, rng.random((n - 1, n)), 0.0)
     r = rng.standard_normal((n - 1, n))
@@ -85,7 +86,7 @@ def test_shapley_distribution():
 def test_optimum_matches_dense_reference(n, splus):
     dist = S.mask_distribution(n, splus)
     _, _, valid = S._grid(n)
-    M = S.dense_coalition_map(n, splus)
+    M = dense_coalition_map(n, splus)
     p = dist.p_star.ravel()
     q = _dense_solve(M, p, valid)
     pd_dense = q @ M
@@ -99,9 +100,9 @@ def _class_counts(z: np.ndarray) -> np.ndarray:
     """(B, n) input masks -> counts of their non-empty, non-full prefix classes (k, l)."""
     n = z.shape[1]
     k = np.cumsum(z, axis=1)
-    ell = np.broadcast_to(np.arange(n), z.shape)
+    last = np.broadcast_to(np.arange(n), z.shape)
     sel = z & (k <= n - 1)
-    return np.bincount(((k[sel] - 1) * n + ell[sel]), minlength=(n - 1) * n).reshape(n - 1, n).astype(float)
+    return np.bincount(((k[sel] - 1) * n + last[sel]), minlength=(n - 1) * n).reshape(n - 1, n).astype(float)
 
 
 @pytest.mark.parametrize("n", [8, 20])
@@ -126,9 +127,9 @@ def test_per_coalition_weights_give_shapley_per_coalition():
     z = dist.sample(600_000, np.random.default_rng(1))
     k = np.cumsum(z, axis=1)
     rows = []
-    for ell in range(n):
-        sel = z[:, ell] & (k[:, ell] <= n - 1)
-        pref = z[sel] & (np.arange(n) <= ell)[None, :]
+    for last in range(n):
+        sel = z[:, last] & (k[:, last] <= n - 1)
+        pref = z[sel] & (np.arange(n) <= last)[None, :]
         rows.append(pref)
     pref = np.concatenate(rows)
     codes = pref @ (1 << np.arange(n))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
 import torch
 
 from pi_lightning import SPPI, get_attributor
+from pi_lightning.attributors.sppi import progressive_differences
 from pi_lightning.inference import ClassifierAdapter, transform_outputs
 
 TEXTS = ["a good movie, really.", "bad plot and dull acting", "Wow!! Really? It's a 10/10."]
@@ -95,3 +97,37 @@ def test_long_text_warns_and_truncates(gpt2_tok):
     (masked,), _ = sppi.masker(a.features, torch.zeros((1, a.features.n), dtype=torch.bool))
     assert len(masked) <= 32  # the fully masked input fits too
     assert ClassifierAdapter(model).max_length == 32
+
+
+def test_progressive_differences_matches_a_loop():
+    """The one vectorised SP-PI: at every end after the first, the value there minus at the previous end."""
+    g = torch.Generator().manual_seed(0)
+    values = torch.rand(5, 11, generator=g, dtype=torch.float64)
+    is_end = torch.rand(5, 11, generator=g) < 0.4
+    phi, scored = progressive_differences(values, is_end)
+    for r in range(5):
+        ends = is_end[r].nonzero().flatten().tolist()
+        want = torch.zeros(11, dtype=torch.float64)
+        for prev, e in itertools.pairwise(ends):
+            want[e] = values[r, e] - values[r, prev]
+        torch.testing.assert_close(phi[r], want, atol=0, rtol=0)
+        assert scored[r].nonzero().flatten().tolist() == ends[1:]
+
+
+@pytest.mark.parametrize("template", ["{text}", "Review: {text}"])
+def test_batched_sppi_equals_the_per_text_path(tiny, template):
+    """SP-PI of a batch (one padded progressive_differences call) equals each text's p_i - p_{i-1}
+    read from its own per-position outputs, with and without context before the text."""
+    _, model, tok = tiny
+    sppi = SPPI(model, tok, template=template, output="log_odds")
+    adapter = ClassifierAdapter(model)
+    for a in sppi.attribute(TEXTS, target=1):
+        f = a.features
+        [per_position] = adapter.forward_positions([f.input_ids])
+        p = transform_outputs(per_position, "log_odds")[:, 1]
+        p0 = p[f.context_end - 1] if f.context_end else a.base_value
+        ref = torch.diff(torch.cat([torch.tensor([float(p0)], dtype=torch.float64), p[list(f.ends)]]))
+        # the reference ran each text alone: equal up to float32 batching round-off
+        torch.testing.assert_close(a.scores, ref, atol=1e-5, rtol=0)
+        last = float(a.extras["intermediate"][-1])
+        assert float(a.scores.sum()) == pytest.approx(last - a.base_value, abs=1e-12)

@@ -10,9 +10,9 @@ import torch
 from captum.attr import IntegratedGradients
 
 from pi_lightning.attributors import UDIG, get_attributor
+from pi_lightning.attributors._neighbors import VocabularyIndex
 from pi_lightning.attributors.udig import discretized_path, resample_path
 from pi_lightning.masking import Masker
-from pi_lightning.neighbors import VocabularyIndex
 from pi_lightning.testing import tiny_classifier
 
 TEXT = "a good movie, really boring plot"

@@ -1,41 +1,15 @@
-"""Shared callback helpers built on library calls: RNG isolation (Lightning's ``isolate_rng``),
-Spearman drift (scipy), HTML cells with their plain text; and the attributors' documented settings."""
+"""Shared callback helpers built on library calls: Spearman drift (scipy), HTML cells with their plain
+text; and the attributors' documented settings."""
 
 from __future__ import annotations
 
 import inspect
-import random
 
-import numpy as np
 import pytest
 import torch
 
-from pi_lightning.callbacks._utils import isolated
 from pi_lightning.callbacks.attribution_monitor import _rank_corr
 from pi_lightning.reporting.html import HtmlCell
-
-
-def _draw():
-    return random.random(), float(np.random.rand()), float(torch.rand(1))
-
-
-@pytest.mark.parametrize("fail", [False, True])
-def test_isolated_restores_rng_modes_and_grads(fail):
-    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.5)).train()
-    model[0].weight.grad = torch.ones_like(model[0].weight)
-    random.seed(1), np.random.seed(1), torch.manual_seed(1)
-    expected = _draw()
-    random.seed(1), np.random.seed(1), torch.manual_seed(1)
-    with pytest.raises(RuntimeError) if fail else torch.no_grad(), isolated(None, model):
-        _draw()
-        model.eval()
-        model[0].weight.requires_grad_(False)
-        model[0].weight.grad = None
-        if fail:
-            raise RuntimeError("the attribution failed")
-    assert _draw() == expected  # the training's random streams continue as if nothing ran
-    assert model.training and model[1].training and model[0].weight.requires_grad
-    assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight))
 
 
 def test_rank_corr_known_answers():

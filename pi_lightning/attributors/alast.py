@@ -7,7 +7,7 @@ classifying position's attention the feature receives). Scores are non-negative 
 on the explained class. Cost "0": the rows come from the inference pass itself.
 
 The attention row is recomputed from the last layer's input by
-:func:`pi_lightning.attention.attention_rows`, so the model keeps its SDPA/flash attention and no
+:func:`pi_lightning.attributors._attention.attention_rows`, so the model keeps its SDPA/flash attention and no
 ``T x T`` matrix is formed (eager attention, restored afterwards, only for families without a fast
 path).
 """
@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from pi_lightning.attention import attention_rows
-from pi_lightning.attributors._grad import aggregate
-from pi_lightning.attributors.base import Attributor, register
-from pi_lightning.inference import class_probs, token_budget_batches
+from pi_lightning.attributors._attention import attention_rows
+from pi_lightning.attributors.base import Attributor, aggregate, register
+from pi_lightning.inference import token_budget_batches
 from pi_lightning.result import Attribution
 
 __all__ = ["ALast"]
@@ -40,24 +39,20 @@ class ALast(Attributor):
     name = "a-last"
     cost = "0"
 
-    def attribute(self, texts, target="predicted") -> list[Attribution]:
-        feats = self.featurize(texts)
+    def predict(self, feats) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The inference pass, which also gives each input's ``(T,)`` last-layer attention row (the state)."""
         lengths = [len(f.input_ids) for f in feats]
         rows: list[torch.Tensor | None] = [None] * len(feats)
         finals: list[torch.Tensor | None] = [None] * len(feats)
-        pad = self.adapter.pad_token_id
-        device = self.adapter.device
         for batch in token_budget_batches(lengths, self.adapter.max_tokens):
-            width = max(lengths[i] for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):
-                ids[r, : lengths[i]] = torch.as_tensor(feats[i].input_ids)
-                mask[r, : lengths[i]] = 1
+            # (B, width) right-padded: token t of a sequence is column t.
+            ids, mask = self.adapter.pad([feats[i].input_ids for i in batch], padding_side="right")
             logits: list[torch.Tensor] = []
-            handle = self.adapter.head.register_forward_hook(lambda _m, _i, out: logits.append(out))
+            handle = self.adapter.head.register_forward_hook(
+                lambda _m, _i, out, kept=logits: kept.append(out)
+            )
             try:
-                att = attention_rows(self.model, ids.to(device), mask.to(device))
+                att = attention_rows(self.model, ids, mask)
             finally:
                 handle.remove()
             self.adapter.forward_passes += len(batch)
@@ -66,18 +61,10 @@ class ALast(Attributor):
                 # (B, L, H, T) -> (T,): last layer, mean over heads, this sequence's real tokens.
                 rows[i] = att[r, -1].mean(0)[: lengths[i]].double().cpu()
                 finals[i] = lg[r, lengths[i] - 1].float().cpu()
-        final = torch.stack(finals)
-        targets = self.resolve_targets(target, len(feats), final)
+        return torch.stack(finals), rows
+
+    def explain(self, feats, targets, finals, rows) -> list[Attribution]:
         return [
-            Attribution(
-                scores=aggregate(row, f, "sum"),
-                features=f,
-                target=c,
-                method=self.name,
-                output=self.output,
-                probs=class_probs(lg),
-                forward_passes=1.0,
-                extras={"token_scores": row},
-            )
-            for f, row, c, lg in zip(feats, rows, targets, final, strict=False)
+            self.result(f, c, lg, aggregate(row, f, "sum"), forward_passes=1.0, extras={"token_scores": row})
+            for f, row, c, lg in zip(feats, rows, targets, finals, strict=True)
         ]

@@ -4,7 +4,7 @@ AT2 (Cohen-Wang et al., 2025, "Learning to Attribute with Attention") treats eac
 attention weights as a feature and learns, from ablations, how to combine them. Here the query is
 the classifying position (the last non-pad token, where a ``*ForSequenceClassification`` model
 reads its prediction); the feature of head ``(l, h)`` for attributed feature ``i`` is that
-position's attention to feature ``i``'s tokens, summed over them (:mod:`pi_lightning.attention`,
+position's attention to feature ``i``'s tokens, summed over them (:mod:`pi_lightning.attributors._attention`,
 recomputed without eager attention). Attribution of feature ``i``: ``sum_lh w_lh X[i, l, h]``.
 
 Fitting follows the published estimator: for every example, ablations ``z`` (``M x n``, True = kept)
@@ -59,10 +59,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pi_lightning.attention import AttentionRowRecorder
+from pi_lightning.attributors._attention import AttentionRowRecorder
 from pi_lightning.attributors.base import Attributor, register
 from pi_lightning.features import Features
-from pi_lightning.inference import class_probs, eval_mode, token_budget_batches
+from pi_lightning.inference import model_mode, token_budget_batches
 from pi_lightning.result import Attribution
 
 __all__ = ["AT2", "fit_head_weights"]
@@ -109,14 +109,16 @@ def fit_head_weights(
         >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # 3 features, 2 heads
         >>> z = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
         >>> y = z[:, 0].double()  # only feature 0 matters; head 0 attends to it
-        >>> w, info = fit_head_weights([X], [z], [y], non_negative=True, num_iterations=200, learning_rate=1e-2)
+        >>> w, info = fit_head_weights(
+        ...     [X], [z], [y], non_negative=True, num_iterations=200, learning_rate=1e-2
+        ... )
         >>> bool(w[0] > 0.9), round(info["correlation"], 3)
         (True, 1.0)
     """
     if not (len(head_features) == len(coalitions) == len(values)):
         raise ValueError(
-            f"Got {len(head_features)} head-feature tensors, {len(coalitions)} coalition sets and {len(values)} "
-            "value sets: give one of each per example."
+            f"Got {len(head_features)} head-feature tensors, {len(coalitions)} coalition sets and "
+            f"{len(values)} value sets: give one of each per example."
         )
     if not head_features:
         raise ValueError("No examples to fit AT2 on: give at least one example with ablations.")
@@ -278,15 +280,11 @@ class AT2(Attributor):
         X: list[torch.Tensor | None] = [None] * len(feats)
         finals: list[torch.Tensor | None] = [None] * len(feats)
         L, H = self.shape
-        with eval_mode(self.model):
+        with model_mode(self.model):
             for batch in token_budget_batches(lengths, adapter.max_tokens):
-                width = max(lengths[i] for i in batch)
-                ids = torch.full((len(batch), width), adapter.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for r, i in enumerate(batch):
-                    ids[r, : lengths[i]] = torch.as_tensor(feats[i].input_ids, dtype=torch.long)
-                    mask[r, : lengths[i]] = 1
-                ids, mask = ids.to(adapter.device), mask.to(adapter.device)
+                # (B, width) right-padded: token t of a sequence is column t.
+                ids, mask = adapter.pad([feats[i].input_ids for i in batch], padding_side="right")
+                width = ids.shape[1]
                 with AttentionRowRecorder(self.model, mask) as rec:
                     logits = adapter.per_position_logits(ids, mask)
                 adapter.forward_passes += len(batch)
@@ -333,8 +331,8 @@ class AT2(Attributor):
         )
         if info["skipped"]:
             warnings.warn(
-                f"AT2: {info['skipped']} of {len(values)} examples were skipped because their ablation outputs "
-                "do not vary.",
+                f"AT2: {info['skipped']} of {len(values)} examples were skipped because their ablation "
+                "outputs do not vary.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -371,19 +369,19 @@ class AT2(Attributor):
             z = torch.rand((self.num_masks, f.n), generator=gen) < self.keep_prob
             coalitions.append(z)
             seqs.extend(self.masker(f, z.numpy())[0])
-        logits = self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
-        values = []
-        for k, c in enumerate(targets):
-            # M x (1, C) -> (M, C)
-            lg = torch.cat(logits[k * self.num_masks : (k + 1) * self.num_masks])
-            values.append(self.outputs(lg, c))
+        logits = self.adapter.final_logits(seqs)
+        values = [
+            self.outputs(logits[k * self.num_masks : (k + 1) * self.num_masks], c)
+            for k, c in enumerate(targets)
+        ]
         self._fit(X, coalitions, values, targets, finals, "ablations", len(feats) + len(seqs), t0)
         return self
 
     def _check_mppi(self, attributions) -> None:
         if isinstance(attributions, Attribution):
             raise TypeError(
-                "fit_from_attributions expects a list of Attribution results, got a single one: wrap it in a list."
+                "fit_from_attributions expects a list of Attribution results, got a single one: wrap it in "
+                "a list."
             )
         if not attributions:
             raise ValueError(
@@ -396,13 +394,14 @@ class AT2(Attributor):
                 )
             if "coalitions" not in a.extras or "values" not in a.extras:
                 raise ValueError(
-                    f"Attribution {k} (method {a.method!r}) has no extras['coalitions'] and extras['values']: "
-                    "AT2 learns from MP-PI results, which carry the (coalition, output) pairs of their masked passes."
+                    f"Attribution {k} (method {a.method!r}) has no extras['coalitions'] and "
+                    "extras['values']: AT2 learns from MP-PI results, which carry the (coalition, output) "
+                    "pairs of their masked passes."
                 )
             if a.output != self.output:
                 raise ValueError(
-                    f"Attribution {k} holds {a.output!r} values but this AT2 attributes {self.output!r}: build AT2 "
-                    f"with output={a.output!r} (the same output as MP-PI)."
+                    f"Attribution {k} holds {a.output!r} values but this AT2 attributes {self.output!r}: "
+                    f"build AT2 with output={a.output!r} (the same output as MP-PI)."
                 )
 
     def _from_attributions(self, attributions):
@@ -451,22 +450,12 @@ class AT2(Attributor):
             sign = self._sign(c, int(lg.argmax()))
             # (n, L, H) -> (n, L*H)
             scores = sign * (x.double().reshape(f.n, -1) @ w)
-            out.append(
-                Attribution(
-                    scores=scores,
-                    features=f,
-                    target=c,
-                    method=self.name,
-                    output=self.output,
-                    probs=class_probs(lg),
-                    forward_passes=1.0,
-                    extras={"head_features": x},
-                )
-            )
+            out.append(self.result(f, c, lg, scores, forward_passes=1.0, extras={"head_features": x}))
         return out
 
     def attribute(self, texts, target="predicted") -> list[Attribution]:
-        """AT2 attributions: one forward pass per text, scores ``X w`` (in ranking units, not ``output`` units).
+        """AT2 attributions: one forward pass per text, scores ``X w`` (in ranking units, not ``output``
+        units).
 
         ``extras["head_features"]`` holds each example's ``(n, L, H)`` attention features.
         """
@@ -475,9 +464,14 @@ class AT2(Attributor):
                 "AT2 has no head weights yet: call fit(texts), fit_from_attributions(mppi_results), or "
                 "load(path) / pass weights=path first."
             )
-        feats = self.featurize(texts)
+        return super().attribute(texts, target)
+
+    def predict(self, feats) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The inference pass, which also gives each example's ``(n, L, H)`` head features (the state)."""
         X, finals = self._head_features(feats)
-        targets = self.resolve_targets(target, len(feats), finals)
+        return finals, X
+
+    def explain(self, feats, targets, finals, X) -> list[Attribution]:
         return self._results(feats, X, finals, targets)
 
     # -- artefact ----------------------------------------------------------------------------

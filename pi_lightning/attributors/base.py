@@ -1,16 +1,26 @@
-"""The shared interface of every attribution method, and the registry that finds them by name.
+"""The shared interface of every attribution method, its common template, and the registry that finds
+methods by name.
 
 Captum-style: method settings (model, tokenizer, granularity, template, mask, output kind,
 token budget, method options) go to the constructor; per-call data (texts, targets) to one
 ``attribute(...)`` method that returns one :class:`~pi_lightning.result.Attribution` per text.
+
+:meth:`Attributor.attribute` is the same for every method: featurize the texts, run one batched
+prediction pass over the unmasked inputs (:meth:`Attributor.predict`, which a method extends when it
+reads more from that pass: intermediate predictions, attention rows, masked passes), resolve the
+targets from it, and hand everything to the method's own part (:meth:`Attributor.explain`). The
+helpers every method shares live here too: :meth:`Attributor.result` (the result with the common
+fields filled in), :func:`aggregate` (token scores to feature scores) and :func:`text_rng` (the one
+per-text random generator of the sampling methods).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from pi_lightning.features import Features, Featurizer
@@ -18,24 +28,88 @@ from pi_lightning.inference import OUTPUTS, ClassifierAdapter, class_probs, tran
 from pi_lightning.masking import DEFAULT_MASK, Masker
 from pi_lightning.result import Attribution
 
-__all__ = ["Attributor", "Target", "available_methods", "get_attributor", "register", "text_seed"]
+__all__ = [
+    "AGGREGATIONS",
+    "Attributor",
+    "Target",
+    "aggregate",
+    "available_methods",
+    "get_attributor",
+    "register",
+    "text_rng",
+]
 
 Target = "int | Sequence[int] | str"
 
 _REGISTRY: dict[str, type[Attributor]] = {}
 
 
-def text_seed(seed: int, text: str) -> int:
-    """A seed that depends only on ``seed`` and ``text``: sampling methods draw each text's samples from
-    it, so a text's attribution does not depend on which texts share the call, the chunking, the rank
-    or the call order (stable across processes: no Python ``hash``).
+AGGREGATIONS = ("sum", "l2")
+
+
+def text_rng(seed: int | None, features: Features) -> np.random.Generator:
+    """The random generator of one text: a function of ``seed``, the text's tokens and its feature spans.
+
+    Sampling methods (MP-PI's masks, Kernel SHAP's coalitions, Random's scores) draw each text's samples
+    from it, so a text's attribution does not depend on which texts share the call, the chunking, the
+    rank or the call order (stable across processes: no Python ``hash``). ``seed=None``: fresh entropy.
 
     Example:
-        >>> text_seed(0, "a good movie") == text_seed(0, "a good movie") != text_seed(1, "a good movie")
+        >>> from pi_lightning.features import Featurizer
+        >>> from pi_lightning.testing import tiny_tokenizer
+        >>> f = Featurizer(tiny_tokenizer("gpt2"))("a good movie")
+        >>> text_rng(0, f).random() == text_rng(0, f).random() != text_rng(1, f).random()
         True
     """
-    digest = hashlib.blake2b(f"{int(seed)}\x00{text}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
+    if seed is None:
+        return np.random.default_rng()
+    # (T,) token ids then (n, 2) spans, as int64 bytes -> a 128-bit digest -> 4 seed words.
+    key = np.concatenate(
+        [
+            np.asarray(features.input_ids, dtype=np.int64),
+            np.asarray(features.spans, dtype=np.int64).reshape(-1),
+        ]
+    )
+    digest = hashlib.blake2b(key.tobytes(), digest_size=16).digest()
+    words = np.frombuffer(digest, dtype=np.uint32).tolist()
+    return np.random.default_rng(np.random.SeedSequence([int(seed), *words]))
+
+
+def aggregate(token_scores: torch.Tensor, features: Features, how: str) -> torch.Tensor:
+    """Aggregate per-token scores to one score per feature.
+
+    Args:
+        token_scores: ``(T,)`` or ``(T, D)`` scores for the ``T`` tokens of ``features.input_ids``
+            (``D``: embedding dimensions, kept for ``"l2"``).
+        features: the features whose token spans are used.
+        how: ``"sum"`` (signed sum over the feature's tokens and dimensions) or ``"l2"`` (the L2 norm
+            of everything the feature's tokens carry, the paper's choice for Input x Gradient and
+            LRP, Appendix B.2; always non-negative).
+
+    Returns:
+        ``(n,)`` float64 scores.
+
+    Example:
+        >>> from pi_lightning.testing import tiny_tokenizer
+        >>> f = Featurizer(tiny_tokenizer("gpt2"))("it was")
+        >>> aggregate(torch.tensor([[3.0, 4.0], [1.0, 1.0]]), f, "l2").tolist()
+        [5.0, 1.4142135623730951]
+    """
+    if how not in AGGREGATIONS:
+        raise ValueError(f"Unknown aggregation {how!r}: expected one of {', '.join(AGGREGATIONS)}.")
+    if token_scores.shape[0] != len(features.input_ids):
+        raise ValueError(
+            f"Expected one score per input token ({len(features.input_ids)}), got shape "
+            f"{tuple(token_scores.shape)}."
+        )
+    x = token_scores.detach().double().cpu()
+    # (T, ...) -> (T, D): one row of values per token.
+    x = x.reshape(x.shape[0], -1)
+    out = []
+    for a, b in features.spans:
+        block = x[a:b]
+        out.append(block.sum() if how == "sum" else torch.linalg.vector_norm(block))
+    return torch.stack(out)
 
 
 def register(cls: type[Attributor]) -> type[Attributor]:
@@ -66,7 +140,8 @@ def get_attributor(name: str, model, tokenizer, **kwargs) -> Attributor:
 _SHARED_ARGS = """
         model: a transformers decoder-only ``*ForSequenceClassification`` (or its peft wrapper).
         tokenizer: its fast tokenizer.
-        granularity: ``"token"``, ``"word"`` (default) or ``"sentence"``: the features that get one score each.
+        granularity: ``"token"``, ``"word"`` (default) or ``"sentence"``: the features that get one
+            score each.
         template: fixed context around the attributed text, with one ``{text}`` placeholder
             (e.g. ``"Review: {text}\\nSentiment:"``); the context is never attributed.
         mask: what replaces an inactive feature: ``"..."`` (default), a token id, ``"pad"``, ``"unk"``
@@ -161,19 +236,35 @@ class Attributor:
         input leave ``probs`` empty, and one batched pass fills them. Returns the same results."""
         missing = [a for a in attributions if a.probs is None]
         if missing:
-            seqs = [list(a.features.input_ids) for a in missing]
-            for a, lg in zip(
-                missing, self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs]), strict=False
-            ):
-                a.probs = class_probs(lg[0])
+            finals = self.adapter.final_logits([a.features.input_ids for a in missing])
+            for a, lg in zip(missing, finals, strict=True):
+                a.probs = class_probs(lg)
         return list(attributions)
 
     def outputs(self, logits: torch.Tensor, target: int) -> torch.Tensor:
         """The attributed output of class ``target`` from logits ``(..., C)``."""
         return transform_outputs(logits, self.output)[..., target]
 
+    def result(
+        self, features: Features, target: int, final_logits: torch.Tensor, scores: torch.Tensor, **fields
+    ) -> Attribution:
+        """An :class:`~pi_lightning.result.Attribution` of this method: ``method``, ``output`` (unless given)
+        and the class probabilities of ``final_logits`` filled in; ``fields`` gives the rest."""
+        fields.setdefault("output", self.output)
+        return Attribution(
+            scores=scores,
+            features=features,
+            target=target,
+            method=self.name,
+            probs=class_probs(final_logits),
+            **fields,
+        )
+
     def attribute(self, texts, target="predicted") -> list[Attribution]:
         """Explain the model's output for ``target`` on each text.
+
+        The template of every method: featurize, one batched prediction pass (:meth:`predict`), the
+        targets, then the method's own part (:meth:`explain`).
 
         Args:
             texts: a text, a list of texts, or already built :class:`~pi_lightning.features.Features`.
@@ -183,7 +274,26 @@ class Attributor:
         Returns:
             One :class:`~pi_lightning.result.Attribution` per text, in order.
         """
-        raise NotImplementedError
+        feats = self.featurize(texts)
+        finals, state = self.predict(feats)
+        targets = self.resolve_targets(target, len(feats), finals)
+        return self.explain(feats, targets, finals, state)
+
+    def predict(self, feats: Sequence[Features]) -> tuple[torch.Tensor, Any]:
+        """The one batched prediction pass over the unmasked inputs.
+
+        Returns:
+            ``(final_logits, state)``: ``(N, C)`` logits at each input's last token, and whatever else a
+            method reads from the same pass (the default reads nothing: ``None``).
+        """
+        return self.adapter.final_logits([f.input_ids for f in feats]), None
+
+    def explain(
+        self, feats: list[Features], targets: list[int], finals: torch.Tensor, state: Any
+    ) -> list[Attribution]:
+        """The method's own part: one :class:`~pi_lightning.result.Attribution` per example, from the
+        features, the resolved targets, the final logits ``(N, C)`` and the state of :meth:`predict`."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement explain().")
 
 
 Attributor.__doc__ = Attributor.__doc__.rstrip() + "\n\n    Args:" + _SHARED_ARGS + "\n    "

@@ -13,7 +13,7 @@ the sum over its tokens. Scores are non-negative. Cost "1x": one backward pass.
 
 Gradients with respect to the attention probabilities need them as tensors, which SDPA and flash
 attention never form: the model runs with eager attention during the pass, inside
-:func:`~pi_lightning.attributors._grad.eager_attention`, which restores the model's attention
+:func:`~pi_lightning.attributors._attention.eager_attention`, which restores the model's attention
 implementation afterwards (memory is quadratic in the sequence length for that pass).
 """
 
@@ -21,16 +21,10 @@ from __future__ import annotations
 
 import torch
 
-from pi_lightning.attributors._grad import (
-    EmbeddingFunction,
-    aggregate,
-    attention_modules,
-    eager_attention,
-    grad_mode,
-    predict,
-)
-from pi_lightning.attributors.base import Attributor, register
-from pi_lightning.inference import class_probs
+from pi_lightning.attributors._attention import attention_modules, eager_attention
+from pi_lightning.attributors._grad import EmbeddingFunction
+from pi_lightning.attributors.base import Attributor, aggregate, register
+from pi_lightning.inference import model_mode
 from pi_lightning.result import Attribution
 
 __all__ = ["GAE"]
@@ -81,22 +75,18 @@ class GAE(Attributor):
         row[-1] -= 1.0
         return row.cpu()
 
-    def attribute(self, texts, target="predicted") -> list[Attribution]:
-        feats = self.featurize(texts)
-        finals = predict(self, feats)
-        targets = self.resolve_targets(target, len(feats), finals)
+    def explain(self, feats, targets, finals, state) -> list[Attribution]:
         results = []
-        with grad_mode(self.model), eager_attention(self.adapter.hf_model):
-            for f, c, lg in zip(feats, targets, finals, strict=False):
+        with model_mode(self.model, "grad"), eager_attention(self.adapter.hf_model):
+            for f, c, lg in zip(feats, targets, finals, strict=True):
                 row = self.relevance_row(EmbeddingFunction(self, f, c, output="logits"))
                 results.append(
-                    Attribution(
-                        scores=aggregate(row, f, "sum"),
-                        features=f,
-                        target=c,
-                        method=self.name,
+                    self.result(
+                        f,
+                        c,
+                        lg,
+                        aggregate(row, f, "sum"),
                         output="logits",
-                        probs=class_probs(lg),
                         forward_passes=1.0 + self.forward_equivalents(f.n),
                         extras={"token_scores": row},
                     )

@@ -45,7 +45,8 @@ class InputXGradientAttributor(GradientAttributor):
     Example:
         >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
         >>> tok = tiny_tokenizer("gpt2")
-        >>> [a] = InputXGradientAttributor(tiny_classifier("gpt2", tokenizer=tok), tok).attribute("a good movie")
+        >>> ixg = InputXGradientAttributor(tiny_classifier("gpt2", tokenizer=tok), tok)
+        >>> [a] = ixg.attribute("a good movie")
         >>> a.scores.shape, bool((a.scores >= 0).all())
         (torch.Size([3]), True)
     """

@@ -12,8 +12,9 @@ distinct coalition once, batched under the token budget.
 
 The paper's budget is ``2n`` samples (cost "2n"); ``n_samples`` overrides it. Captum draws its
 samples from the global torch RNG: the draw runs inside ``torch.random.fork_rng`` seeded with
-``seed`` and the text (:func:`~pi_lightning.attributors.base.text_seed`), so a text's attribution does
-not depend on the batch, the chunking or the call order, and the caller's random state is left untouched. Captum's linear fit needs scikit-learn.
+``seed`` and the text (:func:`~pi_lightning.attributors.base.text_rng`), so a text's attribution does
+not depend on the batch, the chunking or the call order, and the caller's random state is left
+untouched. Captum's linear fit needs scikit-learn.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import numpy as np
 import torch
 from captum.attr import KernelShap
 
-from pi_lightning.attributors.base import Attributor, register, text_seed
+from pi_lightning.attributors.base import Attributor, register, text_rng
 from pi_lightning.features import Features
-from pi_lightning.inference import class_probs
 from pi_lightning.result import Attribution
 
 __all__ = ["KernelShapAttributor"]
@@ -93,21 +93,14 @@ class KernelShapAttributor(Attributor):
             # Kernel SHAP draws coalitions with replacement: run each distinct one once.
             unique, inverse = np.unique(z.detach().cpu().numpy() > 0.5, axis=0, return_inverse=True)
             seqs, _ends = self.masker(features, unique)
-            logits = self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
-            out = self.outputs(torch.stack([lg[0] for lg in logits]), target).float()
+            out = self.outputs(self.adapter.final_logits(seqs), target).float()
             return out[torch.as_tensor(inverse.reshape(-1))]
 
         return f
 
-    def attribute(self, texts, target="predicted") -> list[Attribution]:
-        feats = self.featurize(texts)
-        seqs = [list(f.input_ids) for f in feats]
-        finals = torch.stack(
-            [lg[0] for lg in self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])]
-        )
-        targets = self.resolve_targets(target, len(feats), finals)
+    def explain(self, feats, targets, finals, state) -> list[Attribution]:
         results = []
-        for f, c, lg in zip(feats, targets, finals, strict=False):
+        for f, c, lg in zip(feats, targets, finals, strict=True):
             before = self.adapter.forward_passes
             fn = self.coalition_function(f, c)
             f_empty = float(fn(torch.zeros(1, f.n))[0])
@@ -116,9 +109,8 @@ class KernelShapAttributor(Attributor):
                 phi = (self.outputs(lg, c) - f_empty).reshape(1, 1)
             else:
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(
-                        text_seed(self.seed, f.text)
-                    )  # a text's samples: its seed and text only
+                    # a text's samples: its seed and text only
+                    torch.manual_seed(int(text_rng(self.seed, f).integers(2**63)))
                     phi = KernelShap(fn).attribute(
                         torch.ones(1, f.n),
                         baselines=torch.zeros(1, f.n),
@@ -127,14 +119,12 @@ class KernelShapAttributor(Attributor):
                         perturbations_per_eval=self.perturbations_per_eval,
                     )
             results.append(
-                Attribution(
-                    scores=phi[0].double(),
-                    features=f,
-                    target=c,
-                    method=self.name,
-                    output=self.output,
+                self.result(
+                    f,
+                    c,
+                    lg,
+                    phi[0].double(),
                     base_value=f_empty,
-                    probs=class_probs(lg),
                     # Passes actually run: the unmasked input and every distinct coalition (duplicates
                     # among the samples are run once).
                     forward_passes=1.0 + float(self.adapter.forward_passes - before),
@@ -142,25 +132,3 @@ class KernelShapAttributor(Attributor):
                 )
             )
         return results
-
-
-def exact_shapley(value, n: int) -> np.ndarray:
-    """Exact Shapley values of a set function over ``n`` players, by enumeration (tests, n <= 12)."""
-    from itertools import product
-    from math import factorial
-
-    if n > 12:
-        raise ValueError(f"Exact enumeration is for small n (<= 12), got n={n}.")
-    z = np.array(list(product([False, True], repeat=n)), dtype=bool)
-    v = np.asarray(value(z), dtype=np.float64)
-    index = {tuple(row): k for k, row in enumerate(z)}
-    phi = np.zeros(n)
-    for k, row in enumerate(z):
-        s = int(row.sum())
-        for i in range(n):
-            if not row[i]:
-                w = factorial(s) * factorial(n - s - 1) / factorial(n)
-                with_i = row.copy()
-                with_i[i] = True
-                phi[i] += w * (v[index[tuple(with_i)]] - v[k])
-    return phi

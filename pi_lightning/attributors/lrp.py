@@ -186,8 +186,8 @@ class LRP(GradientAttributor):
         if n_attn == 0 or (expected is not None and n_attn != expected):
             raise TypeError(
                 f"LRP has rules for GPT-2, Llama, Mistral, Qwen2 and Qwen3 models, got {type(hf).__name__} "
-                f"(model_type={getattr(hf.config, 'model_type', None)!r}). Use 'inputxgrad' or a perturbation "
-                "method for this model."
+                f"(model_type={getattr(hf.config, 'model_type', None)!r}). Use 'inputxgrad' or a "
+                "perturbation method for this model."
             )
         return plan
 

@@ -2,7 +2,7 @@
 
 Each pass runs the model on one masked input and reads the intermediate prediction at the end of
 every active feature: the prediction on the prefix coalition "active features up to here". The
-input masks are drawn from the optimised distribution P' of :mod:`pi_lightning.shapley` (or from
+input masks are drawn from the optimised distribution P' of :mod:`pi_lightning.attributors._shapley` (or from
 the Shapley distribution itself, the paper's Table 4 ablation), with the S+ trick (every feature
 after the last sampled one is active too). The collected coalitions are deduplicated, weighted so
 that they follow the Shapley distribution, and Kernel SHAP's constrained weighted least squares
@@ -23,25 +23,24 @@ the same accounting as Kernel SHAP. P' is concentrated: counting *samples* inste
 Kernel SHAP ran 15.4, and at n = 6 even 48 samples give ~10 distinct masks. The stopping rule keeps
 every draw up to the one that brought the last new mask, with its multiplicity in the weights.
 
-Randomness. Each text gets its own generator, seeded from ``seed`` and a digest of the text's
-tokens and feature spans: a text's masks (and so its attribution) depend only on the seed and the
-text, not on which other texts share the call, their order, or how a monitor chunks them.
+Randomness. Each text gets its own generator (:func:`~pi_lightning.attributors.base.text_rng`),
+seeded from ``seed`` and a digest of the text's tokens and feature spans: a text's masks (and so its
+attribution) depend only on the seed and the text, not on which other texts share the call, their
+order, or how a monitor chunks them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from pi_lightning.attributors.base import Attributor, register
+from pi_lightning.attributors._shapley import mask_distribution
+from pi_lightning.attributors.base import Attributor, register, text_rng
 from pi_lightning.features import Features
-from pi_lightning.inference import class_probs
 from pi_lightning.result import Attribution
-from pi_lightning.shapley import mask_distribution
 
 __all__ = ["MPPI", "kernel_shap_regression"]
 
@@ -200,7 +199,8 @@ class MPPI(Attributor):
         self.cost = f"{self._mult:g}n" if self._mult is not None else f"{self._fixed}x"
 
     def passes(self, n: int) -> int:
-        """The budget for a text of ``n`` features: masked passes run (or masks drawn, see ``budget_unit``)."""
+        """The budget for a text of ``n`` features: masked passes run (or masks drawn, see
+        ``budget_unit``)."""
         if n < 2:
             return 0
         return self._fixed if self._fixed is not None else max(1, math.ceil(self._mult * n))
@@ -209,21 +209,6 @@ class MPPI(Attributor):
         return float(self.passes(n))
 
     # -- sampling and passes ------------------------------------------------------------------
-    def text_rng(self, features: Features) -> np.random.Generator:
-        """The generator of one text: a function of the seed, the text's tokens and its feature spans."""
-        if self.seed is None:
-            return np.random.default_rng()
-        # (T,) token ids then (n, 2) spans, as int64 bytes -> a 128-bit digest -> 4 seed words.
-        key = np.concatenate(
-            [
-                np.asarray(features.input_ids, dtype=np.int64),
-                np.asarray(features.spans, dtype=np.int64).reshape(-1),
-            ]
-        )
-        digest = hashlib.blake2b(key.tobytes(), digest_size=16).digest()
-        words = np.frombuffer(digest, dtype=np.uint32).tolist()
-        return np.random.default_rng(np.random.SeedSequence([int(self.seed), *words]))
-
     def draw(self, dist, budget: int, rng: np.random.Generator) -> np.ndarray:
         """The masks drawn for one text: ``(D, n)`` bool, duplicates included.
 
@@ -255,7 +240,10 @@ class MPPI(Attributor):
             total += len(d)
         return np.concatenate(chunks)
 
-    def _run(self, feats: list[Features], target):
+    def predict(self, feats) -> tuple[torch.Tensor, tuple[list[dict], list[torch.Tensor]]]:
+        """The one batched pass: every unmasked input (read at the context token, every feature end and
+        the final token), the empty input where no context precedes the text, and every masked input
+        (read at the end of each active feature). The state is ``(plans, logits)``."""
         seqs: list[list[int]] = []
         positions: list[list[int]] = []
         plans = []
@@ -275,7 +263,7 @@ class MPPI(Attributor):
             B = self.passes(n)
             if B:
                 dist = mask_distribution(n, self.use_splus, self.distribution)
-                draws = self.draw(dist, B, self.text_rng(f))
+                draws = self.draw(dist, B, text_rng(self.seed, f))
                 masks, counts = np.unique(draws, axis=0, return_counts=True)
                 full = masks.all(1)
                 # The weights divide by the number of draws (B when counting samples).
@@ -291,9 +279,7 @@ class MPPI(Attributor):
                     positions.extend(mends[r][masks[r]].tolist() for r in range(len(masks)))
             plans.append(plan)
         logits = self.adapter.forward_positions(seqs, positions)
-        finals = torch.stack([logits[p["unmasked"]][-1] for p in plans])
-        targets = self.resolve_targets(target, len(feats), finals)
-        return plans, logits, targets
+        return torch.stack([logits[p["unmasked"]][-1] for p in plans]), (plans, logits)
 
     def _gather(self, f: Features, plan, logits, c: int):
         """Unique coalitions, their values and weights, f(empty), f(N) for one example."""
@@ -349,17 +335,21 @@ class MPPI(Attributor):
             last), float64 ``(M,)`` outputs of the target class, float64 ``(M,)`` regression
             weights (``inf`` for the empty and full constraints).
         """
+        feats = self.featurize(features_list)
+        finals, state = self.predict(feats)
+        resolved = self.resolve_targets(targets, len(feats), finals)
         return [
             (a.extras["coalitions"], a.extras["values"], a.extras["weights"])
-            for a in self._attribute(self.featurize(features_list), targets, regress=False)
+            for a in self._explain(feats, resolved, finals, state, regress=False)
         ]
 
-    def attribute(self, texts, target="predicted") -> list[Attribution]:
-        """Explain the model's output for ``target`` on each text (see :class:`MPPI`)."""
-        return self._attribute(self.featurize(texts), target, regress=True)
+    def explain(self, feats, targets, finals, state) -> list[Attribution]:
+        return self._explain(feats, targets, finals, state, regress=True)
 
-    def _attribute(self, feats: list[Features], target, regress: bool) -> list[Attribution]:
-        plans, logits, targets = self._run(feats, target)
+    def _explain(self, feats, targets, finals, state, regress: bool) -> list[Attribution]:
+        """Coalitions, values and weights of each example (:meth:`_gather`), then Kernel SHAP's
+        regression (``regress``; :meth:`collect` skips it)."""
+        plans, logits = state
         gathered = [self._gather(f, p, logits, c) for f, p, c in zip(feats, plans, targets, strict=False)]
         if regress:
             phis = kernel_shap_regression(
@@ -372,7 +362,7 @@ class MPPI(Attributor):
         else:
             phis = [np.full(f.n, np.nan) for f in feats]
         results = []
-        for f, p, c, (Z, v, w, f0, fN, un), phi in zip(feats, plans, targets, gathered, phis, strict=False):
+        for f, p, c, (Z, v, w, f0, fN, _un), phi in zip(feats, plans, targets, gathered, phis, strict=False):
             n = f.n
             coal = np.concatenate([np.zeros((1, n), bool), Z, np.ones((1, n), bool)])
             vals = np.concatenate([[f0], v, [fN]])
@@ -380,14 +370,12 @@ class MPPI(Attributor):
             masks = p.get("masks")
             run = 1 + ("empty" in p) + (0 if masks is None else len(masks))
             results.append(
-                Attribution(
-                    scores=torch.as_tensor(phi, dtype=torch.float64),
-                    features=f,
-                    target=c,
-                    method=self.name,
-                    output=self.output,
+                self.result(
+                    f,
+                    c,
+                    logits[p["unmasked"]][-1],
+                    torch.as_tensor(phi, dtype=torch.float64),
                     base_value=f0,
-                    probs=class_probs(logits[p["unmasked"]][-1]),
                     forward_passes=float(run),
                     extras={
                         "coalitions": torch.from_numpy(coal),

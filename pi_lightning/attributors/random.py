@@ -1,7 +1,7 @@
 """Random: the sanity baseline of the paper's Table 2.
 
 Scores are independent standard normal draws from a private ``torch.Generator`` seeded from the
-constructor's seed and the text (:func:`~pi_lightning.attributors.base.text_seed`), so a text's scores
+constructor's seed and the text (:func:`~pi_lightning.attributors.base.text_rng`), so a text's scores
 depend on nothing else (not the batch, the chunking or the call order) and the global random state
 is never touched. Any method that does not beat it on the activation study
 carries no information about the model. Cost "0"; the inference pass is still run once per text to
@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from pi_lightning.attributors._grad import predict
-from pi_lightning.attributors.base import Attributor, register, text_seed
-from pi_lightning.inference import class_probs
+from pi_lightning.attributors.base import Attributor, register, text_rng
 from pi_lightning.result import Attribution
 
 __all__ = ["RandomAttributor"]
@@ -47,23 +45,18 @@ class RandomAttributor(Attributor):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
         self.seed = seed
 
-    def attribute(self, texts, target="predicted") -> list[Attribution]:
-        feats = self.featurize(texts)
-        finals = predict(self, feats)
-        targets = self.resolve_targets(target, len(feats), finals)
+    def explain(self, feats, targets, finals, state) -> list[Attribution]:
         return [
-            Attribution(
-                scores=torch.randn(
+            self.result(
+                f,
+                c,
+                lg,
+                torch.randn(
                     f.n,
-                    generator=torch.Generator().manual_seed(text_seed(self.seed, f.text)),
+                    generator=torch.Generator().manual_seed(int(text_rng(self.seed, f).integers(2**63))),
                     dtype=torch.float64,
                 ),
-                features=f,
-                target=c,
-                method=self.name,
-                output=self.output,
-                probs=class_probs(lg),
                 forward_passes=1.0,
             )
-            for f, c, lg in zip(feats, targets, finals, strict=False)
+            for f, c, lg in zip(feats, targets, finals, strict=True)
         ]

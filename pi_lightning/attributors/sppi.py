@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from pi_lightning.attributors.base import Attributor, register
-from pi_lightning.inference import class_probs
 from pi_lightning.result import Attribution
 
 __all__ = ["SPPI", "progressive_differences"]
@@ -70,19 +69,17 @@ class SPPI(Attributor):
     name = "sp-pi"
     cost = "0"
 
-    def attribute(self, texts, target="predicted") -> list[Attribution]:
-        feats = self.featurize(texts)
-        seqs = [list(f.input_ids) for f in feats]
-        # Positions read per example: the token before the first feature (if any), each feature's
-        # end, and the final token (the model's actual prediction).
+    def predict(self, feats) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The inference pass, read at the token before the first feature (if any), each feature's end
+        and the final token (the model's actual prediction); the state is those logits per example."""
         positions = []
         for f in feats:
             pre = [f.context_end - 1] if f.context_end > 0 else []
             positions.append(pre + list(f.ends) + [len(f.input_ids) - 1])
-        logits = self.adapter.forward_positions(seqs, positions)
-        finals = torch.stack([lg[-1] for lg in logits])
-        targets = self.resolve_targets(target, len(feats), finals)
+        logits = self.adapter.forward_positions([f.input_ids for f in feats], positions)
+        return torch.stack([lg[-1] for lg in logits]), logits
 
+    def explain(self, feats, targets, finals, logits) -> list[Attribution]:
         # p_0 from the fully masked input where no context token precedes the text.
         need_empty = [i for i, f in enumerate(feats) if f.context_end == 0]
         empty_logits = {}
@@ -92,30 +89,31 @@ class SPPI(Attributor):
                 (s,), ends = self.masker(feats[i], np.zeros((1, feats[i].n), dtype=bool))
                 empty_seqs.append(s)
                 empty_pos.append([int(ends[0, -1])])
-            for i, lg in zip(need_empty, self.adapter.forward_positions(empty_seqs, empty_pos), strict=False):
-                empty_logits[i] = lg[0]
-
-        results = []
-        for i, (f, lg, c) in enumerate(zip(feats, logits, targets, strict=False)):
+            for i, lg in zip(need_empty, self.adapter.forward_positions(empty_seqs, empty_pos), strict=True):
+                empty_logits[i] = lg  # (1, C)
+        # Per example the reference p_0 then every feature end: (n_i + 1,) values, padded into one
+        # (N, 1 + max n) batch whose ends are its valid entries -> one vectorised SP-PI call.
+        refs = []
+        for i, (f, lg, c) in enumerate(zip(feats, logits, targets, strict=True)):
             p = self.outputs(lg, c)
-            if f.context_end > 0:
-                p0, pends = p[0], p[1:-1]
-            else:
-                p0, pends = self.outputs(empty_logits[i], c), p[:-1]
-            # (n + 1,) -> (1, n + 1): the reference then every feature end -> n differences.
-            seq = torch.cat([p0.reshape(1), pends]).reshape(1, -1)
-            phi = progressive_differences(seq, torch.ones_like(seq, dtype=torch.bool))[0][0, 1:]
-            results.append(
-                Attribution(
-                    scores=phi,
-                    features=f,
-                    target=c,
-                    method=self.name,
-                    output=self.output,
-                    base_value=float(p0),
-                    probs=class_probs(lg[-1]),
-                    forward_passes=1.0 + (f.context_end == 0),
-                    extras={"intermediate": pends.clone()},
-                )
+            refs.append(
+                torch.cat([self.outputs(empty_logits[i], c), p[:-1]]) if f.context_end == 0 else p[:-1]
             )
-        return results
+        width = max(len(r) for r in refs)
+        values = torch.zeros(len(refs), width, dtype=torch.float64)
+        is_end = torch.zeros(len(refs), width, dtype=torch.bool)
+        for i, r in enumerate(refs):
+            values[i, : len(r)], is_end[i, : len(r)] = r, True
+        phi, _scored = progressive_differences(values, is_end)
+        return [
+            self.result(
+                f,
+                c,
+                lg,
+                phi[i, 1 : f.n + 1].clone(),
+                base_value=float(refs[i][0]),
+                forward_passes=1.0 + (f.context_end == 0),
+                extras={"intermediate": refs[i][1:].clone()},
+            )
+            for i, (f, c, lg) in enumerate(zip(feats, targets, finals, strict=True))
+        ]

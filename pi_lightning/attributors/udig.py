@@ -43,10 +43,9 @@ from __future__ import annotations
 
 import torch
 
-from pi_lightning.attributors._grad import grad_mode
+from pi_lightning.attributors._neighbors import VocabularyIndex
 from pi_lightning.attributors.base import Attributor, register
-from pi_lightning.inference import class_probs
-from pi_lightning.neighbors import VocabularyIndex
+from pi_lightning.inference import model_mode
 from pi_lightning.result import Attribution
 
 __all__ = ["UDIG", "discretized_path", "resample_path"]
@@ -140,10 +139,7 @@ def discretized_path(
         mono = (emb >= lo[:, None]) & (emb <= hi[:, None])  # (T, k, D)
         fill = torch.clamp(line, lo, hi)  # the line point, kept between b and prev
         monotonised = torch.where(mono, emb, fill[:, None])
-        if strategy == "greedy":
-            score = (emb - monotonised).norm(dim=-1)
-        else:
-            score = -mono.sum(-1).float()
+        score = (emb - monotonised).norm(dim=-1) if strategy == "greedy" else -mono.sum(-1).float()
         # (T, k, e) -> (T, k): avoidance level 2 = excluded, 1 = already on the path, 0 = free.
         level = 2 * (cand[:, :, None] == hard[:, None, :]).any(-1).long()
         level += (cand[:, :, None] == used[:, None, :n_used]).any(-1).long()
@@ -221,7 +217,8 @@ class UDIG(Attributor):
     Example:
         >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
         >>> tok = tiny_tokenizer("gpt2")
-        >>> [a] = UDIG(tiny_classifier("gpt2", tokenizer=tok), tok, steps=4).attribute("a good movie", target=1)
+        >>> udig = UDIG(tiny_classifier("gpt2", tokenizer=tok), tok, steps=4)
+        >>> [a] = udig.attribute("a good movie", target=1)
         >>> a.features.texts, a.scores.shape, a.forward_passes
         (('a', 'good', 'movie'), torch.Size([3]), 9.0)
     """
@@ -291,10 +288,11 @@ class UDIG(Attributor):
             tid = getattr(self.tokenizer, f"{baseline}_token_id", None)
             if tid is None:
                 raise ValueError(
-                    f"baseline={baseline!r} but the tokenizer has no {baseline} token; use 'mask' or a token id."
+                    f"baseline={baseline!r} but the tokenizer has no {baseline} token; use 'mask' or a "
+                    "token id."
                 )
             ids = {True: (int(tid),), False: (int(tid),)}
-        for sb, t in ids.items():
+        for t in ids.values():
             if not t or not all(0 <= i < V for i in t):
                 raise ValueError(f"Baseline token ids {t} are not rows of the {V}-row embedding table.")
         return ids
@@ -305,14 +303,12 @@ class UDIG(Attributor):
         return self.adapter.per_position_logits(None, ones, inputs_embeds=embeds)[:, -1, :]
 
     def attribute(self, texts, target="predicted") -> list[Attribution]:
+        # The path's gradients need autograd, also when called inside Lightning's inference mode.
         with torch.inference_mode(False):
-            feats = self.featurize(texts)
-            seqs = [list(f.input_ids) for f in feats]
-            finals = torch.stack(
-                [lg[0] for lg in self.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])]
-            )
-            targets = self.resolve_targets(target, len(feats), finals)
-            return [self._attribute_one(f, c, lg) for f, c, lg in zip(feats, targets, finals, strict=False)]
+            return super().attribute(texts, target)
+
+    def explain(self, feats, targets, finals, state) -> list[Attribution]:
+        return [self._attribute_one(f, c, lg) for f, c, lg in zip(feats, targets, finals, strict=True)]
 
     def _attribute_one(self, f, c: int, final_logits: torch.Tensor) -> Attribution:
         table = self.index.table
@@ -351,7 +347,7 @@ class UDIG(Attributor):
         L = len(f.input_ids)
         dtype = next(p for p in self.model.parameters() if p.is_floating_point()).dtype
         grads, outs = [], []
-        with grad_mode(self.model):
+        with model_mode(self.model, "grad"):
             # (L,) -> (1, L, D): real embeddings of the fixed context.
             context = self.embedding(ids[None]).detach().to(dtype)
             rows = max(1, self.adapter.max_tokens // L)
@@ -371,14 +367,12 @@ class UDIG(Attributor):
         scores = torch.stack([per_token[s - a : e - a].sum() for s, e in f.spans])
         f_x = float(self.outputs(final_logits, c))
         f_b = float(torch.cat(outs)[0])
-        return Attribution(
-            scores=scores,
-            features=f,
-            target=c,
-            method=self.name,
-            output=self.output,
+        return self.result(
+            f,
+            c,
+            final_logits,
+            scores,
             base_value=f_b,
-            probs=class_probs(final_logits),
             forward_passes=1.0 + 2.0 * m,
             extras={
                 "steps": m,

@@ -38,8 +38,8 @@ from typing_extensions import override
 from pi_lightning.attributors.base import available_methods, get_attributor
 from pi_lightning.callbacks._distributed import equal_forward_passes, gather_objects
 from pi_lightning.callbacks._model import resolve_model
-from pi_lightning.callbacks._utils import isolated
 from pi_lightning.data import normalize_probe
+from pi_lightning.inference import model_mode
 from pi_lightning.metrics import METRIC_CLASSES, METRICS, ProbeEvaluation, ProbeHistory, evaluate_faithfulness
 from pi_lightning.metrics.functional.curves import _check_points
 from pi_lightning.reporting.html import HtmlCell, highlight, table_page
@@ -488,7 +488,10 @@ class AttributionMonitor(Callback):
         correct = torch.zeros(2, dtype=torch.float64)  # (correct, count) summed across ranks below
         records = []
         # Every rank issues the same number of forward passes, whatever its shard (FSDP / ZeRO-3 need it).
-        with isolated(trainer, model), equal_forward_passes(model, self.attributor.adapter.pad_token_id):
+        with (
+            model_mode(model, "keep", isolate=True, context=trainer.precision_plugin.forward_context()),
+            equal_forward_passes(model, self.attributor.adapter.pad_token_id),
+        ):
             if texts:
                 attrs = self._refit_and_attribute(trainer, texts, targets)
                 bad = [

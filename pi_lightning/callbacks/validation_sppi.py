@@ -11,10 +11,9 @@ What the LightningModule must expose:
     padding), and optionally ``labels`` (otherwise the predicted class is explained);
   * a ``validation_step`` that calls that model's forward once per batch.
 
-Words are the ones every attributor uses: each sequence's text tokens (the real, non-special tokens)
-are decoded, re-tokenized for their character offsets (from the decoded prefixes where the tokens do not
-round-trip, e.g. a text cut mid-word by truncation), and grouped by
-:func:`pi_lightning.features.group_tokens`, the library's one definition of a word. Special tokens
+Words are the ones every attributor uses: each sequence's real tokens go through
+:meth:`pi_lightning.features.Featurizer.from_token_ids`, the library's one segmentation (the text
+tokens are decoded, re-tokenized for their character offsets and grouped into words). Special tokens
 before the text (a BOS) are fixed context: the last of them is the reference (p_0) and every word
 is scored, exactly as :class:`~pi_lightning.SPPI` does; without them the first word is the
 reference. Every later word gets phi = p(end of word) - p(end of previous word), computed by
@@ -41,7 +40,7 @@ from typing_extensions import override
 from pi_lightning.attributors.sppi import progressive_differences
 from pi_lightning.callbacks._distributed import gather_objects
 from pi_lightning.callbacks._model import resolve_model
-from pi_lightning.features import feature_char_spans, group_tokens
+from pi_lightning.features import Featurizer
 from pi_lightning.inference import OUTPUTS, resolve_classifier, transform_outputs, virtual_tokens
 from pi_lightning.metrics.record import ValidationEvaluation
 from pi_lightning.reporting.html import table_page
@@ -109,7 +108,7 @@ class ValidationSPPI(Callback):
         self._captured: list[torch.Tensor] = []
         self._position_ids_passed: bool | None = None
         self._in_batch = False
-        self._special: set[int] = set()
+        self._featurizer: Featurizer | None = None
         self._absolute = False
         self._virtual = 0
         self._warned_padding = False
@@ -147,7 +146,7 @@ class ValidationSPPI(Callback):
                 f"{type(self.tokenizer).__name__}. Load it with AutoTokenizer.from_pretrained(..., "
                 "use_fast=True)."
             )
-        self._special = {int(i) for i in (getattr(self.tokenizer, "all_special_ids", None) or [])}
+        self._featurizer = Featurizer(self.tokenizer, "word")
         self._absolute = _absolute_positions(self._hf)
 
     @override
@@ -236,7 +235,8 @@ class ValidationSPPI(Callback):
     def _segment(
         self, ids: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
-        """Word ends, on the host, with the library's one word definition.
+        """Word ends, on the host, with the library's one word segmentation
+        (:meth:`~pi_lightning.features.Featurizer.from_token_ids`, what every attributor's features use).
 
         Returns ``(is_end, ok, words)``: ``(B, T)`` bool, True at the reference position (the last
         special token before the text, else the first word's end) and at every word's end; ``(B,)``
@@ -245,58 +245,32 @@ class ValidationSPPI(Callback):
         B, T = ids.shape
         rows = ids.tolist()
         real = mask.tolist()
+        # per row the batch column of each real token (padding removed)
+        cols = [[t for t in range(T) if real[r][t]] for r in range(B)]
+        feats = self._featurizer.from_token_ids([[rows[r][t] for t in cols[r]] for r in range(B)])
         is_end = torch.zeros(B, T, dtype=torch.bool)
         ok = torch.ones(B, dtype=torch.bool)
-        spans, segs = [], []
-        for r in range(B):
-            pos = [t for t in range(T) if real[r][t]]
-            text_pos = [t for t in pos if rows[r][t] not in self._special]
-            if not text_pos:
-                spans.append(None)
-                segs.append([])
-                continue
-            a, b = text_pos[0], text_pos[-1] + 1
-            spans.append((a, b, pos[0]))
-            segs.append(rows[r][a:b])
-        texts = self.tokenizer.batch_decode(segs, clean_up_tokenization_spaces=False)
-        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
         words: list[list[str]] = []
-        for r in range(B):
+        for r, f in enumerate(feats):
             row_words: list[str] = []
             words.append(row_words)
-            if spans[r] is None:
+            if f is None:
                 ok[r] = False
                 continue
-            a, b, first_real = spans[r]
-            if not all(real[r][a:b]):
+            col = cols[r]
+            a, b = f.context_end, f.suffix_start
+            if col[b - 1] - col[a] != b - 1 - a:  # a gap in the mask inside the text
                 ok[r] = False
                 continue
-            text, offs = texts[r], enc["offset_mapping"][r]
-            if list(enc["input_ids"][r]) != segs[r]:  # e.g. a text cut mid-word by truncation
-                offs = self._prefix_offsets(segs[r], text)
-            groups = group_tokens(text, offs, "word")
-            chars = feature_char_spans(text, offs, groups)
-            if a > first_real:  # context before the text: its last token is the reference p_0
-                is_end[r, a - 1] = True
-                scored_groups = range(len(groups))
+            if a > 0:  # context before the text: its last token is the reference p_0
+                is_end[r, col[a - 1]] = True
+                scored = f.texts
             else:  # the first word is the reference
-                scored_groups = range(1, len(groups))
-            for g0, g1 in groups:
-                is_end[r, a + g1 - 1] = True
-            row_words.extend(text[chars[g][0] : chars[g][1]] for g in scored_groups)
+                scored = f.texts[1:]
+            for e in f.ends:
+                is_end[r, col[e]] = True
+            row_words.extend(scored)
         return is_end, ok, words
-
-    def _prefix_offsets(self, seg: list[int], text: str) -> list[tuple[int, int]]:
-        """Character offsets of tokens that do not round-trip, from the decoded length of each prefix."""
-        prefixes = self.tokenizer.batch_decode(
-            [seg[:k] for k in range(1, len(seg) + 1)], clean_up_tokenization_spaces=False
-        )
-        offs, prev = [], 0
-        for p_ in prefixes:
-            end = min(max(len(p_), prev), len(text))
-            offs.append((prev, end))
-            prev = end
-        return offs
 
     @torch.no_grad()
     def _accumulate(

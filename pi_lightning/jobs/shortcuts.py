@@ -473,19 +473,14 @@ def counterfactual_check(
         need = [t for t in holders if t not in originals]
         if need:
             seqs = [list(feats[t].input_ids) for t in need]
-            for t, lg in zip(
-                need, adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs]), strict=False
-            ):
-                originals[t] = transform_outputs(lg[0], "prob")
+            for t, lg in zip(need, adapter.final_logits(seqs), strict=False):
+                originals[t] = transform_outputs(lg, "prob")
         seqs = []
         for t in holders:
             keep = np.array([[_norm(x) != w for x in feats[t].texts]])
             (s,), _ = masker(feats[t], keep)
             seqs.append(s)
-        masked = [
-            transform_outputs(lg[0], "prob")
-            for lg in adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
-        ]
+        masked = list(transform_outputs(adapter.final_logits(seqs), "prob"))
         c = row["cls"]
         flips = [int(originals[t].argmax()) != int(m.argmax()) for t, m in zip(holders, masked, strict=False)]
         drops = [float(originals[t][c] - m[c]) for t, m in zip(holders, masked, strict=False)]

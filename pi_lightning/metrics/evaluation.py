@@ -236,9 +236,8 @@ def evaluate_faithfulness(
             start += block.shape[0]
         slots.append(example)
 
-    logits = adapter.forward_positions(sequences, [[len(s) - 1] for s in sequences])
-    # U x (1, C) -> (U, C): the prediction on each distinct input.
-    probs_all = transform_outputs(torch.cat(logits, 0), "prob")
+    # (U, C): the prediction on each distinct input.
+    probs_all = transform_outputs(adapter.final_logits(sequences), "prob")
 
     targets = torch.tensor([a.target for a in attributions], dtype=torch.long)
     probs = probs_all[np.concatenate([s["full"] for s in slots])]

@@ -11,8 +11,8 @@ weights. This module computes all of it:
 * :func:`coalition_map` / :func:`coalition_map_transpose`: the conditional map P† from input
   classes (i, j) to intermediate classes (k, l) (Eqn 14, and Eqn 17 for the S+ variant that also
   activates every feature after j), applied in O(n^2) without ever forming the
-  n(n-1) x n(n-1) matrix. :func:`dense_coalition_map` writes that matrix out; tests use it as
-  the reference.
+  n(n-1) x n(n-1) matrix (:func:`pi_lightning.testing.dense_coalition_map` writes it out as the
+  tests' reference).
 * :func:`mask_distribution`: solves Eqn 16 and returns a cached :class:`MaskDistribution` with
   P', P^D, P* and the weights w = P*/P^D.
 
@@ -57,7 +57,6 @@ __all__ = [
     "MaskDistribution",
     "coalition_map",
     "coalition_map_transpose",
-    "dense_coalition_map",
     "mask_distribution",
     "shapley_distribution",
 ]
@@ -117,11 +116,11 @@ def shapley_distribution(n: int) -> np.ndarray:
         [[0.1667, 0.1667, 0.1667], [0.0, 0.1667, 0.3333]]
     """
     _check_n(n)
-    k, l, valid = _grid(n)
+    k, last, valid = _grid(n)
     size = 1.0 / (np.arange(1, n) * (n - np.arange(1, n)))
     size /= size.sum()
     lf = _log_factorial(n)
-    lg = lf[l - 1] - lf[k - 1] - lf[np.maximum(l - k, 0)] - (lf[n] - lf[k] - lf[n - k])
+    lg = lf[last - 1] - lf[k - 1] - lf[np.maximum(last - k, 0)] - (lf[n] - lf[k] - lf[n - k])
     return np.where(valid, size[:, None] * np.exp(lg), 0.0)
 
 
@@ -153,11 +152,11 @@ def _diag_cumsum(d: np.ndarray, reverse: bool = False) -> np.ndarray:
     d = np.array(d, dtype=np.float64, order="C", copy=True)
     rows = d.shape[0]
     if reverse:
-        for l in range(rows - 2, -1, -1):
-            d[l, :-1] += d[l + 1, 1:]
+        for row in range(rows - 2, -1, -1):
+            d[row, :-1] += d[row + 1, 1:]
     else:
-        for l in range(1, rows):
-            d[l, 1:] += d[l - 1, :-1]
+        for row in range(1, rows):
+            d[row, 1:] += d[row - 1, :-1]
     return d
 
 
@@ -248,40 +247,6 @@ def coalition_map_transpose(r: np.ndarray, splus: bool = True) -> np.ndarray:
     n = r.shape[1]
     _check_n(n)
     return _T(_apply_t(_T(r), _tables(n, splus)))
-
-
-def dense_coalition_map(n: int, splus: bool = True) -> np.ndarray:
-    """The paper's conditional matrix P†_{kl|ij} written out densely (reference for tests; n <= ~40).
-
-    Returns:
-        ``(n(n-1), n(n-1))`` array; row ``(i-1) n + (j-1)`` is the input class (i, j), column
-        ``(k-1) n + (l-1)`` the intermediate class (k, l). Rows of impossible classes (j < i) are 0.
-    """
-    _check_n(n)
-    if n > 60:
-        raise ValueError(
-            f"The dense conditional matrix for n = {n} has {(n * (n - 1)) ** 2:,} entries; "
-            "use coalition_map (structured) instead."
-        )
-    from math import comb
-
-    N = n * (n - 1)
-    M = np.zeros((N, N))
-    for i in range(1, n):
-        for j in range(i, n + 1):
-            ip = i + n - j if splus else i
-            row = (i - 1) * n + (j - 1)
-            tot = comb(j - 1, i - 1)
-            for k in range(1, i):
-                for l in range(k, j):
-                    M[row, (k - 1) * n + (l - 1)] = (
-                        comb(l - 1, k - 1) * comb(j - l - 1, i - k - 1) / (ip * tot)
-                    )
-            for l in range(j, n + 1 if splus else j + 1):
-                k = i + l - j
-                if k <= n - 1:
-                    M[row, (k - 1) * n + (l - 1)] = 1.0 / ip
-    return M
 
 
 def _project_simplex(v: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -429,21 +394,21 @@ class MaskDistribution:
         xt = _T(self.p_prime) * t.scale  # the solver's transposed layout
         x = _T(xt)
         Y = _T(_pascal_down(xt))
-        l = n - 1 - np.argmax(z[:, ::-1], axis=1)  # 0-based last active
+        last = n - 1 - np.argmax(z[:, ::-1], axis=1)  # 0-based last active
         if self.splus:
-            # Start r (0-based) of the final run of active features ending at l.
+            # Start r (0-based) of the final run of active features ending at l (`last`).
             pos = np.arange(n)[None, :]
-            off = (~z) & (pos < l[:, None])
+            off = (~z) & (pos < last[:, None])
             r = np.where(off.any(1), n - np.argmax(off[:, ::-1], axis=1), 0)
             # sum_{j=r}^{l} x[k-l+j, j] = S[k, l] - S[k-l+r-1, r-1], S the diagonal prefix sums.
             S = _T(_diag_cumsum(xt))
             kk = k - 1
-            kr, lr = kk - (l - r) - 1, r - 1
+            kr, lr = kk - (last - r) - 1, r - 1
             ok = (kr >= 0) & (lr >= 0)
-            tail = S[kk, l] - np.where(ok, S[np.maximum(kr, 0), np.maximum(lr, 0)], 0.0)
+            tail = S[kk, last] - np.where(ok, S[np.maximum(kr, 0), np.maximum(lr, 0)], 0.0)
         else:
-            tail = x[k - 1, l]
-        c_u = Y[k - 1, l] + tail
+            tail = x[k - 1, last]
+        c_u = Y[k - 1, last] + tail
         pk = self.p_star.sum(1)  # P*_k
         lf = _log_factorial(n)
         lg = lf[n] - lf[k] - lf[n - k]

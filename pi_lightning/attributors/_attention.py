@@ -27,12 +27,20 @@ memory).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
+from collections.abc import Iterator
 
 import torch
 
-__all__ = ["AttentionRowRecorder", "attention_rows", "last_positions"]
+__all__ = [
+    "AttentionRowRecorder",
+    "attention_modules",
+    "attention_rows",
+    "eager_attention",
+    "last_positions",
+]
 
 # (transformers module, attention class) pairs with the fast path, by kind of projection.
 _GPT2_STYLE = (("transformers.models.gpt2.modeling_gpt2", "GPT2Attention"),)
@@ -97,7 +105,8 @@ def _check_inputs(attention_mask: torch.Tensor, query_positions: torch.Tensor) -
 
 
 class AttentionRowRecorder:
-    """Context manager: records, during the next forward pass, each layer's attention row of one query per sequence.
+    """Context manager: records, during the next forward pass, each layer's attention row of one query
+    per sequence.
 
     Use it around any ordinary forward call of ``model`` on a batch shaped like ``attention_mask``;
     afterwards :attr:`rows` is a float32 tensor ``(B, L, H, T)``: for sequence ``b``, layer ``l``
@@ -201,7 +210,8 @@ class AttentionRowRecorder:
     def _rope_row(self, module, hidden: torch.Tensor, position_embeddings) -> torch.Tensor:
         if position_embeddings is None:
             raise RuntimeError(
-                f"{type(module).__name__} was called without position_embeddings; cannot recompute its attention row."
+                f"{type(module).__name__} was called without position_embeddings; cannot recompute its "
+                "attention row."
             )
         B, T, _ = hidden.shape
         D = module.head_dim
@@ -255,9 +265,10 @@ class AttentionRowRecorder:
         if cls not in _WARNED_FALLBACK:
             _WARNED_FALLBACK.add(cls)
             warnings.warn(
-                f"No recomputed-attention path for {cls}: its attention rows are read with eager attention and "
-                "output_attentions=True (quadratic memory in the sequence length); the attention implementation "
-                "is restored afterwards. Fast paths exist for GPT-2, Llama, Mistral, Qwen2 and Qwen3.",
+                f"No recomputed-attention path for {cls}: its attention rows are read with eager attention "
+                "and output_attentions=True (quadratic memory in the sequence length); the attention "
+                "implementation is restored afterwards. Fast paths exist for GPT-2, Llama, Mistral, Qwen2 "
+                "and Qwen3.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -310,11 +321,67 @@ def attention_rows(
         >>> tuple(rows.shape), round(float(rows[0, 0, 0].sum()), 4)
         ((1, 2, 4, 4), 1.0)
     """
-    from pi_lightning.inference import eval_mode
+    from pi_lightning.inference import model_mode
 
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    with eval_mode(model), AttentionRowRecorder(model, attention_mask, query_positions) as rec:
+    with model_mode(model), AttentionRowRecorder(model, attention_mask, query_positions) as rec:
         model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
     return rec.rows
+
+
+@contextlib.contextmanager
+def eager_attention(hf_model) -> Iterator[None]:
+    """Switch a transformers model to eager attention (which materialises attention weights).
+
+    SDPA and flash attention never form the attention matrix, so the attention-based baselines
+    (A-Last, GAE) switch the model to ``"eager"`` for their forward pass and switch it back to the
+    implementation it had (read from ``config._attn_implementation``) on exit, also on error.
+    Eager attention uses memory quadratic in the sequence length; the token budget
+    (``max_tokens``) bounds it per batch.
+    """
+    config = hf_model.config
+    previous = getattr(config, "_attn_implementation", None)
+    if previous in (None, "eager"):
+        yield
+        return
+    hf_model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        hf_model.set_attn_implementation(previous)
+
+
+def attention_modules(hf_model) -> tuple[list[torch.nn.Module], int]:
+    """The self-attention modules of a transformers decoder in layer order, and where their
+    output tuple holds the attention weights.
+
+    Uses the model's own declaration of where ``output_attentions`` are recorded
+    (``_can_record_outputs["attentions"]``), so no architecture is hard-coded.
+
+    Raises:
+        TypeError: when the model does not declare its attention modules.
+    """
+    spec = None
+    for m in hf_model.modules():
+        spec = (getattr(type(m), "_can_record_outputs", None) or {}).get("attentions")
+        if spec is not None:
+            break
+    if spec is None:
+        raise TypeError(
+            f"{type(hf_model).__name__} does not declare its attention modules (transformers' "
+            "`_can_record_outputs['attentions']`), so its attention weights cannot be read. "
+            "Use a transformers >= 5 decoder model, or a perturbation or gradient method."
+        )
+    cls = spec if isinstance(spec, type) else spec.target_class
+    index = 1 if isinstance(spec, type) else int(spec.index)
+    layer_name = None if isinstance(spec, type) else spec.layer_name
+    mods = [
+        m
+        for name, m in hf_model.named_modules()
+        if isinstance(m, cls) and (layer_name is None or layer_name in name)
+    ]
+    if not mods:
+        raise TypeError(f"No {cls.__name__} modules found in {type(hf_model).__name__}.")
+    return mods, index
