@@ -233,7 +233,7 @@ def test_metric_classes_update_from_result_without_recomputing(gpt2_tok, gpt2_mo
     )
     with pytest.raises(ValueError, match="metrics including 'ias_auc'"):
         METRIC_CLASSES["ias_auc"]().update(partial)
-    with pytest.raises(ValueError, match="needs both"):
+    with pytest.raises(ValueError, match="including both 'as_auc' and 'ias_auc'"):
         METRIC_CLASSES["gap"]().update(partial)
 
 

@@ -78,10 +78,10 @@ class _MeanWithInterval(Metric):
         """The per-example values ``evaluate_faithfulness`` computed for this metric."""
         values = getattr(result, self.field)
         if values is None:
+            needed = "both 'as_auc' and 'ias_auc'" if self.field == "gap" else repr(self.field)
             raise ValueError(
                 f"{type(self).__name__} reads {self.field!r} from the FaithfulnessResult, which has none: "
-                f"run evaluate_faithfulness with metrics including {self.field!r} (or metrics=None for all)"
-                + (" (the gap needs both 'as_auc' and 'ias_auc')." if self.field == "gap" else ".")
+                f"run evaluate_faithfulness with metrics including {needed} (or metrics=None for all)."
             )
         return values
 
