@@ -145,7 +145,8 @@ def run(argv: list[str] | None = None) -> FinetuneCLI:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``pi-lightning finetune``: 0 on success; a bad model name or data file is one line on stderr, status 2."""
+    """``pi-lightning finetune``: 0 on success; a bad model name or data file is one line on stderr,
+    status 2."""
     from pi_lightning.data import DataSourceError
     from pi_lightning.models import ModelNotFoundError
 
