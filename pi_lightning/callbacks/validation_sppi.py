@@ -227,8 +227,8 @@ class ValidationSPPI(Callback):
             rank_zero_warn(
                 f"ValidationSPPI: left-padded validation batches run through {type(self._hf).__name__}, "
                 "which has absolute position embeddings, without position_ids: the model reads the text at "
-                "shifted positions, so its outputs (validation loss included) and these figures depend on the "
-                "padding side. "
+                "shifted positions, so its outputs (validation loss included) and these figures depend on "
+                "the padding side. "
                 "Pad on the right, or pass position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0) to the "
                 "model in validation_step (as pi_lightning's attributors do)."
             )
