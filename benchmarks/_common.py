@@ -38,7 +38,45 @@ _DTYPES = {
 }
 
 
-def add_common_args(p: argparse.ArgumentParser, adapter: str | None = "outputs/finetune/adapter") -> None:
+def benchmark_adapter_dir() -> Path:
+    """The cache folder of the benchmark model's LoRA adapter (``adapter/`` + the ``config.yaml`` it was
+    trained with), beside the converted default model under the package's cache root."""
+    from pi_lightning.data import default_model_dir
+
+    return default_model_dir().parent / "benchmark_adapter"
+
+
+def adapter_template(adapter: str | None) -> str | None:
+    """The prompt template an adapter was fine-tuned with, read from the ``config.yaml`` that
+    ``pi-lightning finetune`` writes beside its adapter folder (``None`` when there is none)."""
+    if not adapter:
+        return None
+    config = Path(adapter).parent / "config.yaml"
+    if not config.is_file():
+        return None
+    import yaml
+
+    with open(config) as fh:
+        cfg = yaml.safe_load(fh) or {}
+    return (cfg.get("data") or {}).get("template")
+
+
+def resolve_template(args: argparse.Namespace) -> str:
+    """``--template`` if given, else the adapter's training template, else ``"{text}"``."""
+    if args.template:
+        return args.template
+    return adapter_template(_adapter_path(args)) or "{text}"
+
+
+def _adapter_path(args: argparse.Namespace) -> str | None:
+    if not args.adapter or args.adapter.lower() == "none":
+        return None
+    if args.adapter == "benchmark":
+        return str(benchmark_adapter_dir() / "adapter")
+    return args.adapter
+
+
+def add_common_args(p: argparse.ArgumentParser, adapter: str | None = "benchmark") -> None:
     """The model / device / precision / output options every benchmark shares."""
     p.add_argument(
         "--model",
@@ -48,7 +86,13 @@ def add_common_args(p: argparse.ArgumentParser, adapter: str | None = "outputs/f
     p.add_argument(
         "--adapter",
         default=adapter,
-        help="LoRA adapter folder written by `pi-lightning finetune` ('' or 'none' for none)",
+        help="'benchmark' (the cached benchmark model), a LoRA adapter folder written by "
+        "`pi-lightning finetune`, or 'none'",
+    )
+    p.add_argument(
+        "--template",
+        default=None,
+        help="prompt template (default: the one the adapter was trained with, from its config.yaml)",
     )
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument(
@@ -77,7 +121,7 @@ def load_model(args: argparse.Namespace):
     name = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
     if name not in _DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(_DTYPES)}, got {name!r}.")
-    adapter = args.adapter if args.adapter and args.adapter.lower() != "none" else None
+    adapter = _adapter_path(args)
     if adapter is not None and not Path(adapter, "adapter_config.json").is_file():
         raise FileNotFoundError(
             f"No LoRA adapter at {adapter!r} (adapter_config.json missing). Produce it with "
