@@ -116,10 +116,12 @@ def select_texts(
     count: int,
     featurizer: Featurizer,
     min_features: int = 2,
+    cut: bool = False,
 ) -> tuple[list[str], list[int]]:
     """The first ``count`` texts of a split with ``min_features..max_features`` features.
 
-    Word level keeps texts that are short enough; sentence level cuts a review after its
+    Word level keeps texts that are short enough (or, with ``cut``, cuts longer ones after their
+    ``max_features``-th word: long texts of a given length); sentence level cuts a review after its
     ``max_features``-th sentence (the paper's setting for long IMDB reviews, shortened for CPU).
     """
     data = load_movie_reviews(dataset, split)
@@ -129,7 +131,7 @@ def select_texts(
         if not text:
             continue
         f = featurizer(text)
-        if granularity == "sentence" and f.n > max_features:
+        if (cut or granularity == "sentence") and f.n > max_features:
             text = text[: f.char_spans[max_features - 1][1]]
             f = featurizer(text)
         if min_features <= f.n <= max_features:

@@ -20,7 +20,11 @@ import argparse
 import itertools
 
 import numpy as np
-import torch
+
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
+    from _common import coalition_game
+except ImportError:  # pragma: no cover
+    from benchmarks._common import coalition_game
 
 from pi_lightning.attributors import MPPI
 from pi_lightning.attributors.kernelshap import exact_shapley
@@ -44,9 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
         n = f.n
         # (2^n, n): every coalition, in exact_shapley's enumeration order.
         Z = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)
-        seqs, _ = mp.masker(f, Z)
-        logits = mp.adapter.forward_positions(seqs, [[len(s) - 1] for s in seqs])
-        v = torch.softmax(torch.stack([lg[0] for lg in logits]).double(), -1)[:, 1].numpy()
+        v = coalition_game(mp.adapter, mp.masker, f, target=1)(Z).numpy()
         phi = exact_shapley(lambda _z, v=v: v, n)
         for unit in ("passes", "samples"):
             cells = []
