@@ -625,7 +625,7 @@ def main(argv: list[str] | None = None) -> dict:
                             rec[f"spearman_{which}"] = _spearman(phi, ref[which])
                     records.append(rec)
         print(
-            f"  input {i + 1}/{len(feats)} (n={f.n}) done; exact references {ref_s:.1f} s, "
+            f"  input {i + 1}/{len(feats)} (n={f.n}) done; reference {ref_s:.1f} s, "
             f"cos(full, prefix) {refs[-1]['cos_full_prefix']:.3f}",
             flush=True,
         )

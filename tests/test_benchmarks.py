@@ -321,3 +321,161 @@ def test_shapley_accuracy_long_text_mode(tmp_path):
     assert res["references"][0]["n"] >= 14 and res["references"][0]["reference"] == "permutations"
     with pytest.raises(ValueError, match="removal game"):
         shapley_accuracy.main(TINY + ["--reference", "permutations", "--mask", "...", "--out", str(tmp_path)])
+
+
+def test_faithfulness_table_rounds_subset_and_paired_tests(tmp_path):
+    """Results are written after every round; subset methods run on the first examples only and are
+    paired with the others on those; MP-PI and SP-PI get a p-value against every other method."""
+    res = faithfulness_table.main(
+        TINY
+        + [
+            "--examples",
+            "4",
+            "--max-features",
+            "6",
+            "--methods",
+            "random,sp-pi,mp-pi,kernel-shap",
+            "--subset-methods",
+            "kernel-shap",
+            "--subset-examples",
+            "2",
+            "--chunk",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert not res["partial"] and res["examples"] == 4
+    assert {m: r["examples"] for m, r in res["rows"].items()} == {
+        "random": 4,
+        "sp-pi": 4,
+        "mp-pi": 4,
+        "kernel-shap": 2,
+    }
+    assert len(res["per_example"]["kernel-shap"]["as_auc"]) == 2
+    assert set(res["wilcoxon"]["mp-pi"]) == {"random", "sp-pi", "kernel-shap"}
+    assert set(res["wilcoxon"]["sp-pi"]) == {"random", "mp-pi", "kernel-shap"}
+    assert res["wilcoxon"]["mp-pi"]["kernel-shap"]["as_auc"]["pairs"] == 2
+    d = res["wilcoxon"]["sp-pi"]["random"]["ias_auc"]["difference"]
+    pe = res["per_example"]
+    assert d == pytest.approx(np.mean(np.array(pe["sp-pi"]["ias_auc"]) - np.array(pe["random"]["ias_auc"])))
+    md = (tmp_path / "faithfulness_rotten_tomatoes_word.md").read_text()
+    assert "p vs MP-PI" in md and "Kernel SHAP ran on the first 2 examples only" in md
+    with pytest.raises(ValueError, match="--chunk"):
+        faithfulness_table.main(TINY + ["--chunk", "0", "--out", str(tmp_path)])
+
+
+def test_coalition_game_is_the_masked_model(gpt2_model, gpt2_tok):
+    from _common import coalition_game
+
+    from pi_lightning.features import Featurizer
+    from pi_lightning.inference import ClassifierAdapter, transform_outputs
+    from pi_lightning.masking import Masker
+
+    adapter, masker = ClassifierAdapter(gpt2_model), Masker(gpt2_tok, "remove")
+    f = Featurizer(gpt2_tok, "word", "Review: {text}")("a good movie , really fun")
+    Z = np.array([[1, 0, 1, 0, 0, 1], [0] * 6, [1] * 6, [0, 1, 1, 0, 0, 0]], dtype=bool)
+    full = coalition_game(adapter, masker, f, 1)(Z.astype(float))  # Captum/shap pass floats
+    both = coalition_game(adapter, masker, f, 1, prefix=True)(torch.tensor(Z))
+    seqs, _ = masker(f, Z)
+    with torch.no_grad():
+        direct = [transform_outputs(gpt2_model(torch.tensor([s])).logits[0], "prob")[1].item() for s in seqs]
+    np.testing.assert_allclose(full.numpy(), direct, atol=1e-6)
+    np.testing.assert_allclose(both[:, 1].numpy(), direct, atol=1e-6)
+    # Under removal the prefix game is the full game (causal attention), read at the right positions.
+    np.testing.assert_allclose(both[:, 0].numpy(), both[:, 1].numpy(), atol=1e-6)
+
+
+def _fake_adapter_cache(root: Path, template: str) -> Path:
+    folder = root / "benchmark_adapter"
+    (folder / "adapter").mkdir(parents=True)
+    (folder / "adapter" / "adapter_config.json").write_text("{}")
+    (folder / "config.yaml").write_text(f"data:\n  template: '{template}'\n")
+    return folder
+
+
+def test_benchmark_adapter_is_reused_and_gives_the_template(tmp_path, monkeypatch):
+    import argparse
+
+    import _common
+
+    import pi_lightning.cli.finetune as finetune
+
+    monkeypatch.setenv("PI_LIGHTNING_CACHE", str(tmp_path))
+    folder = _fake_adapter_cache(tmp_path, "Review: {text}")
+
+    def no_training(*_a, **_k):
+        raise AssertionError("a cached adapter must not be retrained")
+
+    monkeypatch.setattr(finetune, "run", no_training)
+    assert _common.ensure_benchmark_adapter() == folder / "adapter"
+    p = argparse.ArgumentParser()
+    _common.add_common_args(p)
+    assert _common.resolve_template(p.parse_args([])) == "Review: {text}"  # the adapter's own template
+    assert _common.resolve_template(p.parse_args(["--template", "{text}!"])) == "{text}!"
+    assert _common.resolve_template(p.parse_args(["--adapter", "none"])) == "{text}"
+    assert _common.adapter_template(str(tmp_path / "elsewhere" / "adapter")) is None
+
+
+@pytest.mark.slow
+def test_benchmark_adapter_is_trained_once_through_the_finetune_job(tmp_path, monkeypatch):
+    import _common
+
+    monkeypatch.setenv("PI_LIGHTNING_CACHE", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="training it once"):
+        adapter = _common.ensure_benchmark_adapter(("--fast",))
+    assert adapter == tmp_path / "benchmark_adapter" / "adapter"
+    assert (adapter / "adapter_config.json").is_file()
+    assert _common.adapter_template(str(adapter)) == "Review: {text}"  # the default job's template
+    assert not (tmp_path / "benchmark_adapter.partial").exists()
+
+
+def test_permutation_reference_reports_its_standard_error(gpt2_model, gpt2_tok):
+    from pi_lightning.features import Featurizer
+    from pi_lightning.inference import ClassifierAdapter
+    from pi_lightning.masking import Masker
+
+    adapter, masker = ClassifierAdapter(gpt2_model), Masker(gpt2_tok, "remove")
+    f = Featurizer(gpt2_tok, "word", "Review: {text}")("a good movie , really fun")
+    exact = shapley_accuracy.exact_references(adapter, masker, f, 1)
+    few = shapley_accuracy.permutation_reference(adapter, masker, f, 1, permutations=40, seed=1)
+    many = shapley_accuracy.permutation_reference(adapter, masker, f, 1, permutations=1000, seed=1)
+    assert many["rel_se"] < few["rel_se"] and 0 < many["cos_ceiling"] <= 1
+    # The error of the estimate is of the size its standard error says (5 SE: no flaky failures).
+    assert np.all(np.abs(many["full"] - exact["full"]) <= 5 * many["se"] + 1e-12)
+
+
+def test_shapley_accuracy_lengths_mode_cuts_texts(tmp_path):
+    res = shapley_accuracy.main(
+        TINY
+        + [
+            "--dataset",
+            "imdb",
+            "--lengths",
+            "6,9",
+            "--inputs",
+            "1",
+            "--budgets",
+            "1,2",
+            "--seeds",
+            "1",
+            "--methods",
+            "mp-pi,kernel-shap",
+            "--reference",
+            "permutations",
+            "--permutations",
+            "20",
+            "--template",
+            "Review: {text}",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert [r["n"] for r in res["references"]] == [6, 9]
+    assert {r["n"] for r in res["summary"]} == {6, 9}
+    for r in res["summary"]:
+        assert r["passes_per_input"] <= r["budget_multiple"] * r["n"] + 2, r  # + f(N), f(empty)
+    md = (tmp_path / "shapley_accuracy.md").read_text()
+    assert "cut to n = 6, 9 words" in md and "standard error" in md
