@@ -28,6 +28,7 @@ __all__ = [
     "machine",
     "md_table",
     "resolve_template",
+    "result_stem",
     "run_info",
     "write_json",
     "write_markdown",
@@ -134,11 +135,18 @@ def _adapter_path(args: argparse.Namespace) -> str | None:
     return args.adapter
 
 
-def add_common_args(p: argparse.ArgumentParser, adapter: str | None = "benchmark") -> None:
-    """The model / device / precision / output options every benchmark shares."""
+def add_common_args(
+    p: argparse.ArgumentParser,
+    adapter: str | None = "benchmark",
+    model: str = "smollm2-135m-instruct",
+    threads: int | None = None,
+) -> None:
+    """The model / device / precision / output options every benchmark shares (the defaults of
+    ``--adapter``, ``--model`` and ``--threads`` are the script's: code-path benchmarks default to the
+    tiny random ``testing:gpt2`` and no adapter)."""
     p.add_argument(
         "--model",
-        default="smollm2-135m-instruct",
+        default=model,
         help="smollm2-135m-instruct (embedded), testing:gpt2, a local folder or hub id",
     )
     p.add_argument(
@@ -160,7 +168,9 @@ def add_common_args(p: argparse.ArgumentParser, adapter: str | None = "benchmark
         default=None,
         help="fp32 | bf16 | fp16 (default: fp32 on cpu, bf16 on cuda)",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=int, default=threads, help=f"torch CPU threads (default: {threads or 'torch'})"
+    )
     p.add_argument("--max-tokens", type=int, default=8192, help="token budget per forward batch")
     p.add_argument("--out", default=str(RESULTS), help="folder for the JSON/CSV/Markdown/PNG results")
     p.add_argument(
@@ -169,7 +179,8 @@ def add_common_args(p: argparse.ArgumentParser, adapter: str | None = "benchmark
 
 
 def load_model(args: argparse.Namespace):
-    """``(model, tokenizer, dtype_name)`` as the common options ask: on the device, in the dtype, eval mode."""
+    """``(model, tokenizer, dtype_name)`` as the common options ask: on the device, in the dtype, in
+    eval mode (``--threads`` applied first)."""
     from pi_lightning.data import load_classifier
 
     if args.threads:
@@ -219,6 +230,11 @@ def run_info(args: argparse.Namespace, dtype: str, script: str, argv: list[str])
         "adapter": _adapter_path(args),
         "command": " ".join(["python", f"benchmarks/{script}", *argv]),
     }
+
+
+def result_stem(args: argparse.Namespace, name: str) -> Path:
+    """``<--out>/<name>[_<--tag>]``: where a benchmark writes its result files."""
+    return Path(args.out) / (f"{name}_{args.tag}" if args.tag else name)
 
 
 def write_json(path: Path, obj) -> Path:
