@@ -21,6 +21,7 @@ __all__ = [
     "RESULTS",
     "adapter_template",
     "add_common_args",
+    "add_output_args",
     "benchmark_adapter_dir",
     "coalition_game",
     "ensure_benchmark_adapter",
@@ -168,10 +169,16 @@ def add_common_args(
         default=None,
         help="fp32 | bf16 | fp16 (default: fp32 on cpu, bf16 on cuda)",
     )
+    p.add_argument("--max-tokens", type=int, default=8192, help="token budget per forward batch")
+    add_output_args(p, threads)
+
+
+def add_output_args(p: argparse.ArgumentParser, threads: int | None = None) -> None:
+    """``--threads``, ``--out`` and ``--tag``: the options of every benchmark, including those that
+    build their own models (part of :func:`add_common_args`)."""
     p.add_argument(
         "--threads", type=int, default=threads, help=f"torch CPU threads (default: {threads or 'torch'})"
     )
-    p.add_argument("--max-tokens", type=int, default=8192, help="token budget per forward batch")
     p.add_argument("--out", default=str(RESULTS), help="folder for the JSON/CSV/Markdown/PNG results")
     p.add_argument(
         "--tag", default=None, help="suffix of the result file names (default: derived from the run)"
@@ -219,15 +226,19 @@ def machine(device: str) -> str:
     return line
 
 
-def run_info(args: argparse.Namespace, dtype: str, script: str, argv: list[str]) -> dict:
-    """Date, machine and the exact command of a run, stored with its results."""
+def run_info(args: argparse.Namespace, dtype: str | None, script: str, argv: list[str]) -> dict:
+    """Date, machine, load and the exact command of a run, stored with its results (scripts without
+    the model options, :func:`add_output_args` only, record no model)."""
+    device = getattr(args, "device", "cpu")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(args.device),
-        "device": args.device,
+        "machine": machine(device),
+        "load_average_at_start": [round(x, 2) for x in load],
+        "device": device,
         "dtype": dtype,
-        "model": args.model,
-        "adapter": _adapter_path(args),
+        "model": getattr(args, "model", None),
+        "adapter": _adapter_path(args) if hasattr(args, "adapter") else None,
         "command": " ".join(["python", f"benchmarks/{script}", *argv]),
     }
 
