@@ -25,6 +25,7 @@ __all__ = [
     "benchmark_adapter_dir",
     "coalition_game",
     "ensure_benchmark_adapter",
+    "load_average",
     "load_model",
     "machine",
     "md_table",
@@ -226,15 +227,20 @@ def machine(device: str) -> str:
     return line
 
 
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (what ``uptime`` prints): how shared the machine was."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return [round(x, 2) for x in load]
+
+
 def run_info(args: argparse.Namespace, dtype: str | None, script: str, argv: list[str]) -> dict:
     """Date, machine, load and the exact command of a run, stored with its results (scripts without
     the model options, :func:`add_output_args` only, record no model)."""
     device = getattr(args, "device", "cpu")
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(device),
-        "load_average_at_start": [round(x, 2) for x in load],
+        "load_average_at_start": load_average(),
         "device": device,
         "dtype": dtype,
         "model": getattr(args, "model", None),
