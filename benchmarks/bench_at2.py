@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     common = {"granularity": "word", "template": template, "max_tokens": args.max_tokens}
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
     print(
-        f"model {args.model} ({L} layers x {H} heads, {model.config._attn_implementation}), device {args.device}, "
+        f"model {args.model} ({L} layers x {H} heads, {model.config._attn_implementation}), device "
+        f"{args.device}, "
         f"fit {len(train)} x {args.masks} ablations, probe {len(probe)}"
     )
 
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
         t_at2.append(t)
     print(
         f"AT2 attribution: {min(t_at2) * 1e3 / len(feats):.2f} ms/example; bare forward "
-        f"{min(bare) * 1e3 / len(feats):.2f} ms/example; ratio {min(t_at2) / min(bare):.2f}x (cost '{AT2.cost}')"
+        f"{min(bare) * 1e3 / len(feats):.2f} ms/example; ratio {min(t_at2) / min(bare):.2f}x (cost "
+        f"'{AT2.cost}')"
     )
 
     rows = {"at2 (own ablations)": results_at2}
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
         s = evaluate_faithfulness(atts, at2.adapter, at2.masker, metrics=("as_auc", "ias_auc")).summary()
         summaries[name] = s
         print(
-            f"{name:<24} {s['as_auc']:>9.3f} ± {s['as_auc_ci']:.3f} {s['ias_auc']:>9.3f} ± {s['ias_auc_ci']:.3f}"
+            f"{name:<24} {s['as_auc']:>9.3f} ± {s['as_auc_ci']:.3f} {s['ias_auc']:>9.3f} ± "
+            f"{s['ias_auc_ci']:.3f}"
         )
     result = {
         **info,

@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
     for k in order[1:]:
         pw, pc = out["paired_ratio_wall"][k], out["paired_ratio_cpu"][k]
         print(
-            f"  {k:<16} paired ratio to none: wall {pw['mean']:.4f} ± {pw['ci95']:.4f} (median {pw['median']:.4f}, "
+            f"  {k:<16} paired ratio to none: wall {pw['mean']:.4f} ± {pw['ci95']:.4f} (median "
+            f"{pw['median']:.4f}, "
             f"p {pw['wilcoxon_p']:.3g})   cpu {pc['mean']:.4f} ± {pc['ci95']:.4f} (p {pc['wilcoxon_p']:.3g})"
         )
     if "free" in med:

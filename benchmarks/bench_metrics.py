@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"overhead alone {o * 1e3:.1f} ms (median, model call replayed)"
     )
     print(
-        f"ratio evaluation / bare forward = {e / b:.3f} (goal <= {GOAL}): {'PASS' if e / b <= GOAL else 'FAIL'}"
+        f"ratio evaluation / bare forward = {e / b:.3f} (goal <= {GOAL}): "
+        f"{'PASS' if e / b <= GOAL else 'FAIL'}"
     )
     print(f"ratio (bare + overhead alone) / bare = {(b + o) / b:.3f}")
     print(f"mean AS AUC {float(res.as_auc.mean()):.4f}, mean IAS AUC {float(res.ias_auc.mean()):.4f}")

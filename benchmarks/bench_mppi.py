@@ -27,9 +27,16 @@ import time
 import numpy as np
 
 try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import add_common_args, load_model, result_stem, run_info, write_json
+    from _common import add_common_args, load_average, load_model, result_stem, run_info, write_json
 except ImportError:  # pragma: no cover
-    from benchmarks._common import add_common_args, load_model, result_stem, run_info, write_json
+    from benchmarks._common import (
+        add_common_args,
+        load_average,
+        load_model,
+        result_stem,
+        run_info,
+        write_json,
+    )
 
 from pi_lightning import shapley
 from pi_lightning.attributors.mppi import MPPI
@@ -62,7 +69,7 @@ def bench_p_prime_cold(n: int = 512, repeats: int = 3) -> dict:
         ).stdout.split()
         walls.append(float(out[0]))
         cpus.append(float(out[1]))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()[0]
     res = {
         "n": n,
         "wall_median_s": float(np.median(walls)),
@@ -74,7 +81,8 @@ def bench_p_prime_cold(n: int = 512, repeats: int = 3) -> dict:
     }
     print(
         f"P' cold (fresh process, import + first call), n={n}: wall median {res['wall_median_s']:.2f} s "
-        f"(CPU {res['cpu_median_s']:.2f} s) over {repeats}; load average {load:.1f} on {os.cpu_count()} cores "
+        f"(CPU {res['cpu_median_s']:.2f} s) over {repeats}; load average {load:.1f} on {os.cpu_count()} "
+        "cores "
         f"(goal <= 2 s wall)"
     )
     return res
@@ -141,7 +149,8 @@ def bench_overhead(texts: list[str], repeats: int) -> dict:
         f"ratio {ratio_in:.3f} (goal <= 1.15)"
     )
     print(
-        f"  same sequences re-run bare {min(bares):.3f} s: ratio total / re-run {min(totals) / min(bares):.3f}"
+        f"  same sequences re-run bare {min(bares):.3f} s: ratio total / re-run "
+        f"{min(totals) / min(bares):.3f}"
     )
     return {
         "texts": len(texts),

@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
                 )
                 print(
                     f"{method:6} {devices} process(es): {r['examples']} examples in {r['seconds']:.1f} s = "
-                    f"{r['examples'] / r['seconds']:.2f} examples/s (load average {before} -> {runs[-1]['load_after']})",
+                    f"{r['examples'] / r['seconds']:.2f} examples/s (load average {before} -> "
+                    f"{runs[-1]['load_after']})",
                     flush=True,
                 )
     cores = os.cpu_count() or 1

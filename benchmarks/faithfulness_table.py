@@ -1,15 +1,24 @@
 """Faithfulness table in the layout of the paper's Tables 2, 3, 5 and 6, on our own fine-tuned model.
 
 Every registered method (Random, A-Last, SP-PI, GAE, Inp x Grad, LRP, IG, Kernel SHAP, MP-PI, UDIG,
-AT2) explains the true class of the same test examples; :func:`pi_lightning.evaluation.evaluate_faithfulness`
-then runs, with one shared :class:`~pi_lightning.masking.Masker` (removal by default, ``--mask ...`` for the paper's),
-the activation study (AS AUC, higher is better), the inverse study (IAS AUC, lower is better) and
+AT2) explains the true class of the same test examples;
+:func:`pi_lightning.evaluation.evaluate_faithfulness` then runs, with one shared
+:class:`~pi_lightning.masking.Masker` (removal by default, ``--mask ...`` for the paper's), the
+activation study (AS AUC, higher is better), the inverse study (IAS AUC, lower is better) and
 DIG/UDIG's log-odds (lower), comprehensiveness (higher) and sufficiency (lower) at top-20%. Each row
 gives the mean and the 95% half-width over examples, the declared cost, the forward-pass
-equivalents each method reported and its seconds per example. Paired Wilcoxon tests (scipy) say
-whether MP-PI's and SP-PI's leads are distinguishable from noise at this sample size, and the run
-records whether the paper's ordering holds (MP-PI best overall; SP-PI best among the methods of
-cost <= 1x).
+equivalents each method reported and its seconds per example. Paired two-sided Wilcoxon tests
+(scipy) of MP-PI and of SP-PI against every other method say whether the differences are
+distinguishable from noise at this sample size, and the run records whether the paper's ordering
+holds (MP-PI best overall; SP-PI best among the methods of cost <= 1x).
+
+The examples run in rounds of ``--chunk``: every method explains a round, then all result files are
+rewritten from the examples done so far (a run stopped early still leaves a table, marked PARTIAL).
+Methods named in ``--subset-methods`` run on the first ``--subset-examples`` examples only (the
+costly ones, when the full set is out of reach); their paired tests use those common examples.
+
+The model defaults to the cached benchmark adapter (``--adapter benchmark``, trained once if absent)
+and the template to the one the adapter was trained with (its ``config.yaml``).
 
 Data: Rotten Tomatoes test sentences at word level (default; sentences of at most ``--max-features``
 words), or IMDB test reviews at sentence level (``--dataset imdb``: ``<br />`` tags replaced by
@@ -89,7 +98,7 @@ LABELS = {
     "a-last": "A-Last",
     "sp-pi": "SP-PI",
     "gae": "GAE",
-    "inputxgrad": "Inp×Grad",
+    "inputxgrad": "Inp×Grad",  # noqa: RUF001 - the paper's row label
     "lrp": "LRP",
     "ig": "IG",
     "kernel-shap": "Kernel SHAP",
@@ -501,10 +510,13 @@ def _write(args, info, template, mask, granularity, texts, n_feats, acc, extras,
     lines = [
         f"### Faithfulness: {args.dataset}, {granularity} level{' (PARTIAL)' if partial else ''}\n",
         (
-            f"{done} test examples{f' of {len(texts)} planned' if partial else ''} (n = {min(n_done)}..{max(n_done)} "
-            f"{granularity}s, mean {np.mean(n_done):.1f}), explained class = true label, template `{template!r}`, "
+            f"{done} test examples{f' of {len(texts)} planned' if partial else ''} (n = "
+            f"{min(n_done)}..{max(n_done)} "
+            f"{granularity}s, mean {np.mean(n_done):.1f}), explained class = true label, template "
+            f"`{template!r}`, "
             f"mask `{mask}`, top-k {args.top_k:g}%; model accuracy on these examples {accuracy:.3f}. "
-            f"95% half-widths over examples; p: paired two-sided Wilcoxon against MP-PI / SP-PI.{subset_note}\n"
+            "95% half-widths over examples; p: paired two-sided Wilcoxon against MP-PI / "
+            f"SP-PI.{subset_note}\n"
         ),
         f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{info['dtype']}.\n",
         f"Command: `{info['command']}`\n",
@@ -530,7 +542,8 @@ def _write(args, info, template, mask, granularity, texts, n_feats, acc, extras,
     _plot(
         stem.with_suffix(".png"),
         curves,
-        f"{info['model']} + {info['adapter']}; {args.dataset} {granularity} level, {done} examples, mask {mask}",
+        f"{info['model']} + {info['adapter']}; {args.dataset} {granularity} level, {done} examples, "
+        f"mask {mask}",
     )
     print(f"wrote {stem}.{{json,csv,md,png}}", flush=True)
     return result

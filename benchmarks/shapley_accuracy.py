@@ -32,9 +32,9 @@ milliseconds per pass. Run::
 
     python benchmarks/shapley_accuracy.py --inputs 8 --max-features 10
     python benchmarks/shapley_accuracy.py --device cuda --inputs 50 --max-features 12
-    python benchmarks/shapley_accuracy.py --model testing:gpt2 --adapter none --inputs 2 --max-features 5  # smoke
-    python benchmarks/shapley_accuracy.py --device cuda --reference permutations --permutations 20000 \
-        --min-features 20 --max-features 60 --inputs 20 --template "Review: {text}"      # long texts
+    python benchmarks/shapley_accuracy.py --model testing:gpt2 --adapter none --inputs 2 --max-features 5
+    python benchmarks/shapley_accuracy.py --reference permutations --permutations 400 \
+        --dataset imdb --lengths 20,40,60 --inputs 3 --budgets 1,2,4,8     # long texts, equal passes
 
 Writes ``shapley_accuracy[_<tag>].{json,csv,md,png}`` under ``--out``.
 """
@@ -555,7 +555,8 @@ def main(argv: list[str] | None = None) -> dict:
         ]
         for k, g in goals.items():
             lines.append(
-                f"- {k}: MP-PI more accurate than Captum KernelShap (full ref.) {g['mp-pi_more_accurate_full']}, "
+                f"- {k}: MP-PI more accurate than Captum KernelShap (full ref.) "
+                f"{g['mp-pi_more_accurate_full']}, "
                 f"(prefix ref.) {g['mp-pi_more_accurate_prefix']}; ms/pass ratio MP-PI / Captum "
                 f"{g['ms_per_pass_ratio']:.2f} (not slower: {g['mp-pi_not_slower_per_pass']})\n"
             )
@@ -576,7 +577,8 @@ def main(argv: list[str] | None = None) -> dict:
             if r["runs"]:
                 print(
                     f"  {r['method']:<18} {r['budget_multiple']}n  cos full {r['cos_full']:.3f}  cos prefix "
-                    f"{r['cos_prefix']:.3f}  {r['passes_per_input']:.0f} passes  {r['ms_per_pass']:.2f} ms/pass"
+                    f"{r['cos_prefix']:.3f}  {r['passes_per_input']:.0f} passes  {r['ms_per_pass']:.2f} "
+                    "ms/pass"
                 )
         print(f"wrote {stem}.{{json,csv,md,png}}")
         return result

@@ -184,8 +184,10 @@ def main(argv: list[str] | None = None) -> dict:
     if "gap" in out:
         for k, r in out["gap"].items():
             print(
-                f"  {k}: gap {r['gap']:+.3f} ± {r['gap_ci']:.3f} (AS {r['as_auc']:.3f}, IAS {r['ias_auc']:.3f}), "
-                f"{r['passes']} passes, {r['cpu_s']:.1f} CPU s, probe size for CI <= |gap|/3: {r['probe_size_needed']}"
+                f"  {k}: gap {r['gap']:+.3f} ± {r['gap_ci']:.3f} (AS {r['as_auc']:.3f}, IAS "
+                f"{r['ias_auc']:.3f}), "
+                f"{r['passes']} passes, {r['cpu_s']:.1f} CPU s, probe size for CI <= |gap|/3: "
+                f"{r['probe_size_needed']}"
             )
     path = Path(args.out) / "train_settings.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)

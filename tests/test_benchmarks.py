@@ -7,6 +7,7 @@ row, the exact Shapley references satisfy efficiency, and the figures are finite
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import sys
@@ -19,11 +20,12 @@ import torch
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-import faithfulness_table
-import scaling
-import shapley_accuracy
-import train_settings
-import value_function
+# The scripts import each other and _common by their file names (they run as scripts).
+faithfulness_table = importlib.import_module("faithfulness_table")
+scaling = importlib.import_module("scaling")
+shapley_accuracy = importlib.import_module("shapley_accuracy")
+train_settings = importlib.import_module("train_settings")
+value_function = importlib.import_module("value_function")
 
 TINY = ["--model", "testing:gpt2", "--adapter", "none", "--threads", "1"]
 
@@ -38,8 +40,8 @@ def _files(out: Path, stem: str, exts) -> dict[str, Path]:
 def test_faithfulness_table_writes_every_method(tmp_path):
     methods = "random,sp-pi,kernel-shap,mp-pi,at2"
     res = faithfulness_table.main(
-        TINY
-        + [
+        [
+            *TINY,
             "--examples",
             "2",
             "--max-features",
@@ -75,8 +77,8 @@ def test_faithfulness_table_writes_every_method(tmp_path):
 
 def test_faithfulness_table_sentence_level_and_bad_method(tmp_path):
     res = faithfulness_table.main(
-        TINY
-        + [
+        [
+            *TINY,
             "--dataset",
             "imdb",
             "--examples",
@@ -92,7 +94,7 @@ def test_faithfulness_table_sentence_level_and_bad_method(tmp_path):
     assert res["granularity"] == "sentence" and 2 <= res["features_max"] <= 3
     _files(tmp_path, "faithfulness_imdb_sentence", ("json", "csv", "md", "png"))
     with pytest.raises(ValueError, match="Unknown method"):
-        faithfulness_table.main(TINY + ["--methods", "sp-pi,nope", "--out", str(tmp_path)])
+        faithfulness_table.main([*TINY, "--methods", "sp-pi,nope", "--out", str(tmp_path)])
 
 
 def test_exact_references_are_shapley_values(gpt2_tok, gpt2_model):
@@ -123,8 +125,8 @@ def test_exact_references_are_shapley_values(gpt2_tok, gpt2_model):
 def test_shapley_accuracy_writes_all_peers(tmp_path):
     pytest.importorskip("shap")
     shapley_accuracy.main(
-        TINY
-        + [
+        [
+            *TINY,
             "--inputs",
             "1",
             "--min-features",
@@ -155,8 +157,8 @@ def test_shapley_accuracy_writes_all_peers(tmp_path):
 
 def test_scaling_writes_series_and_slopes(tmp_path):
     scaling.main(
-        TINY
-        + [
+        [
+            *TINY,
             "--pprime-ns",
             "8,16",
             "--ns",
@@ -185,7 +187,7 @@ def test_scaling_writes_series_and_slopes(tmp_path):
     assert set(data["loglog_slopes"]) == {"seconds_vs_n", "seconds_vs_tokens_fixed_n", "p_prime_seconds_vs_n"}
     assert scaling.loglog_slope([1, 2, 4], [3, 12, 48]) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="--reuse"):
-        scaling.main(TINY + ["--reuse", "bogus", "--out", str(tmp_path)])
+        scaling.main([*TINY, "--reuse", "bogus", "--out", str(tmp_path)])
 
 
 def test_common_options_reject_bad_input(tmp_path):
@@ -195,7 +197,7 @@ def test_common_options_reject_bad_input(tmp_path):
         )
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="--device cpu"):
-            scaling.main(TINY + ["--device", "cuda", "--out", str(tmp_path)])
+            scaling.main([*TINY, "--device", "cuda", "--out", str(tmp_path)])
 
 
 def test_train_settings_reports_accuracy_cost_and_gap(tmp_path):
@@ -239,8 +241,8 @@ def test_value_function_compares_both_masks_on_the_same_examples(tmp_path):
     runs = {}
     for mask in ("remove", "..."):
         runs[mask] = faithfulness_table.main(
-            TINY
-            + [
+            [
+                *TINY,
                 "--examples",
                 "6",
                 "--max-features",
@@ -292,8 +294,8 @@ def test_permutation_reference_matches_exact_shapley(gpt2_model, gpt2_tok):
 
 def test_shapley_accuracy_long_text_mode(tmp_path):
     res = shapley_accuracy.main(
-        TINY
-        + [
+        [
+            *TINY,
             "--inputs",
             "1",
             "--min-features",
@@ -320,15 +322,15 @@ def test_shapley_accuracy_long_text_mode(tmp_path):
     )
     assert res["references"][0]["n"] >= 14 and res["references"][0]["reference"] == "permutations"
     with pytest.raises(ValueError, match="removal game"):
-        shapley_accuracy.main(TINY + ["--reference", "permutations", "--mask", "...", "--out", str(tmp_path)])
+        shapley_accuracy.main([*TINY, "--reference", "permutations", "--mask", "...", "--out", str(tmp_path)])
 
 
 def test_faithfulness_table_rounds_subset_and_paired_tests(tmp_path):
     """Results are written after every round; subset methods run on the first examples only and are
     paired with the others on those; MP-PI and SP-PI get a p-value against every other method."""
     res = faithfulness_table.main(
-        TINY
-        + [
+        [
+            *TINY,
             "--examples",
             "4",
             "--max-features",
@@ -362,7 +364,7 @@ def test_faithfulness_table_rounds_subset_and_paired_tests(tmp_path):
     md = (tmp_path / "faithfulness_rotten_tomatoes_word.md").read_text()
     assert "p vs MP-PI" in md and "Kernel SHAP ran on the first 2 examples only" in md
     with pytest.raises(ValueError, match="--chunk"):
-        faithfulness_table.main(TINY + ["--chunk", "0", "--out", str(tmp_path)])
+        faithfulness_table.main([*TINY, "--chunk", "0", "--out", str(tmp_path)])
 
 
 def test_coalition_game_is_the_masked_model(gpt2_model, gpt2_tok):
@@ -449,8 +451,8 @@ def test_permutation_reference_reports_its_standard_error(gpt2_model, gpt2_tok):
 
 def test_shapley_accuracy_lengths_mode_cuts_texts(tmp_path):
     res = shapley_accuracy.main(
-        TINY
-        + [
+        [
+            *TINY,
             "--dataset",
             "imdb",
             "--lengths",
