@@ -37,6 +37,7 @@ def _files(out: Path, stem: str, exts) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_faithfulness_table_writes_every_method(tmp_path):
     methods = "random,sp-pi,kernel-shap,mp-pi,at2"
     res = faithfulness_table.main(
@@ -122,6 +123,7 @@ def test_exact_references_are_shapley_values(gpt2_tok, gpt2_model):
     assert np.allclose(ref["full"], ref["prefix"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_shapley_accuracy_writes_all_peers(tmp_path):
     pytest.importorskip("shap")
     shapley_accuracy.main(
@@ -155,6 +157,7 @@ def test_shapley_accuracy_writes_all_peers(tmp_path):
     assert -1.0 <= data["cos_full_vs_prefix_mean"] <= 1.0
 
 
+@pytest.mark.slow
 def test_scaling_writes_series_and_slopes(tmp_path):
     scaling.main(
         [
@@ -481,3 +484,22 @@ def test_shapley_accuracy_lengths_mode_cuts_texts(tmp_path):
         assert r["passes_per_input"] <= r["budget_multiple"] * r["n"] + 2, r  # + f(N), f(empty)
     md = (tmp_path / "shapley_accuracy.md").read_text()
     assert "cut to n = 6, 9 words" in md and "standard error" in md
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("baselines_cost", ["--examples", "2"]),
+        ("bench_metrics", ["--examples", "2", "--repeats", "1"]),
+        ("bench_at2", ["--fit", "2", "--probe", "2", "--masks", "4", "--repeats", "1"]),
+        ("mppi_budget", ["--seeds", "1"]),
+        ("bench_callbacks", ["--model", "testing:gpt2", "--n-val", "8", "--n-probe", "2", "--repeats", "1"]),
+    ],
+)
+def test_code_path_benchmarks_write_their_figures_with_the_machine_line(script, args, tmp_path):
+    """The scripts on benchmarks/_common: common options, machine line and JSON under --out."""
+    importlib.import_module(script).main([*args, "--threads", "1", "--out", str(tmp_path), "--tag", "t"])
+    data = json.loads((tmp_path / f"{script}_t.json").read_text())
+    assert "CPU cores" in data["machine"] and len(data["load_average_at_start"]) == 3
+    assert data["command"].startswith(f"python benchmarks/{script}.py")
