@@ -50,6 +50,7 @@ import torch
 try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
     from _common import (
         add_common_args,
+        benchmark_adapter_dir,
         load_model,
         md_table,
         resolve_template,
@@ -60,6 +61,7 @@ try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._com
 except ImportError:  # pragma: no cover
     from benchmarks._common import (
         add_common_args,
+        benchmark_adapter_dir,
         load_model,
         md_table,
         resolve_template,
@@ -281,6 +283,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="mask of the perturbation methods and the metrics: 'remove' (the library default) or '...' "
         "(the paper's)",
     )
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="JSON of an earlier run of this script on the same data, template and mask: its examples "
+        "are kept and the run continues after them (its methods not in --methods stay as they are)",
+    )
     p.add_argument("--top-k", type=float, default=20.0, help="top-k percent for log-odds/comp./suff.")
     p.add_argument("--at2-fit", type=int, default=32, help="training texts for AT2's fit")
     p.add_argument("--seed", type=int, default=0)
@@ -291,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(raw)
     granularity = args.granularity or ("sentence" if args.dataset == "imdb" else "word")
     max_features = args.max_features or (8 if granularity == "sentence" else 20)
+    args.max_features = max_features  # resolved, recorded with the results
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     subset = {m.strip() for m in args.subset_methods.split(",") if m.strip()}
     unknown = [m for m in [*methods, *subset] if m not in available_methods()]
@@ -350,8 +359,8 @@ def main(argv: list[str] | None = None) -> dict:
         attributors[name], extras[name] = att, extra
 
     # Per method: per-example metrics, interpolated curves, passes, seconds, predictions == targets.
-    acc: dict[str, dict] = {
-        name: {
+    def empty() -> dict:
+        return {
             "metrics": {m: [] for m in METRICS},
             "as": [],
             "ias": [],
@@ -359,13 +368,25 @@ def main(argv: list[str] | None = None) -> dict:
             "seconds": 0.0,
             "correct": [],
         }
-        for name in methods
-    }
+
+    acc: dict[str, dict] = {}
+    costs = {name: att.cost for name, att in attributors.items()}
+    first = 0
+    if args.resume:
+        first, earlier = _resume(args, info, template, mask, granularity, len(texts), empty)
+        for name, (a, cost, extra) in earlier.items():
+            acc[name], costs[name] = a, cost
+            extras[name] = {**extra, **extras.get(name, {})}
+            if name not in methods:
+                limit[name] = first  # kept as it was: it ran on the first examples only
+        info["resumed_from"] = {"path": args.resume, "examples": first}
+    for name in methods:
+        acc.setdefault(name, empty())
     result: dict = {}
-    for start in range(0, len(texts), args.chunk):
+    for start in range(first, len(texts), args.chunk):
         t_round = time.perf_counter()
         for name in methods:
-            stop = min(start + args.chunk, limit[name])
+            stop = min(start + args.chunk, len(texts), limit[name])
             if stop <= start:
                 continue
             att = attributors[name]
@@ -388,13 +409,60 @@ def main(argv: list[str] | None = None) -> dict:
             a["correct"].append(res.predictions == res.targets)
         done = min(start + args.chunk, len(texts))
         print(f"  examples {done}/{len(texts)}: round {time.perf_counter() - t_round:.1f} s", flush=True)
-        result = _write(
-            args, info, template, mask, granularity, texts, n_feats, acc, extras, done, attributors
-        )
+        result = _write(args, info, template, mask, granularity, texts, n_feats, acc, extras, done, costs)
     return result
 
 
-def _write(args, info, template, mask, granularity, texts, n_feats, acc, extras, done, attributors) -> dict:
+def _resume(args, info, template, mask, granularity, planned, empty) -> tuple[int, dict]:
+    """The examples of an earlier run, as accumulators that :func:`main` continues: ``(examples
+    done, {method: (accumulator, cost, extras)})``. Per-example metrics are kept exactly; curves,
+    passes and seconds as their means over the earlier examples (all the tables use)."""
+    import json
+
+    path = args.resume
+    old = json.loads(Path(path).read_text())
+    same = (
+        ("dataset", args.dataset),
+        ("granularity", granularity),
+        ("template", template),
+        ("max_features", args.max_features),
+    )
+    for key, now in same:
+        if key in old and old[key] != now:
+            raise ValueError(
+                f"--resume {path}: its {key} is {old[key]!r}, this run's {now!r}; resume the same run."
+            )
+    if old["adapter"] == "benchmark":  # runs that recorded the option, not the cached folder it names
+        old["adapter"] = str(benchmark_adapter_dir() / "adapter")
+    if str(old["mask"]) != str(mask) or old["model"] != info["model"] or old["adapter"] != info["adapter"]:
+        raise ValueError(
+            f"--resume {path}: mask/model/adapter {old['mask']!r}/{old['model']!r}/{old['adapter']!r} differ "
+            f"from this run's {mask!r}/{info['model']!r}/{info['adapter']!r}; resume the same run."
+        )
+    done = int(old["examples"])
+    if done > planned:
+        raise ValueError(
+            f"--resume {path} has {done} examples, more than the {planned} of this run (--examples)."
+        )
+    correct = round(old["model_accuracy_on_examples"] * done)
+    out = {}
+    for name, row in old["rows"].items():
+        a = empty()
+        count = int(row.get("examples", done))
+        for m in METRICS:
+            a["metrics"][m].append(torch.tensor(old["per_example"][name][m], dtype=torch.float64))
+        # (count, 21): the mean curve repeated, so means over old + new examples weigh each example once
+        a["as"].append(torch.tensor(old["mean_curves"][name]["as"], dtype=torch.float64).expand(count, -1))
+        a["ias"].append(torch.tensor(old["mean_curves"][name]["ias"], dtype=torch.float64).expand(count, -1))
+        a["passes"] = [row["forward_passes_per_example"]] * count
+        a["seconds"] = row["seconds_per_example"] * count
+        a["correct"].append(torch.arange(done) < correct)
+        extra = {k: v for k, v in row.items() if k.startswith(("at2_", "p_prime_"))}
+        out[name] = (a, row["cost"], extra)
+    return done, out
+
+
+def _write(args, info, template, mask, granularity, texts, n_feats, acc, extras, done, costs) -> dict:
     """Summaries, paired tests and the four result files from the examples run so far."""
     rows: dict[str, dict] = {}
     per_example: dict[str, dict] = {}
@@ -409,7 +477,7 @@ def _write(args, info, template, mask, granularity, texts, n_feats, acc, extras,
             s[m], s[f"{m}_ci"] = mean_confidence_interval(v)
         rows[name] = {
             "method": LABELS.get(name, name),
-            "cost": attributors[name].cost,
+            "cost": costs[name],
             "examples": count,
             **s,
             "forward_passes_per_example": float(np.mean(a["passes"])) if a["passes"] else float("nan"),
@@ -429,6 +497,7 @@ def _write(args, info, template, mask, granularity, texts, n_feats, acc, extras,
         **info,
         "dataset": args.dataset,
         "granularity": granularity,
+        "max_features": args.max_features,
         "examples": done,
         "examples_planned": len(texts),
         "partial": partial,

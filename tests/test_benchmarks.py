@@ -503,3 +503,36 @@ def test_code_path_benchmarks_write_their_figures_with_the_machine_line(script, 
     data = json.loads((tmp_path / f"{script}_t.json").read_text())
     assert "CPU cores" in data["machine"] and len(data["load_average_at_start"]) == 3
     assert data["command"].startswith(f"python benchmarks/{script}.py")
+
+
+def test_faithfulness_table_resumes_an_earlier_run(tmp_path):
+    """A run continued from an earlier one's JSON gives the continuing methods the same per-example
+    figures as one uninterrupted run (per-text seeds); methods left out keep their earlier examples."""
+    base = [*TINY, "--max-features", "6", "--chunk", "2", "--out", str(tmp_path)]
+    whole = faithfulness_table.main(
+        [*base, "--examples", "6", "--methods", "random,sp-pi,mp-pi", "--tag", "w"]
+    )
+    faithfulness_table.main([*base, "--examples", "4", "--methods", "random,sp-pi,mp-pi", "--tag", "a"])
+    resumed = faithfulness_table.main(
+        [
+            *base,
+            "--examples",
+            "6",
+            "--methods",
+            "random,mp-pi",
+            "--resume",
+            str(tmp_path / "faithfulness_rotten_tomatoes_word_a.json"),
+            "--tag",
+            "b",
+        ]
+    )
+    assert resumed["examples"] == 6 and resumed["resumed_from"]["examples"] == 4
+    assert {m: r["examples"] for m, r in resumed["rows"].items()} == {"random": 6, "sp-pi": 4, "mp-pi": 6}
+    for m in ("random", "mp-pi"):
+        np.testing.assert_allclose(resumed["per_example"][m]["as_auc"], whole["per_example"][m]["as_auc"])
+        assert resumed["rows"][m]["ias_auc"] == pytest.approx(whole["rows"][m]["ias_auc"])
+    np.testing.assert_allclose(resumed["mean_curves"]["mp-pi"]["as"], whole["mean_curves"]["mp-pi"]["as"])
+    with pytest.raises(ValueError, match="resume the same run"):
+        faithfulness_table.main(
+            [*base, "--mask", "...", "--resume", str(tmp_path / "faithfulness_rotten_tomatoes_word_a.json")]
+        )
