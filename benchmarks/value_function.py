@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = [
         [
             m,
+            b["examples"],
             f"{b['as_margin_remove']:+.3f}",
             f"{b['as_margin_dots']:+.3f}",
             f"{b['as_p']:.2g}",
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
         md_table(
             [
                 "method",
+                "pairs",
                 "AS margin remove",
                 "AS margin '...'",
                 "p",
