@@ -14,23 +14,35 @@ AT2 is fitted on ``--fit`` Rotten Tomatoes training sentences from its own rando
 Run::
 
     python benchmarks/bench_at2.py                    # tiny random GPT-2 on CPU (code path, seconds)
-    python benchmarks/bench_at2.py --model /path/to/fine-tuned-classifier --device cuda --probe 50 --fit 200
+    python benchmarks/bench_at2.py --model smollm2-135m-instruct --adapter benchmark --probe 50 --fit 200
 
-``--model`` takes ``tiny``, ``smollm2-135m-instruct`` (the embedded default) or any folder / hub id
-that :func:`pi_lightning.models.load_classifier` loads; only a fine-tuned classifier gives meaningful AUCs.
+``--model`` takes ``testing:gpt2`` (default, tiny random), ``smollm2-135m-instruct`` (the embedded
+default; ``--adapter benchmark`` for the cached benchmark model) or any folder / hub id that
+:func:`pi_lightning.models.load_classifier` loads; only a fine-tuned classifier gives meaningful AUCs.
+Writes ``bench_at2[_<tag>].json`` under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
-import torch
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
+    from _common import add_common_args, load_model, resolve_template, result_stem, run_info, write_json
+except ImportError:  # pragma: no cover
+    from benchmarks._common import (
+        add_common_args,
+        load_model,
+        resolve_template,
+        result_stem,
+        run_info,
+        write_json,
+    )
 
 from pi_lightning.attributors import AT2, available_methods, get_attributor
 from pi_lightning.data import load_movie_reviews
 from pi_lightning.metrics import evaluate_faithfulness
-from pi_lightning.models import load_classifier
 
 
 def _timed(fn):
@@ -39,35 +51,25 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--adapter", default=None, help="LoRA adapter folder (e.g. outputs/finetune/adapter)")
-    parser.add_argument("--device", default="cpu")
+    add_common_args(parser, adapter=None, model="testing:gpt2", threads=1)
     parser.add_argument("--fit", type=int, default=32, help="training sentences for AT2")
     parser.add_argument("--probe", type=int, default=16, help="test sentences to attribute and evaluate")
     parser.add_argument("--masks", type=int, default=32, help="AT2 ablations per training sentence")
-    parser.add_argument("--template", default="{text}")
-    parser.add_argument("--max-tokens", type=int, default=8192)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    if args.model == "tiny":
-        from pi_lightning.testing import tiny_classifier, tiny_tokenizer
-
-        tok = tiny_tokenizer("gpt2")
-        model = tiny_classifier("gpt2", tokenizer=tok)
-    else:
-        model, tok = load_classifier(args.model, adapter=args.adapter)
-    model.to(args.device)
+    raw = list(argv) if argv is not None else sys.argv[1:]
+    args = parser.parse_args(raw)
+    model, tok, dtype = load_model(args)
+    info = run_info(args, dtype, "bench_at2.py", raw)
+    template = resolve_template(args)
     train = load_movie_reviews("rotten_tomatoes", "train").subset(args.fit)
     probe = load_movie_reviews("rotten_tomatoes", "test").subset(args.probe)
-    common = {"granularity": "word", "template": args.template, "max_tokens": args.max_tokens}
+    common = {"granularity": "word", "template": template, "max_tokens": args.max_tokens}
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
     print(
-        f"model {args.model} ({L} layers x {H} heads, {model.config._attn_implementation}), device {args.device}, "
+        f"model {args.model} ({L} layers x {H} heads, {model.config._attn_implementation}), device "
+        f"{args.device}, "
         f"fit {len(train)} x {args.masks} ablations, probe {len(probe)}"
     )
 
@@ -88,7 +90,8 @@ def main() -> None:
         t_at2.append(t)
     print(
         f"AT2 attribution: {min(t_at2) * 1e3 / len(feats):.2f} ms/example; bare forward "
-        f"{min(bare) * 1e3 / len(feats):.2f} ms/example; ratio {min(t_at2) / min(bare):.2f}x (cost '{AT2.cost}')"
+        f"{min(bare) * 1e3 / len(feats):.2f} ms/example; ratio {min(t_at2) / min(bare):.2f}x (cost "
+        f"'{AT2.cost}')"
     )
 
     rows = {"at2 (own ablations)": results_at2}
@@ -108,11 +111,25 @@ def main() -> None:
         print("MP-PI is not registered in this tree: its rows are skipped.")
 
     print(f"{'method':<24} {'AS AUC':>16} {'IAS AUC':>16}")
+    summaries = {}
     for name, atts in rows.items():
         s = evaluate_faithfulness(atts, at2.adapter, at2.masker, metrics=("as_auc", "ias_auc")).summary()
+        summaries[name] = s
         print(
-            f"{name:<24} {s['as_auc']:>9.3f} ± {s['as_auc_ci']:.3f} {s['ias_auc']:>9.3f} ± {s['ias_auc_ci']:.3f}"
+            f"{name:<24} {s['as_auc']:>9.3f} ± {s['as_auc_ci']:.3f} {s['ias_auc']:>9.3f} ± "
+            f"{s['ias_auc_ci']:.3f}"
         )
+    result = {
+        **info,
+        "template": template,
+        "fit_seconds": fit_s,
+        "fit_info": {k: v for k, v in at2.fit_info.items() if isinstance(v, (int, float, str))},
+        "attribution_ms_per_example": min(t_at2) * 1e3 / len(feats),
+        "bare_forward_ms_per_example": min(bare) * 1e3 / len(feats),
+        "rows": summaries,
+    }
+    write_json(result_stem(args, "bench_at2").with_suffix(".json"), result)
+    return result
 
 
 if __name__ == "__main__":

@@ -11,17 +11,18 @@ CPU time (on a shared CPU, other processes inflate wall time but not CPU time).
 
     python benchmarks/bench_callbacks.py                       # embedded SmolLM2-135M, 64 val sentences
     python benchmarks/bench_callbacks.py --model testing:gpt2 --n-val 256
-    python benchmarks/bench_callbacks.py --device cuda --precision bf16-mixed
+    python benchmarks/bench_callbacks.py --device cuda --dtype bf16     # Lightning precision bf16-mixed
+
+The base model (no adapter, by default) is loaded in float32; ``--dtype bf16`` / ``fp16`` sets the
+Trainer's mixed precision. Writes ``bench_callbacks[_<tag>].json`` under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import random
 import statistics
+import sys
 import time
 import warnings
 
@@ -30,9 +31,13 @@ import numpy as np
 import scipy.stats
 import torch
 
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
+    from _common import add_common_args, load_model, result_stem, run_info, write_json
+except ImportError:  # pragma: no cover
+    from benchmarks._common import add_common_args, load_model, result_stem, run_info, write_json
+
 from pi_lightning.callbacks import AttributionMonitor, ValidationSPPI
 from pi_lightning.data import load_movie_reviews
-from pi_lightning.models import load_classifier
 from pi_lightning.training import TextClassifier, TextDataModule
 
 
@@ -64,24 +69,23 @@ class TimedValidationSPPI(ValidationSPPI):
     _hook = _timed("_hook")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="smollm2-135m-instruct")
+    add_common_args(p, adapter=None)
     p.add_argument("--n-val", type=int, default=64)
     p.add_argument("--n-probe", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=10, help="interleaved blocks")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="32")
-    p.add_argument("--out", default=None, help="write the figures as JSON here")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--configs", default="none,free,probe,probe+metrics", help="which runs, comma-separated")
-    args = p.parse_args()
+    raw = list(argv) if argv is not None else sys.argv[1:]
+    args = p.parse_args(raw)
     warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    model, tok = load_classifier(args.model)
+    # Mixed precision keeps float32 weights: --dtype picks the Trainer's precision, not the weights'.
+    mixed = {None: "32", "fp32": "32", "float32": "32", "bf16": "bf16-mixed", "bfloat16": "bf16-mixed"}
+    precision = mixed.get(args.dtype, "16-mixed")
+    args.dtype = "fp32"
+    model, tok, _ = load_model(args)
+    info = run_info(args, "fp32", "bench_callbacks.py", raw)
     module = TextClassifier(model)
     val = load_movie_reviews("rotten_tomatoes", "val").subset(args.n_val)
     probe = load_movie_reviews("rotten_tomatoes", "test").subset(args.n_probe)
@@ -100,7 +104,7 @@ def main() -> None:
         trainer = pl.Trainer(
             accelerator=args.device,
             devices=1,
-            precision=args.precision,
+            precision=precision,
             logger=False,
             enable_progress_bar=False,
             enable_model_summary=False,
@@ -151,15 +155,11 @@ def main() -> None:
         return {"median": float(np.median(r)), "mean": float(r.mean()), "ci95": half, "wilcoxon_p": p}
 
     out = {
-        "model": args.model,
-        "device": args.device,
-        "precision": args.precision,
+        **info,
+        "precision": precision,
         "n_val": args.n_val,
         "n_probe": args.n_probe,
         "repeats": args.repeats,
-        "load_average": os.getloadavg()[0],
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads"
-        + (f" {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
         "median_seconds": med,
         "median_cpu_seconds": med_cpu,
         "ratio_wall": {k: v / med["none"] for k, v in med.items()},
@@ -168,13 +168,15 @@ def main() -> None:
         "paired_ratio_cpu": {k: paired(v) for k, v in block_ratio_cpu.items()},
     }
     print(
-        f"validation loop of {args.n_val} examples, {args.model}, {args.device}/{args.precision}, "
-        f"{args.repeats} shuffled interleaved blocks, load average {out['load_average']:.2f}:"
+        f"validation loop of {args.n_val} examples, {args.model}, {args.device}/{precision}, "
+        f"{args.repeats} shuffled interleaved blocks, load average at start "
+        f"{out['load_average_at_start'][0]:.2f}:"
     )
     for k in order[1:]:
         pw, pc = out["paired_ratio_wall"][k], out["paired_ratio_cpu"][k]
         print(
-            f"  {k:<16} paired ratio to none: wall {pw['mean']:.4f} ± {pw['ci95']:.4f} (median {pw['median']:.4f}, "
+            f"  {k:<16} paired ratio to none: wall {pw['mean']:.4f} ± {pw['ci95']:.4f} (median "
+            f"{pw['median']:.4f}, "
             f"p {pw['wilcoxon_p']:.3g})   cpu {pc['mean']:.4f} ± {pc['ci95']:.4f} (p {pc['wilcoxon_p']:.3g})"
         )
     if "free" in med:
@@ -193,9 +195,8 @@ def main() -> None:
             f"{100 * (pc['mean'] - 1):+.2f}% ± {100 * pc['ci95']:.2f}% cpu (goal <= 2%; the control's "
             f"{100 * (out['paired_ratio_wall']['none (control)']['mean'] - 1):+.2f}% is the noise floor)"
         )
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(out, fh, indent=2)
+    write_json(result_stem(args, "bench_callbacks").with_suffix(".json"), out)
+    return out
 
 
 if __name__ == "__main__":

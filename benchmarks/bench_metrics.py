@@ -6,7 +6,7 @@ the sequences it sends to ``ClassifierAdapter.forward_positions``, and times tha
 same sequences. The ratio (evaluation / bare forward passes, best of interleaved repeats: the
 least disturbed run on a shared CPU) is the overhead of ordering, masking, de-duplication and AUC.
 It also times the evaluation with the model call replayed from memory, i.e. the overhead alone.
-Run: ``python benchmarks/bench_metrics.py``.
+Run: ``python benchmarks/bench_metrics.py`` (writes ``bench_metrics[_<tag>].json`` under ``--out``).
 """
 
 from __future__ import annotations
@@ -14,30 +14,35 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
 
-import torch
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
+    from _common import add_common_args, load_model, result_stem, run_info, write_json
+except ImportError:  # pragma: no cover
+    from benchmarks._common import add_common_args, load_model, result_stem, run_info, write_json
 
 from pi_lightning.attributors import SPPI
 from pi_lightning.metrics import evaluate_faithfulness
-from pi_lightning.testing import CORPUS, tiny_classifier, tiny_tokenizer
+from pi_lightning.testing import CORPUS
 
 GOAL = 1.2
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser, adapter=None, model="testing:gpt2", threads=1)
     parser.add_argument("--examples", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    raw = list(argv) if argv is not None else sys.argv[1:]
+    args = parser.parse_args(raw)
+    model, tok, dtype = load_model(args)
+    info = run_info(args, dtype, "bench_metrics.py", raw)
 
     rng = random.Random(0)
     words = " ".join(CORPUS).replace(".", "").split()
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(8, 40))) for _ in range(args.examples)]
-    tok = tiny_tokenizer("gpt2")
-    sppi = SPPI(tiny_classifier("gpt2", tokenizer=tok), tok, template="Review: {text}\nSentiment:")
+    sppi = SPPI(model, tok, template="Review: {text}\nSentiment:")
     atts = sppi.attribute(texts, target=1)
     adapter, masker = sppi.adapter, sppi.masker
 
@@ -84,10 +89,26 @@ def main() -> None:
         f"overhead alone {o * 1e3:.1f} ms (median, model call replayed)"
     )
     print(
-        f"ratio evaluation / bare forward = {e / b:.3f} (goal <= {GOAL}): {'PASS' if e / b <= GOAL else 'FAIL'}"
+        f"ratio evaluation / bare forward = {e / b:.3f} (goal <= {GOAL}): "
+        f"{'PASS' if e / b <= GOAL else 'FAIL'}"
     )
     print(f"ratio (bare + overhead alone) / bare = {(b + o) / b:.3f}")
     print(f"mean AS AUC {float(res.as_auc.mean()):.4f}, mean IAS AUC {float(res.ias_auc.mean()):.4f}")
+    result = {
+        **info,
+        "examples": len(atts),
+        "features": n_feats,
+        "masked_inputs_run": res.forward_passes,
+        "evaluation_seconds_best": e,
+        "bare_forward_seconds_best": b,
+        "overhead_alone_seconds_median": o,
+        "ratio": e / b,
+        "goal": GOAL,
+        "as_auc_mean": float(res.as_auc.mean()),
+        "ias_auc_mean": float(res.ias_auc.mean()),
+    }
+    write_json(result_stem(args, "bench_metrics").with_suffix(".json"), result)
+    return result
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ Prints, from one run:
   3. unique coalitions collected per forward pass for n = 10, 20, 50 (Kernel SHAP gets 1).
 
 Usage: python benchmarks/bench_mppi.py [--texts 8] [--words 50] [--repeats 3]
+(writes the figures to ``bench_mppi[_<tag>].json`` under ``--out``; the overhead and coalition
+figures use a tiny random GPT-2, by default ``--model testing:gpt2``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,18 @@ import sys
 import time
 
 import numpy as np
-import torch
+
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
+    from _common import add_common_args, load_average, load_model, result_stem, run_info, write_json
+except ImportError:  # pragma: no cover
+    from benchmarks._common import (
+        add_common_args,
+        load_average,
+        load_model,
+        result_stem,
+        run_info,
+        write_json,
+    )
 
 from pi_lightning.attributors import _shapley as shapley
 from pi_lightning.attributors.mppi import MPPI
@@ -57,7 +70,7 @@ def bench_p_prime_cold(n: int = 512, repeats: int = 3) -> dict:
         ).stdout.split()
         walls.append(float(out[0]))
         cpus.append(float(out[1]))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()[0]
     res = {
         "n": n,
         "wall_median_s": float(np.median(walls)),
@@ -69,14 +82,16 @@ def bench_p_prime_cold(n: int = 512, repeats: int = 3) -> dict:
     }
     print(
         f"P' cold (fresh process, import + first call), n={n}: wall median {res['wall_median_s']:.2f} s "
-        f"(CPU {res['cpu_median_s']:.2f} s) over {repeats}; load average {load:.1f} on {os.cpu_count()} cores "
+        f"(CPU {res['cpu_median_s']:.2f} s) over {repeats}; load average {load:.1f} on {os.cpu_count()} "
+        "cores "
         f"(goal <= 2 s wall)"
     )
     return res
 
 
-def bench_p_prime() -> None:
+def bench_p_prime() -> dict:
     print("P' + weights (Eqn 16, structured O(n^2) map), cache cleared:")
+    out = {}
     for n in (64, 128, 256, 512):
         shapley._CACHE.clear()
         shapley._TABLES.clear()
@@ -84,16 +99,18 @@ def bench_p_prime() -> None:
         d = shapley.mask_distribution(n)
         _ = d.class_weights
         dt = time.perf_counter() - t0
+        out[n] = {"seconds": dt, "iterations": d.iterations, "objective": d.objective, "gap": d.gap}
         print(
             f"  n={n:4d}: {dt:6.3f} s  ({d.iterations} iterations, objective {d.objective:.6f}, "
             f"Frank-Wolfe gap {d.gap:.1e})"
         )
+    return out
 
 
-def bench_overhead(texts: list[str], repeats: int) -> None:
+def bench_overhead(texts: list[str], repeats: int) -> dict:
     tok = tiny_tokenizer("gpt2")
-    # A model large enough that a forward pass costs what it costs in practice relative to the
-    # bookkeeping (random weights, GPT-2 layout).
+    # Its own model, not --model: large enough that a forward pass costs what it costs in practice
+    # relative to the bookkeeping (random weights, GPT-2 layout).
     model = tiny_classifier("gpt2", tokenizer=tok, n_embd=128, n_layer=4, n_head=4)
     mp = MPPI(model, tok, seed=0)
     feats = mp.featurize(texts)
@@ -133,13 +150,22 @@ def bench_overhead(texts: list[str], repeats: int) -> None:
         f"ratio {ratio_in:.3f} (goal <= 1.15)"
     )
     print(
-        f"  same sequences re-run bare {min(bares):.3f} s: ratio total / re-run {min(totals) / min(bares):.3f}"
+        f"  same sequences re-run bare {min(bares):.3f} s: ratio total / re-run "
+        f"{min(totals) / min(bares):.3f}"
     )
+    return {
+        "texts": len(texts),
+        "sequences": seqs,
+        "total_seconds_best": min(totals),
+        "inside_seconds_best": min(insides),
+        "bare_seconds_best": min(bares),
+        "ratio_total_over_inside": ratio_in,
+        "goal": 1.15,
+    }
 
 
-def bench_coalitions(repeats: int) -> None:
-    tok = tiny_tokenizer("gpt2")
-    model = tiny_classifier("gpt2", tokenizer=tok)
+def bench_coalitions(repeats: int, model, tok) -> dict:
+    out = {}
     print("Coalitions per forward pass at budget 2n (unique, excl. empty/full; Kernel SHAP: 1):")
     for n in (10, 20, 50):
         texts = _texts(repeats, n, seed=n)
@@ -157,19 +183,28 @@ def bench_coalitions(repeats: int) -> None:
             f"  n={n:3d} (features {min(nn)}..{max(nn)}): {np.mean(per_pass):5.2f} per masked pass run, "
             f"{np.mean(per_sample):5.2f} per sampled mask (distinct masks are run once)"
         )
+        out[n] = {"per_masked_pass": float(np.mean(per_pass)), "per_sampled_mask": float(np.mean(per_sample))}
+    return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(ap, adapter=None, model="testing:gpt2")
     ap.add_argument("--texts", type=int, default=8)
     ap.add_argument("--words", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    bench_p_prime_cold(repeats=args.repeats)
-    bench_p_prime()
-    bench_overhead(_texts(args.texts, args.words), args.repeats)
-    bench_coalitions(args.repeats)
+    raw = list(argv) if argv is not None else sys.argv[1:]
+    args = ap.parse_args(raw)
+    model, tok, dtype = load_model(args)
+    result = {
+        **run_info(args, dtype, "bench_mppi.py", raw),
+        "p_prime_cold": bench_p_prime_cold(repeats=args.repeats),
+        "p_prime_warm": bench_p_prime(),
+        "overhead": bench_overhead(_texts(args.texts, args.words), args.repeats),
+        "coalitions_per_pass": bench_coalitions(args.repeats, model, tok),
+    }
+    write_json(result_stem(args, "bench_mppi").with_suffix(".json"), result)
+    return result
 
 
 if __name__ == "__main__":

@@ -29,7 +29,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import add_common_args, md_table, run_info, write_json, write_markdown
+from _common import (
+    add_common_args,
+    load_average,
+    load_model,
+    md_table,
+    run_info,
+    write_json,
+    write_markdown,
+)
 
 METHODS = ("sp-pi", "mp-pi")
 
@@ -47,12 +55,8 @@ def _texts(n: int, max_words: int) -> list[str]:
 def worker(args: argparse.Namespace) -> None:
     """One explain job with ``args.devices`` processes; rank zero writes its timing to ``args.result``."""
     import lightning.pytorch as pl
-    import torch
 
     from pi_lightning.jobs import explain_dataset
-    from pi_lightning.models import load_classifier
-
-    torch.set_num_threads(args.threads)
 
     class Clock(pl.Callback):
         def on_predict_start(self, trainer, pl_module):
@@ -65,8 +69,7 @@ def worker(args: argparse.Namespace) -> None:
 
     n = args.examples if args.method == "sp-pi" else args.mppi_examples
     texts = _texts(n, args.max_words)
-    adapter = args.adapter if args.adapter and args.adapter.lower() != "none" else None
-    model, tok = load_classifier(args.model, adapter=adapter)
+    model, tok, _ = load_model(args)  # --threads applied there
     clock = Clock()
     kwargs = {"seed": 0} if args.method == "mp-pi" else {}
     summary = explain_dataset(
@@ -89,10 +92,6 @@ def worker(args: argparse.Namespace) -> None:
         Path(args.result).write_text(
             json.dumps({"examples": n, "seconds": clock.seconds, "shards": summary.shards})
         )
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "--result",
                     str(result),
                 ]
-                before = _load()
+                before = load_average()
                 subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
                 r = json.loads(result.read_text())
                 runs.append(
@@ -150,12 +149,13 @@ def main(argv: list[str] | None = None) -> dict:
                         **r,
                         "examples_per_second": r["examples"] / r["seconds"],
                         "load_before": before,
-                        "load_after": _load(),
+                        "load_after": load_average(),
                     }
                 )
                 print(
                     f"{method:6} {devices} process(es): {r['examples']} examples in {r['seconds']:.1f} s = "
-                    f"{r['examples'] / r['seconds']:.2f} examples/s (load average {before} -> {runs[-1]['load_after']})",
+                    f"{r['examples'] / r['seconds']:.2f} examples/s (load average {before} -> "
+                    f"{runs[-1]['load_after']})",
                     flush=True,
                 )
     cores = os.cpu_count() or 1

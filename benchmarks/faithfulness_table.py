@@ -1,15 +1,24 @@
 """Faithfulness table in the layout of the paper's Tables 2, 3, 5 and 6, on our own fine-tuned model.
 
 Every registered method (Random, A-Last, SP-PI, GAE, Inp x Grad, LRP, IG, Kernel SHAP, MP-PI, UDIG,
-AT2) explains the true class of the same test examples; :func:`pi_lightning.metrics.evaluate_faithfulness`
-then runs, with one shared :class:`~pi_lightning.masking.Masker` (removal by default, ``--mask ...`` for the paper's),
-the activation study (AS AUC, higher is better), the inverse study (IAS AUC, lower is better) and
+AT2) explains the true class of the same test examples;
+:func:`pi_lightning.metrics.evaluate_faithfulness` then runs, with one shared
+:class:`~pi_lightning.masking.Masker` (removal by default, ``--mask ...`` for the paper's), the
+activation study (AS AUC, higher is better), the inverse study (IAS AUC, lower is better) and
 DIG/UDIG's log-odds (lower), comprehensiveness (higher) and sufficiency (lower) at top-20%. Each row
 gives the mean and the 95% half-width over examples, the declared cost, the forward-pass
-equivalents each method reported and its seconds per example. Paired Wilcoxon tests (scipy) say
-whether MP-PI's and SP-PI's leads are distinguishable from noise at this sample size, and the run
-records whether the paper's ordering holds (MP-PI best overall; SP-PI best among the methods of
-cost <= 1x).
+equivalents each method reported and its seconds per example. Paired two-sided Wilcoxon tests
+(scipy) of MP-PI and of SP-PI against every other method say whether the differences are
+distinguishable from noise at this sample size, and the run records whether the paper's ordering
+holds (MP-PI best overall; SP-PI best among the methods of cost <= 1x).
+
+The examples run in rounds of ``--chunk``: every method explains a round, then all result files are
+rewritten from the examples done so far (a run stopped early still leaves a table, marked PARTIAL).
+Methods named in ``--subset-methods`` run on the first ``--subset-examples`` examples only (the
+costly ones, when the full set is out of reach); their paired tests use those common examples.
+
+The model defaults to the cached benchmark adapter (``--adapter benchmark``, trained once if absent)
+and the template to the one the adapter was trained with (its ``config.yaml``).
 
 Data: Rotten Tomatoes test sentences at word level (default; sentences of at most ``--max-features``
 words), or IMDB test reviews at sentence level (``--dataset imdb``: ``<br />`` tags replaced by
@@ -39,9 +48,27 @@ import numpy as np
 import torch
 
 try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
+    from _common import (
+        add_common_args,
+        benchmark_adapter_dir,
+        load_model,
+        md_table,
+        resolve_template,
+        run_info,
+        write_json,
+        write_markdown,
+    )
 except ImportError:  # pragma: no cover
-    from benchmarks._common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
+    from benchmarks._common import (
+        add_common_args,
+        benchmark_adapter_dir,
+        load_model,
+        md_table,
+        resolve_template,
+        run_info,
+        write_json,
+        write_markdown,
+    )
 
 from pi_lightning.attributors import available_methods, get_attributor
 from pi_lightning.attributors._shapley import mask_distribution
@@ -50,6 +77,7 @@ from pi_lightning.features import Featurizer
 from pi_lightning.masking import Masker
 from pi_lightning.metrics import METRICS, evaluate_faithfulness
 from pi_lightning.metrics.functional import interpolate_curve
+from pi_lightning.metrics.functional.stats import mean_confidence_interval
 
 __all__ = ["PAPER_ORDER", "main"]
 
@@ -72,7 +100,7 @@ LABELS = {
     "a-last": "A-Last",
     "sp-pi": "SP-PI",
     "gae": "GAE",
-    "inputxgrad": "Inp×Grad",
+    "inputxgrad": "Inp×Grad",  # noqa: RUF001 - the paper's row label
     "lrp": "LRP",
     "ig": "IG",
     "kernel-shap": "Kernel SHAP",
@@ -99,10 +127,12 @@ def select_texts(
     count: int,
     featurizer: Featurizer,
     min_features: int = 2,
+    cut: bool = False,
 ) -> tuple[list[str], list[int]]:
     """The first ``count`` texts of a split with ``min_features..max_features`` features.
 
-    Word level keeps texts that are short enough; sentence level cuts a review after its
+    Word level keeps texts that are short enough (or, with ``cut``, cuts longer ones after their
+    ``max_features``-th word: long texts of a given length); sentence level cuts a review after its
     ``max_features``-th sentence (the paper's setting for long IMDB reviews, shortened for CPU).
     """
     data = load_movie_reviews(dataset, split)
@@ -112,7 +142,7 @@ def select_texts(
         if not text:
             continue
         f = featurizer(text)
-        if granularity == "sentence" and f.n > max_features:
+        if (cut or granularity == "sentence") and f.n > max_features:
             text = text[: f.char_spans[max_features - 1][1]]
             f = featurizer(text)
         if min_features <= f.n <= max_features:
@@ -138,6 +168,8 @@ def _wilcoxon(a: torch.Tensor, b: torch.Tensor) -> float:
     """Two-sided paired Wilcoxon p-value (NaN when every pair is equal or too few pairs)."""
     from scipy.stats import wilcoxon
 
+    k = min(len(a), len(b))  # a method run on a subset ran on the first k examples
+    a, b = a[:k], b[:k]
     d = (a - b).numpy()
     if len(d) < 2 or np.allclose(d, 0):
         return float("nan")
@@ -164,7 +196,7 @@ def ordering(rows: dict[str, dict], per_example: dict[str, dict]) -> dict:
             entry[who] = {
                 "best": holds,
                 "runner_up" if holds else "beaten_by": best_other,
-                "difference": rows[who][metric] - rows[best_other][metric],
+                "difference": rows[who][metric] - rows[best_other][metric],  # means over each one's examples
                 "wilcoxon_p": _wilcoxon(per_example[who][metric], per_example[best_other][metric]),
                 "pool": "all methods" if who == "mp-pi" else "cost <= 1x",
             }
@@ -198,6 +230,29 @@ def _plot(path: Path, curves: dict[str, dict], title: str) -> None:
     plt.close(fig)
 
 
+def pairwise_tests(per_example: dict[str, dict], methods=("mp-pi", "sp-pi")) -> dict:
+    """Paired two-sided Wilcoxon p-values of each of ``methods`` against every other method, per metric,
+    on the examples both were run on (the first ``min`` of their counts: subsets are prefixes)."""
+    out: dict[str, dict] = {}
+    for who in methods:
+        if who not in per_example:
+            continue
+        out[who] = {}
+        for other, d in per_example.items():
+            if other == who:
+                continue
+            out[who][other] = {}
+            for m in ("as_auc", "ias_auc"):
+                a, b = per_example[who][m], d[m]
+                k = min(len(a), len(b))
+                out[who][other][m] = {
+                    "difference": float((a[:k] - b[:k]).mean()) if k else float("nan"),
+                    "p": _wilcoxon(a[:k], b[:k]),
+                    "pairs": k,
+                }
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
@@ -210,11 +265,29 @@ def main(argv: list[str] | None = None) -> dict:
         "--max-features", type=int, default=None, help="default 20 words (RT) / 8 sentences (IMDB)"
     )
     p.add_argument("--methods", default=",".join(PAPER_ORDER), help="comma-separated registered names")
-    p.add_argument("--template", default="{text}", help="the template the model was fine-tuned with")
+    p.add_argument(
+        "--subset-methods",
+        default="",
+        help="comma-separated methods run only on the first --subset-examples examples (the costly ones)",
+    )
+    p.add_argument("--subset-examples", type=int, default=None, help="examples of the --subset-methods")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=10,
+        help="examples per round: every method runs on a round, then the results so far are written",
+    )
     p.add_argument(
         "--mask",
         default="remove",
-        help="mask of the perturbation methods and the metrics: 'remove' (the library default) or '...' (the paper's)",
+        help="mask of the perturbation methods and the metrics: 'remove' (the library default) or '...' "
+        "(the paper's)",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="JSON of an earlier run of this script on the same data, template and mask: its examples "
+        "are kept and the run continues after them (its methods not in --methods stay as they are)",
     )
     p.add_argument("--top-k", type=float, default=20.0, help="top-k percent for log-odds/comp./suff.")
     p.add_argument("--at2-fit", type=int, default=32, help="training texts for AT2's fit")
@@ -226,36 +299,43 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(raw)
     granularity = args.granularity or ("sentence" if args.dataset == "imdb" else "word")
     max_features = args.max_features or (8 if granularity == "sentence" else 20)
+    args.max_features = max_features  # resolved, recorded with the results
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in available_methods()]
+    subset = {m.strip() for m in args.subset_methods.split(",") if m.strip()}
+    unknown = [m for m in [*methods, *subset] if m not in available_methods()]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}: expected names from {available_methods()}.")
+    if args.chunk < 1:
+        raise ValueError(f"--chunk must be a positive number of examples, got {args.chunk}.")
 
     model, tok, dtype = load_model(args)
+    template = resolve_template(args)
     info = run_info(args, dtype, "faithfulness_table.py", raw)
     mask = args.mask if args.mask in ("remove", "pad", "unk") or not args.mask.isdigit() else int(args.mask)
     common = {
         "granularity": granularity,
-        "template": args.template,
+        "template": template,
         "mask": mask,
         "max_tokens": args.max_tokens,
     }
-    featurizer = Featurizer(tok, granularity, args.template)
+    featurizer = Featurizer(tok, granularity, template)
     texts, labels = select_texts(args.dataset, "test", granularity, max_features, args.examples, featurizer)
     if not texts:
         raise ValueError(f"No {args.dataset} test text has 2..{max_features} {granularity} features.")
     masker = Masker(tok, mask)
     n_feats = [featurizer(t).n for t in texts]
+    limit = {
+        m: (args.subset_examples if m in subset and args.subset_examples else len(texts)) for m in methods
+    }
     print(
         f"{info['model']} + {info['adapter']} on {info['device']}/{dtype}; {args.dataset} test, {len(texts)} "
         f"examples, {granularity} level, n = {min(n_feats)}..{max(n_feats)} (mean {np.mean(n_feats):.1f}); "
-        f"mask {mask!r}; explained class = true label"
+        f"template {template!r}; mask {mask!r}; explained class = true label; "
+        f"subset {sorted(subset)} on {args.subset_examples} examples",
+        flush=True,
     )
 
-    rows: dict[str, dict] = {}
-    per_example: dict[str, dict] = {}
-    curves: dict[str, dict] = {}
-    accuracy = None
+    attributors, extras = {}, {}
     for name in methods:
         att = get_attributor(name, model, tok, **common, **_method_kwargs(name, args.seed))
         extra = {}
@@ -271,68 +351,171 @@ def main(argv: list[str] | None = None) -> dict:
                 "at2_fit_examples": len(train),
                 "at2_train_correlation": att.fit_info["correlation"],
             }
-        feats = att.featurize(texts)
         if name == "mp-pi":  # P' is computed once per n and cached: time it apart from the attributions
             t0 = time.perf_counter()
-            for n in sorted({f.n for f in feats}):
+            for n in sorted(set(n_feats)):
                 mask_distribution(n, att.use_splus, att.distribution)
             extra = {"p_prime_seconds_all_n": time.perf_counter() - t0}
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        atts = att.attribute(feats, target=labels)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-        res = evaluate_faithfulness(atts, att.adapter, masker, top_k=args.top_k)
-        s = res.summary()
-        if accuracy is None:
-            accuracy = float((res.predictions == res.targets).double().mean())
-        passes = [a.forward_passes for a in atts if a.forward_passes is not None]
+        attributors[name], extras[name] = att, extra
+
+    # Per method: per-example metrics, interpolated curves, passes, seconds, predictions == targets.
+    def empty() -> dict:
+        return {
+            "metrics": {m: [] for m in METRICS},
+            "as": [],
+            "ias": [],
+            "passes": [],
+            "seconds": 0.0,
+            "correct": [],
+        }
+
+    acc: dict[str, dict] = {}
+    costs = {name: att.cost for name, att in attributors.items()}
+    first = 0
+    if args.resume:
+        first, earlier = _resume(args, info, template, mask, granularity, len(texts), empty)
+        for name, (a, cost, extra) in earlier.items():
+            acc[name], costs[name] = a, cost
+            extras[name] = {**extra, **extras.get(name, {})}
+            if name not in methods:
+                limit[name] = first  # kept as it was: it ran on the first examples only
+        info["resumed_from"] = {"path": args.resume, "examples": first}
+    for name in methods:
+        acc.setdefault(name, empty())
+    result: dict = {}
+    for start in range(first, len(texts), args.chunk):
+        t_round = time.perf_counter()
+        for name in methods:
+            stop = min(start + args.chunk, len(texts), limit[name])
+            if stop <= start:
+                continue
+            att = attributors[name]
+            feats = att.featurize(texts[start:stop])
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            atts = att.attribute(feats, target=labels[start:stop])
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            a = acc[name]
+            a["seconds"] += time.perf_counter() - t0
+            res = evaluate_faithfulness(atts, att.adapter, masker, top_k=args.top_k)
+            for m in METRICS:
+                a["metrics"][m].append(getattr(res, m))
+            # (E, 21) curves on a common grid, so examples of different n average together
+            a["as"].append(interpolate_curve(res.as_curves))
+            a["ias"].append(interpolate_curve(res.ias_curves))
+            a["passes"] += [x.forward_passes for x in atts if x.forward_passes is not None]
+            a["correct"].append(res.predictions == res.targets)
+        done = min(start + args.chunk, len(texts))
+        print(f"  examples {done}/{len(texts)}: round {time.perf_counter() - t_round:.1f} s", flush=True)
+        result = _write(args, info, template, mask, granularity, texts, n_feats, acc, extras, done, costs)
+    return result
+
+
+def _resume(args, info, template, mask, granularity, planned, empty) -> tuple[int, dict]:
+    """The examples of an earlier run, as accumulators that :func:`main` continues: ``(examples
+    done, {method: (accumulator, cost, extras)})``. Per-example metrics are kept exactly; curves,
+    passes and seconds as their means over the earlier examples (all the tables use)."""
+    import json
+
+    path = args.resume
+    old = json.loads(Path(path).read_text())
+    same = (
+        ("dataset", args.dataset),
+        ("granularity", granularity),
+        ("template", template),
+        ("max_features", args.max_features),
+    )
+    for key, now in same:
+        if key in old and old[key] != now:
+            raise ValueError(
+                f"--resume {path}: its {key} is {old[key]!r}, this run's {now!r}; resume the same run."
+            )
+    if old["adapter"] == "benchmark":  # runs that recorded the option, not the cached folder it names
+        old["adapter"] = str(benchmark_adapter_dir() / "adapter")
+    if str(old["mask"]) != str(mask) or old["model"] != info["model"] or old["adapter"] != info["adapter"]:
+        raise ValueError(
+            f"--resume {path}: mask/model/adapter {old['mask']!r}/{old['model']!r}/{old['adapter']!r} differ "
+            f"from this run's {mask!r}/{info['model']!r}/{info['adapter']!r}; resume the same run."
+        )
+    done = int(old["examples"])
+    if done > planned:
+        raise ValueError(
+            f"--resume {path} has {done} examples, more than the {planned} of this run (--examples)."
+        )
+    correct = round(old["model_accuracy_on_examples"] * done)
+    out = {}
+    for name, row in old["rows"].items():
+        a = empty()
+        count = int(row.get("examples", done))
+        for m in METRICS:
+            a["metrics"][m].append(torch.tensor(old["per_example"][name][m], dtype=torch.float64))
+        # (count, 21): the mean curve repeated, so means over old + new examples weigh each example once
+        a["as"].append(torch.tensor(old["mean_curves"][name]["as"], dtype=torch.float64).expand(count, -1))
+        a["ias"].append(torch.tensor(old["mean_curves"][name]["ias"], dtype=torch.float64).expand(count, -1))
+        a["passes"] = [row["forward_passes_per_example"]] * count
+        a["seconds"] = row["seconds_per_example"] * count
+        a["correct"].append(torch.arange(done) < correct)
+        extra = {k: v for k, v in row.items() if k.startswith(("at2_", "p_prime_"))}
+        out[name] = (a, row["cost"], extra)
+    return done, out
+
+
+def _write(args, info, template, mask, granularity, texts, n_feats, acc, extras, done, costs) -> dict:
+    """Summaries, paired tests and the four result files from the examples run so far."""
+    rows: dict[str, dict] = {}
+    per_example: dict[str, dict] = {}
+    curves: dict[str, dict] = {}
+    for name, a in acc.items():
+        if not a["as"]:
+            continue
+        per_example[name] = {m: torch.cat(v) for m, v in a["metrics"].items()}
+        count = len(per_example[name]["as_auc"])
+        s = {}
+        for m, v in per_example[name].items():
+            s[m], s[f"{m}_ci"] = mean_confidence_interval(v)
         rows[name] = {
             "method": LABELS.get(name, name),
-            "cost": att.cost,
+            "cost": costs[name],
+            "examples": count,
             **s,
-            "forward_passes_per_example": float(np.mean(passes)) if passes else float("nan"),
-            "seconds_per_example": seconds / len(atts),
-            **extra,
+            "forward_passes_per_example": float(np.mean(a["passes"])) if a["passes"] else float("nan"),
+            "seconds_per_example": a["seconds"] / count,
+            **extras[name],
         }
-        per_example[name] = {m: getattr(res, m) for m in METRICS}
-        curves[name] = {
-            "as": interpolate_curve(res.as_curves).mean(0).numpy(),
-            "ias": interpolate_curve(res.ias_curves).mean(0).numpy(),
-        }
-        print(
-            f"  {name:<12} cost {att.cost:>4}  AS {s['as_auc']:.3f}±{s['as_auc_ci']:.3f}  "
-            f"IAS {s['ias_auc']:.3f}±{s['ias_auc_ci']:.3f}  {seconds / len(atts):.2f} s/ex",
-            flush=True,
-        )
-
+        curves[name] = {"as": torch.cat(a["as"]).mean(0).numpy(), "ias": torch.cat(a["ias"]).mean(0).numpy()}
+    first = next(iter(acc.values()))
+    accuracy = float(torch.cat(first["correct"]).double().mean())
     order = ordering(rows, per_example)
+    tests = pairwise_tests(per_example)
     tag = f"_{args.tag}" if args.tag else ""
     stem = Path(args.out) / f"faithfulness_{args.dataset}_{granularity}{tag}"
+    n_done = n_feats[:done]
+    partial = done < len(texts)
     result = {
         **info,
         "dataset": args.dataset,
         "granularity": granularity,
-        "examples": len(texts),
-        "features_min": min(n_feats),
-        "features_max": max(n_feats),
-        "features_mean": float(np.mean(n_feats)),
-        "template": args.template,
+        "max_features": args.max_features,
+        "examples": done,
+        "examples_planned": len(texts),
+        "partial": partial,
+        "features_min": min(n_done),
+        "features_max": max(n_done),
+        "features_mean": float(np.mean(n_done)),
+        "template": template,
         "mask": mask,
         "top_k": args.top_k,
         "model_accuracy_on_examples": accuracy,
         "rows": rows,
         "ordering": order,
-        "per_example": {
-            k: {m: (v.tolist() if v is not None else None) for m, v in d.items()}
-            for k, d in per_example.items()
-        },
+        "wilcoxon": tests,
+        "per_example": {k: {m: v.tolist() for m, v in d.items()} for k, d in per_example.items()},
         "mean_curves": {k: {c: v.tolist() for c, v in d.items()} for k, d in curves.items()},
     }
     write_json(stem.with_suffix(".json"), result)
-    cols = ["method", "cost", "forward_passes_per_example", "seconds_per_example"]
+    cols = ["method", "cost", "examples", "forward_passes_per_example", "seconds_per_example"]
     for m in METRICS:
         cols += [m, f"{m}_ci"]
     with open(stem.with_suffix(".csv"), "w", newline="") as fh:
@@ -345,31 +528,66 @@ def main(argv: list[str] | None = None) -> dict:
         ci = r[f"{m}_ci"]
         return f"{r[m]:.3f} ± {ci:.3f}" if math.isfinite(ci) else f"{r[m]:.3f}"
 
+    def pval(who, name, m):
+        t = tests.get(who, {}).get(name)
+        return "" if t is None else f"{t[m]['p']:.2g}"
+
     table = md_table(
-        ["Method", "Cost", "AS AUC ↑", "IAS AUC ↓", "log-odds ↓", "comp. ↑", "suff. ↓", "fwd/ex", "s/ex"],
+        [
+            "Method",
+            "Cost",
+            "n ex",
+            "AS AUC ↑",
+            "p vs MP-PI",
+            "p vs SP-PI",
+            "IAS AUC ↓",
+            "p vs MP-PI",
+            "p vs SP-PI",
+            "log-odds ↓",
+            "comp. ↑",
+            "suff. ↓",
+            "fwd/ex",
+            "s/ex",
+        ],
         [
             [
                 r["method"],
                 r["cost"],
+                r["examples"],
                 cell(r, "as_auc"),
+                pval("mp-pi", name, "as_auc"),
+                pval("sp-pi", name, "as_auc"),
                 cell(r, "ias_auc"),
+                pval("mp-pi", name, "ias_auc"),
+                pval("sp-pi", name, "ias_auc"),
                 cell(r, "log_odds"),
                 cell(r, "comprehensiveness"),
                 cell(r, "sufficiency"),
                 f"{r['forward_passes_per_example']:.1f}",
                 f"{r['seconds_per_example']:.2f}",
             ]
-            for r in rows.values()
+            for name, r in rows.items()
         ],
     )
+    subset_note = ""
+    short = [r["method"] for r in rows.values() if r["examples"] < done]
+    if short:
+        subset_note = (
+            f" {', '.join(short)} ran on the first {min(r['examples'] for r in rows.values())} examples only "
+            "(cost); their paired tests use those common examples."
+        )
     lines = [
-        f"### Faithfulness: {args.dataset}, {granularity} level\n",
+        f"### Faithfulness: {args.dataset}, {granularity} level{' (PARTIAL)' if partial else ''}\n",
         (
-            f"{len(texts)} test examples (n = {min(n_feats)}..{max(n_feats)} {granularity}s, mean "
-            f"{np.mean(n_feats):.1f}), explained class = true label, mask `{mask}`, top-k {args.top_k:g}%; "
-            f"model accuracy on these examples {accuracy:.3f}. 95% half-widths over examples.\n"
+            f"{done} test examples{f' of {len(texts)} planned' if partial else ''} (n = "
+            f"{min(n_done)}..{max(n_done)} "
+            f"{granularity}s, mean {np.mean(n_done):.1f}), explained class = true label, template "
+            f"`{template!r}`, "
+            f"mask `{mask}`, top-k {args.top_k:g}%; model accuracy on these examples {accuracy:.3f}. "
+            "95% half-widths over examples; p: paired two-sided Wilcoxon against MP-PI / "
+            f"SP-PI.{subset_note}\n"
         ),
-        f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{dtype}.\n",
+        f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{info['dtype']}.\n",
         f"Command: `{info['command']}`\n",
         table,
     ]
@@ -393,9 +611,10 @@ def main(argv: list[str] | None = None) -> dict:
     _plot(
         stem.with_suffix(".png"),
         curves,
-        f"{args.model} + {args.adapter}; {args.dataset} {granularity} level, {len(texts)} examples",
+        f"{info['model']} + {info['adapter']}; {args.dataset} {granularity} level, {done} examples, "
+        f"mask {mask}",
     )
-    print(f"wrote {stem}.{{json,csv,md,png}}")
+    print(f"wrote {stem}.{{json,csv,md,png}}", flush=True)
     return result
 
 

@@ -5,10 +5,13 @@ registered method and ``ValidationSPPI``, and checks that every figure is finite
 SP-PI and MP-PI attributions computed on the GPU (fp32) with the same computed on the CPU.
 
     python benchmarks/gpu_check.py            # needs a CUDA device
+
+The figures go to ``gpu_check[_<tag>].json`` under ``--out`` with the machine line.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -17,6 +20,11 @@ import warnings
 
 import lightning.pytorch as pl
 import torch
+
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
+    from _common import add_output_args, result_stem, run_info, write_json
+except ImportError:  # pragma: no cover
+    from benchmarks._common import add_output_args, result_stem, run_info, write_json
 
 from pi_lightning.attributors import available_methods, get_attributor
 from pi_lightning.callbacks import AttributionMonitor, ValidationSPPI
@@ -32,7 +40,14 @@ FAST = {
 }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_output_args(p)
+    raw = list(argv) if argv is not None else sys.argv[1:]
+    args = p.parse_args(raw)
+    args.device = "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
         return 1
@@ -90,6 +105,10 @@ def main() -> int:
                 failures.append(f"{arch}/cpu-vs-gpu/{method}")
     print(json.dumps(results, indent=1))
     print("FAILURES:", failures if failures else "none")
+    write_json(
+        result_stem(args, "gpu_check").with_suffix(".json"),
+        {**run_info(args, None, "gpu_check.py", raw), "results": results, "failures": failures},
+    )
     return 1 if failures else 0
 
 

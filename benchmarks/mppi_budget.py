@@ -11,19 +11,31 @@ This is the check behind issue 14's "2n dip" (cosine 0.823 -> 0.767 -> 0.889 at 
 sentences x 2 seeds): whether accuracy falls with the budget in expectation, and how many passes
 each "budget" really buys.
 
-Usage: python benchmarks/mppi_budget.py [--seeds 30]
+Usage: python benchmarks/mppi_budget.py [--seeds 30]   (writes mppi_budget[_<tag>].json under --out)
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 
 import numpy as np
-import torch
+
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
+    from _common import add_common_args, coalition_game, load_model, result_stem, run_info, write_json
+except ImportError:  # pragma: no cover
+    from benchmarks._common import (
+        add_common_args,
+        coalition_game,
+        load_model,
+        result_stem,
+        run_info,
+        write_json,
+    )
 
 from pi_lightning.attributors import MPPI
-from pi_lightning.testing import exact_shapley, tiny_classifier, tiny_tokenizer
+from pi_lightning.testing import exact_shapley
 
 TEXTS = ("the plot was dull, but the cast", "a good movie with a weak plot and fine")
 BUDGETS = ("1n", "2n", "4n", "8n")
@@ -31,20 +43,21 @@ BUDGETS = ("1n", "2n", "4n", "8n")
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(ap, adapter=None, model="testing:gpt2", threads=1)
     ap.add_argument("--seeds", type=int, default=30)
-    args = ap.parse_args(argv)
-    tok = tiny_tokenizer("gpt2")
-    model = tiny_classifier("gpt2", tokenizer=tok)
+    raw = list(argv) if argv is not None else sys.argv[1:]
+    args = ap.parse_args(raw)
+    model, tok, dtype = load_model(args)
     common = {"mask": "remove", "template": "Review: {text}"}
     out: dict = {}
+    rows = []
     for text in TEXTS:
         mp = MPPI(model, tok, **common)
         [f] = mp.featurize(text)
         n = f.n
         # (2^n, n): every coalition, in exact_shapley's enumeration order.
         Z = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)
-        seqs, _ = mp.masker(f, Z)
-        v = torch.softmax(mp.adapter.final_logits(seqs).double(), -1)[:, 1].numpy()
+        v = coalition_game(mp.adapter, mp.masker, f, target=1)(Z).numpy()
         phi = exact_shapley(lambda _z, v=v: v, n)
         for unit in ("passes", "samples"):
             cells = []
@@ -58,8 +71,13 @@ def main(argv: list[str] | None = None) -> dict:
                 cos = float(np.mean(est @ phi / (np.linalg.norm(est, axis=1) * np.linalg.norm(phi))))
                 passes = float(np.mean([a.extras["masked_passes"] for a in runs]))
                 out[(text, unit, b)] = {"n": n, "rel_error": err, "cosine": cos, "passes": passes}
+                rows.append({"text": text, "unit": unit, "budget": b, **out[(text, unit, b)]})
                 cells.append(f"{b}: err {err:.3f} cos {cos:.3f} passes {passes:.1f}")
             print(f"n={n} {unit:<7} " + " | ".join(cells), flush=True)
+    write_json(
+        result_stem(args, "mppi_budget").with_suffix(".json"),
+        {**run_info(args, dtype, "mppi_budget.py", raw), "seeds": args.seeds, "rows": rows},
+    )
     return out
 
 

@@ -14,9 +14,9 @@ Measured in one run:
 
 Run::
 
-    python benchmarks/scaling.py --adapter none                       # CPU: n up to 128, all reused benchmarks
+    python benchmarks/scaling.py --adapter none               # CPU: n up to 128, all reused benchmarks
     python benchmarks/scaling.py --adapter none --device cuda --ns 8,16,32,64,128,256,512
-    python benchmarks/scaling.py --model testing:gpt2 --adapter none --ns 4,8 --widths 2,4 --reuse none  # smoke
+    python benchmarks/scaling.py --model testing:gpt2 --adapter none --ns 4,8 --widths 2,4 --reuse none
 
 Weights do not change timings, so the base model (``--adapter none``) is the default here.
 Writes ``scaling[_<tag>].{json,md,png}`` under ``--out``.
@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> dict:
         r["texts"] = len(texts)
         by_n.append(r)
         print(
-            f"  MP-PI n={r['n']:4d} words ({r['tokens_per_text']:.0f} tokens): {r['seconds_per_text']:.3f} s/text, "
+            f"  MP-PI n={r['n']:4d} words ({r['tokens_per_text']:.0f} tokens): "
+            f"{r['seconds_per_text']:.3f} s/text, "
             f"overhead {r['overhead_ratio']:.3f}x over its {r['sequences']} passes",
             flush=True,
         )

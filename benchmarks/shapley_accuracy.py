@@ -32,9 +32,9 @@ milliseconds per pass. Run::
 
     python benchmarks/shapley_accuracy.py --inputs 8 --max-features 10
     python benchmarks/shapley_accuracy.py --device cuda --inputs 50 --max-features 12
-    python benchmarks/shapley_accuracy.py --model testing:gpt2 --adapter none --inputs 2 --max-features 5  # smoke
-    python benchmarks/shapley_accuracy.py --device cuda --reference permutations --permutations 20000 \
-        --min-features 20 --max-features 60 --inputs 20 --template "Review: {text}"      # long texts
+    python benchmarks/shapley_accuracy.py --model testing:gpt2 --adapter none --inputs 2 --max-features 5
+    python benchmarks/shapley_accuracy.py --reference permutations --permutations 400 \
+        --dataset imdb --lengths 20,40,60 --inputs 3 --budgets 1,2,4,8     # long texts, equal passes
 
 Writes ``shapley_accuracy[_<tag>].{json,csv,md,png}`` under ``--out``.
 """
@@ -52,15 +52,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-try:
-    from _common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
+    from _common import (
+        add_common_args,
+        coalition_game,
+        load_model,
+        md_table,
+        resolve_template,
+        run_info,
+        write_json,
+        write_markdown,
+    )
 except ImportError:  # pragma: no cover
-    from benchmarks._common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
+    from benchmarks._common import (
+        add_common_args,
+        coalition_game,
+        load_model,
+        md_table,
+        resolve_template,
+        run_info,
+        write_json,
+        write_markdown,
+    )
 
 from pi_lightning.attributors._shapley import mask_distribution
 from pi_lightning.attributors.kernelshap import KernelShapAttributor
 from pi_lightning.attributors.mppi import MPPI
-from pi_lightning.inference import ClassifierAdapter, transform_outputs
+from pi_lightning.inference import ClassifierAdapter
 from pi_lightning.masking import Masker
 from pi_lightning.metrics.functional.stats import mean_confidence_interval
 from pi_lightning.testing import exact_shapley
@@ -77,16 +95,8 @@ def exact_references(
     n = features.n
     # (2^n, n) every coalition, in exact_shapley's enumeration order.
     Z = np.array(list(product([False, True], repeat=n)), dtype=bool)
-    seqs, ends = masker(features, Z)
-    last = np.where(Z.any(1), n - 1 - np.argmax(Z[:, ::-1], axis=1), n - 1)
-    # Prefix game: read at the end of the last active feature (the empty coalition: at the end of the
-    # fully masked text, as MP-PI does when the template has no context before the text).
-    positions = [[int(ends[r, last[r]]), len(s) - 1] for r, s in enumerate(seqs)]
-    if features.context_end > 0:  # with a fixed context, f(empty) is read at its last token
-        positions[0][0] = features.context_end - 1
-    logits = adapter.forward_positions(seqs, positions)
-    # 2^n x (2, C) -> (2^n, 2, C) -> the target's output at the two positions.
-    vals = transform_outputs(torch.stack(logits), output)[..., target].double().numpy()
+    # (2^n, 2): the prefix game's and the full-input game's values of every coalition.
+    vals = coalition_game(adapter, masker, features, target, output, prefix=True)(Z).double().numpy()
     return {
         "prefix": exact_shapley(lambda _z: vals[:, 0], n),
         "full": exact_shapley(lambda _z: vals[:, 1], n),
@@ -112,8 +122,8 @@ def permutation_reference(
     """
     n = features.n
     rng = np.random.default_rng(seed)
-    fn = value_function(adapter, masker, features, target, output)
-    phi = np.zeros(n)
+    fn = coalition_game(adapter, masker, features, target, output)
+    pairs = []  # per antithetic pair, (n,): the mean of its two walks' gains of each feature
     done = 0
     while done < permutations:
         half = max(1, min(chunk, (permutations - done + 1) // 2))
@@ -125,28 +135,27 @@ def permutation_reference(
         uniq, inv = np.unique(Z.reshape(-1, n), axis=0, return_inverse=True)
         v = np.asarray(fn(uniq), dtype=np.float64)[inv.reshape(-1)].reshape(len(perms), n + 1)
         gains = np.diff(v, axis=1)  # (P, n): gain of the feature added at each step
-        np.add.at(phi, perms.reshape(-1), gains.reshape(-1))
+        # (P, n): per walk, the gain of each feature (feature perms[r, k] joined at step k).
+        per_feature = np.take_along_axis(gains, rank, axis=1)
+        pairs.append((per_feature[:half] + per_feature[half:]) / 2)
         done += len(perms)
-    phi /= done
+    pairs = np.concatenate(pairs)  # (P / 2, n)
+    phi = pairs.mean(0)
+    # Standard error of each feature's value over the independent antithetic pairs.
+    se = pairs.std(0, ddof=1) / np.sqrt(len(pairs)) if len(pairs) > 1 else np.full(n, np.nan)
+    rel_se = float(np.linalg.norm(se) / np.linalg.norm(phi)) if np.linalg.norm(phi) > 0 else float("nan")
     return {
         "full": phi,
         "prefix": phi,
+        "se": se,
+        # ||SE|| / ||phi||, and the cosine to the true values a reference this noisy is expected to
+        # reach (1 / sqrt(1 + rel_se^2)): the ceiling against which the methods' cosines are read.
+        "rel_se": rel_se,
+        "cos_ceiling": float(1 / np.sqrt(1 + rel_se**2)),
         "f_empty": float(v[0, 0]),
         "f_full": float(v[0, -1]),
         "permutations": done,
     }
-
-
-def value_function(adapter: ClassifierAdapter, masker: Masker, features, target: int, output: str = "prob"):
-    """The full-input game as a user would wire it for Captum / shap: binary coalitions -> outputs."""
-
-    def f(z):
-        z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
-        # (K, n) float -> (K, n) bool coalitions.
-        seqs, _ = masker(features, z.reshape(-1, features.n) > 0.5)
-        return transform_outputs(adapter.final_logits(seqs), output)[:, target]
-
-    return f
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -176,7 +185,7 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
         before, t0 = att.adapter.forward_passes, time.perf_counter()
         [a] = att.attribute([features], target=target)
         return a.scores.numpy(), att.adapter.forward_passes - before, time.perf_counter() - t0
-    fn = value_function(adapter, masker, features, target)
+    fn = coalition_game(adapter, masker, features, target)
     before, t0 = adapter.forward_passes, time.perf_counter()
     if name == "captum-kernelshap":
         from captum.attr import KernelShap
@@ -258,6 +267,44 @@ def _plot(path: Path, summary: list[dict], methods: list[str], budgets: list[int
     plt.close(fig)
 
 
+def _plot_lengths(path: Path, summary: list[dict], refs: list[dict], methods: list[str], title: str) -> None:
+    """One panel per text length: cosine to the reference against passes actually run, with the
+    reference's own expected cosine to the true values (dashed) as the ceiling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({r["n"] for r in summary if r["n"] is not None and r["runs"]})
+    if not groups:
+        return
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), squeeze=False)
+    for ax, g in zip(axes[0], groups, strict=True):
+        for m in methods:
+            rows = [r for r in summary if r["n"] == g and r["method"] == m and r["runs"]]
+            if rows:
+                ax.errorbar(
+                    [r["passes_per_input"] for r in rows],
+                    [r["cos_full"] for r in rows],
+                    yerr=[r["cos_full_ci"] for r in rows],
+                    marker="o",
+                    label=m,
+                    capsize=3,
+                )
+        ceiling = [r["cos_ceiling"] for r in refs if r["n"] == g]
+        ax.axhline(float(np.mean(ceiling)), color="k", ls="--", lw=0.8, label="reference ceiling")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("forward passes run per input")
+        ax.set_ylabel("cosine to the reference")
+        ax.set_title(f"n = {g} words ({len(ceiling)} texts)", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
@@ -279,12 +326,27 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--budgets", default="1,2,4,8", help="budget multiples k (budget = k n passes)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method, budget and input")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--template", default="{text}")
+    p.add_argument(
+        "--dataset",
+        default="rotten_tomatoes",
+        choices=("rotten_tomatoes", "imdb"),
+        help="test texts to explain (IMDB for long texts)",
+    )
+    p.add_argument(
+        "--lengths",
+        default=None,
+        help="comma-separated word counts, e.g. 20,40,60: --inputs texts per length, each cut after its "
+        "n-th word (overrides --min/--max-features)",
+    )
     p.add_argument("--mask", default="remove", help="'remove' (the library default) or '...' (the paper's)")
     raw = list(argv) if argv is not None else sys.argv[1:]
     args = p.parse_args(raw)
+    template = resolve_template(args)
+    lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else None
+    if lengths:
+        args.min_features, args.max_features = min(lengths), max(lengths)
     if args.reference == "permutations":
-        if args.mask != "remove" or args.template.split("{text}")[-1]:
+        if args.mask != "remove" or template.split("{text}")[-1]:
             raise ValueError(
                 "--reference permutations is for the removal game, where PI's prefix game is the "
                 "full game: use --mask remove and a template with nothing after {text}."
@@ -324,20 +386,17 @@ def main(argv: list[str] | None = None) -> dict:
     info = run_info(args, dtype, "shapley_accuracy.py", raw)
     common = {
         "granularity": "word",
-        "template": args.template,
+        "template": template,
         "mask": args.mask,
         "max_tokens": args.max_tokens,
     }
-    featurizer = Featurizer(tok, "word", args.template)
-    texts, labels = select_texts(
-        "rotten_tomatoes",
-        "test",
-        "word",
-        args.max_features,
-        args.inputs,
-        featurizer,
-        min_features=args.min_features,
-    )
+    featurizer = Featurizer(tok, "word", template)
+    texts, labels = [], []
+    for lo, hi in [(n, n) for n in lengths] if lengths else [(args.min_features, args.max_features)]:
+        t, y = select_texts(
+            args.dataset, "test", "word", hi, args.inputs, featurizer, min_features=lo, cut=bool(lengths)
+        )
+        texts, labels = texts + t, labels + y
     adapter = ClassifierAdapter(model, max_tokens=args.max_tokens)
     masker = Masker(tok, args.mask)
     feats = [featurizer(t) for t in texts]
@@ -350,8 +409,181 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     # Warm-up: one pass of every kind so that first-call costs do not land on one method.
-    value_function(adapter, masker, feats[0], labels[0])(np.ones((2, feats[0].n)))
+    coalition_game(adapter, masker, feats[0], labels[0])(np.ones((2, feats[0].n)))
     records, refs = [], []
+
+    def write() -> dict:
+        """Summaries and result files from the inputs done so far (called after every input)."""
+        summary = []
+        groups = sorted({r["n"] for r in refs}) if lengths else [None]
+        for g, m, k in ((g, m, k) for g in groups for m in methods for k in budgets):
+            rs = [
+                r
+                for r in records
+                if r["method"] == m and r["budget_multiple"] == k and "cos_full" in r and g in (None, r["n"])
+            ]
+            row = {"n": g, "method": m, "budget_multiple": k, "runs": len(rs)}
+            if rs:
+                for key in ("cos_full", "spearman_full", "cos_prefix", "spearman_prefix"):
+                    v = torch.tensor([r[key] for r in rs if math.isfinite(r[key])], dtype=torch.float64)
+                    row[key], row[f"{key}_ci"] = (
+                        mean_confidence_interval(v) if len(v) else (float("nan"),) * 2
+                    )
+                row["passes_per_input"] = float(np.mean([r["passes"] for r in rs]))
+                row["seconds_per_input"] = float(np.mean([r["seconds"] for r in rs]))
+                row["ms_per_pass"] = (
+                    1e3 * sum(r["seconds"] for r in rs) / max(1, sum(r["passes"] for r in rs))
+                )
+            summary.append(row)
+
+        goals = {}
+        if "mp-pi" in methods and "captum-kernelshap" in methods:
+            by = {(r["method"], r["budget_multiple"]): r for r in summary if r["n"] == groups[-1]}
+            for k in budgets:
+                a, b = by[("mp-pi", k)], by[("captum-kernelshap", k)]
+                goals[f"{k}n"] = {
+                    "mp-pi_more_accurate_full": a["cos_full"] > b["cos_full"],
+                    "mp-pi_more_accurate_prefix": a["cos_prefix"] > b["cos_prefix"],
+                    "mp-pi_not_slower_per_pass": a["ms_per_pass"] <= b["ms_per_pass"],
+                    "ms_per_pass_ratio": a["ms_per_pass"] / b["ms_per_pass"],
+                }
+
+        tag = f"_{args.tag}" if args.tag else ""
+        stem = Path(args.out) / f"shapley_accuracy{tag}"
+        cos_fp = [r["cos_full_prefix"] for r in refs]
+        result = {
+            **info,
+            "inputs": len(feats),
+            "n": [f.n for f in feats],
+            "budgets": budgets,
+            "seeds": args.seeds,
+            "template": template,
+            "dataset": args.dataset,
+            "reference": args.reference,
+            "permutations": args.permutations if args.reference == "permutations" else None,
+            "mask": args.mask,
+            "summary": summary,
+            "goals": goals,
+            "references": refs,
+            "records": records,
+            "cos_full_vs_prefix_mean": float(np.mean(cos_fp)),
+        }
+        write_json(stem.with_suffix(".json"), result)
+        with open(stem.with_suffix(".csv"), "w", newline="") as fh:
+            keys = [
+                "method",
+                "budget_multiple",
+                "runs",
+                "cos_full",
+                "cos_full_ci",
+                "spearman_full",
+                "cos_prefix",
+                "cos_prefix_ci",
+                "spearman_prefix",
+                "passes_per_input",
+                "seconds_per_input",
+                "ms_per_pass",
+            ]
+            w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(summary)
+
+        def f3(r, key):
+            if r["runs"] == 0:
+                return "—"
+            ci = r.get(f"{key}_ci", float("nan"))
+            return f"{r[key]:.3f} ± {ci:.3f}" if math.isfinite(ci) else f"{r[key]:.3f}"
+
+        table = md_table(
+            [
+                "n",
+                "Method",
+                "Budget",
+                "cos (full) ↑",
+                "Spearman (full) ↑",
+                "cos (prefix) ↑",
+                "Spearman (prefix) ↑",
+                "passes/input",
+                "s/input",
+                "ms/pass",
+            ],
+            [
+                [
+                    r["n"] or "all",
+                    r["method"],
+                    f"{r['budget_multiple']}n",
+                    f3(r, "cos_full"),
+                    f3(r, "spearman_full"),
+                    f3(r, "cos_prefix"),
+                    f3(r, "spearman_prefix"),
+                    f"{r['passes_per_input']:.1f}" if r["runs"] else "needs ≥ 2n+1",
+                    f"{r['seconds_per_input']:.3f}" if r["runs"] else "—",
+                    f"{r['ms_per_pass']:.2f}" if r["runs"] else "—",
+                ]
+                for r in summary
+            ],
+        )
+        lines = [
+            "### Accuracy per unit cost against "
+            + ("exact Shapley values\n" if args.reference == "exact" else "a permutation reference\n"),
+            (
+                f"{len(refs)} {args.dataset} test texts"
+                + (f" cut to n = {', '.join(map(str, lengths))} words" if lengths else "")
+                + f" (n = {min(r['n'] for r in refs)}..{max(r['n'] for r in refs)} words), explained class = "
+                f"true label, template `{template!r}`, mask `{args.mask}`, {args.seeds} seeds per method x "
+                "budget x input. Mean over inputs x seeds, 95% half-width.\n"
+            ),
+            (
+                "`full`: exact Shapley values of the model output on the masked input (2^n passes); "
+                "`prefix`: exact Shapley values of MP-PI's intermediate-prediction game. Mean cosine "
+                f"between the two exact references: {np.mean(cos_fp):.3f} (min {np.min(cos_fp):.3f}).\n"
+                if args.reference == "exact"
+                else (
+                    f"Reference: {args.permutations} antithetic permutations of the removal game per input "
+                    "(the prefix game is the same game, so both columns are equal); its standard error "
+                    "per input, as ||SE|| / ||phi|| and the cosine to the true values it is expected to "
+                    "reach (a method's cosine cannot be read above it): "
+                    + "; ".join(
+                        f"n={r['n']}: {r['rel_se']:.3f} / {r['cos_ceiling']:.3f} ({r['passes']} passes)"
+                        for r in refs
+                    )
+                    + ".\n"
+                )
+            ),
+            f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{dtype}.\n",
+            f"Command: `{info['command']}`\n",
+            table,
+        ]
+        for k, g in goals.items():
+            lines.append(
+                f"- {k}: MP-PI more accurate than Captum KernelShap (full ref.) "
+                f"{g['mp-pi_more_accurate_full']}, "
+                f"(prefix ref.) {g['mp-pi_more_accurate_prefix']}; ms/pass ratio MP-PI / Captum "
+                f"{g['ms_per_pass_ratio']:.2f} (not slower: {g['mp-pi_not_slower_per_pass']})\n"
+            )
+        lines.append(f"\n![accuracy per budget]({stem.name}.png)\n")
+        write_markdown(stem.with_suffix(".md"), "".join(lines))
+        plot_title = f"{args.model} + {args.adapter}; {len(refs)} inputs, mask {args.mask}"
+        if lengths:
+            _plot_lengths(stem.with_suffix(".png"), summary, refs, methods, plot_title)
+        else:
+            _plot(
+                stem.with_suffix(".png"),
+                summary,
+                methods,
+                budgets,
+                plot_title,
+            )
+        for r in summary:
+            if r["runs"]:
+                print(
+                    f"  {r['method']:<18} {r['budget_multiple']}n  cos full {r['cos_full']:.3f}  cos prefix "
+                    f"{r['cos_prefix']:.3f}  {r['passes_per_input']:.0f} passes  {r['ms_per_pass']:.2f} "
+                    "ms/pass"
+                )
+        print(f"wrote {stem}.{{json,csv,md,png}}")
+        return result
+
     for i, (f, y) in enumerate(zip(feats, labels, strict=False)):
         t0 = time.perf_counter()
         if args.reference == "exact":
@@ -369,6 +601,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "seconds": ref_s,
                 "passes": ref_passes,
                 "reference": args.reference,
+                "rel_se": ref.get("rel_se", 0.0),
+                "cos_ceiling": ref.get("cos_ceiling", 1.0),
                 "full": ref["full"].tolist(),
                 "prefix": ref["prefix"].tolist(),
                 "cos_full_prefix": _cos(ref["full"], ref["prefix"]),
@@ -394,149 +628,11 @@ def main(argv: list[str] | None = None) -> dict:
                             rec[f"spearman_{which}"] = _spearman(phi, ref[which])
                     records.append(rec)
         print(
-            f"  input {i + 1}/{len(feats)} (n={f.n}) done; exact references {ref_s:.1f} s, "
+            f"  input {i + 1}/{len(feats)} (n={f.n}) done; reference {ref_s:.1f} s, "
             f"cos(full, prefix) {refs[-1]['cos_full_prefix']:.3f}",
             flush=True,
         )
-
-    summary = []
-    for m in methods:
-        for k in budgets:
-            rs = [r for r in records if r["method"] == m and r["budget_multiple"] == k and "cos_full" in r]
-            row = {"method": m, "budget_multiple": k, "runs": len(rs)}
-            if rs:
-                for key in ("cos_full", "spearman_full", "cos_prefix", "spearman_prefix"):
-                    v = torch.tensor([r[key] for r in rs if math.isfinite(r[key])], dtype=torch.float64)
-                    row[key], row[f"{key}_ci"] = (
-                        mean_confidence_interval(v) if len(v) else (float("nan"),) * 2
-                    )
-                row["passes_per_input"] = float(np.mean([r["passes"] for r in rs]))
-                row["seconds_per_input"] = float(np.mean([r["seconds"] for r in rs]))
-                row["ms_per_pass"] = (
-                    1e3 * sum(r["seconds"] for r in rs) / max(1, sum(r["passes"] for r in rs))
-                )
-            summary.append(row)
-
-    goals = {}
-    if "mp-pi" in methods and "captum-kernelshap" in methods:
-        by = {(r["method"], r["budget_multiple"]): r for r in summary}
-        for k in budgets:
-            a, b = by[("mp-pi", k)], by[("captum-kernelshap", k)]
-            goals[f"{k}n"] = {
-                "mp-pi_more_accurate_full": a["cos_full"] > b["cos_full"],
-                "mp-pi_more_accurate_prefix": a["cos_prefix"] > b["cos_prefix"],
-                "mp-pi_not_slower_per_pass": a["ms_per_pass"] <= b["ms_per_pass"],
-                "ms_per_pass_ratio": a["ms_per_pass"] / b["ms_per_pass"],
-            }
-
-    tag = f"_{args.tag}" if args.tag else ""
-    stem = Path(args.out) / f"shapley_accuracy{tag}"
-    cos_fp = [r["cos_full_prefix"] for r in refs]
-    result = {
-        **info,
-        "inputs": len(feats),
-        "n": [f.n for f in feats],
-        "budgets": budgets,
-        "seeds": args.seeds,
-        "template": args.template,
-        "mask": args.mask,
-        "summary": summary,
-        "goals": goals,
-        "references": refs,
-        "records": records,
-        "cos_full_vs_prefix_mean": float(np.mean(cos_fp)),
-    }
-    write_json(stem.with_suffix(".json"), result)
-    with open(stem.with_suffix(".csv"), "w", newline="") as fh:
-        keys = [
-            "method",
-            "budget_multiple",
-            "runs",
-            "cos_full",
-            "cos_full_ci",
-            "spearman_full",
-            "cos_prefix",
-            "cos_prefix_ci",
-            "spearman_prefix",
-            "passes_per_input",
-            "seconds_per_input",
-            "ms_per_pass",
-        ]
-        w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(summary)
-
-    def f3(r, key):
-        if r["runs"] == 0:
-            return "—"
-        ci = r.get(f"{key}_ci", float("nan"))
-        return f"{r[key]:.3f} ± {ci:.3f}" if math.isfinite(ci) else f"{r[key]:.3f}"
-
-    table = md_table(
-        [
-            "Method",
-            "Budget",
-            "cos (full) ↑",
-            "Spearman (full) ↑",
-            "cos (prefix) ↑",
-            "Spearman (prefix) ↑",
-            "passes/input",
-            "s/input",
-            "ms/pass",
-        ],
-        [
-            [
-                r["method"],
-                f"{r['budget_multiple']}n",
-                f3(r, "cos_full"),
-                f3(r, "spearman_full"),
-                f3(r, "cos_prefix"),
-                f3(r, "spearman_prefix"),
-                f"{r['passes_per_input']:.1f}" if r["runs"] else "needs ≥ 2n+1",
-                f"{r['seconds_per_input']:.3f}" if r["runs"] else "—",
-                f"{r['ms_per_pass']:.2f}" if r["runs"] else "—",
-            ]
-            for r in summary
-        ],
-    )
-    lines = [
-        "### Accuracy per unit cost against exact Shapley values\n",
-        (
-            f"{len(feats)} Rotten Tomatoes test sentences, n = {min(result['n'])}..{max(result['n'])} words, "
-            f"explained class = true label, mask `{args.mask}`, {args.seeds} seeds per method x budget x input. "
-            "`full`: exact Shapley values of the model output on the masked input (2^n passes); `prefix`: "
-            "exact Shapley values of MP-PI's intermediate-prediction game. Mean over inputs x seeds, 95% half-width.\n"
-        ),
-        (
-            f"Mean cosine between the two exact references: {np.mean(cos_fp):.3f} "
-            f"(min {np.min(cos_fp):.3f}).\n"
-        ),
-        f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{dtype}.\n",
-        f"Command: `{info['command']}`\n",
-        table,
-    ]
-    for k, g in goals.items():
-        lines.append(
-            f"- {k}: MP-PI more accurate than Captum KernelShap (full ref.) {g['mp-pi_more_accurate_full']}, "
-            f"(prefix ref.) {g['mp-pi_more_accurate_prefix']}; ms/pass ratio MP-PI / Captum "
-            f"{g['ms_per_pass_ratio']:.2f} (not slower: {g['mp-pi_not_slower_per_pass']})\n"
-        )
-    lines.append(f"\n![accuracy per budget]({stem.name}.png)\n")
-    write_markdown(stem.with_suffix(".md"), "".join(lines))
-    _plot(
-        stem.with_suffix(".png"),
-        summary,
-        methods,
-        budgets,
-        f"{args.model} + {args.adapter}; {len(feats)} inputs, n = {min(result['n'])}..{max(result['n'])}",
-    )
-    for r in summary:
-        if r["runs"]:
-            print(
-                f"  {r['method']:<18} {r['budget_multiple']}n  cos full {r['cos_full']:.3f}  cos prefix "
-                f"{r['cos_prefix']:.3f}  {r['passes_per_input']:.0f} passes  {r['ms_per_pass']:.2f} ms/pass"
-            )
-    print(f"wrote {stem}.{{json,csv,md,png}}")
+        result = write()
     return result
 
 

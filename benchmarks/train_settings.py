@@ -13,7 +13,9 @@ last layers, the given template, LR schedule and head initialisation) for ``--st
   fixed fractions, their per-example difference, the passes and CPU seconds each took, and the
   probe size at which the gap's half-width would be a third of its distance from 0.
 
-Every run appends one JSON line to ``--out``/train_settings.jsonl.
+Every run appends one JSON line (with the machine line and command) to ``--out``/train_settings.jsonl.
+The model is built by the training module itself (the base model from ``--model``, LoRA added), so
+this script takes ``benchmarks/_common``'s output options only.
 
     python benchmarks/train_settings.py --template "Review: {text}" --head-words " negative" " positive" \\
         --warmup 5 --schedule cosine --gap-examples 48
@@ -29,8 +31,12 @@ import time
 from pathlib import Path
 
 import torch
-from _common import RESULTS
 from scipy import stats
+
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
+    from _common import add_output_args, run_info
+except ImportError:  # pragma: no cover
+    from benchmarks._common import add_output_args, run_info
 
 __all__ = ["main"]
 
@@ -64,10 +70,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--gap-max-words", type=int, default=40)
     p.add_argument("--mask", default="remove")
     p.add_argument("--fractions", type=int, default=11)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--tag", default="")
-    p.add_argument("--out", default=str(RESULTS))
-    args = p.parse_args(argv)
+    add_output_args(p)
+    raw = list(argv) if argv is not None else sys.argv[1:]
+    args = p.parse_args(raw)
     if args.threads:
         torch.set_num_threads(args.threads)
     from pi_lightning.data import load_movie_reviews
@@ -122,13 +127,16 @@ def main(argv: list[str] | None = None) -> dict:
         opt.zero_grad()
         sched.step()
     cpu_train, wall_train = time.process_time() - c0, time.perf_counter() - w0
-    out = {k: v for k, v in vars(args).items() if k != "out"}
+    out = {
+        **run_info(args, "fp32", "train_settings.py", raw),
+        **{k: v for k, v in vars(args).items() if k != "out"},
+    }
     out.update(
         acc_zero_shot=acc0,
         val_acc=accuracy(),
         cpu_s_per_step=cpu_train / args.steps,
         wall_s_per_step=wall_train / args.steps,
-        loadavg=os.getloadavg(),
+        loadavg=os.getloadavg(),  # at the end of training (run_info has it at the start)
         torch_threads=torch.get_num_threads(),
     )
     if args.gap_examples:
@@ -176,8 +184,10 @@ def main(argv: list[str] | None = None) -> dict:
     if "gap" in out:
         for k, r in out["gap"].items():
             print(
-                f"  {k}: gap {r['gap']:+.3f} ± {r['gap_ci']:.3f} (AS {r['as_auc']:.3f}, IAS {r['ias_auc']:.3f}), "
-                f"{r['passes']} passes, {r['cpu_s']:.1f} CPU s, probe size for CI <= |gap|/3: {r['probe_size_needed']}"
+                f"  {k}: gap {r['gap']:+.3f} ± {r['gap_ci']:.3f} (AS {r['as_auc']:.3f}, IAS "
+                f"{r['ias_auc']:.3f}), "
+                f"{r['passes']} passes, {r['cpu_s']:.1f} CPU s, probe size for CI <= |gap|/3: "
+                f"{r['probe_size_needed']}"
             )
     path = Path(args.out) / "train_settings.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)

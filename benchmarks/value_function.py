@@ -30,17 +30,23 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import md_table, write_json, write_markdown
+    from _common import RESULTS, md_table, write_json, write_markdown
 except ImportError:  # pragma: no cover
-    from benchmarks._common import md_table, write_json, write_markdown
+    from benchmarks._common import RESULTS, md_table, write_json, write_markdown
 
 __all__ = ["compare", "main"]
 
 
-def _p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided paired Wilcoxon p-value (1.0 when the pairs are all equal)."""
-    d = np.asarray(a, float) - np.asarray(b, float)
-    if not np.any(d != 0):
+def _paired(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of two per-example series: a method run on a subset ran on the first examples."""
+    k = min(len(a), len(b))
+    return np.asarray(a, float)[:k], np.asarray(b, float)[:k]
+
+
+def _p(a, b) -> float:
+    """Two-sided paired Wilcoxon p-value over the common examples (1.0 when the pairs are all equal)."""
+    a, b = _paired(a, b)
+    if not np.any(a - b != 0):
         return 1.0
     return float(wilcoxon(a, b).pvalue)
 
@@ -48,24 +54,32 @@ def _p(a: np.ndarray, b: np.ndarray) -> float:
 def _margins(run: dict) -> dict[str, dict[str, np.ndarray]]:
     """Per method, per-example margins over Random: AS (method - Random), IAS (Random - method)."""
     pe = run["per_example"]
-    r_as, r_ias = np.array(pe["random"]["as_auc"]), np.array(pe["random"]["ias_auc"])
-    return {
-        m: {"as": np.array(d["as_auc"]) - r_as, "ias": r_ias - np.array(d["ias_auc"])}
-        for m, d in pe.items()
-        if m != "random"
-    }
+    out = {}
+    for m, d in pe.items():
+        if m == "random":
+            continue
+        a, r_as = _paired(d["as_auc"], pe["random"]["as_auc"])
+        i, r_ias = _paired(d["ias_auc"], pe["random"]["ias_auc"])
+        out[m] = {"as": a - r_as, "ias": r_ias - i}
+    return out
 
 
 def compare(remove: dict, dots: dict) -> dict:
     """Everything the module docstring lists, as a dict (see :func:`main` for the tables)."""
-    for key in ("examples", "template", "adapter"):
+    for key in ("dataset", "granularity", "template", "adapter"):
         if remove.get(key) != dots.get(key):
             raise ValueError(
                 f"The two runs differ in {key!r}: {remove.get(key)!r} vs {dots.get(key)!r}; "
                 "compare runs on the same examples and model."
             )
     out: dict = {
-        "examples": remove["examples"],
+        # Both runs select the same test texts in the same order: a shorter (partial) run's examples
+        # are the first ones of the other, and the between-mask tests use those.
+        "examples": min(remove["examples"], dots["examples"]),
+        "examples_remove": remove["examples"],
+        "examples_dots": dots["examples"],
+        "dataset": remove.get("dataset", "rotten_tomatoes"),
+        "granularity": remove.get("granularity", "word"),
         "template": remove["template"],
         "adapter": remove["adapter"],
         "model_accuracy_on_examples": remove.get("model_accuracy_on_examples"),
@@ -98,12 +112,14 @@ def compare(remove: dict, dots: dict) -> dict:
     between = {}
     mr, md = _margins(remove), _margins(dots)
     for m in sorted(set(mr) & set(md)):
+        k = min(len(mr[m]["as"]), len(md[m]["as"]))
         between[m] = {
-            "as_margin_remove": float(mr[m]["as"].mean()),
-            "as_margin_dots": float(md[m]["as"].mean()),
+            "examples": k,
+            "as_margin_remove": float(mr[m]["as"][:k].mean()),
+            "as_margin_dots": float(md[m]["as"][:k].mean()),
             "as_p": _p(mr[m]["as"], md[m]["as"]),
-            "ias_margin_remove": float(mr[m]["ias"].mean()),
-            "ias_margin_dots": float(md[m]["ias"].mean()),
+            "ias_margin_remove": float(mr[m]["ias"][:k].mean()),
+            "ias_margin_dots": float(md[m]["ias"][:k].mean()),
             "ias_p": _p(mr[m]["ias"], md[m]["ias"]),
         }
     out["margin_remove_vs_dots"] = between
@@ -131,7 +147,11 @@ def _plot(res: dict, path: Path) -> None:
         ax.axhline(0, color="k", lw=0.5)
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{res['examples']} RT test sentences, template {res['template']!r}", fontsize=9)
+    fig.suptitle(
+        f"{res['dataset']} test, {res['granularity']} level, {res['examples']} common examples, "
+        f"template {res['template']!r}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -141,15 +161,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--remove", required=True, help="faithfulness_table JSON of the --mask remove run")
     ap.add_argument("--dots", required=True, help="faithfulness_table JSON of the --mask ... run")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--out", default=str(RESULTS), help="folder for the JSON/Markdown/PNG results")
+    ap.add_argument("--tag", default=None, help="suffix of the result file names")
     args = ap.parse_args(argv)
     res = compare(json.loads(Path(args.remove).read_text()), json.loads(Path(args.dots).read_text()))
     res["inputs"] = {"remove": args.remove, "dots": args.dots}
-    stem = Path(args.out) / "value_function"
+    tag = f"_{args.tag}" if args.tag else ""
+    stem = Path(args.out) / f"value_function{tag}"
     write_json(stem.with_suffix(".json"), res)
     title = (
-        f"# Which value function: removal vs '...' ({res['examples']} RT test sentences, same model and "
-        f"examples, template {res['template']!r})"
+        f"# Which value function: removal vs '...' ({res['dataset']} test, {res['granularity']} level; "
+        f"{res['examples_remove']} examples with removal, {res['examples_dots']} with '...', the first "
+        f"{res['examples']} common; same model, template {res['template']!r})"
     )
     lines = [title, ""]
     for mask, rows in res["masks"].items():
@@ -176,8 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "method",
                     "AS AUC ↑",
                     "IAS AUC ↓",
-                    "AS − Random",
-                    "Random − IAS",
+                    "AS - Random",
+                    "Random - IAS",
                     "p vs MP-PI (AS / IAS)",
                     "passes",
                 ],
@@ -188,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = [
         [
             m,
+            b["examples"],
             f"{b['as_margin_remove']:+.3f}",
             f"{b['as_margin_dots']:+.3f}",
             f"{b['as_p']:.2g}",
@@ -203,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
         md_table(
             [
                 "method",
+                "pairs",
                 "AS margin remove",
                 "AS margin '...'",
                 "p",

@@ -7,6 +7,7 @@ row, the exact Shapley references satisfy efficiency, and the figures are finite
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import sys
@@ -19,11 +20,12 @@ import torch
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-import faithfulness_table
-import scaling
-import shapley_accuracy
-import train_settings
-import value_function
+# The scripts import each other and _common by their file names (they run as scripts).
+faithfulness_table = importlib.import_module("faithfulness_table")
+scaling = importlib.import_module("scaling")
+shapley_accuracy = importlib.import_module("shapley_accuracy")
+train_settings = importlib.import_module("train_settings")
+value_function = importlib.import_module("value_function")
 
 TINY = ["--model", "testing:gpt2", "--adapter", "none", "--threads", "1"]
 
@@ -35,11 +37,12 @@ def _files(out: Path, stem: str, exts) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_faithfulness_table_writes_every_method(tmp_path):
     methods = "random,sp-pi,kernel-shap,mp-pi,at2"
     res = faithfulness_table.main(
-        TINY
-        + [
+        [
+            *TINY,
             "--examples",
             "2",
             "--max-features",
@@ -75,8 +78,8 @@ def test_faithfulness_table_writes_every_method(tmp_path):
 
 def test_faithfulness_table_sentence_level_and_bad_method(tmp_path):
     res = faithfulness_table.main(
-        TINY
-        + [
+        [
+            *TINY,
             "--dataset",
             "imdb",
             "--examples",
@@ -92,7 +95,7 @@ def test_faithfulness_table_sentence_level_and_bad_method(tmp_path):
     assert res["granularity"] == "sentence" and 2 <= res["features_max"] <= 3
     _files(tmp_path, "faithfulness_imdb_sentence", ("json", "csv", "md", "png"))
     with pytest.raises(ValueError, match="Unknown method"):
-        faithfulness_table.main(TINY + ["--methods", "sp-pi,nope", "--out", str(tmp_path)])
+        faithfulness_table.main([*TINY, "--methods", "sp-pi,nope", "--out", str(tmp_path)])
 
 
 def test_exact_references_are_shapley_values(gpt2_tok, gpt2_model):
@@ -124,8 +127,8 @@ def test_exact_references_are_shapley_values(gpt2_tok, gpt2_model):
 def test_shapley_accuracy_writes_all_peers(tmp_path):
     pytest.importorskip("shap")
     shapley_accuracy.main(
-        TINY
-        + [
+        [
+            *TINY,
             "--inputs",
             "1",
             "--min-features",
@@ -154,10 +157,11 @@ def test_shapley_accuracy_writes_all_peers(tmp_path):
     assert -1.0 <= data["cos_full_vs_prefix_mean"] <= 1.0
 
 
+@pytest.mark.slow
 def test_scaling_writes_series_and_slopes(tmp_path):
     scaling.main(
-        TINY
-        + [
+        [
+            *TINY,
             "--pprime-ns",
             "8,16",
             "--ns",
@@ -186,7 +190,7 @@ def test_scaling_writes_series_and_slopes(tmp_path):
     assert set(data["loglog_slopes"]) == {"seconds_vs_n", "seconds_vs_tokens_fixed_n", "p_prime_seconds_vs_n"}
     assert scaling.loglog_slope([1, 2, 4], [3, 12, 48]) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="--reuse"):
-        scaling.main(TINY + ["--reuse", "bogus", "--out", str(tmp_path)])
+        scaling.main([*TINY, "--reuse", "bogus", "--out", str(tmp_path)])
 
 
 def test_common_options_reject_bad_input(tmp_path):
@@ -196,7 +200,7 @@ def test_common_options_reject_bad_input(tmp_path):
         )
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="--device cpu"):
-            scaling.main(TINY + ["--device", "cuda", "--out", str(tmp_path)])
+            scaling.main([*TINY, "--device", "cuda", "--out", str(tmp_path)])
 
 
 def test_train_settings_reports_accuracy_cost_and_gap(tmp_path):
@@ -240,8 +244,8 @@ def test_value_function_compares_both_masks_on_the_same_examples(tmp_path):
     runs = {}
     for mask in ("remove", "..."):
         runs[mask] = faithfulness_table.main(
-            TINY
-            + [
+            [
+                *TINY,
                 "--examples",
                 "6",
                 "--max-features",
@@ -293,8 +297,8 @@ def test_permutation_reference_matches_exact_shapley(gpt2_model, gpt2_tok):
 
 def test_shapley_accuracy_long_text_mode(tmp_path):
     res = shapley_accuracy.main(
-        TINY
-        + [
+        [
+            *TINY,
             "--inputs",
             "1",
             "--min-features",
@@ -321,4 +325,214 @@ def test_shapley_accuracy_long_text_mode(tmp_path):
     )
     assert res["references"][0]["n"] >= 14 and res["references"][0]["reference"] == "permutations"
     with pytest.raises(ValueError, match="removal game"):
-        shapley_accuracy.main(TINY + ["--reference", "permutations", "--mask", "...", "--out", str(tmp_path)])
+        shapley_accuracy.main([*TINY, "--reference", "permutations", "--mask", "...", "--out", str(tmp_path)])
+
+
+def test_faithfulness_table_rounds_subset_and_paired_tests(tmp_path):
+    """Results are written after every round; subset methods run on the first examples only and are
+    paired with the others on those; MP-PI and SP-PI get a p-value against every other method."""
+    res = faithfulness_table.main(
+        [
+            *TINY,
+            "--examples",
+            "4",
+            "--max-features",
+            "6",
+            "--methods",
+            "random,sp-pi,mp-pi,kernel-shap",
+            "--subset-methods",
+            "kernel-shap",
+            "--subset-examples",
+            "2",
+            "--chunk",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert not res["partial"] and res["examples"] == 4
+    assert {m: r["examples"] for m, r in res["rows"].items()} == {
+        "random": 4,
+        "sp-pi": 4,
+        "mp-pi": 4,
+        "kernel-shap": 2,
+    }
+    assert len(res["per_example"]["kernel-shap"]["as_auc"]) == 2
+    assert set(res["wilcoxon"]["mp-pi"]) == {"random", "sp-pi", "kernel-shap"}
+    assert set(res["wilcoxon"]["sp-pi"]) == {"random", "mp-pi", "kernel-shap"}
+    assert res["wilcoxon"]["mp-pi"]["kernel-shap"]["as_auc"]["pairs"] == 2
+    d = res["wilcoxon"]["sp-pi"]["random"]["ias_auc"]["difference"]
+    pe = res["per_example"]
+    assert d == pytest.approx(np.mean(np.array(pe["sp-pi"]["ias_auc"]) - np.array(pe["random"]["ias_auc"])))
+    md = (tmp_path / "faithfulness_rotten_tomatoes_word.md").read_text()
+    assert "p vs MP-PI" in md and "Kernel SHAP ran on the first 2 examples only" in md
+    with pytest.raises(ValueError, match="--chunk"):
+        faithfulness_table.main([*TINY, "--chunk", "0", "--out", str(tmp_path)])
+
+
+def test_coalition_game_is_the_masked_model(gpt2_model, gpt2_tok):
+    from _common import coalition_game
+
+    from pi_lightning.features import Featurizer
+    from pi_lightning.inference import ClassifierAdapter, transform_outputs
+    from pi_lightning.masking import Masker
+
+    adapter, masker = ClassifierAdapter(gpt2_model), Masker(gpt2_tok, "remove")
+    f = Featurizer(gpt2_tok, "word", "Review: {text}")("a good movie , really fun")
+    Z = np.array([[1, 0, 1, 0, 0, 1], [0] * 6, [1] * 6, [0, 1, 1, 0, 0, 0]], dtype=bool)
+    full = coalition_game(adapter, masker, f, 1)(Z.astype(float))  # Captum/shap pass floats
+    both = coalition_game(adapter, masker, f, 1, prefix=True)(torch.tensor(Z))
+    seqs, _ = masker(f, Z)
+    with torch.no_grad():
+        direct = [transform_outputs(gpt2_model(torch.tensor([s])).logits[0], "prob")[1].item() for s in seqs]
+    np.testing.assert_allclose(full.numpy(), direct, atol=1e-6)
+    np.testing.assert_allclose(both[:, 1].numpy(), direct, atol=1e-6)
+    # Under removal the prefix game is the full game (causal attention), read at the right positions.
+    np.testing.assert_allclose(both[:, 0].numpy(), both[:, 1].numpy(), atol=1e-6)
+
+
+def _fake_adapter_cache(root: Path, template: str) -> Path:
+    folder = root / "benchmark_adapter"
+    (folder / "adapter").mkdir(parents=True)
+    (folder / "adapter" / "adapter_config.json").write_text("{}")
+    (folder / "config.yaml").write_text(f"data:\n  template: '{template}'\n")
+    return folder
+
+
+def test_benchmark_adapter_is_reused_and_gives_the_template(tmp_path, monkeypatch):
+    import argparse
+
+    import _common
+
+    import pi_lightning.cli.finetune as finetune
+
+    monkeypatch.setenv("PI_LIGHTNING_CACHE", str(tmp_path))
+    folder = _fake_adapter_cache(tmp_path, "Review: {text}")
+
+    def no_training(*_a, **_k):
+        raise AssertionError("a cached adapter must not be retrained")
+
+    monkeypatch.setattr(finetune, "run", no_training)
+    assert _common.ensure_benchmark_adapter() == folder / "adapter"
+    p = argparse.ArgumentParser()
+    _common.add_common_args(p)
+    assert _common.resolve_template(p.parse_args([])) == "Review: {text}"  # the adapter's own template
+    assert _common.resolve_template(p.parse_args(["--template", "{text}!"])) == "{text}!"
+    assert _common.resolve_template(p.parse_args(["--adapter", "none"])) == "{text}"
+    assert _common.adapter_template(str(tmp_path / "elsewhere" / "adapter")) is None
+
+
+@pytest.mark.slow
+def test_benchmark_adapter_is_trained_once_through_the_finetune_job(tmp_path, monkeypatch):
+    import _common
+
+    monkeypatch.setenv("PI_LIGHTNING_CACHE", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="training it once"):
+        adapter = _common.ensure_benchmark_adapter(("--fast",))
+    assert adapter == tmp_path / "benchmark_adapter" / "adapter"
+    assert (adapter / "adapter_config.json").is_file()
+    assert _common.adapter_template(str(adapter)) == "Review: {text}"  # the default job's template
+    assert not (tmp_path / "benchmark_adapter.partial").exists()
+
+
+def test_permutation_reference_reports_its_standard_error(gpt2_model, gpt2_tok):
+    from pi_lightning.features import Featurizer
+    from pi_lightning.inference import ClassifierAdapter
+    from pi_lightning.masking import Masker
+
+    adapter, masker = ClassifierAdapter(gpt2_model), Masker(gpt2_tok, "remove")
+    f = Featurizer(gpt2_tok, "word", "Review: {text}")("a good movie , really fun")
+    exact = shapley_accuracy.exact_references(adapter, masker, f, 1)
+    few = shapley_accuracy.permutation_reference(adapter, masker, f, 1, permutations=40, seed=1)
+    many = shapley_accuracy.permutation_reference(adapter, masker, f, 1, permutations=1000, seed=1)
+    assert many["rel_se"] < few["rel_se"] and 0 < many["cos_ceiling"] <= 1
+    # The error of the estimate is of the size its standard error says (5 SE: no flaky failures).
+    assert np.all(np.abs(many["full"] - exact["full"]) <= 5 * many["se"] + 1e-12)
+
+
+def test_shapley_accuracy_lengths_mode_cuts_texts(tmp_path):
+    res = shapley_accuracy.main(
+        [
+            *TINY,
+            "--dataset",
+            "imdb",
+            "--lengths",
+            "6,9",
+            "--inputs",
+            "1",
+            "--budgets",
+            "1,2",
+            "--seeds",
+            "1",
+            "--methods",
+            "mp-pi,kernel-shap",
+            "--reference",
+            "permutations",
+            "--permutations",
+            "20",
+            "--template",
+            "Review: {text}",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert [r["n"] for r in res["references"]] == [6, 9]
+    assert {r["n"] for r in res["summary"]} == {6, 9}
+    for r in res["summary"]:
+        assert r["passes_per_input"] <= r["budget_multiple"] * r["n"] + 2, r  # + f(N), f(empty)
+    md = (tmp_path / "shapley_accuracy.md").read_text()
+    assert "cut to n = 6, 9 words" in md and "standard error" in md
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("baselines_cost", ["--examples", "2"]),
+        ("bench_metrics", ["--examples", "2", "--repeats", "1"]),
+        ("bench_at2", ["--fit", "2", "--probe", "2", "--masks", "4", "--repeats", "1"]),
+        ("mppi_budget", ["--seeds", "1"]),
+        ("bench_callbacks", ["--model", "testing:gpt2", "--n-val", "8", "--n-probe", "2", "--repeats", "1"]),
+    ],
+)
+def test_code_path_benchmarks_write_their_figures_with_the_machine_line(script, args, tmp_path):
+    """The scripts on benchmarks/_common: common options, machine line and JSON under --out."""
+    importlib.import_module(script).main([*args, "--threads", "1", "--out", str(tmp_path), "--tag", "t"])
+    data = json.loads((tmp_path / f"{script}_t.json").read_text())
+    assert "CPU cores" in data["machine"] and len(data["load_average_at_start"]) == 3
+    assert data["command"].startswith(f"python benchmarks/{script}.py")
+
+
+def test_faithfulness_table_resumes_an_earlier_run(tmp_path):
+    """A run continued from an earlier one's JSON gives the continuing methods the same per-example
+    figures as one uninterrupted run (per-text seeds); methods left out keep their earlier examples."""
+    base = [*TINY, "--max-features", "6", "--chunk", "2", "--out", str(tmp_path)]
+    whole = faithfulness_table.main(
+        [*base, "--examples", "6", "--methods", "random,sp-pi,mp-pi", "--tag", "w"]
+    )
+    faithfulness_table.main([*base, "--examples", "4", "--methods", "random,sp-pi,mp-pi", "--tag", "a"])
+    resumed = faithfulness_table.main(
+        [
+            *base,
+            "--examples",
+            "6",
+            "--methods",
+            "random,mp-pi",
+            "--resume",
+            str(tmp_path / "faithfulness_rotten_tomatoes_word_a.json"),
+            "--tag",
+            "b",
+        ]
+    )
+    assert resumed["examples"] == 6 and resumed["resumed_from"]["examples"] == 4
+    assert {m: r["examples"] for m, r in resumed["rows"].items()} == {"random": 6, "sp-pi": 4, "mp-pi": 6}
+    for m in ("random", "mp-pi"):
+        np.testing.assert_allclose(resumed["per_example"][m]["as_auc"], whole["per_example"][m]["as_auc"])
+        assert resumed["rows"][m]["ias_auc"] == pytest.approx(whole["rows"][m]["ias_auc"])
+    np.testing.assert_allclose(resumed["mean_curves"]["mp-pi"]["as"], whole["mean_curves"]["mp-pi"]["as"])
+    with pytest.raises(ValueError, match="resume the same run"):
+        faithfulness_table.main(
+            [*base, "--mask", "...", "--resume", str(tmp_path / "faithfulness_rotten_tomatoes_word_a.json")]
+        )
