@@ -50,7 +50,7 @@ _DTYPES = {
 def benchmark_adapter_dir() -> Path:
     """The cache folder of the benchmark model's LoRA adapter (``adapter/`` + the ``config.yaml`` it was
     trained with), beside the converted default model under the package's cache root."""
-    from pi_lightning.data import default_model_dir
+    from pi_lightning.models import default_model_dir
 
     return default_model_dir().parent / "benchmark_adapter"
 
