@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
@@ -139,9 +140,25 @@ def run(argv: list[str] | None = None) -> FinetuneCLI:
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": "pi-lightning finetune", "description": DESCRIPTION},
     )
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    print(summary(cli.trainer, time.perf_counter() - t0))
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        print(summary(cli.trainer, time.perf_counter() - t0))
+    finally:
+        _finish_wandb_runs(cli.trainer)
     return cli
+
+
+def _finish_wandb_runs(trainer) -> None:
+    """Close the W&B runs the job's loggers opened, so its files are complete when ``run`` returns and
+    a later W&B logger in the same process starts a run of its own instead of reusing this one."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            try:
+                logger.experiment.finish()
+            except Exception as e:  # the job's result is already written: a closing failure only warns
+                warnings.warn(f"pi-lightning finetune: closing the W&B run failed ({e!r}).", stacklevel=2)
 
 
 def main(argv: list[str] | None = None) -> int:
