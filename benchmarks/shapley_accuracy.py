@@ -100,6 +100,7 @@ def exact_references(
     return {
         "prefix": exact_shapley(lambda _z: vals[:, 0], n),
         "full": exact_shapley(lambda _z: vals[:, 1], n),
+        "se": np.zeros(n),
         "f_empty": float(vals[0, 1]),
         "f_full": float(vals[-1, 1]),
     }
@@ -161,6 +162,69 @@ def permutation_reference(
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
+
+
+def relative_error(phi: np.ndarray, ref: np.ndarray, se: np.ndarray | None = None) -> tuple[float, float]:
+    """``(squared error, noise-corrected relative squared error)`` of an estimate against a reference.
+
+    With a Monte Carlo reference ``ref = phi_true + eps`` (``eps`` of per-feature standard error
+    ``se``, independent of the method's draws), ``E ||phi - ref||^2 = ||phi - phi_true||^2 + sum se^2``
+    and ``E ||ref||^2 = ||phi_true||^2 + sum se^2``. Subtracting ``sum se^2`` from both gives an
+    estimate of the method's relative squared error against the *true* Shapley values that the
+    reference's own noise does not inflate (it can come out slightly negative for a method that is
+    already more precise than the reference can tell). With an exact reference ``se`` is zero. The
+    raw squared error is what paired tests compare: the noise term cancels in expectation from a
+    difference of two methods' squared errors on the same input and reference.
+    """
+    sq = float(np.sum((phi - ref) ** 2))
+    noise = float(np.sum(se**2)) if se is not None else 0.0
+    denom = float(np.sum(ref**2)) - noise
+    return sq, (sq - noise) / denom if denom > 0 else float("nan")
+
+
+def paired_tests(records: list[dict], baseline: str = "mp-pi", pool_lengths: bool = False) -> list[dict]:
+    """Paired two-sided Wilcoxon tests of ``baseline``'s squared error against every other method's,
+    per text length (or, with ``pool_lengths``, over all lengths: ``n`` is then ``None``) and budget,
+    over the same (input, seed) pairs (scipy). Squared errors are compared relative to the
+    reference's norm, so that long and short texts weigh alike when pooled."""
+    from scipy.stats import wilcoxon
+
+    if pool_lengths:
+        records = [{**r, "n": None} for r in records]
+    key = {
+        (r["n"], r["budget_multiple"], r["method"], r["input"], r["seed"]): r
+        for r in records
+        if "sq_err" in r
+    }
+    out = []
+    for n, k, m in sorted({(n, k, m) for n, k, m, _, _ in key if m != baseline}):
+        pairs = [
+            (key[(n, k, baseline, i, s)], r)
+            for (nn, kk, mm, i, s), r in key.items()
+            if (nn, kk, mm) == (n, k, m) and (n, k, baseline, i, s) in key
+        ]
+        if not pairs:
+            continue
+        ra = np.array([x["rel_err"] for x, _ in pairs])
+        rb = np.array([y["rel_err"] for _, y in pairs])
+        # With one reference for both (the removal game), the noise correction subtracts the same
+        # constant from both members of a pair and divides both by the same norm: comparing rel_err
+        # pairs is comparing sq_err pairs, whose difference the reference's noise does not bias.
+        a, b = ra, rb
+        p = float(wilcoxon(a, b).pvalue) if len(a) > 1 and not np.allclose(a, b) else float("nan")
+        out.append(
+            {
+                "n": n,
+                "budget_multiple": k,
+                "method": m,
+                "pairs": len(pairs),
+                "rel_err_baseline": float(np.mean(ra)),
+                "rel_err_method": float(np.mean(rb)),
+                "baseline_better_share": float(np.mean(a < b)),
+                "p": p,
+            }
+        )
+    return out
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -268,8 +332,9 @@ def _plot(path: Path, summary: list[dict], methods: list[str], budgets: list[int
 
 
 def _plot_lengths(path: Path, summary: list[dict], refs: list[dict], methods: list[str], title: str) -> None:
-    """One panel per text length: cosine to the reference against passes actually run, with the
-    reference's own expected cosine to the true values (dashed) as the ceiling."""
+    """One row per text length: cosine to the reference (with the reference's own expected cosine to
+    the true values, dashed, as the ceiling) and the noise-corrected relative error (log scale),
+    both against the forward passes actually run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -278,19 +343,26 @@ def _plot_lengths(path: Path, summary: list[dict], refs: list[dict], methods: li
     groups = sorted({r["n"] for r in summary if r["n"] is not None and r["runs"]})
     if not groups:
         return
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), squeeze=False)
-    for ax, g in zip(axes[0], groups, strict=True):
+    fig, axes = plt.subplots(2, len(groups), figsize=(4.5 * len(groups), 7.2), squeeze=False)
+    for ax, ax2, g in zip(axes[0], axes[1], groups, strict=True):
         for m in methods:
             rows = [r for r in summary if r["n"] == g and r["method"] == m and r["runs"]]
             if rows:
+                x = [r["passes_per_input"] for r in rows]
                 ax.errorbar(
-                    [r["passes_per_input"] for r in rows],
+                    x,
                     [r["cos_full"] for r in rows],
                     yerr=[r["cos_full_ci"] for r in rows],
                     marker="o",
                     label=m,
                     capsize=3,
                 )
+                ax2.plot(x, [max(r["rel_err"], 1e-4) for r in rows], marker="o", label=m)
+        ax2.set_xscale("log", base=2)
+        ax2.set_yscale("log")
+        ax2.set_xlabel("forward passes run per input")
+        ax2.set_ylabel("relative squared error (noise-corrected)")
+        ax2.grid(alpha=0.3)
         ceiling = [r["cos_ceiling"] for r in refs if r["n"] == g]
         ax.axhline(float(np.mean(ceiling)), color="k", ls="--", lw=0.8, label="reference ceiling")
         ax.set_xscale("log", base=2)
@@ -424,7 +496,7 @@ def main(argv: list[str] | None = None) -> dict:
             ]
             row = {"n": g, "method": m, "budget_multiple": k, "runs": len(rs)}
             if rs:
-                for key in ("cos_full", "spearman_full", "cos_prefix", "spearman_prefix"):
+                for key in ("cos_full", "spearman_full", "cos_prefix", "spearman_prefix", "rel_err"):
                     v = torch.tensor([r[key] for r in rs if math.isfinite(r[key])], dtype=torch.float64)
                     row[key], row[f"{key}_ci"] = (
                         mean_confidence_interval(v) if len(v) else (float("nan"),) * 2
@@ -448,6 +520,11 @@ def main(argv: list[str] | None = None) -> dict:
                     "ms_per_pass_ratio": a["ms_per_pass"] / b["ms_per_pass"],
                 }
 
+        tests = (
+            paired_tests(records) + (paired_tests(records, pool_lengths=True) if lengths else [])
+            if "mp-pi" in methods
+            else []
+        )
         tag = f"_{args.tag}" if args.tag else ""
         stem = Path(args.out) / f"shapley_accuracy{tag}"
         cos_fp = [r["cos_full_prefix"] for r in refs]
@@ -463,6 +540,7 @@ def main(argv: list[str] | None = None) -> dict:
             "permutations": args.permutations if args.reference == "permutations" else None,
             "mask": args.mask,
             "summary": summary,
+            "paired_tests": tests,
             "goals": goals,
             "references": refs,
             "records": records,
@@ -480,6 +558,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "cos_prefix",
                 "cos_prefix_ci",
                 "spearman_prefix",
+                "rel_err",
+                "rel_err_ci",
                 "passes_per_input",
                 "seconds_per_input",
                 "ms_per_pass",
@@ -503,6 +583,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "Spearman (full) ↑",
                 "cos (prefix) ↑",
                 "Spearman (prefix) ↑",
+                "rel. error ↓",
                 "passes/input",
                 "s/input",
                 "ms/pass",
@@ -516,6 +597,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f3(r, "spearman_full"),
                     f3(r, "cos_prefix"),
                     f3(r, "spearman_prefix"),
+                    f3(r, "rel_err"),
                     f"{r['passes_per_input']:.1f}" if r["runs"] else "needs ≥ 2n+1",
                     f"{r['seconds_per_input']:.3f}" if r["runs"] else "—",
                     f"{r['ms_per_pass']:.2f}" if r["runs"] else "—",
@@ -552,8 +634,44 @@ def main(argv: list[str] | None = None) -> dict:
             ),
             f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{dtype}.\n",
             f"Command: `{info['command']}`\n",
+            "`rel. error`: ||estimate - reference||² / ||reference||², each method against the game it "
+            "estimates (MP-PI: prefix; the others: full), with the reference's own noise (its squared "
+            "standard errors) subtracted from both, so that it estimates the error against the true "
+            "Shapley values (0 for the exact reference; a value near 0 or below means the method is as "
+            "precise as the reference can tell).\n",
             table,
         ]
+        if tests:
+            lines += [
+                "\nPaired two-sided Wilcoxon tests of MP-PI's squared error against each method's, on the "
+                "same inputs x seeds at the same budget (the reference's noise cancels in expectation "
+                "from the paired difference):\n",
+                md_table(
+                    [
+                        "n",
+                        "Budget",
+                        "Method",
+                        "pairs",
+                        "rel. error MP-PI",
+                        "rel. error method",
+                        "MP-PI closer (share)",
+                        "p",
+                    ],
+                    [
+                        [
+                            t["n"] or "all",
+                            f"{t['budget_multiple']}n",
+                            t["method"],
+                            t["pairs"],
+                            f"{t['rel_err_baseline']:.3f}",
+                            f"{t['rel_err_method']:.3f}",
+                            f"{t['baseline_better_share']:.2f}",
+                            f"{t['p']:.2g}",
+                        ]
+                        for t in tests
+                    ],
+                ),
+            ]
         for k, g in goals.items():
             lines.append(
                 f"- {k}: MP-PI more accurate than Captum KernelShap (full ref.) "
@@ -626,6 +744,10 @@ def main(argv: list[str] | None = None) -> dict:
                         for which in ("full", "prefix"):
                             rec[f"cos_{which}"] = _cos(phi, ref[which])
                             rec[f"spearman_{which}"] = _spearman(phi, ref[which])
+                        # Against the reference of the game the method estimates under this mask.
+                        rec["sq_err"], rec["rel_err"] = relative_error(
+                            phi, ref["prefix" if m == "mp-pi" else "full"], ref["se"]
+                        )
                     records.append(rec)
         print(
             f"  input {i + 1}/{len(feats)} (n={f.n}) done; reference {ref_s:.1f} s, "

@@ -22,6 +22,7 @@ sys.path.insert(0, str(BENCH))
 
 # The scripts import each other and _common by their file names (they run as scripts).
 faithfulness_table = importlib.import_module("faithfulness_table")
+model_accuracy = importlib.import_module("model_accuracy")
 scaling = importlib.import_module("scaling")
 shapley_accuracy = importlib.import_module("shapley_accuracy")
 train_settings = importlib.import_module("train_settings")
@@ -35,6 +36,26 @@ def _files(out: Path, stem: str, exts) -> dict[str, Path]:
     for p in paths.values():
         assert p.is_file() and p.stat().st_size > 0, f"{p} was not written"
     return paths
+
+
+def test_model_accuracy_counts_correct_predictions(tmp_path, monkeypatch):
+    """The accuracy is the share of texts whose argmax matches the label (checked by recomputing it)."""
+    res = model_accuracy.main([*TINY, "--examples", "6", "--out", str(tmp_path), "--tag", "t"])
+    assert res["examples"] == 6 and 0.0 <= res["accuracy"] <= 1.0
+    assert json.loads((tmp_path / "model_accuracy_t.json").read_text())["accuracy"] == res["accuracy"]
+    from pi_lightning.data import load_movie_reviews
+
+    y = torch.tensor(load_movie_reviews("rotten_tomatoes", "test").labels[:6])
+    # A model that always says class 1 scores the share of positive labels.
+    monkeypatch.setattr(
+        model_accuracy.ClassifierAdapter,
+        "final_logits",
+        lambda self, seqs: torch.tensor([[0.0, 1.0]] * len(seqs)),
+    )
+    res = model_accuracy.main([*TINY, "--examples", "6", "--out", str(tmp_path)])
+    assert res["accuracy"] == pytest.approx(float((y == 1).double().mean()))
+    with pytest.raises(ValueError, match="--examples"):
+        model_accuracy.main([*TINY, "--examples", "-1", "--out", str(tmp_path)])
 
 
 @pytest.mark.slow
@@ -295,6 +316,49 @@ def test_permutation_reference_matches_exact_shapley(gpt2_model, gpt2_tok):
     np.testing.assert_allclose(mc["full"], exact["full"], atol=0.1 * np.abs(exact["full"]).max())
 
 
+def test_relative_error_removes_the_reference_noise():
+    """Against a noisy reference, the raw relative error of an estimate is inflated by the reference's
+    variance; the corrected one is unbiased for the error against the true values (known answer)."""
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=30)
+    estimate = truth + rng.normal(scale=0.2, size=30)  # fixed estimate, true rel. error known
+    true_rel = float(np.sum((estimate - truth) ** 2) / np.sum(truth**2))
+    se = np.full(30, 0.3)  # the reference's standard error per feature
+    raw, corrected = [], []
+    for _ in range(4000):
+        ref = truth + rng.normal(scale=se)
+        sq, rel = shapley_accuracy.relative_error(estimate, ref, se)
+        raw.append(sq / np.sum(ref**2))
+        corrected.append(rel)
+    assert np.mean(raw) > 2 * true_rel  # the noise dominates the raw figure
+    assert np.mean(corrected) == pytest.approx(true_rel, rel=0.1)
+    # An exact reference (no se) gives the plain relative squared error.
+    assert shapley_accuracy.relative_error(estimate, truth)[1] == pytest.approx(true_rel)
+
+
+def test_paired_tests_pair_the_same_inputs_and_seeds():
+    recs = [
+        {"n": 20, "budget_multiple": 2, "method": m, "input": i, "seed": s, "sq_err": e, "rel_err": e}
+        for i in range(6)
+        for s in range(2)
+        for m, e in (("mp-pi", 0.1 + 0.01 * i), ("kernel-shap", 0.2 + 0.01 * i))
+    ]
+    recs.append(
+        {
+            "n": 20,
+            "budget_multiple": 2,
+            "method": "kernel-shap",
+            "input": 9,
+            "seed": 0,
+            "sq_err": 0.0,
+            "rel_err": 0.0,
+        }
+    )  # no MP-PI partner: left out
+    [t] = shapley_accuracy.paired_tests(recs)
+    assert t["pairs"] == 12 and t["baseline_better_share"] == 1.0
+    assert t["rel_err_baseline"] == pytest.approx(0.125) and t["p"] < 0.001
+
+
 def test_shapley_accuracy_long_text_mode(tmp_path):
     res = shapley_accuracy.main(
         [
@@ -324,6 +388,9 @@ def test_shapley_accuracy_long_text_mode(tmp_path):
         ]
     )
     assert res["references"][0]["n"] >= 14 and res["references"][0]["reference"] == "permutations"
+    [test] = res["paired_tests"]  # MP-PI against Kernel SHAP at 1n, on the one input
+    assert test["method"] == "kernel-shap" and test["pairs"] == 1
+    assert all(math.isfinite(r["rel_err"]) for r in res["summary"] if r["runs"])
     with pytest.raises(ValueError, match="removal game"):
         shapley_accuracy.main([*TINY, "--reference", "permutations", "--mask", "...", "--out", str(tmp_path)])
 
