@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
         if name == "mp-pi":  # P' is computed once per n and cached: time it apart from the attributions
             t0 = time.perf_counter()
             for n in sorted(set(n_feats)):
-                mask_distribution(n, att.use_splus, att.distribution)
+                mask_distribution(n, att.use_splus, att.distribution, defensive=att.defensive)
             extra = {"p_prime_seconds_all_n": time.perf_counter() - t0}
         attributors[name], extras[name] = att, extra
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import sys
 import time
@@ -159,6 +160,41 @@ def permutation_reference(
     }
 
 
+def _is_mppi_variant(name: str) -> bool:
+    """``mp-pi@<defensive>``: MP-PI with another defensive mixture (a fraction in [0, 1))."""
+    if not name.startswith("mp-pi@"):
+        return False
+    try:
+        return 0.0 <= float(name.split("@", 1)[1]) < 1.0
+    except ValueError:
+        return False
+
+
+def _load_reuse(path: str) -> dict:
+    """An earlier run's JSON, checked to hold what ``--reuse-reference`` needs."""
+    with open(path) as fh:
+        data = json.load(fh)
+    refs = data.get("references") or []
+    if not refs or not all({"text", "target", "full", "prefix", "n"} <= set(r) for r in refs):
+        raise ValueError(
+            f"--reuse-reference {path!r} holds no references with text, target, n, full and prefix: "
+            "pass a JSON written by shapley_accuracy.py."
+        )
+    if any(r.get("input", 0) >= len(refs) for r in data.get("records", [])):
+        raise ValueError(f"--reuse-reference {path!r}: its records point past its references.")
+    return data
+
+
+def _reference_se(ref: dict) -> np.ndarray:
+    """A stored reference's per-feature standard errors; older files kept only ||SE|| / ||phi||, from
+    which a vector of the same norm is rebuilt (all that the noise correction uses is sum se^2)."""
+    if "se" in ref:
+        return np.asarray(ref["se"], dtype=np.float64)
+    full = np.asarray(ref["full"], dtype=np.float64)
+    norm = float(ref.get("rel_se", 0.0)) * float(np.linalg.norm(full))
+    return np.full(len(full), norm / np.sqrt(len(full)))
+
+
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
@@ -239,8 +275,9 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
     """One method at budget ``k n`` on one input: ``(phi, passes run, seconds)`` (phi None: cannot run)."""
     n = features.n
     budget = k * n
-    if name == "mp-pi":
-        att = MPPI(model, tok, budget=f"{k}n", seed=seed, **common)
+    if name == "mp-pi" or name.startswith("mp-pi@"):
+        extra = {"defensive": float(name.split("@", 1)[1])} if "@" in name else {}
+        att = MPPI(model, tok, budget=f"{k}n", seed=seed, **common, **extra)
         before, t0 = att.adapter.forward_passes, time.perf_counter()
         [a] = att.attribute([features], target=target)
         return a.scores.numpy(), att.adapter.forward_passes - before, time.perf_counter() - t0
@@ -410,6 +447,20 @@ def main(argv: list[str] | None = None) -> dict:
         help="comma-separated word counts, e.g. 20,40,60: --inputs texts per length, each cut after its "
         "n-th word (overrides --min/--max-features)",
     )
+    p.add_argument(
+        "--reuse-reference",
+        default=None,
+        help="a JSON written by an earlier run: explain its texts against its references (no new "
+        "reference passes) and carry over its records of the methods not run again",
+    )
+    p.add_argument(
+        "--carry-as",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="with --reuse-reference: carry the earlier run's records of method OLD under the name NEW "
+        "(e.g. mp-pi=mp-pi@0.05 when that run used the earlier default)",
+    )
     p.add_argument("--mask", default="remove", help="'remove' (the library default) or '...' (the paper's)")
     raw = list(argv) if argv is not None else sys.argv[1:]
     args = p.parse_args(raw)
@@ -435,8 +486,15 @@ def main(argv: list[str] | None = None) -> dict:
     budgets = [int(b) for b in args.budgets.split(",")]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
-        if m not in METHODS:
-            raise ValueError(f"Unknown method {m!r}: expected some of {', '.join(METHODS)}.")
+        if m not in METHODS and not _is_mppi_variant(m):
+            raise ValueError(
+                f"Unknown method {m!r}: expected some of {', '.join(METHODS)}, or mp-pi@<defensive> "
+                "(MP-PI with another defensive mixture, e.g. mp-pi@0.05)."
+            )
+    reused = _load_reuse(args.reuse_reference) if args.reuse_reference else None
+    carry = dict(x.split("=", 1) for x in args.carry_as)
+    if reused is not None:
+        lengths = sorted({r["n"] for r in reused["references"]}) if reused.get("permutations") else lengths
     if "shap-permutation" in methods:
         try:
             import shap  # noqa: F401
@@ -464,7 +522,16 @@ def main(argv: list[str] | None = None) -> dict:
     }
     featurizer = Featurizer(tok, "word", template)
     texts, labels = [], []
-    for lo, hi in [(n, n) for n in lengths] if lengths else [(args.min_features, args.max_features)]:
+    if reused is not None:
+        texts = [r["text"] for r in reused["references"]]
+        labels = [int(r["target"]) for r in reused["references"]]
+    for lo, hi in (
+        []
+        if reused is not None
+        else [(n, n) for n in lengths]
+        if lengths
+        else [(args.min_features, args.max_features)]
+    ):
         t, y = select_texts(
             args.dataset, "test", "word", hi, args.inputs, featurizer, min_features=lo, cut=bool(lengths)
         )
@@ -483,15 +550,25 @@ def main(argv: list[str] | None = None) -> dict:
     # Warm-up: one pass of every kind so that first-call costs do not land on one method.
     coalition_game(adapter, masker, feats[0], labels[0])(np.ones((2, feats[0].n)))
     records, refs = [], []
+    shown = list(methods)  # the methods of the tables: those run, then those carried over
+    carried: list[dict] = []
+    if reused is not None:
+        for r in reused["records"]:
+            name = carry.get(r["method"], r["method"])
+            if name in methods:
+                continue  # run again here
+            carried.append({**r, "method": name})
+            if name not in shown:
+                shown.append(name)
 
     def write() -> dict:
         """Summaries and result files from the inputs done so far (called after every input)."""
         summary = []
         groups = sorted({r["n"] for r in refs}) if lengths else [None]
-        for g, m, k in ((g, m, k) for g in groups for m in methods for k in budgets):
+        for g, m, k in ((g, m, k) for g in groups for m in shown for k in budgets):
             rs = [
                 r
-                for r in records
+                for r in records + [c for c in carried if c["input"] < len(refs)]
                 if r["method"] == m and r["budget_multiple"] == k and "cos_full" in r and g in (None, r["n"])
             ]
             row = {"n": g, "method": m, "budget_multiple": k, "runs": len(rs)}
@@ -509,7 +586,7 @@ def main(argv: list[str] | None = None) -> dict:
             summary.append(row)
 
         goals = {}
-        if "mp-pi" in methods and "captum-kernelshap" in methods:
+        if "mp-pi" in shown and "captum-kernelshap" in shown:
             by = {(r["method"], r["budget_multiple"]): r for r in summary if r["n"] == groups[-1]}
             for k in budgets:
                 a, b = by[("mp-pi", k)], by[("captum-kernelshap", k)]
@@ -520,9 +597,10 @@ def main(argv: list[str] | None = None) -> dict:
                     "ms_per_pass_ratio": a["ms_per_pass"] / b["ms_per_pass"],
                 }
 
+        done = records + [c for c in carried if c["input"] < len(refs)]
         tests = (
-            paired_tests(records) + (paired_tests(records, pool_lengths=True) if lengths else [])
-            if "mp-pi" in methods
+            paired_tests(done) + (paired_tests(done, pool_lengths=True) if lengths else [])
+            if "mp-pi" in shown
             else []
         )
         tag = f"_{args.tag}" if args.tag else ""
@@ -543,7 +621,9 @@ def main(argv: list[str] | None = None) -> dict:
             "paired_tests": tests,
             "goals": goals,
             "references": refs,
-            "records": records,
+            "records": done,
+            "reused_reference": args.reuse_reference,
+            "carried_as": carry,
             "cos_full_vs_prefix_mean": float(np.mean(cos_fp)),
         }
         write_json(stem.with_suffix(".json"), result)
@@ -683,12 +763,12 @@ def main(argv: list[str] | None = None) -> dict:
         write_markdown(stem.with_suffix(".md"), "".join(lines))
         plot_title = f"{args.model} + {args.adapter}; {len(refs)} inputs, mask {args.mask}"
         if lengths:
-            _plot_lengths(stem.with_suffix(".png"), summary, refs, methods, plot_title)
+            _plot_lengths(stem.with_suffix(".png"), summary, refs, shown, plot_title)
         else:
             _plot(
                 stem.with_suffix(".png"),
                 summary,
-                methods,
+                shown,
                 budgets,
                 plot_title,
             )
@@ -704,7 +784,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     for i, (f, y) in enumerate(zip(feats, labels, strict=False)):
         t0 = time.perf_counter()
-        if args.reference == "exact":
+        if reused is not None:
+            old_ref = reused["references"][i]
+            ref = {
+                "full": np.asarray(old_ref["full"]),
+                "prefix": np.asarray(old_ref["prefix"]),
+                "se": _reference_se(old_ref),
+                "rel_se": old_ref.get("rel_se", 0.0),
+                "cos_ceiling": old_ref.get("cos_ceiling", 1.0),
+            }
+            ref_passes = old_ref["passes"]
+        elif args.reference == "exact":
             ref, ref_passes = exact_references(adapter, masker, f, y), 2**f.n
         else:
             before = adapter.forward_passes
@@ -723,6 +813,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "cos_ceiling": ref.get("cos_ceiling", 1.0),
                 "full": ref["full"].tolist(),
                 "prefix": ref["prefix"].tolist(),
+                "se": ref["se"].tolist(),
                 "cos_full_prefix": _cos(ref["full"], ref["prefix"]),
                 "spearman_full_prefix": _spearman(ref["full"], ref["prefix"]),
             }

@@ -147,6 +147,11 @@ class MPPI(Attributor):
         use_splus: activate every feature after the last sampled one (section 3.2.4).
         distribution: ``"optimized"`` (P' from Eqn 16) or ``"shapley"`` (draw inputs from P*,
             Table 4's ablation).
+        defensive: with ``"optimized"``, the fraction of inputs drawn from P* mixed into Eqn 16's
+            solution (see :func:`~pi_lightning.attributors._shapley.mask_distribution`). The default
+            0.7 keeps the regression weights even; 0.05 (the earlier default) reproduces the
+            earlier attributions but is several times less accurate for texts of 20 or more
+            features.
         **kwargs: the base-class settings (granularity, template, mask, output, max_tokens).
 
     Every :class:`~pi_lightning.result.Attribution` carries ``extras["coalitions"]`` (bool
@@ -177,6 +182,7 @@ class MPPI(Attributor):
         seed: int | None = None,
         use_splus: bool = True,
         distribution: str = "optimized",
+        defensive: float = 0.7,
         **kwargs,
     ) -> None:
         super().__init__(model, tokenizer, **kwargs)
@@ -192,6 +198,16 @@ class MPPI(Attributor):
             raise ValueError(f"distribution must be 'optimized' or 'shapley', got {distribution!r}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}.")
+        if (
+            isinstance(defensive, bool)
+            or not isinstance(defensive, (int, float))
+            or not 0.0 <= defensive < 1.0
+        ):
+            raise ValueError(
+                f"defensive must be a fraction in [0, 1) of inputs drawn from the Shapley distribution, "
+                f"got {defensive!r}; 0.7 is the default, 0.05 the earlier one."
+            )
+        self.defensive = float(defensive)
         self.seed = seed
         self.use_splus = bool(use_splus)
         self.distribution = distribution
@@ -262,7 +278,7 @@ class MPPI(Attributor):
                 positions.append([int(ends[0, -1])])
             B = self.passes(n)
             if B:
-                dist = mask_distribution(n, self.use_splus, self.distribution)
+                dist = mask_distribution(n, self.use_splus, self.distribution, defensive=self.defensive)
                 draws = self.draw(dist, B, text_rng(self.seed, f))
                 masks, counts = np.unique(draws, axis=0, return_counts=True)
                 full = masks.all(1)
