@@ -603,3 +603,34 @@ def test_faithfulness_table_resumes_an_earlier_run(tmp_path):
         faithfulness_table.main(
             [*base, "--mask", "...", "--resume", str(tmp_path / "faithfulness_rotten_tomatoes_word_a.json")]
         )
+
+
+def test_mppi_defensive_compares_mixtures(tmp_path):
+    mppi_defensive = importlib.import_module("mppi_defensive")
+    res = mppi_defensive.main(
+        [
+            *TINY,
+            "--lengths",
+            "6",
+            "--texts",
+            "1",
+            "--seeds",
+            "1",
+            "--budgets",
+            "2",
+            "--defensive",
+            "0.05,0.7",
+            "--permutations",
+            "20",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    names = [r["method"] for r in res["rows"]]
+    assert names == ["mp-pi@0.05", "mp-pi@0.7", "mp-pi shapley S+", "kernel-shap"]
+    assert all(math.isfinite(r["rel_err_mean"]) for r in res["rows"])
+    # More of P* mixed in evens the weights: a larger effective sample size at n = 40.
+    assert mppi_defensive.effective_sample_size(40, 320, 0.7) > 3 * mppi_defensive.effective_sample_size(
+        40, 320, 0.05
+    )
+    assert (tmp_path / "mppi_defensive.json").is_file()
