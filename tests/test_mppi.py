@@ -118,9 +118,9 @@ def test_converges_to_brute_force_shapley(gpt2_tok, gpt2_model):
     assert err < 0.03 * scale, (err, scale)
     # Local accuracy against the brute-force game's endpoints.
     assert abs(a.base_value - inter[0]) < 1e-5 and abs(a.scores.sum().item() - (inter[-1] - inter[0])) < 1e-5
-    # The masked-input Shapley values are further away than the sampling error, by the games' gap.
+    # The masked-input Shapley values are much further away than the sampling error: the games differ.
     games_gap = np.abs(phi_masked - phi_inter).max()
-    assert np.abs(a.scores.numpy() - phi_masked).max() > games_gap - err
+    assert games_gap > 10 * err and np.abs(a.scores.numpy() - phi_masked).max() > 10 * err
 
 
 def test_error_shrinks_with_budget(gpt2_tok, gpt2_model):

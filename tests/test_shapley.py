@@ -165,7 +165,7 @@ def test_plain_coalition_weights_equal_class_weights():
 def test_cache_memory_and_disk(tmp_path):
     a = S.mask_distribution(11, True, cache_dir=tmp_path)
     assert S.mask_distribution(11, True) is a
-    S._CACHE.pop((11, True, "optimized", 0.05))
+    S._CACHE.pop((11, True, "optimized", 0.7))
     b = S.mask_distribution(11, True, cache_dir=tmp_path)
     assert b is not a and list(tmp_path.iterdir())
     np.testing.assert_array_equal(a.p_prime, b.p_prime)
