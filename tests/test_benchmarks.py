@@ -634,3 +634,25 @@ def test_mppi_defensive_compares_mixtures(tmp_path):
         40, 320, 0.05
     )
     assert (tmp_path / "mppi_defensive.json").is_file()
+
+
+def test_paired_runs_pairs_the_same_examples(tmp_path):
+    paired_runs = importlib.import_module("paired_runs")
+
+    def run(mp, rnd):
+        return {
+            "per_example": {
+                "random": {"as_auc": rnd, "ias_auc": rnd},
+                "mp-pi": {"as_auc": mp, "ias_auc": [1 - x for x in mp]},
+            }
+        }
+
+    a = run([0.5, 0.6, 0.7, 0.55, 0.65, 0.6], [0.5] * 6)
+    b = run([0.6, 0.7, 0.8, 0.65, 0.75, 0.7], [0.5] * 6)
+    rows = paired_runs.compare(a, b, "mp-pi")
+    [same] = [r for r in rows if r["metric"] == "as_auc" and r["against"] == "mp-pi"]
+    assert same["pairs"] == 6 and same["mean_b"] - same["mean_a"] == pytest.approx(0.1) and same["p"] < 0.05
+    with pytest.raises(ValueError, match="not made on the same"):
+        paired_runs.compare(a, run([0.6] * 6, [0.4] * 6), "mp-pi")
+    with pytest.raises(ValueError, match="no per-example results"):
+        paired_runs.compare(a, b, "kernel-shap")

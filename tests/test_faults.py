@@ -473,7 +473,8 @@ def test_ddp_with_faults_matches_one_process(tmp_path):
     f1, f2 = one["free"][-1], ddp["free"][-1]
     assert f1["metrics"]["n_examples"] == f2["metrics"]["n_examples"] == 15
     assert f1["metrics"]["n_words"] == f2["metrics"]["n_words"]
-    assert f1["metrics"]["top20_share"] == pytest.approx(f2["metrics"]["top20_share"], abs=1e-9)
+    # float32 attributions summed in a different order across ranks: agree to round-off, not bit for bit.
+    assert f1["metrics"]["top20_share"] == pytest.approx(f2["metrics"]["top20_share"], abs=1e-6)
     assert {w["word"]: w["count"] for w in f1["top_words"]} == {
         w["word"]: w["count"] for w in f2["top_words"]
     }
