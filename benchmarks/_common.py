@@ -267,6 +267,24 @@ def write_markdown(path: Path, text: str) -> Path:
     return path
 
 
+def paired_wilcoxon(a, b, equal: float = float("nan")) -> float:
+    """Two-sided paired Wilcoxon p-value (scipy) of two per-example series (arrays or CPU tensors).
+
+    A method run on a subset ran on the first examples, so the series are paired on their first
+    ``min(len(a), len(b))`` entries. Fewer than 2 pairs gives NaN; pairs that are all equal give
+    ``equal`` (NaN by default: no test is possible).
+    """
+    from scipy.stats import wilcoxon
+
+    k = min(len(a), len(b))
+    x, y = np.asarray(a, dtype=np.float64)[:k], np.asarray(b, dtype=np.float64)[:k]
+    if k < 2:
+        return float("nan")
+    if np.allclose(x - y, 0):
+        return equal
+    return float(wilcoxon(x, y).pvalue)
+
+
 def md_table(header: list[str], rows: list[list]) -> str:
     """A GitHub Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

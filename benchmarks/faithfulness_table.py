@@ -53,6 +53,7 @@ try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._com
         benchmark_adapter_dir,
         load_model,
         md_table,
+        paired_wilcoxon,
         resolve_template,
         run_info,
         write_json,
@@ -64,6 +65,7 @@ except ImportError:  # pragma: no cover
         benchmark_adapter_dir,
         load_model,
         md_table,
+        paired_wilcoxon,
         resolve_template,
         run_info,
         write_json,
@@ -164,18 +166,6 @@ def _method_kwargs(name: str, seed: int) -> dict:
     return {"seed": seed} if name in ("mp-pi", "kernel-shap", "random", "at2") else {}
 
 
-def _wilcoxon(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Two-sided paired Wilcoxon p-value (NaN when every pair is equal or too few pairs)."""
-    from scipy.stats import wilcoxon
-
-    k = min(len(a), len(b))  # a method run on a subset ran on the first k examples
-    a, b = a[:k], b[:k]
-    d = (a - b).numpy()
-    if len(d) < 2 or np.allclose(d, 0):
-        return float("nan")
-    return float(wilcoxon(a.numpy(), b.numpy()).pvalue)
-
-
 def ordering(rows: dict[str, dict], per_example: dict[str, dict]) -> dict:
     """Does the paper's ordering hold? MP-PI best overall, SP-PI best among cost <= 1x, per metric."""
     out = {}
@@ -197,7 +187,7 @@ def ordering(rows: dict[str, dict], per_example: dict[str, dict]) -> dict:
                 "best": holds,
                 "runner_up" if holds else "beaten_by": best_other,
                 "difference": rows[who][metric] - rows[best_other][metric],  # means over each one's examples
-                "wilcoxon_p": _wilcoxon(per_example[who][metric], per_example[best_other][metric]),
+                "wilcoxon_p": paired_wilcoxon(per_example[who][metric], per_example[best_other][metric]),
                 "pool": "all methods" if who == "mp-pi" else "cost <= 1x",
             }
         out[metric] = entry
@@ -247,7 +237,7 @@ def pairwise_tests(per_example: dict[str, dict], methods=("mp-pi", "sp-pi")) -> 
                 k = min(len(a), len(b))
                 out[who][other][m] = {
                     "difference": float((a[:k] - b[:k]).mean()) if k else float("nan"),
-                    "p": _wilcoxon(a[:k], b[:k]),
+                    "p": paired_wilcoxon(a[:k], b[:k]),
                     "pairs": k,
                 }
     return out

@@ -18,13 +18,12 @@ import sys
 
 import numpy as np
 
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
+    from _common import paired_wilcoxon
+except ImportError:  # pragma: no cover
+    from benchmarks._common import paired_wilcoxon
+
 __all__ = ["compare", "main"]
-
-
-def _wilcoxon(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import wilcoxon
-
-    return float(wilcoxon(a, b).pvalue) if len(a) > 1 and not np.allclose(a, b) else float("nan")
 
 
 def compare(run_a: dict, run_b: dict, method: str) -> list[dict]:
@@ -57,7 +56,7 @@ def compare(run_a: dict, run_b: dict, method: str) -> list[dict]:
                     "pairs": k,
                     "mean_a": float(a[:k].mean()),
                     "mean_b": float(b[:k].mean()),
-                    "p": _wilcoxon(a[:k], b[:k]),
+                    "p": paired_wilcoxon(a, b),
                 }
             )
     return out

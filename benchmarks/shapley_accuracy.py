@@ -59,6 +59,7 @@ try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._com
         coalition_game,
         load_model,
         md_table,
+        paired_wilcoxon,
         resolve_template,
         run_info,
         write_json,
@@ -70,6 +71,7 @@ except ImportError:  # pragma: no cover
         coalition_game,
         load_model,
         md_table,
+        paired_wilcoxon,
         resolve_template,
         run_info,
         write_json,
@@ -223,8 +225,6 @@ def paired_tests(records: list[dict], baseline: str = "mp-pi", pool_lengths: boo
     per text length (or, with ``pool_lengths``, over all lengths: ``n`` is then ``None``) and budget,
     over the same (input, seed) pairs (scipy). Squared errors are compared relative to the
     reference's norm, so that long and short texts weigh alike when pooled."""
-    from scipy.stats import wilcoxon
-
     if pool_lengths:
         records = [{**r, "n": None} for r in records]
     key = {
@@ -247,7 +247,7 @@ def paired_tests(records: list[dict], baseline: str = "mp-pi", pool_lengths: boo
         # constant from both members of a pair and divides both by the same norm: comparing rel_err
         # pairs is comparing sq_err pairs, whose difference the reference's noise does not bias.
         a, b = ra, rb
-        p = float(wilcoxon(a, b).pvalue) if len(a) > 1 and not np.allclose(a, b) else float("nan")
+        p = paired_wilcoxon(a, b)
         out.append(
             {
                 "n": n,

@@ -27,12 +27,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import wilcoxon
 
 try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import RESULTS, md_table, write_json, write_markdown
+    from _common import RESULTS, md_table, paired_wilcoxon, write_json, write_markdown
 except ImportError:  # pragma: no cover
-    from benchmarks._common import RESULTS, md_table, write_json, write_markdown
+    from benchmarks._common import RESULTS, md_table, paired_wilcoxon, write_json, write_markdown
 
 __all__ = ["compare", "main"]
 
@@ -45,10 +44,7 @@ def _paired(a, b) -> tuple[np.ndarray, np.ndarray]:
 
 def _p(a, b) -> float:
     """Two-sided paired Wilcoxon p-value over the common examples (1.0 when the pairs are all equal)."""
-    a, b = _paired(a, b)
-    if not np.any(a - b != 0):
-        return 1.0
-    return float(wilcoxon(a, b).pvalue)
+    return paired_wilcoxon(a, b, equal=1.0)
 
 
 def _margins(run: dict) -> dict[str, dict[str, np.ndarray]]:
