@@ -241,23 +241,21 @@ def paired_tests(records: list[dict], baseline: str = "mp-pi", pool_lengths: boo
         ]
         if not pairs:
             continue
-        ra = np.array([x["rel_err"] for x, _ in pairs])
-        rb = np.array([y["rel_err"] for _, y in pairs])
         # With one reference for both (the removal game), the noise correction subtracts the same
         # constant from both members of a pair and divides both by the same norm: comparing rel_err
         # pairs is comparing sq_err pairs, whose difference the reference's noise does not bias.
-        a, b = ra, rb
-        p = paired_wilcoxon(a, b)
+        a = np.array([x["rel_err"] for x, _ in pairs])
+        b = np.array([y["rel_err"] for _, y in pairs])
         out.append(
             {
                 "n": n,
                 "budget_multiple": k,
                 "method": m,
                 "pairs": len(pairs),
-                "rel_err_baseline": float(np.mean(ra)),
-                "rel_err_method": float(np.mean(rb)),
+                "rel_err_baseline": float(np.mean(a)),
+                "rel_err_method": float(np.mean(b)),
                 "baseline_better_share": float(np.mean(a < b)),
-                "p": p,
+                "p": paired_wilcoxon(a, b),
             }
         )
     return out
@@ -565,10 +563,12 @@ def main(argv: list[str] | None = None) -> dict:
         """Summaries and result files from the inputs done so far (called after every input)."""
         summary = []
         groups = sorted({r["n"] for r in refs}) if lengths else [None]
+        # The records of the inputs done so far: run here, and carried over from --reuse-reference.
+        done = records + [c for c in carried if c["input"] < len(refs)]
         for g, m, k in ((g, m, k) for g in groups for m in shown for k in budgets):
             rs = [
                 r
-                for r in records + [c for c in carried if c["input"] < len(refs)]
+                for r in done
                 if r["method"] == m and r["budget_multiple"] == k and "cos_full" in r and g in (None, r["n"])
             ]
             row = {"n": g, "method": m, "budget_multiple": k, "runs": len(rs)}
@@ -597,7 +597,6 @@ def main(argv: list[str] | None = None) -> dict:
                     "ms_per_pass_ratio": a["ms_per_pass"] / b["ms_per_pass"],
                 }
 
-        done = records + [c for c in carried if c["input"] < len(refs)]
         tests = (
             paired_tests(done) + (paired_tests(done, pool_lengths=True) if lengths else [])
             if "mp-pi" in shown

@@ -267,6 +267,15 @@ def test_small_n_runs_every_mask_there_is(gpt2_tok, gpt2_model):
     assert a.extras["masked_passes"] == 3
 
 
+def _exact_removal_shapley(mp: MPPI, f) -> np.ndarray:
+    """Exact Shapley values of class 1's probability under ``mp``'s masking: all 2^n masked inputs."""
+    # (2^n, n): every coalition, in exact_shapley's enumeration order.
+    Z = np.array(list(itertools.product([False, True], repeat=f.n)), dtype=bool)
+    seqs, _ = mp.masker(f, Z)
+    v = torch.softmax(mp.adapter.final_logits(seqs).double(), -1)[:, 1].numpy()
+    return exact_shapley(lambda _z: v, f.n)
+
+
 def test_accuracy_does_not_fall_as_the_budget_grows(gpt2_tok, gpt2_model):
     """Known answer: exact Shapley values of the removal game on a tiny model (n = 8); the mean error
     over seeds at equal passes falls with every doubling of the budget (the issue's 2n dip)."""
@@ -274,10 +283,7 @@ def test_accuracy_does_not_fall_as_the_budget_grows(gpt2_tok, gpt2_model):
     [f] = mp.featurize("the plot was dull, but the cast")
     n = f.n
     assert n == 8
-    Z = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)
-    seqs, _ = mp.masker(f, Z)
-    v = torch.softmax(mp.adapter.final_logits(seqs).double(), -1)[:, 1].numpy()
-    phi = exact_shapley(lambda _z: v, n)
+    phi = _exact_removal_shapley(mp, f)
     errs = []
     for budget in ("1n", "2n", "4n", "8n"):
         e = [
@@ -304,10 +310,7 @@ def test_default_defensive_mixture_beats_the_old_one_and_kernel_shap(gpt2_tok, g
     [f] = mp.featurize("the plot was dull and slow but the cast saves the film")
     n = f.n
     assert n == 12
-    Z = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)
-    seqs, _ = mp.masker(f, Z)
-    v = torch.softmax(mp.adapter.final_logits(seqs).double(), -1)[:, 1].numpy()
-    phi = exact_shapley(lambda _z: v, n)
+    phi = _exact_removal_shapley(mp, f)
 
     def error(make) -> float:
         e = [np.sum((make(s).attribute(f, target=1)[0].scores.numpy() - phi) ** 2) for s in range(8)]
