@@ -267,6 +267,20 @@ def write_markdown(path: Path, text: str) -> Path:
     return path
 
 
+def cosine(a, b) -> float:
+    """Cosine similarity of two vectors, clipped to [-1, 1] (nan when either is zero).
+
+    For parallel vectors the rounded quotient lands on either side of 1 by about 1e-16, depending on
+    the BLAS kernel the CPU selects: a reported cosine never exceeds 1.
+
+    >>> cosine([3.0, 4.0], [6.0, 8.0]), cosine([1.0, 0.0], [0.0, 3.0])
+    (1.0, 0.0)
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(np.clip(a @ b / (na * nb), -1.0, 1.0)) if na > 0 and nb > 0 else float("nan")
+
+
 def paired_wilcoxon(a, b, equal: float = float("nan")) -> float:
     """Two-sided paired Wilcoxon p-value (scipy) of two per-example series (arrays or CPU tensors).
 

@@ -23,11 +23,12 @@ import sys
 import numpy as np
 
 try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import add_common_args, coalition_game, load_model, result_stem, run_info, write_json
+    from _common import add_common_args, coalition_game, cosine, load_model, result_stem, run_info, write_json
 except ImportError:  # pragma: no cover
     from benchmarks._common import (
         add_common_args,
         coalition_game,
+        cosine,
         load_model,
         result_stem,
         run_info,
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
                 ]
                 est = np.stack([a.scores.numpy() for a in runs])
                 err = float(np.mean(np.linalg.norm(est - phi, axis=1)) / np.linalg.norm(phi))
-                cos = float(np.mean(est @ phi / (np.linalg.norm(est, axis=1) * np.linalg.norm(phi))))
+                cos = float(np.mean([cosine(e, phi) for e in est]))
                 passes = float(np.mean([a.extras["masked_passes"] for a in runs]))
                 out[(text, unit, b)] = {"n": n, "rel_error": err, "cosine": cos, "passes": passes}
                 rows.append({"text": text, "unit": unit, "budget": b, **out[(text, unit, b)]})

@@ -57,6 +57,7 @@ try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._com
     from _common import (
         add_common_args,
         coalition_game,
+        cosine,
         load_model,
         md_table,
         paired_wilcoxon,
@@ -69,6 +70,7 @@ except ImportError:  # pragma: no cover
     from benchmarks._common import (
         add_common_args,
         coalition_game,
+        cosine,
         load_model,
         md_table,
         paired_wilcoxon,
@@ -195,11 +197,6 @@ def _reference_se(ref: dict) -> np.ndarray:
     full = np.asarray(ref["full"], dtype=np.float64)
     norm = float(ref.get("rel_se", 0.0)) * float(np.linalg.norm(full))
     return np.full(len(full), norm / np.sqrt(len(full)))
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
 
 
 def relative_error(phi: np.ndarray, ref: np.ndarray, se: np.ndarray | None = None) -> tuple[float, float]:
@@ -814,7 +811,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "full": ref["full"].tolist(),
                 "prefix": ref["prefix"].tolist(),
                 "se": ref["se"].tolist(),
-                "cos_full_prefix": _cos(ref["full"], ref["prefix"]),
+                "cos_full_prefix": cosine(ref["full"], ref["prefix"]),
                 "spearman_full_prefix": _spearman(ref["full"], ref["prefix"]),
             }
         )
@@ -833,7 +830,7 @@ def main(argv: list[str] | None = None) -> dict:
                     }
                     if phi is not None:
                         for which in ("full", "prefix"):
-                            rec[f"cos_{which}"] = _cos(phi, ref[which])
+                            rec[f"cos_{which}"] = cosine(phi, ref[which])
                             rec[f"spearman_{which}"] = _spearman(phi, ref[which])
                         # Against the reference of the game the method estimates under this mask.
                         rec["sq_err"], rec["rel_err"] = relative_error(

@@ -22,6 +22,7 @@ __all__ = [
     "CORPUS",
     "dense_coalition_map",
     "exact_shapley",
+    "in_range",
     "tiny_classifier",
     "tiny_tokenizer",
     "toy_sentiment",
@@ -296,3 +297,16 @@ def dense_coalition_map(n: int, splus: bool = True):
                 if k <= n - 1:
                     M[row, (k - 1) * n + (last - 1)] = 1.0 / ip
     return M
+
+
+def in_range(value: float, low: float = 0.0, high: float = 1.0, tol: float = 1e-12) -> bool:
+    """Whether ``low - tol <= value <= high + tol``: a bound checked with the tolerance its arithmetic needs.
+
+    A float computed to lie in ``[0, 1]`` (an AUC over ``x = k / n``, a cosine, a share) can land a few
+    ulps outside it, on one side or the other depending on the BLAS kernel the CPU selects; the default
+    ``tol`` covers float64 round-off of sums of a few thousand terms, and float32 values need ``1e-6``.
+
+    >>> in_range(1.0000000000000002), in_range(1.001), in_range(-1e-17)
+    (True, False, True)
+    """
+    return low - tol <= value <= high + tol

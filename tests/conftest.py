@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from pi_lightning.testing import tiny_classifier, tiny_tokenizer
 
-torch.set_num_threads(1)
+# One thread by default (2-core CI); PI_LIGHTNING_TEST_THREADS=2 runs the suite on another kernel split,
+# which shows float comparisons that hold only for one summation order.
+torch.set_num_threads(int(os.environ.get("PI_LIGHTNING_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import torch
 
 from pi_lightning.callbacks import AttributionMonitor, ShortcutMonitor, ValidationSPPI
 from pi_lightning.metrics import ProbeEvaluation, ValidationEvaluation
+from pi_lightning.testing import in_range
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -304,6 +305,6 @@ def test_smoke_real_smollm2_one_lora_step_and_one_sppi_evaluation(tmp_path):
     [record] = sp.evals
     assert [len(s) for s in record.scores] == [6, 4]  # a|gorgeous|,|witty|film|.  dull|and|lifeless|.
     assert all(math.isfinite(v) for s in record.scores for v in s)
-    assert 0 <= record.metrics["as_auc"] <= 1 and 0 <= record.metrics["ias_auc"] <= 1
+    assert in_range(record.metrics["as_auc"]) and in_range(record.metrics["ias_auc"])
     for a in sp.last_attributions:  # SP-PI telescopes: the scores sum to p_n - p_0 exactly
         assert float(a.scores.sum()) == pytest.approx(float(a.probs[a.target]) - a.base_value, abs=1e-5)
