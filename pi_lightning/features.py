@@ -170,15 +170,7 @@ class Featurizer:
         # Offsets relative to `text`; tokens inside the moved whitespace clamp to 0.
         offs = [(max(a - len(lead), 0), max(b - len(lead), 0)) for a, b in enc["offset_mapping"]]
 
-        budget = None
-        if self.max_length is not None:
-            budget = self.max_length - len(self._prefix_ids) - len(self._suffix_ids)
-            if budget < 1:
-                raise ValueError(
-                    f"The template's fixed context takes {len(self._prefix_ids) + len(self._suffix_ids)} "
-                    f"tokens, leaving no room for text within the model's {self.max_length}-token context. "
-                    "Shorten the template."
-                )
+        budget = self._budget()
         n_tokens = len(ids)
         if budget is not None and len(ids) > budget:
             ids, offs = ids[:budget], offs[:budget]
@@ -195,16 +187,8 @@ class Featurizer:
                         offs[: groups[-1][1]] if groups else [],
                     )
                     break
-        if budget is not None and len(ids) < n_tokens and not self._warned_truncation:
-            warnings.warn(
-                f"A text of {n_tokens} tokens does not fit the model's context of {self.max_length} tokens "
-                f"with the template, also when every feature is masked by {self.mask_tokens} tokens: the "
-                f"attributed text is truncated to {len(ids)} tokens and the fixed context kept (warned "
-                "once).",
-                UserWarning,
-                stacklevel=2,
-            )
-            self._warned_truncation = True
+        if budget is not None and len(ids) < n_tokens:
+            self._warn_truncation(n_tokens, len(ids))
         if not groups:
             raise ValueError(f"The text {text!r} produced no tokens to attribute.")
         base = len(self._prefix_ids)
@@ -224,6 +208,74 @@ class Featurizer:
             granularity=self.granularity,
             space_before=tuple(space_before),
         )
+
+    @property
+    def prefix_ids(self) -> list[int]:
+        """Token ids of the template's context before the text (with the tokenizer's BOS, if it adds one)."""
+        return list(self._prefix_ids)
+
+    def _budget(self) -> int | None:
+        """Tokens left for the text within ``max_length`` once the template's context is in (``None``:
+        no limit)."""
+        if self.max_length is None:
+            return None
+        budget = self.max_length - len(self._prefix_ids) - len(self._suffix_ids)
+        if budget < 1:
+            raise ValueError(
+                f"The template's fixed context takes {len(self._prefix_ids) + len(self._suffix_ids)} "
+                f"tokens, leaving no room for text within the model's {self.max_length}-token context. "
+                "Shorten the template."
+            )
+        return budget
+
+    def _warn_truncation(self, n_tokens: int, kept: int) -> None:
+        if self._warned_truncation:
+            return
+        warnings.warn(
+            f"A text of {n_tokens} tokens does not fit the model's context of {self.max_length} tokens "
+            f"with the template, also when every feature is masked by {self.mask_tokens} tokens: the "
+            f"attributed text is truncated to {kept} tokens and the fixed context kept (warned once).",
+            UserWarning,
+            stacklevel=3,
+        )
+        self._warned_truncation = True
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """The model input ids of each text: the template's context and the text, laid out and truncated
+        exactly as :meth:`__call__` does (its ``input_ids``), in one batched tokenizer call.
+
+        The one template encoding of pi_lightning: training (:class:`~pi_lightning.training.TextDataModule`),
+        validation, the recipes and every attributor use these ids, so a model is explained on the very
+        inputs it was trained on (tokenizing ``template.format(text=...)`` as one string differs with
+        SentencePiece-style tokenizers around a newline or a template's suffix).
+
+        Args:
+            texts: the texts (non-empty strings).
+
+        Example:
+            >>> from pi_lightning.testing import tiny_tokenizer
+            >>> fz = Featurizer(tiny_tokenizer("llama"), template="Review: {text}\\nSentiment:")
+            >>> fz.encode(["a good movie"])[0] == list(fz("a good movie").input_ids)
+            True
+        """
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(
+                    f"Text {i} is empty or not a string ({t!r}): every text needs at least one word."
+                )
+        if self.mask_tokens:  # truncation then also depends on the features: the full path
+            return [list(self(t).input_ids) for t in texts]
+        budget = self._budget()
+        enc = self.tokenizer([self._lead_ws + t for t in texts], add_special_tokens=False)["input_ids"]
+        out = []
+        for ids in enc:
+            ids = list(ids)
+            if budget is not None and len(ids) > budget:
+                self._warn_truncation(len(ids), budget)
+                ids = ids[:budget]
+            out.append(self._prefix_ids + ids + self._suffix_ids)
+        return out
 
     def from_token_ids(self, rows: Sequence[Sequence[int]]) -> list[Features | None]:
         """Features of inputs that are already tokenized (e.g. the rows of a validation batch, padding

@@ -5,7 +5,8 @@ so the callbacks can be shown (and tested) dropping into one.
 
 * :class:`TextClassifier` trains a given transformers model (held as ``self.model``) with AdamW,
   warm-up and an optional cosine schedule; :class:`TextDataModule` tokenizes ``(texts, labels)``
-  with a template and yields dicts with ``input_ids``, ``attention_mask`` and ``labels`` (what
+  with a template (:meth:`pi_lightning.features.Featurizer.encode`, the explainers' own encoding)
+  and yields dicts with ``input_ids``, ``attention_mask`` and ``labels`` (what
   :class:`~pi_lightning.callbacks.ValidationSPPI` reads).
 * :class:`FinetuneClassifier` and :class:`ReviewDataModule` are the recipes' (and
   ``pi-lightning finetune``'s) pair: a model loaded by name, optionally with LoRA, and the
@@ -121,7 +122,8 @@ class TextDataModule(pl.LightningDataModule):
         train, val: ``(texts, labels)`` pairs, or objects with ``.texts`` and ``.labels``.
         template: text layout with one ``{text}`` placeholder.
         batch_size: examples per batch.
-        max_length: truncate longer inputs to this many tokens.
+        max_length: truncate longer inputs to this many tokens (the text is cut, the template's
+            context kept, as the explainers do: :meth:`~pi_lightning.features.Featurizer.encode`).
         seed: shuffling seed for the training loader.
         shuffle: shuffle the training set each epoch.
     """
@@ -140,10 +142,12 @@ class TextDataModule(pl.LightningDataModule):
         super().__init__()
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer has no pad token: set tokenizer.pad_token = tokenizer.eos_token.")
-        if "{text}" not in template:
-            raise ValueError(f"template needs a '{{text}}' placeholder, got {template!r}.")
+        from pi_lightning.features import Featurizer
+
         self.tokenizer = tokenizer
         self.template = template
+        # The one template encoding (the explainers' own): a model is explained on what it was trained on.
+        self.featurizer = Featurizer(tokenizer, "token", template=template, max_length=max_length)
         self.batch_size = batch_size
         self.max_length = max_length
         self.seed = seed
@@ -153,10 +157,7 @@ class TextDataModule(pl.LightningDataModule):
 
     def _encode(self, split) -> _Encoded:
         texts, labels = (split.texts, split.labels) if hasattr(split, "texts") else split
-        enc = self.tokenizer(
-            [self.template.format(text=t) for t in texts], truncation=True, max_length=self.max_length
-        )["input_ids"]
-        return _Encoded(enc, labels)
+        return _Encoded(self.featurizer.encode(texts), labels)
 
     def _collate(self, rows):
         # (B, width) right-padded ids and mask
