@@ -283,9 +283,11 @@ class Featurizer:
 
         The attributed text of a row is the run from its first to its last token that is not a special
         token of the tokenizer, decoded; the tokens before it (a BOS) are the fixed context and those
-        after it (an EOS) the suffix. The template and ``max_length`` play no part. Character offsets come
-        from re-tokenizing the decoded text or, where the tokens do not round-trip (e.g. a text cut
-        mid-word by truncation), from the decoded length of each prefix.
+        after it (an EOS) the suffix. With a template (not ``"{text}"``), a row that starts with the
+        template's context ids and ends with its suffix ids (what :meth:`encode` makes) has those as its
+        context and suffix instead, as :meth:`__call__` would. ``max_length`` plays no part. Character
+        offsets come from re-tokenizing the decoded text or, where the tokens do not round-trip (e.g. a
+        text cut mid-word by truncation), from the decoded length of each prefix.
 
         Args:
             rows: token id lists.
@@ -303,10 +305,17 @@ class Featurizer:
             True
         """
         special = {int(i) for i in (getattr(self.tokenizer, "all_special_ids", None) or [])}
+        pre, suf = self._prefix_ids, self._suffix_ids
+        templated = self.template != "{text}"
         bounds: list[tuple[int, int] | None] = []
         segs: list[list[int]] = []
         for row in rows:
             row = [int(t) for t in row]
+            b = len(row) - len(suf)
+            if templated and b > len(pre) and row[: len(pre)] == pre and row[b:] == suf:
+                bounds.append((len(pre), b))  # the template's context and suffix, as __call__ lays them out
+                segs.append(row[len(pre) : b])
+                continue
             text_pos = [t for t, tid in enumerate(row) if tid not in special]
             bounds.append((text_pos[0], text_pos[-1] + 1) if text_pos else None)
             segs.append(row[text_pos[0] : text_pos[-1] + 1] if text_pos else [])

@@ -407,11 +407,10 @@ def test_free_sppi_equals_sppi_attributor(tiny, tmp_path):
     got = {w["word"]: w["mean_phi"] for w in free.evals[-1].top_words}
     [ref] = SPPI(model, tok).attribute(text, target=label)
     words = ref.features.texts
-    # the first word of the sequence is the free mode's reference (p_0): a BOS token when the tokenizer
-    # adds one (then every text word is scored, as in SP-PI), else the text's first word.
-    skip = 0 if ref.features.context_end > 0 else 1
+    # every word is scored, the first one included: against the BOS token when the tokenizer adds one,
+    # else against the anchor token alone, as SP-PI does.
     want: dict[str, list[float]] = {}  # words that occur twice average their phis
-    for w, s in zip(words[skip:], ref.scores[skip:].tolist(), strict=False):
+    for w, s in zip(words, ref.scores.tolist(), strict=True):
         want.setdefault(w, []).append(s)
     assert set(got) == set(want), (got, want)
     for w, ss in want.items():

@@ -238,9 +238,8 @@ def test_free_validation_and_featurizer_share_one_word_definition(tiny, tmp_path
         "fun",
     )
     got = _free_words(tok, model, WORDY, tmp_path)
-    # With a BOS (llama) every word is scored, as in SP-PI; without one the first word is the reference.
-    skip = 0 if ref.features.context_end > 0 else 1
-    want = dict(zip(ref.features.texts[skip:], ref.scores[skip:].tolist(), strict=False))
+    # Every word is scored as in SP-PI: against the BOS (llama), or the anchor token alone (gpt2).
+    want = dict(zip(ref.features.texts, ref.scores.tolist(), strict=True))
     assert set(got) == set(want)
     for w, v in want.items():
         assert got[w] == pytest.approx(v, abs=1e-5), w
@@ -434,7 +433,7 @@ def test_left_padding_with_absolute_positions_warns(gpt2_tok, tmp_path):
             datamodule=_LeftPadded(gpt2_tok, texts, texts, batch_size=3),
             verbose=False,
         )
-    assert free.evals[-1].metrics["n_examples"] == 2  # "bad" is one word: its own reference, nothing scored
+    assert free.evals[-1].metrics["n_examples"] == 3  # "bad" is one word, scored against the anchor
 
 
 # --------------------------------------------------------------------------- DDP (2 processes, gloo, CPU)
@@ -623,4 +622,12 @@ def test_free_validation_words_of_texts_cut_mid_word(gpt2_tok, tmp_path):
         )
     assert not any("skipped" in str(w.message) for w in caught)
     assert free.evals[-1].metrics["n_examples"] == 1
-    assert {w["word"] for w in free.evals[-1].top_words} == {"was", "fun", "and", "Café", "cr", "\ufffd"}
+    assert {w["word"] for w in free.evals[-1].top_words} == {
+        "it",
+        "was",
+        "fun",
+        "and",
+        "Café",
+        "cr",
+        "\ufffd",
+    }
