@@ -31,11 +31,13 @@ QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
 def test_read_examples_from_files_and_objects(tmp_path):
     csv_path = tmp_path / "d.csv"
     csv_path.write_text('review,stars,key\n"good, really",pos,k1\nbad,neg,k2\n', encoding="utf-8")
-    rows = read_examples(csv_path, text_column="review", label_column="stars", id_column="key")
+    rows = read_examples(
+        csv_path, text_column="review", label_column="stars", id_column="key", label_names=["neg", "pos"]
+    )
     assert rows == [
         {"id": "k1", "index": 0, "text": "good, really", "label": 1},
         {"id": "k2", "index": 1, "text": "bad", "label": 0},
-    ]  # string labels: sorted order
+    ]  # string labels: their index in the explicit label_names
     jsonl = tmp_path / "d.jsonl"
     jsonl.write_text('{"text": "fine", "label": 1}\n\n{"text": "meh", "label": 0}\n', encoding="utf-8")
     assert [(r["id"], r["label"]) for r in read_examples(jsonl)] == [("0", 1), ("1", 0)]

@@ -92,3 +92,119 @@ def test_validation_sppi_names_the_batches_it_skips():
     assert [b["batch_idx"] for b in cb.skipped_batches] == [0, 1]
     assert all("not a mapping" in b["reason"] for b in cb.skipped_batches)
     assert cb.evals == []
+
+
+# ------------------------------------------------------------------ one reader of examples (item 5)
+def _write_layouts(tmp_path, texts, labels):
+    import csv
+    import json
+
+    csv_path = tmp_path / "d.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        w.writerows(zip(texts, labels, strict=True))
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text(
+        "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels, strict=True)),
+        encoding="utf-8",
+    )
+    return csv_path, jsonl
+
+
+def test_one_reader_reads_every_layout_the_same_everywhere(tmp_path):
+    from pi_lightning.data import TextDataset, load_text_file, normalize_probe
+    from pi_lightning.jobs import read_examples
+
+    texts, labels = ["a good movie", "dull plot", "fun, really"], [1, 0, 1]
+    csv_path, jsonl = _write_layouts(tmp_path, texts, labels)
+    layouts = [
+        (texts, labels),
+        list(zip(texts, labels, strict=True)),
+        [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)],
+        [{"sentence": t, "label": y} for t, y in zip(texts, labels, strict=True)],
+        TextDataset(tuple(texts), tuple(labels)),
+    ]
+    for layout in layouts:
+        assert normalize_probe(layout) == (texts, labels), layout
+        rows = read_examples(layout)  # (texts, labels) was read as two rows here before
+        assert [(r["text"], r["label"]) for r in rows] == list(zip(texts, labels, strict=True)), layout
+    for path in (csv_path, jsonl):
+        rows = read_examples(path)
+        assert [(r["text"], r["label"]) for r in rows] == list(zip(texts, labels, strict=True))
+        ds = load_text_file(path, fractions=None)
+        assert (list(ds.texts), list(ds.labels)) == (texts, labels)
+
+
+def test_one_reader_refuses_what_it_cannot_read_in_one_line(tmp_path):
+    from pi_lightning.data import DataSourceError, load_examples, load_text_file, normalize_probe
+    from pi_lightning.jobs import read_examples
+
+    txt = tmp_path / "reviews.txt"
+    txt.write_text("a good movie\n", encoding="utf-8")
+    with pytest.raises(DataSourceError, match=r"Unsupported data file .*reviews.txt.*'.txt'"):
+        read_examples(txt)
+    csv_path, _ = _write_layouts(tmp_path, ["good", "bad"], [1, 0])
+    with pytest.raises(
+        DataSourceError, match=r"has no label column 'stars'; its columns are \['label', 'text'\]"
+    ):
+        read_examples(csv_path, label_column="stars")
+    with pytest.raises(DataSourceError, match=r"label '0.7' is not a whole number"):
+        load_examples([{"text": "a", "label": "0.7"}])
+    with pytest.raises(ValueError, match=r"label 0.7 is not a whole number"):
+        normalize_probe((["a"], [0.7]))
+    assert read_examples([("fine", 1.0)])[0]["label"] == 1  # an integral float is an index
+    # a name is never numbered by the values present: "pos" alone is not class 0
+    with pytest.raises(DataSourceError, match=r"class names as labels \('pos'\): say which index each is"):
+        read_examples([("good", "pos")])
+    assert read_examples([("good", "pos")], label_names=["neg", "pos"])[0]["label"] == 1
+    with pytest.raises(DataSourceError, match=r"mixes class indices .* and class names"):
+        read_examples([("good", "pos"), ("bad", 1)], label_names=["neg", "pos"])
+    with pytest.raises(DataSourceError, match=r"rows \[1\] have no label while the others have one"):
+        read_examples([{"text": "a", "label": 1}, {"text": "b"}])
+    # a UTF-8 byte-order mark is not part of the first column's name
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufefftext,label\nnice,1\n".encode())
+    assert read_examples(bom)[0] == {"id": "0", "index": 0, "text": "nice", "label": 1}
+    assert load_text_file(bom, fractions=None).texts == ("nice",)
+    # invalid UTF-8: the file is named
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes("text,label\ncaf\xe9,1\n".encode("latin-1"))
+    for read in (read_examples, lambda p: load_text_file(p, fractions=None)):
+        with pytest.raises(DataSourceError, match=r"latin1.csv is not UTF-8 text"):
+            read(bad)
+
+
+def test_finetune_reads_the_users_own_splits_without_resplitting(tmp_path):
+    import csv
+
+    from pi_lightning.training import ReviewDataModule
+
+    def write(name, rows, header=("text", "label")):
+        path = tmp_path / name
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([header, *rows])
+        return str(path)
+
+    train = [(f"train text {i} good", i % 2) for i in range(10)]
+    val = [(f"val text {i} fine", i % 2) for i in range(4)]
+    test = [(f"test text {i} dull", i % 2) for i in range(3)]
+    dm = ReviewDataModule(
+        "testing:gpt2",
+        dataset=write("train.csv", train),
+        val_dataset=write("val.csv", val),
+        test_dataset=write("test.csv", test),
+        n_val=None,
+        n_probe=3,
+    )
+    assert list(zip(dm.train_set.texts, dm.train_set.labels, strict=True)) == train
+    assert list(zip(dm.val_set.texts, dm.val_set.labels, strict=True)) == val
+    assert list(dm.probe.texts) == [t for t, _ in test]
+    # or one file with a split column
+    rows = [(t, y, "train") for t, y in train] + [(t, y, "validation") for t, y in val]
+    rows += [(t, y, "test") for t, y in test]
+    path = write("all.csv", rows, header=("text", "label", "split"))
+    dm = ReviewDataModule("testing:gpt2", dataset=path, split_column="split", n_val=None, n_probe=3)
+    assert list(dm.train_set.texts) == [t for t, _ in train]
+    assert list(dm.val_set.texts) == [t for t, _ in val]
+    assert list(dm.probe.texts) == [t for t, _ in test]

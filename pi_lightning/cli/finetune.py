@@ -56,6 +56,9 @@ class FinetuneCLI(LightningCLI):
         c = self.config
         resolve_model_name(c["model.model_name"])
         check_data_source(c["data.dataset"], c["data.text_column"], c["data.label_column"])
+        for extra in (c.get("data.val_dataset"), c.get("data.test_dataset")):  # the user's own split files
+            if extra is not None:
+                check_data_source(extra, c["data.text_column"], c["data.label_column"])
 
 
 def explained_examples(history: ProbeHistory, count: int = 3) -> list[str]:

@@ -23,7 +23,6 @@ Files are JSONL, or Parquet when pyarrow is installed.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -41,6 +40,7 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from pi_lightning.attributors.base import available_methods, get_attributor
+from pi_lightning.data import _pyarrow, load_examples
 
 __all__ = [
     "ExplainModule",
@@ -58,129 +58,33 @@ JOB_FILE = "job.json"
 _SHARD_DIR = "shards"
 
 
-def _pyarrow(what: str):
-    try:
-        import pyarrow
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ImportError(
-            f"{what} needs pyarrow, which is not installed. Fix: `pip install pyarrow`, or use "
-            "CSV/JSONL input and format='jsonl' output."
-        ) from None
-    return pyarrow, pq
-
-
-# ---------------------------------------------------------------------------------------------- input
-def _read_file(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No such data file: {path}. Give a .csv, .jsonl or .parquet file with a text column."
-        )
-    if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    if suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-    if suffix == ".parquet":
-        _, pq = _pyarrow(f"Reading {path.name}")
-        return pq.read_table(path).to_pylist()
-    raise ValueError(f"Unsupported data file {path.name!r}: expected .csv, .jsonl or .parquet.")
-
-
 def read_examples(
     data,
     *,
     text_column: str = "text",
-    label_column: str = "label",
+    label_column: str | None = None,
     id_column: str = "id",
-    labels: Sequence[int] | None = None,
+    labels: Sequence | None = None,
+    label_names: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Rows ``{"id": str, "index": int, "text": str, "label": int | None}`` from many kinds of input.
-
-    Args:
-        data: a path to a ``.csv`` / ``.jsonl`` / ``.parquet`` file; a list of texts; a list of
-            ``(text, label)`` pairs or of mappings; an object with ``.texts`` (and ``.labels``); or a
-            map-style dataset (``len`` and ``[i]``) of such rows.
-        text_column, label_column, id_column: column names in files and mappings. Without an id
-            column, the row number is the id.
-        labels: labels for a list of texts.
+    """Rows ``{"id": str, "index": int, "text": str, "label": int | None}``: the rows of
+    :func:`pi_lightning.data.load_examples`, the one reader of examples (probe sets and finetune's files
+    use it too).
 
     Example:
         >>> read_examples(["a good movie", "dull"], labels=[1, 0])[1]
         {'id': '1', 'index': 1, 'text': 'dull', 'label': 0}
     """
-    if isinstance(data, (str, os.PathLike)):
-        rows: list[Any] = _read_file(Path(data))
-        where = str(data)
-    elif hasattr(data, "texts"):
-        found = getattr(data, "labels", None)
-        rows = [
-            {text_column: t, label_column: None if found is None else found[i]}
-            for i, t in enumerate(data.texts)
-        ]
-        where = type(data).__name__
-    else:
-        if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
-            raise TypeError(
-                f"Cannot read examples from a {type(data).__name__}: expected a file path, a list of texts "
-                "or rows, or a map-style dataset."
-            )
-        rows = [data[i] for i in range(len(data))]
-        where = "the data"
-    if not rows:
-        raise ValueError(f"{where} holds no examples.")
-    out = []
-    for i, r in enumerate(rows):
-        if isinstance(r, str):
-            text, label, ex_id = r, None, None
-        elif isinstance(r, Mapping):
-            if text_column not in r:
-                raise ValueError(
-                    f"Row {i} of {where} has no {text_column!r} column; its columns are {sorted(r)}. "
-                    "Name the text column with text_column=... (--text-column)."
-                )
-            text, label, ex_id = r[text_column], r.get(label_column), r.get(id_column)
-        elif isinstance(r, (tuple, list)) and len(r) == 2:
-            text, label, ex_id = r[0], r[1], None
-        else:
-            raise TypeError(
-                f"Row {i} of {where} is a {type(r).__name__}: expected a text, a (text, label) pair or a "
-                "mapping with a text column."
-            )
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"Row {i} of {where} has no text to explain ({text!r}): remove empty rows.")
-        out.append(
-            {
-                "id": str(i if ex_id is None or ex_id == "" else ex_id),
-                "index": i,
-                "text": text,
-                "label": None if label is None or label == "" else label,
-            }
-        )
-    if labels is not None:
-        if len(labels) != len(out):
-            raise ValueError(f"Got {len(labels)} labels for {len(out)} examples.")
-        for r, y in zip(out, labels, strict=False):
-            r["label"] = y
-    raw = [r["label"] for r in out if r["label"] is not None]
-    try:
-        conv = {y: int(y) for y in raw}
-    except (TypeError, ValueError):  # string labels: indices in sorted order
-        conv = {y: k for k, y in enumerate(sorted({str(y) for y in raw}))}
-        conv = {y: conv[str(y)] for y in raw}
-    for r in out:
-        r["label"] = None if r["label"] is None else conv[r["label"]]
-    seen: dict[str, int] = {}
-    for r in out:
-        if r["id"] in seen:
-            raise ValueError(
-                f"Example id {r['id']!r} occurs twice (rows {seen[r['id']]} and {r['index']}): ids must "
-                f"be unique; fix the {id_column!r} column or drop it to number the rows."
-            )
-        seen[r["id"]] = r["index"]
-    return out
+    return list(
+        load_examples(
+            data,
+            text_column=text_column,
+            label_column=label_column,
+            id_column=id_column,
+            labels=labels,
+            label_names=label_names,
+        ).rows
+    )
 
 
 def shard_of(example_id: str, num_shards: int) -> int:
@@ -510,9 +414,10 @@ def explain_dataset(
     shard_size: int = 32,
     format: str = "jsonl",
     text_column: str = "text",
-    label_column: str = "label",
+    label_column: str | None = None,
     id_column: str = "id",
     labels: Sequence[int] | None = None,
+    label_names: Sequence[str] | None = None,
     model_name: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
@@ -529,7 +434,9 @@ def explain_dataset(
         max_tokens: token budget per forward batch (bounds memory); default the method's.
         shard_size: examples per shard on the first run (one predict batch; the progress bar counts shards).
         format: ``"jsonl"`` or ``"parquet"`` (needs pyarrow).
-        text_column, label_column, id_column, labels: see :func:`read_examples`.
+        text_column, label_column, id_column, labels, label_names: see
+            :func:`pi_lightning.data.load_examples` (``label_column=None``: ``"label"`` if present);
+            the label mapping used is recorded in ``job.json`` (``label_names``).
         model_name: recorded in ``job.json`` (a rerun with another name is refused).
         metadata: more JSON-able facts recorded in ``job.json`` and checked on a rerun (e.g. the adapter).
         overwrite: discard earlier results in ``out_dir``.
@@ -556,9 +463,15 @@ def explain_dataset(
     method_kwargs = dict(method_kwargs or {})
     if max_tokens is not None:
         method_kwargs["max_tokens"] = max_tokens
-    rows = read_examples(
-        data, text_column=text_column, label_column=label_column, id_column=id_column, labels=labels
+    examples = load_examples(
+        data,
+        text_column=text_column,
+        label_column=label_column,
+        id_column=id_column,
+        labels=labels,
+        label_names=label_names,
     )
+    rows = [dict(r) for r in examples.rows]
     module = ExplainModule(model, tokenizer, method, method_kwargs, target)
     if target == "label" and any(r["label"] is None for r in rows):
         raise ValueError(
@@ -574,6 +487,7 @@ def explain_dataset(
         "target": target,
         "model": name,
         "format": format,
+        "label_names": None if examples.label_names is None else list(examples.label_names),
         "metadata": json.loads(json.dumps(dict(metadata or {}), default=repr)),
     }
     writer = ShardWriter(out_dir, format)
