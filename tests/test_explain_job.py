@@ -12,7 +12,7 @@ import pytest
 
 from pi_lightning.data import TextDataset
 from pi_lightning.jobs import explain_dataset, load_results, read_examples
-from pi_lightning.jobs.explain import shard_of
+from pi_lightning.jobs.explain import plan_shards
 
 TEXTS = [
     "a good movie.",
@@ -83,10 +83,12 @@ def test_rows_hold_features_spans_scores_and_cost(tmp_path, gpt2_model, gpt2_tok
         assert r["scores"] == pytest.approx(a.scores.tolist(), abs=1e-6)  # float32 batches differ
         assert r["prediction"] == a.prediction and r["forward_passes"] == a.forward_passes
     job = json.loads((tmp_path / "job.json").read_text())
-    assert job["num_shards"] == 3 and job["method"] == "sp-pi"
-    assert {json.loads(p.read_text())["shard"] for p in (tmp_path / "shards").glob("*.done.json")} == {
-        shard_of(str(i), 3) for i in range(len(TEXTS))
-    }
+    assert job["shard_size"] == 3 and job["method"] == "sp-pi"
+    assert (
+        {json.loads(p.read_text())["shard"] for p in (tmp_path / "shards").glob("*.done.json")}
+        == set(plan_shards([str(i) for i in range(len(TEXTS))], 3))
+        == set(job["shards"])
+    )
 
 
 def test_gradient_method_runs_in_predict(tmp_path, gpt2_model, gpt2_tok):
@@ -97,13 +99,13 @@ def test_gradient_method_runs_in_predict(tmp_path, gpt2_model, gpt2_tok):
 
 def test_resume_skips_finished_shards(tmp_path, gpt2_model, gpt2_tok):
     first = explain_dataset(gpt2_model, gpt2_tok, TEXTS, tmp_path, shard_size=2, **QUIET)
-    assert first.skipped == 0 and sorted(first.written) == list(range(first.shards))
+    assert first.skipped == 0 and sorted(first.written) == sorted(plan_shards(list(map(str, range(8))), 2))
     files = sorted((tmp_path / "shards").glob("*.jsonl"))
     before = {p.name: p.stat().st_mtime_ns for p in files}
     lost = files[1]
     lost.unlink()  # an interrupted run: one shard missing
     again = explain_dataset(gpt2_model, gpt2_tok, TEXTS, tmp_path, shard_size=2, **QUIET)
-    assert again.written == [int(lost.name[6:11])] and again.skipped == first.shards - 1
+    assert again.written == [lost.name[6:].split(".")[0]] and again.skipped == first.shards - 1
     assert {p.name: p.stat().st_mtime_ns for p in files if p != lost} == {
         k: v for k, v in before.items() if k != lost.name
     }
@@ -112,7 +114,7 @@ def test_resume_skips_finished_shards(tmp_path, gpt2_model, gpt2_tok):
     edited = list(TEXTS)
     edited[3] = "fun, really fun!"
     third = explain_dataset(gpt2_model, gpt2_tok, edited, tmp_path, shard_size=2, **QUIET)
-    assert third.written == [shard_of("3", first.shards)]
+    assert third.written == [k for k, pos in plan_shards(list(map(str, range(8))), 2).items() if 3 in pos]
     assert load_results(tmp_path)[3]["features"] == ["fun", ",", "really", "fun", "!"]
     # nothing left to do
     assert explain_dataset(gpt2_model, gpt2_tok, edited, tmp_path, **QUIET).written == []

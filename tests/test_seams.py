@@ -208,3 +208,95 @@ def test_finetune_reads_the_users_own_splits_without_resplitting(tmp_path):
     assert list(dm.train_set.texts) == [t for t, _ in train]
     assert list(dm.val_set.texts) == [t for t, _ in val]
     assert list(dm.probe.texts) == [t for t, _ in test]
+
+
+# ------------------------------------------------------------------ the explain job (item 4)
+QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
+
+
+def _reviews(n, seed=0):
+    from pi_lightning.testing import toy_sentiment
+
+    return toy_sentiment(n, seed=seed, length=(2, 4))[0]
+
+
+def test_explain_rerun_on_fewer_examples_returns_exactly_the_current_input(tmp_path, gpt2_model, gpt2_tok):
+    from pi_lightning.jobs import explain_dataset, load_results
+
+    texts = _reviews(20)
+    explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, shard_size=4, **QUIET)
+    assert [r["text"] for r in load_results(tmp_path)] == texts
+    explain_dataset(gpt2_model, gpt2_tok, texts[:3], tmp_path, shard_size=4, **QUIET)
+    assert [r["text"] for r in load_results(tmp_path)] == texts[:3]  # was 13 rows: stale shards kept
+    shard_files = list((tmp_path / "shards").glob("shard-*.jsonl"))
+    assert sum(len(p.read_text().splitlines()) for p in shard_files) == 3  # stale shard files deleted
+
+
+def test_explain_shards_stay_put_when_examples_are_added(tmp_path, gpt2_model, gpt2_tok):
+    from pi_lightning.jobs import explain_dataset, load_results
+
+    texts = _reviews(48, seed=1)
+    first = explain_dataset(gpt2_model, gpt2_tok, texts[:40], tmp_path, shard_size=8, **QUIET)
+    again = explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, shard_size=8, **QUIET)
+    # 8 new examples: only the shards they fall in are redone (all of them before: a hash modulo a count)
+    assert again.skipped >= 1 and again.skipped + len(again.written) == again.shards
+    assert len(again.written) <= 8 and first.shards - again.skipped <= 8
+    assert [r["text"] for r in load_results(tmp_path)] == texts
+    fewer = explain_dataset(gpt2_model, gpt2_tok, texts[:-1], tmp_path, shard_size=8, **QUIET)
+    assert len(fewer.written) == 1  # a removed example (ids are row numbers here): its shard only
+
+
+def test_explain_job_is_keyed_on_the_weights(tmp_path, gpt2_tok):
+    from pi_lightning.jobs import explain_dataset
+
+    texts = _reviews(4)
+    a = tiny_classifier("gpt2", tokenizer=gpt2_tok, seed=0)
+    b = tiny_classifier("gpt2", tokenizer=gpt2_tok, seed=1)  # same name, other weights
+    explain_dataset(a, gpt2_tok, texts, tmp_path, model_name="m", **QUIET)
+    with pytest.raises(ValueError, match=r"results of another job \(weights: "):
+        explain_dataset(b, gpt2_tok, texts, tmp_path, model_name="m", **QUIET)
+    assert explain_dataset(b, gpt2_tok, texts, tmp_path, model_name="m", overwrite=True, **QUIET).skipped == 0
+
+
+def test_explain_job_cleans_temporary_files_and_refuses_a_concurrent_run(tmp_path, gpt2_model, gpt2_tok):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from pi_lightning.jobs import explain_dataset, load_results
+
+    texts = _reviews(4)
+    explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, **QUIET)
+    left = [tmp_path / ".explanations.jsonl.4242.tmp", tmp_path / "shards" / ".shard-x.jsonl.4242.tmp"]
+    for p in left:  # what a killed run leaves behind
+        p.write_text("half a file")
+    assert not (tmp_path / ".lock").exists()  # released after the run
+    # a live run holds the folder: refused, in one clear sentence
+    (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    with pytest.raises(RuntimeError, match=r"Another explain run \(process \d+ .*\) is writing into"):
+        explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, **QUIET)
+    # a lock left by a killed run is taken over
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    assert explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, **QUIET).skipped == 1
+    assert not any(p.exists() for p in left) and not (tmp_path / ".lock").exists()
+    assert [r["text"] for r in load_results(tmp_path)] == texts
+
+
+def test_write_atomic_leaves_the_old_file_whole_when_a_write_fails(tmp_path):
+    from pi_lightning.jobs.explain import write_atomic
+
+    path = tmp_path / "explanations.jsonl"
+    write_atomic(path, "old\n")
+
+    def half(p):
+        p.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, half)
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["explanations.jsonl"]

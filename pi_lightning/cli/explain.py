@@ -173,14 +173,16 @@ def write_html(rows: list[dict], path: Path, label_names: list[str] | None = Non
         f"<h2>{html.escape(title)}</h2><table><tr><th>id</th><th>prediction (p)</th><th>label</th>"
         f"<th>explained</th><th>text</th></tr>{body}</table>"
     )
-    path.write_text(page, encoding="utf-8")
-    return path
+    from pi_lightning.jobs.explain import write_atomic
+
+    return write_atomic(path, page)
 
 
 def main(argv: list[str]) -> int:
     """Run ``pi-lightning explain``; returns the exit status."""
     args = _parser().parse_args(argv)
     from pi_lightning.jobs import explain_dataset, load_results
+    from pi_lightning.jobs.explain import write_atomic
     from pi_lightning.models import load_classifier
 
     target: Any = args.target
@@ -264,8 +266,7 @@ def main(argv: list[str]) -> int:
     if not summary.is_global_zero:
         return 0
     rows = load_results(out)
-    with open(out / "explanations.jsonl", "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    write_atomic(out / "explanations.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     html_path = write_html(
         rows[: args.html_limit],
         out / "explanations.html",

@@ -6,13 +6,18 @@ Lightning's strategies spread the work over devices and nodes (``devices``, ``nu
 progress bar shows it, and a :class:`~lightning.pytorch.callbacks.BasePredictionWriter` writes the
 results of each rank as shard files. Nothing here schedules processes itself.
 
-Shards are defined by the example ids alone (a stable hash of the id modulo the number of shards),
-so they are the same whatever the number of processes, the order of the data or a rerun; one
+Shards are defined by the example ids alone (:func:`plan_shards`: ids in the order of a stable hash,
+cut where a second hash says so), so they are the same whatever the number of processes, the order
+of the data or a rerun, and adding or removing an example changes only the shard it falls in; one
 shard is one predict batch. A shard file is written atomically with a sidecar that records a
 digest of its examples (ids, texts, labels): a rerun skips every shard whose sidecar matches and
 redoes the others, so an interrupted job resumes where it stopped and a changed example is
-re-explained. Memory is bounded by the shard size (examples held at once) and the attributor's
-token budget ``max_tokens`` (tokens per forward batch).
+re-explained. ``job.json`` holds the settings, a digest of the model's weights (the same name with
+other weights or another adapter is another job) and the manifest of the current input's shards:
+:func:`load_results` returns exactly those, and shard files of examples no longer in the input are
+deleted. One run at a time writes into a folder (a lock file; a second run is refused with a clear
+error); temporary files of killed runs are removed. Memory is bounded by the shard size (examples
+held at once) and the attributor's token budget ``max_tokens`` (tokens per forward batch).
 
 Each result row holds: ``id``, ``index`` (position in the input data), ``text``, ``label``,
 ``target`` (the explained class), ``prediction``, ``probs``, ``method``, ``output``,
@@ -25,9 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +54,10 @@ __all__ = [
     "explain_dataset",
     "load_job",
     "load_results",
+    "plan_shards",
     "read_examples",
-    "shard_of",
+    "weights_digest",
+    "write_atomic",
 ]
 
 FORMATS = ("jsonl", "parquet")
@@ -87,15 +94,72 @@ def read_examples(
     )
 
 
-def shard_of(example_id: str, num_shards: int) -> int:
-    """The shard of an example: a stable hash of its id (independent of order, process count, platform).
+def _id_hash(example_id: str) -> tuple[int, int]:
+    """Two stable 64-bit hashes of an id: its place in the hash order, and whether a shard ends there."""
+    digest = hashlib.sha1(example_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:16], "big")
+
+
+_TAIL = "f" * 16  # the key of the last shard: the end of the hash space
+
+
+def plan_shards(ids: Sequence[str], shard_size: int) -> dict[str, list[int]]:
+    """Split examples into shards that stay the same when examples are added or removed.
+
+    Examples are put in the order of a stable hash of their id, and a shard ends after each example
+    whose second hash is divisible by ``shard_size`` (content-defined cut points: ``shard_size`` examples
+    per shard on average), or once a shard holds ``4 * shard_size``. Adding or removing an example
+    changes only the shard it falls in (not a count that depends on how many examples there are), and
+    the result does not depend on the order of the data or the number of processes.
+
+    Args:
+        ids: the example ids (unique).
+        shard_size: the mean number of examples per shard.
+
+    Returns:
+        ``{key: [positions in ids]}``; a key is the hash (16 hex digits) where its shard ends.
 
     Example:
-        >>> shard_of("review-17", 8) == shard_of("review-17", 8)
-        True
+        >>> ids = [str(i) for i in range(40)]
+        >>> before = plan_shards(ids, 8)
+        >>> after = plan_shards(ids + ["new"], 8)
+        >>> sum(before[k] != after.get(k) for k in before)  # only the new example's shard changed
+        1
     """
-    digest = hashlib.sha1(example_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % num_shards
+    order = sorted(range(len(ids)), key=lambda i: (_id_hash(ids[i])[0], ids[i]))
+    shards: dict[str, list[int]] = {}
+    current: list[int] = []
+    for i in order:
+        h, cut = _id_hash(ids[i])
+        current.append(i)
+        if cut % shard_size == 0 or len(current) >= 4 * shard_size:
+            shards[f"{h:016x}"] = current
+            current = []
+    if current:
+        shards[_TAIL] = current
+    return shards
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A digest of a model's weights (every parameter and buffer: names, dtypes, shapes, values), so that
+    an explain job is keyed on the weights it explains, not on a model name (a fine-tuned adapter, the
+    same name with other weights).
+
+    Example:
+        >>> from pi_lightning.testing import tiny_classifier
+        >>> weights_digest(tiny_classifier(seed=0)) == weights_digest(tiny_classifier(seed=0))
+        True
+        >>> weights_digest(tiny_classifier(seed=0)) == weights_digest(tiny_classifier(seed=1))
+        False
+    """
+    h = hashlib.blake2b(digest_size=16)
+    with torch.no_grad():
+        for name, t in sorted(model.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            # (numel,) then its raw bytes: a byte view works for every dtype (bfloat16 included)
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _digest(rows: Sequence[dict]) -> str:
@@ -190,9 +254,22 @@ class ExplainModule(pl.LightningModule):
 
 
 # ---------------------------------------------------------------------------------------------- output
-def _shard_paths(out_dir: Path, shard: int, fmt: str) -> tuple[Path, Path]:
-    base = out_dir / _SHARD_DIR / f"shard-{shard:05d}"
+def _shard_paths(out_dir: Path, shard: str, fmt: str) -> tuple[Path, Path]:
+    base = out_dir / _SHARD_DIR / f"shard-{shard}"
     return base.with_suffix("." + fmt), base.with_suffix(".done.json")
+
+
+def write_atomic(path: str | Path, write) -> Path:
+    """Write a file atomically: ``write(tmp_path)`` into a temporary file beside it, then rename it over
+    ``path`` (a reader, or a run that is killed, never sees half a file); the temporary file is removed
+    whatever happens (an explain run also removes those a killed run left behind). ``write`` may be a
+    ``str``: the text to write (UTF-8)."""
+    path = Path(path)
+    if isinstance(write, str):
+        text = write
+        write = lambda p: p.write_text(text, encoding="utf-8")  # noqa: E731
+    _write_atomic(path, write)
+    return path
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -205,7 +282,7 @@ def _write_atomic(path: Path, write) -> None:
             tmp.unlink()
 
 
-def write_shard(out_dir: Path, shard: int, records: list[dict], digest: str, fmt: str, rank: int = 0) -> Path:
+def write_shard(out_dir: Path, shard: str, records: list[dict], digest: str, fmt: str, rank: int = 0) -> Path:
     """Write one shard's records, then its sidecar (which marks the shard finished)."""
     data, done = _shard_paths(out_dir, shard, fmt)
     data.parent.mkdir(parents=True, exist_ok=True)
@@ -232,7 +309,7 @@ def _read_shard(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def _finished(out_dir: Path, shard: int, digest: str, fmt: str) -> bool:
+def _finished(out_dir: Path, shard: str, digest: str, fmt: str) -> bool:
     data, done = _shard_paths(out_dir, shard, fmt)
     if not (data.is_file() and done.is_file()):
         return False
@@ -259,16 +336,14 @@ class ShardWriter(BasePredictionWriter):
             _pyarrow("Parquet output")
         self.out_dir = Path(out_dir)
         self.fmt = fmt
-        self.written: list[int] = []
+        self.written: list[str] = []
 
     @override
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        write_shard(
-            self.out_dir, int(batch["shard"]), prediction, batch["digest"], self.fmt, trainer.global_rank
-        )
-        self.written.append(int(batch["shard"]))
+        write_shard(self.out_dir, batch["shard"], prediction, batch["digest"], self.fmt, trainer.global_rank)
+        self.written.append(batch["shard"])
 
 
 def load_job(out_dir: str | Path) -> dict[str, Any]:
@@ -283,7 +358,9 @@ def load_job(out_dir: str | Path) -> dict[str, Any]:
 
 
 def load_results(out_dir: str | Path) -> list[dict]:
-    """Every finished result row of a job folder, in input order (``index``)."""
+    """The finished result rows of a job folder's last run, in input order (``index``): only the shards of
+    the examples that run was given (its manifest in ``job.json``), each only if finished on those very
+    examples, so a rerun on fewer or other examples never returns rows of the earlier input."""
     out_dir = Path(out_dir)
     shard_dir = out_dir / _SHARD_DIR
     if not shard_dir.is_dir():
@@ -291,14 +368,90 @@ def load_results(out_dir: str | Path) -> list[dict]:
             f"{out_dir} holds no explain results (no {_SHARD_DIR}/ folder): run the explain job "
             "first (pi_lightning.jobs.explain_dataset or `pi-lightning explain`)."
         )
+    job = load_job(out_dir)
+    manifest = job.get("shards")
+    if not isinstance(manifest, dict):
+        raise ValueError(
+            f"{out_dir} was written by an older pi_lightning (no shard manifest in {JOB_FILE}): explain it "
+            "again with overwrite=True (--overwrite)."
+        )
     rows: list[dict] = []
-    for done in sorted(shard_dir.glob("shard-*.done.json")):
-        meta = json.loads(done.read_text(encoding="utf-8"))
-        rows.extend(_read_shard(done.with_name(done.name.replace(".done.json", "." + meta["format"]))))
+    for key, digest in sorted(manifest.items()):
+        if _finished(out_dir, key, digest, job["format"]):
+            rows.extend(_read_shard(_shard_paths(out_dir, key, job["format"])[0]))
     return sorted(rows, key=lambda r: r["index"])
 
 
 # ---------------------------------------------------------------------------------------------- the job
+def _remove_temporary_files(out_dir: Path) -> None:
+    """Temporary files of runs that were killed mid-write (their rename never happened)."""
+    for folder in (out_dir, out_dir / _SHARD_DIR):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_shards(out_dir: Path, keys: set[str]) -> None:
+    """Shard files of examples the current input no longer holds (they are never read again)."""
+    shard_dir = out_dir / _SHARD_DIR
+    if not shard_dir.is_dir():
+        return
+    for path in shard_dir.glob("shard-*"):
+        key = path.name[len("shard-") :].split(".", 1)[0]
+        if key not in keys:
+            path.unlink(missing_ok=True)
+
+
+class _JobLock:
+    """One explain run at a time per output folder: a lock file created exclusively, holding the owner's
+    host and process id; a lock whose process is gone (a killed run on this host) is taken over."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / ".lock"
+        self.held = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    owner = {}
+                if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                    self.path.unlink(missing_ok=True)  # left by a run that was killed
+                    continue
+                raise RuntimeError(
+                    f"Another explain run (process {owner.get('pid', '?')} on {owner.get('host', '?')}) is "
+                    f"writing into {self.path.parent}: wait for it to finish, or use another output folder. "
+                    f"If no such run exists, delete {self.path}."
+                ) from None
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class _Shards(torch.utils.data.Dataset):
     def __init__(self, shards: list[dict]) -> None:
         self.shards = shards
@@ -329,36 +482,50 @@ class _ShardData(pl.LightningDataModule):
     def _prepare(self) -> dict[str, Any]:
         job = self.out_dir / JOB_FILE
         settings = dict(self.settings)
+        self.lock = _JobLock(self.out_dir)
+        self.lock.acquire()
+        _remove_temporary_files(self.out_dir)
         if self.overwrite and self.out_dir.exists():
             shutil.rmtree(self.out_dir / _SHARD_DIR, ignore_errors=True)
             job.unlink(missing_ok=True)
         if job.is_file():
             old = json.loads(job.read_text(encoding="utf-8"))
-            differ = sorted(k for k in settings if k != "num_shards" and old.get(k) != settings[k])
+            if "shards" not in old:
+                raise ValueError(
+                    f"{self.out_dir} holds results of an older pi_lightning (shards numbered by a count): "
+                    "use another output folder, or overwrite=True (--overwrite) to discard them."
+                )
+            keep = ("shard_size", "shards")
+            differ = sorted(k for k in settings if k not in keep and old.get(k) != settings[k])
             if differ:
                 raise ValueError(
                     f"{self.out_dir} holds results of another job "
                     f"({', '.join(f'{k}: {old.get(k)!r} there, {settings[k]!r} now' for k in differ)}). Use "
                     "another output folder, or overwrite=True (--overwrite) to discard them."
                 )
-            settings["num_shards"] = int(old["num_shards"])  # shards stay those of the first run
+            settings["shard_size"] = int(old["shard_size"])  # cut points stay those of the first run
         else:
-            settings["num_shards"] = max(1, math.ceil(len(self.rows) / self.shard_size))
+            settings["shard_size"] = self.shard_size
+        plan = plan_shards([r["id"] for r in self.rows], settings["shard_size"])
+        groups = {k: [self.rows[i] for i in sorted(pos)] for k, pos in plan.items()}
+        digests = {k: _digest(g) for k, g in groups.items()}
+        settings["shards"] = digests  # the manifest: what load_results returns
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(
-            job, lambda p: p.write_text(json.dumps(settings, indent=1, default=repr), encoding="utf-8")
-        )
-        groups: dict[int, list[dict]] = {}
-        for r in self.rows:
-            groups.setdefault(shard_of(r["id"], settings["num_shards"]), []).append(r)
+        write_atomic(job, json.dumps(settings, indent=1, default=repr))
+        _remove_stale_shards(self.out_dir, set(digests))
         todo, skipped = [], 0
         for k in sorted(groups):
-            digest = _digest(groups[k])
-            if _finished(self.out_dir, k, digest, settings["format"]):
+            if _finished(self.out_dir, k, digests[k], settings["format"]):
                 skipped += 1
             else:
-                todo.append({"shard": k, "digest": digest, "rows": groups[k]})
-        return {"todo": todo, "skipped": skipped, "shards": len(groups), "num_shards": settings["num_shards"]}
+                todo.append({"shard": k, "digest": digests[k], "rows": groups[k]})
+        return {"todo": todo, "skipped": skipped, "shards": len(groups)}
+
+    def release(self) -> None:
+        """Give up the folder's lock (rank zero, once the run ends, also when it fails)."""
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()
 
     @override
     def setup(self, stage: str) -> None:
@@ -389,7 +556,7 @@ class ExplainSummary:
         out_dir: the job folder (``job.json`` and ``shards/``).
         examples: examples in the data.
         shards: shards that hold examples; ``skipped``: of those, finished by an earlier run.
-        written: shards this process wrote in this run.
+        written: keys of the shards this process wrote in this run.
         is_global_zero: whether this is the rank-zero process (print and read results there).
     """
 
@@ -397,7 +564,7 @@ class ExplainSummary:
     examples: int
     shards: int
     skipped: int
-    written: list[int]
+    written: list[str]
     is_global_zero: bool
 
 
@@ -486,6 +653,7 @@ def explain_dataset(
         "method_kwargs": json.loads(json.dumps(method_kwargs, default=repr)),
         "target": target,
         "model": name,
+        "weights": weights_digest(model),
         "format": format,
         "label_names": None if examples.label_names is None else list(examples.label_names),
         "metadata": json.loads(json.dumps(dict(metadata or {}), default=repr)),
@@ -504,7 +672,10 @@ def explain_dataset(
     }  # the datamodule splits the shards across ranks itself
     kwargs["callbacks"] = [*list(kwargs.get("callbacks") or []), writer]
     trainer = pl.Trainer(**kwargs)
-    trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    try:
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    finally:
+        datamodule.release()
     return ExplainSummary(
         out_dir=Path(out_dir),
         examples=len(rows),
