@@ -210,11 +210,7 @@ def check_data_source(dataset: str | Path, text_column: str = "text", label_colu
         return "built-in"
     path = Path(dataset)
     if not path.is_file():
-        where = "is a folder" if path.is_dir() else f"resolved to {path.resolve()}"
-        raise DataSourceError(
-            f"No such data file: {dataset} ({where}). Give a built-in dataset ({', '.join(_SOURCES)}) or a "
-            ".csv / .jsonl file with text and label columns."
-        )
+        raise _no_such_file(path)
     if path.suffix.lower() not in _FILE_SUFFIXES:
         raise DataSourceError(
             f"Unsupported data file {path.name!r}: expected a .csv, .jsonl or .parquet file."
@@ -251,6 +247,15 @@ def check_data_source(dataset: str | Path, text_column: str = "text", label_colu
             "Name them with --data.text_column / --data.label_column."
         )
     return "file"
+
+
+def _no_such_file(path: Path) -> DataSourceError:
+    """The one wording of a missing data file (finetune, explain, the library)."""
+    where = "is a folder" if path.is_dir() else f"resolved to {path.resolve()}"
+    return DataSourceError(
+        f"No such data file: {path} ({where}). Give a built-in dataset ({', '.join(_SOURCES)}) or a "
+        ".csv / .jsonl file with text and label columns."
+    )
 
 
 def _split(by_label, key: str, split: str, fractions, names) -> TextDataset:
@@ -375,8 +380,7 @@ def read_rows(path: str | os.PathLike) -> list:
             ".jsonl or .parquet file with a text column."
         )
     if not path.is_file():
-        where = "is a folder" if path.is_dir() else f"resolved to {path.resolve()}"
-        raise DataSourceError(f"No such data file: {path} ({where}).")
+        raise _no_such_file(path)
     if suffix == ".parquet":
         _, pq = _pyarrow(f"Reading {path.name}")
         return pq.read_table(path).to_pylist()

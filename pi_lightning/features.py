@@ -24,7 +24,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["GRANULARITIES", "Features", "Featurizer", "feature_char_spans", "group_tokens"]
+__all__ = [
+    "GRANULARITIES",
+    "Features",
+    "Featurizer",
+    "check_template",
+    "feature_char_spans",
+    "group_tokens",
+]
 
 GRANULARITIES = ("token", "word", "sentence")
 
@@ -124,11 +131,7 @@ class Featurizer:
             raise ValueError(
                 f"Unknown granularity {granularity!r}: expected one of {', '.join(GRANULARITIES)}."
             )
-        if not isinstance(template, str) or template.count("{text}") != 1:
-            raise ValueError(
-                f"template must contain exactly one '{{text}}' placeholder, got {template!r}. "
-                "Example: 'Review: {text}\\nSentiment:'."
-            )
+        check_template(template)
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError(
                 f"pi_lightning needs a fast tokenizer (offset mappings), got {type(tokenizer).__name__}. "
@@ -358,6 +361,24 @@ class Featurizer:
             offs.append((prev, end))
             prev = end
         return offs
+
+
+def check_template(template) -> str:
+    """Check a template (one ``{text}`` placeholder) and return it; the one wording of this mistake for the
+    attributors, the training data, the callbacks and every console subcommand.
+
+    Example:
+        >>> check_template("Review: {txt}")
+        Traceback (most recent call last):
+        ...
+        ValueError: template must contain exactly one '{text}' placeholder, got 'Review: {txt}'. Example: ...
+    """
+    if not isinstance(template, str) or template.count("{text}") != 1:
+        raise ValueError(
+            f"template must contain exactly one '{{text}}' placeholder, got {template!r}. "
+            "Example: 'Review: {text}\\nSentiment:'."
+        )
+    return template
 
 
 def group_tokens(

@@ -300,3 +300,97 @@ def test_write_atomic_leaves_the_old_file_whole_when_a_write_fails(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_atomic(path, half)
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["explanations.jsonl"]
+
+
+# ------------------------------------------------------------------ one-line errors, before loading (item 6)
+@pytest.fixture
+def no_model(tmp_path, monkeypatch):
+    """Run in tmp_path offline; any model load is an error (the checks must come first)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr("pi_lightning.models.load_classifier", no_load)
+    monkeypatch.setattr("pi_lightning.models.load_tokenizer", no_load)
+    (tmp_path / "d.csv").write_text("review,stars\ngreat,1\ndull,0.7\n", encoding="utf-8")
+    (tmp_path / "reviews.txt").write_text("a good movie\n", encoding="utf-8")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    return tmp_path
+
+
+def _one_line(argv, capsys) -> str:
+    from pi_lightning.cli import main
+
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+EXPLAIN_MISTAKES = [
+    (["a text", "--model", "does-not-exist"], r"error: Model 'does-not-exist' not found"),
+    (["a text", "--model", "testing:gpt2", "--template", "Review: {txt}"], r"exactly one '\{text\}'"),
+    (["d.csv", "--model", "testing:gpt2", "--text-column", "text"], r"Row 0 of d.csv has no 'text' column"),
+    (
+        ["d.csv", "--model", "testing:gpt2", "--text-column", "review", "--label-column", "label"],
+        "no label column",
+    ),
+    (
+        ["d.csv", "--model", "testing:gpt2", "--text-column", "review", "--label-column", "stars"],
+        "not a whole",
+    ),
+    (["a text", "--model", "testing:gpt2", "--out", "taken"], r"--out taken is a file"),
+    (["a text", "--model", "testing:gpt2", "--target", "2"], r"class index in 0\.\.1, got '2'"),
+    (["reviews.txt", "--model", "testing:gpt2"], r"Unsupported data file 'reviews.txt'"),
+    (
+        ["a text", "--model", "testing:gpt2", "--method", "mp-pi", "--option", "budjet=8"],
+        "did you mean 'budget'",
+    ),
+    (["a text", "--model", "testing:gpt2", "--limit", "0"], "--limit must be at least 1, got 0"),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), EXPLAIN_MISTAKES)
+def test_explain_answers_a_mistake_in_one_line_before_loading_the_model(no_model, capsys, argv, expected):
+    import re
+
+    err = _one_line(["explain", *argv], capsys)
+    assert err.startswith("pi-lightning explain: error: ") and re.search(expected, err), err
+
+
+def test_the_same_mistake_has_the_same_words_in_every_subcommand(no_model, capsys):
+    from pi_lightning.cli import main
+
+    pairs = [
+        (["--model.model_name", "does-not-exist"], ["a text", "--model", "does-not-exist"]),
+        (
+            ["--data.template", "Review: {txt}"],
+            ["a text", "--model", "testing:gpt2", "--template", "Review: {txt}"],
+        ),
+        (["--data.dataset", "missing.csv"], ["missing.csv", "--model", "testing:gpt2"]),
+    ]
+    for finetune_args, explain_args in pairs:
+        a = _one_line(["finetune", "--fast", *finetune_args], capsys).split(": error: ", 1)[1]
+        b = _one_line(["explain", *explain_args], capsys).split(": error: ", 1)[1]
+        assert a == b, (a, b)
+    assert "is not an explain job folder" in _one_line(["shortcuts", "nojob"], capsys)
+    # --debug shows the traceback instead
+    with pytest.raises(ValueError, match=r"exactly one '\{text\}'"):
+        main(["explain", "a text", "--model", "testing:gpt2", "--template", "{txt}", "--debug"])
+
+
+def test_a_misspelled_method_setting_fails_at_construction(gpt2_model, gpt2_tok):
+    from pi_lightning.callbacks import AttributionMonitor
+    from pi_lightning.jobs import ExplainModule
+
+    with pytest.raises(
+        ValueError, match=r"Unknown setting 'budjet' for method 'mp-pi' \(did you mean 'budget'\?\)"
+    ):
+        AttributionMonitor(gpt2_tok, (["a good movie"], [1]), "mp-pi", method_kwargs={"budjet": 8})
+    with pytest.raises(ValueError, match=r"Unknown setting 'budjet'"):
+        ExplainModule(gpt2_model, gpt2_tok, "mp-pi", {"budjet": 8})
+    with pytest.raises(ValueError, match="Unknown granularity 'wrod'"):
+        AttributionMonitor(gpt2_tok, (["a good movie"], [1]), "sp-pi", method_kwargs={"granularity": "wrod"})

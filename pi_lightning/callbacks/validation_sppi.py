@@ -46,7 +46,7 @@ from typing_extensions import override
 from pi_lightning.attributors.sppi import progressive_differences
 from pi_lightning.callbacks._distributed import gather_objects
 from pi_lightning.callbacks._model import resolve_model
-from pi_lightning.features import Featurizer
+from pi_lightning.features import Featurizer, check_template
 from pi_lightning.inference import (
     OUTPUTS,
     ClassifierAdapter,
@@ -113,11 +113,8 @@ class ValidationSPPI(Callback):
         template: str | None = None,
     ) -> None:
         super().__init__()
-        if template is not None and (not isinstance(template, str) or template.count("{text}") != 1):
-            raise ValueError(
-                f"template must contain exactly one '{{text}}' placeholder, got {template!r}: give the "
-                "template the validation batches were encoded with."
-            )
+        if template is not None:
+            check_template(template)
         if output not in OUTPUTS:
             raise ValueError(f"Unknown output {output!r}: expected one of {', '.join(OUTPUTS)}.")
         for name, v in (("top_words", top_words), ("min_count", min_count)):

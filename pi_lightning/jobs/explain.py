@@ -44,7 +44,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from pi_lightning.attributors.base import available_methods, get_attributor
+from pi_lightning.attributors.base import available_methods, check_method_kwargs, get_attributor
 from pi_lightning.data import _pyarrow, load_examples
 
 __all__ = [
@@ -197,6 +197,7 @@ class ExplainModule(pl.LightningModule):
             target in ("predicted", "label") or (isinstance(target, int) and not isinstance(target, bool))
         ):
             raise ValueError(f"target must be 'predicted', 'label' or a class index, got {target!r}.")
+        check_method_kwargs(method, method_kwargs or {})  # a misspelled setting fails here
         self.model = model
         self.tokenizer = tokenizer
         self.method = method
