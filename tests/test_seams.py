@@ -394,3 +394,49 @@ def test_a_misspelled_method_setting_fails_at_construction(gpt2_model, gpt2_tok)
         ExplainModule(gpt2_model, gpt2_tok, "mp-pi", {"budjet": 8})
     with pytest.raises(ValueError, match="Unknown granularity 'wrod'"):
         AttributionMonitor(gpt2_tok, (["a good movie"], [1]), "sp-pi", method_kwargs={"granularity": "wrod"})
+
+
+# ------------------------------------------------------------------ values reaching HTML (item 7)
+def test_a_checkpoint_value_never_reaches_the_html_unescaped(tmp_path):
+    from pi_lightning.metrics.record import ProbeEvaluation, ProbeHistory
+    from pi_lightning.reporting import write_report_from_checkpoint
+
+    ev = ProbeEvaluation(step=3, log_step=3, epoch=0, metrics={"gap": 0.1}, scores=[[0.5]], targets=[1])
+    ev.predictions, ev.as_auc, ev.ias_auc, ev.gap = [1], [0.6], [0.5], [0.1]
+    state = ProbeHistory("sp-pi", ["good"], [1], None, [[[0, 4]]], [ev]).state_dict()
+    state["evals"][0]["step"] = "<script>alert(1)</script>"
+    ckpt = tmp_path / "bad.ckpt"
+    torch.save({"callbacks": {"AttributionMonitor": state}}, ckpt)
+    with pytest.raises(ValueError, match=r"ProbeEvaluation has step='<script>.*expected an int"):
+        write_report_from_checkpoint(ckpt, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("step", 1.5),
+        ("metrics", {"gap": "0.2"}),
+        ("scores", [["x"]]),
+        ("targets", [True]),
+        ("as_auc", ["0.5"]),
+        ("curves", {"as": ([0.0], "y")}),
+    ],
+)
+def test_records_validate_their_field_types(field, value):
+    from pi_lightning.metrics.record import ProbeEvaluation, ProbeHistory, ValidationEvaluation
+
+    good = ProbeEvaluation(step=1, log_step=1, epoch=0, metrics={"gap": 0.2}, scores=[[0.1]], targets=[1])
+    assert ProbeEvaluation.from_dict(good.to_dict()) == good
+    with pytest.raises(ValueError, match=rf"has {field}=.*; expected"):
+        ProbeEvaluation.from_dict({**good.to_dict(), field: value})
+    v = ValidationEvaluation(
+        step=1, log_step=1, epoch=0, metrics={}, top_words=[{"word": "a", "mean_phi": 0.1, "count": 2}]
+    )
+    with pytest.raises(ValueError, match="top_words"):
+        ValidationEvaluation.from_dict(
+            {**v.to_dict(), "top_words": [{"word": 3, "mean_phi": 0.1, "count": 2}]}
+        )
+    h = ProbeHistory("sp-pi", ["good"], [1], None, [[[0, 4]]], []).state_dict()
+    with pytest.raises(ValueError, match="char_spans"):
+        ProbeHistory.from_state_dict({**h, "char_spans": [[["0", 4]]]})
