@@ -389,9 +389,10 @@ def group_tokens(
     The one segmentation of pi_lightning: :class:`Featurizer` calls it for texts and for already
     tokenized inputs (:meth:`Featurizer.from_token_ids`, what the free validation mode uses). A token
     belongs to the unit (word or sentence, see ``_WORD_RE`` / ``_SENTENCE_RE``) that contains its first
-    non-space character; a feature starts at the first token that reaches a new unit, so tokens that
-    cover two units merge them, and whitespace-only tokens stay with the feature before them (or join
-    the first one).
+    non-space character; a feature starts at the first token that reaches a new unit. A token is never
+    split: one that covers two units merges them (with ``".g"``, ``"reat"`` from ``"it was.great"``,
+    ``.great`` is one feature, not ``.g`` and ``reat``), and whitespace-only tokens stay with the
+    feature before them (or join the first one).
 
     Args:
         text: the text the tokens were made from.
@@ -401,6 +402,8 @@ def group_tokens(
     Example:
         >>> group_tokens("don't go", [(0, 3), (3, 5), (5, 8)])
         [(0, 2), (2, 3)]
+        >>> group_tokens("it was.great", [(0, 2), (2, 6), (6, 8), (8, 12)])  # ".g" covers "." and "great"
+        [(0, 1), (1, 2), (2, 4)]
     """
     if granularity == "token":
         # Each token that carries a new non-space character is a unit; byte-fallback pieces of
@@ -426,12 +429,18 @@ def group_tokens(
                 pending = t
             continue
         unit = bisect.bisect_right(unit_starts, c) - 1
+        # the unit of its last non-space character: a token that covers two units ("it was.great" ->
+        # ".g", "reat") reaches into the second one, and what follows in that unit joins its feature
+        e = b - 1
+        while e > c and text[e].isspace():
+            e -= 1
+        reach = bisect.bisect_right(unit_starts, e) - 1
         if not groups or unit > last_unit:
             groups.append((t if pending is None else pending, t + 1))
             pending = None
-            last_unit = max(unit, last_unit)
         else:
             groups[-1] = (groups[-1][0], t + 1)
+        last_unit = max(unit, reach, last_unit)
     return groups
 
 

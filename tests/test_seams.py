@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pi_lightning.attributors import SPPI
-from pi_lightning.features import Featurizer
+from pi_lightning.features import Featurizer, group_tokens
 from pi_lightning.testing import tiny_classifier, tiny_tokenizer
 from pi_lightning.training import TextDataModule
 
@@ -29,6 +29,20 @@ def test_training_ids_equal_explanation_ids(family, template):
         assert trained == list(a.features.input_ids), (family, template, TEXTS[r])
         # and the same as the Featurizer's own encoding, batched
         assert trained == Featurizer(tok, template=template).encode([TEXTS[r]])[0]
+
+
+def test_a_token_covering_two_words_stays_whole_and_merges_them():
+    from pi_lightning.features import feature_char_spans
+
+    text = "it was.great"
+    offs = [(0, 2), (2, 6), (6, 8), (8, 12)]  # "it", " was", ".g", "reat": ".g" covers "." and "great"
+    groups = group_tokens(text, offs, "word")
+    assert groups == [(0, 1), (1, 2), (2, 4)]  # was ".g" and "reat": two non-words
+    assert [text[a:b] for a, b in feature_char_spans(text, offs, groups)] == ["it", "was", ".great"]
+    # a token covering the end of one word and the start of the next merges both, and nothing is split
+    text = "ab cd ef"
+    offs = [(0, 1), (1, 4), (4, 5), (5, 8)]  # "a", "b c", "d", " ef"
+    assert group_tokens(text, offs, "word") == [(0, 3), (3, 4)]
 
 
 def _validate(module, dm_or_loader, callbacks):
