@@ -78,7 +78,7 @@ def test_rows_hold_features_spans_scores_and_cost(tmp_path, gpt2_model, gpt2_tok
     rows = load_results(tmp_path)
     assert [r["text"] for r in rows] == TEXTS and [r["target"] for r in rows] == LABELS
     ref = SPPI(gpt2_model, gpt2_tok).attribute(TEXTS, target=LABELS)
-    for r, a in zip(rows, ref, strict=False):
+    for r, a in zip(rows, ref, strict=True):
         assert r["features"] == [r["text"][s:e] for s, e in r["char_spans"]] == list(a.features.texts)
         assert r["scores"] == pytest.approx(a.scores.tolist(), abs=1e-6)  # float32 batches differ
         assert r["prediction"] == a.prediction and r["forward_passes"] == a.forward_passes

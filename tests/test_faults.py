@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from pi_lightning.attributors import available_methods
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
+from pi_lightning.metrics.record import ValidationEvaluation
 from pi_lightning.reporting import write_report_from_checkpoint
 from pi_lightning.testing import tiny_classifier, toy_sentiment
 from pi_lightning.training import TextClassifier, TextDataModule
@@ -274,6 +275,13 @@ def test_over_long_probe_text_through_the_monitor(gpt2_tok, tmp_path):
     mon = AttributionMonitor(gpt2_tok, ([LONG, *PROBE[0]], [1, *PROBE[1]]), "sp-pi", metrics=[])
     trainer, report, _ = _run(gpt2_tok, [mon], tmp_path)
     assert [e.step for e in mon.evals] == [2, 4, 6]
+    # the long text is kept (truncated, not dropped): explained at every evaluation, first in the probe
+    assert mon.texts[0] == LONG and len(mon.texts) == 1 + len(PROBE[0])
+    n = len(mon.char_spans[0])
+    assert 0 < n < len(LONG.split()) and mon.char_spans[0][-1][1] < len(LONG)
+    for e in mon.evals:
+        assert len(e.scores) == len(mon.texts) and len(e.scores[0]) == n
+        assert all(math.isfinite(s) for s in e.scores[0]) and any(s != 0 for s in e.scores[0])
     _no_nan_anywhere(trainer, report, tmp_path)
 
 
@@ -467,7 +475,8 @@ def test_ddp_with_faults_matches_one_process(tmp_path):
     assert ddp["report"] and Path(ddp["report"]).exists() and (tmp_path / "ddp.ck" / "last.ckpt").exists()
     # what is computed equals one process: SP-PI, free validation SP-PI (15 examples, no repeats counted)
     assert ddp["sp"][-1]["as_auc"] == pytest.approx(one["sp"][-1]["as_auc"], abs=1e-6)
-    for a, b in zip(ddp["sp"][-1]["scores"], one["sp"][-1]["scores"], strict=False):
+    assert len(ddp["sp"][-1]["scores"]) == len(one["sp"][-1]["scores"]) > 0
+    for a, b in zip(ddp["sp"][-1]["scores"], one["sp"][-1]["scores"], strict=True):
         assert a == pytest.approx(b, abs=1e-6)
     f1, f2 = one["free"][-1], ddp["free"][-1]
     assert f1["metrics"]["n_examples"] == f2["metrics"]["n_examples"] == 15
@@ -498,7 +507,8 @@ def test_ddp_mppi_matches_one_process(tmp_path):
     one = json.loads((tmp_path / "one.rank0.json").read_text())
     ddp = json.loads((tmp_path / "ddp.rank0.json").read_text())
     # the same masks on both sides (a different draw moves scores by ~0.1); float32 batching noise ~1e-7
-    for a, b in zip(ddp["mp"][-1]["scores"], one["mp"][-1]["scores"], strict=False):
+    assert len(ddp["mp"][-1]["scores"]) == len(one["mp"][-1]["scores"]) > 0
+    for a, b in zip(ddp["mp"][-1]["scores"], one["mp"][-1]["scores"], strict=True):
         assert a == pytest.approx(b, abs=1e-6)
 
 
@@ -534,7 +544,7 @@ def test_attributions_do_not_depend_on_batching(gpt2_tok, method):
     ]  # other calls, other order
     att.adapter.max_tokens = 16  # many small forward batches
     chunked = att.attribute(_BATCH_TEXTS, target=1)
-    for a, b, c in zip(together, chunked, alone, strict=False):
+    for a, b, c in zip(together, chunked, alone, strict=True):
         assert torch.allclose(a.scores, c.scores, atol=1e-5), (method, a.scores, c.scores)
         assert torch.allclose(a.scores, b.scores, atol=1e-5), (method, a.scores, b.scores)
 
@@ -566,11 +576,13 @@ def test_resume_from_a_checkpoint_taken_just_before_a_validation(gpt2_tok, tmp_p
         return [
             AttributionMonitor(gpt2_tok, PROBE, "sp-pi", metrics=[]),
             AttributionMonitor(gpt2_tok, PROBE, "random", every_n_val=2, metrics=[]),
+            ValidationSPPI(gpt2_tok, min_count=1),
         ]
 
     full = monitors()
     _fit_steps(gpt2_tok, full, tmp_path / "full", 8)
     assert [e.step for e in full[0].evals] == [2, 4, 6, 8] and [e.step for e in full[1].evals] == [4, 8]
+    assert [e.step for e in full[2].evals] == [2, 4, 6, 8]
     # a checkpoint written in on_train_batch_end at step 4, before that step's validation
     ck = ModelCheckpoint(
         dirpath=tmp_path / "ck",
@@ -581,18 +593,27 @@ def test_resume_from_a_checkpoint_taken_just_before_a_validation(gpt2_tok, tmp_p
     )
     _fit_steps(gpt2_tok, [*monitors(), ck], tmp_path / "first", 5)
     resumed = monitors()
-    trainer = _fit_steps(
-        gpt2_tok, resumed, tmp_path / "second", 8, ckpt_path=str(tmp_path / "ck" / "s4.ckpt")
-    )
+    with pytest.warns(UserWarning, match="ValidationSPPI: the checkpoint was written at step 4, just before"):
+        trainer = _fit_steps(
+            gpt2_tok, resumed, tmp_path / "second", 8, ckpt_path=str(tmp_path / "ck" / "s4.ckpt")
+        )
     assert trainer.global_step == 8
-    for got, want in zip(resumed, full, strict=False):
+    # free SP-PI comes from the validation loop's own forward pass: the validation Lightning does not run
+    # again on resume (step 4) has no record, and says so; every other one is there
+    assert [e.step for e in resumed[2].evals] == [2, 6, 8]
+    resumed[2].evals.insert(1, full[2].evals[1])
+    for got, want in zip(resumed, full, strict=True):
         assert [e.step for e in got.evals] == [e.step for e in want.evals]
         # up to the checkpoint the weights are the same (after it, a non-stateful DataLoader restarts the
         # epoch on resume, which is Lightning's business, not the callback's)
-        for a, b in zip(got.evals, want.evals, strict=False):
+        for a, b in zip(got.evals, want.evals, strict=True):
             if a.step > 4:
                 continue
-            for sa, sb in zip(a.scores, b.scores, strict=False):
+            if isinstance(a, ValidationEvaluation):  # the free validation SP-PI, restored from the checkpoint
+                assert a.metrics == pytest.approx(b.metrics, abs=1e-9) and a.top_words == b.top_words
+                continue
+            assert len(a.scores) == len(b.scores) == len(PROBE[0])
+            for sa, sb in zip(a.scores, b.scores, strict=True):
                 assert sa == pytest.approx(sb, abs=1e-6)
 
 

@@ -141,6 +141,8 @@ class ValidationSPPI(Callback):
         self._absolute = False
         self._virtual = 0
         self._warned_padding = False
+        self._validation_due: int | None = None  # a validation follows the last training batch
+        self._pending_validation: int | None = None  # restored: a validation the checkpoint was taken before
         self._reset()
         # --- state ---
         self.evals: list[ValidationEvaluation] = []
@@ -187,6 +189,7 @@ class ValidationSPPI(Callback):
 
     @override
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._validation_due = None  # the validation that follows the last training batch is running
         self._reset()
         if not self._handles:
             self._handles = [
@@ -504,12 +507,34 @@ class ValidationSPPI(Callback):
         self._remove_hooks()
 
     @override
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # whether a validation follows this batch: a checkpoint written now is taken before it
+        try:
+            loop = trainer.fit_loop.epoch_loop
+            follows = bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+        except Exception:
+            follows = False
+        self._validation_due = int(trainer.global_step) if follows else None
+
+    @override
+    def on_train_start(self, trainer, pl_module) -> None:
+        pending, self._pending_validation = self._pending_validation, None
+        if pending is not None and pending == trainer.global_step:
+            rank_zero_warn(
+                f"ValidationSPPI: the checkpoint was written at step {pending}, just before a validation "
+                "that Lightning does not run again on resume, so free SP-PI has no record for that step (its "
+                "figures come from the validation loop's own forward pass). Later validations are recorded "
+                "as usual."
+            )
+
+    @override
     def state_dict(self) -> dict[str, Any]:
-        return {"evals": [e.to_dict() for e in self.evals]}
+        return {"evals": [e.to_dict() for e in self.evals], "pending_validation": self._validation_due}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.evals = [ValidationEvaluation.from_dict(e) for e in state_dict.get("evals", [])]
+        self._pending_validation = state_dict.get("pending_validation")
 
 
 def validation_evaluations(trainer) -> list[ValidationEvaluation] | None:
