@@ -25,7 +25,7 @@ from pi_lightning.attributors import available_methods
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
 from pi_lightning.metrics.record import ValidationEvaluation
 from pi_lightning.reporting import write_report_from_checkpoint
-from pi_lightning.testing import tiny_classifier, toy_sentiment
+from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
 from pi_lightning.training import TextClassifier, TextDataModule
 
 
@@ -652,3 +652,111 @@ def test_free_validation_words_of_texts_cut_mid_word(gpt2_tok, tmp_path):
         "cr",
         "\ufffd",
     }
+
+
+# --------------------------------------------------------------------------- seams (issue 25)
+# Faults found where two parts meet: unreadable validation batches, an explain run killed mid-write or
+# run twice into one folder, a crafted value in a checkpoint.
+QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
+TEXTS = ["a good movie.", ".great fun", "it was.great", "Don't miss it!\nReally."]
+
+
+def _validate(module, loader, callbacks):
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    trainer.validate(module, dataloaders=loader, verbose=False)
+    return trainer
+
+
+def _reviews(n, seed=0):
+    return toy_sentiment(n, seed=seed, length=(2, 4))[0]
+
+
+def test_validation_sppi_names_the_batches_it_skips():
+    from pi_lightning.callbacks import ValidationSPPI
+    from pi_lightning.training import TextClassifier
+
+    tok = tiny_tokenizer("gpt2")
+    model = tiny_classifier("gpt2", tokenizer=tok)
+    dm = TextDataModule(tok, (TEXTS, [0, 1, 1, 0]), (TEXTS, [0, 1, 1, 0]), batch_size=2)
+
+    class TupleModule(TextClassifier):
+        def validation_step(self, batch, batch_idx):
+            ids, mask, y = batch
+            return super().validation_step({"input_ids": ids, "attention_mask": mask, "labels": y}, batch_idx)
+
+    tuples = torch.utils.data.DataLoader(
+        [(b["input_ids"], b["attention_mask"], b["labels"]) for b in dm.val_dataloader()], batch_size=None
+    )
+    cb = ValidationSPPI(tok)
+    expected = r"skipped 2 validation batches.*batches 0, 1 \(2\): it is a (tuple|list), not a mapping"
+    with pytest.warns(UserWarning, match=expected):
+        _validate(TupleModule(model).eval(), tuples, [cb])
+    assert [b["batch_idx"] for b in cb.skipped_batches] == [0, 1]
+    assert all("not a mapping" in b["reason"] for b in cb.skipped_batches)
+    assert cb.evals == []
+
+
+def test_explain_job_cleans_temporary_files_and_refuses_a_concurrent_run(tmp_path, gpt2_model, gpt2_tok):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from pi_lightning.jobs import explain_dataset, load_results
+
+    texts = _reviews(4)
+    explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, **QUIET)
+    left = [tmp_path / ".explanations.jsonl.4242.tmp", tmp_path / "shards" / ".shard-x.jsonl.4242.tmp"]
+    for p in left:  # what a killed run leaves behind
+        p.write_text("half a file")
+    assert not (tmp_path / ".lock").exists()  # released after the run
+    # a live run holds the folder: refused, in one clear sentence
+    (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    with pytest.raises(RuntimeError, match=r"Another explain run \(process \d+ .*\) is writing into"):
+        explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, **QUIET)
+    # a lock left by a killed run is taken over
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    assert explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, **QUIET).skipped == 1
+    assert not any(p.exists() for p in left) and not (tmp_path / ".lock").exists()
+    assert [r["text"] for r in load_results(tmp_path)] == texts
+
+
+def test_write_atomic_leaves_the_old_file_whole_when_a_write_fails(tmp_path):
+    from pi_lightning.jobs.explain import write_atomic
+
+    path = tmp_path / "explanations.jsonl"
+    write_atomic(path, "old\n")
+
+    def half(p):
+        p.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, half)
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["explanations.jsonl"]
+
+
+def test_a_checkpoint_value_never_reaches_the_html_unescaped(tmp_path):
+    from pi_lightning.metrics.record import ProbeEvaluation, ProbeHistory
+    from pi_lightning.reporting import write_report_from_checkpoint
+
+    ev = ProbeEvaluation(step=3, log_step=3, epoch=0, metrics={"gap": 0.1}, scores=[[0.5]], targets=[1])
+    ev.predictions, ev.as_auc, ev.ias_auc, ev.gap = [1], [0.6], [0.5], [0.1]
+    state = ProbeHistory("sp-pi", ["good"], [1], None, [[[0, 4]]], [ev]).state_dict()
+    state["evals"][0]["step"] = "<script>alert(1)</script>"
+    ckpt = tmp_path / "bad.ckpt"
+    torch.save({"callbacks": {"AttributionMonitor": state}}, ckpt)
+    with pytest.raises(ValueError, match=r"ProbeEvaluation has step='<script>.*expected an int"):
+        write_report_from_checkpoint(ckpt, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
