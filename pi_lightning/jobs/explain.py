@@ -6,18 +6,19 @@ Lightning's strategies spread the work over devices and nodes (``devices``, ``nu
 progress bar shows it, and a :class:`~lightning.pytorch.callbacks.BasePredictionWriter` writes the
 results of each rank as shard files. Nothing here schedules processes itself.
 
-Shards are defined by the example ids alone (:func:`plan_shards`: ids in the order of a stable hash,
-cut where a second hash says so), so they are the same whatever the number of processes, the order
-of the data or a rerun, and adding or removing an example changes only the shard it falls in; one
-shard is one predict batch. A shard file is written atomically with a sidecar that records a
-digest of its examples (ids, texts, labels): a rerun skips every shard whose sidecar matches and
-redoes the others, so an interrupted job resumes where it stopped and a changed example is
-re-explained. ``job.json`` holds the settings, a digest of the model's weights (the same name with
-other weights or another adapter is another job) and the manifest of the current input's shards:
-:func:`load_results` returns exactly those, and shard files of examples no longer in the input are
-deleted. One run at a time writes into a folder (a lock file; a second run is refused with a clear
-error); temporary files of killed runs are removed. Memory is bounded by the shard size (examples
-held at once) and the attributor's token budget ``max_tokens`` (tokens per forward batch).
+Shards are defined by the example ids alone (:func:`plan_shards`: ids in their natural order, cut
+where a stable hash of the id says so), so they are the same whatever the number of processes, the
+order of the data or a rerun, and adding or removing an example changes only the shards up to the
+next cut point (appended rows: the last one); one shard is one predict batch. A shard file is
+written atomically with a sidecar that records a digest of its examples (ids, texts, labels): a
+rerun skips every shard whose sidecar matches and redoes the others, so an interrupted job resumes
+where it stopped and a changed example is re-explained. ``job.json`` holds the settings, a digest of
+the model's weights (the same name with other weights or another adapter is another job) and the
+manifest of the current input's shards: :func:`load_results` returns exactly those, and shard files
+of examples no longer in the input are deleted. One run at a time writes into a folder (a lock file;
+a second run is refused with a clear error); temporary files of killed runs are removed. Memory is
+bounded by the shard size (examples held at once) and the attributor's token budget ``max_tokens``
+(tokens per forward batch).
 
 Each result row holds: ``id``, ``index`` (position in the input data), ``text``, ``label``,
 ``target`` (the explained class), ``prediction``, ``probs``, ``method``, ``output``,
@@ -94,45 +95,50 @@ def read_examples(
     )
 
 
-def _id_hash(example_id: str) -> tuple[int, int]:
-    """Two stable 64-bit hashes of an id: its place in the hash order, and whether a shard ends there."""
-    digest = hashlib.sha1(example_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:16], "big")
+def _id_hash(example_id: str) -> int:
+    """A stable 64-bit hash of an id (independent of the platform and the process; no Python ``hash``)."""
+    return int.from_bytes(hashlib.sha1(example_id.encode("utf-8")).digest()[:8], "big")
 
 
-_TAIL = "f" * 16  # the key of the last shard: the end of the hash space
+def _id_order(example_id: str) -> tuple:
+    """Ids in natural order: row numbers numerically ("2" before "10"), then the others as strings."""
+    return (0, int(example_id), "") if example_id.isdigit() else (1, 0, example_id)
+
+
+_TAIL = "tail"  # the key of the last shard when it does not end at a cut point
 
 
 def plan_shards(ids: Sequence[str], shard_size: int) -> dict[str, list[int]]:
     """Split examples into shards that stay the same when examples are added or removed.
 
-    Examples are put in the order of a stable hash of their id, and a shard ends after each example
-    whose second hash is divisible by ``shard_size`` (content-defined cut points: ``shard_size`` examples
-    per shard on average), or once a shard holds ``4 * shard_size``. Adding or removing an example
-    changes only the shard it falls in (not a count that depends on how many examples there are), and
-    the result does not depend on the order of the data or the number of processes.
+    Examples are put in the natural order of their ids (not of the data), and a shard ends after each
+    example whose id hashes to a multiple of ``shard_size`` (content-defined cut points), or once it
+    holds ``shard_size`` examples. A shard's key is the hash of the id it ends at, so adding or removing
+    an example changes only the shards from it to the next cut point (appended rows: the last shard
+    only), never all of them (as a hash modulo a count of shards that depends on the number of examples
+    would); the plan does not depend on the order of the data or the number of processes.
 
     Args:
         ids: the example ids (unique).
-        shard_size: the mean number of examples per shard.
+        shard_size: the most examples in one shard.
 
     Returns:
-        ``{key: [positions in ids]}``; a key is the hash (16 hex digits) where its shard ends.
+        ``{key: [positions in ids]}``.
 
     Example:
         >>> ids = [str(i) for i in range(40)]
         >>> before = plan_shards(ids, 8)
-        >>> after = plan_shards(ids + ["new"], 8)
-        >>> sum(before[k] != after.get(k) for k in before)  # only the new example's shard changed
+        >>> after = plan_shards(ids + ["40"], 8)
+        >>> sum(before[k] != after.get(k) for k in before)  # only the last shard changed
         1
     """
-    order = sorted(range(len(ids)), key=lambda i: (_id_hash(ids[i])[0], ids[i]))
+    order = sorted(range(len(ids)), key=lambda i: _id_order(ids[i]))
     shards: dict[str, list[int]] = {}
     current: list[int] = []
     for i in order:
-        h, cut = _id_hash(ids[i])
+        h = _id_hash(ids[i])
         current.append(i)
-        if cut % shard_size == 0 or len(current) >= 4 * shard_size:
+        if h % shard_size == 0 or len(current) >= shard_size:
             shards[f"{h:016x}"] = current
             current = []
     if current:
@@ -600,7 +606,8 @@ def explain_dataset(
         method, method_kwargs: the attribution method and its settings.
         target: ``"predicted"``, ``"label"`` or a class index.
         max_tokens: token budget per forward batch (bounds memory); default the method's.
-        shard_size: examples per shard on the first run (one predict batch; the progress bar counts shards).
+        shard_size: the most examples in one shard, fixed by the first run (one predict batch; the
+            progress bar counts shards).
         format: ``"jsonl"`` or ``"parquet"`` (needs pyarrow).
         text_column, label_column, id_column, labels, label_names: see
             :func:`pi_lightning.data.load_examples` (``label_column=None``: ``"label"`` if present);
