@@ -406,6 +406,8 @@ def read_rows(path: str | os.PathLike) -> list:
 
 def _label_index(y, names: Sequence[str] | None, where: str):
     """A class index from one raw label: ``("int", k)`` or ``("name", name)``; raises for anything else."""
+    if hasattr(y, "item") and getattr(y, "ndim", 0) == 0:  # a NumPy or torch scalar
+        y = y.item()
     if isinstance(y, bool):
         raise DataSourceError(f"{where}: label {y!r} is a boolean; give class indices (0, 1, ...) or names.")
     if isinstance(y, int):
@@ -497,7 +499,7 @@ def load_examples(
         and len(data) == 2
         and not isinstance(data[0], str)
         and isinstance(data[0], Sequence)
-        and isinstance(data[1], Sequence)
+        and hasattr(data[1], "__len__")
         and not isinstance(data[1], str)
         and len(data[0]) == len(data[1])
         and all(isinstance(t, str) for t in data[0])

@@ -720,7 +720,7 @@ def test_explain_job_cleans_temporary_files_and_refuses_a_concurrent_run(tmp_pat
     assert not (tmp_path / ".lock").exists()  # released after the run
     # a live run holds the folder: refused, in one clear sentence
     (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-    with pytest.raises(RuntimeError, match=r"Another explain run \(process \d+ .*\) is writing into"):
+    with pytest.raises(FileExistsError, match=r"Another explain run \(process \d+ .*\) is writing into"):
         explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, **QUIET)
     # a lock left by a killed run is taken over
     dead = subprocess.run(

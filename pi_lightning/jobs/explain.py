@@ -51,6 +51,7 @@ from pi_lightning.data import _pyarrow, load_examples
 __all__ = [
     "ExplainModule",
     "ExplainSummary",
+    "FolderInUseError",
     "ShardWriter",
     "explain_dataset",
     "load_job",
@@ -409,6 +410,10 @@ def _remove_stale_shards(out_dir: Path, keys: set[str]) -> None:
             path.unlink(missing_ok=True)
 
 
+class FolderInUseError(FileExistsError):
+    """Another explain run holds the output folder (its lock file exists and its process is alive)."""
+
+
 class _JobLock:
     """One explain run at a time per output folder: a lock file created exclusively, holding the owner's
     host and process id; a lock whose process is gone (a killed run on this host) is taken over."""
@@ -431,7 +436,7 @@ class _JobLock:
                 if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
                     self.path.unlink(missing_ok=True)  # left by a run that was killed
                     continue
-                raise RuntimeError(
+                raise FolderInUseError(
                     f"Another explain run (process {owner.get('pid', '?')} on {owner.get('host', '?')}) is "
                     f"writing into {self.path.parent}: wait for it to finish, or use another output folder. "
                     f"If no such run exists, delete {self.path}."
