@@ -191,6 +191,14 @@ class ValidationSPPI(Callback):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._validation_due = None  # the validation that follows the last training batch is running
         self._reset()
+        if self._anchor is not None and not self._featurizer.prefix_ids:
+            # no token precedes the texts: p_0 is the anchor's output. Computed here, on every rank at the
+            # same point (a sharded model's forward is collective), not when the first batch needs it.
+            try:
+                self._anchor_outputs("cpu")
+            except Exception as e:  # never stop training for it: those rows are skipped instead
+                rank_zero_warn(f"ValidationSPPI could not run the model on the anchor token ({e!r}).")
+                self._anchor_values = torch.full((1,), float("nan"), dtype=torch.float64)
         if not self._handles:
             self._handles = [
                 self._head.register_forward_hook(self._hook),
@@ -293,12 +301,18 @@ class ValidationSPPI(Callback):
             f"their examples have no attribution: {'; '.join(parts)}."
         )
 
-    def _anchor_outputs(self, device) -> torch.Tensor:
+    def _anchor_outputs(self, device) -> torch.Tensor | None:
         """``(C,)`` the model's outputs on the anchor token alone (SP-PI's p_0 when nothing precedes the
-        text), one one-token pass per validation (the weights do not change within one)."""
+        text), one one-token pass per validation (the weights do not change within one); ``None`` when
+        they are not finite (a diverged model: those rows are skipped as non-finite, training goes on)."""
         if self._anchor_values is None:
-            [lg] = ClassifierAdapter(self._model).forward_positions([[self._anchor]], [[0]])  # (1, C)
-            self._anchor_values = transform_outputs(lg[0].float(), self.output)
+            try:
+                [lg] = ClassifierAdapter(self._model).forward_positions([[self._anchor]], [[0]])  # (1, C)
+                self._anchor_values = transform_outputs(lg[0].float(), self.output)
+            except FloatingPointError:  # the adapter's "non-finite outputs" error
+                self._anchor_values = torch.full((1,), float("nan"), dtype=torch.float64)
+        if not bool(torch.isfinite(self._anchor_values).all()):
+            return None
         return self._anchor_values.to(device)
 
     def _check_padding(self, mask: torch.Tensor) -> None:
@@ -387,6 +401,12 @@ class ValidationSPPI(Callback):
             target = logits[torch.arange(B, device=dev), last.clamp(min=0)].argmax(-1)
         values = transform_outputs(logits.float(), self.output)  # (B, T, C) float64
         finite = (torch.isfinite(values).all(-1) | ~mask).all(1)  # (B,)
+        first_end = first_end.to(dev)
+        anchor = None
+        if bool((first_end >= 0).any()):
+            anchor = self._anchor_outputs(dev)
+            if anchor is None:  # rows scored against a non-finite anchor output are non-finite too
+                finite &= first_end < 0
         use = ok.to(dev) & finite
         if keep is not None:
             use &= keep.to(dev)
@@ -397,10 +417,9 @@ class ValidationSPPI(Callback):
         p = values.gather(2, target.view(B, 1, 1).expand(B, T, 1)).squeeze(2)  # (B, T)
         p = torch.where(use[:, None] & mask, p, torch.zeros_like(p))  # no NaN beyond this point
         phi, scored = progressive_differences(p, is_end.to(dev) & use[:, None])
-        first_end = first_end.to(dev)
         anchored = use & (first_end >= 0)  # (B,) rows whose first word is scored against the anchor
-        if bool(anchored.any()):
-            p0 = self._anchor_outputs(dev)[target]  # (B,)
+        if anchor is not None and bool(anchored.any()):
+            p0 = anchor[target]  # (B,)
             rows = torch.arange(B, device=dev)
             col = first_end.clamp(min=0)
             phi[rows, col] = torch.where(anchored, p[rows, col] - p0, phi[rows, col])
