@@ -2,8 +2,9 @@
 
 The user's ``validation_step`` already runs the classifier on every validation batch, and the
 head ``score`` already computes its output at every position. A forward hook on the head keeps
-that ``(B, T, C)`` tensor, so SP-PI of every validation example costs no extra forward pass: only
-a few vectorised tensor operations per batch.
+that ``(B, T, C)`` tensor, so SP-PI of every validation example costs no extra forward pass over
+the validation set: only a few vectorised tensor operations per batch (and, when no token precedes
+the texts, one one-token pass per validation for the reference p_0).
 
 What the LightningModule must expose:
   * the Hugging Face model as an attribute (``model="model"`` by default) or through a getter;
