@@ -318,6 +318,10 @@ def test_the_same_mistake_has_the_same_words_in_every_subcommand(no_model, capsy
             ["a text", "--model", "testing:gpt2", "--template", "Review: {txt}"],
         ),
         (["--data.dataset", "missing.csv"], ["missing.csv", "--model", "testing:gpt2"]),
+        (
+            ["--data.dataset", "d.csv", "--data.text_column", "review", "--data.label_column", "stars"],
+            ["d.csv", "--model", "testing:gpt2", "--text-column", "review", "--label-column", "stars"],
+        ),
     ]
     for finetune_args, explain_args in pairs:
         a = _one_line(["finetune", "--fast", *finetune_args], capsys).split(": error: ", 1)[1]
