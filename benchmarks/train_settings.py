@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     from pi_lightning.data import load_movie_reviews
+    from pi_lightning.features import Featurizer
     from pi_lightning.training import FinetuneClassifier
 
     torch.manual_seed(0)
@@ -94,9 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     val = load_movie_reviews(source, "val", seed=0).subset(args.val)
 
     def encode(texts):
-        return tok(
-            [args.template.format(text=t) for t in texts], truncation=True, max_length=args.max_length
-        )["input_ids"]
+        return Featurizer(tok, template=args.template, max_length=args.max_length).encode(texts)
 
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
     used = order[: args.steps * args.batch_size]

@@ -24,7 +24,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["GRANULARITIES", "Features", "Featurizer", "feature_char_spans", "group_tokens"]
+__all__ = [
+    "GRANULARITIES",
+    "Features",
+    "Featurizer",
+    "check_template",
+    "feature_char_spans",
+    "group_tokens",
+]
 
 GRANULARITIES = ("token", "word", "sentence")
 
@@ -124,11 +131,7 @@ class Featurizer:
             raise ValueError(
                 f"Unknown granularity {granularity!r}: expected one of {', '.join(GRANULARITIES)}."
             )
-        if not isinstance(template, str) or template.count("{text}") != 1:
-            raise ValueError(
-                f"template must contain exactly one '{{text}}' placeholder, got {template!r}. "
-                "Example: 'Review: {text}\\nSentiment:'."
-            )
+        check_template(template)
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError(
                 f"pi_lightning needs a fast tokenizer (offset mappings), got {type(tokenizer).__name__}. "
@@ -170,15 +173,7 @@ class Featurizer:
         # Offsets relative to `text`; tokens inside the moved whitespace clamp to 0.
         offs = [(max(a - len(lead), 0), max(b - len(lead), 0)) for a, b in enc["offset_mapping"]]
 
-        budget = None
-        if self.max_length is not None:
-            budget = self.max_length - len(self._prefix_ids) - len(self._suffix_ids)
-            if budget < 1:
-                raise ValueError(
-                    f"The template's fixed context takes {len(self._prefix_ids) + len(self._suffix_ids)} "
-                    f"tokens, leaving no room for text within the model's {self.max_length}-token context. "
-                    "Shorten the template."
-                )
+        budget = self._budget()
         n_tokens = len(ids)
         if budget is not None and len(ids) > budget:
             ids, offs = ids[:budget], offs[:budget]
@@ -195,16 +190,8 @@ class Featurizer:
                         offs[: groups[-1][1]] if groups else [],
                     )
                     break
-        if budget is not None and len(ids) < n_tokens and not self._warned_truncation:
-            warnings.warn(
-                f"A text of {n_tokens} tokens does not fit the model's context of {self.max_length} tokens "
-                f"with the template, also when every feature is masked by {self.mask_tokens} tokens: the "
-                f"attributed text is truncated to {len(ids)} tokens and the fixed context kept (warned "
-                "once).",
-                UserWarning,
-                stacklevel=2,
-            )
-            self._warned_truncation = True
+        if budget is not None and len(ids) < n_tokens:
+            self._warn_truncation(n_tokens, len(ids))
         if not groups:
             raise ValueError(f"The text {text!r} produced no tokens to attribute.")
         base = len(self._prefix_ids)
@@ -225,15 +212,85 @@ class Featurizer:
             space_before=tuple(space_before),
         )
 
+    @property
+    def prefix_ids(self) -> list[int]:
+        """Token ids of the template's context before the text (with the tokenizer's BOS, if it adds one)."""
+        return list(self._prefix_ids)
+
+    def _budget(self) -> int | None:
+        """Tokens left for the text within ``max_length`` once the template's context is in (``None``:
+        no limit)."""
+        if self.max_length is None:
+            return None
+        budget = self.max_length - len(self._prefix_ids) - len(self._suffix_ids)
+        if budget < 1:
+            raise ValueError(
+                f"The template's fixed context takes {len(self._prefix_ids) + len(self._suffix_ids)} "
+                f"tokens, leaving no room for text within the model's {self.max_length}-token context. "
+                "Shorten the template."
+            )
+        return budget
+
+    def _warn_truncation(self, n_tokens: int, kept: int) -> None:
+        if self._warned_truncation:
+            return
+        warnings.warn(
+            f"A text of {n_tokens} tokens does not fit the model's context of {self.max_length} tokens "
+            f"with the template, also when every feature is masked by {self.mask_tokens} tokens: the "
+            f"attributed text is truncated to {kept} tokens and the fixed context kept (warned once).",
+            UserWarning,
+            stacklevel=3,
+        )
+        self._warned_truncation = True
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """The model input ids of each text: the template's context and the text, laid out and truncated
+        exactly as :meth:`__call__` does (its ``input_ids``), in one batched tokenizer call.
+
+        The one template encoding of pi_lightning: training (:class:`~pi_lightning.training.TextDataModule`),
+        validation, the recipes and every attributor use these ids, so a model is explained on the very
+        inputs it was trained on (tokenizing ``template.format(text=...)`` as one string differs with
+        SentencePiece-style tokenizers around a newline or a template's suffix).
+
+        Args:
+            texts: the texts (non-empty strings).
+
+        Example:
+            >>> from pi_lightning.testing import tiny_tokenizer
+            >>> fz = Featurizer(tiny_tokenizer("llama"), template="Review: {text}\\nSentiment:")
+            >>> fz.encode(["a good movie"])[0] == list(fz("a good movie").input_ids)
+            True
+        """
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(
+                    f"Text {i} is empty or not a string ({t!r}): every text needs at least one word."
+                )
+        if self.mask_tokens:  # truncation then also depends on the features: the full path
+            return [list(self(t).input_ids) for t in texts]
+        budget = self._budget()
+        enc = self.tokenizer([self._lead_ws + t for t in texts], add_special_tokens=False)["input_ids"]
+        out = []
+        for ids in enc:
+            ids = list(ids)
+            if budget is not None and len(ids) > budget:
+                self._warn_truncation(len(ids), budget)
+                ids = ids[:budget]
+            out.append(self._prefix_ids + ids + self._suffix_ids)
+        return out
+
     def from_token_ids(self, rows: Sequence[Sequence[int]]) -> list[Features | None]:
         """Features of inputs that are already tokenized (e.g. the rows of a validation batch, padding
         removed), with the same segmentation as texts get; one batched decode and re-tokenization.
 
         The attributed text of a row is the run from its first to its last token that is not a special
         token of the tokenizer, decoded; the tokens before it (a BOS) are the fixed context and those
-        after it (an EOS) the suffix. The template and ``max_length`` play no part. Character offsets come
-        from re-tokenizing the decoded text or, where the tokens do not round-trip (e.g. a text cut
-        mid-word by truncation), from the decoded length of each prefix.
+        after it (an EOS) the suffix. With a template (not ``"{text}"``), a row that starts with the
+        template's context ids and ends with its suffix ids (what :meth:`encode` makes) has those as its
+        context and suffix instead, as :meth:`__call__` would. ``max_length`` plays no part. Character
+        offsets come from re-tokenizing the decoded text or, where the tokens do not round-trip (e.g. a
+        text cut mid-word by truncation), from the decoded length of each prefix.
 
         Args:
             rows: token id lists.
@@ -251,10 +308,17 @@ class Featurizer:
             True
         """
         special = {int(i) for i in (getattr(self.tokenizer, "all_special_ids", None) or [])}
+        pre, suf = self._prefix_ids, self._suffix_ids
+        templated = self.template != "{text}"
         bounds: list[tuple[int, int] | None] = []
         segs: list[list[int]] = []
         for row in rows:
             row = [int(t) for t in row]
+            b = len(row) - len(suf)
+            if templated and b > len(pre) and row[: len(pre)] == pre and row[b:] == suf:
+                bounds.append((len(pre), b))  # the template's context and suffix, as __call__ lays them out
+                segs.append(row[len(pre) : b])
+                continue
             text_pos = [t for t, tid in enumerate(row) if tid not in special]
             bounds.append((text_pos[0], text_pos[-1] + 1) if text_pos else None)
             segs.append(row[text_pos[0] : text_pos[-1] + 1] if text_pos else [])
@@ -299,6 +363,24 @@ class Featurizer:
         return offs
 
 
+def check_template(template) -> str:
+    """Check a template (one ``{text}`` placeholder) and return it; the one wording of this mistake for the
+    attributors, the training data, the callbacks and every console subcommand.
+
+    Example:
+        >>> check_template("Review: {txt}")
+        Traceback (most recent call last):
+        ...
+        ValueError: template must contain exactly one '{text}' placeholder, got 'Review: {txt}'. Example: ...
+    """
+    if not isinstance(template, str) or template.count("{text}") != 1:
+        raise ValueError(
+            f"template must contain exactly one '{{text}}' placeholder, got {template!r}. "
+            "Example: 'Review: {text}\\nSentiment:'."
+        )
+    return template
+
+
 def group_tokens(
     text: str, offs: Sequence[tuple[int, int]], granularity: str = "word"
 ) -> list[tuple[int, int]]:
@@ -307,9 +389,10 @@ def group_tokens(
     The one segmentation of pi_lightning: :class:`Featurizer` calls it for texts and for already
     tokenized inputs (:meth:`Featurizer.from_token_ids`, what the free validation mode uses). A token
     belongs to the unit (word or sentence, see ``_WORD_RE`` / ``_SENTENCE_RE``) that contains its first
-    non-space character; a feature starts at the first token that reaches a new unit, so tokens that
-    cover two units merge them, and whitespace-only tokens stay with the feature before them (or join
-    the first one).
+    non-space character; a feature starts at the first token that reaches a new unit. A token is never
+    split: one that covers two units merges them (with ``".g"``, ``"reat"`` from ``"it was.great"``,
+    ``.great`` is one feature, not ``.g`` and ``reat``), and whitespace-only tokens stay with the
+    feature before them (or join the first one).
 
     Args:
         text: the text the tokens were made from.
@@ -319,6 +402,8 @@ def group_tokens(
     Example:
         >>> group_tokens("don't go", [(0, 3), (3, 5), (5, 8)])
         [(0, 2), (2, 3)]
+        >>> group_tokens("it was.great", [(0, 2), (2, 6), (6, 8), (8, 12)])  # ".g" covers "." and "great"
+        [(0, 1), (1, 2), (2, 4)]
     """
     if granularity == "token":
         # Each token that carries a new non-space character is a unit; byte-fallback pieces of
@@ -344,12 +429,18 @@ def group_tokens(
                 pending = t
             continue
         unit = bisect.bisect_right(unit_starts, c) - 1
+        # the unit of its last non-space character: a token that covers two units ("it was.great" ->
+        # ".g", "reat") reaches into the second one, and what follows in that unit joins its feature
+        e = b - 1
+        while e > c and text[e].isspace():
+            e -= 1
+        reach = bisect.bisect_right(unit_starts, e) - 1
         if not groups or unit > last_unit:
             groups.append((t if pending is None else pending, t + 1))
             pending = None
-            last_unit = max(unit, last_unit)
         else:
             groups[-1] = (groups[-1][0], t + 1)
+        last_unit = max(unit, reach, last_unit)
     return groups
 
 

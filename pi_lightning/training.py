@@ -5,7 +5,8 @@ so the callbacks can be shown (and tested) dropping into one.
 
 * :class:`TextClassifier` trains a given transformers model (held as ``self.model``) with AdamW,
   warm-up and an optional cosine schedule; :class:`TextDataModule` tokenizes ``(texts, labels)``
-  with a template and yields dicts with ``input_ids``, ``attention_mask`` and ``labels`` (what
+  with a template (:meth:`pi_lightning.features.Featurizer.encode`, the explainers' own encoding)
+  and yields dicts with ``input_ids``, ``attention_mask`` and ``labels`` (what
   :class:`~pi_lightning.callbacks.ValidationSPPI` reads).
 * :class:`FinetuneClassifier` and :class:`ReviewDataModule` are the recipes' (and
   ``pi-lightning finetune``'s) pair: a model loaded by name, optionally with LoRA, and the
@@ -121,7 +122,8 @@ class TextDataModule(pl.LightningDataModule):
         train, val: ``(texts, labels)`` pairs, or objects with ``.texts`` and ``.labels``.
         template: text layout with one ``{text}`` placeholder.
         batch_size: examples per batch.
-        max_length: truncate longer inputs to this many tokens.
+        max_length: truncate longer inputs to this many tokens (the text is cut, the template's
+            context kept, as the explainers do: :meth:`~pi_lightning.features.Featurizer.encode`).
         seed: shuffling seed for the training loader.
         shuffle: shuffle the training set each epoch.
     """
@@ -140,10 +142,12 @@ class TextDataModule(pl.LightningDataModule):
         super().__init__()
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer has no pad token: set tokenizer.pad_token = tokenizer.eos_token.")
-        if "{text}" not in template:
-            raise ValueError(f"template needs a '{{text}}' placeholder, got {template!r}.")
+        from pi_lightning.features import Featurizer
+
         self.tokenizer = tokenizer
         self.template = template
+        # The one template encoding (the explainers' own): a model is explained on what it was trained on.
+        self.featurizer = Featurizer(tokenizer, "token", template=template, max_length=max_length)
         self.batch_size = batch_size
         self.max_length = max_length
         self.seed = seed
@@ -153,10 +157,7 @@ class TextDataModule(pl.LightningDataModule):
 
     def _encode(self, split) -> _Encoded:
         texts, labels = (split.texts, split.labels) if hasattr(split, "texts") else split
-        enc = self.tokenizer(
-            [self.template.format(text=t) for t in texts], truncation=True, max_length=self.max_length
-        )["input_ids"]
-        return _Encoded(enc, labels)
+        return _Encoded(self.featurizer.encode(texts), labels)
 
     def _collate(self, rows):
         # (B, width) right-padded ids and mask
@@ -272,8 +273,18 @@ class ReviewDataModule(pl.LightningDataModule):
 
     Args:
         tokenizer_name: model name whose tokenizer to use (the recipes link it to the model's name).
-        dataset: ``"rotten_tomatoes"``, ``"imdb"`` or a path to a ``.csv`` / ``.jsonl`` file.
+        dataset: ``"rotten_tomatoes"``, ``"imdb"`` or a path to a ``.csv`` / ``.jsonl`` / ``.parquet``
+            file (read by :func:`pi_lightning.data.load_examples`, like the probe sets and the explain job).
+            A file alone is split (seeded, label-stratified 80/10/10) unless ``split_column`` or
+            ``val_dataset`` says how the user split it.
         text_column, label_column: the file's columns.
+        val_dataset, test_dataset: the user's own validation and test files: ``dataset`` is then the
+            training file, and no file is re-split (the probe set comes from ``test_dataset``, or from
+            the validation file without one).
+        split_column: a column of ``dataset`` naming each row's split (``train``, ``val`` /
+            ``validation`` / ``dev``, ``test``): the file is split by it, not re-split.
+        label_names: class names in index order, needed when a file's labels are names (``pos``);
+            recorded as ``label_names``.
         n_train, n_val: examples used (``None``: the whole split).
         n_probe: held-out test examples explained by the callbacks.
         probe_max_words: only probe texts with at most this many words (keeps CPU runs short).
@@ -288,6 +299,10 @@ class ReviewDataModule(pl.LightningDataModule):
         dataset: str = "rotten_tomatoes",
         text_column: str = "text",
         label_column: str = "label",
+        val_dataset: str | None = None,
+        test_dataset: str | None = None,
+        split_column: str | None = None,
+        label_names: list[str] | None = None,
         n_train: int | None = None,
         n_val: int | None = 256,
         n_probe: int = 16,
@@ -302,11 +317,36 @@ class ReviewDataModule(pl.LightningDataModule):
         from pi_lightning.models import load_tokenizer
 
         self.tokenizer = load_tokenizer(tokenizer_name)
+        if test_dataset is not None and val_dataset is None:
+            raise ValueError("test_dataset needs val_dataset: give the validation file too.")
+        if split_column is not None and val_dataset is not None:
+            raise ValueError("Give either split_column or val_dataset / test_dataset, not both.")
         if dataset in ("rotten_tomatoes", "imdb"):
+            if val_dataset is not None or split_column is not None:
+                raise ValueError(
+                    f"{dataset!r} is a built-in dataset with its own splits: val_dataset / split_column "
+                    "are for your own files."
+                )
             splits = {s: load_movie_reviews(dataset, s, seed=seed) for s in ("train", "val", "test")}
+        elif val_dataset is not None:  # the user's own files, as they are
+            files = {"train": dataset, "val": val_dataset, "test": test_dataset or val_dataset}
+            splits = {
+                s: load_text_file(
+                    f, text_column, label_column, fractions=None, label_names=label_names, split=s
+                )
+                for s, f in files.items()
+            }
         else:
             splits = {
-                s: load_text_file(dataset, text_column, label_column, s, seed=seed)
+                s: load_text_file(
+                    dataset,
+                    text_column,
+                    label_column,
+                    s,
+                    seed=seed,
+                    label_names=label_names,
+                    split_column=split_column,
+                )
                 for s in ("train", "val", "test")
             }
         train, val, test = splits["train"], splits["val"], splits["test"]

@@ -17,6 +17,7 @@ import torch
 
 from pi_lightning import SPPI
 from pi_lightning.data import load_movie_reviews
+from pi_lightning.features import Featurizer
 from pi_lightning.inference import ClassifierAdapter, model_mode, token_budget_batches
 from pi_lightning.models import DEFAULT_MODEL, load_classifier
 
@@ -31,8 +32,9 @@ def fit_linear_probe(
     predictions are then meaningful, not only the final one.
     """
     adapter = ClassifierAdapter(model, max_tokens=max_tokens)
-    seqs = [tokenizer(template.format(text=t))["input_ids"] for t in texts]
-    start = len(tokenizer(template.split("{text}")[0].rstrip())["input_ids"])
+    fz = Featurizer(tokenizer, template=template)
+    seqs = fz.encode(texts)  # the explainers' own encoding of the template
+    start = len(fz.prefix_ids)
     feats = [None] * len(seqs)
     grabbed: list[torch.Tensor] = []
     handle = adapter.head.register_forward_hook(lambda m, inp, out: grabbed.append(inp[0]))

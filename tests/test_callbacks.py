@@ -110,7 +110,7 @@ def test_callbacks_do_not_change_training(gpt2_tok, tmp_path):
     _, with_cb = _fit(gpt2_tok, cbs, tmp_path / "a", val_check_interval=3)
     _, without = _fit(gpt2_tok, [], tmp_path / "b", val_check_interval=3)
     assert all(len(c.evals) >= 2 for c in cbs)
-    for (n1, p1), (n2, p2) in zip(with_cb.state_dict().items(), without.state_dict().items(), strict=False):
+    for (n1, p1), (n2, p2) in zip(with_cb.state_dict().items(), without.state_dict().items(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2), n1
 
 
@@ -171,9 +171,9 @@ def test_resume_keeps_history(gpt2_tok, tmp_path):
         shuffle=False,
     )
     assert [e.step for e in resumed.evals] == [e.step for e in full.evals]
-    for a, b in zip(resumed.evals, full.evals, strict=False):
+    for a, b in zip(resumed.evals, full.evals, strict=True):
         assert a.metrics["as_auc"] == pytest.approx(b.metrics["as_auc"], abs=1e-6)
-        for sa, sb in zip(a.scores, b.scores, strict=False):
+        for sa, sb in zip(a.scores, b.scores, strict=True):
             assert sa == pytest.approx(sb, abs=1e-6)
     from pi_lightning.reporting import write_report_from_checkpoint
 
@@ -316,7 +316,7 @@ def test_wandb_run_holds_highlighted_text_for_each_probe_example(gpt2_tok, tmp_p
     for i, text in enumerate(texts):
         media = values.get(f"pi/sp-pi/highlighted/{i:02d}")
         assert media is not None and len(media) == len(sp.evals), sorted(values)
-        for value, record in zip(media, sp.evals, strict=False):
+        for value, record in zip(media, sp.evals, strict=True):
             assert value["_type"] == "html-file"
             page = (run_files / value["path"]).read_text(encoding="utf-8")
             spans = page.count("<span title=")
@@ -360,7 +360,7 @@ def test_bad_probe_and_arguments(gpt2_tok):
 def test_probe_larger_than_val_and_one_feature_text(gpt2_tok, tmp_path):
     texts = PROBE[0] * 5 + ["great"]
     labels = PROBE[1] * 5 + [1]
-    mon = AttributionMonitor(gpt2_tok, list(zip(texts, labels, strict=False)), "sp-pi")
+    mon = AttributionMonitor(gpt2_tok, list(zip(texts, labels, strict=True)), "sp-pi")
     _fit(gpt2_tok, [mon], tmp_path, epochs=1)
     assert len(mon.evals[0].scores) == len(texts) > len(VAL[0])
     assert len(mon.evals[0].scores[-1]) == 1
@@ -378,9 +378,9 @@ def test_ddp_two_processes_match_single(tmp_path):
     assert (
         len(a["as_auc"]) == len(b["as_auc"]) == 2
     )  # (steps differ: each rank sees half the training batches)
-    for x, y in zip(a["as_auc"], b["as_auc"], strict=False):
+    for x, y in zip(a["as_auc"], b["as_auc"], strict=True):
         assert x == pytest.approx(y, abs=1e-6)
-    for x, y in zip(a["ias_auc"], b["ias_auc"], strict=False):
+    for x, y in zip(a["ias_auc"], b["ias_auc"], strict=True):
         assert x == pytest.approx(y, abs=1e-6)
 
 
@@ -407,11 +407,10 @@ def test_free_sppi_equals_sppi_attributor(tiny, tmp_path):
     got = {w["word"]: w["mean_phi"] for w in free.evals[-1].top_words}
     [ref] = SPPI(model, tok).attribute(text, target=label)
     words = ref.features.texts
-    # the first word of the sequence is the free mode's reference (p_0): a BOS token when the tokenizer
-    # adds one (then every text word is scored, as in SP-PI), else the text's first word.
-    skip = 0 if ref.features.context_end > 0 else 1
+    # every word is scored, the first one included: against the BOS token when the tokenizer adds one,
+    # else against the anchor token alone, as SP-PI does.
     want: dict[str, list[float]] = {}  # words that occur twice average their phis
-    for w, s in zip(words[skip:], ref.scores[skip:].tolist(), strict=False):
+    for w, s in zip(words, ref.scores.tolist(), strict=True):
         want.setdefault(w, []).append(s)
     assert set(got) == set(want), (got, want)
     for w, ss in want.items():
@@ -446,7 +445,7 @@ def test_gap_fractions_and_steps_aligned_with_validation(gpt2_tok, tmp_path):
     m = exact.evals[-1].metrics
     assert m["gap"] == pytest.approx(m["as_auc"] - m["ias_auc"], abs=1e-12) and m["gap_ci"] > 0
     assert exact.evals[-1].gap == pytest.approx(
-        [a - b for a, b in zip(exact.evals[-1].as_auc, exact.evals[-1].ias_auc, strict=False)]
+        [a - b for a, b in zip(exact.evals[-1].as_auc, exact.evals[-1].ias_auc, strict=True)]
     )
     # Same model state, fixed fractions: identical on short texts (n + 1 <= 11: every step is a fraction).
     short = (["a good movie", "bad plot, dull cast"], [1, 0])

@@ -149,7 +149,8 @@ def test_model_and_data_resolution(tmp_path, monkeypatch):
     assert check_data_source(tmp_path / "rows.jsonl") == "file"
     (tmp_path / "rows.txt").write_text("fine\n")
     with pytest.raises(
-        DataSourceError, match=r"^Unsupported data file 'rows.txt': expected a .csv or .jsonl file.$"
+        DataSourceError,
+        match=r"^Unsupported data file 'rows.txt': expected a .csv, .jsonl or .parquet file.$",
     ):
         check_data_source(tmp_path / "rows.txt")
     with pytest.raises(DataSourceError, match=r"\(is a folder\)"):

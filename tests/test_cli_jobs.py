@@ -82,7 +82,7 @@ def test_explain_texts_then_file_then_mine_shortcuts(tmp_path, capsys):
 
 def test_bad_arguments_are_explained(tmp_path, capsys):
     assert explain.main(["missing.csv", "--model", "testing:gpt2", "--out", str(tmp_path)]) == 2
-    assert "no such data file" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("pi-lightning explain: error: No such data file: missing.csv")
     assert (
         explain.main(["text", "--option", "budget", "--model", "testing:gpt2", "--out", str(tmp_path)]) == 2
     )

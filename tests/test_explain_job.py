@@ -12,7 +12,7 @@ import pytest
 
 from pi_lightning.data import TextDataset
 from pi_lightning.jobs import explain_dataset, load_results, read_examples
-from pi_lightning.jobs.explain import shard_of
+from pi_lightning.jobs.explain import plan_shards
 
 TEXTS = [
     "a good movie.",
@@ -31,11 +31,13 @@ QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
 def test_read_examples_from_files_and_objects(tmp_path):
     csv_path = tmp_path / "d.csv"
     csv_path.write_text('review,stars,key\n"good, really",pos,k1\nbad,neg,k2\n', encoding="utf-8")
-    rows = read_examples(csv_path, text_column="review", label_column="stars", id_column="key")
+    rows = read_examples(
+        csv_path, text_column="review", label_column="stars", id_column="key", label_names=["neg", "pos"]
+    )
     assert rows == [
         {"id": "k1", "index": 0, "text": "good, really", "label": 1},
         {"id": "k2", "index": 1, "text": "bad", "label": 0},
-    ]  # string labels: sorted order
+    ]  # string labels: their index in the explicit label_names
     jsonl = tmp_path / "d.jsonl"
     jsonl.write_text('{"text": "fine", "label": 1}\n\n{"text": "meh", "label": 0}\n', encoding="utf-8")
     assert [(r["id"], r["label"]) for r in read_examples(jsonl)] == [("0", 1), ("1", 0)]
@@ -76,15 +78,17 @@ def test_rows_hold_features_spans_scores_and_cost(tmp_path, gpt2_model, gpt2_tok
     rows = load_results(tmp_path)
     assert [r["text"] for r in rows] == TEXTS and [r["target"] for r in rows] == LABELS
     ref = SPPI(gpt2_model, gpt2_tok).attribute(TEXTS, target=LABELS)
-    for r, a in zip(rows, ref, strict=False):
+    for r, a in zip(rows, ref, strict=True):
         assert r["features"] == [r["text"][s:e] for s, e in r["char_spans"]] == list(a.features.texts)
         assert r["scores"] == pytest.approx(a.scores.tolist(), abs=1e-6)  # float32 batches differ
         assert r["prediction"] == a.prediction and r["forward_passes"] == a.forward_passes
     job = json.loads((tmp_path / "job.json").read_text())
-    assert job["num_shards"] == 3 and job["method"] == "sp-pi"
-    assert {json.loads(p.read_text())["shard"] for p in (tmp_path / "shards").glob("*.done.json")} == {
-        shard_of(str(i), 3) for i in range(len(TEXTS))
-    }
+    assert job["shard_size"] == 3 and job["method"] == "sp-pi"
+    assert (
+        {json.loads(p.read_text())["shard"] for p in (tmp_path / "shards").glob("*.done.json")}
+        == set(plan_shards([str(i) for i in range(len(TEXTS))], 3))
+        == set(job["shards"])
+    )
 
 
 def test_gradient_method_runs_in_predict(tmp_path, gpt2_model, gpt2_tok):
@@ -95,13 +99,13 @@ def test_gradient_method_runs_in_predict(tmp_path, gpt2_model, gpt2_tok):
 
 def test_resume_skips_finished_shards(tmp_path, gpt2_model, gpt2_tok):
     first = explain_dataset(gpt2_model, gpt2_tok, TEXTS, tmp_path, shard_size=2, **QUIET)
-    assert first.skipped == 0 and sorted(first.written) == list(range(first.shards))
+    assert first.skipped == 0 and sorted(first.written) == sorted(plan_shards(list(map(str, range(8))), 2))
     files = sorted((tmp_path / "shards").glob("*.jsonl"))
     before = {p.name: p.stat().st_mtime_ns for p in files}
     lost = files[1]
     lost.unlink()  # an interrupted run: one shard missing
     again = explain_dataset(gpt2_model, gpt2_tok, TEXTS, tmp_path, shard_size=2, **QUIET)
-    assert again.written == [int(lost.name[6:11])] and again.skipped == first.shards - 1
+    assert again.written == [lost.name[6:].split(".")[0]] and again.skipped == first.shards - 1
     assert {p.name: p.stat().st_mtime_ns for p in files if p != lost} == {
         k: v for k, v in before.items() if k != lost.name
     }
@@ -110,7 +114,7 @@ def test_resume_skips_finished_shards(tmp_path, gpt2_model, gpt2_tok):
     edited = list(TEXTS)
     edited[3] = "fun, really fun!"
     third = explain_dataset(gpt2_model, gpt2_tok, edited, tmp_path, shard_size=2, **QUIET)
-    assert third.written == [shard_of("3", first.shards)]
+    assert third.written == [k for k, pos in plan_shards(list(map(str, range(8))), 2).items() if 3 in pos]
     assert load_results(tmp_path)[3]["features"] == ["fun", ",", "really", "fun", "!"]
     # nothing left to do
     assert explain_dataset(gpt2_model, gpt2_tok, edited, tmp_path, **QUIET).written == []

@@ -23,8 +23,9 @@ from lightning.pytorch.loggers import CSVLogger
 
 from pi_lightning.attributors import available_methods
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
+from pi_lightning.metrics.record import ValidationEvaluation
 from pi_lightning.reporting import write_report_from_checkpoint
-from pi_lightning.testing import tiny_classifier, toy_sentiment
+from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
 from pi_lightning.training import TextClassifier, TextDataModule
 
 
@@ -238,9 +239,8 @@ def test_free_validation_and_featurizer_share_one_word_definition(tiny, tmp_path
         "fun",
     )
     got = _free_words(tok, model, WORDY, tmp_path)
-    # With a BOS (llama) every word is scored, as in SP-PI; without one the first word is the reference.
-    skip = 0 if ref.features.context_end > 0 else 1
-    want = dict(zip(ref.features.texts[skip:], ref.scores[skip:].tolist(), strict=False))
+    # Every word is scored as in SP-PI: against the BOS (llama), or the anchor token alone (gpt2).
+    want = dict(zip(ref.features.texts, ref.scores.tolist(), strict=True))
     assert set(got) == set(want)
     for w, v in want.items():
         assert got[w] == pytest.approx(v, abs=1e-5), w
@@ -275,6 +275,13 @@ def test_over_long_probe_text_through_the_monitor(gpt2_tok, tmp_path):
     mon = AttributionMonitor(gpt2_tok, ([LONG, *PROBE[0]], [1, *PROBE[1]]), "sp-pi", metrics=[])
     trainer, report, _ = _run(gpt2_tok, [mon], tmp_path)
     assert [e.step for e in mon.evals] == [2, 4, 6]
+    # the long text is kept (truncated, not dropped): explained at every evaluation, first in the probe
+    assert mon.texts[0] == LONG and len(mon.texts) == 1 + len(PROBE[0])
+    n = len(mon.char_spans[0])
+    assert 0 < n < len(LONG.split()) and mon.char_spans[0][-1][1] < len(LONG)
+    for e in mon.evals:
+        assert len(e.scores) == len(mon.texts) and len(e.scores[0]) == n
+        assert all(math.isfinite(s) for s in e.scores[0]) and any(s != 0 for s in e.scores[0])
     _no_nan_anywhere(trainer, report, tmp_path)
 
 
@@ -434,7 +441,7 @@ def test_left_padding_with_absolute_positions_warns(gpt2_tok, tmp_path):
             datamodule=_LeftPadded(gpt2_tok, texts, texts, batch_size=3),
             verbose=False,
         )
-    assert free.evals[-1].metrics["n_examples"] == 2  # "bad" is one word: its own reference, nothing scored
+    assert free.evals[-1].metrics["n_examples"] == 3  # "bad" is one word, scored against the anchor
 
 
 # --------------------------------------------------------------------------- DDP (2 processes, gloo, CPU)
@@ -468,7 +475,8 @@ def test_ddp_with_faults_matches_one_process(tmp_path):
     assert ddp["report"] and Path(ddp["report"]).exists() and (tmp_path / "ddp.ck" / "last.ckpt").exists()
     # what is computed equals one process: SP-PI, free validation SP-PI (15 examples, no repeats counted)
     assert ddp["sp"][-1]["as_auc"] == pytest.approx(one["sp"][-1]["as_auc"], abs=1e-6)
-    for a, b in zip(ddp["sp"][-1]["scores"], one["sp"][-1]["scores"], strict=False):
+    assert len(ddp["sp"][-1]["scores"]) == len(one["sp"][-1]["scores"]) > 0
+    for a, b in zip(ddp["sp"][-1]["scores"], one["sp"][-1]["scores"], strict=True):
         assert a == pytest.approx(b, abs=1e-6)
     f1, f2 = one["free"][-1], ddp["free"][-1]
     assert f1["metrics"]["n_examples"] == f2["metrics"]["n_examples"] == 15
@@ -499,7 +507,8 @@ def test_ddp_mppi_matches_one_process(tmp_path):
     one = json.loads((tmp_path / "one.rank0.json").read_text())
     ddp = json.loads((tmp_path / "ddp.rank0.json").read_text())
     # the same masks on both sides (a different draw moves scores by ~0.1); float32 batching noise ~1e-7
-    for a, b in zip(ddp["mp"][-1]["scores"], one["mp"][-1]["scores"], strict=False):
+    assert len(ddp["mp"][-1]["scores"]) == len(one["mp"][-1]["scores"]) > 0
+    for a, b in zip(ddp["mp"][-1]["scores"], one["mp"][-1]["scores"], strict=True):
         assert a == pytest.approx(b, abs=1e-6)
 
 
@@ -535,7 +544,7 @@ def test_attributions_do_not_depend_on_batching(gpt2_tok, method):
     ]  # other calls, other order
     att.adapter.max_tokens = 16  # many small forward batches
     chunked = att.attribute(_BATCH_TEXTS, target=1)
-    for a, b, c in zip(together, chunked, alone, strict=False):
+    for a, b, c in zip(together, chunked, alone, strict=True):
         assert torch.allclose(a.scores, c.scores, atol=1e-5), (method, a.scores, c.scores)
         assert torch.allclose(a.scores, b.scores, atol=1e-5), (method, a.scores, b.scores)
 
@@ -567,11 +576,13 @@ def test_resume_from_a_checkpoint_taken_just_before_a_validation(gpt2_tok, tmp_p
         return [
             AttributionMonitor(gpt2_tok, PROBE, "sp-pi", metrics=[]),
             AttributionMonitor(gpt2_tok, PROBE, "random", every_n_val=2, metrics=[]),
+            ValidationSPPI(gpt2_tok, min_count=1),
         ]
 
     full = monitors()
     _fit_steps(gpt2_tok, full, tmp_path / "full", 8)
     assert [e.step for e in full[0].evals] == [2, 4, 6, 8] and [e.step for e in full[1].evals] == [4, 8]
+    assert [e.step for e in full[2].evals] == [2, 4, 6, 8]
     # a checkpoint written in on_train_batch_end at step 4, before that step's validation
     ck = ModelCheckpoint(
         dirpath=tmp_path / "ck",
@@ -582,18 +593,27 @@ def test_resume_from_a_checkpoint_taken_just_before_a_validation(gpt2_tok, tmp_p
     )
     _fit_steps(gpt2_tok, [*monitors(), ck], tmp_path / "first", 5)
     resumed = monitors()
-    trainer = _fit_steps(
-        gpt2_tok, resumed, tmp_path / "second", 8, ckpt_path=str(tmp_path / "ck" / "s4.ckpt")
-    )
+    with pytest.warns(UserWarning, match="ValidationSPPI: the checkpoint was written at step 4, just before"):
+        trainer = _fit_steps(
+            gpt2_tok, resumed, tmp_path / "second", 8, ckpt_path=str(tmp_path / "ck" / "s4.ckpt")
+        )
     assert trainer.global_step == 8
-    for got, want in zip(resumed, full, strict=False):
+    # free SP-PI comes from the validation loop's own forward pass: the validation Lightning does not run
+    # again on resume (step 4) has no record, and says so; every other one is there
+    assert [e.step for e in resumed[2].evals] == [2, 6, 8]
+    resumed[2].evals.insert(1, full[2].evals[1])
+    for got, want in zip(resumed, full, strict=True):
         assert [e.step for e in got.evals] == [e.step for e in want.evals]
         # up to the checkpoint the weights are the same (after it, a non-stateful DataLoader restarts the
         # epoch on resume, which is Lightning's business, not the callback's)
-        for a, b in zip(got.evals, want.evals, strict=False):
+        for a, b in zip(got.evals, want.evals, strict=True):
             if a.step > 4:
                 continue
-            for sa, sb in zip(a.scores, b.scores, strict=False):
+            if isinstance(a, ValidationEvaluation):  # the free validation SP-PI, restored from the checkpoint
+                assert a.metrics == pytest.approx(b.metrics, abs=1e-9) and a.top_words == b.top_words
+                continue
+            assert len(a.scores) == len(b.scores) == len(PROBE[0])
+            for sa, sb in zip(a.scores, b.scores, strict=True):
                 assert sa == pytest.approx(sb, abs=1e-6)
 
 
@@ -623,4 +643,120 @@ def test_free_validation_words_of_texts_cut_mid_word(gpt2_tok, tmp_path):
         )
     assert not any("skipped" in str(w.message) for w in caught)
     assert free.evals[-1].metrics["n_examples"] == 1
-    assert {w["word"] for w in free.evals[-1].top_words} == {"was", "fun", "and", "Café", "cr", "\ufffd"}
+    assert {w["word"] for w in free.evals[-1].top_words} == {
+        "it",
+        "was",
+        "fun",
+        "and",
+        "Café",
+        "cr",
+        "\ufffd",
+    }
+
+
+# --------------------------------------------------------------------------- seams (issue 25)
+# Faults found where two parts meet: unreadable validation batches, an explain run killed mid-write or
+# run twice into one folder, a crafted value in a checkpoint.
+QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
+TEXTS = ["a good movie.", ".great fun", "it was.great", "Don't miss it!\nReally."]
+
+
+def _validate(module, loader, callbacks):
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    trainer.validate(module, dataloaders=loader, verbose=False)
+    return trainer
+
+
+def _reviews(n, seed=0):
+    return toy_sentiment(n, seed=seed, length=(2, 4))[0]
+
+
+def test_validation_sppi_names_the_batches_it_skips():
+    from pi_lightning.callbacks import ValidationSPPI
+    from pi_lightning.training import TextClassifier
+
+    tok = tiny_tokenizer("gpt2")
+    model = tiny_classifier("gpt2", tokenizer=tok)
+    dm = TextDataModule(tok, (TEXTS, [0, 1, 1, 0]), (TEXTS, [0, 1, 1, 0]), batch_size=2)
+
+    class TupleModule(TextClassifier):
+        def validation_step(self, batch, batch_idx):
+            ids, mask, y = batch
+            return super().validation_step({"input_ids": ids, "attention_mask": mask, "labels": y}, batch_idx)
+
+    tuples = torch.utils.data.DataLoader(
+        [(b["input_ids"], b["attention_mask"], b["labels"]) for b in dm.val_dataloader()], batch_size=None
+    )
+    cb = ValidationSPPI(tok)
+    expected = r"skipped 2 validation batches.*batches 0, 1 \(2\): it is a (tuple|list), not a mapping"
+    with pytest.warns(UserWarning, match=expected):
+        _validate(TupleModule(model).eval(), tuples, [cb])
+    assert [b["batch_idx"] for b in cb.skipped_batches] == [0, 1]
+    assert all("not a mapping" in b["reason"] for b in cb.skipped_batches)
+    assert cb.evals == []
+
+
+def test_explain_job_cleans_temporary_files_and_refuses_a_concurrent_run(tmp_path, gpt2_model, gpt2_tok):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from pi_lightning.jobs import explain_dataset, load_results
+
+    texts = _reviews(4)
+    explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, **QUIET)
+    left = [tmp_path / ".explanations.jsonl.4242.tmp", tmp_path / "shards" / ".shard-x.jsonl.4242.tmp"]
+    for p in left:  # what a killed run leaves behind
+        p.write_text("half a file")
+    assert not (tmp_path / ".lock").exists()  # released after the run
+    # a live run holds the folder: refused, in one clear sentence
+    (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    with pytest.raises(FileExistsError, match=r"Another explain run \(process \d+ .*\) is writing into"):
+        explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, **QUIET)
+    # a lock left by a killed run is taken over
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    assert explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, **QUIET).skipped == 1
+    assert not any(p.exists() for p in left) and not (tmp_path / ".lock").exists()
+    assert [r["text"] for r in load_results(tmp_path)] == texts
+
+
+def test_write_atomic_leaves_the_old_file_whole_when_a_write_fails(tmp_path):
+    from pi_lightning.jobs.explain import write_atomic
+
+    path = tmp_path / "explanations.jsonl"
+    write_atomic(path, "old\n")
+
+    def half(p):
+        p.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, half)
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["explanations.jsonl"]
+
+
+def test_a_checkpoint_value_never_reaches_the_html_unescaped(tmp_path):
+    from pi_lightning.metrics.record import ProbeEvaluation, ProbeHistory
+    from pi_lightning.reporting import write_report_from_checkpoint
+
+    ev = ProbeEvaluation(step=3, log_step=3, epoch=0, metrics={"gap": 0.1}, scores=[[0.5]], targets=[1])
+    ev.predictions, ev.as_auc, ev.ias_auc, ev.gap = [1], [0.6], [0.5], [0.1]
+    state = ProbeHistory("sp-pi", ["good"], [1], None, [[[0, 4]]], [ev]).state_dict()
+    state["evals"][0]["step"] = "<script>alert(1)</script>"
+    ckpt = tmp_path / "bad.ckpt"
+    torch.save({"callbacks": {"AttributionMonitor": state}}, ckpt)
+    with pytest.raises(ValueError, match=r"ProbeEvaluation has step='<script>.*expected an int"):
+        write_report_from_checkpoint(ckpt, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()

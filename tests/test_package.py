@@ -69,13 +69,13 @@ def test_normalize_probe_rejects_bad_sets():
         normalize_probe(None)
     with pytest.raises(ValueError, match=r"The probe set has 2 texts but 1 labels\.$"):
         normalize_probe(["a", "b"], labels=[1])
-    with pytest.raises(ValueError, match=r"entries \[1\] are not\.$"):
+    with pytest.raises(ValueError, match=r"Rows \[1\] of the probe set have no text to explain"):
         normalize_probe(["a", "  "])
     with pytest.raises(
-        ValueError, match=r"Probe rows need a 'text' \(or 'sentence'\) key, got keys \['y'\]\."
+        ValueError, match=r"Row 0 of the probe set has no 'text' column; its columns are \['y'\]\."
     ):
         normalize_probe([{"y": 1}])
-    with pytest.raises(TypeError, match="Cannot read a probe set from rows of type int"):
+    with pytest.raises(TypeError, match="Row 0 of the probe set is a int: expected a text"):
         normalize_probe([1, 2, 3])
 
 

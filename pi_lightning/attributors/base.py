@@ -17,6 +17,7 @@ per-text random generator of the sampling methods).
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -34,6 +35,7 @@ __all__ = [
     "Target",
     "aggregate",
     "available_methods",
+    "check_method_kwargs",
     "get_attributor",
     "register",
     "text_rng",
@@ -131,10 +133,67 @@ def available_methods() -> list[str]:
 
 def get_attributor(name: str, model, tokenizer, **kwargs) -> Attributor:
     """Build the attributor registered as ``name`` (see :func:`available_methods`)."""
+    check_method_kwargs(name, kwargs)
+    return _REGISTRY[name](model, tokenizer, **kwargs)
+
+
+def method_settings(name: str) -> list[str]:
+    """The settings (constructor keyword arguments) the method registered as ``name`` takes.
+
+    Example:
+        >>> "budget" in method_settings("mp-pi") and "granularity" in method_settings("mp-pi")
+        True
+    """
     methods = available_methods()
     if name not in _REGISTRY:
         raise ValueError(f"Unknown attribution method {name!r}: expected one of {', '.join(methods)}.")
-    return _REGISTRY[name](model, tokenizer, **kwargs)
+    allowed: set[str] = set()
+    for klass in _REGISTRY[name].__mro__:  # a constructor's **kwargs go on to its parent's
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())[1:]
+        named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        allowed |= {p.name for p in params if p.kind in named}
+        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return sorted(allowed - {"model", "tokenizer"})
+
+
+def check_method_kwargs(name: str, kwargs) -> None:
+    """Check a method's settings without a model: unknown names (a misspelled ``budjet``) and the shared
+    settings' values, so that callbacks and jobs that build the attributor later fail at construction.
+
+    Raises:
+        ValueError: an unknown method, an unknown setting (with the closest valid name), or a bad
+            ``granularity`` / ``template`` / ``output``.
+
+    Example:
+        >>> check_method_kwargs("mp-pi", {"budjet": 64})
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown setting 'budjet' for method 'mp-pi' (did you mean 'budget'?); its settings are ...
+    """
+    import difflib
+
+    from pi_lightning.features import GRANULARITIES, check_template
+
+    allowed = method_settings(name)
+    for key in kwargs:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"Unknown setting {key!r} for method {name!r}{hint}; its settings are {', '.join(allowed)}."
+            )
+    if "granularity" in kwargs and kwargs["granularity"] not in GRANULARITIES:
+        raise ValueError(
+            f"Unknown granularity {kwargs['granularity']!r}: expected one of {', '.join(GRANULARITIES)}."
+        )
+    if "template" in kwargs:
+        check_template(kwargs["template"])
+    if "output" in kwargs and kwargs["output"] not in OUTPUTS:
+        raise ValueError(f"Unknown output {kwargs['output']!r}: expected one of {', '.join(OUTPUTS)}.")
 
 
 _SHARED_ARGS = """

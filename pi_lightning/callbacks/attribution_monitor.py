@@ -35,7 +35,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
-from pi_lightning.attributors.base import available_methods, get_attributor
+from pi_lightning.attributors.base import available_methods, check_method_kwargs, get_attributor
 from pi_lightning.callbacks._distributed import equal_forward_passes, gather_objects
 from pi_lightning.callbacks._model import resolve_model
 from pi_lightning.data import normalize_probe
@@ -136,6 +136,7 @@ class AttributionMonitor(Callback):
                 raise ValueError(f"{name} must be None or a positive int, got {v!r}.")
         if every_n_val is None and every_n_steps is None:
             raise ValueError("Give every_n_val or every_n_steps (or both): otherwise the monitor never runs.")
+        check_method_kwargs(method, method_kwargs or {})  # a misspelled setting fails here, not at setup
         if target not in ("label", "predicted"):
             raise ValueError(f"target must be 'label' or 'predicted', got {target!r}.")
         self.texts, self.labels = normalize_probe(probe, labels) if probe is not None else (None, None)

@@ -2,8 +2,9 @@
 
 The user's ``validation_step`` already runs the classifier on every validation batch, and the
 head ``score`` already computes its output at every position. A forward hook on the head keeps
-that ``(B, T, C)`` tensor, so SP-PI of every validation example costs no extra forward pass: only
-a few vectorised tensor operations per batch.
+that ``(B, T, C)`` tensor, so SP-PI of every validation example costs no extra forward pass over
+the validation set: only a few vectorised tensor operations per batch (and, when no token precedes
+the texts, one one-token pass per validation for the reference p_0).
 
 What the LightningModule must expose:
   * the Hugging Face model as an attribute (``model="model"`` by default) or through a getter;
@@ -13,13 +14,19 @@ What the LightningModule must expose:
 
 Words are the ones every attributor uses: each sequence's real tokens go through
 :meth:`pi_lightning.features.Featurizer.from_token_ids`, the library's one segmentation (the text
-tokens are decoded, re-tokenized for their character offsets and grouped into words). Special tokens
-before the text (a BOS) are fixed context: the last of them is the reference (p_0) and every word
-is scored, exactly as :class:`~pi_lightning.SPPI` does; without them the first word is the
-reference. Every later word gets phi = p(end of word) - p(end of previous word), computed by
+tokens are decoded, re-tokenized for their character offsets and grouped into words). Every word is
+scored exactly as :class:`~pi_lightning.SPPI` does (with its default removal masking), for every
+tokenizer family: special tokens before the text (a BOS), or the template's context (``template=``,
+the one the batches were encoded with, :meth:`~pi_lightning.features.Featurizer.encode`), are fixed
+context whose last token is the reference p_0; a row with no context before its text (a tokenizer
+that adds no BOS, GPT-2's or Qwen's) takes p_0 from the model's output on the anchor token alone (BOS,
+else EOS: SP-PI's fully masked input), one one-token pass per validation. Every word gets
+phi = p(end of word) - p(end of previous word), computed by
 :func:`pi_lightning.attributors.sppi.progressive_differences`, the same function SP-PI uses.
 Examples whose outputs are not finite (a diverged model) or that hold no text, and those that
 ``DistributedSampler`` repeats to even out the shards, are left out (the first two with a warning).
+A batch it cannot read (a tuple instead of a mapping, a missing key) is skipped and named, with the
+reason, in :attr:`ValidationSPPI.skipped_batches` and one warning per validation.
 
 Per evaluation it logs ``pi/val-sp-pi/top20_share`` (the share of total |phi| carried by the top
 20% of words, a concentration index), ``pi/val-sp-pi/mean_abs`` and a table of the words with the
@@ -40,8 +47,15 @@ from typing_extensions import override
 from pi_lightning.attributors.sppi import progressive_differences
 from pi_lightning.callbacks._distributed import gather_objects
 from pi_lightning.callbacks._model import resolve_model
-from pi_lightning.features import Featurizer
-from pi_lightning.inference import OUTPUTS, resolve_classifier, transform_outputs, virtual_tokens
+from pi_lightning.features import Featurizer, check_template
+from pi_lightning.inference import (
+    OUTPUTS,
+    ClassifierAdapter,
+    resolve_classifier,
+    transform_outputs,
+    virtual_tokens,
+)
+from pi_lightning.masking import Masker
 from pi_lightning.metrics.record import ValidationEvaluation
 from pi_lightning.reporting.html import table_page
 from pi_lightning.reporting.logging import log_rich, log_scalars, logger_step
@@ -72,10 +86,18 @@ class ValidationSPPI(Callback):
         output: ``"prob"`` (default), ``"logits"`` or ``"log_odds"``.
         top_words: how many words the shortcut table shows.
         min_count: a word must occur this many times to be ranked.
+        template: the template the validation texts were encoded with (by
+            :meth:`~pi_lightning.features.Featurizer.encode`, as
+            :class:`~pi_lightning.training.TextDataModule` does): its context is not attributed, as in
+            :class:`~pi_lightning.SPPI` with that template. ``None``: the datamodule's ``template``
+            attribute when it has one (as :class:`~pi_lightning.callbacks.AttributionMonitor` reads it),
+            else ``"{text}"``.
 
     Attributes:
         evals: one :class:`~pi_lightning.metrics.ValidationEvaluation` per validation, oldest first
             (saved in checkpoints; :func:`validation_evaluations` reads them from a Trainer).
+        skipped_batches: the batches of the last validation that could not be read, as
+            ``{"dataloader_idx", "batch_idx", "reason"}`` rows.
     """
 
     def __init__(
@@ -89,8 +111,11 @@ class ValidationSPPI(Callback):
         output: str = "prob",
         top_words: int = 20,
         min_count: int = 3,
+        template: str | None = None,
     ) -> None:
         super().__init__()
+        if template is not None:
+            check_template(template)
         if output not in OUTPUTS:
             raise ValueError(f"Unknown output {output!r}: expected one of {', '.join(OUTPUTS)}.")
         for name, v in (("top_words", top_words), ("min_count", min_count)):
@@ -102,6 +127,11 @@ class ValidationSPPI(Callback):
         self.output = output
         self.top_words = top_words
         self.min_count = min_count
+        self.template = template
+        self.skipped_batches: list[dict[str, Any]] = []
+        self._model = None
+        self._anchor: int | None = None
+        self._anchor_values: torch.Tensor | None = None
         self._head = None
         self._hf = None
         self._handles: list = []
@@ -112,6 +142,8 @@ class ValidationSPPI(Callback):
         self._absolute = False
         self._virtual = 0
         self._warned_padding = False
+        self._validation_due: int | None = None  # a validation follows the last training batch
+        self._pending_validation: int | None = None  # restored: a validation the checkpoint was taken before
         self._reset()
         # --- state ---
         self.evals: list[ValidationEvaluation] = []
@@ -127,10 +159,13 @@ class ValidationSPPI(Callback):
         self._skipped = {"non-finite": 0, "no text": 0}
         self._seen: dict[int, int] = {}  # examples seen per dataloader (to drop DistributedSampler's repeats)
         self._first_repeat: dict[int, int | None] = {}
+        self.skipped_batches = []
+        self._anchor_values = None  # (C,) outputs on the anchor token alone, once per validation
 
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
         model = resolve_model(pl_module, self.model_ref)
+        self._model = model
         self._hf, self._head = resolve_classifier(model)
         self._virtual = virtual_tokens(model)
         if self.tokenizer is None:
@@ -146,12 +181,25 @@ class ValidationSPPI(Callback):
                 f"{type(self.tokenizer).__name__}. Load it with AutoTokenizer.from_pretrained(..., "
                 "use_fast=True)."
             )
-        self._featurizer = Featurizer(self.tokenizer, "word")
+        template = (
+            self.template or getattr(getattr(trainer, "datamodule", None), "template", None) or "{text}"
+        )
+        self._featurizer = Featurizer(self.tokenizer, "word", template=template)
+        self._anchor = Masker(self.tokenizer).anchor_id  # SP-PI's fully masked input (removal)
         self._absolute = _absolute_positions(self._hf)
 
     @override
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._validation_due = None  # the validation that follows the last training batch is running
         self._reset()
+        if self._anchor is not None and not self._featurizer.prefix_ids:
+            # no token precedes the texts: p_0 is the anchor's output. Computed here, on every rank at the
+            # same point (a sharded model's forward is collective), not when the first batch needs it.
+            try:
+                self._anchor_outputs("cpu")
+            except Exception as e:  # never stop training for it: those rows are skipped instead
+                rank_zero_warn(f"ValidationSPPI could not run the model on the anchor token ({e!r}).")
+                self._anchor_values = torch.full((1,), float("nan"), dtype=torch.float64)
         if not self._handles:
             self._handles = [
                 self._head.register_forward_hook(self._hook),
@@ -202,6 +250,12 @@ class ValidationSPPI(Callback):
     ) -> None:
         self._in_batch = False
         try:
+            reason = self._unreadable(batch)
+            if reason is not None:
+                self.skipped_batches.append(
+                    {"dataloader_idx": int(dataloader_idx), "batch_idx": int(batch_idx), "reason": reason}
+                )
+                return
             ids = batch[self.input_key]
             seen = self._seen.get(dataloader_idx, 0)
             self._seen[dataloader_idx] = seen + len(ids)
@@ -212,12 +266,55 @@ class ValidationSPPI(Callback):
                     keep = torch.arange(seen, seen + len(ids)) < first_repeat  # (B,) not a repeated example
                 self._accumulate(batch, self._captured[-1], keep)
         except Exception as e:
-            rank_zero_warn(
-                f"ValidationSPPI skipped a batch ({e!r}); check that batches hold "
-                f"{self.input_key!r} and {self.mask_key!r}."
+            self.skipped_batches.append(
+                {"dataloader_idx": int(dataloader_idx), "batch_idx": int(batch_idx), "reason": repr(e)}
             )
         finally:
             self._captured.clear()
+
+    def _unreadable(self, batch) -> str | None:
+        """Why a batch cannot be read (``None`` when it can)."""
+        if not isinstance(batch, Mapping):
+            return (
+                f"it is a {type(batch).__name__}, not a mapping with {self.input_key!r} and "
+                f"{self.mask_key!r} (make the collate function return a dict)"
+            )
+        missing = [k for k in (self.input_key, self.mask_key) if k not in batch]
+        if missing:
+            return f"it has no {missing} key(s); its keys are {sorted(map(str, batch))}"
+        return None
+
+    def _warn_skipped(self, step: int) -> None:
+        if not self.skipped_batches:
+            return
+        by_reason: dict[str, list[str]] = {}
+        for b in self.skipped_batches:
+            where = (
+                f"{b['batch_idx']}" if b["dataloader_idx"] == 0 else f"{b['dataloader_idx']}:{b['batch_idx']}"
+            )
+            by_reason.setdefault(b["reason"], []).append(where)
+        parts = [
+            f"batches {', '.join(w[:10])}{' ...' if len(w) > 10 else ''} ({len(w)}): {r}"
+            for r, w in by_reason.items()
+        ]
+        rank_zero_warn(
+            f"ValidationSPPI skipped {len(self.skipped_batches)} validation batches at step {step}, so "
+            f"their examples have no attribution: {'; '.join(parts)}."
+        )
+
+    def _anchor_outputs(self, device) -> torch.Tensor | None:
+        """``(C,)`` the model's outputs on the anchor token alone (SP-PI's p_0 when nothing precedes the
+        text), one one-token pass per validation (the weights do not change within one); ``None`` when
+        they are not finite (a diverged model: those rows are skipped as non-finite, training goes on)."""
+        if self._anchor_values is None:
+            try:
+                [lg] = ClassifierAdapter(self._model).forward_positions([[self._anchor]], [[0]])  # (1, C)
+                self._anchor_values = transform_outputs(lg[0].float(), self.output)
+            except FloatingPointError:  # the adapter's "non-finite outputs" error
+                self._anchor_values = torch.full((1,), float("nan"), dtype=torch.float64)
+        if not bool(torch.isfinite(self._anchor_values).all()):
+            return None
+        return self._anchor_values.to(device)
 
     def _check_padding(self, mask: torch.Tensor) -> None:
         if self._warned_padding or not self._absolute or self._position_ids_passed:
@@ -235,13 +332,14 @@ class ValidationSPPI(Callback):
 
     def _segment(
         self, ids: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, list[list[str]], torch.Tensor]:
         """Word ends, on the host, with the library's one word segmentation
         (:meth:`~pi_lightning.features.Featurizer.from_token_ids`, what every attributor's features use).
 
-        Returns ``(is_end, ok, words)``: ``(B, T)`` bool, True at the reference position (the last
-        special token before the text, else the first word's end) and at every word's end; ``(B,)``
-        bool, False for rows with no text or gaps in the mask; per row the text of each scored word.
+        Returns ``(is_end, ok, words, first_end)``: ``(B, T)`` bool, True at the reference position (the
+        last context token before the text, if any) and at every word's end; ``(B,)`` bool, False for rows
+        with no text or gaps in the mask; per row the text of each scored word; ``(B,)`` the column of the
+        first word's end in rows with no context (its p_0 is the anchor's output), -1 elsewhere.
         """
         B, T = ids.shape
         rows = ids.tolist()
@@ -251,6 +349,7 @@ class ValidationSPPI(Callback):
         feats = self._featurizer.from_token_ids([[rows[r][t] for t in cols[r]] for r in range(B)])
         is_end = torch.zeros(B, T, dtype=torch.bool)
         ok = torch.ones(B, dtype=torch.bool)
+        first_end = torch.full((B,), -1, dtype=torch.long)
         words: list[list[str]] = []
         for r, f in enumerate(feats):
             row_words: list[str] = []
@@ -266,12 +365,15 @@ class ValidationSPPI(Callback):
             if a > 0:  # context before the text: its last token is the reference p_0
                 is_end[r, col[a - 1]] = True
                 scored = f.texts
-            else:  # the first word is the reference
+            elif self._anchor is not None and f.n:  # p_0: the anchor token alone, as SP-PI reads it
+                first_end[r] = col[f.ends[0]]
+                scored = f.texts
+            else:  # no anchor token in this tokenizer: the first word is the reference
                 scored = f.texts[1:]
             for e in f.ends:
                 is_end[r, col[e]] = True
             row_words.extend(scored)
-        return is_end, ok, words
+        return is_end, ok, words, first_end
 
     @torch.no_grad()
     def _accumulate(
@@ -289,7 +391,7 @@ class ValidationSPPI(Callback):
         self._check_padding(mask)
         dev = ids.device
         B, T = ids.shape
-        is_end, ok, words = self._segment(ids.cpu(), mask.cpu())
+        is_end, ok, words, first_end = self._segment(ids.cpu(), mask.cpu())
         self._skipped["no text"] += int((~ok & mask.cpu().any(1)).sum())
         pos = torch.arange(T, device=dev).expand(B, T)
         last = torch.where(mask, pos, -1).max(1).values  # (B,)
@@ -300,6 +402,12 @@ class ValidationSPPI(Callback):
             target = logits[torch.arange(B, device=dev), last.clamp(min=0)].argmax(-1)
         values = transform_outputs(logits.float(), self.output)  # (B, T, C) float64
         finite = (torch.isfinite(values).all(-1) | ~mask).all(1)  # (B,)
+        first_end = first_end.to(dev)
+        anchor = None
+        if bool((first_end >= 0).any()):
+            anchor = self._anchor_outputs(dev)
+            if anchor is None:  # rows scored against a non-finite anchor output are non-finite too
+                finite &= first_end < 0
         use = ok.to(dev) & finite
         if keep is not None:
             use &= keep.to(dev)
@@ -310,6 +418,13 @@ class ValidationSPPI(Callback):
         p = values.gather(2, target.view(B, 1, 1).expand(B, T, 1)).squeeze(2)  # (B, T)
         p = torch.where(use[:, None] & mask, p, torch.zeros_like(p))  # no NaN beyond this point
         phi, scored = progressive_differences(p, is_end.to(dev) & use[:, None])
+        anchored = use & (first_end >= 0)  # (B,) rows whose first word is scored against the anchor
+        if anchor is not None and bool(anchored.any()):
+            p0 = anchor[target]  # (B,)
+            rows = torch.arange(B, device=dev)
+            col = first_end.clamp(min=0)
+            phi[rows, col] = torch.where(anchored, p[rows, col] - p0, phi[rows, col])
+            scored[rows, col] |= anchored
         for r in range(B):
             if use_host[r]:
                 self._words.extend(words[r])
@@ -332,6 +447,7 @@ class ValidationSPPI(Callback):
     @override
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._remove_hooks()
+        self._warn_skipped(int(trainer.global_step))
         if trainer.sanity_checking:
             return
         parts = gather_objects(trainer, self._local_table())
@@ -411,12 +527,34 @@ class ValidationSPPI(Callback):
         self._remove_hooks()
 
     @override
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # whether a validation follows this batch: a checkpoint written now is taken before it
+        try:
+            loop = trainer.fit_loop.epoch_loop
+            follows = bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+        except Exception:
+            follows = False
+        self._validation_due = int(trainer.global_step) if follows else None
+
+    @override
+    def on_train_start(self, trainer, pl_module) -> None:
+        pending, self._pending_validation = self._pending_validation, None
+        if pending is not None and pending == trainer.global_step:
+            rank_zero_warn(
+                f"ValidationSPPI: the checkpoint was written at step {pending}, just before a validation "
+                "that Lightning does not run again on resume, so free SP-PI has no record for that step (its "
+                "figures come from the validation loop's own forward pass). Later validations are recorded "
+                "as usual."
+            )
+
+    @override
     def state_dict(self) -> dict[str, Any]:
-        return {"evals": [e.to_dict() for e in self.evals]}
+        return {"evals": [e.to_dict() for e in self.evals], "pending_validation": self._validation_due}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.evals = [ValidationEvaluation.from_dict(e) for e in state_dict.get("evals", [])]
+        self._pending_validation = state_dict.get("pending_validation")
 
 
 def validation_evaluations(trainer) -> list[ValidationEvaluation] | None:

@@ -35,7 +35,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
 }
 #: subcommand name -> a light check of its command line, run before its module is imported: it raises
-#: ``ModelNotFoundError`` / ``DataSourceError`` (printed as one line, exit status 2).
+#: ``ModelNotFoundError`` / ``DataSourceError`` / ``ValueError`` (printed as one line, exit status 2).
 _PRECHECKS: dict[str, str] = {"finetune": "pi_lightning.cli._precheck:finetune"}
 
 
@@ -49,7 +49,11 @@ def _usage() -> str:
         "subcommands:",
     ]
     lines += [f"  {name:<{width}}  {help_line}" for name, (_, help_line) in _SUBCOMMANDS.items()]
-    lines += ["", "Run 'pi-lightning <subcommand> --help' for its options."]
+    lines += [
+        "",
+        "Run 'pi-lightning <subcommand> --help' for its options. A mistake is answered in one line;",
+        "add --debug to any subcommand to see the traceback instead.",
+    ]
     return "\n".join(lines)
 
 
@@ -72,18 +76,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if name in _PRECHECKS:
-        from pi_lightning.data import DataSourceError
-        from pi_lightning.models import ModelNotFoundError
+    from pi_lightning.cli._precheck import one_line
 
-        module_name, func = _PRECHECKS[name].split(":")
-        try:
-            getattr(importlib.import_module(module_name), func)(rest)
-        except (ModelNotFoundError, DataSourceError) as e:
-            print(f"pi-lightning {name}: error: {e}", file=sys.stderr)
-            return 2
-    module = importlib.import_module(_SUBCOMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    def run(argv: list[str]) -> int:
+        if name in _PRECHECKS:
+            module_name, func = _PRECHECKS[name].split(":")
+            getattr(importlib.import_module(module_name), func)(argv)
+        return int(importlib.import_module(_SUBCOMMANDS[name][0]).main(argv) or 0)
+
+    # a user mistake is one line, the same for every subcommand; --debug shows the traceback
+    return one_line(name, run, rest)
 
 
 if __name__ == "__main__":  # python -m pi_lightning.cli

@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 __all__ = ["main", "parse_options"]
 
 _FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+# files that are not readable data: named, they are refused (not explained as the literal path text)
+_OTHER_SUFFIXES = (".txt", ".tsv", ".xlsx", ".xls", ".gz", ".zip")
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -84,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target", default="predicted", help="'predicted', 'label' or a class index")
     p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
+    p.add_argument(
+        "--label-column", default=None, help="the label column (default: 'label' when the data has one)"
+    )
     p.add_argument("--id-column", default="id")
     p.add_argument("--out", default="outputs/explain", help="output folder (job.json, shards/, HTML, JSONL)")
     p.add_argument(
@@ -103,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=20, help="rows printed in the terminal")
     p.add_argument("--html-limit", type=int, default=500, help="examples in explanations.html")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p
 
 
@@ -173,61 +177,91 @@ def write_html(rows: list[dict], path: Path, label_names: list[str] | None = Non
         f"<h2>{html.escape(title)}</h2><table><tr><th>id</th><th>prediction (p)</th><th>label</th>"
         f"<th>explained</th><th>text</th></tr>{body}</table>"
     )
-    path.write_text(page, encoding="utf-8")
-    return path
+    from pi_lightning.jobs.explain import write_atomic
+
+    return write_atomic(path, page)
 
 
 def main(argv: list[str]) -> int:
-    """Run ``pi-lightning explain``; returns the exit status."""
-    args = _parser().parse_args(argv)
-    from pi_lightning.jobs import explain_dataset, load_results
-    from pi_lightning.models import load_classifier
+    """Run ``pi-lightning explain``; returns the exit status (a mistake: one line, status 2)."""
+    from pi_lightning.cli._precheck import one_line
 
+    return one_line("explain", _main, argv)
+
+
+def _looks_like_file(arg: str) -> bool:
+    """Whether a single input names a file (an existing one, or a data-file suffix) rather than a text."""
+    return Path(arg).is_file() or (
+        not any(c.isspace() for c in arg) and Path(arg).suffix.lower() in _FILE_SUFFIXES + _OTHER_SUFFIXES
+    )
+
+
+def _main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    from pi_lightning.attributors.base import check_method_kwargs
+    from pi_lightning.cli._precheck import positive
+    from pi_lightning.data import load_examples
+    from pi_lightning.models import resolve_model_name
+
+    # Every check of the command line comes before the model loads (seconds to minutes).
+    for name, value in (
+        ("--limit", args.limit),
+        ("--shard-size", args.shard_size),
+        ("--max-tokens", args.max_tokens),
+    ):
+        positive(name, value)
+    positive("--num-labels", args.num_labels, 2)
     target: Any = args.target
     if target not in ("predicted", "label"):
         try:
             target = int(target)
         except ValueError:
-            print(
-                "pi-lightning explain: --target must be 'predicted', 'label' or a class index, got "
-                f"{target!r}.",
-                file=sys.stderr,
+            target = None
+        if target is None or not 0 <= target < args.num_labels:
+            raise ValueError(
+                f"--target must be 'predicted', 'label' or a class index in 0..{args.num_labels - 1}, got "
+                f"{args.target!r}."
             )
-            return 2
-    try:
-        options = parse_options(args.option)
-    except ValueError as e:
-        print(f"pi-lightning explain: {e}", file=sys.stderr)
-        return 2
+    options = parse_options(args.option)
+    method_kwargs = {"granularity": args.granularity, "template": args.template, **options}
+    check_method_kwargs(args.method, method_kwargs)
     names = [s.strip() for s in args.label_names.split(",")] if args.label_names else None
     if bool(args.inputs) == bool(args.dataset):
-        print(
-            "pi-lightning explain: give texts, one data file, or --dataset (exactly one of them).",
-            file=sys.stderr,
-        )
-        return 2
-    single = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in _FILE_SUFFIXES
-    if single and not Path(args.inputs[0]).is_file():
-        print(f"pi-lightning explain: no such data file {args.inputs[0]!r}.", file=sys.stderr)
-        return 2
+        raise ValueError("give texts, one data file, or --dataset (exactly one of them).")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file: give a folder for the results.")
+    resolve_model_name(args.model)
+    single = len(args.inputs) == 1 and _looks_like_file(args.inputs[0])
     if args.dataset:
         from pi_lightning.data import load_movie_reviews
 
         reviews = load_movie_reviews(args.dataset, args.split)
         names = names or list(reviews.label_names)
-        data: Any = reviews.subset(args.limit) if args.limit else reviews
+        source: Any = reviews.subset(args.limit) if args.limit else reviews
     else:
-        data = args.inputs[0] if single else list(args.inputs)
-        if args.limit:
-            from pi_lightning.jobs import read_examples
+        source = args.inputs[0] if single else list(args.inputs)
+    # the one reader of examples: files, columns and labels checked here, before the model loads
+    examples = load_examples(
+        source,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        id_column=args.id_column,
+        label_names=names,
+    )
+    data: Any = list(examples.rows)[: args.limit] if args.limit else list(examples.rows)
+    names = names or (list(examples.label_names) if examples.label_names else None)
+    if target == "label" and any(r["label"] is None for r in data):
+        raise ValueError(
+            "--target label needs a label for every example: name the label column (--label-column) or "
+            "use --target predicted."
+        )
+    from pi_lightning.jobs import explain_dataset, load_results
+    from pi_lightning.jobs.explain import write_atomic
+    from pi_lightning.models import load_classifier
 
-            data = read_examples(
-                data, text_column=args.text_column, label_column=args.label_column, id_column=args.id_column
-            )[: args.limit]
-            args.text_column, args.label_column, args.id_column = "text", "label", "id"  # rows read above
     devices: Any = args.devices if args.devices == "auto" else int(args.devices)
     model, tokenizer = load_classifier(args.model, num_labels=args.num_labels, adapter=args.adapter)
-    method_kwargs = {"granularity": args.granularity, "template": args.template, **options}
     trainer_kwargs = {
         "accelerator": args.accelerator,
         "devices": devices,
@@ -237,7 +271,6 @@ def main(argv: list[str]) -> int:
     }
     if args.precision:
         trainer_kwargs["precision"] = args.precision
-    out = Path(args.out)
     summary = explain_dataset(
         model,
         tokenizer,
@@ -249,9 +282,7 @@ def main(argv: list[str]) -> int:
         max_tokens=args.max_tokens,
         shard_size=args.shard_size,
         format=args.format,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        id_column=args.id_column,
+        label_names=names,
         model_name=args.model,
         metadata={
             "adapter": args.adapter and str(Path(args.adapter).resolve()),
@@ -264,8 +295,7 @@ def main(argv: list[str]) -> int:
     if not summary.is_global_zero:
         return 0
     rows = load_results(out)
-    with open(out / "explanations.jsonl", "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    write_atomic(out / "explanations.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     html_path = write_html(
         rows[: args.html_limit],
         out / "explanations.html",

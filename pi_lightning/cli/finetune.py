@@ -50,12 +50,23 @@ class FinetuneCLI(LightningCLI):
         self.config = parser.parse_args(args)
 
     def before_instantiate_classes(self) -> None:
-        from pi_lightning.data import check_data_source
+        from pi_lightning.data import check_data_source, load_examples
         from pi_lightning.models import resolve_model_name
 
         c = self.config
         resolve_model_name(c["model.model_name"])
-        check_data_source(c["data.dataset"], c["data.text_column"], c["data.label_column"])
+        for path in (c["data.dataset"], c.get("data.val_dataset"), c.get("data.test_dataset")):
+            if (
+                path is not None
+                and check_data_source(path, c["data.text_column"], c["data.label_column"]) == "file"
+            ):
+                # every row's text and label, read as training will read them, before the model loads
+                load_examples(
+                    path,
+                    text_column=c["data.text_column"],
+                    label_column=c["data.label_column"],
+                    label_names=c.get("data.label_names"),
+                ).dataset()
 
 
 def explained_examples(history: ProbeHistory, count: int = 3) -> list[str]:

@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Returns 0 and prints the written path; a missing or unusable checkpoint is one line, status 2."""
+    from pi_lightning.cli._precheck import one_line
+
+    return one_line("report", _main, list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if not args.checkpoint.is_file():
         print(f"pi-lightning report: error: no such checkpoint file: {args.checkpoint}", file=sys.stderr)

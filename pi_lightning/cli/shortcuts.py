@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 __all__ = ["main"]
@@ -47,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=20, help="rows printed")
     p.add_argument("--label-names", help="comma-separated class names (default: the job's)")
     p.add_argument("--out", help="output folder (default: JOB/shortcuts)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument(
         "--wandb-project",
         help="also log the table to a W&B run of this project (offline unless WANDB_MODE=online)",
@@ -55,25 +55,35 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    """Run ``pi-lightning shortcuts``; returns the exit status."""
+    """Run ``pi-lightning shortcuts``; returns the exit status (a mistake: one line, status 2)."""
+    from pi_lightning.cli._precheck import one_line
+
+    return one_line("shortcuts", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    from pi_lightning.cli._precheck import positive
+
+    positive("--min-count", args.min_count)
+    positive("--check", args.check, 0)
+    positive("--max-texts", args.max_texts)
+    if not 0 < args.alpha < 1:
+        raise ValueError(f"--alpha is a false discovery rate in (0, 1), got {args.alpha}.")
     from pi_lightning.jobs import counterfactual_check, load_results, mine_shortcuts
     from pi_lightning.jobs.explain import load_job
     from pi_lightning.reporting import highlight
 
-    try:
-        job = load_job(args.job)
-        results = load_results(args.job)
-    except FileNotFoundError as e:
-        print(f"pi-lightning shortcuts: {e}", file=sys.stderr)
-        return 2
+    job = load_job(args.job)
+    results = load_results(args.job)
     meta = job.get("metadata") or {}
     names = [s.strip() for s in args.label_names.split(",")] if args.label_names else meta.get("label_names")
     report = mine_shortcuts(results, min_count=args.min_count, alpha=args.alpha, label_names=names)
     if args.check > 0:
-        from pi_lightning.models import load_classifier
+        from pi_lightning.models import load_classifier, resolve_model_name
 
         model_name = args.model or job["model"]
+        resolve_model_name(model_name)  # a name that cannot be loaded: one line, before loading anything
         adapter = args.adapter or meta.get("adapter")
         model, tokenizer = load_classifier(model_name, num_labels=len(results[0]["probs"]), adapter=adapter)
         kw = job.get("method_kwargs") or {}

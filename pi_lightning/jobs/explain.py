@@ -6,13 +6,19 @@ Lightning's strategies spread the work over devices and nodes (``devices``, ``nu
 progress bar shows it, and a :class:`~lightning.pytorch.callbacks.BasePredictionWriter` writes the
 results of each rank as shard files. Nothing here schedules processes itself.
 
-Shards are defined by the example ids alone (a stable hash of the id modulo the number of shards),
-so they are the same whatever the number of processes, the order of the data or a rerun; one
-shard is one predict batch. A shard file is written atomically with a sidecar that records a
-digest of its examples (ids, texts, labels): a rerun skips every shard whose sidecar matches and
-redoes the others, so an interrupted job resumes where it stopped and a changed example is
-re-explained. Memory is bounded by the shard size (examples held at once) and the attributor's
-token budget ``max_tokens`` (tokens per forward batch).
+Shards are defined by the example ids alone (:func:`plan_shards`: ids in their natural order, cut
+where a stable hash of the id says so), so they are the same whatever the number of processes, the
+order of the data or a rerun, and adding or removing an example changes only the shards up to the
+next cut point (appended rows: the last one); one shard is one predict batch. A shard file is
+written atomically with a sidecar that records a digest of its examples (ids, texts, labels): a
+rerun skips every shard whose sidecar matches and redoes the others, so an interrupted job resumes
+where it stopped and a changed example is re-explained. ``job.json`` holds the settings, a digest of
+the model's weights (the same name with other weights or another adapter is another job) and the
+manifest of the current input's shards: :func:`load_results` returns exactly those, and shard files
+of examples no longer in the input are deleted. One run at a time writes into a folder (a lock file;
+a second run is refused with a clear error); temporary files of killed runs are removed. Memory is
+bounded by the shard size (examples held at once) and the attributor's token budget ``max_tokens``
+(tokens per forward batch).
 
 Each result row holds: ``id``, ``index`` (position in the input data), ``text``, ``label``,
 ``target`` (the explained class), ``prediction``, ``probs``, ``method``, ``output``,
@@ -23,12 +29,11 @@ Files are JSONL, or Parquet when pyarrow is installed.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-import math
 import os
 import shutil
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,17 +45,21 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from pi_lightning.attributors.base import available_methods, get_attributor
+from pi_lightning.attributors.base import available_methods, check_method_kwargs, get_attributor
+from pi_lightning.data import _pyarrow, load_examples
 
 __all__ = [
     "ExplainModule",
     "ExplainSummary",
+    "FolderInUseError",
     "ShardWriter",
     "explain_dataset",
     "load_job",
     "load_results",
+    "plan_shards",
     "read_examples",
-    "shard_of",
+    "weights_digest",
+    "write_atomic",
 ]
 
 FORMATS = ("jsonl", "parquet")
@@ -58,140 +67,106 @@ JOB_FILE = "job.json"
 _SHARD_DIR = "shards"
 
 
-def _pyarrow(what: str):
-    try:
-        import pyarrow
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ImportError(
-            f"{what} needs pyarrow, which is not installed. Fix: `pip install pyarrow`, or use "
-            "CSV/JSONL input and format='jsonl' output."
-        ) from None
-    return pyarrow, pq
-
-
-# ---------------------------------------------------------------------------------------------- input
-def _read_file(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No such data file: {path}. Give a .csv, .jsonl or .parquet file with a text column."
-        )
-    if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    if suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-    if suffix == ".parquet":
-        _, pq = _pyarrow(f"Reading {path.name}")
-        return pq.read_table(path).to_pylist()
-    raise ValueError(f"Unsupported data file {path.name!r}: expected .csv, .jsonl or .parquet.")
-
-
 def read_examples(
     data,
     *,
     text_column: str = "text",
-    label_column: str = "label",
+    label_column: str | None = None,
     id_column: str = "id",
-    labels: Sequence[int] | None = None,
+    labels: Sequence | None = None,
+    label_names: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Rows ``{"id": str, "index": int, "text": str, "label": int | None}`` from many kinds of input.
-
-    Args:
-        data: a path to a ``.csv`` / ``.jsonl`` / ``.parquet`` file; a list of texts; a list of
-            ``(text, label)`` pairs or of mappings; an object with ``.texts`` (and ``.labels``); or a
-            map-style dataset (``len`` and ``[i]``) of such rows.
-        text_column, label_column, id_column: column names in files and mappings. Without an id
-            column, the row number is the id.
-        labels: labels for a list of texts.
+    """Rows ``{"id": str, "index": int, "text": str, "label": int | None}``: the rows of
+    :func:`pi_lightning.data.load_examples`, the one reader of examples (probe sets and finetune's files
+    use it too).
 
     Example:
         >>> read_examples(["a good movie", "dull"], labels=[1, 0])[1]
         {'id': '1', 'index': 1, 'text': 'dull', 'label': 0}
     """
-    if isinstance(data, (str, os.PathLike)):
-        rows: list[Any] = _read_file(Path(data))
-        where = str(data)
-    elif hasattr(data, "texts"):
-        found = getattr(data, "labels", None)
-        rows = [
-            {text_column: t, label_column: None if found is None else found[i]}
-            for i, t in enumerate(data.texts)
-        ]
-        where = type(data).__name__
-    else:
-        if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
-            raise TypeError(
-                f"Cannot read examples from a {type(data).__name__}: expected a file path, a list of texts "
-                "or rows, or a map-style dataset."
-            )
-        rows = [data[i] for i in range(len(data))]
-        where = "the data"
-    if not rows:
-        raise ValueError(f"{where} holds no examples.")
-    out = []
-    for i, r in enumerate(rows):
-        if isinstance(r, str):
-            text, label, ex_id = r, None, None
-        elif isinstance(r, Mapping):
-            if text_column not in r:
-                raise ValueError(
-                    f"Row {i} of {where} has no {text_column!r} column; its columns are {sorted(r)}. "
-                    "Name the text column with text_column=... (--text-column)."
-                )
-            text, label, ex_id = r[text_column], r.get(label_column), r.get(id_column)
-        elif isinstance(r, (tuple, list)) and len(r) == 2:
-            text, label, ex_id = r[0], r[1], None
-        else:
-            raise TypeError(
-                f"Row {i} of {where} is a {type(r).__name__}: expected a text, a (text, label) pair or a "
-                "mapping with a text column."
-            )
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"Row {i} of {where} has no text to explain ({text!r}): remove empty rows.")
-        out.append(
-            {
-                "id": str(i if ex_id is None or ex_id == "" else ex_id),
-                "index": i,
-                "text": text,
-                "label": None if label is None or label == "" else label,
-            }
-        )
-    if labels is not None:
-        if len(labels) != len(out):
-            raise ValueError(f"Got {len(labels)} labels for {len(out)} examples.")
-        for r, y in zip(out, labels, strict=False):
-            r["label"] = y
-    raw = [r["label"] for r in out if r["label"] is not None]
-    try:
-        conv = {y: int(y) for y in raw}
-    except (TypeError, ValueError):  # string labels: indices in sorted order
-        conv = {y: k for k, y in enumerate(sorted({str(y) for y in raw}))}
-        conv = {y: conv[str(y)] for y in raw}
-    for r in out:
-        r["label"] = None if r["label"] is None else conv[r["label"]]
-    seen: dict[str, int] = {}
-    for r in out:
-        if r["id"] in seen:
-            raise ValueError(
-                f"Example id {r['id']!r} occurs twice (rows {seen[r['id']]} and {r['index']}): ids must "
-                f"be unique; fix the {id_column!r} column or drop it to number the rows."
-            )
-        seen[r["id"]] = r["index"]
-    return out
+    return list(
+        load_examples(
+            data,
+            text_column=text_column,
+            label_column=label_column,
+            id_column=id_column,
+            labels=labels,
+            label_names=label_names,
+        ).rows
+    )
 
 
-def shard_of(example_id: str, num_shards: int) -> int:
-    """The shard of an example: a stable hash of its id (independent of order, process count, platform).
+def _id_hash(example_id: str) -> int:
+    """A stable 64-bit hash of an id (independent of the platform and the process; no Python ``hash``)."""
+    return int.from_bytes(hashlib.sha1(example_id.encode("utf-8")).digest()[:8], "big")
+
+
+def _id_order(example_id: str) -> tuple:
+    """Ids in natural order: row numbers numerically ("2" before "10"), then the others as strings."""
+    return (0, int(example_id), "") if example_id.isdigit() else (1, 0, example_id)
+
+
+_TAIL = "tail"  # the key of the last shard when it does not end at a cut point
+
+
+def plan_shards(ids: Sequence[str], shard_size: int) -> dict[str, list[int]]:
+    """Split examples into shards that stay the same when examples are added or removed.
+
+    Examples are put in the natural order of their ids (not of the data), and a shard ends after each
+    example whose id hashes to a multiple of ``shard_size`` (content-defined cut points), or once it
+    holds ``shard_size`` examples. A shard's key is the hash of the id it ends at, so adding or removing
+    an example changes only the shards from it to the next cut point (appended rows: the last shard
+    only), never all of them (as a hash modulo a count of shards that depends on the number of examples
+    would); the plan does not depend on the order of the data or the number of processes.
+
+    Args:
+        ids: the example ids (unique).
+        shard_size: the most examples in one shard.
+
+    Returns:
+        ``{key: [positions in ids]}``.
 
     Example:
-        >>> shard_of("review-17", 8) == shard_of("review-17", 8)
-        True
+        >>> ids = [str(i) for i in range(40)]
+        >>> before = plan_shards(ids, 8)
+        >>> after = plan_shards(ids + ["40"], 8)
+        >>> sum(before[k] != after.get(k) for k in before)  # only the last shard changed
+        1
     """
-    digest = hashlib.sha1(example_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % num_shards
+    order = sorted(range(len(ids)), key=lambda i: _id_order(ids[i]))
+    shards: dict[str, list[int]] = {}
+    current: list[int] = []
+    for i in order:
+        h = _id_hash(ids[i])
+        current.append(i)
+        if h % shard_size == 0 or len(current) >= shard_size:
+            shards[f"{h:016x}"] = current
+            current = []
+    if current:
+        shards[_TAIL] = current
+    return shards
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A digest of a model's weights (every parameter and buffer: names, dtypes, shapes, values), so that
+    an explain job is keyed on the weights it explains, not on a model name (a fine-tuned adapter, the
+    same name with other weights).
+
+    Example:
+        >>> from pi_lightning.testing import tiny_classifier
+        >>> weights_digest(tiny_classifier(seed=0)) == weights_digest(tiny_classifier(seed=0))
+        True
+        >>> weights_digest(tiny_classifier(seed=0)) == weights_digest(tiny_classifier(seed=1))
+        False
+    """
+    h = hashlib.blake2b(digest_size=16)
+    with torch.no_grad():
+        for name, t in sorted(model.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            # (numel,) then its raw bytes: a byte view works for every dtype (bfloat16 included)
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _digest(rows: Sequence[dict]) -> str:
@@ -229,6 +204,7 @@ class ExplainModule(pl.LightningModule):
             target in ("predicted", "label") or (isinstance(target, int) and not isinstance(target, bool))
         ):
             raise ValueError(f"target must be 'predicted', 'label' or a class index, got {target!r}.")
+        check_method_kwargs(method, method_kwargs or {})  # a misspelled setting fails here
         self.model = model
         self.tokenizer = tokenizer
         self.method = method
@@ -286,9 +262,22 @@ class ExplainModule(pl.LightningModule):
 
 
 # ---------------------------------------------------------------------------------------------- output
-def _shard_paths(out_dir: Path, shard: int, fmt: str) -> tuple[Path, Path]:
-    base = out_dir / _SHARD_DIR / f"shard-{shard:05d}"
+def _shard_paths(out_dir: Path, shard: str, fmt: str) -> tuple[Path, Path]:
+    base = out_dir / _SHARD_DIR / f"shard-{shard}"
     return base.with_suffix("." + fmt), base.with_suffix(".done.json")
+
+
+def write_atomic(path: str | Path, write) -> Path:
+    """Write a file atomically: ``write(tmp_path)`` into a temporary file beside it, then rename it over
+    ``path`` (a reader, or a run that is killed, never sees half a file); the temporary file is removed
+    whatever happens (an explain run also removes those a killed run left behind). ``write`` may be a
+    ``str``: the text to write (UTF-8)."""
+    path = Path(path)
+    if isinstance(write, str):
+        text = write
+        write = lambda p: p.write_text(text, encoding="utf-8")  # noqa: E731
+    _write_atomic(path, write)
+    return path
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -301,7 +290,7 @@ def _write_atomic(path: Path, write) -> None:
             tmp.unlink()
 
 
-def write_shard(out_dir: Path, shard: int, records: list[dict], digest: str, fmt: str, rank: int = 0) -> Path:
+def write_shard(out_dir: Path, shard: str, records: list[dict], digest: str, fmt: str, rank: int = 0) -> Path:
     """Write one shard's records, then its sidecar (which marks the shard finished)."""
     data, done = _shard_paths(out_dir, shard, fmt)
     data.parent.mkdir(parents=True, exist_ok=True)
@@ -328,7 +317,7 @@ def _read_shard(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def _finished(out_dir: Path, shard: int, digest: str, fmt: str) -> bool:
+def _finished(out_dir: Path, shard: str, digest: str, fmt: str) -> bool:
     data, done = _shard_paths(out_dir, shard, fmt)
     if not (data.is_file() and done.is_file()):
         return False
@@ -355,16 +344,14 @@ class ShardWriter(BasePredictionWriter):
             _pyarrow("Parquet output")
         self.out_dir = Path(out_dir)
         self.fmt = fmt
-        self.written: list[int] = []
+        self.written: list[str] = []
 
     @override
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        write_shard(
-            self.out_dir, int(batch["shard"]), prediction, batch["digest"], self.fmt, trainer.global_rank
-        )
-        self.written.append(int(batch["shard"]))
+        write_shard(self.out_dir, batch["shard"], prediction, batch["digest"], self.fmt, trainer.global_rank)
+        self.written.append(batch["shard"])
 
 
 def load_job(out_dir: str | Path) -> dict[str, Any]:
@@ -379,7 +366,9 @@ def load_job(out_dir: str | Path) -> dict[str, Any]:
 
 
 def load_results(out_dir: str | Path) -> list[dict]:
-    """Every finished result row of a job folder, in input order (``index``)."""
+    """The finished result rows of a job folder's last run, in input order (``index``): only the shards of
+    the examples that run was given (its manifest in ``job.json``), each only if finished on those very
+    examples, so a rerun on fewer or other examples never returns rows of the earlier input."""
     out_dir = Path(out_dir)
     shard_dir = out_dir / _SHARD_DIR
     if not shard_dir.is_dir():
@@ -387,14 +376,94 @@ def load_results(out_dir: str | Path) -> list[dict]:
             f"{out_dir} holds no explain results (no {_SHARD_DIR}/ folder): run the explain job "
             "first (pi_lightning.jobs.explain_dataset or `pi-lightning explain`)."
         )
+    job = load_job(out_dir)
+    manifest = job.get("shards")
+    if not isinstance(manifest, dict):
+        raise ValueError(
+            f"{out_dir} was written by an older pi_lightning (no shard manifest in {JOB_FILE}): explain it "
+            "again with overwrite=True (--overwrite)."
+        )
     rows: list[dict] = []
-    for done in sorted(shard_dir.glob("shard-*.done.json")):
-        meta = json.loads(done.read_text(encoding="utf-8"))
-        rows.extend(_read_shard(done.with_name(done.name.replace(".done.json", "." + meta["format"]))))
+    for key, digest in sorted(manifest.items()):
+        if _finished(out_dir, key, digest, job["format"]):
+            rows.extend(_read_shard(_shard_paths(out_dir, key, job["format"])[0]))
     return sorted(rows, key=lambda r: r["index"])
 
 
 # ---------------------------------------------------------------------------------------------- the job
+def _remove_temporary_files(out_dir: Path) -> None:
+    """Temporary files of runs that were killed mid-write (their rename never happened)."""
+    for folder in (out_dir, out_dir / _SHARD_DIR):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_shards(out_dir: Path, keys: set[str]) -> None:
+    """Shard files of examples the current input no longer holds (they are never read again)."""
+    shard_dir = out_dir / _SHARD_DIR
+    if not shard_dir.is_dir():
+        return
+    for path in shard_dir.glob("shard-*"):
+        key = path.name[len("shard-") :].split(".", 1)[0]
+        if key not in keys:
+            path.unlink(missing_ok=True)
+
+
+class FolderInUseError(FileExistsError):
+    """Another explain run holds the output folder (its lock file exists and its process is alive)."""
+
+
+class _JobLock:
+    """One explain run at a time per output folder: a lock file created exclusively, holding the owner's
+    host and process id; a lock whose process is gone (a killed run on this host) is taken over."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / ".lock"
+        self.held = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    owner = {}
+                if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                    self.path.unlink(missing_ok=True)  # left by a run that was killed
+                    continue
+                raise FolderInUseError(
+                    f"Another explain run (process {owner.get('pid', '?')} on {owner.get('host', '?')}) is "
+                    f"writing into {self.path.parent}: wait for it to finish, or use another output folder. "
+                    f"If no such run exists, delete {self.path}."
+                ) from None
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class _Shards(torch.utils.data.Dataset):
     def __init__(self, shards: list[dict]) -> None:
         self.shards = shards
@@ -425,36 +494,50 @@ class _ShardData(pl.LightningDataModule):
     def _prepare(self) -> dict[str, Any]:
         job = self.out_dir / JOB_FILE
         settings = dict(self.settings)
+        self.lock = _JobLock(self.out_dir)
+        self.lock.acquire()
+        _remove_temporary_files(self.out_dir)
         if self.overwrite and self.out_dir.exists():
             shutil.rmtree(self.out_dir / _SHARD_DIR, ignore_errors=True)
             job.unlink(missing_ok=True)
         if job.is_file():
             old = json.loads(job.read_text(encoding="utf-8"))
-            differ = sorted(k for k in settings if k != "num_shards" and old.get(k) != settings[k])
+            if "shards" not in old:
+                raise ValueError(
+                    f"{self.out_dir} holds results of an older pi_lightning (shards numbered by a count): "
+                    "use another output folder, or overwrite=True (--overwrite) to discard them."
+                )
+            keep = ("shard_size", "shards")
+            differ = sorted(k for k in settings if k not in keep and old.get(k) != settings[k])
             if differ:
                 raise ValueError(
                     f"{self.out_dir} holds results of another job "
                     f"({', '.join(f'{k}: {old.get(k)!r} there, {settings[k]!r} now' for k in differ)}). Use "
                     "another output folder, or overwrite=True (--overwrite) to discard them."
                 )
-            settings["num_shards"] = int(old["num_shards"])  # shards stay those of the first run
+            settings["shard_size"] = int(old["shard_size"])  # cut points stay those of the first run
         else:
-            settings["num_shards"] = max(1, math.ceil(len(self.rows) / self.shard_size))
+            settings["shard_size"] = self.shard_size
+        plan = plan_shards([r["id"] for r in self.rows], settings["shard_size"])
+        groups = {k: [self.rows[i] for i in sorted(pos)] for k, pos in plan.items()}
+        digests = {k: _digest(g) for k, g in groups.items()}
+        settings["shards"] = digests  # the manifest: what load_results returns
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(
-            job, lambda p: p.write_text(json.dumps(settings, indent=1, default=repr), encoding="utf-8")
-        )
-        groups: dict[int, list[dict]] = {}
-        for r in self.rows:
-            groups.setdefault(shard_of(r["id"], settings["num_shards"]), []).append(r)
+        write_atomic(job, json.dumps(settings, indent=1, default=repr))
+        _remove_stale_shards(self.out_dir, set(digests))
         todo, skipped = [], 0
         for k in sorted(groups):
-            digest = _digest(groups[k])
-            if _finished(self.out_dir, k, digest, settings["format"]):
+            if _finished(self.out_dir, k, digests[k], settings["format"]):
                 skipped += 1
             else:
-                todo.append({"shard": k, "digest": digest, "rows": groups[k]})
-        return {"todo": todo, "skipped": skipped, "shards": len(groups), "num_shards": settings["num_shards"]}
+                todo.append({"shard": k, "digest": digests[k], "rows": groups[k]})
+        return {"todo": todo, "skipped": skipped, "shards": len(groups)}
+
+    def release(self) -> None:
+        """Give up the folder's lock (rank zero, once the run ends, also when it fails)."""
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()
 
     @override
     def setup(self, stage: str) -> None:
@@ -485,7 +568,7 @@ class ExplainSummary:
         out_dir: the job folder (``job.json`` and ``shards/``).
         examples: examples in the data.
         shards: shards that hold examples; ``skipped``: of those, finished by an earlier run.
-        written: shards this process wrote in this run.
+        written: keys of the shards this process wrote in this run.
         is_global_zero: whether this is the rank-zero process (print and read results there).
     """
 
@@ -493,7 +576,7 @@ class ExplainSummary:
     examples: int
     shards: int
     skipped: int
-    written: list[int]
+    written: list[str]
     is_global_zero: bool
 
 
@@ -510,9 +593,10 @@ def explain_dataset(
     shard_size: int = 32,
     format: str = "jsonl",
     text_column: str = "text",
-    label_column: str = "label",
+    label_column: str | None = None,
     id_column: str = "id",
     labels: Sequence[int] | None = None,
+    label_names: Sequence[str] | None = None,
     model_name: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
@@ -527,9 +611,12 @@ def explain_dataset(
         method, method_kwargs: the attribution method and its settings.
         target: ``"predicted"``, ``"label"`` or a class index.
         max_tokens: token budget per forward batch (bounds memory); default the method's.
-        shard_size: examples per shard on the first run (one predict batch; the progress bar counts shards).
+        shard_size: the most examples in one shard, fixed by the first run (one predict batch; the
+            progress bar counts shards).
         format: ``"jsonl"`` or ``"parquet"`` (needs pyarrow).
-        text_column, label_column, id_column, labels: see :func:`read_examples`.
+        text_column, label_column, id_column, labels, label_names: see
+            :func:`pi_lightning.data.load_examples` (``label_column=None``: ``"label"`` if present);
+            the label mapping used is recorded in ``job.json`` (``label_names``).
         model_name: recorded in ``job.json`` (a rerun with another name is refused).
         metadata: more JSON-able facts recorded in ``job.json`` and checked on a rerun (e.g. the adapter).
         overwrite: discard earlier results in ``out_dir``.
@@ -556,9 +643,15 @@ def explain_dataset(
     method_kwargs = dict(method_kwargs or {})
     if max_tokens is not None:
         method_kwargs["max_tokens"] = max_tokens
-    rows = read_examples(
-        data, text_column=text_column, label_column=label_column, id_column=id_column, labels=labels
+    examples = load_examples(
+        data,
+        text_column=text_column,
+        label_column=label_column,
+        id_column=id_column,
+        labels=labels,
+        label_names=label_names,
     )
+    rows = [dict(r) for r in examples.rows]
     module = ExplainModule(model, tokenizer, method, method_kwargs, target)
     if target == "label" and any(r["label"] is None for r in rows):
         raise ValueError(
@@ -573,7 +666,9 @@ def explain_dataset(
         "method_kwargs": json.loads(json.dumps(method_kwargs, default=repr)),
         "target": target,
         "model": name,
+        "weights": weights_digest(model),
         "format": format,
+        "label_names": None if examples.label_names is None else list(examples.label_names),
         "metadata": json.loads(json.dumps(dict(metadata or {}), default=repr)),
     }
     writer = ShardWriter(out_dir, format)
@@ -590,7 +685,10 @@ def explain_dataset(
     }  # the datamodule splits the shards across ranks itself
     kwargs["callbacks"] = [*list(kwargs.get("callbacks") or []), writer]
     trainer = pl.Trainer(**kwargs)
-    trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    try:
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    finally:
+        datamodule.release()
     return ExplainSummary(
         out_dir=Path(out_dir),
         examples=len(rows),

@@ -22,6 +22,7 @@ written before these types existed (the dict layout is unchanged).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,72 @@ __all__ = [
     "ValidationEvaluation",
     "histories_from_checkpoint",
 ]
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _list_of(ok, optional: bool = False):
+    return lambda v: isinstance(v, (list, tuple)) and all((optional and x is None) or ok(x) for x in v)
+
+
+def _check_fields(owner: str, values: Mapping[str, Any], checks: Mapping[str, tuple[Any, str]]) -> None:
+    """Raise a ``ValueError`` naming the first field whose value is not of its type: a saved record is
+    untrusted input (a checkpoint), and its values reach HTML and logs."""
+    for name, (ok, kind) in checks.items():
+        if name in values and not ok(values[name]):
+            v = values[name]
+            shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
+            raise ValueError(
+                f"A saved {owner} has {name}={shown} ({type(v).__name__}); expected {kind}. Was it written "
+                "by a pi_lightning callback?"
+            )
+
+
+_EVAL_CHECKS = {
+    "step": (_is_int, "an int"),
+    "log_step": (_is_int, "an int"),
+    "epoch": (_is_int, "an int"),
+    "metrics": (
+        lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and _is_num(x) for k, x in v.items()),
+        "a dict of numbers by name",
+    ),
+    "scores": (_list_of(_list_of(_is_num)), "a list of lists of numbers"),
+    "targets": (_list_of(_is_int), "a list of ints"),
+    "predictions": (_list_of(_is_int), "a list of ints"),
+    "as_auc": (_list_of(_is_num, optional=True), "a list of numbers (or None)"),
+    "ias_auc": (_list_of(_is_num, optional=True), "a list of numbers (or None)"),
+    "gap": (_list_of(_is_num, optional=True), "a list of numbers (or None)"),
+    "curves": (
+        lambda v: (
+            isinstance(v, Mapping)
+            and all(
+                isinstance(k, str)
+                and isinstance(c, (list, tuple))
+                and len(c) == 2
+                and all(map(_list_of(_is_num), c))
+                for k, c in v.items()
+            )
+        ),
+        "a dict of (x, y) number lists",
+    ),
+    "top_words": (
+        _list_of(
+            lambda w: (
+                isinstance(w, Mapping)
+                and isinstance(w.get("word"), str)
+                and _is_num(w.get("mean_phi"))
+                and _is_int(w.get("count"))
+            )
+        ),
+        "a list of {'word': str, 'mean_phi': number, 'count': int}",
+    ),
+}
 
 
 @dataclass
@@ -77,6 +144,7 @@ class Evaluation:
             )
         values = {k: data[k] for k in names if k in data}
         values.setdefault("log_step", data["step"])
+        _check_fields(cls.__name__, values, {k: v for k, v in _EVAL_CHECKS.items() if k in names})
         values["metrics"] = dict(values["metrics"])
         return cls(**values)
 
@@ -186,6 +254,26 @@ class ProbeHistory:
             raise ValueError(
                 f"Expected a probe monitor's saved state with 'method', 'texts' and 'evals', got {got}."
             )
+        _check_fields(
+            "probe monitor state",
+            state,
+            {
+                "method": (lambda v: isinstance(v, str), "a str"),
+                "texts": (_list_of(lambda t: isinstance(t, str)), "a list of str"),
+                "labels": (lambda v: v is None or _list_of(_is_int)(v), "a list of ints or None"),
+                "label_names": (
+                    lambda v: v is None or _list_of(lambda t: isinstance(t, str))(v),
+                    "str names",
+                ),
+                "char_spans": (
+                    lambda v: (
+                        v is None or _list_of(_list_of(lambda sp: _list_of(_is_int)(sp) and len(sp) == 2))(v)
+                    ),
+                    "per text a list of [start, end] int pairs",
+                ),
+                "evals": (lambda v: isinstance(v, (list, tuple)), "a list of saved evaluations"),
+            },
+        )
         return cls(
             method=str(state["method"]),
             texts=list(state["texts"] or []),

@@ -233,8 +233,8 @@ def write_report(
             return names[i] if i is not None and i < len(names) else str(i)
 
         parts.append(
-            f"<h2>{html.escape(m)}: probe examples, first (step {first.step}) vs last "
-            f"(step {last.step}) evaluation</h2><table><tr><th>#</th><th>label</th>"
+            f"<h2>{html.escape(m)}: probe examples, first (step {int(first.step)}) vs last "
+            f"(step {int(last.step)}) evaluation</h2><table><tr><th>#</th><th>label</th>"
             f"<th>first</th><th>last</th></tr>"
         )
         for i, text in enumerate(h.texts):
