@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--top", type=int, default=20, help="rows printed")
     p.add_argument("--label-names", help="comma-separated class names (default: the job's)")
+    p.add_argument(
+        "--ignore-adapter-settings",
+        action="store_true",
+        help="check with the job's template and mask even where they differ from those saved beside the "
+        "adapter by `pi-lightning finetune`",
+    )
     p.add_argument("--out", help="output folder (default: JOB/shortcuts)")
     p.add_argument(
         "--wandb-project",
@@ -83,7 +89,30 @@ def main(argv: list[str]) -> int:
         print(f"pi-lightning shortcuts: {e}", file=sys.stderr)
         return 2
     meta = job.get("metadata") or {}
+    kw = job.get("method_kwargs") or {}
     names = [s.strip() for s in args.label_names.split(",")] if args.label_names else meta.get("label_names")
+    adapter = args.adapter or meta.get("adapter")
+    from pi_lightning.adapter_settings import read_adapter_settings, resolve_settings
+
+    try:
+        saved = read_adapter_settings(adapter)
+        names = resolve_settings(saved, {"label_names": names}, allow_mismatch=args.ignore_adapter_settings)[
+            "label_names"
+        ]
+        # the job was explained with its template and mask: the adapter must have been trained with them
+        resolve_settings(
+            saved,
+            {"template": kw.get("template", "{text}"), "mask": kw.get("mask", "remove")},
+            allow_mismatch=args.ignore_adapter_settings,
+            where=f"the adapter {adapter}",
+        )
+    except ValueError as e:
+        print(
+            f"pi-lightning shortcuts: {e} (the explain job {args.job} used its own; rerun it with the "
+            "adapter's settings)",
+            file=sys.stderr,
+        )
+        return 2
     report = mine_shortcuts(results, min_count=args.min_count, alpha=args.alpha, label_names=names)
     for name in ("check", "budget", "max_texts"):
         v = getattr(args, name)
@@ -97,9 +126,7 @@ def main(argv: list[str]) -> int:
         from pi_lightning.models import load_classifier
 
         model_name = args.model or job["model"]
-        adapter = args.adapter or meta.get("adapter")
         model, tokenizer = load_classifier(model_name, num_labels=len(results[0]["probs"]), adapter=adapter)
-        kw = job.get("method_kwargs") or {}
         counterfactual_check(
             report,
             results,
