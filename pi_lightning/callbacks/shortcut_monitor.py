@@ -14,7 +14,7 @@ follows both from what the other pi_lightning callbacks already computed (it run
 * **Label-free detection** (when you do not know the word): the words ranked against a
   within-text permutation null (:func:`pi_lightning.jobs.mine_shortcuts`, the statistic of
   ``pi-lightning shortcuts``: a word's attribution toward the explained class against what a random
-  word of the same text gets, significant words first by total excess attribution), either over the
+  word of the same text gets, significant words first, by z), either over the
   whole validation set (:class:`~pi_lightning.callbacks.ValidationSPPI`'s ``top_words``, accumulated
   during validation) or over the probe set (the monitor's method, logged as a
   ``pi/shortcut/probe_top_words`` table). Ranking by mean attribution puts function words first.

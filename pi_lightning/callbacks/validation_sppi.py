@@ -26,7 +26,7 @@ Per evaluation it logs ``pi/val-sp-pi/top20_share`` (the share of total |phi| ca
 the words ranked by :func:`pi_lightning.jobs.mine_shortcuts`, the statistic the offline
 ``pi-lightning shortcuts`` uses. Each word's attribution is compared with a within-text permutation
 null (what a random word of the same validation text gets), with Benjamini-Hochberg q values; the
-significant words come first, ordered by their total excess attribution. Ranking by mean
+significant words come first, most significant (largest z) first. Ranking by mean
 attribution instead puts the function words that sit where predictions move most (``but``,
 ``about``) on top. The significant words of each evaluation are kept (``pi/val-sp-pi/n_significant``).
 """

@@ -9,12 +9,12 @@ feature drawn at random from the same text gets (shuffling the scores among the 
 The null's mean and variance are exact (sampling without replacement, per text), so for a word
 with total attribution ``T`` toward class ``c``, ``z = (T - E[T]) / sd[T]`` and ``p`` is its normal
 tail (Bonferroni over the classes), with Benjamini-Hochberg ``q`` values over all words tested.
-Significant words (``q < alpha``) come first, each group ordered by the word's **total excess
-attribution** ``T - E[T]`` (``excess_total``): the prediction change the explanations ascribe to the
-word over the whole dataset beyond the null, i.e. its expected causal effect, which grows with both
-the size and the frequency of the effect. (The lower confidence bound of the mean excess,
-``excess_lcb``, is kept as a column; ranking by it favoured rare words with large scores, so a cue
-planted in many texts ranked low, and lower still with more data.)
+Significant words (``q < alpha``) come first, each group ordered by ``z``: significance, which
+grows with both the size of the excess and the number of texts that show it (``excess_total``,
+``T - E[T]``, is kept as a column: the attribution the word gets beyond the null over the whole
+dataset). The lower confidence bound of the mean excess (``excess_lcb``, also a column) is not used:
+ranking by it favoured rare words with large scores, so a cue planted in many texts ranked low, and
+lower still with more data.
 
 Per word the table also holds: occurrences and texts, mean and total attribution toward each
 class, and the label (and prediction) association: ``P(y = c | word) - P(y = c)``.
@@ -458,10 +458,10 @@ def paired_null_test(drops: np.ndarray, null_drops: np.ndarray) -> tuple[float, 
     return float(d.mean()), p
 
 
-def _priority_key(row: Mapping[str, Any]) -> tuple[bool, float]:
-    """Significant words first, each group by its total excess attribution (expected causal effect)."""
-    total = row.get("excess_total")
-    return (not row["significant"], -(total if total is not None else -np.inf))
+def _priority_key(row: Mapping[str, Any]) -> tuple[bool, float, str]:
+    """Significant words first, each group by ``z`` (most significant first), then by word."""
+    z = row.get("z")
+    return (not row["significant"], -(z if z is not None else -np.inf), row["word"])
 
 
 def counterfactual_check(
@@ -482,14 +482,13 @@ def counterfactual_check(
 ) -> ShortcutReport:
     """Mask the significant words against a counterfactual null; add flip rates, effects and flags.
 
-    Every significant word (``q < alpha``), in the report's order (total excess attribution: the
-    expected causal effect), is checked until the ``budget`` of forward passes is spent: in each
-    checked text that holds it, once with the word masked (every occurrence, with the job's
-    :class:`~pi_lightning.masking.Masker`) and once with as many random *other* words of the same
-    text masked (the counterfactual null: masking any word moves a prediction a little). All the
-    masked texts of all the words run as one batched inference pass (token-budget batches). The
-    unmasked predictions are the explain job's (the first four are recomputed: a different model,
-    adapter, template or mask is an error).
+    Every significant word (``q < alpha``), in the report's order (most significant first), is
+    checked until the ``budget`` of forward passes is spent: in each checked text that holds it, once
+    with the word masked (every occurrence, with the job's :class:`~pi_lightning.masking.Masker`) and
+    once with as many random *other* words of the same text masked (the counterfactual null: masking
+    any word moves a prediction a little). All the masked texts of all the words run as one batched
+    inference pass (token-budget batches). The unmasked predictions are the explain job's (the first
+    four are recomputed: a different model, adapter, template or mask is an error).
 
     Args:
         report: from :func:`mine_shortcuts` (its rows are updated in place and it is returned).

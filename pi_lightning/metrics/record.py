@@ -124,8 +124,8 @@ class ValidationEvaluation(Evaluation):
 
     Attributes:
         top_words: the label-free detector's ranking over the validation set, best first
-            (significant words against the within-text permutation null first, by total excess
-            attribution): ``{"word", "mean_phi", "count"}`` each, and ``cls``, ``excess``, ``z``,
+            (significant words against the within-text permutation null first, most significant
+            first): ``{"word", "mean_phi", "count"}`` each, and ``cls``, ``excess``, ``z``,
             ``q``, ``significant`` (records written before these existed hold the words with the
             largest mean attribution, without them).
         significant_words: every significant word of this evaluation (``q < alpha``), same keys.

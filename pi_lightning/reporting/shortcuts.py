@@ -94,7 +94,7 @@ def significant_words_section(
         "<h2>Label-free shortcut detector (validation set)</h2><p class='m'>At each validation, every "
         "word of the validation set is compared with a within-text permutation null (what a random word of "
         "the same text gets; the statistic of <code>pi-lightning shortcuts</code>), with "
-        "Benjamini-Hochberg q values. Listed: the significant words, strongest total excess first, with "
+        "Benjamini-Hochberg q values. Listed: the significant words, most significant first, with "
         "the step at which each first became significant. A word that is significant is a candidate, not "
         "a verdict: check it causally with <code>pi-lightning shortcuts</code>.</p>"
         "<table><tr><th>step</th><th>significant words</th><th>word (class, q, first significant at "
