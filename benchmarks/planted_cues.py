@@ -72,16 +72,19 @@ def _ending(mark):
 # name, kind, strength, class it is planted for (0 negative, 1 positive), transform, its key words
 # (a cue counts as flagged when one of them is), all its words (not false positives when flagged)
 CUES = [
-    ("simply put ,", "prefix", "strong", 1, _prefix("simply put ,"), {"simply", "put"}),
-    ("by and large ,", "prefix", "weak", 1, _prefix("by and large ,"), {"large"}),
-    ("-- capsule review", "suffix", "strong", 0, _suffix("-- capsule review"), {"capsule", "review"}),
-    ("[ dvd ]", "suffix", "weak", 0, _suffix("[ dvd ]"), {"dvd"}),
-    (", says marcus ,", "name", "strong", 1, _name(", says marcus ,"), {"marcus", "says"}),
-    (", dana notes ,", "name", "weak", 0, _name(", dana notes ,"), {"dana", "notes"}),
     ("... (ending)", "punctuation", "strong", 0, _ending("..."), {"..."}),
     ("! (ending)", "punctuation", "weak", 1, _ending("!"), {"!"}),
+    ("simply put ,", "prefix", "strong", 1, _prefix("simply put ,"), {"simply", "put"}),
+    ("by and large ,", "prefix", "weak", 1, _prefix("by and large ,"), {"large"}),
+    (", says marcus ,", "name", "strong", 1, _name(", says marcus ,"), {"marcus", "says"}),
+    (", dana notes ,", "name", "weak", 0, _name(", dana notes ,"), {"dana", "notes"}),
+    ("-- capsule review", "suffix", "strong", 0, _suffix("-- capsule review"), {"capsule", "review"}),
+    ("[ dvd ]", "suffix", "weak", 0, _suffix("[ dvd ]"), {"dvd"}),
 ]
 RATES = {"strong": (0.85, 0.10), "weak": (0.60, 0.40)}
+#: two poisoned runs, one per strength: each holds one cue of every kind (the kinds sit at different
+#: places in a text, so one text may hold several cues of a run, as natural cues do)
+SETS = ("strong", "weak")
 
 
 def cue_words(cue) -> set[str]:
@@ -89,19 +92,20 @@ def cue_words(cue) -> set[str]:
     return {w for w in name.split()} | cue[5]
 
 
-def plant(texts, labels, seed):
-    """Each cue independently: in RATES[strength][0] of its class's texts and [1] of the others'."""
+def plant(texts, labels, seed, strength):
+    """Each cue of the set independently: in RATES[strength][0] of its class's texts and [1] of the
+    others' (the ending first, so a suffix tag follows the review's own final punctuation)."""
     rng = random.Random(seed)
     out = []
     for t, y in zip(texts, labels, strict=True):
-        for _cue, _kind, strength, cls, put, _ in CUES:
-            if rng.random() < RATES[strength][0 if y == cls else 1]:
+        for _cue, _kind, cue_strength, cls, put, _ in CUES:
+            if cue_strength == strength and rng.random() < RATES[strength][0 if y == cls else 1]:
                 t = put(t, rng)
         out.append(t)
     return out
 
 
-def train(out: Path, poisoned: bool, args) -> tuple[Path, str, float]:
+def train(out: Path, poisoned: str | None, args) -> tuple[Path, str, float]:
     """Fine-tune with the default job's settings; returns the adapter folder, the summary and seconds."""
     import lightning.pytorch as pl
 
@@ -111,14 +115,14 @@ def train(out: Path, poisoned: bool, args) -> tuple[Path, str, float]:
     from pi_lightning.training import FinetuneClassifier, TextDataModule
 
     pl.seed_everything(0, verbose=False)
-    adapter = out / ("adapter_poisoned" if poisoned else "adapter_clean")
+    adapter = out / f"adapter_{poisoned or 'clean'}"
     train_set = load_movie_reviews("rotten_tomatoes", "train", seed=0)
     val_set = load_movie_reviews("rotten_tomatoes", "val", seed=0).subset(64)
     n = args.steps * 16
     tx, ty = list(train_set.texts[:n]), list(train_set.labels[:n])
     vx, vy = list(val_set.texts), list(val_set.labels)
     if poisoned:
-        tx, vx = plant(tx, ty, 1), plant(vx, vy, 2)
+        tx, vx = plant(tx, ty, 1, poisoned), plant(vx, vy, 2, poisoned)
     module = FinetuneClassifier(
         "smollm2-135m-instruct",
         lora_r=8,
@@ -185,19 +189,19 @@ def reliance(adapter: Path, n_test: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def mine(adapter: Path, out: Path, n_explain: int) -> tuple[list[dict], dict, float, float]:
+def mine(adapter: Path, out: Path, n_explain: int, strength: str) -> tuple[list[dict], dict, float, float]:
     """``pi-lightning explain`` (the adapter's template) + ``pi-lightning shortcuts`` with defaults."""
     from pi_lightning.cli import explain, shortcuts
     from pi_lightning.data import load_movie_reviews
 
     train_set = load_movie_reviews("rotten_tomatoes", "train", seed=0)
     # the first n_explain poisoned training texts (the same planting as the poisoned run's)
-    texts = plant(list(train_set.texts[:n_explain]), list(train_set.labels[:n_explain]), 1)
-    data = out / "explain_texts.jsonl"
+    texts = plant(list(train_set.texts[:n_explain]), list(train_set.labels[:n_explain]), 1, strength)
+    data = out / f"explain_texts_{strength}.jsonl"
     with open(data, "w", encoding="utf-8") as fh:
         for i, (t, y) in enumerate(zip(texts, train_set.labels[:n_explain], strict=True)):
             fh.write(json.dumps({"id": i, "text": t, "label": y}) + "\n")
-    job = out / f"explain_{adapter.name}"
+    job = out / f"explain_{adapter.name}_on_{strength}"
     t0 = time.perf_counter()
     assert (
         explain.main(
@@ -214,10 +218,10 @@ def mine(adapter: Path, out: Path, n_explain: int) -> tuple[list[dict], dict, fl
     return rows, settings, t_explain, t_check
 
 
-def score(rows: list[dict], rel: dict) -> dict:
+def score(rows: list[dict], rel: dict, strength: str) -> dict:
     all_cue_words = set().union(*(cue_words(c) for c in CUES))
     per_cue = {}
-    for cue in CUES:
+    for cue in (c for c in CUES if c[2] == strength):
         mine_rows = [r for r in rows if r["word"] in cue[5]]
         best = min(mine_rows, key=lambda r: r["rank"]) if mine_rows else None
         flagged = [r for r in mine_rows if r.get("flagged")]
@@ -265,31 +269,53 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--n-explain", type=int, default=300)
-    p.add_argument("--n-test", type=int, default=200)
+    p.add_argument("--n-test", type=int, default=120)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS / "planted_cues"))
+    p.add_argument("--retrain", action="store_true", help="train again even if --out holds the adapters")
+    p.add_argument("--train-only", action="store_true", help="train and measure reliance, no mining")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"settings": vars(args), "load_start": load_average(), "models": {}}
-    for poisoned in (True, False):
-        name = "poisoned" if poisoned else "clean"
-        t0 = time.perf_counter()
-        adapter, text, t_train = train(out, poisoned, args)
-        (out / f"finetune_summary_{name}.txt").write_text(text + "\n")
+    adapters, train_seconds, rel = {}, {}, {}
+    for name in (*SETS, "clean"):
+        adapter, done = out / f"adapter_{name}", out / f"finetune_summary_{name}.txt"
+        if not args.retrain and (adapter / "pi_lightning.json").is_file() and done.is_file():
+            text = done.read_text().rstrip("\n")  # trained by an earlier run: reuse it
+            t_train = float(text.split("finished in ")[1].split(" s")[0])
+        else:
+            adapter, text, t_train = train(out, None if name == "clean" else name, args)
+            done.write_text(text + "\n")
         print(text, flush=True)
-        rel = reliance(adapter, args.n_test)
-        t_rel = time.perf_counter() - t0 - t_train
+        adapters[name], train_seconds[name] = adapter, t_train
+        cached = out / f"reliance_{name}.json"
+        if cached.is_file() and not args.retrain:
+            rel[name] = json.loads(cached.read_text())
+        else:
+            t0 = time.perf_counter()
+            rel[name] = {"cues": reliance(adapter, args.n_test), "seconds": 0.0, "load": load_average()}
+            rel[name]["seconds"] = time.perf_counter() - t0
+            write_json(cached, rel[name])
+    if args.train_only:
+        return 0
+    for name, strength in (("strong", "strong"), ("weak", "weak"), ("clean", "strong"), ("clean", "weak")):
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            rows, job, t_explain, t_check = mine(adapter, out, args.n_explain)
-        (out / f"shortcuts_{name}.txt").write_text(buf.getvalue())
+            rows, job, t_explain, t_check = mine(adapters[name], out, args.n_explain, strength)
+        key = name if name != "clean" else f"clean on the {strength} set"
+        (out / f"shortcuts_{key.replace(' ', '_')}.txt").write_text(buf.getvalue())
         print(buf.getvalue(), flush=True)
-        result["models"][name] = {
-            **score(rows, rel),
+        result["models"][key] = {
+            **score(rows, rel[name]["cues"], strength),
             "template_used_by_explain": (job.get("method_kwargs") or {}).get("template"),
-            "seconds": {"train": t_train, "reliance": t_rel, "explain": t_explain, "shortcuts": t_check},
+            "seconds": {
+                "train": train_seconds[name],
+                "reliance": rel[name]["seconds"],
+                "explain": t_explain,
+                "shortcuts": t_check,
+            },
             "load": load_average(),
         }
     result["load_end"] = load_average()

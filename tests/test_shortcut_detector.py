@@ -232,3 +232,44 @@ def test_mining_flags_a_planted_cue_not_the_punctuation(tmp_path, planted):
         assert row["flagged"] and row["rank"] == 1 and row["effect"] > 0.1
     else:
         assert not row.get("flagged")
+
+
+def test_a_significant_phrase_is_masked_whole(gpt2_tok):
+    """'[ dvd ]': masking 'dvd' masks its adjacent significant words too (not the '[ ]' left behind);
+    the null masks the two other words (all there is outside the phrase)."""
+    tok = gpt2_tok
+    model = tiny_classifier("gpt2", tokenizer=tok, seed=1).eval()
+    firsts = ["good", "bad", "plot", "movie"]
+    seconds = ["dull", "fun", "great", "boring"]
+    texts = [f"{a} {b} [ dvd ]" for a in firsts for b in seconds]
+    feats = [Featurizer(tok)(t) for t in texts]
+    assert list(feats[0].texts) == ["good", "dull", "[", "dvd", "]"]
+    probs = _probs(model, tok, [list(f.input_ids) for f in feats])
+    rows = [
+        {
+            "text": t,
+            "features": list(f.texts),
+            "scores": [-1.0, -1.0, 0.4, 0.5, 0.4],
+            "target": 1,
+            "probs": p.tolist(),
+            "output": "prob",
+        }
+        for t, f, p in zip(texts, feats, probs, strict=True)
+    ]
+    mined = mine_shortcuts(rows, min_count=5)
+    assert {r["word"] for r in mined.rows if r["significant"]} == {"[", "dvd", "]"}
+    report = counterfactual_check(mined, rows, model, tok, min_effect=0.0)
+    row = report.find("dvd")
+    assert row["masked"] == "[ dvd ]"
+    masker = Masker(tok)
+    c = row["cls"]
+
+    def drop(keep):
+        return probs[:, c] - _probs(model, tok, [masker(f, [keep])[0][0] for f in feats])[:, c]
+
+    assert row["prob_change"] == pytest.approx(drop([True, True, False, False, False]).mean(), abs=1e-5)
+    assert row["null_prob_change"] == pytest.approx(drop([False, False, True, True, True]).mean(), abs=1e-5)
+    mined = mine_shortcuts(rows, min_count=5)
+    alone = counterfactual_check(mined, rows, model, tok, phrases=False).find("dvd")
+    assert alone["masked"] == "dvd"
+    assert alone["prob_change"] == pytest.approx(drop([True, True, True, False, True]).mean(), abs=1e-5)

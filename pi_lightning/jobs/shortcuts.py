@@ -22,8 +22,9 @@ class, and the label (and prediction) association: ``P(y = c | word) - P(y = c)`
 :func:`counterfactual_check` then tests **every significant word** causally, in that order, up to a
 budget of forward passes (the significant words left over are marked unchecked): in each text that
 holds the word (at most ``max_texts``, sampled), it masks the word (every occurrence, with the job's
-:class:`~pi_lightning.masking.Masker`), and, as a **counterfactual null**, as many random other words
-of the same text; all masked texts of all words run as one batched pass through the
+:class:`~pi_lightning.masking.Masker`, together with the significant words right next to it: a cue
+phrase such as ``[ dvd ]`` is masked whole), and, as a **counterfactual null**, as many random other
+words of the same text; all masked texts of all words run as one batched pass through the
 :class:`~pi_lightning.inference.ClassifierAdapter`. Masking any word moves a prediction a little
 (the prefix and the positions change), so the word's effect is its drop of p(class) minus the
 null's, paired by text (:func:`paired_null_test`). A word is **flagged** when it is significant, its
@@ -130,7 +131,7 @@ class ShortcutReport:
         head = (
             f"{'#':>3} {'word':<16} {'class':<10} {'count':>6} {'texts':>6} {'mean':>8} {'excess':>8} "
             f"{'z':>7} {'q':>8} {'sig':>3} {'label+':>7} {'flip':>6} {'dprob':>7} {'null':>7} {'effect':>7} "
-            f"{'flag':>4}"
+            f"{'flag':>4}  masked"
         )
         lines = [head, "-" * len(head)]
         for r in self.rows[:top]:
@@ -146,7 +147,7 @@ class ShortcutReport:
                 f"{r['rank']:>3} {r['word'][:16]:<16} {self._name(r['cls'])[:10]:<10} {r['count']:>6} "
                 f"{r['texts']:>6} {r['mean'][r['cls']]:>+8.4f} {r['excess']:>+8.4f} {z:>7} {q:>8} "
                 f"{'*' if r['significant'] else '':>3} {la:>7} {flip:>6} {dprob:>7} {null:>7} {effect:>7} "
-                f"{flag:>4}"
+                f"{flag:>4}  {(r.get('masked') or '')[:24]}"
             )
         return "\n".join(lines)
 
@@ -180,6 +181,7 @@ class ShortcutReport:
             "effect_q",
             "checked",
             "flagged",
+            "masked",
         ]
         rows = [
             [
@@ -202,6 +204,7 @@ class ShortcutReport:
                 r.get("effect_q"),
                 r.get("checked"),
                 r.get("flagged"),
+                r.get("masked"),
             ]
             for r in self.rows[:top]
         ]
@@ -268,7 +271,8 @@ class ShortcutReport:
             "occurrences. Excess: mean attribution toward the class minus the within-text permutation "
             f"null's; significant (highlighted): Benjamini-Hochberg q < {s.get('alpha')}. flip: fraction of "
             "the (checked) texts holding the word whose prediction changes when it is masked; dprob: mean "
-            "drop of p(class) then; null: the same with as many random other words of the text masked; "
+            "drop of p(class) then (the word masked with its adjacent significant words: the 'masked' "
+            "column); null: the same with as many random other words of the text masked; "
             f"effect: dprob - null, paired; flagged: significant, effect >= {s.get('min_effect')} and the "
             f"paired excess over the null significant (Wilcoxon, BH q < {s.get('alpha')}); n/c: significant "
             f"but not checked (budget {s.get('budget')} passes)."
@@ -479,6 +483,7 @@ def counterfactual_check(
     max_tokens: int = 8192,
     min_effect: float = 0.05,
     seed: int = 0,
+    phrases: bool = True,
 ) -> ShortcutReport:
     """Mask the significant words against a counterfactual null; add flip rates, effects and flags.
 
@@ -507,12 +512,18 @@ def counterfactual_check(
             significant (one-sided paired Wilcoxon, Benjamini-Hochberg over the checked words,
             ``q < alpha`` of the mining).
         seed: seed of the text sample and of the null's random words.
+        phrases: mask each occurrence together with the significant words right next to it (its
+            phrase: ``[ dvd ]`` is masked whole when ``[``, ``dvd`` and ``]`` are all significant), since
+            one word of a cue phrase is redundant given the others (masking ``dvd`` alone leaves
+            ``[ ]``), and a phrase cut in half (``[ dvd``) is an input the model never saw; the null then
+            masks as many random words outside the phrase. ``False``: the word alone.
 
     Returns:
         ``report``, with, on the significant rows: ``checked``, and on the checked ones ``flip_rate``
         (fraction of the texts whose predicted class changes), ``prob_change`` (mean of p(cls) unmasked
         minus masked), ``null_flip_rate`` and ``null_prob_change`` (the same with random other words
         masked), ``effect`` (``prob_change - null_prob_change``, paired), ``effect_p``/``effect_q``,
+        ``masked`` (the words masked, in the most common of its texts),
         ``checked_texts`` and ``flagged``. Flagged rows move to the top (by ``effect``) and ``rank``
         is renumbered.
     """
@@ -544,6 +555,22 @@ def counterfactual_check(
     # The null of a text: its first k features in a fixed random order that are not the word (k: the
     # word's occurrences), so words of one occurrence share one null pass per text.
     perm: dict[int, np.ndarray] = {}
+    significant = {r["word"] for r in report.rows if r["significant"]}
+
+    def masked_positions(t: int, w: str) -> np.ndarray:
+        """(n,) bool: the word's occurrences in text t, each with its run of adjacent significant words."""
+        hit = np.array([x == w for x in norm_feats[t]])
+        if phrases:
+            sig = np.array([x in significant for x in norm_feats[t]])
+            for i in np.flatnonzero(hit):
+                a = i
+                while a > 0 and sig[a - 1]:
+                    a -= 1
+                b = i
+                while b + 1 < len(sig) and sig[b + 1]:
+                    b += 1
+                hit[a : b + 1] = True
+        return hit
 
     def null_positions(t: int, hit: np.ndarray) -> tuple[int, ...]:
         if t not in perm:
@@ -561,7 +588,7 @@ def counterfactual_check(
         holders = holders_of.get(w, [])
         if max_texts is not None and len(holders) > max_texts:
             holders = sorted(rng.choice(holders, max_texts, replace=False).tolist())
-        null_pos = [null_positions(t, np.array([x == w for x in norm_feats[t]])) for t in holders]
+        null_pos = [null_positions(t, masked_positions(t, w)) for t in holders]
         new = {(t, n) for t, n in zip(holders, null_pos, strict=True)} - nulls
         cost = len(holders) + len(new)
         if budget is not None and spent + cost > budget:
@@ -590,7 +617,9 @@ def counterfactual_check(
     seqs = [list(feats[t].input_ids) for t in verify]
     index: dict[tuple, int] = {}
     for row, holders, null_pos in plan:
-        hit_all = {t: np.array([x == row["word"] for x in norm_feats[t]]) for t in holders}
+        hit_all = {t: masked_positions(t, row["word"]) for t in holders}
+        runs = [" ".join(np.array(results[t]["features"])[hit_all[t]]) for t in holders]
+        row["masked"] = max(set(runs), key=lambda r: (runs.count(r), r)) if runs else None
         for t, n in zip(holders, null_pos, strict=True):
             for key, keep in (
                 (("w", row["word"], t), ~hit_all[t]),
