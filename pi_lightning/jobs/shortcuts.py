@@ -22,17 +22,17 @@ class, and the label (and prediction) association: ``P(y = c | word) - P(y = c)`
 :func:`counterfactual_check` then tests **every significant word** causally, in that order, up to a
 budget of forward passes (the significant words left over are marked unchecked): in each text that
 holds the word (at most ``max_texts``, sampled), it masks the word (every occurrence, with the job's
-:class:`~pi_lightning.masking.Masker`, together with the significant words right next to it: a cue
-phrase such as ``[ dvd ]`` is masked whole), and, as a **counterfactual null**, as many random other
-words of the same text; all masked texts of all words run as one batched pass through the
-:class:`~pi_lightning.inference.ClassifierAdapter`. Masking any word moves a prediction a little
-(the prefix and the positions change), so the word's effect is its drop of p(class) minus the
-null's, paired by text (:func:`paired_null_test`). A word is **flagged** when it is significant, its
-effect is at least ``min_effect`` and the paired excess is significant (one-sided Wilcoxon,
-Benjamini-Hochberg over the checked words): punctuation and function words are flagged only when
-masking them beats masking a random word of the same text, and large attributions that do not
-change the final prediction (SP-PI explains the prefix game) are not flagged. Flagged words are
-ranked first.
+:class:`~pi_lightning.masking.Masker`, together with its fixed phrase: the neighbours it has in at
+least 80% of its occurrences, so a cue phrase such as ``[ dvd ]`` is masked whole), and, as a
+**counterfactual null**, as many random other words of the same text; all masked texts of all words
+run as one batched pass through the :class:`~pi_lightning.inference.ClassifierAdapter`. Masking any
+word moves a prediction a little (the prefix and the positions change), so the word's effect is its
+drop of p(class) minus the null's, paired by text (:func:`paired_null_test`). A word is **flagged**
+when it is significant, its effect is at least ``min_effect`` and the paired excess is significant
+(one-sided Wilcoxon, Benjamini-Hochberg over the checked words): punctuation and function words are
+flagged only when masking them beats masking a random word of the same text, and large attributions
+that do not change the final prediction (SP-PI explains the prefix game) are not flagged. Flagged
+words are ranked first.
 
 Toward each class: a score explains the example's ``target`` class; with two classes and
 ``output="prob"`` or ``"log_odds"`` the score toward the other class is its negative exactly (so
@@ -271,7 +271,7 @@ class ShortcutReport:
             "occurrences. Excess: mean attribution toward the class minus the within-text permutation "
             f"null's; significant (highlighted): Benjamini-Hochberg q < {s.get('alpha')}. flip: fraction of "
             "the (checked) texts holding the word whose prediction changes when it is masked; dprob: mean "
-            "drop of p(class) then (the word masked with its adjacent significant words: the 'masked' "
+            "drop of p(class) then (the word masked with its fixed phrase: the 'masked' "
             "column); null: the same with as many random other words of the text masked; "
             f"effect: dprob - null, paired; flagged: significant, effect >= {s.get('min_effect')} and the "
             f"paired excess over the null significant (Wilcoxon, BH q < {s.get('alpha')}); n/c: significant "
@@ -462,6 +462,24 @@ def paired_null_test(drops: np.ndarray, null_drops: np.ndarray) -> tuple[float, 
     return float(d.mean()), p
 
 
+#: A neighbour belongs to a word's fixed phrase when it is there in at least this share of its occurrences.
+PHRASE_SHARE = 0.8
+
+
+def _phrase_words(
+    word: str, left: int, right: int, holders_of: Mapping[str, list[int]], norm_feats: Sequence[Sequence[str]]
+) -> tuple[str, ...]:
+    """The most common ``left + 1 + right`` words around ``word``'s occurrences (its phrase)."""
+    seen: dict[tuple[str, ...], int] = {}
+    for t in holders_of.get(word, []):
+        words = norm_feats[t]
+        for i, x in enumerate(words):
+            if x == word and i - left >= 0 and i + right < len(words):
+                key = tuple(words[i - left : i + right + 1])
+                seen[key] = seen.get(key, 0) + 1
+    return max(seen, key=seen.get) if seen else (word,)
+
+
 def _priority_key(row: Mapping[str, Any]) -> tuple[bool, float, str]:
     """Significant words first, each group by ``z`` (most significant first), then by word."""
     z = row.get("z")
@@ -512,11 +530,12 @@ def counterfactual_check(
             significant (one-sided paired Wilcoxon, Benjamini-Hochberg over the checked words,
             ``q < alpha`` of the mining).
         seed: seed of the text sample and of the null's random words.
-        phrases: mask each occurrence together with the significant words right next to it (its
-            phrase: ``[ dvd ]`` is masked whole when ``[``, ``dvd`` and ``]`` are all significant), since
-            one word of a cue phrase is redundant given the others (masking ``dvd`` alone leaves
-            ``[ ]``), and a phrase cut in half (``[ dvd``) is an input the model never saw; the null then
-            masks as many random words outside the phrase. ``False``: the word alone.
+        phrases: mask each occurrence together with its fixed phrase: the neighbours that stand at the
+            same place next to the word in at least 80% of its occurrences (``PHRASE_SHARE``; up to 3
+            each side), so ``[ dvd ]`` is masked whole, since one word of a cue phrase is redundant
+            given the others (masking ``dvd`` alone leaves ``[ ]``), and a phrase cut in half
+            (``[ dvd``) is an input the model never saw; the null then masks as many random words
+            outside it. ``False``: the word alone.
 
     Returns:
         ``report``, with, on the significant rows: ``checked``, and on the checked ones ``flip_rate``
@@ -555,21 +574,44 @@ def counterfactual_check(
     # The null of a text: its first k features in a fixed random order that are not the word (k: the
     # word's occurrences), so words of one occurrence share one null pass per text.
     perm: dict[int, np.ndarray] = {}
-    significant = {r["word"] for r in report.rows if r["significant"]}
+    phrase_of: dict[str, tuple[int, int]] = {}
+
+    def phrase(w: str) -> tuple[int, int]:
+        """How many words before and after ``w`` form its fixed phrase: outward, the same neighbour at
+        the same offset in at least ``PHRASE_SHARE`` of the word's occurrences, up to 3 each side."""
+        if w not in phrase_of:
+            occ = [(t, i) for t in holders_of.get(w, []) for i, x in enumerate(norm_feats[t]) if x == w]
+            span = []
+            for step in (-1, 1):
+                k = 0
+                while k < 3 and occ:
+                    near = [
+                        norm_feats[t][i + step * (k + 1)]
+                        if 0 <= i + step * (k + 1) < len(norm_feats[t])
+                        else None
+                        for t, i in occ
+                    ]
+                    top = max(set(near), key=near.count)
+                    if top is None or near.count(top) < PHRASE_SHARE * len(occ):
+                        break
+                    k += 1
+                span.append(k)
+            phrase_of[w] = (span[0], span[1])
+        return phrase_of[w]
 
     def masked_positions(t: int, w: str) -> np.ndarray:
-        """(n,) bool: the word's occurrences in text t, each with its run of adjacent significant words."""
-        hit = np.array([x == w for x in norm_feats[t]])
+        """(n,) bool: the word's occurrences in text t, each with its fixed phrase where it is whole."""
+        words = norm_feats[t]
+        hit = np.array([x == w for x in words])
         if phrases:
-            sig = np.array([x in significant for x in norm_feats[t]])
+            left, right = phrase(w)
+            pattern = None
             for i in np.flatnonzero(hit):
-                a = i
-                while a > 0 and sig[a - 1]:
-                    a -= 1
-                b = i
-                while b + 1 < len(sig) and sig[b + 1]:
-                    b += 1
-                hit[a : b + 1] = True
+                a, b = i - left, i + right + 1
+                if pattern is None:  # the phrase's words, from the first occurrence that holds it whole
+                    pattern = _phrase_words(w, left, right, holders_of, norm_feats)
+                if a >= 0 and b <= len(words) and tuple(words[a:b]) == pattern:
+                    hit[a:b] = True
         return hit
 
     def null_positions(t: int, hit: np.ndarray) -> tuple[int, ...]:
