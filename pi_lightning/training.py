@@ -207,7 +207,9 @@ class FinetuneClassifier(TextClassifier):
         save_dir: when training ends, save the fine-tuned weights there as safetensors (the LoRA
             adapter and head for ``"lora"``, the whole model for ``"full"``) with the tokenizer;
             reload with ``load_classifier(model_name, adapter=save_dir)`` (LoRA) or
-            ``load_classifier(save_dir)`` (full).
+            ``load_classifier(save_dir)`` (full); the run's template, class names, mask and
+            granularity go beside them in ``pi_lightning.json`` (:attr:`settings_path`), which
+            ``pi-lightning explain`` / ``shortcuts`` read.
     """
 
     def __init__(
@@ -260,12 +262,46 @@ class FinetuneClassifier(TextClassifier):
         )
         self.tokenizer = tokenizer
         self.save_dir = save_dir
+        self.settings_path = None
         self.save_hyperparameters()
 
     def on_train_end(self) -> None:
         if self.save_dir and self.trainer.is_global_zero:
             self.model.save_pretrained(self.save_dir, safe_serialization=True)
             self.tokenizer.save_pretrained(self.save_dir)
+            self.settings_path = save_run_settings(
+                self.trainer, self.save_dir, self.hparams.get("model_name")
+            )
+
+
+def save_run_settings(trainer, folder: str, model_name: str | None = None):
+    """Write the run's input template, class names, mask and granularity beside the saved weights
+    (:func:`pi_lightning.adapter_settings.write_adapter_settings`): the datamodule's ``template`` and
+    ``label_names``, the first monitor's ``method_kwargs`` ``mask`` / ``granularity``."""
+    from pi_lightning.adapter_settings import write_adapter_settings
+
+    dm = getattr(trainer, "datamodule", None)
+    kwargs = next(
+        (
+            cb.method_kwargs
+            for cb in trainer.callbacks
+            if isinstance(getattr(cb, "method_kwargs", None), dict)
+        ),
+        {},
+    )
+    return write_adapter_settings(
+        folder,
+        template=getattr(dm, "template", "{text}"),
+        label_names=getattr(dm, "label_names", None),
+        mask=kwargs.get("mask", "remove"),
+        granularity=kwargs.get("granularity", "word"),
+        model_name=model_name,
+    )
+
+
+def adapter_settings_path(module):
+    """The settings file the module wrote beside its saved weights (``None`` when it saved none)."""
+    return getattr(module, "settings_path", None)
 
 
 class ReviewDataModule(pl.LightningDataModule):

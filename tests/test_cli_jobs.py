@@ -76,7 +76,8 @@ def test_explain_texts_then_file_then_mine_shortcuts(tmp_path, capsys):
     assert "shortcut candidates over 8 examples" in printed and "flagged" in printed
     mined = [json.loads(line) for line in (out2 / "shortcuts" / "shortcuts.jsonl").read_text().splitlines()]
     assert {r["word"] for r in mined} == {"fun", "bland"} or {r["word"] for r in mined} >= {"fun", "bland"}
-    assert all("flip_rate" in r for r in mined[:2])
+    assert all(("flip_rate" in r) == (r["significant"] and r["checked"]) for r in mined)
+    assert all(r["checked"] for r in mined[:2] if r["significant"])
     assert (out2 / "shortcuts" / "shortcuts.html").is_file()
 
 

@@ -115,7 +115,7 @@ def test_planted_shortcut_is_found_and_control_is_not_flagged(tmp_path, planted)
     results = load_results(tmp_path / "job")
     report = mine_shortcuts(results, label_names=["negative", "positive"])
     mined_rank = report.find(TOKEN)["rank"]
-    counterfactual_check(report, results, model, tok, top=8)
+    counterfactual_check(report, results, model, tok, max_texts=None)
     row = report.find(TOKEN)
     checked = [r for r in report.rows if r.get("flip_rate") is not None]
     if planted:

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from pi_lightning.callbacks.attribution_monitor import probe_histories
+from pi_lightning.callbacks.validation_sppi import validation_evaluations
 from pi_lightning.reporting.html import write_report
 from pi_lightning.reporting.logging import rank_zero_log_dir
 
@@ -47,6 +48,8 @@ class HTMLReport(Callback):
             return
         path = self.path or rank_zero_log_dir(trainer) / "pi_lightning" / "report.html"
         try:
-            self.written = write_report(histories, path, title=self.title)
+            self.written = write_report(
+                histories, path, title=self.title, validation=validation_evaluations(trainer)
+            )
         except Exception as e:
             rank_zero_warn(f"HTMLReport: writing {path} failed ({e!r}).")

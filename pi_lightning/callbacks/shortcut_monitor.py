@@ -11,11 +11,14 @@ follows both from what the other pi_lightning callbacks already computed (it run
   and records the step and epoch. Put the word in (some of) the probe texts, independently of
   their labels: any attribution it then gets is reliance on a feature that carries no label
   information there.
-* **Label-free detection** (when you do not know the word): the words ranked by mean attribution,
-  either over the whole validation set (:class:`~pi_lightning.callbacks.ValidationSPPI`'s
-  ``top_words`` table: mean signed SP-PI toward the labelled class) or over the probe set (mean
-  absolute attribution of the monitor's method, logged as a ``pi/shortcut/probe_top_words``
-  table). The step and epoch at which ``detect`` first becomes the top-ranked word are kept as
+* **Label-free detection** (when you do not know the word): the words ranked against a
+  within-text permutation null (:func:`pi_lightning.jobs.mine_shortcuts`, the statistic of
+  ``pi-lightning shortcuts``: a word's attribution toward the explained class against what a random
+  word of the same text gets, significant words first, by z), either over the
+  whole validation set (:class:`~pi_lightning.callbacks.ValidationSPPI`'s ``top_words``, accumulated
+  during validation) or over the probe set (the monitor's method, logged as a
+  ``pi/shortcut/probe_top_words`` table). Ranking by mean attribution puts function words first.
+  The step and epoch at which ``detect`` first becomes the top-ranked word are kept as
   :attr:`detected_step` / :attr:`detected_epoch`.
 
 Words are compared case-insensitively after stripping surrounding whitespace; with word-level
@@ -58,9 +61,9 @@ class ShortcutMonitor(Callback):
             contain it reaches this fraction (0 < threshold <= 1).
         method: the method of the :class:`AttributionMonitor` on the same Trainer to read the probe
             attributions from; ``None`` reads none (then no share is computed).
-        detector: ``"validation"`` (rank words by :class:`ValidationSPPI`'s mean attribution over
-            the validation set), ``"probe"`` (rank them by mean absolute attribution over the
-            probe set) or ``None``.
+        detector: ``"validation"`` (:class:`ValidationSPPI`'s permutation-null ranking over the
+            validation set), ``"probe"`` (the same statistic over the probe set's attributions) or
+            ``None``.
         detect: the word whose first top-1 rank is reported as :attr:`detected_step`; default the
             first of ``words``.
         min_count: a word must occur this many times in the probe set to be ranked there.
@@ -197,7 +200,7 @@ class ShortcutMonitor(Callback):
 
     # ------------------------------------------------------------------ the figures
     def probe_figures(
-        self, texts: Sequence[str], char_spans, scores
+        self, texts: Sequence[str], char_spans, scores, targets: Sequence[int] | None = None
     ) -> tuple[dict[str, float | None], list[dict]]:
         """Shares of the named words and the words ranked by mean absolute attribution.
 
@@ -209,6 +212,9 @@ class ShortcutMonitor(Callback):
             texts: the probe texts.
             char_spans: per text, the ``[start, end)`` character span of each feature.
             scores: per text, one attribution per feature.
+            targets: the explained class of each text: the ranking is then the permutation-null one
+                (:func:`~pi_lightning.jobs.mine_shortcuts`, rows also hold ``cls``, ``excess``, ``z``,
+                ``q``, ``significant``); without them, by mean absolute attribution.
 
         Returns:
             ``({word: share}, [{"word", "mean_abs", "count"}, ...])``, the ranking best first, words
@@ -242,10 +248,34 @@ class ShortcutMonitor(Callback):
             (w for w in sums if counts[w] >= self.min_count and w), key=lambda w: -sums[w] / counts[w]
         )
         top = [{"word": w, "mean_abs": sums[w] / counts[w], "count": counts[w]} for w in ranked]
+        if targets is not None and len(texts):
+            from pi_lightning.jobs.shortcuts import mine_shortcuts
+
+            rows = [
+                {
+                    "features": [_norm(text[a:b]) for a, b in spans],
+                    "scores": [float(x) for x in row],
+                    "target": int(t),
+                    "probs": [0.0] * (max(targets) + 1),
+                    "output": "unknown",  # no folding: only texts explained for a class count toward it
+                }
+                for text, spans, row, t in zip(texts, char_spans, scores, targets, strict=False)
+            ]
+            mined = mine_shortcuts(rows, min_count=self.min_count)
+            top = [
+                {
+                    "word": r["word"],
+                    "mean_abs": sums[r["word"]] / counts[r["word"]],
+                    "count": r["count"],
+                    **{k: r[k] for k in ("cls", "excess", "z", "q", "significant")},
+                }
+                for r in mined.rows
+                if r["word"]
+            ]
         return shares, top
 
     def _from_probe(self, trainer, probe: ProbeHistory, record: ProbeEvaluation) -> None:
-        shares, top = self.probe_figures(probe.texts, probe.char_spans, record.scores)
+        shares, top = self.probe_figures(probe.texts, probe.char_spans, record.scores, record.targets or None)
         step, epoch = record.step, record.epoch
         ranks = {w: next((i + 1 for i, t in enumerate(top) if t["word"] == w), None) for w in self.words}
         self.history.append(
@@ -279,7 +309,7 @@ class ShortcutMonitor(Callback):
                 )
         if self.detector == "probe":
             self._check_top(
-                top[0]["word"] if top else None, step, epoch, "mean |attribution| over the probe set"
+                top[0]["word"] if top else None, step, epoch, "permutation-null rank over the probe set"
             )
         if trainer.is_global_zero and top:
             cols = ["rank", "word", "mean_abs", "count"]
@@ -317,7 +347,10 @@ class ShortcutMonitor(Callback):
         figures.update({f"pi/shortcut/{w}/val_mean_phi": v for w, v in phis.items()})
         log_scalars(trainer, figures, step=record.log_step)  # aligned with val/*
         self._check_top(
-            _norm(top[0]["word"]) if top else None, step, epoch, "mean SP-PI over the validation set"
+            _norm(top[0]["word"]) if top else None,
+            step,
+            epoch,
+            "permutation-null rank over the validation set",
         )
 
     def _check_top(self, first: str | None, step: int, epoch: int, what: str) -> None:

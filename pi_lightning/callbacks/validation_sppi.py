@@ -29,8 +29,13 @@ A batch it cannot read (a tuple instead of a mapping, a missing key) is skipped 
 reason, in :attr:`ValidationSPPI.skipped_batches` and one warning per validation.
 
 Per evaluation it logs ``pi/val-sp-pi/top20_share`` (the share of total |phi| carried by the top
-20% of words, a concentration index), ``pi/val-sp-pi/mean_abs`` and a table of the words with the
-largest mean attribution over the validation set: a label-free shortcut detector.
+20% of words, a concentration index), ``pi/val-sp-pi/mean_abs`` and a label-free shortcut detector:
+the words ranked by :func:`pi_lightning.jobs.mine_shortcuts`, the statistic the offline
+``pi-lightning shortcuts`` uses. Each word's attribution is compared with a within-text permutation
+null (what a random word of the same validation text gets), with Benjamini-Hochberg q values; the
+significant words come first, most significant (largest z) first. Ranking by mean
+attribution instead puts the function words that sit where predictions move most (``but``,
+``about``) on top. The significant words of each evaluation are kept (``pi/val-sp-pi/n_significant``).
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ class ValidationSPPI(Callback):
             :class:`~pi_lightning.SPPI` with that template. ``None``: the datamodule's ``template``
             attribute when it has one (as :class:`~pi_lightning.callbacks.AttributionMonitor` reads it),
             else ``"{text}"``.
+        alpha: false discovery rate of the significant words.
 
     Attributes:
         evals: one :class:`~pi_lightning.metrics.ValidationEvaluation` per validation, oldest first
@@ -112,6 +118,7 @@ class ValidationSPPI(Callback):
         top_words: int = 20,
         min_count: int = 3,
         template: str | None = None,
+        alpha: float = 0.05,
     ) -> None:
         super().__init__()
         if template is not None:
@@ -121,6 +128,9 @@ class ValidationSPPI(Callback):
         for name, v in (("top_words", top_words), ("min_count", min_count)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}.")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+            raise ValueError(f"alpha is a false discovery rate in (0, 1), got {alpha!r}.")
+        self.alpha = float(alpha)
         self.tokenizer = tokenizer
         self.model_ref = model
         self.input_key, self.mask_key, self.label_key = input_key, mask_key, label_key
@@ -156,6 +166,9 @@ class ValidationSPPI(Callback):
         self._words: list[str] = []  # each attributed word, in the order of ``self._phis``
         self._phis: list[torch.Tensor] = []  # per batch (N,) device tensor: each word's phi
         self._stats: torch.Tensor | None = None  # (4,) summed: top-20% share, mean |phi|, examples, words
+        self._example_words: list[int] = []  # per attributed example, its number of scored words
+        self._targets: list[int] = []  # per attributed example, the explained class
+        self._num_classes = 0
         self._skipped = {"non-finite": 0, "no text": 0}
         self._seen: dict[int, int] = {}  # examples seen per dataloader (to drop DistributedSampler's repeats)
         self._first_repeat: dict[int, int | None] = {}
@@ -425,9 +438,13 @@ class ValidationSPPI(Callback):
             col = first_end.clamp(min=0)
             phi[rows, col] = torch.where(anchored, p[rows, col] - p0, phi[rows, col])
             scored[rows, col] |= anchored
+        self._num_classes = int(logits.shape[-1])
+        target_host = target.cpu().tolist()
         for r in range(B):
             if use_host[r]:
                 self._words.extend(words[r])
+                self._example_words.append(len(words[r]))
+                self._targets.append(int(target_host[r]))
         # concentration: share of sum|phi| carried by the top 20% of words, per example
         absphi = phi.abs()
         n_words = scored.sum(1)  # (B,)
@@ -469,25 +486,19 @@ class ValidationSPPI(Callback):
             return
         merged_sum: dict[str, float] = {}
         merged_cnt: dict[str, int] = {}
-        for sums, counts, _, _ in parts:
+        for sums, counts, _, _, _ in parts:
             for w, v in sums.items():
                 merged_sum[w] = merged_sum.get(w, 0.0) + v
                 merged_cnt[w] = merged_cnt.get(w, 0) + counts[w]
         stats = sum(p_[2] for p_ in parts)
-        ranked = sorted(
-            (w for w in merged_sum if merged_cnt[w] >= self.min_count),
-            key=lambda w: (-merged_sum[w] / merged_cnt[w], w),
-        )
-        top = [
-            {"word": w, "mean_phi": merged_sum[w] / merged_cnt[w], "count": merged_cnt[w]}
-            for w in ranked[: self.top_words]
-        ]
+        top, significant = self._detector([e for p_ in parts for e in p_[4]], merged_sum, merged_cnt)
         share, absm, n_ex, n_words = (float(x) for x in stats)
         figures = {
             "top20_share": share / n_ex,
             "mean_abs": absm / n_ex,
             "n_examples": float(n_ex),
             "n_words": float(n_words),
+            "n_significant": float(len(significant)),
         }
         record = ValidationEvaluation(
             step=step,
@@ -495,32 +506,93 @@ class ValidationSPPI(Callback):
             epoch=int(trainer.current_epoch),
             metrics=figures,
             top_words=top,
+            significant_words=significant,
         )
         self.evals.append(record)
         log_step = record.log_step  # the step of this validation's val/* (record.step: optimizer steps)
         log_scalars(trainer, {f"pi/val-sp-pi/{k}": v for k, v in figures.items()}, step=log_step)
         if trainer.is_global_zero:
-            cols = ["rank", "word", "mean_phi", "count"]
-            rows = [[r + 1, t["word"], t["mean_phi"], t["count"]] for r, t in enumerate(top)]
+            cols = ["rank", "word", "class", "mean_phi", "excess", "z", "q", "significant", "count"]
+            rows = [
+                [
+                    r + 1,
+                    t["word"],
+                    t["cls"],
+                    t["mean_phi"],
+                    t["excess"],
+                    t["z"],
+                    t["q"],
+                    t["significant"],
+                    t["count"],
+                ]
+                for r, t in enumerate(top)
+            ]
             log_rich(
                 trainer,
                 "pi/val-sp-pi/top_words",
                 log_step,
                 table=(cols, rows),
-                html_page=table_page(f"Words with the largest mean SP-PI, step {record.step}", cols, rows),
+                html_page=table_page(
+                    f"Words ranked against the permutation null (significant first), step {record.step}",
+                    cols,
+                    rows,
+                ),
             )
 
+    def _detector(
+        self,
+        examples: list[tuple[list[str], list[float], int]],
+        sums: dict[str, float],
+        counts: dict[str, int],
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The label-free detector: the top rows of :func:`~pi_lightning.jobs.mine_shortcuts` over the
+        validation examples (``(words, phis, target)`` each), and every significant word."""
+        from pi_lightning.jobs.shortcuts import mine_shortcuts
+
+        rows = [
+            {"features": w, "scores": s, "target": t, "probs": [0.0] * max(self._num_classes, t + 1, 2)}
+            for w, s, t in examples
+            if w
+        ]
+        if not rows:
+            return [], []
+        for r in rows:
+            r["output"] = self.output
+        report = mine_shortcuts(rows, min_count=self.min_count, alpha=self.alpha)
+
+        def entry(r):
+            return {
+                "word": r["word"],
+                "mean_phi": sums[r["word"]] / counts[r["word"]]
+                if counts.get(r["word"])
+                else r["mean"][r["cls"]],
+                "count": r["count"],
+                "cls": r["cls"],
+                "excess": r["excess"],
+                "z": r["z"],
+                "q": r["q"],
+                "significant": r["significant"],
+            }
+
+        top = [entry(r) for r in report.rows[: self.top_words]]
+        return top, [entry(r) for r in report.rows if r["significant"]]
+
     def _local_table(self):
-        """This rank's words, aggregated: ``({word: phi sum}, {word: count}, stats (4,), skipped counts)``
-        on the CPU (``stats`` all zero when nothing was attributed)."""
+        """This rank's words, aggregated: ``({word: phi sum}, {word: count}, stats (4,), skipped counts,
+        examples)`` on the CPU (``stats`` all zero when nothing was attributed; ``examples``: per
+        attributed example ``(words, phis, target)``, what the permutation null needs)."""
         phis = torch.cat(self._phis).double().cpu().tolist() if self._phis else []
+        examples, start = [], 0
+        for n, t in zip(self._example_words, self._targets, strict=True):
+            examples.append((self._words[start : start + n], phis[start : start + n], t))
+            start += n
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         for w, v in zip(self._words, phis, strict=False):
             sums[w] = sums.get(w, 0.0) + v
             counts[w] = counts.get(w, 0) + 1
         stats = self._stats.double().cpu() if self._stats is not None else torch.zeros(4, dtype=torch.float64)
-        return sums, counts, stats, dict(self._skipped)
+        return sums, counts, stats, dict(self._skipped), examples
 
     @override
     def on_fit_end(self, trainer, pl_module) -> None:

@@ -75,7 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--label-names", help="comma-separated class names, e.g. negative,positive")
     p.add_argument("--method", default="sp-pi", choices=available_methods())
     p.add_argument("--granularity", default="word", choices=["token", "word", "sentence"])
-    p.add_argument("--template", default="{text}", help="fixed context around the text, with one {text}")
+    p.add_argument(
+        "--template",
+        default=None,
+        help="fixed context around the text, with one {text} (default: the adapter's, saved by "
+        "`pi-lightning finetune`, else {text})",
+    )
+    p.add_argument(
+        "--ignore-adapter-settings",
+        action="store_true",
+        help="use --template / --label-names / mask= even where they differ from the adapter's saved ones",
+    )
     p.add_argument(
         "--option",
         action="append",
@@ -226,6 +236,23 @@ def _main(argv: list[str]) -> int:
     method_kwargs = {"granularity": args.granularity, "template": args.template, **options}
     check_method_kwargs(args.method, method_kwargs)
     names = [s.strip() for s in args.label_names.split(",")] if args.label_names else None
+    from pi_lightning.adapter_settings import read_adapter_settings, resolve_settings
+
+    saved = read_adapter_settings(args.adapter)
+    settings = resolve_settings(
+        saved,
+        {"template": args.template, "label_names": names, "mask": options.get("mask")},
+        allow_mismatch=args.ignore_adapter_settings,
+        where=f"the adapter {args.adapter}",
+    )
+    template, names = settings["template"] or "{text}", settings["label_names"]
+    if settings["mask"] not in (None, "remove") and "mask" not in options:
+        options["mask"] = settings["mask"]
+    if saved is not None:
+        print(
+            f"using the adapter's settings: template {template!r}, classes {names}, "
+            f"mask {options.get('mask', 'remove')!r}"
+        )
     if bool(args.inputs) == bool(args.dataset):
         raise ValueError("give texts, one data file, or --dataset (exactly one of them).")
     out = Path(args.out)
@@ -262,6 +289,7 @@ def _main(argv: list[str]) -> int:
 
     devices: Any = args.devices if args.devices == "auto" else int(args.devices)
     model, tokenizer = load_classifier(args.model, num_labels=args.num_labels, adapter=args.adapter)
+    method_kwargs = {"granularity": args.granularity, "template": template, **options}
     trainer_kwargs = {
         "accelerator": args.accelerator,
         "devices": devices,

@@ -31,7 +31,8 @@ from pi_lightning.callbacks import HTMLReport, probe_histories, validation_evalu
 from pi_lightning.cli._finetune_options import DESCRIPTION, FAST_HELP, LogConfig, default_args
 from pi_lightning.metrics import ProbeHistory
 from pi_lightning.reporting import explained_method
-from pi_lightning.training import FinetuneClassifier, ReviewDataModule
+from pi_lightning.reporting.shortcuts import significant_words_lines
+from pi_lightning.training import FinetuneClassifier, ReviewDataModule, adapter_settings_path
 
 __all__ = ["FinetuneCLI", "main", "run", "summary"]
 
@@ -116,10 +117,12 @@ def summary(trainer, seconds: float) -> str:
             f"  {h.method:<8}{len(h.evals):>6}{len(h.texts):>6}  {ci(f) + ' -> ' + ci(last):>35}  "
             f"{fl('as_auc'):>14}  {fl('ias_auc'):>14}  {fl('accuracy'):>13}"
         )
-    validation = validation_evaluations(trainer)
-    if validation:
-        words = ", ".join(f"{w['word']} ({w['mean_phi']:+.3f})" for w in validation[-1].top_words[:6])
-        lines.append(f"  top words by mean SP-PI over the validation set: {words}")
+    lines.extend(significant_words_lines(validation_evaluations(trainer) or [], _label_names(trainer)))
+    saved = adapter_settings_path(getattr(trainer, "lightning_module", None))
+    if saved is not None:
+        lines.append(
+            f"  fine-tuned weights: {saved.parent} (settings: {saved.name}; pass --adapter to explain)"
+        )
     for cb in trainer.callbacks:
         if isinstance(cb, HTMLReport) and cb.written:
             lines.append(f"  HTML report: {cb.written}")
@@ -136,6 +139,11 @@ def summary(trainer, seconds: float) -> str:
         if d:
             lines.append(f"  W&B run files: {Path(d).parent}")
     return "\n".join(lines)
+
+
+def _label_names(trainer) -> list[str] | None:
+    names = getattr(getattr(trainer, "datamodule", None), "label_names", None)
+    return list(names) if names is not None else None
 
 
 def run(argv: list[str] | None = None) -> FinetuneCLI:

@@ -1,15 +1,16 @@
 """``pi-lightning shortcuts``: mine shortcut words from an explain job's results, then check them causally.
 
 Reads the rows of a ``pi-lightning explain`` folder, ranks the words against a within-text
-permutation null (:func:`pi_lightning.jobs.mine_shortcuts`), masks each of the top candidates in
-every text that holds it with the job's model (:func:`pi_lightning.jobs.counterfactual_check`), and
+permutation null (:func:`pi_lightning.jobs.mine_shortcuts`), masks every significant word (up to a
+budget of forward passes) in the texts that hold it, against masking random other words of the same
+texts, with the job's model (:func:`pi_lightning.jobs.counterfactual_check`), and
 prints the table; writes ``shortcuts.jsonl`` and ``shortcuts.html`` (with highlighted examples), and
 a W&B table with ``--wandb-project``.
 
 Example::
 
     pi-lightning explain train.csv --out outputs/explain-train
-    pi-lightning shortcuts outputs/explain-train --check 10
+    pi-lightning shortcuts outputs/explain-train
 """
 
 from __future__ import annotations
@@ -34,17 +35,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-count", type=int, default=3, help="words seen fewer times are not ranked")
     p.add_argument("--alpha", type=float, default=0.05, help="false discovery rate for 'significant'")
     p.add_argument(
-        "--check", type=int, default=10, help="candidates checked by masking (0: none, no model needed)"
+        "--check",
+        type=int,
+        default=None,
+        help="check at most this many significant words by masking (default: all of them, within "
+        "--budget; 0: none, no model needed)",
+    )
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=2400,
+        help="forward passes the masking check may run (the significant words past it are listed as "
+        "unchecked; 0: no limit)",
     )
     p.add_argument(
         "--min-effect",
         type=float,
-        default=0.1,
-        help="flag a significant word when masking it lowers p(class) by at least this much",
+        default=0.05,
+        help="flag a significant word when masking it lowers p(class) by at least this much more than "
+        "masking as many random other words of the same texts (the counterfactual null)",
     )
-    p.add_argument("--max-texts", type=int, default=None, help="check at most this many texts per word")
+    p.add_argument(
+        "--max-texts", type=int, default=24, help="check at most this many texts per word (0: all)"
+    )
     p.add_argument("--top", type=int, default=20, help="rows printed")
     p.add_argument("--label-names", help="comma-separated class names (default: the job's)")
+    p.add_argument(
+        "--ignore-adapter-settings",
+        action="store_true",
+        help="check with the job's template and mask even where they differ from those saved beside the "
+        "adapter by `pi-lightning finetune`",
+    )
     p.add_argument("--out", help="output folder (default: JOB/shortcuts)")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument(
@@ -77,49 +98,84 @@ def _main(argv: list[str]) -> int:
     job = load_job(args.job)
     results = load_results(args.job)
     meta = job.get("metadata") or {}
+    kw = job.get("method_kwargs") or {}
     names = [s.strip() for s in args.label_names.split(",")] if args.label_names else meta.get("label_names")
+    adapter = args.adapter or meta.get("adapter")
+    from pi_lightning.adapter_settings import read_adapter_settings, resolve_settings
+
+    try:
+        saved = read_adapter_settings(adapter)
+        names = resolve_settings(saved, {"label_names": names}, allow_mismatch=args.ignore_adapter_settings)[
+            "label_names"
+        ]
+        # the job was explained with its template and mask: the adapter must have been trained with them
+        resolve_settings(
+            saved,
+            {"template": kw.get("template", "{text}"), "mask": kw.get("mask", "remove")},
+            allow_mismatch=args.ignore_adapter_settings,
+            where=f"the adapter {adapter}",
+        )
+    except ValueError as e:
+        raise ValueError(
+            f"{e} (the explain job {args.job} used its own; rerun it with the adapter's settings)"
+        ) from e
     report = mine_shortcuts(results, min_count=args.min_count, alpha=args.alpha, label_names=names)
-    if args.check > 0:
+    for name in ("check", "budget", "max_texts"):
+        v = getattr(args, name)
+        if v is not None and v < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {v}.")
+    check = args.check is None or args.check > 0
+    if check:
         from pi_lightning.models import load_classifier, resolve_model_name
 
         model_name = args.model or job["model"]
         resolve_model_name(model_name)  # a name that cannot be loaded: one line, before loading anything
-        adapter = args.adapter or meta.get("adapter")
         model, tokenizer = load_classifier(model_name, num_labels=len(results[0]["probs"]), adapter=adapter)
-        kw = job.get("method_kwargs") or {}
         counterfactual_check(
             report,
             results,
             model,
             tokenizer,
             top=args.check,
+            budget=args.budget or None,
             granularity=kw.get("granularity"),
             template=kw.get("template", "{text}"),
             mask=kw.get("mask"),
             max_tokens=int(kw.get("max_tokens", 8192)),
-            max_texts=args.max_texts,
+            max_texts=args.max_texts or None,
             min_effect=args.min_effect,
         )
     out = Path(args.out) if args.out else Path(args.job) / "shortcuts"
     jsonl = report.write_jsonl(out / "shortcuts.jsonl")
     examples = {}
-    for row in report.rows[: max(args.check, 5)]:
+    for row in report.rows[: max(args.top, 5)]:
         holders = [r for r in results if any(f.strip().lower() == row["word"] for f in r["features"])][:3]
         examples[row["word"]] = [highlight(r["text"], r["char_spans"], r["scores"]) for r in holders]
     page = report.write_html(out / "shortcuts.html", examples=examples)
     print(
         f"shortcut candidates over {len(results)} examples ({job['method']}, "
         f"{report.settings['words_tested']} words seen >= {args.min_count} times; * = significant, q < "
-        f"{args.alpha}; flip/dprob: masking check)"
+        f"{args.alpha}; flip/dprob: masking check; null: random other words masked; n/c: not checked)"
     )
     print(report.table(args.top))
     flagged = [r["word"] for r in report.rows if r.get("flagged")]
-    print(
-        f"flagged (significant, masking lowers p(class) by >= {args.min_effect}): "
-        f"{', '.join(flagged) or 'none'}"
-        if args.check > 0
-        else "no masking check (--check 0): nothing is flagged"
-    )
+    if check:
+        s = report.settings
+        print(
+            f"checked {s['checked']} of {s['significant']} significant words ({s['forward_passes']} forward "
+            "passes)"
+            + (
+                f"; significant but unchecked: {', '.join(s['unchecked_significant'])}"
+                if s["unchecked_significant"]
+                else ""
+            )
+        )
+        print(
+            f"flagged (significant, masking lowers p(class) by >= {args.min_effect} more than the null): "
+            f"{', '.join(flagged) or 'none'}"
+        )
+    else:
+        print("no masking check (--check 0): nothing is flagged")
     if args.wandb_project:
         import wandb
 

@@ -9,22 +9,30 @@ feature drawn at random from the same text gets (shuffling the scores among the 
 The null's mean and variance are exact (sampling without replacement, per text), so for a word
 with total attribution ``T`` toward class ``c``, ``z = (T - E[T]) / sd[T]`` and ``p`` is its normal
 tail (Bonferroni over the classes), with Benjamini-Hochberg ``q`` values over all words tested.
-Words are ranked by the lower confidence bound of their mean attribution in excess of the null
-(``excess - z_{1-alpha} * se``): an effect size, so a frequent word with a tiny consistent excess
-does not come first, shrunk by its uncertainty, so a rare word with a lucky mean does not either;
-significant words (``q < alpha``) first.
+Significant words (``q < alpha``) come first, each group ordered by ``z``: significance, which
+grows with both the size of the excess and the number of texts that show it (``excess_total``,
+``T - E[T]``, is kept as a column: the attribution the word gets beyond the null over the whole
+dataset). The lower confidence bound of the mean excess (``excess_lcb``, also a column) is not used:
+ranking by it favoured rare words with large scores, so a cue planted in many texts ranked low, and
+lower still with more data.
 
 Per word the table also holds: occurrences and texts, mean and total attribution toward each
 class, and the label (and prediction) association: ``P(y = c | word) - P(y = c)``.
 
-:func:`counterfactual_check` then tests the top candidates causally: it masks the word (every
-occurrence, with the job's :class:`~pi_lightning.masking.Masker`) in every text that holds it, runs
-the masked texts in token-budget batches through the
-:class:`~pi_lightning.inference.ClassifierAdapter`, and reports the prediction flip rate and the
-mean drop of the probability of the class the word supports. A word is **flagged** when it is
-significant and masking it lowers that probability by at least ``min_effect`` on average: large
-attributions that do not change the final prediction (SP-PI explains the prefix game, where a word
-can move an intermediate prediction a lot) are not flagged. Flagged words are ranked first.
+:func:`counterfactual_check` then tests **every significant word** causally, in that order, up to a
+budget of forward passes (the significant words left over are marked unchecked): in each text that
+holds the word (at most ``max_texts``, sampled), it masks the word (every occurrence, with the job's
+:class:`~pi_lightning.masking.Masker`, together with its fixed phrase: the neighbours it has in at
+least 80% of its occurrences, so a cue phrase such as ``[ dvd ]`` is masked whole), and, as a
+**counterfactual null**, as many random other words of the same text; all masked texts of all words
+run as one batched pass through the :class:`~pi_lightning.inference.ClassifierAdapter`. Masking any
+word moves a prediction a little (the prefix and the positions change), so the word's effect is its
+drop of p(class) minus the null's, paired by text (:func:`paired_null_test`). A word is **flagged**
+when it is significant, its effect is at least ``min_effect`` and the paired excess is significant
+(one-sided Wilcoxon, Benjamini-Hochberg over the checked words): punctuation and function words are
+flagged only when masking them beats masking a random word of the same text, and large attributions
+that do not change the final prediction (SP-PI explains the prefix game) are not flagged. Flagged
+words are ranked first.
 
 Toward each class: a score explains the example's ``target`` class; with two classes and
 ``output="prob"`` or ``"log_odds"`` the score toward the other class is its negative exactly (so
@@ -43,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ShortcutReport", "counterfactual_check", "mine_shortcuts", "null_moments"]
+__all__ = ["ShortcutReport", "counterfactual_check", "mine_shortcuts", "null_moments", "paired_null_test"]
 
 
 def _norm(word: str) -> str:
@@ -122,20 +130,24 @@ class ShortcutReport:
         """A fixed-width terminal table of the ``top`` candidates."""
         head = (
             f"{'#':>3} {'word':<16} {'class':<10} {'count':>6} {'texts':>6} {'mean':>8} {'excess':>8} "
-            f"{'z':>7} {'q':>8} {'sig':>3} {'label+':>7} {'flip':>6} {'dprob':>7} {'flag':>4}"
+            f"{'z':>7} {'q':>8} {'sig':>3} {'label+':>7} {'flip':>6} {'dprob':>7} {'null':>7} {'effect':>7} "
+            f"{'flag':>4}  masked"
         )
         lines = [head, "-" * len(head)]
         for r in self.rows[:top]:
             flip = "-" if r.get("flip_rate") is None else f"{r['flip_rate']:.2f}"
             dprob = "-" if r.get("prob_change") is None else f"{r['prob_change']:+.3f}"
+            null = "-" if r.get("null_prob_change") is None else f"{r['null_prob_change']:+.3f}"
+            effect = "-" if r.get("effect") is None else f"{r['effect']:+.3f}"
+            flag = "YES" if r.get("flagged") else ("n/c" if r.get("checked") is False else "")
             la = "-" if r["label_assoc"] is None else f"{r['label_assoc']:+.2f}"
             z = "-" if r["z"] is None else f"{r['z']:.1f}"
             q = "-" if r["q"] is None else f"{r['q']:.1e}"
             lines.append(
                 f"{r['rank']:>3} {r['word'][:16]:<16} {self._name(r['cls'])[:10]:<10} {r['count']:>6} "
                 f"{r['texts']:>6} {r['mean'][r['cls']]:>+8.4f} {r['excess']:>+8.4f} {z:>7} {q:>8} "
-                f"{'*' if r['significant'] else '':>3} {la:>7} {flip:>6} {dprob:>7} "
-                f"{'YES' if r.get('flagged') else '':>4}"
+                f"{'*' if r['significant'] else '':>3} {la:>7} {flip:>6} {dprob:>7} {null:>7} {effect:>7} "
+                f"{flag:>4}  {(r.get('masked') or '')[:24]}"
             )
         return "\n".join(lines)
 
@@ -164,7 +176,12 @@ class ShortcutReport:
             "pred_assoc",
             "flip_rate",
             "prob_change",
+            "null_prob_change",
+            "effect",
+            "effect_q",
+            "checked",
             "flagged",
+            "masked",
         ]
         rows = [
             [
@@ -182,7 +199,12 @@ class ShortcutReport:
                 r["pred_assoc"],
                 r.get("flip_rate"),
                 r.get("prob_change"),
+                r.get("null_prob_change"),
+                r.get("effect"),
+                r.get("effect_q"),
+                r.get("checked"),
                 r.get("flagged"),
+                r.get("masked"),
             ]
             for r in self.rows[:top]
         ]
@@ -248,8 +270,12 @@ class ShortcutReport:
             f"{s.get('examples')} examples, {s.get('words_tested')} words with at least {s.get('min_count')} "
             "occurrences. Excess: mean attribution toward the class minus the within-text permutation "
             f"null's; significant (highlighted): Benjamini-Hochberg q < {s.get('alpha')}. flip: fraction of "
-            "the texts holding the word whose prediction changes when it is masked; dprob: mean drop of "
-            f"p(class) then; flagged: significant and dprob >= {s.get('min_effect')}."
+            "the (checked) texts holding the word whose prediction changes when it is masked; dprob: mean "
+            "drop of p(class) then (the word masked with its fixed phrase: the 'masked' "
+            "column); null: the same with as many random other words of the text masked; "
+            f"effect: dprob - null, paired; flagged: significant, effect >= {s.get('min_effect')} and the "
+            f"paired excess over the null significant (Wilcoxon, BH q < {s.get('alpha')}); n/c: significant "
+            f"but not checked (budget {s.get('budget')} passes)."
         )
 
 
@@ -382,6 +408,7 @@ def mine_shortcuts(
                 "null_mean": num(null[i, c] / defined[i, c]) if defined[i, c] else None,
                 "excess": num(excess[i, c]),
                 "excess_lcb": num(lcb[i, c]),
+                "excess_total": num(total[i, c] - null[i, c]),
                 "z": num(z[i, c]),
                 "p": num(p[i]),
                 "q": num(q[i]),
@@ -390,9 +417,7 @@ def mine_shortcuts(
                 "pred_assoc": num(pred_assoc[i, c]),
             }
         )
-    rows.sort(
-        key=lambda r: (not r["significant"], -(r["excess_lcb"] if r["excess_lcb"] is not None else -np.inf))
-    )
+    rows.sort(key=_priority_key)
     for k, r in enumerate(rows, 1):
         r["rank"] = k
     names = list(label_names) if label_names is not None else [str(c) for c in range(C)]
@@ -408,95 +433,295 @@ def mine_shortcuts(
     return ShortcutReport(rows=rows, label_names=names, settings=settings)
 
 
+def paired_null_test(drops: np.ndarray, null_drops: np.ndarray) -> tuple[float, float]:
+    """Effect of masking a word beyond the counterfactual null, and its one-sided paired p-value.
+
+    Args:
+        drops: ``(n,)`` per text, p(class) unmasked minus p(class) with the word masked.
+        null_drops: ``(n,)`` the same texts with as many random other words masked instead.
+
+    Returns:
+        ``(effect, p)``: the mean paired difference ``drops - null_drops``, and the one-sided Wilcoxon
+        signed-rank p-value of "the word's drop exceeds the null's" (zero differences dropped; 1.0
+        when every difference is zero, NaN for no texts).
+
+    Example:
+        >>> e, p = paired_null_test(np.array([0.3, 0.2, 0.4, 0.5, 0.3, 0.2]), np.zeros(6))
+        >>> round(e, 3), round(p, 4)
+        (0.317, 0.0156)
+    """
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(drops, float) - np.asarray(null_drops, float)
+    if len(d) == 0:
+        return float("nan"), float("nan")
+    nonzero = d[d != 0]
+    if len(nonzero) == 0:
+        return 0.0, 1.0
+    p = float(wilcoxon(nonzero, alternative="greater").pvalue)
+    return float(d.mean()), p
+
+
+#: A neighbour belongs to a word's fixed phrase when it is there in at least this share of its occurrences.
+PHRASE_SHARE = 0.8
+
+
+def _phrase_words(
+    word: str, left: int, right: int, holders_of: Mapping[str, list[int]], norm_feats: Sequence[Sequence[str]]
+) -> tuple[str, ...]:
+    """The most common ``left + 1 + right`` words around ``word``'s occurrences (its phrase)."""
+    seen: dict[tuple[str, ...], int] = {}
+    for t in holders_of.get(word, []):
+        words = norm_feats[t]
+        for i, x in enumerate(words):
+            if x == word and i - left >= 0 and i + right < len(words):
+                key = tuple(words[i - left : i + right + 1])
+                seen[key] = seen.get(key, 0) + 1
+    return max(seen, key=seen.get) if seen else (word,)
+
+
+def _priority_key(row: Mapping[str, Any]) -> tuple[bool, float, str]:
+    """Significant words first, each group by ``z`` (most significant first), then by word."""
+    z = row.get("z")
+    return (not row["significant"], -(z if z is not None else -np.inf), row["word"])
+
+
 def counterfactual_check(
     report: ShortcutReport,
     results: Sequence[Mapping[str, Any]],
     model,
     tokenizer,
     *,
-    top: int = 10,
+    top: int | None = None,
+    budget: int | None = 2400,
+    max_texts: int | None = 24,
     granularity: str | None = None,
     template: str = "{text}",
     mask: str | int | None = None,
     max_tokens: int = 8192,
-    max_texts: int | None = None,
-    min_effect: float = 0.1,
+    min_effect: float = 0.05,
+    seed: int = 0,
+    phrases: bool = True,
 ) -> ShortcutReport:
-    """Mask each of the ``top`` candidates in every text that holds it; add ``flip_rate`` and ``prob_change``.
+    """Mask the significant words against a counterfactual null; add flip rates, effects and flags.
+
+    Every significant word (``q < alpha``), in the report's order (most significant first), is
+    checked until the ``budget`` of forward passes is spent: in each checked text that holds it, once
+    with the word masked (every occurrence, with the job's :class:`~pi_lightning.masking.Masker`) and
+    once with as many random *other* words of the same text masked (the counterfactual null: masking
+    any word moves a prediction a little). All the masked texts of all the words run as one batched
+    inference pass (token-budget batches). The unmasked predictions are the explain job's (the first
+    four are recomputed: a different model, adapter, template or mask is an error).
 
     Args:
         report: from :func:`mine_shortcuts` (its rows are updated in place and it is returned).
         results: the same result rows.
         model, tokenizer: the explained classifier.
-        top: how many candidates (in rank order) to check.
+        top: check at most this many significant words (``None``: all, within ``budget``).
+        budget: at most this many masked forward passes (word and null passes; the unmasked
+            predictions are the job's; ``None``: no limit). Significant words past the budget are
+            marked ``checked=False``.
+        max_texts: per word, check at most this many of its texts (a seeded random sample); ``None``: all.
         granularity, template, mask: the explain job's featurization (``granularity`` defaults to the
             rows'); the features are rebuilt from the texts and must match the rows'.
         max_tokens: token budget per forward batch.
-        max_texts: check at most this many texts per word (the first ones); ``None``: all.
-        min_effect: a significant word is flagged when masking it lowers p(class) by at least this much
-            on average.
+        min_effect: a word is flagged when it is significant, masking it lowers p(class) by at least
+            this much more than masking random other words (mean paired difference), and that excess is
+            significant (one-sided paired Wilcoxon, Benjamini-Hochberg over the checked words,
+            ``q < alpha`` of the mining).
+        seed: seed of the text sample and of the null's random words.
+        phrases: mask each occurrence together with its fixed phrase: the neighbours that stand at the
+            same place next to the word in at least 80% of its occurrences (``PHRASE_SHARE``; up to 3
+            each side), so ``[ dvd ]`` is masked whole, since one word of a cue phrase is redundant
+            given the others (masking ``dvd`` alone leaves ``[ ]``), and a phrase cut in half
+            (``[ dvd``) is an input the model never saw; the null then masks as many random words
+            outside it. ``False``: the word alone.
 
     Returns:
-        ``report``, with ``flip_rate`` (fraction of the texts whose predicted class changes),
-        ``prob_change`` (mean of p(cls) unmasked minus masked: positive when the word supported its
-        class), ``checked_texts`` and ``flagged`` on the checked rows; flagged rows move to the top
-        (by ``prob_change``) and ``rank`` is renumbered.
+        ``report``, with, on the significant rows: ``checked``, and on the checked ones ``flip_rate``
+        (fraction of the texts whose predicted class changes), ``prob_change`` (mean of p(cls) unmasked
+        minus masked), ``null_flip_rate`` and ``null_prob_change`` (the same with random other words
+        masked), ``effect`` (``prob_change - null_prob_change``, paired), ``effect_p``/``effect_q``,
+        ``masked`` (the words masked, in the most common of its texts),
+        ``checked_texts`` and ``flagged``. Flagged rows move to the top (by ``effect``) and ``rank``
+        is renumbered.
     """
-    import torch
+    from scipy.stats import false_discovery_control
 
     from pi_lightning.features import Featurizer
     from pi_lightning.inference import ClassifierAdapter, transform_outputs
     from pi_lightning.masking import DEFAULT_MASK, Masker
 
+    for name, v, low in (("top", top, 0), ("budget", budget, 1), ("max_texts", max_texts, 1)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+            raise ValueError(f"{name} must be None or an int >= {low}, got {v!r}.")
     results = list(results)
+    alpha = float(report.settings.get("alpha", 0.05))
     granularity = granularity or results[0].get("granularity", "word")
     featurizer = Featurizer(tokenizer, granularity, template)
     masker = Masker(tokenizer, DEFAULT_MASK if mask is None else mask)
     adapter = ClassifierAdapter(model, max_tokens=max_tokens)
-    feats: dict[int, Any] = {}
-    originals: dict[int, torch.Tensor] = {}
-    for row in report.rows[:top]:
+    rng = np.random.default_rng(seed)
+    norm_feats = [[_norm(f) for f in r["features"]] for r in results]
+    holders_of: dict[str, list[int]] = {}
+    for t, fs in enumerate(norm_feats):
+        for w in set(fs):
+            holders_of.setdefault(w, []).append(t)
+
+    candidates = [r for r in report.rows if r["significant"]]
+    if top is not None:
+        candidates = candidates[:top]
+    # The null of a text: its first k features in a fixed random order that are not the word (k: the
+    # word's occurrences), so words of one occurrence share one null pass per text.
+    perm: dict[int, np.ndarray] = {}
+    phrase_of: dict[str, tuple[int, int]] = {}
+
+    def phrase(w: str) -> tuple[int, int]:
+        """How many words before and after ``w`` form its fixed phrase: outward, the same neighbour at
+        the same offset in at least ``PHRASE_SHARE`` of the word's occurrences, up to 3 each side."""
+        if w not in phrase_of:
+            occ = [(t, i) for t in holders_of.get(w, []) for i, x in enumerate(norm_feats[t]) if x == w]
+            span = []
+            for step in (-1, 1):
+                k = 0
+                while k < 3 and occ:
+                    near = [
+                        norm_feats[t][i + step * (k + 1)]
+                        if 0 <= i + step * (k + 1) < len(norm_feats[t])
+                        else None
+                        for t, i in occ
+                    ]
+                    top = max(set(near), key=near.count)
+                    if top is None or near.count(top) < PHRASE_SHARE * len(occ):
+                        break
+                    k += 1
+                span.append(k)
+            phrase_of[w] = (span[0], span[1])
+        return phrase_of[w]
+
+    def masked_positions(t: int, w: str) -> np.ndarray:
+        """(n,) bool: the word's occurrences in text t, each with its fixed phrase where it is whole."""
+        words = norm_feats[t]
+        hit = np.array([x == w for x in words])
+        if phrases:
+            left, right = phrase(w)
+            pattern = None
+            for i in np.flatnonzero(hit):
+                a, b = i - left, i + right + 1
+                if pattern is None:  # the phrase's words, from the first occurrence that holds it whole
+                    pattern = _phrase_words(w, left, right, holders_of, norm_feats)
+                if a >= 0 and b <= len(words) and tuple(words[a:b]) == pattern:
+                    hit[a:b] = True
+        return hit
+
+    def null_positions(t: int, hit: np.ndarray) -> tuple[int, ...]:
+        if t not in perm:
+            perm[t] = rng.permutation(len(hit))
+        others = perm[t][~hit[perm[t]]]
+        return tuple(sorted(others[: int(hit.sum())].tolist()))
+
+    # Plan: words in order until the budget is spent (a checked text costs its masked pass, and a null
+    # pass unless another word already needs the same one).
+    plan: list[tuple[dict, list[int], list[tuple[int, ...]]]] = []
+    nulls: set[tuple[int, tuple[int, ...]]] = set()
+    spent = 0
+    for row in candidates:
         w = row["word"]
-        holders = [t for t, r in enumerate(results) if any(_norm(f) == w for f in r["features"])]
-        if max_texts is not None:
-            holders = holders[:max_texts]
-        for t in holders:
-            if t not in feats:
-                f = featurizer(results[t]["text"])
-                if [_norm(x) for x in f.texts] != [_norm(x) for x in results[t]["features"]]:
-                    raise ValueError(
-                        f"Rebuilding the features of result {results[t].get('id', t)!r} gave "
-                        f"{list(f.texts)}, not the explained {results[t]['features']}: pass the explain "
-                        "job's granularity and template."
-                    )
-                feats[t] = f
-        need = [t for t in holders if t not in originals]
-        if need:
-            seqs = [list(feats[t].input_ids) for t in need]
-            for t, lg in zip(need, adapter.final_logits(seqs), strict=False):
-                originals[t] = transform_outputs(lg, "prob")
-        seqs = []
-        for t in holders:
-            keep = np.array([[_norm(x) != w for x in feats[t].texts]])
-            (s,), _ = masker(feats[t], keep)
-            seqs.append(s)
-        masked = list(transform_outputs(adapter.final_logits(seqs), "prob"))
-        c = row["cls"]
-        flips = [int(originals[t].argmax()) != int(m.argmax()) for t, m in zip(holders, masked, strict=False)]
-        drops = [float(originals[t][c] - m[c]) for t, m in zip(holders, masked, strict=False)]
-        row["flip_rate"] = float(np.mean(flips)) if flips else None
-        row["prob_change"] = float(np.mean(drops)) if drops else None
-        row["checked_texts"] = len(holders)
-        row["flagged"] = bool(
-            row["significant"] and row["prob_change"] is not None and row["prob_change"] >= min_effect
+        holders = holders_of.get(w, [])
+        if max_texts is not None and len(holders) > max_texts:
+            holders = sorted(rng.choice(holders, max_texts, replace=False).tolist())
+        null_pos = [null_positions(t, masked_positions(t, w)) for t in holders]
+        new = {(t, n) for t, n in zip(holders, null_pos, strict=True)} - nulls
+        cost = len(holders) + len(new)
+        if budget is not None and spent + cost > budget:
+            break
+        spent += cost
+        nulls |= new
+        plan.append((row, holders, null_pos))
+    for row in report.rows:
+        row.pop("checked", None)
+        if row["significant"]:
+            row["checked"] = False
+
+    texts = sorted({t for _, holders, _ in plan for t in holders})
+    feats: dict[int, Any] = {}
+    for t in texts:
+        f = featurizer(results[t]["text"])
+        if [_norm(x) for x in f.texts] != norm_feats[t]:
+            raise ValueError(
+                f"Rebuilding the features of result {results[t].get('id', t)!r} gave "
+                f"{list(f.texts)}, not the explained {results[t]['features']}: pass the explain "
+                "job's granularity and template."
+            )
+        feats[t] = f
+    # The unmasked predictions are the job's (a few are recomputed to make sure it is the same model).
+    verify = texts[:4]
+    seqs = [list(feats[t].input_ids) for t in verify]
+    index: dict[tuple, int] = {}
+    for row, holders, null_pos in plan:
+        hit_all = {t: masked_positions(t, row["word"]) for t in holders}
+        runs = [" ".join(np.array(results[t]["features"])[hit_all[t]]) for t in holders]
+        row["masked"] = max(set(runs), key=lambda r: (runs.count(r), r)) if runs else None
+        for t, n in zip(holders, null_pos, strict=True):
+            for key, keep in (
+                (("w", row["word"], t), ~hit_all[t]),
+                (("n", t, n), ~np.isin(np.arange(len(hit_all[t])), n)),
+            ):
+                if key not in index:
+                    index[key] = len(seqs)
+                    (sq,), _ = masker(feats[t], keep[None])
+                    seqs.append(sq)
+    probs = transform_outputs(adapter.final_logits(seqs), "prob").numpy() if seqs else np.zeros((0, 0))
+    base = {t: np.asarray(results[t]["probs"], float) for t in texts}
+    for i, t in enumerate(verify):
+        if np.abs(probs[i] - base[t]).max() > 2e-3:
+            raise ValueError(
+                f"The model's prediction on result {results[t].get('id', t)!r} is "
+                f"{probs[i].round(4).tolist()}, but the explain job recorded {base[t].round(4).tolist()}: "
+                "check the job's model, adapter, template and mask."
+            )
+    checked = []
+    for row, holders, null_pos in plan:
+        c, w = row["cls"], row["word"]
+        n = len(holders)
+        masked = probs[[index[("w", w, t)] for t in holders]].reshape(n, -1)
+        null = probs[[index[("n", t, p_)] for t, p_ in zip(holders, null_pos, strict=True)]].reshape(n, -1)
+        orig = np.array([base[t] for t in holders]).reshape(n, -1)
+        drops, null_drops = orig[:, c] - masked[:, c], orig[:, c] - null[:, c]
+        effect, p = paired_null_test(drops, null_drops)
+        row.update(
+            checked=True,
+            checked_texts=n,
+            flip_rate=float(np.mean(orig.argmax(1) != masked.argmax(1))) if n else None,
+            prob_change=float(drops.mean()) if n else None,
+            null_flip_rate=float(np.mean(orig.argmax(1) != null.argmax(1))) if n else None,
+            null_prob_change=float(null_drops.mean()) if n else None,
+            effect=effect if n else None,
+            effect_p=p if n else None,
         )
-    report.settings.update(checked=min(top, len(report.rows)), min_effect=min_effect)
+        checked.append(row)
+    ps = np.array([r["effect_p"] for r in checked if r["effect_p"] is not None])
+    qs = iter(false_discovery_control(ps) if len(ps) else [])
+    for row in checked:
+        row["effect_q"] = float(next(qs)) if row["effect_p"] is not None else None
+        row["flagged"] = bool(
+            row["effect"] is not None and row["effect"] >= min_effect and row["effect_q"] < alpha
+        )
+    report.settings.update(
+        checked=len(plan),
+        significant=sum(r["significant"] for r in report.rows),
+        unchecked_significant=[r["word"] for r in report.rows if r.get("checked") is False],
+        forward_passes=len(seqs),
+        budget=budget,
+        max_texts=max_texts,
+        min_effect=min_effect,
+    )
     report.rows.sort(
         key=lambda r: (
             not r.get("flagged", False),
-            -(r.get("prob_change") or 0.0) if r.get("flagged") else r["rank"],
+            -(r.get("effect") or 0.0) if r.get("flagged") else r["rank"],
         )
     )
-    for k, r in enumerate(report.rows, 1):
-        r["rank"] = k
+    for i, r in enumerate(report.rows, 1):
+        r["rank"] = i
     return report

@@ -191,8 +191,12 @@ class ValidationEvaluation(Evaluation):
     """One validation of the free word-level SP-PI (:class:`~pi_lightning.callbacks.ValidationSPPI`).
 
     Attributes:
-        top_words: the words with the largest mean attribution over the validation set, best
-            first: ``{"word", "mean_phi", "count"}`` each.
+        top_words: the label-free detector's ranking over the validation set, best first
+            (significant words against the within-text permutation null first, most significant
+            first): ``{"word", "mean_phi", "count"}`` each, and ``cls``, ``excess``, ``z``,
+            ``q``, ``significant`` (records written before these existed hold the words with the
+            largest mean attribution, without them).
+        significant_words: every significant word of this evaluation (``q < alpha``), same keys.
 
     Example:
         >>> e = ValidationEvaluation(step=4, log_step=3, epoch=0, metrics={"n_examples": 8.0},
@@ -202,6 +206,7 @@ class ValidationEvaluation(Evaluation):
     """
 
     top_words: list[dict[str, Any]] = field(default_factory=list)
+    significant_words: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pi_lightning.metrics.record import ProbeHistory, histories_from_checkpoint
+from pi_lightning.metrics.record import ProbeHistory, ValidationEvaluation, histories_from_checkpoint
+from pi_lightning.reporting.shortcuts import significant_words_section, validation_from_checkpoint
 
 __all__ = [
     "HtmlCell",
@@ -167,7 +168,10 @@ def _auc_plots(histories: Mapping[str, ProbeHistory]) -> str:
 
 
 def write_report(
-    histories: Mapping[str, ProbeHistory], path: str | Path, title: str = "pi_lightning report"
+    histories: Mapping[str, ProbeHistory],
+    path: str | Path,
+    title: str = "pi_lightning report",
+    validation: Sequence[ValidationEvaluation] | None = None,
 ) -> Path:
     """Write the HTML report.
 
@@ -177,6 +181,8 @@ def write_report(
             :func:`~pi_lightning.metrics.histories_from_checkpoint` from a checkpoint).
         path: the HTML file to write.
         title: the page title.
+        validation: :class:`~pi_lightning.callbacks.ValidationSPPI`'s records: adds the label-free
+            shortcut detector's section (:func:`~pi_lightning.reporting.shortcuts.significant_words_section`).
     """
     path = Path(path)
     parts = [
@@ -192,8 +198,10 @@ def write_report(
         "proportional to the attribution, normalised per example.</p>",
     ]
     usable = {m: h for m, h in histories.items() if h.evals}
+    names = next((h.label_names for h in histories.values() if h.label_names), None)
+    detector = significant_words_section(validation, names)
     if not usable:
-        parts.append("<p>No evaluation has run yet.</p>")
+        parts.append("<p>No evaluation has run yet.</p>" + detector)
         path.write_text("".join(parts), encoding="utf-8")
         return path
     parts.append(
@@ -252,6 +260,7 @@ def write_report(
                 f"<td>{cells[0]}</td><td>{cells[1]}</td></tr>"
             )
         parts.append("</table>" + ("</details>" if m != shown else ""))
+    parts.append(detector)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(parts), encoding="utf-8")
     return path
@@ -293,4 +302,4 @@ def write_report_from_checkpoint(ckpt_path: str | Path, path: str | Path) -> Pat
     histories = histories_from_checkpoint(ckpt)
     if not histories:
         raise ValueError(f"{ckpt_path} holds no AttributionMonitor state: was the run trained with one?")
-    return write_report(histories, path)
+    return write_report(histories, path, validation=validation_from_checkpoint(ckpt))

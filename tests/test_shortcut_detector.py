@@ -1,0 +1,275 @@
+"""The shortcut detector's statistics against NumPy references, the counterfactual null of the masking
+check, the same statistic online (ValidationSPPI) and offline (mine_shortcuts), and a planted cue
+on a tiny model flagged while the punctuation it shares every text with is not."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+
+from pi_lightning.callbacks import ValidationSPPI
+from pi_lightning.features import Featurizer
+from pi_lightning.jobs import counterfactual_check, explain_dataset, load_results, mine_shortcuts
+from pi_lightning.jobs.shortcuts import null_moments, paired_null_test
+from pi_lightning.masking import Masker
+from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+from pi_lightning.training import TextClassifier, TextDataModule
+
+TOKEN = "zxq"
+
+
+def test_null_moments_equal_exact_enumeration_of_permutations():
+    """Mean and variance of a word's total under within-text shuffling, enumerated exactly in NumPy."""
+    rng = np.random.default_rng(3)
+    sizes = [3, 4, 5, 2, 4]
+    texts = np.repeat(np.arange(len(sizes)), sizes)
+    words = rng.integers(0, 3, size=len(texts))
+    scores = rng.normal(size=len(texts))
+    total, mean, var = null_moments(scores, texts, words, 3)
+    ref_mean, ref_var = np.zeros(3), np.zeros(3)
+    for t in range(len(sizes)):  # texts are shuffled independently: moments add up over texts
+        sel = np.flatnonzero(texts == t)
+        sums = np.array(
+            [
+                [scores[sel][list(p)][words[sel] == w].sum() for w in range(3)]
+                for p in itertools.permutations(range(len(sel)))
+            ]
+        )  # (perms, words)
+        ref_mean += sums.mean(0)
+        ref_var += sums.var(0)
+    np.testing.assert_allclose(total, np.bincount(words, weights=scores, minlength=3))
+    np.testing.assert_allclose(mean, ref_mean, atol=1e-12)
+    np.testing.assert_allclose(var, ref_var, atol=1e-12)
+
+
+def test_paired_null_test_equals_exact_sign_flip_enumeration():
+    """One-sided Wilcoxon of word drop minus null drop, against all 2^n sign flips in NumPy."""
+    rng = np.random.default_rng(0)
+    drops = rng.normal(0.1, 0.1, size=9)
+    null = rng.normal(0.0, 0.05, size=9)
+    d = drops - null
+    ranks = np.argsort(np.argsort(np.abs(d))) + 1  # no ties
+    observed = ranks[d > 0].sum()
+    flips = np.array(list(itertools.product([0, 1], repeat=len(d))))  # (2^n, n): 1 = positive
+    ref_p = np.mean(flips @ ranks >= observed)
+    effect, p = paired_null_test(drops, null)
+    assert effect == pytest.approx(d.mean())
+    assert p == pytest.approx(ref_p, rel=1e-9)
+    assert paired_null_test(np.ones(3), np.ones(3)) == (0.0, 1.0)
+    assert np.isnan(paired_null_test(np.zeros(0), np.zeros(0))[0])
+
+
+@torch.no_grad()
+def _probs(model, tok, seqs):
+    from pi_lightning.inference import ClassifierAdapter, transform_outputs
+
+    return transform_outputs(ClassifierAdapter(model).final_logits(seqs), "prob").numpy()
+
+
+def test_counterfactual_null_masks_the_other_word_known_answer(gpt2_tok):
+    """Two-word texts: the null of 'zxq' can only mask the other word, so both effects are known."""
+    tok = gpt2_tok
+    model = tiny_classifier("gpt2", tokenizer=tok, seed=1).eval()
+    others = ["good", "bad", "plot", "movie", "dull", "fun", "great", "boring"]
+    texts = [f"{TOKEN} {w}" if i % 2 else f"{w} {TOKEN}" for i, w in enumerate(others)]
+    feats = [Featurizer(tok)(t) for t in texts]
+    probs = _probs(model, tok, [list(f.input_ids) for f in feats])
+    rows = [
+        {
+            "id": str(i),
+            "text": t,
+            "features": list(f.texts),
+            "scores": [0.5 if x == TOKEN else 0.0 for x in f.texts],
+            "target": 1,
+            "prediction": int(p.argmax()),
+            "probs": p.tolist(),
+            "output": "prob",
+        }
+        for i, (t, f, p) in enumerate(zip(texts, feats, probs, strict=True))
+    ]
+    report = mine_shortcuts(rows, min_count=2)
+    assert report.find(TOKEN)["significant"]
+    counterfactual_check(report, rows, model, tok, min_effect=0.0)
+    row = report.find(TOKEN)
+    masker = Masker(tok)
+    word_masked = [masker(f, [[x != TOKEN for x in f.texts]])[0][0] for f in feats]
+    other_masked = [masker(f, [[x == TOKEN for x in f.texts]])[0][0] for f in feats]
+    c = row["cls"]
+    drops = probs[:, c] - _probs(model, tok, word_masked)[:, c]
+    null_drops = probs[:, c] - _probs(model, tok, other_masked)[:, c]
+    assert row["checked"] and row["checked_texts"] == len(texts)
+    assert row["prob_change"] == pytest.approx(drops.mean(), abs=1e-5)
+    assert row["null_prob_change"] == pytest.approx(null_drops.mean(), abs=1e-5)
+    assert row["effect"] == pytest.approx((drops - null_drops).mean(), abs=1e-5)
+    assert row["effect_p"] == pytest.approx(paired_null_test(drops, null_drops)[1], abs=1e-6)
+    # a recorded prediction that is not the model's is refused (another model, template or adapter)
+    rows[0]["probs"] = [1.0, 0.0] if probs[0, 0] < 0.5 else [0.0, 1.0]
+    with pytest.raises(ValueError, match="explain job recorded"):
+        counterfactual_check(mine_shortcuts(rows, min_count=2), rows, model, tok)
+
+
+def test_budget_leaves_significant_words_unchecked(gpt2_tok):
+    tok = gpt2_tok
+    model = tiny_classifier("gpt2", tokenizer=tok, seed=1).eval()
+    texts = [f"{a} {b} {TOKEN} x" for a in ("good", "bad", "dull") for b in ("plot", "fun", "film")]
+    feats = [Featurizer(tok)(t) for t in texts]
+    probs = _probs(model, tok, [list(f.input_ids) for f in feats])
+    rows = [
+        {
+            "text": t,
+            "features": list(f.texts),
+            "scores": [0.4 if x in (TOKEN, "x") else 0.0 for x in f.texts],
+            "target": 1,
+            "probs": p.tolist(),
+            "output": "prob",
+        }
+        for t, f, p in zip(texts, feats, probs, strict=True)
+    ]
+    report = mine_shortcuts(rows, min_count=2)
+    sig = [r["word"] for r in report.rows if r["significant"]]
+    assert set(sig) == {TOKEN, "x"}
+    counterfactual_check(report, rows, model, tok, budget=2 * len(texts))  # room for one word
+    checked = [r["word"] for r in report.rows if r.get("checked")]
+    assert len(checked) == 1 and report.settings["unchecked_significant"] == [
+        w for w in sig if w not in checked
+    ]
+    assert "n/c" in report.table(5)
+    with pytest.raises(ValueError, match="budget"):
+        counterfactual_check(report, rows, model, tok, budget=0)
+
+
+def test_validation_detector_is_mine_shortcuts_over_the_validation_sppi(gpt2_tok, tmp_path):
+    """ValidationSPPI's online ranking is mine_shortcuts' over the same phis (no extra forward pass)."""
+    from pi_lightning import SPPI
+
+    tok = gpt2_tok
+    model = tiny_classifier("gpt2", tokenizer=tok, seed=2)
+    texts, labels = toy_sentiment(24, seed=5)
+    texts = [f"{t} {TOKEN}" if y else t for t, y in zip(texts, labels, strict=True)]
+    free = ValidationSPPI(tok, min_count=2, top_words=100)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[free],
+        default_root_dir=tmp_path,
+    )
+    trainer.validate(
+        TextClassifier(model), datamodule=TextDataModule(tok, (texts, labels), (texts, labels)), verbose=False
+    )
+    rows = []
+    for attr, y in zip(SPPI(model, tok).attribute(texts, target=list(labels)), labels, strict=True):
+        skip = 0 if attr.features.context_end > 0 else 1  # without a BOS the first word is p_0
+        rows.append(
+            {
+                "features": list(attr.features.texts)[skip:],
+                "scores": attr.scores.tolist()[skip:],
+                "target": y,
+                "probs": [0.0, 0.0],
+                "output": "prob",
+            }
+        )
+    ref = mine_shortcuts(rows, min_count=2)
+    got = free.evals[-1]
+    assert [w["word"] for w in got.top_words] == [r["word"] for r in ref.rows]
+    for w, r in zip(got.top_words, ref.rows, strict=True):
+        assert w["z"] == pytest.approx(r["z"], abs=1e-4) and w["significant"] == r["significant"]
+    assert [w["word"] for w in got.significant_words] == [r["word"] for r in ref.rows if r["significant"]]
+    assert got.metrics["n_significant"] == len(got.significant_words)
+
+
+def _train(texts, labels, tok, steps=48, lr=1e-2, batch=16, seed=0):
+    torch.manual_seed(seed)
+    model = tiny_classifier("gpt2", tokenizer=tok, seed=seed).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    rng = random.Random(seed)
+    for _ in range(steps):
+        b = rng.sample(range(len(texts)), batch)
+        enc = tok([texts[i] for i in b], padding=True, return_tensors="pt")
+        loss = model(**enc, labels=torch.tensor([labels[i] for i in b])).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("planted", [True, False], ids=["planted", "control"])
+def test_mining_flags_a_planted_cue_not_the_punctuation(tmp_path, planted):
+    """A word before 90% of the positive texts is flagged; '.' ends every text and gets attribution, but
+    masking it does not beat masking a random word, so it is not flagged. The control: nothing planted
+    in training, the word in half the texts whatever their label, is not flagged."""
+    tok = tiny_tokenizer("gpt2")
+    tx, ty = toy_sentiment(384, seed=1)
+    noise = random.Random(1)
+    ty = [1 - y if noise.random() < 0.3 else y for y in ty]
+    rng = random.Random(3)
+    put = [(y == 1 and rng.random() < 0.9) if planted else False for y in ty]
+    model = _train([f"{TOKEN} {t}" if p else t for t, p in zip(tx, put, strict=True)], ty, tok)
+    vx, vy = toy_sentiment(96, seed=2)
+    rng = random.Random(4)
+    data = [
+        f"{TOKEN} {t}" if ((y == 1 and rng.random() < 0.9) if planted else rng.random() < 0.5) else t
+        for t, y in zip(vx, vy, strict=True)
+    ]
+    explain_dataset(
+        model, tok, data, tmp_path / "job", labels=vy, enable_progress_bar=False, accelerator="cpu"
+    )
+    results = load_results(tmp_path / "job")
+    report = counterfactual_check(mine_shortcuts(results), results, model, tok)
+    row, dot = report.find(TOKEN), report.find(".")
+    for r in report.rows:  # the rule: flagged only when masking beats the counterfactual null
+        if r.get("flagged"):
+            assert r["significant"] and r["effect"] >= 0.05 and r["effect_q"] < 0.05
+            assert r["prob_change"] - r["null_prob_change"] == pytest.approx(r["effect"])
+    assert not dot.get("flagged")
+    if planted:
+        assert row["flagged"] and row["rank"] == 1 and row["effect"] > 0.1
+    else:
+        assert not row.get("flagged")
+
+
+def test_a_significant_phrase_is_masked_whole(gpt2_tok):
+    """'[ dvd ]': masking 'dvd' masks its adjacent significant words too (not the '[ ]' left behind);
+    the null masks the two other words (all there is outside the phrase)."""
+    tok = gpt2_tok
+    model = tiny_classifier("gpt2", tokenizer=tok, seed=1).eval()
+    firsts = ["good", "bad", "plot", "movie"]
+    seconds = ["dull", "fun", "great", "boring"]
+    texts = [f"{a} {b} [ dvd ]" for a in firsts for b in seconds]
+    feats = [Featurizer(tok)(t) for t in texts]
+    assert list(feats[0].texts) == ["good", "dull", "[", "dvd", "]"]
+    probs = _probs(model, tok, [list(f.input_ids) for f in feats])
+    rows = [
+        {
+            "text": t,
+            "features": list(f.texts),
+            "scores": [-1.0, -1.0, 0.4, 0.5, 0.4],
+            "target": 1,
+            "probs": p.tolist(),
+            "output": "prob",
+        }
+        for t, f, p in zip(texts, feats, probs, strict=True)
+    ]
+    mined = mine_shortcuts(rows, min_count=5)
+    assert {r["word"] for r in mined.rows if r["significant"]} == {"[", "dvd", "]"}
+    report = counterfactual_check(mined, rows, model, tok, min_effect=0.0)
+    row = report.find("dvd")
+    assert row["masked"] == "[ dvd ]"
+    masker = Masker(tok)
+    c = row["cls"]
+
+    def drop(keep):
+        return probs[:, c] - _probs(model, tok, [masker(f, [keep])[0][0] for f in feats])[:, c]
+
+    assert row["prob_change"] == pytest.approx(drop([True, True, False, False, False]).mean(), abs=1e-5)
+    assert row["null_prob_change"] == pytest.approx(drop([False, False, True, True, True]).mean(), abs=1e-5)
+    mined = mine_shortcuts(rows, min_count=5)
+    alone = counterfactual_check(mined, rows, model, tok, phrases=False).find("dvd")
+    assert alone["masked"] == "dvd"
+    assert alone["prob_change"] == pytest.approx(drop([True, True, True, False, True]).mean(), abs=1e-5)
