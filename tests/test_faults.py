@@ -648,7 +648,7 @@ def test_free_validation_words_of_texts_cut_mid_word(gpt2_tok, tmp_path):
         "was",
         "fun",
         "and",
-        "Café",
+        "café",  # the detector ranks normalised words (mine_shortcuts: case-folded)
         "cr",
         "\ufffd",
     }

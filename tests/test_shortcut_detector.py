@@ -165,11 +165,10 @@ def test_validation_detector_is_mine_shortcuts_over_the_validation_sppi(gpt2_tok
     )
     rows = []
     for attr, y in zip(SPPI(model, tok).attribute(texts, target=list(labels)), labels, strict=True):
-        skip = 0 if attr.features.context_end > 0 else 1  # without a BOS the first word is p_0
-        rows.append(
+        rows.append(  # every word, the first included: ValidationSPPI scores it as SPPI does
             {
-                "features": list(attr.features.texts)[skip:],
-                "scores": attr.scores.tolist()[skip:],
+                "features": list(attr.features.texts),
+                "scores": attr.scores.tolist(),
                 "target": y,
                 "probs": [0.0, 0.0],
                 "output": "prob",

@@ -233,8 +233,6 @@ def _main(argv: list[str]) -> int:
                 f"{args.target!r}."
             )
     options = parse_options(args.option)
-    method_kwargs = {"granularity": args.granularity, "template": args.template, **options}
-    check_method_kwargs(args.method, method_kwargs)
     names = [s.strip() for s in args.label_names.split(",")] if args.label_names else None
     from pi_lightning.adapter_settings import read_adapter_settings, resolve_settings
 
@@ -253,6 +251,8 @@ def _main(argv: list[str]) -> int:
             f"using the adapter's settings: template {template!r}, classes {names}, "
             f"mask {options.get('mask', 'remove')!r}"
         )
+    method_kwargs = {"granularity": args.granularity, "template": template, **options}
+    check_method_kwargs(args.method, method_kwargs)
     if bool(args.inputs) == bool(args.dataset):
         raise ValueError("give texts, one data file, or --dataset (exactly one of them).")
     out = Path(args.out)
@@ -289,7 +289,6 @@ def _main(argv: list[str]) -> int:
 
     devices: Any = args.devices if args.devices == "auto" else int(args.devices)
     model, tokenizer = load_classifier(args.model, num_labels=args.num_labels, adapter=args.adapter)
-    method_kwargs = {"granularity": args.granularity, "template": template, **options}
     trainer_kwargs = {
         "accelerator": args.accelerator,
         "devices": devices,
