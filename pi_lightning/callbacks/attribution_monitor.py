@@ -40,10 +40,18 @@ from pi_lightning.callbacks._distributed import equal_forward_passes, gather_obj
 from pi_lightning.callbacks._model import resolve_model
 from pi_lightning.data import normalize_probe
 from pi_lightning.inference import model_mode
-from pi_lightning.metrics import METRIC_CLASSES, METRICS, ProbeEvaluation, ProbeHistory, evaluate_faithfulness
+from pi_lightning.metrics import (
+    METRIC_CLASSES,
+    METRICS,
+    PairedChange,
+    ProbeEvaluation,
+    ProbeHistory,
+    evaluate_faithfulness,
+)
 from pi_lightning.metrics.functional.curves import _check_points
-from pi_lightning.reporting.html import HtmlCell, highlight, table_page
-from pi_lightning.reporting.logging import log_rich, log_scalars, logger_step
+from pi_lightning.reporting.change import change_since_baseline, verdict_line, words_line
+from pi_lightning.reporting.html import HtmlCell, highlight_panel, table_page, word_rows
+from pi_lightning.reporting.logging import define_step_metric, log_rich, log_scalars, log_summary, logger_step
 
 __all__ = ["AttributionMonitor", "probe_histories"]
 
@@ -77,13 +85,20 @@ class AttributionMonitor(Callback):
             (default ``"model"``) or a getter ``lambda module: module.net``.
         every_n_val: evaluate after every n-th validation loop (``None``: never at validation).
         every_n_steps: evaluate every N optimizer steps instead/as well (``None``: never).
+        baseline: evaluate once before the first optimizer step (at ``on_train_start``, step 0), the
+            reference of every paired change (``gap_change``); a run resumed from a checkpoint never
+            repeats it. ``False`` turns it off (the first evaluation is then the reference).
+        at_steps: evaluate after these optimizer steps as well (e.g. ``[5, 10, 20, 40]``: denser
+            where the model changes most).
+        at_end: evaluate when training ends (``on_train_end``), unless the last evaluation already
+            ran at the last step.
         target: ``"label"`` (the true class; needs labels) or ``"predicted"``.
         method_kwargs: settings for the method (``granularity``, ``template``, ``mask``, ``budget``...).
         metrics: which of ``as_auc``, ``ias_auc``, ``log_odds``, ``comprehensiveness``, ``sufficiency``
             (default: all); an empty list logs the attributions only (no masked passes).
         top_k: percentage of features for UDIG's metrics.
         label_names: class names for tables and the report.
-        log_examples: how many probe examples go into the logged table.
+        log_examples: how many probe examples go into the logged table (``None``: all).
         curve_points: grid size of the mean AS/IAS curves.
         fractions: ``None`` to evaluate the AS/IAS curves at every step (``n + 1`` masked passes per
             study), or the number of fixed fractions of the features to evaluate them at (``11``:
@@ -116,12 +131,15 @@ class AttributionMonitor(Callback):
         model: str | Callable | None = "model",
         every_n_val: int | None = 1,
         every_n_steps: int | None = None,
+        baseline: bool = True,
+        at_steps: Sequence[int] | None = None,
+        at_end: bool = False,
         target: str = "label",
         method_kwargs: Mapping[str, Any] | None = None,
         metrics: Sequence[str] | None = None,
         top_k: float = 20.0,
         label_names: Sequence[str] | None = None,
-        log_examples: int = 16,
+        log_examples: int | None = None,
         curve_points: int = 21,
         fractions: int | None = None,
         progress_chunk: int = 8,
@@ -134,8 +152,20 @@ class AttributionMonitor(Callback):
         for name, v in (("every_n_val", every_n_val), ("every_n_steps", every_n_steps)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be None or a positive int, got {v!r}.")
-        if every_n_val is None and every_n_steps is None:
-            raise ValueError("Give every_n_val or every_n_steps (or both): otherwise the monitor never runs.")
+        for name, v in (("baseline", baseline), ("at_end", at_end)):
+            if not isinstance(v, bool):
+                raise ValueError(f"{name} must be True or False, got {v!r}.")
+        if at_steps is not None and (
+            isinstance(at_steps, (str, bytes))
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in at_steps)
+        ):
+            raise ValueError(
+                f"at_steps must be a list of optimizer steps (ints >= 1), e.g. [5, 10, 20], got {at_steps!r}."
+            )
+        if every_n_val is None and every_n_steps is None and not at_steps and not at_end and not baseline:
+            raise ValueError(
+                "Give every_n_val, every_n_steps, at_steps, at_end or baseline: otherwise the monitor never runs."
+            )
         if target not in ("label", "predicted"):
             raise ValueError(f"target must be 'label' or 'predicted', got {target!r}.")
         self.texts, self.labels = normalize_probe(probe, labels) if probe is not None else (None, None)
@@ -148,7 +178,7 @@ class AttributionMonitor(Callback):
         if not 0 < float(top_k) <= 100:
             raise ValueError(f"top_k is a percentage in (0, 100], got {top_k!r}.")
         for name, v in (
-            ("log_examples", log_examples),
+            ("log_examples", 0 if log_examples is None else log_examples),
             ("curve_points", curve_points),
             ("progress_chunk", progress_chunk),
         ):
@@ -160,6 +190,9 @@ class AttributionMonitor(Callback):
         self.model_ref = model
         self.every_n_val = every_n_val
         self.every_n_steps = every_n_steps
+        self.baseline = baseline
+        self.at_steps = sorted(set(at_steps or ()))
+        self.at_end = at_end
         self.target = target
         self.method_kwargs = dict(method_kwargs or {})
         self.metrics = metrics
@@ -178,6 +211,7 @@ class AttributionMonitor(Callback):
         self.char_spans: list[list[list[int]]] | None = None
         self._validation_due: int | None = None  # step whose validation has not run yet (set at batch end)
         self._pending_validation: int | None = None  # restored: a validation the checkpoint was taken before
+        self._pair_start = 0  # evals before this index were made on another probe set (not paired with)
         self._trainer = None
 
     @property
@@ -257,10 +291,18 @@ class AttributionMonitor(Callback):
         # A checkpoint written in on_train_batch_end right before a validation: Lightning does not run that
         # validation again on resume, so run its evaluation now (the weights are the ones it would have seen).
         pending, self._pending_validation = self._pending_validation, None
-        if pending is None or pending != trainer.global_step or self.every_n_val is None:
-            return
-        self.val_count += 1
-        if self.val_count % self.every_n_val == 0 and not self._evaluated_at(pending):
+        if pending is not None and pending == trainer.global_step and self.every_n_val is not None:
+            self.val_count += 1
+            if self.val_count % self.every_n_val == 0 and not self._evaluated_at(pending):
+                self.evaluate(trainer, pl_module)
+        # The baseline: before the first optimizer step of a fresh run only (a resumed run has steps done,
+        # or, resumed from a step-0 checkpoint, the baseline in its history).
+        if self.baseline and trainer.global_step == 0 and not self._evaluated_at(0):
+            self.evaluate(trainer, pl_module)
+
+    @override
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.at_end and not self._evaluated_at(trainer.global_step):
             self.evaluate(trainer, pl_module)
 
     def _validation_follows(self, trainer) -> bool:
@@ -281,9 +323,10 @@ class AttributionMonitor(Callback):
         step = trainer.global_step
         if self.every_n_val is not None and not trainer.sanity_checking:
             self._validation_due = step if self._validation_follows(trainer) else None
-        if self.every_n_steps is None or step == 0 or step % self.every_n_steps:
-            return
-        if self._evaluated_at(step):
+        due = step in self.at_steps or (
+            self.every_n_steps is not None and step > 0 and step % self.every_n_steps == 0
+        )
+        if not due or self._evaluated_at(step):
             return  # already evaluated at this step (e.g. gradient accumulation)
         self.evaluate(trainer, pl_module)
 
@@ -316,6 +359,7 @@ class AttributionMonitor(Callback):
                 "is kept but new evaluations use the current probe."
             )
         self.evals = ProbeHistory.from_state_dict(state_dict).evals
+        self._pair_start = len(self.evals) if state_dict.get("texts") != self.texts else 0
         self.val_count = int(state_dict.get("val_count", 0))
         self._pending_validation = state_dict.get("pending_validation")
 
@@ -523,7 +567,40 @@ class AttributionMonitor(Callback):
                             "passes": a.forward_passes,
                         }
                     )
+        for name, obj in self._paired_changes(records).items():
+            metric_objs[name] = obj
         return metric_objs, correct, records, time.perf_counter() - t0
+
+    def _references(self, field: str) -> dict[str, ProbeEvaluation]:
+        """The evaluations a new one is paired with for ``field``: ``""`` the baseline (the first one on
+        this probe set with that figure) and ``"_prev"`` the previous one with it."""
+        usable = [
+            e
+            for e in self.evals[self._pair_start :]
+            if len(getattr(e, field)) == len(self.texts) and any(v is not None for v in getattr(e, field))
+        ]
+        return {"": usable[0], "_prev": usable[-1]} if usable else {}
+
+    def _paired_changes(self, records: list[dict]) -> dict[str, PairedChange]:
+        """This rank's pairs: per figure (gap, AS, IAS AUC) and reference (baseline, previous), a
+        :class:`~pi_lightning.metrics.PairedChange` updated with this rank's examples (synced later).
+        Every rank builds the same metrics (the history is the same on all), whatever its shard."""
+        out: dict[str, PairedChange] = {}
+        for field in ("gap", "as_auc", "ias_auc"):
+            if field != "gap" and field not in self.metrics:
+                continue
+            if field == "gap" and not {"as_auc", "ias_auc"} <= set(self.metrics):
+                continue
+            for suffix, ref in self._references(field).items():
+                metric = PairedChange(num_examples=len(self.texts))
+                before = getattr(ref, field)
+                metric.update(
+                    [before[r["i"]] for r in records],
+                    [r[field] for r in records],
+                    index=[r["i"] for r in records],
+                )
+                out[f"{field}_change{suffix}"] = metric
+        return out
 
     def _evaluate_reduce(
         self, trainer, step: int, metric_objs, correct, records, seconds
@@ -532,6 +609,10 @@ class AttributionMonitor(Callback):
         figures: dict[str, float] = {}
         curves = {}
         for m, obj in metric_objs.items():
+            if isinstance(obj, PairedChange):
+                test = obj.test()
+                figures.update({m: test.mean, f"{m}_ci": test.ci, f"{m}_p": test.p, f"{m}_n": float(test.n)})
+                continue
             figures[m] = float(obj.compute())
             figures[f"{m}_ci"] = float(obj.confidence_interval())
             if m in ("as_auc", "ias_auc"):
@@ -579,21 +660,47 @@ class AttributionMonitor(Callback):
     def _log(self, trainer, record: ProbeEvaluation) -> None:
         key = f"pi/{self.method}"
         step = record.log_step
-        log_scalars(trainer, {f"{key}/{k}": v for k, v in record.metrics.items()}, step=step)
+        # "pi/step" (optimizer steps done, the report's x axis) goes with every figure; W&B plots pi/*
+        # against it, so W&B and the report show the same step numbers.
+        scalars = {f"{key}/{k}": v for k, v in record.metrics.items()}
+        define_step_metric(trainer, scalars, "pi/step")
+        log_scalars(trainer, {**scalars, "pi/step": record.step}, step=step)
         if not trainer.is_global_zero or self.log_examples == 0:
             return
         try:
-            cols = ["text", "label", "prediction", "explained", "as_auc", "ias_auc"]
+            history = self.history()
+            change = change_since_baseline(history)
+            if change is not None:
+                log_summary(
+                    trainer, {f"{key}/verdict": verdict_line(change), f"{key}/words": words_line(change)}
+                )
+            cols = ["text", "label", "prediction", "explained", "as_auc", "ias_auc", "gap", "example", "step"]
             rows = []
-            for i in range(min(self.log_examples, len(self.texts))):
+            count = len(self.texts) if self.log_examples is None else min(self.log_examples, len(self.texts))
+            for i in range(count):
+                label = self._label(self.labels[i] if self.labels else None)
                 rows.append(
                     [
-                        HtmlCell(highlight(self.texts[i], self.char_spans[i], record.scores[i])),
-                        self._label(self.labels[i] if self.labels else None),
+                        HtmlCell(
+                            highlight_panel(
+                                self.texts[i],
+                                self.char_spans[i],
+                                record.scores[i],
+                                label=label,
+                                prediction=self._label(record.predictions[i]),
+                                explained=self._label(record.targets[i]),
+                                step=record.step,
+                            ),
+                            self.texts[i],
+                        ),
+                        label,
                         self._label(record.predictions[i]),
                         self._label(record.targets[i]),
                         record.as_auc[i],
                         record.ias_auc[i],
+                        record.gap[i] if record.gap else None,
+                        i,
+                        record.step,
                     ]
                 )
             title = f"{self.method} on the probe set, step {record.step}"
@@ -604,6 +711,7 @@ class AttributionMonitor(Callback):
                 table=(cols, rows),
                 curves=record.curves,
                 html_page=table_page(title, cols, rows),
+                words=word_rows(history, self._label),
             )
         except Exception as e:
             rank_zero_warn(

@@ -31,7 +31,9 @@ __all__ = [
     "HtmlCell",
     "explained_method",
     "highlight",
+    "highlight_panel",
     "table_page",
+    "word_rows",
     "write_report",
     "write_report_from_checkpoint",
 ]
@@ -72,6 +74,60 @@ def highlight(text: str, char_spans: Sequence[Sequence[int]], scores: Sequence[f
         prev = b
     out.append(html.escape(text[prev:]))
     return "<span style='line-height:1.9'>" + "".join(out) + "</span>"
+
+
+def highlight_panel(
+    text: str,
+    char_spans: Sequence[Sequence[int]],
+    scores: Sequence[float],
+    *,
+    label: str,
+    prediction: str,
+    explained: str,
+    step: int | None = None,
+) -> str:
+    """:func:`highlight` with what a reader needs to read it: the true label, the prediction, the
+    explained class and the colour scale (full colour at the example's largest ``|attribution|``).
+
+    Example:
+        >>> "predicted <b>pos</b>" in highlight_panel("good", [(0, 4)], [0.5], label="pos",
+        ...                                           prediction="pos", explained="pos")
+        True
+    """
+    finite = [abs(float(s)) for s in scores if math.isfinite(float(s))]
+    top = max(finite, default=0.0)
+    at = f" · step {int(step)}" if step is not None else ""
+    e = html.escape
+    return (
+        f"<div style='font-size:85%;color:#555'>label <b>{e(label)}</b> · predicted <b>{e(prediction)}</b>"
+        f" · explains <b>{e(explained)}</b>{at}</div>"
+        + highlight(text, char_spans, scores)
+        + "<div style='font-size:80%;color:#777'>"
+        "<span style='background:rgba(34,160,70,0.85);padding:0 4px'>&nbsp;</span> supports "
+        f"{e(explained)} · <span style='background:rgba(215,48,39,0.85);padding:0 4px'>&nbsp;</span> opposes "
+        f"it · full colour at |attribution| = {top:.3f} (this example's largest), fainter = smaller</div>"
+    )
+
+
+def word_rows(history: ProbeHistory, label=str) -> tuple[list[str], list[list[Any]]]:
+    """The long-format words table of a history: one row per (evaluation, example, word), so a logger
+    can sort and filter by word: ``example, word, position, score, step, label, prediction``.
+
+    Args:
+        history: the probe history.
+        label: class index -> name.
+    """
+    cols = ["example", "word", "position", "score", "step", "label", "prediction"]
+    rows = []
+    for ev in history.evals:
+        for i, text in enumerate(history.texts):
+            if i >= len(ev.scores) or history.char_spans is None:
+                continue
+            y = label(history.labels[i]) if history.labels else ""
+            pred = label(ev.predictions[i]) if i < len(ev.predictions) else ""
+            for j, ((a, b), score) in enumerate(zip(history.char_spans[i], ev.scores[i], strict=False)):
+                rows.append([i, text[a:b], j, float(score), ev.step, y, pred])
+    return cols, rows
 
 
 class HtmlCell:
