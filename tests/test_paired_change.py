@@ -70,7 +70,7 @@ def test_metric_skips_missing_and_rejects_bad_input():
     assert m.test().n == 1 and float(m.compute()) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="already added"):
         m.update([0.1], [0.2], index=[0])
-    with pytest.raises(ValueError, match="outside 0..2"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.2"):
         m.update([0.1], [0.2], index=[3])
     with pytest.raises(ValueError, match="one before, one after and one index"):
         m.update([0.1, 0.2], [0.2], index=[1, 2])

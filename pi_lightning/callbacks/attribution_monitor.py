@@ -164,7 +164,8 @@ class AttributionMonitor(Callback):
             )
         if every_n_val is None and every_n_steps is None and not at_steps and not at_end and not baseline:
             raise ValueError(
-                "Give every_n_val, every_n_steps, at_steps, at_end or baseline: otherwise the monitor never runs."
+                "Give every_n_val, every_n_steps, at_steps, at_end or baseline: "
+                "otherwise the monitor never runs."
             )
         if target not in ("label", "predicted"):
             raise ValueError(f"target must be 'label' or 'predicted', got {target!r}.")
