@@ -507,3 +507,45 @@ def test_step_progress_bar_counts_max_steps(gpt2_tok, tmp_path, capsys):
         )
         assert [t for _, t in seen] == want
         assert seen[-1][0] == seen[-1][1]  # the bar ends full
+
+
+def test_step_progress_bar_time_left_includes_evaluations_to_come(gpt2_tok, tmp_path):
+    """The bar's time left counts the monitors' evaluations still to come at their measured cost (the
+    baseline's, before step 1), and evaluation_seconds times them all."""
+    from pi_lightning.callbacks import StepProgressBar
+
+    class Slow(AttributionMonitor):
+        def _evaluate(self, trainer, pl_module):
+            time.sleep(0.5)
+            return super()._evaluate(trainer, pl_module)
+
+    left: list[tuple[int, float, int]] = []
+
+    class Seen(StepProgressBar):
+        def on_train_batch_end(self, trainer, *args):
+            super().on_train_batch_end(trainer, *args)
+            est = self.time_left(trainer)
+            left.append((trainer.global_step, *est))
+            assert "incl." in self.get_metrics(trainer, trainer.lightning_module)["left"]
+
+    mon = Slow(gpt2_tok, PROBE, "sp-pi", every_n_val=None, at_steps=[2, 3], metrics=[])
+    bar = Seen(refresh_rate=1)
+    trainer = pl.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar, mon],
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(
+        TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok), lr=1e-3),
+        datamodule=TextDataModule(gpt2_tok, TRAIN, VAL, batch_size=8),
+    )
+    assert [e.step for e in mon.evals] == [0, 2, 3]
+    step, seconds, count = left[0]
+    assert step == 1 and count == 2 and seconds >= 2 * 0.5  # two evaluations to come, 0.5 s each at least
+    assert left[-1][2] == 0  # nothing left after the last step
+    assert bar.evaluation_seconds(trainer) >= 3 * 0.5

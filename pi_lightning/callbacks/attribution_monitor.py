@@ -213,6 +213,9 @@ class AttributionMonitor(Callback):
         self._validation_due: int | None = None  # step whose validation has not run yet (set at batch end)
         self._pending_validation: int | None = None  # restored: a validation the checkpoint was taken before
         self._pair_start = 0  # evals before this index were made on another probe set (not paired with)
+        # Wall time of this process's evaluations, (seconds, during a validation loop): for the progress
+        # bar's ETA and the job's evaluation share (not saved: a resumed process times its own).
+        self.wall_seconds: list[tuple[float, bool]] = []
         self._trainer = None
 
     @property
@@ -477,6 +480,35 @@ class AttributionMonitor(Callback):
         first agree on whether any of them failed (one boolean all-reduce, before any other
         collective), so that a failure on one rank never leaves the others waiting.
         """
+        t0 = time.perf_counter()
+        try:
+            return self._evaluate(trainer, pl_module)
+        finally:
+            self.wall_seconds.append((time.perf_counter() - t0, bool(trainer.validating)))
+
+    def evaluation_steps_left(self, trainer, validation_steps: Sequence[int]) -> list[int]:
+        """The optimizer steps at which this monitor will still evaluate in this fit, given those of the
+        validations still to come (what :class:`~pi_lightning.callbacks.StepProgressBar` asks for its ETA)."""
+        step, last = int(trainer.global_step), trainer.max_steps
+        if last is None or last < 0:
+            return []
+        at: set[int] = set()
+        if self.every_n_val is not None:
+            for j, v in enumerate(sorted(validation_steps), start=1):
+                if (self.val_count + j) % self.every_n_val == 0:
+                    at.add(int(v))
+        at.update(s for s in self.at_steps if step < s <= last)
+        if self.every_n_steps is not None:
+            at.update(
+                range((step // self.every_n_steps + 1) * self.every_n_steps, last + 1, self.every_n_steps)
+            )
+        if self.at_end:
+            at.add(int(last))
+        if self.baseline and step == 0 and not self._evaluated_at(0):
+            at.add(0)
+        return sorted(s for s in at if s > step or (s == 0 == step))
+
+    def _evaluate(self, trainer, pl_module) -> dict[str, float] | None:
         step = int(trainer.global_step)
         if not self.texts:
             return None  # every probe example was dropped at setup (warned there)
