@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from pi_lightning.callbacks.attribution_monitor import probe_histories
+from pi_lightning.metrics.functional.stats import wilson_interval
 from pi_lightning.reporting.html import write_report
 from pi_lightning.reporting.logging import rank_zero_log_dir
 
@@ -22,7 +23,8 @@ __all__ = ["HTMLReport"]
 
 
 class HTMLReport(Callback):
-    """Write ``report.html`` (or ``path``) when fitting ends, on rank zero.
+    """Write ``report.html`` (or ``path``) when fitting ends, on rank zero; the validation accuracy
+    (``val/acc``) of each validation is kept for its accuracy plot.
 
     Args:
         path: the file to write; default ``<log dir>/pi_lightning/report.html``.
@@ -36,6 +38,23 @@ class HTMLReport(Callback):
         self.path = Path(path) if path is not None else None
         self.title = title
         self.written: Path | None = None
+        #: validation accuracy at each validation of this fit: ``{"step", "acc", "low", "high", "n"}``.
+        self.validation: list[dict[str, float]] = []
+
+    @override
+    def on_validation_end(self, trainer, pl_module) -> None:
+        acc = trainer.callback_metrics.get("val/acc")
+        if trainer.sanity_checking or acc is None:
+            return
+        val = getattr(getattr(trainer, "datamodule", None), "val_set", None)
+        try:
+            n = len(val) if val is not None else 0
+        except TypeError:
+            n = 0
+        row = {"step": int(trainer.global_step), "acc": float(acc), "n": n}
+        if n:
+            row["low"], row["high"] = wilson_interval(float(acc), n)
+        self.validation.append(row)
 
     @override
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -47,6 +66,6 @@ class HTMLReport(Callback):
             return
         path = self.path or rank_zero_log_dir(trainer) / "pi_lightning" / "report.html"
         try:
-            self.written = write_report(histories, path, title=self.title)
+            self.written = write_report(histories, path, title=self.title, validation=self.validation)
         except Exception as e:
             rank_zero_warn(f"HTMLReport: writing {path} failed ({e!r}).")

@@ -20,7 +20,6 @@ offline unless ``WANDB_MODE=online`` is set; the run's config holds the trainer,
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 import warnings
@@ -31,6 +30,7 @@ from lightning.pytorch.cli import LightningCLI
 from pi_lightning.callbacks import HTMLReport, StepProgressBar, probe_histories, validation_evaluations
 from pi_lightning.cli._finetune_options import DESCRIPTION, FAST_HELP, LogConfig, default_args
 from pi_lightning.metrics import ProbeHistory
+from pi_lightning.metrics.functional.stats import wilson_interval
 from pi_lightning.reporting import explained_method
 from pi_lightning.reporting.change import change_since_baseline, verdict_line, words_line
 from pi_lightning.training import FinetuneClassifier, ReviewDataModule
@@ -163,10 +163,8 @@ def _validation_size(trainer) -> int | None:
 
 def _accuracy_ci(acc: float, n: int) -> str:
     """``" (95% CI 0.66-0.87, 64 examples)"``: the Wilson score interval of an accuracy on n examples."""
-    z = 1.959963984540054
-    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return f" (95% CI {max(centre - half, 0.0):.2f}-{min(centre + half, 1.0):.2f}, {n} examples)"
+    low, high = wilson_interval(acc, n)
+    return f" (95% CI {low:.2f}-{high:.2f}, {n} examples)"
 
 
 def evaluation_share(trainer, seconds: float) -> tuple[float, float] | None:
