@@ -99,7 +99,7 @@ def verdict(test: PairedTest, alpha: float = 0.05, higher_is_better: bool = True
     return "more faithful" if (test.mean > 0) == higher_is_better else "less faithful"
 
 
-_WORD = re.compile(r"[\W_]+")
+_EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 
 
 def word_changes(
@@ -132,7 +132,7 @@ def word_changes(
                 f"{len(b)} scores before and {len(a)} after (was the probe's featurization changed?)."
             )
         for (s, e), vb, va in zip(spans, b, a, strict=True):
-            word = _WORD.sub(" ", text[s:e]).strip().lower()
+            word = _EDGE.sub("", text[s:e]).lower()  # "Great," and "great" are one word; "cho's" stays
             if not word:
                 continue
             st = acc.setdefault(word, [0.0, 0.0, 0])
