@@ -705,7 +705,8 @@ class AttributionMonitor(Callback):
             change = change_since_baseline(history)
             if change is not None:
                 log_summary(
-                    trainer, {f"{key}/verdict": verdict_line(change), f"{key}/words": words_line(change)}
+                    trainer,
+                    {f"{key}/verdict": verdict_line(change), f"{key}/word_changes": words_line(change)},
                 )
             cols = ["text", "label", "prediction", "explained", "as_auc", "ias_auc", "gap", "example", "step"]
             rows = []
