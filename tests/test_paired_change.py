@@ -162,13 +162,24 @@ def test_monitor_schedule_at_steps_and_end(gpt2_tok, tmp_path):
     repeated when the last validation already ran there)."""
     from test_callbacks import _fit, _sp
 
-    sp = _sp(gpt2_tok, every_n_val=None, at_steps=[1, 3], at_end=True, metrics=["as_auc", "ias_auc"])
+    sp = _sp(
+        gpt2_tok,
+        every_n_val=None,
+        at_steps=[1],
+        at_fractions=[0.5],
+        at_end=True,
+        metrics=["as_auc", "ias_auc"],
+    )
     _fit(gpt2_tok, [sp], tmp_path / "a", epochs=1, max_steps=5)
-    assert [e.step for e in sp.evals] == [0, 1, 3, 5]
+    assert [e.step for e in sp.evals] == [0, 1, 3, 5]  # 0.5 of 5 steps: step 3 (2.5 rounded half up)
     both = _sp(gpt2_tok, at_end=True, metrics=[])
     _fit(gpt2_tok, [both], tmp_path / "b", epochs=1)
     assert [e.step for e in both.evals] == [0, 6]
     with pytest.raises(ValueError, match="at_steps must be a list of optimizer steps"):
         _sp(gpt2_tok, at_steps=[0])
+    with pytest.raises(
+        ValueError, match=r"at_fractions must be a list of fractions of max_steps in \(0, 1\]"
+    ):
+        _sp(gpt2_tok, at_fractions=[1.5])
     with pytest.raises(ValueError, match="otherwise the monitor never runs"):
         _sp(gpt2_tok, every_n_val=None, baseline=False)

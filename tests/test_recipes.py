@@ -79,7 +79,13 @@ def test_finetune_fast_end_to_end(offline, capsys):
     assert "mp-pi" in html and "gap ± 95% CI" in html and "max-width:100%" in html
     # MP-PI ran, so its explanations are the ones shown (in the summary and first in the report).
     assert "mp-pi word attributions at the last evaluation" in out
-    assert html.index("mp-pi: probe examples") < html.index("sp-pi: probe examples")
+    assert html.index("mp-pi: all 4 probe examples") < html.index("sp-pi: all 4 probe examples")
+    # each method's verdict since the step-0 baseline, with the paired change and its p-value
+    for method in ("sp-pi", "mp-pi"):
+        line = next(
+            ln for ln in out.splitlines() if ln.strip().startswith(f"{method}: ") and "since step 0" in ln
+        )
+        assert "paired change" in line and "Wilcoxon p" in line, line
     data = _wandb_file(offline / "outputs" / "fast")
     assert b"pi/sp-pi/as_auc" in data and b"pi/mp-pi/ias_auc" in data and b"pi/val-sp-pi/top20_share" in data
     assert b"pi/sp-pi/gap_ci" in data and b"pi/mp-pi/gap" in data

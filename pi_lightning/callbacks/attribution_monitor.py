@@ -90,6 +90,9 @@ class AttributionMonitor(Callback):
             repeats it. ``False`` turns it off (the first evaluation is then the reference).
         at_steps: evaluate after these optimizer steps as well (e.g. ``[5, 10, 20, 40]``: denser
             where the model changes most).
+        at_fractions: evaluate after these fractions of ``trainer.max_steps`` as well (e.g.
+            ``[0.1, 0.25, 0.5]``; step ``max(1, floor(f * max_steps + 0.5))``), so the schedule follows
+            ``--trainer.max_steps``; ignored without ``max_steps``.
         at_end: evaluate when training ends (``on_train_end``), unless the last evaluation already
             ran at the last step.
         target: ``"label"`` (the true class; needs labels) or ``"predicted"``.
@@ -133,6 +136,7 @@ class AttributionMonitor(Callback):
         every_n_steps: int | None = None,
         baseline: bool = True,
         at_steps: Sequence[int] | None = None,
+        at_fractions: Sequence[float] | None = None,
         at_end: bool = False,
         target: str = "label",
         method_kwargs: Mapping[str, Any] | None = None,
@@ -162,7 +166,24 @@ class AttributionMonitor(Callback):
             raise ValueError(
                 f"at_steps must be a list of optimizer steps (ints >= 1), e.g. [5, 10, 20], got {at_steps!r}."
             )
-        if every_n_val is None and every_n_steps is None and not at_steps and not at_end and not baseline:
+        if at_fractions is not None and (
+            isinstance(at_fractions, (str, bytes))
+            or not all(
+                isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in at_fractions
+            )
+        ):
+            raise ValueError(
+                f"at_fractions must be a list of fractions of max_steps in (0, 1], e.g. [0.1, 0.25, 0.5], "
+                f"got {at_fractions!r}."
+            )
+        if (
+            every_n_val is None
+            and every_n_steps is None
+            and not at_steps
+            and not at_fractions
+            and not at_end
+            and not baseline
+        ):
             raise ValueError(
                 "Give every_n_val, every_n_steps, at_steps, at_end or baseline: "
                 "otherwise the monitor never runs."
@@ -193,6 +214,7 @@ class AttributionMonitor(Callback):
         self.every_n_steps = every_n_steps
         self.baseline = baseline
         self.at_steps = sorted(set(at_steps or ()))
+        self.at_fractions = [float(f) for f in at_fractions or ()]
         self.at_end = at_end
         self.target = target
         self.method_kwargs = dict(method_kwargs or {})
@@ -327,12 +349,20 @@ class AttributionMonitor(Callback):
         step = trainer.global_step
         if self.every_n_val is not None and not trainer.sanity_checking:
             self._validation_due = step if self._validation_follows(trainer) else None
-        due = step in self.at_steps or (
+        due = step in self._scheduled_steps(trainer) or (
             self.every_n_steps is not None and step > 0 and step % self.every_n_steps == 0
         )
         if not due or self._evaluated_at(step):
             return  # already evaluated at this step (e.g. gradient accumulation)
         self.evaluate(trainer, pl_module)
+
+    def _scheduled_steps(self, trainer) -> set[int]:
+        """``at_steps`` and the steps of ``at_fractions`` (of ``trainer.max_steps``)."""
+        steps = set(self.at_steps)
+        last = trainer.max_steps
+        if self.at_fractions and last is not None and last > 0:
+            steps.update(max(1, math.floor(f * last + 0.5)) for f in self.at_fractions)
+        return steps
 
     def _evaluated_at(self, step: int) -> bool:
         """One record per training step: a validation on the step of an ``every_n_steps`` evaluation (or
@@ -497,7 +527,7 @@ class AttributionMonitor(Callback):
             for j, v in enumerate(sorted(validation_steps), start=1):
                 if (self.val_count + j) % self.every_n_val == 0:
                     at.add(int(v))
-        at.update(s for s in self.at_steps if step < s <= last)
+        at.update(s for s in self._scheduled_steps(trainer) if step < s <= last)
         if self.every_n_steps is not None:
             at.update(
                 range((step // self.every_n_steps + 1) * self.every_n_steps, last + 1, self.every_n_steps)
