@@ -1,10 +1,11 @@
 """The main job: fine-tune a decoder-only classifier and watch its explanations while it trains.
 
 Defaults (``cli/configs/default.yaml``, package data): SmolLM2-135M-Instruct (embedded, no network), Rotten
-Tomatoes sentences, LoRA, word-level features, SP-PI on a held-out probe set at every validation,
-MP-PI every second validation, free SP-PI over the validation set, W&B offline, an HTML report, and
-a one-screen summary at the end. It is a LightningCLI, so every option comes from the command line or
-YAML:
+Tomatoes sentences, LoRA, word-level features, SP-PI on a held-out probe set at a step-0 baseline and
+4 more points (denser early), MP-PI at the baseline and the end, free SP-PI over the validation set,
+W&B offline, an HTML report, and a one-screen summary at the end with a verdict per method (the
+paired change of the explanations' faithfulness since the baseline). It is a LightningCLI, so every
+option comes from the command line or YAML:
 
     pi-lightning finetune                                   # the default run
     pi-lightning finetune --fast                            # tiny random model, seconds
