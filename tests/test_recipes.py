@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -69,7 +70,8 @@ def test_finetune_fast_end_to_end(offline, capsys):
     assert wandb.run is None
     assert "AS AUC" in out and "IAS AUC" in out and "validation accuracy" in out
     for method in ("sp-pi", "mp-pi"):
-        line = next(ln for ln in out.splitlines() if ln.strip().startswith(method))
+        # the table row (method, evaluations, probe size, ...), not the verdict line "sp-pi: ..."
+        line = next(ln for ln in out.splitlines() if re.match(rf"\s*{method}\s+\d", ln))
         assert line.count("->") == 4, line  # gap ± CI, AS AUC, IAS AUC, probe accuracy: first -> last
         assert line.count("±") == 2, line
     sp = next(c for c in cli.trainer.callbacks if isinstance(c, AttributionMonitor) and c.method == "sp-pi")
