@@ -172,6 +172,10 @@ def test_monitor_schedule_at_steps_and_end(gpt2_tok, tmp_path):
     )
     _fit(gpt2_tok, [sp], tmp_path / "a", epochs=1, max_steps=5)
     assert [e.step for e in sp.evals] == [0, 1, 3, 5]  # 0.5 of 5 steps: step 3 (2.5 rounded half up)
+    part = AttributionMonitor(gpt2_tok, PROBE, "sp-pi", probe_size=2, metrics=[])
+    assert part.texts == list(PROBE[0][:2]) and part.labels == list(PROBE[1][:2])
+    with pytest.raises(ValueError, match="probe_size must be None or a positive int"):
+        AttributionMonitor(gpt2_tok, PROBE, "sp-pi", probe_size=0)
     both = _sp(gpt2_tok, at_end=True, metrics=[])
     _fit(gpt2_tok, [both], tmp_path / "b", epochs=1)
     assert [e.step for e in both.evals] == [0, 6]

@@ -81,6 +81,8 @@ class AttributionMonitor(Callback):
             unless given), which lets a YAML config describe the whole run.
         method: a registered attribution method (``"sp-pi"``, ``"mp-pi"``, ``"ig"``, ...).
         labels: labels for a list of texts.
+        probe_size: explain only the first ``probe_size`` examples of the probe set (``None``: all),
+            e.g. a costly method on part of the probe that a free one explains whole.
         model: where the Hugging Face model lives in the LightningModule: an attribute path
             (default ``"model"``) or a getter ``lambda module: module.net``.
         every_n_val: evaluate after every n-th validation loop (``None``: never at validation).
@@ -131,6 +133,7 @@ class AttributionMonitor(Callback):
         method: str = "sp-pi",
         *,
         labels: Sequence[int] | None = None,
+        probe_size: int | None = None,
         model: str | Callable | None = "model",
         every_n_val: int | None = 1,
         every_n_steps: int | None = None,
@@ -190,9 +193,17 @@ class AttributionMonitor(Callback):
             )
         if target not in ("label", "predicted"):
             raise ValueError(f"target must be 'label' or 'predicted', got {target!r}.")
+        if probe_size is not None and (
+            isinstance(probe_size, bool) or not isinstance(probe_size, int) or probe_size < 1
+        ):
+            raise ValueError(
+                f"probe_size must be None or a positive int (examples to explain), got {probe_size!r}."
+            )
+        self.probe_size = probe_size
         self.texts, self.labels = normalize_probe(probe, labels) if probe is not None else (None, None)
         if probe is not None:
             self._check_labels(target)
+            self._limit_probe()
         metrics = tuple(METRICS if metrics is None else metrics)
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
@@ -251,6 +262,12 @@ class AttributionMonitor(Callback):
                 "or use target='predicted'."
             )
 
+    def _limit_probe(self) -> None:
+        """Keep the first ``probe_size`` probe examples."""
+        if self.probe_size is not None and self.texts is not None:
+            self.texts = self.texts[: self.probe_size]
+            self.labels = None if self.labels is None else self.labels[: self.probe_size]
+
     def _check_label_range(self, num_labels: int) -> None:
         """Probe labels must be class indices of the model (checked at setup, before any training step).
         Examples with another label are dropped from the probe set with a warning (a probe problem never
@@ -294,6 +311,7 @@ class AttributionMonitor(Callback):
                 )
             self.texts, self.labels = normalize_probe(dm.probe)
             self._check_labels(self.target)
+            self._limit_probe()
             if "template" not in self.method_kwargs and getattr(dm, "template", None):
                 self.method_kwargs["template"] = dm.template
             if self.label_names is None and getattr(dm, "label_names", None):
