@@ -160,7 +160,9 @@ def test_monitor_baseline_and_paired_change(gpt2_tok, tmp_path):
 def test_monitor_schedule_at_steps_and_end(gpt2_tok, tmp_path):
     """at_steps adds evaluations after given optimizer steps, at_end one when training ends (not
     repeated when the last validation already ran there)."""
-    from test_callbacks import _fit, _sp
+    from test_callbacks import PROBE, _fit, _sp
+
+    from pi_lightning.callbacks import AttributionMonitor
 
     sp = _sp(
         gpt2_tok,
