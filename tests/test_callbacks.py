@@ -387,9 +387,12 @@ def test_ddp_two_processes_match_single(tmp_path):
     subprocess.run([sys.executable, str(script), "1", str(single)], check=True, env=env, timeout=240)
     subprocess.run([sys.executable, str(script), "2", str(ddp)], check=True, env=env, timeout=240)
     a, b = json.loads(single.read_text()), json.loads(ddp.read_text())
-    assert (
-        len(a["as_auc"]) == len(b["as_auc"]) == 2
-    )  # (steps differ: each rank sees half the training batches)
+    # the baseline and 2 validations (steps differ: each rank sees half the training batches)
+    assert len(a["as_auc"]) == len(b["as_auc"]) == 3
+    # the paired change is synced across ranks: every probe example paired, same mean as one process
+    assert a["gap_change_n"] == b["gap_change_n"] == [None, 7.0, 7.0]
+    for x, y in zip(a["gap_change"][1:], b["gap_change"][1:], strict=True):
+        assert x == pytest.approx(y, abs=1e-6)
     for x, y in zip(a["as_auc"], b["as_auc"], strict=False):
         assert x == pytest.approx(y, abs=1e-6)
     for x, y in zip(a["ias_auc"], b["ias_auc"], strict=False):
