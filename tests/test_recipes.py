@@ -149,7 +149,7 @@ def test_plug_in_fast_and_its_marked_lines(offline, capsys):
     out = capsys.readouterr().out
     assert "sp-pi AS AUC" in out and "sp-pi IAS AUC" in out
     sp = next(c for c in trainer.callbacks if isinstance(c, AttributionMonitor))
-    assert len(sp.evals) == 4
+    assert len(sp.evals) == 5  # the step-0 baseline and 4 validations
     _report(next(c for c in trainer.callbacks if type(c).__name__ == "HTMLReport").written)
     data = _wandb_file(offline / "outputs" / "plug_in")
     assert b"pi/sp-pi/as_auc" in data
