@@ -14,11 +14,21 @@ of the paired AS - IAS gap and its 95% half-width (:class:`~pi_lightning.metrics
 for random attributions). ``fractions=11`` evaluates the curves at 11 fixed fractions of the
 features instead of every step, so a larger probe set fits in the same time.
 
+**Baseline and paired change.** Each monitor evaluates once before the first optimizer step (step
+0, ``baseline=True``; a resumed run does not repeat it), so every later figure has a reference.
+The probe examples are the same at every evaluation, so each example's change of gap, AS and IAS
+AUC between two evaluations is paired: ``pi/<method>/gap_change`` (since the baseline) and
+``gap_change_prev`` (since the previous evaluation), each with ``_ci`` (95% half-width) and ``_p``
+(Wilcoxon signed-rank), from :class:`~pi_lightning.metrics.PairedChange` (DDP-synced). The verdict
+line (more / less faithful or no detectable change since the baseline) and the words whose
+attribution moved most go to the W&B run summary.
+
 **Steps.** Figures are logged at the logger step Lightning gives the validation they follow
 (``trainer.global_step - 1`` during fit: Lightning logs the metrics of the batch that triggered a
 validation, and the validation's own ``val/*``, before it counts that batch), so ``pi/*`` and
 ``val/*`` of one validation share a step; the record's ``step`` stays the number of optimizer steps
-done (the report's x axis).
+done (the report's x axis), logged with every figure as ``pi/step``, which W&B charts of ``pi/*``
+use as their x axis, so W&B and the report show the same step numbers.
 """
 
 from __future__ import annotations
