@@ -40,6 +40,8 @@ def main(devices: int, out: str) -> None:
                     "steps": [e.step // 1 for e in mon.evals],
                     "as_auc": [e.metrics["as_auc"] for e in mon.evals],
                     "ias_auc": [e.metrics["ias_auc"] for e in mon.evals],
+                    "gap_change": [e.metrics.get("gap_change") for e in mon.evals],
+                    "gap_change_n": [e.metrics.get("gap_change_n") for e in mon.evals],
                 },
                 fh,
             )

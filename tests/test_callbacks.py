@@ -65,7 +65,8 @@ def test_fit_with_callbacks_logs_history_and_report(gpt2_tok, tmp_path):
     free = ValidationSPPI(gpt2_tok)
     report = HTMLReport()
     trainer, _ = _fit(gpt2_tok, [sp, free, report], tmp_path, logger=CSVLogger(tmp_path))
-    assert len(sp.evals) == 2 and len(free.evals) == 2
+    # the baseline before the first step, then one evaluation per validation
+    assert [e.step for e in sp.evals] == [0, 6, 12] and len(free.evals) == 2
     m = sp.evals[-1].metrics
     for k in (
         "as_auc",
@@ -76,8 +77,15 @@ def test_fit_with_callbacks_logs_history_and_report(gpt2_tok, tmp_path):
         "sufficiency",
         "accuracy",
         "drift_rank_corr",
+        "gap_change",
+        "gap_change_ci",
+        "gap_change_p",
+        "gap_change_prev",
+        "as_auc_change",
+        "ias_auc_change_prev_p",
     ):
         assert k in m and m[k] == m[k]
+    assert "gap_change" not in sp.evals[0].metrics  # nothing to pair the baseline with
     assert in_range(m["as_auc"]) and in_range(m["ias_auc"])
     assert len(sp.evals[-1].scores) == len(PROBE[0])
     assert free.evals[-1].metrics["n_examples"] == len(VAL[0])
@@ -87,7 +95,7 @@ def test_fit_with_callbacks_logs_history_and_report(gpt2_tok, tmp_path):
     logged = (Path(trainer.loggers[0].log_dir) / "metrics.csv").read_text()
     assert "pi/sp-pi/as_auc" in logged and "pi/val-sp-pi/top20_share" in logged
     pages = list((Path(trainer.loggers[0].log_dir) / "pi_lightning").glob("pi_sp-pi_step*.html"))
-    assert len(pages) == 2
+    assert len(pages) == 3
 
 
 @pytest.mark.parametrize("method", [m for m in available_methods() if m != "sp-pi"])
@@ -96,8 +104,8 @@ def test_every_method_runs_through_the_monitor(gpt2_tok, tmp_path, method):
         gpt2_tok, PROBE, method, method_kwargs=FAST_KW.get(method, {}), metrics=["as_auc", "ias_auc"]
     )
     _fit(gpt2_tok, [mon], tmp_path, epochs=1)
-    assert len(mon.evals) == 1
-    assert in_range(mon.evals[0].metrics["as_auc"])
+    assert len(mon.evals) == 2  # the baseline and the validation
+    assert in_range(mon.evals[-1].metrics["as_auc"])
 
 
 def test_callbacks_do_not_change_training(gpt2_tok, tmp_path):
@@ -160,7 +168,7 @@ def test_resume_keeps_history(gpt2_tok, tmp_path):
         epochs=1,
         shuffle=False,
     )
-    assert len(first.evals) == 1
+    assert [e.step for e in first.evals] == [0, 6]
     resumed = _sp(gpt2_tok)
     _fit(
         gpt2_tok,
@@ -170,7 +178,8 @@ def test_resume_keeps_history(gpt2_tok, tmp_path):
         ckpt=str(tmp_path / "ck" / "last.ckpt"),
         shuffle=False,
     )
-    assert [e.step for e in resumed.evals] == [e.step for e in full.evals]
+    # the baseline is not repeated on resume: one record at step 0, as in the uninterrupted run
+    assert [e.step for e in resumed.evals] == [e.step for e in full.evals] == [0, 6, 12, 18]
     for a, b in zip(resumed.evals, full.evals, strict=True):
         assert a.metrics["as_auc"] == pytest.approx(b.metrics["as_auc"], abs=1e-6)
         for sa, sb in zip(a.scores, b.scores, strict=True):
@@ -199,7 +208,7 @@ def test_evaluation_records_round_trip_through_a_checkpoint(gpt2_tok, tmp_path):
     trainer, _ = _fit(
         gpt2_tok, [sp, free, ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)], tmp_path
     )
-    assert len(sp.evals) == 2 and all(isinstance(e, ProbeEvaluation) for e in sp.evals)
+    assert len(sp.evals) == 3 and all(isinstance(e, ProbeEvaluation) for e in sp.evals)
     assert all(isinstance(e, ValidationEvaluation) for e in free.evals) and free.evals
     assert probe_histories(trainer) == {"sp-pi": sp.history()}
     assert validation_evaluations(trainer) == free.evals
@@ -312,7 +321,7 @@ def test_wandb_run_holds_highlighted_text_for_each_probe_example(gpt2_tok, tmp_p
             for key, value in row.items():
                 values.setdefault(key, []).append(value)
     texts = PROBE[0]
-    assert len(sp.evals) == 2
+    assert len(sp.evals) == 3  # baseline + 2 validations
     for i, text in enumerate(texts):
         media = values.get(f"pi/sp-pi/highlighted/{i:02d}")
         assert media is not None and len(media) == len(sp.evals), sorted(values)
@@ -322,7 +331,10 @@ def test_wandb_run_holds_highlighted_text_for_each_probe_example(gpt2_tok, tmp_p
             spans = page.count("<span title=")
             assert spans == len(record.scores[i]) and "rgba(" in page
             # the highlighted words are the text's words, in order
-            assert html_lib.unescape(re.sub(r"<[^>]*>", "", page)).strip().endswith(text)
+            plain = html_lib.unescape(re.sub(r"<[^>]*>", "", page))
+            assert text in plain
+            # the panel names the label, the prediction and the colour scale
+            assert "label " in plain and "predicted " in plain and "full colour at |attribution|" in plain
     [page] = values["pi/sp-pi/page"][-1:]
     assert all(html_lib.escape(t.split()[0]) in (run_files / page["path"]).read_text() for t in texts)
     table = values["pi/sp-pi/examples"][-1]
@@ -339,7 +351,7 @@ def test_at2_refits_from_mppi_passes(gpt2_tok, tmp_path):
     mp = AttributionMonitor(gpt2_tok, PROBE, "mp-pi", method_kwargs={"budget": 12, "seed": 0})
     at2 = AttributionMonitor(gpt2_tok, PROBE, "at2", refit_from="mp-pi", method_kwargs={"num_iterations": 50})
     _fit(gpt2_tok, [mp, at2], tmp_path, epochs=2)
-    assert len(at2.evals) == 2 and at2.attributor.is_fitted
+    assert len(at2.evals) == 3 and at2.attributor.is_fitted  # baseline + 2 validations
     # refitted from MP-PI: one extra pass per example (the head features), not its own ablations
     assert at2.evals[-1].metrics["forward_passes_per_example"] <= 2
 
@@ -375,9 +387,12 @@ def test_ddp_two_processes_match_single(tmp_path):
     subprocess.run([sys.executable, str(script), "1", str(single)], check=True, env=env, timeout=240)
     subprocess.run([sys.executable, str(script), "2", str(ddp)], check=True, env=env, timeout=240)
     a, b = json.loads(single.read_text()), json.loads(ddp.read_text())
-    assert (
-        len(a["as_auc"]) == len(b["as_auc"]) == 2
-    )  # (steps differ: each rank sees half the training batches)
+    # the baseline and 2 validations (steps differ: each rank sees half the training batches)
+    assert len(a["as_auc"]) == len(b["as_auc"]) == 3
+    # the paired change is synced across ranks: every probe example paired, same mean as one process
+    assert a["gap_change_n"] == b["gap_change_n"] == [None, 7.0, 7.0]
+    for x, y in zip(a["gap_change"][1:], b["gap_change"][1:], strict=True):
+        assert x == pytest.approx(y, abs=1e-6)
     for x, y in zip(a["as_auc"], b["as_auc"], strict=True):
         assert x == pytest.approx(y, abs=1e-6)
     for x, y in zip(a["ias_auc"], b["ias_auc"], strict=True):
@@ -440,8 +455,12 @@ def test_gap_fractions_and_steps_aligned_with_validation(gpt2_tok, tmp_path):
         k: sorted(int(r["step"]) for r in rows if r.get(k))
         for k in ("val/acc", "pi/sp-pi/gap", "pi/sp-pi/gap_ci", "pi/val-sp-pi/top20_share")
     }
-    assert steps["val/acc"] == [2, 5] and all(v == steps["val/acc"] for v in steps.values())
-    assert [e.step for e in exact.evals] == [3, 6]  # optimizer steps done, for the report's x axis
+    assert steps["val/acc"] == [2, 5] and steps["pi/val-sp-pi/top20_share"] == [2, 5]
+    # the monitor's baseline (step 0), then the steps of the validations it follows
+    assert steps["pi/sp-pi/gap"] == steps["pi/sp-pi/gap_ci"] == [0, 2, 5]
+    assert [e.step for e in exact.evals] == [0, 3, 6]  # optimizer steps done, for the report's x axis
+    # ... which is logged with them as pi/step (W&B plots pi/* against it: the report's numbers)
+    assert sorted(int(float(r["pi/step"])) for r in rows if r.get("pi/sp-pi/gap")) == [0, 3, 6]
     m = exact.evals[-1].metrics
     assert m["gap"] == pytest.approx(m["as_auc"] - m["ias_auc"], abs=1e-12) and m["gap_ci"] > 0
     assert exact.evals[-1].gap == pytest.approx(
@@ -490,3 +509,45 @@ def test_step_progress_bar_counts_max_steps(gpt2_tok, tmp_path, capsys):
         )
         assert [t for _, t in seen] == want
         assert seen[-1][0] == seen[-1][1]  # the bar ends full
+
+
+def test_step_progress_bar_time_left_includes_evaluations_to_come(gpt2_tok, tmp_path):
+    """The bar's time left counts the monitors' evaluations still to come at their measured cost (the
+    baseline's, before step 1), and evaluation_seconds times them all."""
+    from pi_lightning.callbacks import StepProgressBar
+
+    class Slow(AttributionMonitor):
+        def _evaluate(self, trainer, pl_module):
+            time.sleep(0.5)
+            return super()._evaluate(trainer, pl_module)
+
+    left: list[tuple[int, float, int]] = []
+
+    class Seen(StepProgressBar):
+        def on_train_batch_end(self, trainer, *args):
+            super().on_train_batch_end(trainer, *args)
+            est = self.time_left(trainer)
+            left.append((trainer.global_step, *est))
+            assert "incl." in self.get_metrics(trainer, trainer.lightning_module)["left"]
+
+    mon = Slow(gpt2_tok, PROBE, "sp-pi", every_n_val=None, at_steps=[2, 3], metrics=[])
+    bar = Seen(refresh_rate=1)
+    trainer = pl.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar, mon],
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(
+        TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok), lr=1e-3),
+        datamodule=TextDataModule(gpt2_tok, TRAIN, VAL, batch_size=8),
+    )
+    assert [e.step for e in mon.evals] == [0, 2, 3]
+    step, seconds, count = left[0]
+    assert step == 1 and count == 2 and seconds >= 2 * 0.5  # two evaluations to come, 0.5 s each at least
+    assert left[-1][2] == 0  # nothing left after the last step
+    assert bar.evaluation_seconds(trainer) >= 3 * 0.5

@@ -119,10 +119,12 @@ def test_attributor_that_raises_once_skips_one_evaluation(gpt2_tok, tmp_path, mo
     mon = AttributionMonitor(gpt2_tok, PROBE, "sp-pi")
     trainer, report, msgs = _run(gpt2_tok, [mon], tmp_path)
     assert any(
-        "evaluation at step 2 failed on rank 0 (RuntimeError: injected failure)" in m and "skipped" in m
+        "evaluation at step 0 failed on rank 0 (RuntimeError: injected failure)" in m and "skipped" in m
         for m in msgs
     ), msgs
-    assert [e.step for e in mon.evals] == [4, 6]
+    # the failed baseline is skipped; the first evaluation that ran is then the paired reference
+    assert [e.step for e in mon.evals] == [2, 4, 6]
+    assert "gap_change" not in mon.evals[0].metrics and "gap_change" in mon.evals[-1].metrics
     assert report.written is not None and report.written.exists()
     _no_nan_anywhere(trainer, report, tmp_path)
 
@@ -146,7 +148,7 @@ def test_logger_that_raises_and_unwritable_report_folder(gpt2_tok, tmp_path):
     )
     assert any("BrokenLogger failed to log scalars" in m and "training goes on" in m for m in msgs), msgs
     assert any("HTMLReport: writing" in m and "failed" in m for m in msgs), msgs
-    assert [e.step for e in mon.evals] == [2, 4, 6]
+    assert [e.step for e in mon.evals] == [0, 2, 4, 6]
     assert trainer.global_step == MAX_STEPS and (tmp_path / "ck" / "last.ckpt").exists()
 
 
@@ -274,7 +276,7 @@ def test_over_long_text_fits_the_model_even_fully_masked(gpt2_tok):
 def test_over_long_probe_text_through_the_monitor(gpt2_tok, tmp_path):
     mon = AttributionMonitor(gpt2_tok, ([LONG, *PROBE[0]], [1, *PROBE[1]]), "sp-pi", metrics=[])
     trainer, report, _ = _run(gpt2_tok, [mon], tmp_path)
-    assert [e.step for e in mon.evals] == [2, 4, 6]
+    assert [e.step for e in mon.evals] == [0, 2, 4, 6]
     # the long text is kept (truncated, not dropped): explained at every evaluation, first in the probe
     assert mon.texts[0] == LONG and len(mon.texts) == 1 + len(PROBE[0])
     n = len(mon.char_spans[0])
@@ -405,7 +407,7 @@ def test_single_logit_probs_use_the_sigmoid_of_the_scores(gpt2_tok):
 def test_one_record_per_step_when_step_and_validation_schedules_meet(gpt2_tok, tmp_path):
     mon = AttributionMonitor(gpt2_tok, PROBE, "sp-pi", every_n_val=1, every_n_steps=2, metrics=[])
     trainer, report, _ = _run(gpt2_tok, [mon], tmp_path)  # validation every 2 steps too
-    assert [e.step for e in mon.evals] == [2, 4, 6]
+    assert [e.step for e in mon.evals] == [0, 2, 4, 6]
     _no_nan_anywhere(trainer, report, tmp_path)
 
 
@@ -581,7 +583,7 @@ def test_resume_from_a_checkpoint_taken_just_before_a_validation(gpt2_tok, tmp_p
 
     full = monitors()
     _fit_steps(gpt2_tok, full, tmp_path / "full", 8)
-    assert [e.step for e in full[0].evals] == [2, 4, 6, 8] and [e.step for e in full[1].evals] == [4, 8]
+    assert [e.step for e in full[0].evals] == [0, 2, 4, 6, 8] and [e.step for e in full[1].evals] == [0, 4, 8]
     assert [e.step for e in full[2].evals] == [2, 4, 6, 8]
     # a checkpoint written in on_train_batch_end at step 4, before that step's validation
     ck = ModelCheckpoint(
@@ -603,6 +605,7 @@ def test_resume_from_a_checkpoint_taken_just_before_a_validation(gpt2_tok, tmp_p
     assert [e.step for e in resumed[2].evals] == [2, 6, 8]
     resumed[2].evals.insert(1, full[2].evals[1])
     for got, want in zip(resumed, full, strict=True):
+        # the monitors' step-0 baseline came back with the checkpoint and is not repeated
         assert [e.step for e in got.evals] == [e.step for e in want.evals]
         # up to the checkpoint the weights are the same (after it, a non-stateful DataLoader restarts the
         # epoch on resume, which is Lightning's business, not the callback's)

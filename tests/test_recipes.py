@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -70,7 +71,8 @@ def test_finetune_fast_end_to_end(offline, capsys):
     assert wandb.run is None
     assert "AS AUC" in out and "IAS AUC" in out and "validation accuracy" in out
     for method in ("sp-pi", "mp-pi"):
-        line = next(ln for ln in out.splitlines() if ln.strip().startswith(method))
+        # the table row (method, evaluations, probe size, ...), not the verdict line "sp-pi: ..."
+        line = next(ln for ln in out.splitlines() if re.match(rf"\s*{method}\s+\d", ln))
         assert line.count("->") == 4, line  # gap ± CI, AS AUC, IAS AUC, probe accuracy: first -> last
         assert line.count("±") == 2, line
     sp = next(c for c in cli.trainer.callbacks if isinstance(c, AttributionMonitor) and c.method == "sp-pi")
@@ -80,7 +82,13 @@ def test_finetune_fast_end_to_end(offline, capsys):
     assert "mp-pi" in html and "gap ± 95% CI" in html and "max-width:100%" in html
     # MP-PI ran, so its explanations are the ones shown (in the summary and first in the report).
     assert "mp-pi word attributions at the last evaluation" in out
-    assert html.index("mp-pi: probe examples") < html.index("sp-pi: probe examples")
+    assert html.index("mp-pi: all 4 probe examples") < html.index("sp-pi: all 4 probe examples")
+    # each method's verdict since the step-0 baseline, with the paired change and its p-value
+    for method in ("sp-pi", "mp-pi"):
+        line = next(
+            ln for ln in out.splitlines() if ln.strip().startswith(f"{method}: ") and "since step 0" in ln
+        )
+        assert "paired change" in line and "Wilcoxon p" in line, line
     data = _wandb_file(offline / "outputs" / "fast")
     assert b"pi/sp-pi/as_auc" in data and b"pi/mp-pi/ias_auc" in data and b"pi/val-sp-pi/top20_share" in data
     assert b"pi/sp-pi/gap_ci" in data and b"pi/mp-pi/gap" in data
@@ -142,7 +150,7 @@ def test_plug_in_fast_and_its_marked_lines(offline, capsys):
     out = capsys.readouterr().out
     assert "sp-pi AS AUC" in out and "sp-pi IAS AUC" in out
     sp = next(c for c in trainer.callbacks if isinstance(c, AttributionMonitor))
-    assert len(sp.evals) == 4
+    assert len(sp.evals) == 5  # the step-0 baseline and 4 validations
     _report(next(c for c in trainer.callbacks if type(c).__name__ == "HTMLReport").written)
     data = _wandb_file(offline / "outputs" / "plug_in")
     assert b"pi/sp-pi/as_auc" in data

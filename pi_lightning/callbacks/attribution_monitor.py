@@ -14,11 +14,21 @@ of the paired AS - IAS gap and its 95% half-width (:class:`~pi_lightning.metrics
 for random attributions). ``fractions=11`` evaluates the curves at 11 fixed fractions of the
 features instead of every step, so a larger probe set fits in the same time.
 
+**Baseline and paired change.** Each monitor evaluates once before the first optimizer step (step
+0, ``baseline=True``; a resumed run does not repeat it), so every later figure has a reference.
+The probe examples are the same at every evaluation, so each example's change of gap, AS and IAS
+AUC between two evaluations is paired: ``pi/<method>/gap_change`` (since the baseline) and
+``gap_change_prev`` (since the previous evaluation), each with ``_ci`` (95% half-width) and ``_p``
+(Wilcoxon signed-rank), from :class:`~pi_lightning.metrics.PairedChange` (DDP-synced). The verdict
+line (more / less faithful or no detectable change since the baseline) and the words whose
+attribution moved most go to the W&B run summary.
+
 **Steps.** Figures are logged at the logger step Lightning gives the validation they follow
 (``trainer.global_step - 1`` during fit: Lightning logs the metrics of the batch that triggered a
 validation, and the validation's own ``val/*``, before it counts that batch), so ``pi/*`` and
 ``val/*`` of one validation share a step; the record's ``step`` stays the number of optimizer steps
-done (the report's x axis).
+done (the report's x axis), logged with every figure as ``pi/step``, which W&B charts of ``pi/*``
+use as their x axis, so W&B and the report show the same step numbers.
 """
 
 from __future__ import annotations
@@ -40,10 +50,18 @@ from pi_lightning.callbacks._distributed import equal_forward_passes, gather_obj
 from pi_lightning.callbacks._model import resolve_model
 from pi_lightning.data import normalize_probe
 from pi_lightning.inference import model_mode
-from pi_lightning.metrics import METRIC_CLASSES, METRICS, ProbeEvaluation, ProbeHistory, evaluate_faithfulness
+from pi_lightning.metrics import (
+    METRIC_CLASSES,
+    METRICS,
+    PairedChange,
+    ProbeEvaluation,
+    ProbeHistory,
+    evaluate_faithfulness,
+)
 from pi_lightning.metrics.functional.curves import _check_points
-from pi_lightning.reporting.html import HtmlCell, highlight, table_page
-from pi_lightning.reporting.logging import log_rich, log_scalars, logger_step
+from pi_lightning.reporting.change import change_since_baseline, verdict_line, words_line
+from pi_lightning.reporting.html import HtmlCell, highlight_panel, table_page, word_rows
+from pi_lightning.reporting.logging import define_step_metric, log_rich, log_scalars, log_summary, logger_step
 
 __all__ = ["AttributionMonitor", "probe_histories"]
 
@@ -73,17 +91,29 @@ class AttributionMonitor(Callback):
             unless given), which lets a YAML config describe the whole run.
         method: a registered attribution method (``"sp-pi"``, ``"mp-pi"``, ``"ig"``, ...).
         labels: labels for a list of texts.
+        probe_size: explain only the first ``probe_size`` examples of the probe set (``None``: all),
+            e.g. a costly method on part of the probe that a free one explains whole.
         model: where the Hugging Face model lives in the LightningModule: an attribute path
             (default ``"model"``) or a getter ``lambda module: module.net``.
         every_n_val: evaluate after every n-th validation loop (``None``: never at validation).
         every_n_steps: evaluate every N optimizer steps instead/as well (``None``: never).
+        baseline: evaluate once before the first optimizer step (at ``on_train_start``, step 0), the
+            reference of every paired change (``gap_change``); a run resumed from a checkpoint never
+            repeats it. ``False`` turns it off (the first evaluation is then the reference).
+        at_steps: evaluate after these optimizer steps as well (e.g. ``[5, 10, 20, 40]``: denser
+            where the model changes most).
+        at_fractions: evaluate after these fractions of ``trainer.max_steps`` as well (e.g.
+            ``[0.1, 0.25, 0.5]``; step ``max(1, floor(f * max_steps + 0.5))``), so the schedule follows
+            ``--trainer.max_steps``; ignored without ``max_steps``.
+        at_end: evaluate when training ends (``on_train_end``), unless the last evaluation already
+            ran at the last step.
         target: ``"label"`` (the true class; needs labels) or ``"predicted"``.
         method_kwargs: settings for the method (``granularity``, ``template``, ``mask``, ``budget``...).
         metrics: which of ``as_auc``, ``ias_auc``, ``log_odds``, ``comprehensiveness``, ``sufficiency``
             (default: all); an empty list logs the attributions only (no masked passes).
         top_k: percentage of features for UDIG's metrics.
         label_names: class names for tables and the report.
-        log_examples: how many probe examples go into the logged table.
+        log_examples: how many probe examples go into the logged table (``None``: all).
         curve_points: grid size of the mean AS/IAS curves.
         fractions: ``None`` to evaluate the AS/IAS curves at every step (``n + 1`` masked passes per
             study), or the number of fixed fractions of the features to evaluate them at (``11``:
@@ -113,15 +143,20 @@ class AttributionMonitor(Callback):
         method: str = "sp-pi",
         *,
         labels: Sequence[int] | None = None,
+        probe_size: int | None = None,
         model: str | Callable | None = "model",
         every_n_val: int | None = 1,
         every_n_steps: int | None = None,
+        baseline: bool = True,
+        at_steps: Sequence[int] | None = None,
+        at_fractions: Sequence[float] | None = None,
+        at_end: bool = False,
         target: str = "label",
         method_kwargs: Mapping[str, Any] | None = None,
         metrics: Sequence[str] | None = None,
         top_k: float = 20.0,
         label_names: Sequence[str] | None = None,
-        log_examples: int = 16,
+        log_examples: int | None = None,
         curve_points: int = 21,
         fractions: int | None = None,
         progress_chunk: int = 8,
@@ -134,14 +169,52 @@ class AttributionMonitor(Callback):
         for name, v in (("every_n_val", every_n_val), ("every_n_steps", every_n_steps)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be None or a positive int, got {v!r}.")
-        if every_n_val is None and every_n_steps is None:
-            raise ValueError("Give every_n_val or every_n_steps (or both): otherwise the monitor never runs.")
+        for name, v in (("baseline", baseline), ("at_end", at_end)):
+            if not isinstance(v, bool):
+                raise ValueError(f"{name} must be True or False, got {v!r}.")
+        if at_steps is not None and (
+            isinstance(at_steps, (str, bytes))
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in at_steps)
+        ):
+            raise ValueError(
+                f"at_steps must be a list of optimizer steps (ints >= 1), e.g. [5, 10, 20], got {at_steps!r}."
+            )
+        if at_fractions is not None and (
+            isinstance(at_fractions, (str, bytes))
+            or not all(
+                isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in at_fractions
+            )
+        ):
+            raise ValueError(
+                f"at_fractions must be a list of fractions of max_steps in (0, 1], e.g. [0.1, 0.25, 0.5], "
+                f"got {at_fractions!r}."
+            )
+        if (
+            every_n_val is None
+            and every_n_steps is None
+            and not at_steps
+            and not at_fractions
+            and not at_end
+            and not baseline
+        ):
+            raise ValueError(
+                "Give every_n_val, every_n_steps, at_steps, at_end or baseline: "
+                "otherwise the monitor never runs."
+            )
         check_method_kwargs(method, method_kwargs or {})  # a misspelled setting fails here, not at setup
         if target not in ("label", "predicted"):
             raise ValueError(f"target must be 'label' or 'predicted', got {target!r}.")
+        if probe_size is not None and (
+            isinstance(probe_size, bool) or not isinstance(probe_size, int) or probe_size < 1
+        ):
+            raise ValueError(
+                f"probe_size must be None or a positive int (examples to explain), got {probe_size!r}."
+            )
+        self.probe_size = probe_size
         self.texts, self.labels = normalize_probe(probe, labels) if probe is not None else (None, None)
         if probe is not None:
             self._check_labels(target)
+            self._limit_probe()
         metrics = tuple(METRICS if metrics is None else metrics)
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
@@ -149,7 +222,7 @@ class AttributionMonitor(Callback):
         if not 0 < float(top_k) <= 100:
             raise ValueError(f"top_k is a percentage in (0, 100], got {top_k!r}.")
         for name, v in (
-            ("log_examples", log_examples),
+            ("log_examples", 0 if log_examples is None else log_examples),
             ("curve_points", curve_points),
             ("progress_chunk", progress_chunk),
         ):
@@ -161,6 +234,10 @@ class AttributionMonitor(Callback):
         self.model_ref = model
         self.every_n_val = every_n_val
         self.every_n_steps = every_n_steps
+        self.baseline = baseline
+        self.at_steps = sorted(set(at_steps or ()))
+        self.at_fractions = [float(f) for f in at_fractions or ()]
+        self.at_end = at_end
         self.target = target
         self.method_kwargs = dict(method_kwargs or {})
         self.metrics = metrics
@@ -179,6 +256,10 @@ class AttributionMonitor(Callback):
         self.char_spans: list[list[list[int]]] | None = None
         self._validation_due: int | None = None  # step whose validation has not run yet (set at batch end)
         self._pending_validation: int | None = None  # restored: a validation the checkpoint was taken before
+        self._pair_start = 0  # evals before this index were made on another probe set (not paired with)
+        # Wall time of this process's evaluations, (seconds, during a validation loop): for the progress
+        # bar's ETA and the job's evaluation share (not saved: a resumed process times its own).
+        self.wall_seconds: list[tuple[float, bool]] = []
         self._trainer = None
 
     @property
@@ -191,6 +272,12 @@ class AttributionMonitor(Callback):
                 "target='label' needs labels: pass labels=[...] or a labelled probe set, "
                 "or use target='predicted'."
             )
+
+    def _limit_probe(self) -> None:
+        """Keep the first ``probe_size`` probe examples."""
+        if self.probe_size is not None and self.texts is not None:
+            self.texts = self.texts[: self.probe_size]
+            self.labels = None if self.labels is None else self.labels[: self.probe_size]
 
     def _check_label_range(self, num_labels: int) -> None:
         """Probe labels must be class indices of the model (checked at setup, before any training step).
@@ -235,6 +322,7 @@ class AttributionMonitor(Callback):
                 )
             self.texts, self.labels = normalize_probe(dm.probe)
             self._check_labels(self.target)
+            self._limit_probe()
             if "template" not in self.method_kwargs and getattr(dm, "template", None):
                 self.method_kwargs["template"] = dm.template
             if self.label_names is None and getattr(dm, "label_names", None):
@@ -258,10 +346,18 @@ class AttributionMonitor(Callback):
         # A checkpoint written in on_train_batch_end right before a validation: Lightning does not run that
         # validation again on resume, so run its evaluation now (the weights are the ones it would have seen).
         pending, self._pending_validation = self._pending_validation, None
-        if pending is None or pending != trainer.global_step or self.every_n_val is None:
-            return
-        self.val_count += 1
-        if self.val_count % self.every_n_val == 0 and not self._evaluated_at(pending):
+        if pending is not None and pending == trainer.global_step and self.every_n_val is not None:
+            self.val_count += 1
+            if self.val_count % self.every_n_val == 0 and not self._evaluated_at(pending):
+                self.evaluate(trainer, pl_module)
+        # The baseline: before the first optimizer step of a fresh run only (a resumed run has steps done,
+        # or, resumed from a step-0 checkpoint, the baseline in its history).
+        if self.baseline and trainer.global_step == 0 and not self._evaluated_at(0):
+            self.evaluate(trainer, pl_module)
+
+    @override
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.at_end and not self._evaluated_at(trainer.global_step):
             self.evaluate(trainer, pl_module)
 
     def _validation_follows(self, trainer) -> bool:
@@ -282,11 +378,20 @@ class AttributionMonitor(Callback):
         step = trainer.global_step
         if self.every_n_val is not None and not trainer.sanity_checking:
             self._validation_due = step if self._validation_follows(trainer) else None
-        if self.every_n_steps is None or step == 0 or step % self.every_n_steps:
-            return
-        if self._evaluated_at(step):
+        due = step in self._scheduled_steps(trainer) or (
+            self.every_n_steps is not None and step > 0 and step % self.every_n_steps == 0
+        )
+        if not due or self._evaluated_at(step):
             return  # already evaluated at this step (e.g. gradient accumulation)
         self.evaluate(trainer, pl_module)
+
+    def _scheduled_steps(self, trainer) -> set[int]:
+        """``at_steps`` and the steps of ``at_fractions`` (of ``trainer.max_steps``)."""
+        steps = set(self.at_steps)
+        last = trainer.max_steps
+        if self.at_fractions and last is not None and last > 0:
+            steps.update(max(1, math.floor(f * last + 0.5)) for f in self.at_fractions)
+        return steps
 
     def _evaluated_at(self, step: int) -> bool:
         """One record per training step: a validation on the step of an ``every_n_steps`` evaluation (or
@@ -317,6 +422,7 @@ class AttributionMonitor(Callback):
                 "is kept but new evaluations use the current probe."
             )
         self.evals = ProbeHistory.from_state_dict(state_dict).evals
+        self._pair_start = len(self.evals) if state_dict.get("texts") != self.texts else 0
         self.val_count = int(state_dict.get("val_count", 0))
         self._pending_validation = state_dict.get("pending_validation")
 
@@ -433,6 +539,35 @@ class AttributionMonitor(Callback):
         first agree on whether any of them failed (one boolean all-reduce, before any other
         collective), so that a failure on one rank never leaves the others waiting.
         """
+        t0 = time.perf_counter()
+        try:
+            return self._evaluate(trainer, pl_module)
+        finally:
+            self.wall_seconds.append((time.perf_counter() - t0, bool(trainer.validating)))
+
+    def evaluation_steps_left(self, trainer, validation_steps: Sequence[int]) -> list[int]:
+        """The optimizer steps at which this monitor will still evaluate in this fit, given those of the
+        validations still to come (what :class:`~pi_lightning.callbacks.StepProgressBar` asks for its ETA)."""
+        step, last = int(trainer.global_step), trainer.max_steps
+        if last is None or last < 0:
+            return []
+        at: set[int] = set()
+        if self.every_n_val is not None:
+            for j, v in enumerate(sorted(validation_steps), start=1):
+                if (self.val_count + j) % self.every_n_val == 0:
+                    at.add(int(v))
+        at.update(s for s in self._scheduled_steps(trainer) if step < s <= last)
+        if self.every_n_steps is not None:
+            at.update(
+                range((step // self.every_n_steps + 1) * self.every_n_steps, last + 1, self.every_n_steps)
+            )
+        if self.at_end:
+            at.add(int(last))
+        if self.baseline and step == 0 and not self._evaluated_at(0):
+            at.add(0)
+        return sorted(s for s in at if s > step or (s == 0 == step))
+
+    def _evaluate(self, trainer, pl_module) -> dict[str, float] | None:
         step = int(trainer.global_step)
         if not self.texts:
             return None  # every probe example was dropped at setup (warned there)
@@ -524,7 +659,40 @@ class AttributionMonitor(Callback):
                             "passes": a.forward_passes,
                         }
                     )
+        for name, obj in self._paired_changes(records).items():
+            metric_objs[name] = obj
         return metric_objs, correct, records, time.perf_counter() - t0
+
+    def _references(self, field: str) -> dict[str, ProbeEvaluation]:
+        """The evaluations a new one is paired with for ``field``: ``""`` the baseline (the first one on
+        this probe set with that figure) and ``"_prev"`` the previous one with it."""
+        usable = [
+            e
+            for e in self.evals[self._pair_start :]
+            if len(getattr(e, field)) == len(self.texts) and any(v is not None for v in getattr(e, field))
+        ]
+        return {"": usable[0], "_prev": usable[-1]} if usable else {}
+
+    def _paired_changes(self, records: list[dict]) -> dict[str, PairedChange]:
+        """This rank's pairs: per figure (gap, AS, IAS AUC) and reference (baseline, previous), a
+        :class:`~pi_lightning.metrics.PairedChange` updated with this rank's examples (synced later).
+        Every rank builds the same metrics (the history is the same on all), whatever its shard."""
+        out: dict[str, PairedChange] = {}
+        for field in ("gap", "as_auc", "ias_auc"):
+            if field != "gap" and field not in self.metrics:
+                continue
+            if field == "gap" and not {"as_auc", "ias_auc"} <= set(self.metrics):
+                continue
+            for suffix, ref in self._references(field).items():
+                metric = PairedChange(num_examples=len(self.texts))
+                before = getattr(ref, field)
+                metric.update(
+                    [before[r["i"]] for r in records],
+                    [r[field] for r in records],
+                    index=[r["i"] for r in records],
+                )
+                out[f"{field}_change{suffix}"] = metric
+        return out
 
     def _evaluate_reduce(
         self, trainer, step: int, metric_objs, correct, records, seconds
@@ -533,6 +701,10 @@ class AttributionMonitor(Callback):
         figures: dict[str, float] = {}
         curves = {}
         for m, obj in metric_objs.items():
+            if isinstance(obj, PairedChange):
+                test = obj.test()
+                figures.update({m: test.mean, f"{m}_ci": test.ci, f"{m}_p": test.p, f"{m}_n": float(test.n)})
+                continue
             figures[m] = float(obj.compute())
             figures[f"{m}_ci"] = float(obj.confidence_interval())
             if m in ("as_auc", "ias_auc"):
@@ -580,21 +752,48 @@ class AttributionMonitor(Callback):
     def _log(self, trainer, record: ProbeEvaluation) -> None:
         key = f"pi/{self.method}"
         step = record.log_step
-        log_scalars(trainer, {f"{key}/{k}": v for k, v in record.metrics.items()}, step=step)
+        # "pi/step" (optimizer steps done, the report's x axis) goes with every figure; W&B plots pi/*
+        # against it, so W&B and the report show the same step numbers.
+        scalars = {f"{key}/{k}": v for k, v in record.metrics.items()}
+        define_step_metric(trainer, scalars, "pi/step")
+        log_scalars(trainer, {**scalars, "pi/step": record.step}, step=step)
         if not trainer.is_global_zero or self.log_examples == 0:
             return
         try:
-            cols = ["text", "label", "prediction", "explained", "as_auc", "ias_auc"]
+            history = self.history()
+            change = change_since_baseline(history)
+            if change is not None:
+                log_summary(
+                    trainer,
+                    {f"{key}/verdict": verdict_line(change), f"{key}/word_changes": words_line(change)},
+                )
+            cols = ["text", "label", "prediction", "explained", "as_auc", "ias_auc", "gap", "example", "step"]
             rows = []
-            for i in range(min(self.log_examples, len(self.texts))):
+            count = len(self.texts) if self.log_examples is None else min(self.log_examples, len(self.texts))
+            for i in range(count):
+                label = self._label(self.labels[i] if self.labels else None)
                 rows.append(
                     [
-                        HtmlCell(highlight(self.texts[i], self.char_spans[i], record.scores[i])),
-                        self._label(self.labels[i] if self.labels else None),
+                        HtmlCell(
+                            highlight_panel(
+                                self.texts[i],
+                                self.char_spans[i],
+                                record.scores[i],
+                                label=label,
+                                prediction=self._label(record.predictions[i]),
+                                explained=self._label(record.targets[i]),
+                                step=record.step,
+                            ),
+                            self.texts[i],
+                        ),
+                        label,
                         self._label(record.predictions[i]),
                         self._label(record.targets[i]),
                         record.as_auc[i],
                         record.ias_auc[i],
+                        record.gap[i] if record.gap else None,
+                        i,
+                        record.step,
                     ]
                 )
             title = f"{self.method} on the probe set, step {record.step}"
@@ -605,6 +804,7 @@ class AttributionMonitor(Callback):
                 table=(cols, rows),
                 curves=record.curves,
                 html_page=table_page(title, cols, rows),
+                words=word_rows(history, self._label),
             )
         except Exception as e:
             rank_zero_warn(

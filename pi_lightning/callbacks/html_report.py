@@ -16,6 +16,7 @@ from typing_extensions import override
 
 from pi_lightning.callbacks.attribution_monitor import probe_histories
 from pi_lightning.callbacks.validation_sppi import validation_evaluations
+from pi_lightning.metrics.functional.stats import wilson_interval
 from pi_lightning.reporting.html import write_report
 from pi_lightning.reporting.logging import rank_zero_log_dir
 
@@ -23,7 +24,8 @@ __all__ = ["HTMLReport"]
 
 
 class HTMLReport(Callback):
-    """Write ``report.html`` (or ``path``) when fitting ends, on rank zero.
+    """Write ``report.html`` (or ``path``) when fitting ends, on rank zero; the validation accuracy
+    (``val/acc``) of each validation is kept for its accuracy plot.
 
     Args:
         path: the file to write; default ``<log dir>/pi_lightning/report.html``.
@@ -37,6 +39,23 @@ class HTMLReport(Callback):
         self.path = Path(path) if path is not None else None
         self.title = title
         self.written: Path | None = None
+        #: validation accuracy at each validation of this fit: ``{"step", "acc", "low", "high", "n"}``.
+        self.accuracy: list[dict[str, float]] = []
+
+    @override
+    def on_validation_end(self, trainer, pl_module) -> None:
+        acc = trainer.callback_metrics.get("val/acc")
+        if trainer.sanity_checking or acc is None:
+            return
+        val = getattr(getattr(trainer, "datamodule", None), "val_set", None)
+        try:
+            n = len(val) if val is not None else 0
+        except TypeError:
+            n = 0
+        row = {"step": int(trainer.global_step), "acc": float(acc), "n": n}
+        if n:
+            row["low"], row["high"] = wilson_interval(float(acc), n)
+        self.accuracy.append(row)
 
     @override
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -49,7 +68,11 @@ class HTMLReport(Callback):
         path = self.path or rank_zero_log_dir(trainer) / "pi_lightning" / "report.html"
         try:
             self.written = write_report(
-                histories, path, title=self.title, validation=validation_evaluations(trainer)
+                histories,
+                path,
+                title=self.title,
+                validation=validation_evaluations(trainer),
+                accuracy=self.accuracy,
             )
         except Exception as e:
             rank_zero_warn(f"HTMLReport: writing {path} failed ({e!r}).")

@@ -14,10 +14,12 @@ __all__ = ["DESCRIPTION", "FAST_HELP", "LogConfig", "config_file", "default_args
 
 DESCRIPTION = (
     "Fine-tune a decoder-only transformer classifier (LoRA or full) with the pi_lightning callbacks: "
-    "SP-PI on a held-out probe set at every validation, MP-PI every second one, free SP-PI over the "
-    "validation set, faithfulness metrics (AS/IAS AUC, log-odds, comprehensiveness, sufficiency) logged "
-    "to W&B (offline unless WANDB_MODE=online), an HTML report and a one-screen summary. Defaults: "
-    "SmolLM2-135M-Instruct on Rotten Tomatoes, under 10 minutes on 2 CPU cores. Every option below can "
+    "SP-PI on a held-out probe set before the first step (the baseline), at 4 more points (denser early) "
+    "and MP-PI at the baseline and the end, the paired change of each example's faithfulness since the "
+    "baseline with a verdict per method, free SP-PI over the validation set, faithfulness metrics (AS/IAS "
+    "AUC, log-odds, comprehensiveness, sufficiency) logged to W&B (offline unless WANDB_MODE=online), an "
+    "HTML report and a one-screen summary. Defaults: SmolLM2-135M-Instruct on Rotten Tomatoes, about 5 "
+    "minutes on 2 idle CPU cores. Every option below can "
     "be given on the command line or in a YAML file (--config); the defaults come from the package's "
     "configs/default.yaml."
 )

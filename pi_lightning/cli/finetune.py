@@ -1,10 +1,11 @@
 """The main job: fine-tune a decoder-only classifier and watch its explanations while it trains.
 
 Defaults (``cli/configs/default.yaml``, package data): SmolLM2-135M-Instruct (embedded, no network), Rotten
-Tomatoes sentences, LoRA, word-level features, SP-PI on a held-out probe set at every validation,
-MP-PI every second validation, free SP-PI over the validation set, W&B offline, an HTML report, and
-a one-screen summary at the end. It is a LightningCLI, so every option comes from the command line or
-YAML:
+Tomatoes sentences, LoRA, word-level features, SP-PI on a held-out probe set at a step-0 baseline and
+4 more points (denser early), MP-PI at the baseline and the end, free SP-PI over the validation set,
+W&B offline, an HTML report, and a one-screen summary at the end with a verdict per method (the
+paired change of the explanations' faithfulness since the baseline). It is a LightningCLI, so every
+option comes from the command line or YAML:
 
     pi-lightning finetune                                   # the default run
     pi-lightning finetune --fast                            # tiny random model, seconds
@@ -27,10 +28,12 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from pi_lightning.callbacks import HTMLReport, probe_histories, validation_evaluations
+from pi_lightning.callbacks import HTMLReport, StepProgressBar, probe_histories, validation_evaluations
 from pi_lightning.cli._finetune_options import DESCRIPTION, FAST_HELP, LogConfig, default_args
 from pi_lightning.metrics import ProbeHistory
+from pi_lightning.metrics.functional.stats import wilson_interval
 from pi_lightning.reporting import explained_method
+from pi_lightning.reporting.change import change_since_baseline, verdict_line, words_line
 from pi_lightning.reporting.shortcuts import significant_words_lines
 from pi_lightning.training import FinetuneClassifier, ReviewDataModule, adapter_settings_path
 
@@ -84,17 +87,40 @@ def explained_examples(history: ProbeHistory, count: int = 3) -> list[str]:
 
 
 def summary(trainer, seconds: float) -> str:
-    """One screen: validation accuracy, per method the headline AS - IAS gap with its 95% CI (and AS,
-    IAS, probe accuracy), first vs last evaluation, and a few probe sentences explained by the best
-    method that ran (MP-PI, else SP-PI)."""
+    """One screen: validation accuracy with its 95% CI, the share of the run spent evaluating, per
+    method a verdict (more / less faithful or no detectable change since the baseline, from the
+    paired change of the gap) and the words whose attribution rose or fell most, the headline AS - IAS
+    gap with its 95% CI (and AS, IAS, probe accuracy), first vs last evaluation, and a few probe
+    sentences explained by the best method that ran (MP-PI, else SP-PI)."""
     lines = [
         f"pi_lightning run finished in {seconds:.0f} s "
         f"({trainer.global_step} steps, device {trainer.strategy.root_device})"
     ]
     acc = trainer.callback_metrics.get("val/acc")
     if acc is not None:
-        lines.append(f"  validation accuracy (last): {float(acc):.3f}")
+        n = _validation_size(trainer)
+        lines.append(
+            f"  validation accuracy (last): {float(acc):.3f}" + (_accuracy_ci(float(acc), n) if n else "")
+        )
+    share = evaluation_share(trainer, seconds)
+    if share is not None:
+        lines.append(
+            f"  evaluation (baseline, validations, probe explanations): {share[0]:.0f} s of {seconds:.0f} s "
+            f"({100 * share[0] / seconds:.0f}% of the run)"
+        )
     monitors = [h for h in probe_histories(trainer).values() if h.evals]
+    changes = [c for c in (change_since_baseline(h) for h in monitors) if c is not None]
+    if changes:
+        lines.append(
+            "  verdict: did the explanations become more faithful? (paired change of the per-example "
+            "AS - IAS gap since the baseline, mean ± 95% CI, Wilcoxon signed-rank p; p < 0.05 counts)"
+        )
+        for c in changes:
+            lines.append(f"    {verdict_line(c)}")
+        for c in changes:
+            lines.append(
+                f"    {c.method} word attributions, step {c.first.step} -> {c.last.step}: {words_line(c)}"
+            )
     if monitors:
         lines.append(
             "  explanation faithfulness on the probe set, first -> last evaluation "
@@ -144,6 +170,32 @@ def summary(trainer, seconds: float) -> str:
 def _label_names(trainer) -> list[str] | None:
     names = getattr(getattr(trainer, "datamodule", None), "label_names", None)
     return list(names) if names is not None else None
+
+
+def _validation_size(trainer) -> int | None:
+    """Examples in the validation set (the datamodule's ``val_set``), or None when unknown."""
+    val = getattr(getattr(trainer, "datamodule", None), "val_set", None)
+    try:
+        return len(val) if val is not None else None
+    except TypeError:
+        return None
+
+
+def _accuracy_ci(acc: float, n: int) -> str:
+    """``" (95% CI 0.66-0.87, 64 examples)"``: the Wilson score interval of an accuracy on n examples."""
+    low, high = wilson_interval(acc, n)
+    return f" (95% CI {low:.2f}-{high:.2f}, {n} examples)"
+
+
+def evaluation_share(trainer, seconds: float) -> tuple[float, float] | None:
+    """Seconds of the run spent evaluating (validation loops, with the monitors' evaluations in them,
+    and the monitors' evaluations outside validation: baseline, ``at_steps``, ``at_end``) and that
+    share of ``seconds``, as timed by :class:`~pi_lightning.callbacks.StepProgressBar`; None without it."""
+    bar = next((c for c in trainer.callbacks if isinstance(c, StepProgressBar)), None)
+    if bar is None or seconds <= 0:
+        return None
+    spent = bar.evaluation_seconds(trainer)
+    return spent, spent / seconds
 
 
 def run(argv: list[str] | None = None) -> FinetuneCLI:

@@ -5,6 +5,8 @@
 * :class:`ActivationAUC`, :class:`InverseActivationAUC`, :class:`ActivationGap`, :class:`LogOdds`,
   :class:`Comprehensiveness`, :class:`Sufficiency`: means with confidence intervals from summed
   states (DDP-safe), the one aggregation path;
+* :class:`PairedChange`: the paired change of a per-example figure between two evaluations of the
+  same probe examples (mean, 95% CI, Wilcoxon p-value; DDP-safe);
 * :func:`evaluate_faithfulness`: runs the masked inputs of the activation studies and UDIG's
   metrics for a set of attributions, returning a :class:`FaithfulnessResult` that every Metric
   class can be updated from directly;
@@ -23,6 +25,7 @@ from pi_lightning.metrics.classes import (
     Sufficiency,
 )
 from pi_lightning.metrics.evaluation import METRICS, FaithfulnessResult, evaluate_faithfulness
+from pi_lightning.metrics.paired import PairedChange
 from pi_lightning.metrics.record import (
     Evaluation,
     ProbeEvaluation,
@@ -41,6 +44,7 @@ __all__ = [
     "FaithfulnessResult",
     "InverseActivationAUC",
     "LogOdds",
+    "PairedChange",
     "ProbeEvaluation",
     "ProbeHistory",
     "Sufficiency",

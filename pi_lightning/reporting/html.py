@@ -32,7 +32,9 @@ __all__ = [
     "HtmlCell",
     "explained_method",
     "highlight",
+    "highlight_panel",
     "table_page",
+    "word_rows",
     "write_report",
     "write_report_from_checkpoint",
 ]
@@ -73,6 +75,60 @@ def highlight(text: str, char_spans: Sequence[Sequence[int]], scores: Sequence[f
         prev = b
     out.append(html.escape(text[prev:]))
     return "<span style='line-height:1.9'>" + "".join(out) + "</span>"
+
+
+def highlight_panel(
+    text: str,
+    char_spans: Sequence[Sequence[int]],
+    scores: Sequence[float],
+    *,
+    label: str,
+    prediction: str,
+    explained: str,
+    step: int | None = None,
+) -> str:
+    """:func:`highlight` with what a reader needs to read it: the true label, the prediction, the
+    explained class and the colour scale (full colour at the example's largest ``|attribution|``).
+
+    Example:
+        >>> "predicted <b>pos</b>" in highlight_panel("good", [(0, 4)], [0.5], label="pos",
+        ...                                           prediction="pos", explained="pos")
+        True
+    """
+    finite = [abs(float(s)) for s in scores if math.isfinite(float(s))]
+    top = max(finite, default=0.0)
+    at = f" · step {int(step)}" if step is not None else ""
+    e = html.escape
+    return (
+        f"<div style='font-size:85%;color:#555'>label <b>{e(label)}</b> · predicted <b>{e(prediction)}</b>"
+        f" · explains <b>{e(explained)}</b>{at}</div>"
+        + highlight(text, char_spans, scores)
+        + "<div style='font-size:80%;color:#777'>"
+        "<span style='background:rgba(34,160,70,0.85);padding:0 4px'>&nbsp;</span> supports "
+        f"{e(explained)} · <span style='background:rgba(215,48,39,0.85);padding:0 4px'>&nbsp;</span> opposes "
+        f"it · full colour at |attribution| = {top:.3f} (this example's largest), fainter = smaller</div>"
+    )
+
+
+def word_rows(history: ProbeHistory, label=str) -> tuple[list[str], list[list[Any]]]:
+    """The long-format words table of a history: one row per (evaluation, example, word), so a logger
+    can sort and filter by word: ``example, word, position, score, step, label, prediction``.
+
+    Args:
+        history: the probe history.
+        label: class index -> name.
+    """
+    cols = ["example", "word", "position", "score", "step", "label", "prediction"]
+    rows = []
+    for ev in history.evals:
+        for i, text in enumerate(history.texts):
+            if i >= len(ev.scores) or history.char_spans is None:
+                continue
+            y = label(history.labels[i]) if history.labels else ""
+            pred = label(ev.predictions[i]) if i < len(ev.predictions) else ""
+            for j, ((a, b), score) in enumerate(zip(history.char_spans[i], ev.scores[i], strict=False)):
+                rows.append([i, text[a:b], j, float(score), ev.step, y, pred])
+    return cols, rows
 
 
 class HtmlCell:
@@ -123,31 +179,25 @@ def _png(fig) -> str:
     )
 
 
-def _auc_plots(histories: Mapping[str, ProbeHistory]) -> str:
-    import matplotlib
+#: One look per method, so that no line hides another (markers and dashes differ, not only colours).
+_STYLES = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-.")]
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4))
-    panels = [
-        ("gap", "AS − IAS gap, 95% CI (higher is better; random = 0)"),  # noqa: RUF001 (a minus sign, typeset)
-        ("as_auc", "Activation AUC (higher is better)"),
-        ("ias_auc", "Inverse activation AUC (lower is better)"),
-        ("accuracy", "Probe accuracy"),
-    ]
-    axes = axes.ravel()
-    axes[0].axhline(0.0, color="#888", lw=1, ls="--")
-    for ax, (key, title) in zip(axes, panels, strict=False):
-        for method, h in histories.items():
-            evals = [e for e in h.evals if key in e.metrics]
-            if not evals:
-                continue
-            xs = [e.step for e in evals]
-            ys = [e.metrics[key] for e in evals]
-            ci = [e.metrics.get(f"{key}_ci", 0.0) or 0.0 for e in evals]
-            line = ax.errorbar(xs, ys, yerr=ci, marker="o", capsize=3, label=method)
+def _series(ax, histories, key, *, band=True, offset=True):
+    """Each method's ``key`` over steps with its 95% interval as error bars and a band; methods are
+    nudged apart on x by a small fraction of the run so that equal values stay visible."""
+    last = max((e.step for h in histories.values() for e in h.evals), default=1) or 1
+    for k, (method, h) in enumerate(histories.items()):
+        evals = [e for e in h.evals if key in e.metrics]
+        if not evals:
+            continue
+        marker, dash = _STYLES[k % len(_STYLES)]
+        nudge = (k - (len(histories) - 1) / 2) * 0.006 * last if offset else 0.0
+        xs = [e.step + nudge for e in evals]
+        ys = [e.metrics[key] for e in evals]
+        ci = [e.metrics.get(f"{key}_ci", 0.0) or 0.0 for e in evals]
+        line = ax.errorbar(xs, ys, yerr=ci, marker=marker, ls=dash, capsize=3, label=method, alpha=0.9)
+        if band:
             ax.fill_between(
                 xs,
                 [y - c for y, c in zip(ys, ci, strict=False)],
@@ -155,12 +205,73 @@ def _auc_plots(histories: Mapping[str, ProbeHistory]) -> str:
                 alpha=0.12,
                 color=line[0].get_color(),
             )
+    return last
+
+
+def _auc_plots(histories: Mapping[str, ProbeHistory], validation: Sequence[Mapping[str, float]] = ()) -> str:
+    """The report's figure: the gap with its bands and each method's baseline, the paired change since
+    the baseline, AS / IAS AUC, drift and accuracies, on honest axes (AUCs and accuracies on [0, 1],
+    the gap and the change with 0 in view)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(3, 2, figsize=(11, 9.6))
+    axes = axes.ravel()
+    # 1. the gap, with a dashed line at each method's baseline value
+    _series(axes[0], histories, "gap")
+    for k, h in enumerate(histories.values()):
+        first = next((e for e in h.evals if "gap" in e.metrics), None)
+        if first is not None:
+            axes[0].axhline(first.metrics["gap"], color=f"C{k}", lw=0.8, ls=(0, (2, 3)), alpha=0.8)
+    axes[0].axhline(0.0, color="#888", lw=1)
+    axes[0].set_title("AS − IAS gap ± 95% CI (dotted: its baseline; random = 0)", fontsize=10)  # noqa: RUF001
+    # 2. the paired change since the baseline
+    _series(axes[1], histories, "gap_change")
+    for k, h in enumerate(histories.values()):
+        for e in h.evals:
+            if "gap_change_p" in e.metrics:
+                axes[1].annotate(
+                    f"p={e.metrics['gap_change_p']:.1g}",
+                    (e.step, e.metrics["gap_change"]),
+                    textcoords="offset points",
+                    xytext=(4, 6 + 9 * k),
+                    fontsize=7,
+                    color=f"C{k}",
+                )
+    axes[1].axhline(0.0, color="#888", lw=1)
+    axes[1].set_title("paired change of the gap since the baseline ± 95% CI (Wilcoxon p)", fontsize=10)
+    # 3-4. AS and IAS AUC on [0, 1]
+    _series(axes[2], histories, "as_auc")
+    axes[2].set_title("activation AUC ± 95% CI (higher is better)", fontsize=10)
+    _series(axes[3], histories, "ias_auc")
+    axes[3].set_title("inverse activation AUC ± 95% CI (lower is better)", fontsize=10)
+    for ax in axes[2:4]:
+        ax.set_ylim(0.0, 1.0)
+    # 5. drift
+    _series(axes[4], histories, "drift_rank_corr", band=False)
+    axes[4].set_ylim(-1.0, 1.0)
+    axes[4].axhline(0.0, color="#888", lw=1)
+    axes[4].set_title("drift: rank correlation of attributions with the previous evaluation", fontsize=10)
+    # 6. accuracies on [0, 1]: validation (with its 95% Wilson interval) and each method's probe
+    _series(axes[5], histories, "accuracy", band=False)
+    if validation:
+        xs = [v["step"] for v in validation]
+        ys = [v["acc"] for v in validation]
+        lo = [v["acc"] - v.get("low", v["acc"]) for v in validation]
+        hi = [v.get("high", v["acc"]) - v["acc"] for v in validation]
+        axes[5].errorbar(xs, ys, yerr=[lo, hi], marker="x", color="k", capsize=3, label="validation")
+    axes[5].set_ylim(0.0, 1.0)
+    axes[5].set_title("accuracy: validation set (95% CI) and probe set", fontsize=10)
+    for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("training step", fontsize=9)
+        ax.set_xlabel("optimizer steps done (0 = baseline)", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="best", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     html_img = _png(fig)
     plt.close(fig)
@@ -172,6 +283,7 @@ def write_report(
     path: str | Path,
     title: str = "pi_lightning report",
     validation: Sequence[ValidationEvaluation] | None = None,
+    accuracy: Sequence[Mapping[str, float]] = (),
 ) -> Path:
     """Write the HTML report.
 
@@ -183,7 +295,11 @@ def write_report(
         title: the page title.
         validation: :class:`~pi_lightning.callbacks.ValidationSPPI`'s records: adds the label-free
             shortcut detector's section (:func:`~pi_lightning.reporting.shortcuts.significant_words_section`).
+        accuracy: validation accuracy per validation, ``{"step", "acc", "low", "high"}`` (its 95%
+            interval), plotted with the probe accuracies.
     """
+    from pi_lightning.reporting.change import change_since_baseline, verdict_line, words_line
+
     path = Path(path)
     parts = [
         "<!doctype html><meta charset='utf-8'>",
@@ -195,7 +311,8 @@ def write_report(
         ".num{font-variant-numeric:tabular-nums}</style>",
         f"<h1>{html.escape(title)}</h1>",
         "<p class='m'>Green: the word supports the explained class; red: it opposes it. Opacity is "
-        "proportional to the attribution, normalised per example.</p>",
+        "proportional to the attribution, normalised per example (full colour at the example's largest "
+        "|attribution|, printed under each panel).</p>",
     ]
     usable = {m: h for m, h in histories.items() if h.evals}
     names = next((h.label_names for h in histories.values() if h.label_names), None)
@@ -228,7 +345,21 @@ def write_report(
             f"<td class='num'>{fl('accuracy')}</td></tr>"
         )
     parts.append("</table>")
-    parts.append("<h2>Explanation quality over training</h2>" + _auc_plots(usable))
+    changes = [c for c in (change_since_baseline(h) for h in usable.values()) if c is not None]
+    if changes:
+        parts.append(
+            "<h2>Verdict: what changed since the baseline</h2><p class='m'>The probe examples are the same "
+            "at every evaluation, so each example's gap change is paired: mean change ± 95% CI and the "
+            "Wilcoxon signed-rank p-value (p &lt; 0.05 counts as a change). Words: mean change of each "
+            "word's attribution over its occurrences in the probe, first → last evaluation.</p><ul>"
+        )
+        for c in changes:
+            parts.append(
+                f"<li><b>{html.escape(verdict_line(c))}</b><br><span class='m'>"
+                f"{html.escape(words_line(c))}</span></li>"
+            )
+        parts.append("</ul>")
+    parts.append("<h2>Explanation quality over training</h2>" + _auc_plots(usable, accuracy))
     shown = explained_method(usable)
     for m in [shown] + [m for m in usable if m != shown]:
         h = usable[m]
@@ -241,23 +372,31 @@ def write_report(
             return names[i] if i is not None and i < len(names) else str(i)
 
         parts.append(
-            f"<h2>{html.escape(m)}: probe examples, first (step {int(first.step)}) vs last "
-            f"(step {int(last.step)}) evaluation</h2><table><tr><th>#</th><th>label</th>"
-            f"<th>first</th><th>last</th></tr>"
+            f"<h2>{html.escape(m)}: all {len(h.texts)} probe examples, first (step {int(first.step)}) vs "
+            f"last (step {int(last.step)}) evaluation</h2><table><tr><th>#</th><th>label</th>"
+            f"<th>step {int(first.step)}</th><th>step {int(last.step)}</th><th>gap change</th></tr>"
         )
         for i, text in enumerate(h.texts):
             spans = h.char_spans[i]
             label = h.labels[i] if h.labels else None
-            cells = []
-            for e in (first, last):
-                cells.append(
-                    highlight(text, spans, e.scores[i])
-                    + f"<div class='m'>explains {html.escape(lab(e.targets[i]))}, predicted "
-                    f"{html.escape(lab(e.predictions[i]))}</div>"
+            cells = [
+                highlight_panel(
+                    text,
+                    spans,
+                    e.scores[i],
+                    label=lab(label),
+                    prediction=lab(e.predictions[i]),
+                    explained=lab(e.targets[i]),
+                    step=e.step,
                 )
+                for e in (first, last)
+            ]
+            g0 = first.gap[i] if i < len(first.gap) else None
+            g1 = last.gap[i] if i < len(last.gap) else None
+            dg = f"{g1 - g0:+.3f}" if g0 is not None and g1 is not None else "–"  # noqa: RUF001
             parts.append(
                 f"<tr><td class='num'>{i}</td><td>{html.escape(lab(label))}</td>"
-                f"<td>{cells[0]}</td><td>{cells[1]}</td></tr>"
+                f"<td>{cells[0]}</td><td>{cells[1]}</td><td class='num'>{dg}</td></tr>"
             )
         parts.append("</table>" + ("</details>" if m != shown else ""))
     parts.append(detector)

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from pi_lightning.reporting.html import HtmlCell
 
-__all__ = ["log_rich", "log_scalars", "logger_step", "rank_zero_log_dir"]
+__all__ = ["define_step_metric", "log_rich", "log_scalars", "log_summary", "logger_step", "rank_zero_log_dir"]
 
 
 def logger_step(trainer) -> int:
@@ -46,6 +46,46 @@ def log_scalars(trainer, metrics: dict[str, float], step: int) -> None:
             )
 
 
+def define_step_metric(trainer, names, step_metric: str) -> None:
+    """W&B: plot ``names`` against ``step_metric`` (logged with them) instead of the logger's step.
+
+    A callback's figures are logged at the logger step of the validation they follow (aligned with
+    ``val/*``), which is one less than the optimizer steps done; the figure's own step (optimizer
+    steps done, as in the report) is logged as ``step_metric`` and W&B charts use it. Rank zero;
+    other loggers are left alone; failures warn.
+    """
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers or []:
+        try:
+            if _is_wandb(logger):
+                run = logger.experiment
+                done = run.__dict__.setdefault("_pi_lightning_defined", set())
+                for name in [step_metric, *names]:
+                    if name in done:
+                        continue
+                    if name == step_metric:
+                        run.define_metric(name)
+                    else:
+                        run.define_metric(name, step_metric=step_metric)
+                    done.add(name)
+        except Exception as e:
+            rank_zero_warn(f"pi_lightning: defining W&B step metrics failed ({e!r}); training goes on.")
+
+
+def log_summary(trainer, values: dict[str, Any]) -> None:
+    """W&B run summary entries (e.g. a verdict line), on rank zero; other loggers ignore them."""
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers or []:
+        try:
+            if _is_wandb(logger):
+                for k, v in values.items():
+                    logger.experiment.summary[k] = v
+        except Exception as e:
+            rank_zero_warn(f"pi_lightning: writing the W&B summary failed ({e!r}); training goes on.")
+
+
 def rank_zero_log_dir(trainer) -> Path:
     """A directory for files (HTML) next to the logs: the first logger's ``log_dir`` or the trainer's."""
     for logger in trainer.loggers:
@@ -70,6 +110,7 @@ def log_rich(
     html_rows: Sequence[str] | None = None,
     curves: dict[str, tuple[list[float], list[float]]] | None = None,
     html_page: str | None = None,
+    words: tuple[list[str], list[list[Any]]] | None = None,
 ) -> None:
     """Rich media: with a ``WandbLogger``, the table (``WandbLogger.log_table``), its highlighted cells
     and the whole page as ``wandb.Html``, and line plots; otherwise an HTML file in the log
@@ -78,7 +119,8 @@ def log_rich(
     W&B stores a ``wandb.Html`` inside a ``wandb.Table`` as the bare string ``"Html"``, so the table
     gets the plain text of :class:`HtmlCell` cells (it stays sortable by its score columns) and each
     highlighted cell is logged on its own as ``<key>/highlighted/<row>`` (one media panel per
-    example, with a step slider), next to the full table page as ``<key>/page``.
+    example, with a step slider), next to the full table page as ``<key>/page``. ``words`` is a
+    long-format table (one row per example, word and step) logged as ``<key>/words``.
     """
     if not trainer.is_global_zero:
         return
@@ -93,6 +135,8 @@ def log_rich(
                     cols, rows = table
                     plain = [[c.text if isinstance(c, HtmlCell) else c for c in r] for r in rows]
                     logger.log_table(key=f"{key}/examples", columns=list(cols), data=plain, step=step)
+                if words is not None:
+                    logger.log_table(key=f"{key}/words", columns=list(words[0]), data=words[1], step=step)
                     for r, row in enumerate(rows):
                         cells = [c for c in row if isinstance(c, HtmlCell)]
                         if cells:

@@ -10,6 +10,8 @@ same name that returns the per-example values whose mean the class computes:
 * :class:`~pi_lightning.metrics.LogOdds`: :func:`log_odds`
 * :class:`~pi_lightning.metrics.Comprehensiveness`: :func:`comprehensiveness`
 * :class:`~pi_lightning.metrics.Sufficiency`: :func:`sufficiency`
+* :class:`~pi_lightning.metrics.PairedChange`: :func:`paired_change` (and :func:`paired_test`, the
+  mean change with its interval and Wilcoxon p-value; :func:`verdict`; :func:`word_changes`)
 
 Besides the twins: the activation study's feature orderings, coalitions, evaluated steps and curve
 resampling (:mod:`~pi_lightning.metrics.functional.curves`), UDIG's top-k features
@@ -26,6 +28,13 @@ from pi_lightning.metrics.functional.curves import (
     interpolate_curve,
     inverse_activation_auc,
 )
+from pi_lightning.metrics.functional.paired import (
+    PairedTest,
+    paired_change,
+    paired_test,
+    verdict,
+    word_changes,
+)
 from pi_lightning.metrics.functional.removal import (
     comprehensiveness,
     log_odds,
@@ -36,6 +45,7 @@ from pi_lightning.metrics.functional.removal import (
 from pi_lightning.metrics.functional.stats import mean_confidence_interval
 
 __all__ = [
+    "PairedTest",
     "activation_auc",
     "activation_coalitions",
     "activation_gap",
@@ -46,7 +56,11 @@ __all__ = [
     "inverse_activation_auc",
     "log_odds",
     "mean_confidence_interval",
+    "paired_change",
+    "paired_test",
     "sufficiency",
     "top_k_count",
     "top_k_features",
+    "verdict",
+    "word_changes",
 ]

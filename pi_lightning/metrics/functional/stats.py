@@ -13,7 +13,7 @@ import math
 import torch
 from scipy import stats
 
-__all__ = ["interval_from_moments", "mean_confidence_interval", "moments"]
+__all__ = ["interval_from_moments", "mean_confidence_interval", "moments", "wilson_interval"]
 
 
 def moments(values: torch.Tensor) -> torch.Tensor:
@@ -53,3 +53,19 @@ def mean_confidence_interval(values: torch.Tensor, confidence: float = 0.95) -> 
     """
     count, total, total_sq = moments(values).tolist()
     return interval_from_moments(count, total, total_sq, confidence)
+
+
+def wilson_interval(accuracy: float, count: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval ``(low, high)`` of an accuracy measured on ``count`` examples.
+
+    Example:
+        >>> tuple(round(v, 3) for v in wilson_interval(0.78, 64))
+        (0.662, 0.865)
+    """
+    if count < 1:
+        return math.nan, math.nan
+    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    n, p = float(count), float(accuracy)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(centre - half, 0.0), min(centre + half, 1.0)
