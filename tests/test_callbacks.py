@@ -92,6 +92,10 @@ def test_fit_with_callbacks_logs_history_and_report(gpt2_tok, tmp_path):
     assert free.evals[-1].top_words
     html = report.written.read_text()
     assert "src='data:image/png;base64," in html and "sp-pi" in html and "rgba(" in html
+    # the verdict since the baseline, every probe example with its label, prediction and colour scale
+    assert "Verdict: what changed since the baseline" in html and "sp-pi: " in html and "since step 0" in html
+    assert f"all {len(PROBE[0])} probe examples" in html
+    assert html.count("full colour at |attribution|") == 2 * len(PROBE[0])
     logged = (Path(trainer.loggers[0].log_dir) / "metrics.csv").read_text()
     assert "pi/sp-pi/as_auc" in logged and "pi/val-sp-pi/top20_share" in logged
     pages = list((Path(trainer.loggers[0].log_dir) / "pi_lightning").glob("pi_sp-pi_step*.html"))
@@ -314,8 +318,8 @@ def test_wandb_run_holds_highlighted_text_for_each_probe_example(gpt2_tok, tmp_p
         if rec.WhichOneof("record_type") == "history":
             row: dict[str, dict] = {}
             for item in rec.history.item:
-                if item.key:
-                    row[item.key] = json.loads(item.value_json)
+                if item.key or len(item.nested_key) == 1:  # scalars: key, or a one-part nested key
+                    row[item.key or item.nested_key[0]] = json.loads(item.value_json)
                 elif len(item.nested_key) == 2:  # media: one item per field
                     row.setdefault(item.nested_key[0], {})[item.nested_key[1]] = json.loads(item.value_json)
             for key, value in row.items():
@@ -343,6 +347,15 @@ def test_wandb_run_holds_highlighted_text_for_each_probe_example(gpt2_tok, tmp_p
     assert [r[0] for r in rows["data"]] == list(texts)  # plain text, not "Html"
     col = rows["columns"].index("as_auc")
     assert [r[col] for r in rows["data"]] == pytest.approx(sp.evals[-1].as_auc)
+    # the long-format words table: one row per (evaluation, example, word), every evaluation so far
+    words = json.loads((run_files / values["pi/sp-pi/words"][-1]["path"]).read_text())
+    assert words["columns"][:5] == ["example", "word", "position", "score", "step"]
+    assert len(words["data"]) == sum(len(s) for e in sp.evals for s in e.scores)
+    assert sorted({r[4] for r in words["data"]}) == [e.step for e in sp.evals]
+    first = [r for r in words["data"] if r[4] == sp.evals[-1].step and r[0] == 0]
+    assert [r[3] for r in first] == pytest.approx(sp.evals[-1].scores[0])
+    # every figure carries pi/step, the optimizer steps done (the report's step numbers)
+    assert values.get("pi/step") == [e.step for e in sp.evals], sorted(k for k in values if "step" in k)
 
 
 def test_at2_refits_from_mppi_passes(gpt2_tok, tmp_path):

@@ -473,7 +473,8 @@ def test_ddp_with_faults_matches_one_process(tmp_path):
     )
     assert any("failed on another rank" in w for w in ranks[0]["warnings"])
     ddp = ranks[0]
-    assert [e["step"] for e in ddp["sp"]] == [4]  # the first evaluation (step 2) was skipped on every rank
+    # the first evaluation (the step-0 baseline) was skipped on every rank
+    assert [e["step"] for e in ddp["sp"]] == [2, 4]
     assert ddp["report"] and Path(ddp["report"]).exists() and (tmp_path / "ddp.ck" / "last.ckpt").exists()
     # what is computed equals one process: SP-PI, free validation SP-PI (15 examples, no repeats counted)
     assert ddp["sp"][-1]["as_auc"] == pytest.approx(one["sp"][-1]["as_auc"], abs=1e-6)
@@ -488,7 +489,7 @@ def test_ddp_with_faults_matches_one_process(tmp_path):
     assert {w["word"]: w["count"] for w in f1["top_words"]} == {
         w["word"]: w["count"] for w in f2["top_words"]
     }
-    assert len(ddp["mp"]) == len(one["mp"]) == 2
+    assert len(ddp["mp"]) == len(one["mp"]) == 3  # the step-0 baseline and 2 evaluations
 
 
 @pytest.mark.slow

@@ -310,7 +310,8 @@ def test_smoke_real_smollm2_one_lora_step_and_one_sppi_evaluation(tmp_path):
     assert trainer.global_step == 1
     changed = [n for n, p in model.named_parameters() if "lora_B" in n and not torch.equal(p, lora[n])]
     assert changed, "the LoRA step changed no adapter weight"
-    [record] = sp.evals
+    assert [e.step for e in sp.evals] == [0, 1]  # the baseline, then the validation after the step
+    record = sp.evals[-1]
     assert [len(s) for s in record.scores] == [6, 4]  # a|gorgeous|,|witty|film|.  dull|and|lifeless|.
     assert all(math.isfinite(v) for s in record.scores for v in s)
     assert in_range(record.metrics["as_auc"]) and in_range(record.metrics["ias_auc"])

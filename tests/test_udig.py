@@ -325,11 +325,11 @@ def test_runs_through_the_attribution_monitor(gpt2_tok):
         accelerator="cpu",
     )
     trainer.fit(Module(), train_dataloaders=data, val_dataloaders=data)
-    assert len(monitor.evals) == 2
+    assert len(monitor.evals) == 3  # the step-0 baseline and 2 validations
     for rec in monitor.evals:
         for m in ("log_odds", "comprehensiveness", "sufficiency"):
             assert torch.isfinite(torch.tensor(rec.metrics[m]))
         assert rec.metrics["forward_passes_per_example"] == 9.0
     # Training changed the embedding table between the evaluations; the index noticed.
     assert monitor.attributor.index.refreshes >= 2
-    assert monitor.evals[0].scores != monitor.evals[1].scores
+    assert monitor.evals[1].scores != monitor.evals[2].scores

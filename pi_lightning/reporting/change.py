@@ -59,7 +59,7 @@ def change_since_baseline(history: ProbeHistory, top: int = 5) -> Change | None:
             m["gap_change"],
             m.get("gap_change_ci", math.nan),
             m.get("gap_change_p", math.nan),
-            len(history.texts),
+            int(m.get("gap_change_n", len(history.texts))),
         )
     rose, fell = [], []
     a, b = history.evals[0], history.evals[-1]

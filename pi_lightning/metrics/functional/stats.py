@@ -60,7 +60,7 @@ def wilson_interval(accuracy: float, count: int, confidence: float = 0.95) -> tu
 
     Example:
         >>> tuple(round(v, 3) for v in wilson_interval(0.78, 64))
-        (0.662, 0.865)
+        (0.664, 0.864)
     """
     if count < 1:
         return math.nan, math.nan
