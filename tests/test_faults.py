@@ -623,4 +623,5 @@ def test_free_validation_words_of_texts_cut_mid_word(gpt2_tok, tmp_path):
         )
     assert not any("skipped" in str(w.message) for w in caught)
     assert free.evals[-1].metrics["n_examples"] == 1
-    assert {w["word"] for w in free.evals[-1].top_words} == {"was", "fun", "and", "Café", "cr", "\ufffd"}
+    # the detector compares words case-insensitively (the statistic of pi-lightning shortcuts)
+    assert {w["word"] for w in free.evals[-1].top_words} == {"was", "fun", "and", "café", "cr", "\ufffd"}
