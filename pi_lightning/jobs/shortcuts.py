@@ -498,7 +498,7 @@ def counterfactual_check(
     granularity: str | None = None,
     template: str = "{text}",
     mask: str | int | None = None,
-    max_tokens: int = 8192,
+    max_tokens: int = 2048,
     min_effect: float = 0.05,
     seed: int = 0,
     phrases: bool = True,
@@ -524,7 +524,8 @@ def counterfactual_check(
         max_texts: per word, check at most this many of its texts (a seeded random sample); ``None``: all.
         granularity, template, mask: the explain job's featurization (``granularity`` defaults to the
             rows'); the features are rebuilt from the texts and must match the rows'.
-        max_tokens: token budget per forward batch.
+        max_tokens: token budget per forward batch (2048: on a CPU, batches of ~2k tokens ran the
+            check of a 300-text job twice as fast as 8k; raise it on a GPU).
         min_effect: a word is flagged when it is significant, masking it lowers p(class) by at least
             this much more than masking random other words (mean paired difference), and that excess is
             significant (one-sided paired Wilcoxon, Benjamini-Hochberg over the checked words,
