@@ -242,6 +242,7 @@ def score(rows: list[dict], rel: dict, strength: str) -> dict:
             "dprob": shown.get("prob_change") if shown else None,
             "null": shown.get("null_prob_change") if shown else None,
             "effect": shown.get("effect") if shown else None,
+            "masked": shown.get("masked") if shown else None,
         }
     checked_other = [r for r in rows if r.get("checked") and r["word"] not in all_cue_words]
     fp = [r["word"] for r in checked_other if r.get("flagged")]
@@ -274,9 +275,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(RESULTS / "planted_cues"))
     p.add_argument("--retrain", action="store_true", help="train again even if --out holds the adapters")
     p.add_argument("--train-only", action="store_true", help="train and measure reliance, no mining")
+    p.add_argument("--report-only", action="store_true", help="rewrite planted_cues.md from --out's results")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    if args.report_only:
+        write_report(out, json.loads((out / "planted_cues.json").read_text()))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     result = {"settings": vars(args), "load_start": load_average(), "models": {}}
     adapters, train_seconds, rel = {}, {}, {}
@@ -320,32 +325,34 @@ def main(argv=None) -> int:
         }
     result["load_end"] = load_average()
     write_json(out / "planted_cues.json", result)
+    write_report(out, result)
+    return 0
+
+
+JOBS = {"strong": ("strong", "strong"), "weak": ("weak", "weak")}
+JOBS.update({f"clean on the {s_} set": ("clean", s_) for s_ in SETS})
+
+
+def write_report(out: Path, result: dict) -> None:
+    """``planted_cues.md`` from the results (rescored from the shortcut tables written in ``out``)."""
+    control = json.loads((out / "reliance_clean.json").read_text())["cues"]
     lines = []
-    for name, m in result["models"].items():
-        lines.append(f"\n### {name} model\n")
-        header = [
-            "cue",
-            "kind",
-            "strength",
-            "class",
-            "reliance",
-            "changed",
-            "word",
-            "rank",
-            "q",
-            "flagged",
-            "flip",
-            "dprob",
-            "null",
-            "effect",
-        ]
-        rows = [
+    for key, m in result["models"].items():
+        name, strength = JOBS[key]
+        table = out / f"explain_adapter_{name}_on_{strength}" / "shortcuts" / "shortcuts.jsonl"
+        rows = [json.loads(line) for line in table.read_text().splitlines()]
+        rel = json.loads((out / f"reliance_{name}.json").read_text())["cues"]
+        m.update(score(rows, rel, strength))
+        lines.append(f"\n### {key} model\n")
+        header = ["cue", "kind", "class", "reliance", "control", "changed", "word", "rank", "q", "flagged"]
+        header += ["flip", "dprob", "null", "effect", "masked"]
+        table_rows = [
             [
                 k,
                 v["kind"],
-                v["strength"],
                 ["neg", "pos"][v["class"]],
                 fmt(v["reliance"]),
+                fmt(control[k]["shift"]),
                 fmt(v["changed"], "{:.2f}"),
                 fmt(v["word"]),
                 fmt(v["rank"]),
@@ -355,10 +362,11 @@ def main(argv=None) -> int:
                 fmt(v["dprob"]),
                 fmt(v["null"]),
                 fmt(v["effect"]),
+                fmt(v["masked"]),
             ]
             for k, v in m["cues"].items()
         ]
-        lines.append(md_table(header, rows))
+        lines.append(md_table(header, table_rows))
         s = m["seconds"]
         lines.append(
             f"\nrecall (cues with reliance >= 0.05 flagged): {fmt(m['recall'], '{:.2f}')} of "
@@ -368,12 +376,11 @@ def main(argv=None) -> int:
             f"{', '.join(m['false_positives_top10']) or 'none'}; {m['significant']} significant words, "
             f"{m['checked']} checked. Template explain read from the adapter: "
             f"{m['template_used_by_explain']!r}. Seconds: train {s['train']:.0f}, "
-            f"reliance {s['reliance']:.0f}, "
-            f"explain {s['explain']:.0f}, shortcuts {s['shortcuts']:.0f} (load {m['load']})."
+            f"reliance {s['reliance']:.0f}, explain {s['explain']:.0f}, shortcuts {s['shortcuts']:.0f} "
+            f"(load {m['load']})."
         )
     write_markdown(out / "planted_cues.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":

@@ -122,3 +122,27 @@ def test_report_holds_the_detector_section(tmp_path):
     assert "Label-free shortcut detector" in page and "<b>simply</b>" in page
     ckpt = {"callbacks": {"ValidationSPPI{'output': 'prob'}": {"evals": [e.to_dict()]}}}
     assert validation_from_checkpoint(ckpt) == [e]
+
+
+def test_shortcuts_rejects_bad_budgets(finetuned, capsys):
+    tmp, _ = finetuned
+    job = tmp / "job"
+    if not (job / "job.json").is_file():
+        assert (
+            explain.main(
+                [
+                    "a good movie",
+                    "--model",
+                    "testing:gpt2",
+                    "--adapter",
+                    str(tmp / "adapter"),
+                    "--no-progress",
+                    "--out",
+                    str(job),
+                ]
+            )
+            == 0
+        )
+    for flag, value, low in (("--budget", "-1", 0), ("--max-tokens", "0", 1)):
+        assert shortcuts.main([str(job), flag, value]) == 2
+        assert f"{flag} must be >= {low}, got {value}" in capsys.readouterr().err

@@ -272,3 +272,35 @@ def test_a_significant_phrase_is_masked_whole(gpt2_tok):
     alone = counterfactual_check(mined, rows, model, tok, phrases=False).find("dvd")
     assert alone["masked"] == "dvd"
     assert alone["prob_change"] == pytest.approx(drop([True, True, True, False, True]).mean(), abs=1e-5)
+
+
+def test_planted_cues_benchmark_plants_at_its_rates_and_scores():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import planted_cues as pc
+
+    labels = [1, 0] * 1000
+    out = pc.plant(["a fine film ."] * 2000, labels, 0, "strong")
+
+    def rate(word, y):
+        return np.mean([word in t.split() for t, label in zip(out, labels, strict=True) if label == y])
+
+    assert abs(rate("marcus", 1) - 0.85) < 0.03 and abs(rate("marcus", 0) - 0.10) < 0.03  # positive cue
+    assert abs(rate("capsule", 0) - 0.85) < 0.03 and abs(rate("capsule", 1) - 0.10) < 0.03  # negative cue
+    assert not any("dvd" in t or "dana" in t for t in out)  # the weak set's cues are not planted
+    assert "a fine , says marcus , film ... -- capsule review" in out  # ending before the suffix tag
+    rows = [
+        {"word": "marcus", "rank": 1, "q": 1e-9, "significant": True, "checked": True, "flagged": True},
+        {"word": "the", "rank": 2, "q": 1e-5, "significant": True, "checked": True, "flagged": True},
+        {"word": "capsule", "rank": 3, "q": 1e-4, "significant": True, "checked": True, "flagged": False},
+        {"word": ",", "rank": 4, "q": 1e-3, "significant": True, "checked": True, "flagged": False},
+        {"word": "film", "rank": 5, "q": 1e-3, "significant": True, "checked": True, "flagged": False},
+    ]
+    rel = {c[0]: {"shift": 0.2 if c[0] != "simply put ," else 0.01, "changed": 0.1} for c in pc.CUES}
+    got = pc.score(rows, rel, "strong")
+    # relied on: ..., marcus, capsule (simply put is below 0.05); flagged: marcus only
+    assert got["recall"] == pytest.approx(1 / 3) and got["cues"][", says marcus ,"]["flagged"]
+    # "," belongs to cue phrases; "the" and "film" do not: 1 false positive of 2 checked
+    assert got["false_positives"] == ["the"] == got["false_positives_top10"] and got["fpr"] == 0.5

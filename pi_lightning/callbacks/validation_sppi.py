@@ -559,13 +559,17 @@ class ValidationSPPI(Callback):
         for r in rows:
             r["output"] = self.output
         report = mine_shortcuts(rows, min_count=self.min_count, alpha=self.alpha)
+        norm_sums: dict[str, float] = {}
+        norm_counts: dict[str, int] = {}
+        for w, v in sums.items():  # mine_shortcuts compares words case-insensitively
+            k = w.strip().lower()
+            norm_sums[k] = norm_sums.get(k, 0.0) + v
+            norm_counts[k] = norm_counts.get(k, 0) + counts[w]
 
         def entry(r):
             return {
                 "word": r["word"],
-                "mean_phi": sums[r["word"]] / counts[r["word"]]
-                if counts.get(r["word"])
-                else r["mean"][r["cls"]],
+                "mean_phi": norm_sums[r["word"]] / norm_counts[r["word"]],
                 "count": r["count"],
                 "cls": r["cls"],
                 "excess": r["excess"],

@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-texts", type=int, default=24, help="check at most this many texts per word (0: all)"
     )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=2048,
+        help="token budget per forward batch of the masking check (2048 suits a CPU; raise it on a GPU)",
+    )
     p.add_argument("--top", type=int, default=20, help="rows printed")
     p.add_argument("--label-names", help="comma-separated class names (default: the job's)")
     p.add_argument(
@@ -120,10 +126,10 @@ def _main(argv: list[str]) -> int:
             f"{e} (the explain job {args.job} used its own; rerun it with the adapter's settings)"
         ) from e
     report = mine_shortcuts(results, min_count=args.min_count, alpha=args.alpha, label_names=names)
-    for name in ("check", "budget", "max_texts"):
+    for name, low in (("check", 0), ("budget", 0), ("max_texts", 0), ("max_tokens", 1)):
         v = getattr(args, name)
-        if v is not None and v < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {v}.")
+        if v is not None and v < low:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {v}.")
     check = args.check is None or args.check > 0
     if check:
         from pi_lightning.models import load_classifier, resolve_model_name
@@ -141,7 +147,7 @@ def _main(argv: list[str]) -> int:
             granularity=kw.get("granularity"),
             template=kw.get("template", "{text}"),
             mask=kw.get("mask"),
-            max_tokens=int(kw.get("max_tokens", 8192)),
+            max_tokens=args.max_tokens,
             max_texts=args.max_texts or None,
             min_effect=args.min_effect,
         )
