@@ -234,10 +234,14 @@ class Featurizer:
     def _warn_truncation(self, n_tokens: int, kept: int) -> None:
         if self._warned_truncation:
             return
+        # with a token mask the budget also leaves room for every feature's mask tokens
+        masked = ""
+        if self.mask_tokens:
+            masked = f", also when every feature is masked by {self.mask_tokens} tokens"
         warnings.warn(
             f"A text of {n_tokens} tokens does not fit the model's context of {self.max_length} tokens "
-            f"with the template, also when every feature is masked by {self.mask_tokens} tokens: the "
-            f"attributed text is truncated to {kept} tokens and the fixed context kept (warned once).",
+            f"(max_length) with the template{masked}: the text is truncated to {kept} tokens and the "
+            "template's fixed context kept (warned once; raise max_length to keep whole texts).",
             UserWarning,
             stacklevel=3,
         )

@@ -258,9 +258,7 @@ def test_over_long_text_fits_the_model_even_fully_masked(gpt2_tok):
     model = tiny_classifier("gpt2", tokenizer=gpt2_tok)
     # the paper's mask: a masked word takes 3 tokens, so the fully masked input is the longest one
     mp = get_attributor("mp-pi", model, gpt2_tok, budget=4, seed=0, mask="...")
-    with pytest.warns(
-        UserWarning, match="every feature is masked by 3 tokens: the attributed text is truncated"
-    ):
+    with pytest.warns(UserWarning, match="every feature is masked by 3 tokens: the text is truncated"):
         [f] = mp.featurize(LONG)
     for z in (torch.zeros(1, f.n, dtype=torch.bool), torch.ones(1, f.n, dtype=torch.bool)):
         (seq,), _ = mp.masker(f, z)

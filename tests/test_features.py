@@ -125,7 +125,7 @@ def test_long_text_truncated_context_kept_warned_once(gpt2_tok):
     long = " ".join(["good movie"] * 30)
     with pytest.warns(
         UserWarning,
-        match=r"the attributed text is truncated to \d+ tokens and the fixed context kept \(warned once\)",
+        match=r"the text is truncated to \d+ tokens and the template's fixed context kept \(warned once",
     ):
         f = fz(long)
     assert len(f.input_ids) == 20
