@@ -92,6 +92,9 @@ def main(out: str) -> None:
     Path(out, f"rank{trainer.global_rank}.json").write_text(
         json.dumps({"calls": probes.counts, "real": probes.real})
     )
+    # leave no gloo work pending at interpreter exit (an undestroyed group can abort the process there)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
