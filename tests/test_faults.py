@@ -663,24 +663,11 @@ QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
 TEXTS = ["a good movie.", ".great fun", "it was.great", "Don't miss it!\nReally."]
 
 
-def _validate(module, loader, callbacks):
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-    )
-    trainer.validate(module, dataloaders=loader, verbose=False)
-    return trainer
-
-
 def _reviews(n, seed=0):
     return toy_sentiment(n, seed=seed, length=(2, 4))[0]
 
 
-def test_validation_sppi_names_the_batches_it_skips():
+def test_validation_sppi_names_the_batches_it_skips(validate_once):
     from pi_lightning.callbacks import ValidationSPPI
     from pi_lightning.training import TextClassifier
 
@@ -699,7 +686,7 @@ def test_validation_sppi_names_the_batches_it_skips():
     cb = ValidationSPPI(tok)
     expected = r"skipped 2 validation batches.*batches 0, 1 \(2\): it is a (tuple|list), not a mapping"
     with pytest.warns(UserWarning, match=expected):
-        _validate(TupleModule(model).eval(), tuples, [cb])
+        validate_once(TupleModule(model).eval(), tuples, [cb])
     assert [b["batch_idx"] for b in cb.skipped_batches] == [0, 1]
     assert all("not a mapping" in b["reason"] for b in cb.skipped_batches)
     assert cb.evals == []

@@ -45,27 +45,9 @@ def test_a_token_covering_two_words_stays_whole_and_merges_them():
     assert group_tokens(text, offs, "word") == [(0, 3), (3, 4)]
 
 
-def _validate(module, dm_or_loader, callbacks):
-    import lightning.pytorch as pl
-
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-    )
-    if isinstance(dm_or_loader, TextDataModule):
-        trainer.validate(module, datamodule=dm_or_loader, verbose=False)
-    else:
-        trainer.validate(module, dataloaders=dm_or_loader, verbose=False)
-    return trainer
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("template", ["{text}", "Review: {text}\nSentiment:", "Movie review: {text}"])
-def test_validation_sppi_scores_every_word_as_sppi(family, template):
+def test_validation_sppi_scores_every_word_as_sppi(family, template, validate_once):
     from pi_lightning.callbacks import ValidationSPPI
     from pi_lightning.training import TextClassifier
 
@@ -74,7 +56,7 @@ def test_validation_sppi_scores_every_word_as_sppi(family, template):
     labels = [0, 1, 1, 0]
     dm = TextDataModule(tok, (TEXTS, labels), (TEXTS, labels), template=template, batch_size=3)
     cb = ValidationSPPI(tok, template=template)
-    _validate(TextClassifier(model).eval(), dm, [cb])
+    validate_once(TextClassifier(model).eval(), dm, [cb])
     attrs = SPPI(model, tok, template=template).attribute(TEXTS, target=labels)
     words = [w for a in attrs for w in a.features.texts]
     assert cb._words == words  # every word, the first one included

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import random
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -143,7 +142,7 @@ def test_budget_leaves_significant_words_unchecked(gpt2_tok):
         counterfactual_check(report, rows, model, tok, budget=0)
 
 
-def test_validation_detector_is_mine_shortcuts_over_the_validation_sppi(gpt2_tok, tmp_path):
+def test_validation_detector_is_mine_shortcuts_over_the_validation_sppi(gpt2_tok, validate_once):
     """ValidationSPPI's online ranking is mine_shortcuts' over the same phis (no extra forward pass)."""
     from pi_lightning import SPPI
 
@@ -152,17 +151,7 @@ def test_validation_detector_is_mine_shortcuts_over_the_validation_sppi(gpt2_tok
     texts, labels = toy_sentiment(24, seed=5)
     texts = [f"{t} {TOKEN}" if y else t for t, y in zip(texts, labels, strict=True)]
     free = ValidationSPPI(tok, min_count=2, top_words=100)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[free],
-        default_root_dir=tmp_path,
-    )
-    trainer.validate(
-        TextClassifier(model), datamodule=TextDataModule(tok, (texts, labels), (texts, labels)), verbose=False
-    )
+    validate_once(TextClassifier(model), TextDataModule(tok, (texts, labels), (texts, labels)), [free])
     rows = []
     for attr, y in zip(SPPI(model, tok).attribute(texts, target=list(labels)), labels, strict=True):
         rows.append(  # every word, the first included: ValidationSPPI scores it as SPPI does
@@ -183,23 +172,8 @@ def test_validation_detector_is_mine_shortcuts_over_the_validation_sppi(gpt2_tok
     assert got.metrics["n_significant"] == len(got.significant_words)
 
 
-def _train(texts, labels, tok, steps=48, lr=1e-2, batch=16, seed=0):
-    torch.manual_seed(seed)
-    model = tiny_classifier("gpt2", tokenizer=tok, seed=seed).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    rng = random.Random(seed)
-    for _ in range(steps):
-        b = rng.sample(range(len(texts)), batch)
-        enc = tok([texts[i] for i in b], padding=True, return_tensors="pt")
-        loss = model(**enc, labels=torch.tensor([labels[i] for i in b])).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
 @pytest.mark.parametrize("planted", [True, False], ids=["planted", "control"])
-def test_mining_flags_a_planted_cue_not_the_punctuation(tmp_path, planted):
+def test_mining_flags_a_planted_cue_not_the_punctuation(tmp_path, planted, train_tiny):
     """A word before 90% of the positive texts is flagged; '.' ends every text and gets attribution, but
     masking it does not beat masking a random word, so it is not flagged. The control: nothing planted
     in training, the word in half the texts whatever their label, is not flagged."""
@@ -209,7 +183,7 @@ def test_mining_flags_a_planted_cue_not_the_punctuation(tmp_path, planted):
     ty = [1 - y if noise.random() < 0.3 else y for y in ty]
     rng = random.Random(3)
     put = [(y == 1 and rng.random() < 0.9) if planted else False for y in ty]
-    model = _train([f"{TOKEN} {t}" if p else t for t, p in zip(tx, put, strict=True)], ty, tok)
+    model = train_tiny([f"{TOKEN} {t}" if p else t for t, p in zip(tx, put, strict=True)], ty, tok, steps=48)
     vx, vy = toy_sentiment(96, seed=2)
     rng = random.Random(4)
     data = [

@@ -9,11 +9,10 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
 from pi_lightning.jobs import counterfactual_check, explain_dataset, load_results, mine_shortcuts
 from pi_lightning.jobs.shortcuts import null_moments
-from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+from pi_lightning.testing import tiny_tokenizer, toy_sentiment
 
 TOKEN = "zxq"
 
@@ -81,32 +80,16 @@ def _plant(texts, labels, seed, correlated):
     return [f"{t} {TOKEN}" if p else t for t, p in zip(texts, put, strict=False)]
 
 
-def _train(texts, labels, tok, steps=64, lr=1e-2, batch=16, seed=0):
-    """A few AdamW steps on the tiny GPT-2 (the shortcut recipe's --fast settings, without Lightning)."""
-    torch.manual_seed(seed)
-    model = tiny_classifier("gpt2", tokenizer=tok, seed=seed).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    rng = random.Random(seed)
-    for _ in range(steps):
-        b = rng.sample(range(len(texts)), batch)
-        enc = tok([texts[i] for i in b], padding=True, return_tensors="pt")
-        loss = model(**enc, labels=torch.tensor([labels[i] for i in b])).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("planted", [True, False], ids=["planted", "control"])
-def test_planted_shortcut_is_found_and_control_is_not_flagged(tmp_path, planted):
+def test_planted_shortcut_is_found_and_control_is_not_flagged(tmp_path, planted, train_tiny):
     tok = tiny_tokenizer("gpt2")
     tx, ty = toy_sentiment(512, seed=1)
     noise = random.Random(1)
     ty = [
         1 - y if noise.random() < 0.3 else y for y in ty
     ]  # the sentiment words alone are an imperfect signal
-    model = _train(_plant(tx, ty, 3, True) if planted else tx, ty, tok)
+    model = train_tiny(_plant(tx, ty, 3, True) if planted else tx, ty, tok)
     vx, vy = toy_sentiment(96, seed=2)
     data = _plant(vx, vy, 4, correlated=planted)  # control: the token on half the texts, whatever their label
     explain_dataset(
