@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from pi_lightning.attributors.sppi import SPPI
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
-from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+from pi_lightning.testing import exit_after_distributed_run, tiny_classifier, tiny_tokenizer, toy_sentiment
 from pi_lightning.training import TextClassifier, TextDataModule
 
 
@@ -73,3 +73,4 @@ def main(devices: int, out: str, inject: bool) -> None:
 
 if __name__ == "__main__":
     main(int(sys.argv[1]), sys.argv[2], len(sys.argv) > 3 and sys.argv[3] == "inject")
+    exit_after_distributed_run()  # results written: skip the teardown that can abort (see its docstring)

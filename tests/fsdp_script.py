@@ -17,7 +17,7 @@ from torch.distributed.fsdp import fully_shard
 
 from pi_lightning.attributors import SPPI
 from pi_lightning.callbacks._distributed import equal_forward_passes
-from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+from pi_lightning.testing import exit_after_distributed_run, tiny_classifier, tiny_tokenizer, toy_sentiment
 
 
 def main(out: str) -> None:
@@ -46,3 +46,4 @@ def main(out: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    exit_after_distributed_run()  # results written: skip the teardown that can abort (see its docstring)

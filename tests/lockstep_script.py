@@ -18,7 +18,7 @@ import torch
 
 import pi_lightning.callbacks.attribution_monitor as am
 from pi_lightning.callbacks import AttributionMonitor
-from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+from pi_lightning.testing import exit_after_distributed_run, tiny_classifier, tiny_tokenizer, toy_sentiment
 from pi_lightning.training import TextClassifier, TextDataModule
 
 SIZES = (1, 7, 8)
@@ -92,10 +92,8 @@ def main(out: str) -> None:
     Path(out, f"rank{trainer.global_rank}.json").write_text(
         json.dumps({"calls": probes.counts, "real": probes.real})
     )
-    # leave no gloo work pending at interpreter exit (an undestroyed group can abort the process there)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    exit_after_distributed_run()  # results written: skip the teardown that can abort (see its docstring)
