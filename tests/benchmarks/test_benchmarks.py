@@ -19,7 +19,7 @@ import torch
 
 from pi_lightning.testing import in_range
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 # The scripts import each other and _common by their file names (they run as scripts).

@@ -2,7 +2,7 @@
 AttributionMonitors on probe sets of 1, 7 and 8 texts of different lengths, counting each rank's forward
 passes during each evaluation; every rank writes its counts to OUT_DIR/rank{r}.json.
 
-    python tests/lockstep_script.py OUT_DIR
+    python tests/callbacks/lockstep_script.py OUT_DIR
 
 Besides all forward passes (``calls``), it records the real ones (``real``: without the padding, the counts
 the ranks would have issued).

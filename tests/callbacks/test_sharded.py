@@ -28,7 +28,7 @@ def test_equal_forward_passes_per_rank(tmp_path):
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
     }
     subprocess.run(
         [sys.executable, str(Path(__file__).parent / "lockstep_script.py"), str(tmp_path)],
@@ -60,7 +60,7 @@ def test_fsdp_cpu_uneven_shards(tmp_path):
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
     }
     out = tmp_path / "fsdp.json"
     subprocess.run(

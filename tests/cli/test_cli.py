@@ -17,7 +17,7 @@ from pi_lightning.cli import _SUBCOMMANDS, main
 from pi_lightning.data import DataSourceError, check_data_source
 from pi_lightning.models import ModelNotFoundError, default_model_dir, resolve_model_name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUILTINS = "smollm2-135m-instruct, testing:gpt2, testing:llama"
 
 

@@ -1,6 +1,6 @@
 """Helper for test_explain_job: run the explain job with 1 or 2 CPU processes (strategy="ddp", gloo).
 
-python tests/explain_script.py DEVICES OUT_DIR METHOD [N_TEXTS]
+python tests/jobs/explain_script.py DEVICES OUT_DIR METHOD [N_TEXTS]
 """
 
 import sys

@@ -252,7 +252,7 @@ def test_planted_cues_benchmark_plants_at_its_rates_and_scores():
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import planted_cues as pc
 
     labels = [1, 0] * 1000
