@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny random GPT-2 and Llama classifiers with their tokenizers, nothing downloaded."""
+"""Shared fixtures: tiny random GPT-2 and Llama classifiers with their tokenizers, nothing downloaded.
+
+The rootdir conftest of a suite laid out like the package (tests/attributors/, metrics/, callbacks/,
+cli/, jobs/, benchmarks/; tests of top-level modules and across modules in tests/). Shared plain
+functions (references, the gloo harness) are in tests/_reference.py; the rule is in its docstring.
+"""
 
 from __future__ import annotations
 

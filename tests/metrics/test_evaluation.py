@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from _reference import np_auc
 
 from pi_lightning.attributors import SPPI
 from pi_lightning.features import Featurizer
@@ -42,11 +43,6 @@ class BagOfWordsClassifier(torch.nn.Module):
     def forward(self, input_ids, attention_mask, position_ids=None):
         h = (self.embed(input_ids) * attention_mask.unsqueeze(-1)).cumsum(1)
         return SimpleNamespace(logits=self.score(h)[:, -1])
-
-
-def _np_auc(c):
-    c = np.asarray(c, dtype=float)
-    return float(np.trapezoid(c, np.linspace(0.0, 1.0, len(c))))
 
 
 def _sigmoid(x):
@@ -83,7 +79,7 @@ def test_exact_attribution_gives_best_as_and_ias(additive, target):
         logit = context + np.concatenate([[0.0], np.cumsum(effects.numpy()[list(order)])])
         return _sigmoid(sign * logit)
 
-    all_aucs = [_np_auc(curve(p)) for p in itertools.permutations(range(feats.n))]
+    all_aucs = [np_auc(curve(p)) for p in itertools.permutations(range(feats.n))]
     atts = [Attribution(scores=s, features=feats, target=target, method="exact") for s in (exact, -exact)]
     res = evaluate_faithfulness(atts, adapter, masker)
     best_order = np.argsort(-exact.numpy(), kind="stable")
@@ -114,8 +110,8 @@ def _reference(att, adapter, masker, top_k):
     return {
         "as_curve": as_curve,
         "ias_curve": ias_curve,
-        "as_auc": _np_auc(as_curve),
-        "ias_auc": _np_auc(ias_curve),
+        "as_auc": np_auc(as_curve),
+        "ias_auc": np_auc(ias_curve),
         "log_odds": np.log(masked[y]) - np.log(full[y]),
         "comprehensiveness": full[y] - masked[y],
         "sufficiency": full[y] - kept[y],
@@ -319,9 +315,7 @@ def test_fixed_fraction_curves_against_exact(gpt2_tok, n_words):
             (exact.ias_curves[i], fast.ias_curves[i], exact.ias_auc[i], fast.ias_auc[i]),
         ):
             torch.testing.assert_close(fa, ex[steps])  # the same points as the exact curve
-            assert float(auc_fa) == pytest.approx(
-                _np_auc_x(ex[steps].numpy(), steps.numpy() / f.n), abs=1e-12
-            )
+            assert float(auc_fa) == pytest.approx(np_auc(ex[steps].numpy(), steps.numpy() / f.n), abs=1e-12)
             # Interpolation bound: per segment, (width) x (range of the exact curve over it).
             bound = sum(
                 (float(b - a) / f.n) * float(ex[a : b + 1].max() - ex[a : b + 1].min())
@@ -345,7 +339,3 @@ def test_fixed_fraction_curves_against_exact(gpt2_tok, n_words):
     e1 = evaluate_faithfulness(short, adapter, masker, metrics=["as_auc", "ias_auc"])
     e2 = evaluate_faithfulness(short, adapter, masker, metrics=["as_auc", "ias_auc"], fractions=11)
     assert float(e1.as_auc[0]) == pytest.approx(float(e2.as_auc[0]), abs=1e-12)
-
-
-def _np_auc_x(c, x):
-    return float(np.trapezoid(np.asarray(c, dtype=float), np.asarray(x, dtype=float)))

@@ -3,13 +3,10 @@ NumPy references, batch-split invariance, DDP sync (2 gloo processes), bad input
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from _reference import np_auc, np_ci, run_gloo
 
 from pi_lightning.metrics import ActivationAUC, ActivationGap
 from pi_lightning.metrics.functional import (
@@ -27,17 +24,6 @@ def paired_curves(seed, count=19):
     g = np.random.default_rng(seed)
     lengths = g.integers(2, 30, size=count)
     return ([torch.tensor(g.random(m)) for m in lengths], [torch.tensor(g.random(m)) for m in lengths])
-
-
-def np_auc(c, x=None):
-    c = np.asarray(c, dtype=float)
-    return float(np.trapezoid(c, np.linspace(0.0, 1.0, len(c)) if x is None else np.asarray(x, dtype=float)))
-
-
-def np_ci(v):
-    v = np.asarray(v, dtype=float)
-    lo, hi = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
-    return float(v.mean()), float((hi - lo) / 2)
 
 
 def np_steps(n, points):
@@ -130,32 +116,20 @@ def test_gap_bad_input():
 # ---------------------------------------------------------------- DDP (2 CPU processes, gloo)
 
 
-def _ddp_worker(rank, world, init_file, out_dir):
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        a, b = paired_curves(5, count=13)
-        idx = list(range(9)) if rank == 0 else list(range(9, 13))  # uneven shards
-        m = ActivationGap()
-        m.update([a[i] for i in idx], [b[i] for i in idx])
-        out = torch.stack([m.compute(), m.confidence_interval(), m.count])
-        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank):
+    a, b = paired_curves(5, count=13)
+    idx = list(range(9)) if rank == 0 else list(range(9, 13))  # uneven shards
+    m = ActivationGap()
+    m.update([a[i] for i in idx], [b[i] for i in idx])
+    return torch.stack([m.compute(), m.confidence_interval(), m.count])
 
 
 @pytest.mark.slow
 def test_gap_ddp_sync_equals_single_process():
-    import torch.multiprocessing as mp
-
     a, b = paired_curves(5, count=13)
     ref = ActivationGap()
     ref.update(a, b)
-    with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_ddp_worker, args=(2, os.path.join(d, "init"), d), nprocs=2, join=True)
-        outs = [torch.load(os.path.join(d, f"rank{r}.pt")) for r in range(2)]
+    outs = run_gloo(_ddp_worker)
     for out in outs:
         assert float(out[0]) == pytest.approx(float(ref.compute()), abs=1e-12)
         assert float(out[1]) == pytest.approx(float(ref.confidence_interval()), rel=1e-9)

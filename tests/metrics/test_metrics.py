@@ -4,14 +4,12 @@ state_dict, DDP, bad input."""
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from _reference import np_auc, np_ci, run_gloo
 
 from pi_lightning.metrics import (
     METRIC_CLASSES,
@@ -44,11 +42,6 @@ def np_order(s, inverse=False):
     return np.argsort(s if inverse else -s, kind="stable")
 
 
-def np_auc(c):
-    c = np.asarray(c, dtype=float)
-    return float(np.trapezoid(c, np.linspace(0.0, 1.0, len(c))))
-
-
 def np_grid(c, g=21):
     c = np.asarray(c, dtype=float)
     return np.interp(np.linspace(0, 1, g), np.linspace(0, 1, len(c)), c)
@@ -64,12 +57,6 @@ def np_removal(p, q, kind):
     y = p.argmax(-1)
     a, b = p[np.arange(len(p)), y], q[np.arange(len(q)), y]
     return {"log_odds": np.log(b) - np.log(a), "comp": a - b, "suff": a - b}[kind]
-
-
-def np_ci(v, conf=0.95):
-    v = np.asarray(v, dtype=float)
-    lo, hi = stats.t.interval(conf, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
-    return float(v.mean()), float((hi - lo) / 2)
 
 
 def random_curves(seed, count=23):
@@ -258,38 +245,28 @@ def test_state_dict_round_trip_and_reset():
 # ---------------------------------------------------------------- DDP (2 CPU processes, gloo)
 
 
-def _ddp_worker(rank, world, init_file, out_dir):
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        curves = random_curves(11, count=13)
-        p, q = random_probs(12, count=13)
-        auc, suf = ActivationAUC(curve_points=21), Sufficiency()
-        # Uneven shards: rank 0 gets 9 examples, rank 1 gets 4.
-        idx = list(range(9)) if rank == 0 else list(range(9, 13))
-        auc.update([curves[i] for i in idx])
-        suf.update(p[idx], q[idx])
-        out = torch.cat(
-            [
-                auc.compute().reshape(1),
-                auc.confidence_interval().reshape(1),
-                auc.mean_curve()[1],
-                suf.compute().reshape(1),
-                suf.confidence_interval().reshape(1),
-                auc.count.reshape(1),
-            ]
-        )
-        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank):
+    curves = random_curves(11, count=13)
+    p, q = random_probs(12, count=13)
+    auc, suf = ActivationAUC(curve_points=21), Sufficiency()
+    # Uneven shards: rank 0 gets 9 examples, rank 1 gets 4.
+    idx = list(range(9)) if rank == 0 else list(range(9, 13))
+    auc.update([curves[i] for i in idx])
+    suf.update(p[idx], q[idx])
+    return torch.cat(
+        [
+            auc.compute().reshape(1),
+            auc.confidence_interval().reshape(1),
+            auc.mean_curve()[1],
+            suf.compute().reshape(1),
+            suf.confidence_interval().reshape(1),
+            auc.count.reshape(1),
+        ]
+    )
 
 
 @pytest.mark.slow
 def test_ddp_sync_equals_single_process():
-    import torch.multiprocessing as mp
-
     curves = random_curves(11, count=13)
     p, q = random_probs(12, count=13)
     auc, suf = ActivationAUC(curve_points=21), Sufficiency()
@@ -305,9 +282,7 @@ def test_ddp_sync_equals_single_process():
             auc.count.reshape(1),
         ]
     )
-    with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_ddp_worker, args=(2, os.path.join(d, "init"), d), nprocs=2, join=True)
-        outs = [torch.load(os.path.join(d, f"rank{r}.pt")) for r in range(2)]
+    outs = run_gloo(_ddp_worker)
     for out in outs:
         torch.testing.assert_close(out[:-1], ref[:-1], rtol=1e-10, atol=1e-12)
     # The local states are unsynced again after compute: each rank still holds only its shard.
