@@ -245,7 +245,7 @@ def run_info(args: argparse.Namespace, dtype: str | None, script: str, argv: lis
         "dtype": dtype,
         "model": getattr(args, "model", None),
         "adapter": _adapter_path(args) if hasattr(args, "adapter") else None,
-        "command": " ".join(["python", f"benchmarks/{script}", *argv]),
+        "command": " ".join(["python", "-m", f"benchmarks.{script.removesuffix('.py')}", *argv]),
     }
 
 

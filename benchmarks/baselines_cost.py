@@ -6,7 +6,7 @@ granularity, paper defaults (IG: n steps, Kernel SHAP: 2n samples), after one wa
 prints one line per method: the declared cost, the mean forward-pass equivalents reported per
 example, and the wall time. Writes ``baselines_cost[_<tag>].{json,md}`` under ``--out``.
 
-    python benchmarks/baselines_cost.py
+    python -m benchmarks.baselines_cost
 """
 
 from __future__ import annotations
@@ -15,27 +15,15 @@ import argparse
 import sys
 import time
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import (
-        add_common_args,
-        load_model,
-        md_table,
-        result_stem,
-        run_info,
-        write_json,
-        write_markdown,
-    )
-except ImportError:  # pragma: no cover
-    from benchmarks._common import (
-        add_common_args,
-        load_model,
-        md_table,
-        result_stem,
-        run_info,
-        write_json,
-        write_markdown,
-    )
-
+from benchmarks._common import (
+    add_common_args,
+    load_model,
+    md_table,
+    result_stem,
+    run_info,
+    write_json,
+    write_markdown,
+)
 from pi_lightning.attributors import get_attributor
 from pi_lightning.testing import toy_sentiment
 

@@ -13,8 +13,8 @@ AT2 is fitted on ``--fit`` Rotten Tomatoes training sentences from its own rando
 
 Run::
 
-    python benchmarks/bench_at2.py                    # tiny random GPT-2 on CPU (code path, seconds)
-    python benchmarks/bench_at2.py --model smollm2-135m-instruct --adapter benchmark --probe 50 --fit 200
+    python -m benchmarks.bench_at2                    # tiny random GPT-2 on CPU (code path, seconds)
+    python -m benchmarks.bench_at2 --model smollm2-135m-instruct --adapter benchmark --probe 50 --fit 200
 
 ``--model`` takes ``testing:gpt2`` (default, tiny random), ``smollm2-135m-instruct`` (the embedded
 default; ``--adapter benchmark`` for the cached benchmark model) or any folder / hub id that
@@ -28,18 +28,14 @@ import argparse
 import sys
 import time
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import add_common_args, load_model, resolve_template, result_stem, run_info, write_json
-except ImportError:  # pragma: no cover
-    from benchmarks._common import (
-        add_common_args,
-        load_model,
-        resolve_template,
-        result_stem,
-        run_info,
-        write_json,
-    )
-
+from benchmarks._common import (
+    add_common_args,
+    load_model,
+    resolve_template,
+    result_stem,
+    run_info,
+    write_json,
+)
 from pi_lightning.attributors import AT2, available_methods, get_attributor
 from pi_lightning.data import load_movie_reviews
 from pi_lightning.metrics import evaluate_faithfulness

@@ -9,9 +9,9 @@ blocks, each with a second run without callbacks as a null control; the paired p
 (a) are printed with their 95% interval and a Wilcoxon p-value, in wall time and in this process's
 CPU time (on a shared CPU, other processes inflate wall time but not CPU time).
 
-    python benchmarks/bench_callbacks.py                       # embedded SmolLM2-135M, 64 val sentences
-    python benchmarks/bench_callbacks.py --model testing:gpt2 --n-val 256
-    python benchmarks/bench_callbacks.py --device cuda --dtype bf16     # Lightning precision bf16-mixed
+    python -m benchmarks.bench_callbacks                       # embedded SmolLM2-135M, 64 val sentences
+    python -m benchmarks.bench_callbacks --model testing:gpt2 --n-val 256
+    python -m benchmarks.bench_callbacks --device cuda --dtype bf16     # Lightning precision bf16-mixed
 
 The base model (no adapter, by default) is loaded in float32; ``--dtype bf16`` / ``fp16`` sets the
 Trainer's mixed precision. Writes ``bench_callbacks[_<tag>].json`` under ``--out``.
@@ -31,11 +31,7 @@ import numpy as np
 import scipy.stats
 import torch
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import add_common_args, load_model, result_stem, run_info, write_json
-except ImportError:  # pragma: no cover
-    from benchmarks._common import add_common_args, load_model, result_stem, run_info, write_json
-
+from benchmarks._common import add_common_args, load_model, result_stem, run_info, write_json
 from pi_lightning.callbacks import AttributionMonitor, ValidationSPPI
 from pi_lightning.data import load_movie_reviews
 from pi_lightning.training import TextClassifier, TextDataModule

@@ -6,7 +6,7 @@ the sequences it sends to ``ClassifierAdapter.forward_positions``, and times tha
 same sequences. The ratio (evaluation / bare forward passes, best of interleaved repeats: the
 least disturbed run on a shared CPU) is the overhead of ordering, masking, de-duplication and AUC.
 It also times the evaluation with the model call replayed from memory, i.e. the overhead alone.
-Run: ``python benchmarks/bench_metrics.py`` (writes ``bench_metrics[_<tag>].json`` under ``--out``).
+Run: ``python -m benchmarks.bench_metrics`` (writes ``bench_metrics[_<tag>].json`` under ``--out``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,7 @@ import statistics
 import sys
 import time
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import add_common_args, load_model, result_stem, run_info, write_json
-except ImportError:  # pragma: no cover
-    from benchmarks._common import add_common_args, load_model, result_stem, run_info, write_json
-
+from benchmarks._common import add_common_args, load_model, result_stem, run_info, write_json
 from pi_lightning.attributors import SPPI
 from pi_lightning.metrics import evaluate_faithfulness
 from pi_lightning.testing import CORPUS

@@ -11,7 +11,7 @@ Prints, from one run:
      issues (the same sequences, the same token budget; goal: <= 1.15);
   3. unique coalitions collected per forward pass for n = 10, 20, 50 (Kernel SHAP gets 1).
 
-Usage: python benchmarks/bench_mppi.py [--texts 8] [--words 50] [--repeats 3]
+Usage: python -m benchmarks.bench_mppi [--texts 8] [--words 50] [--repeats 3]
 (writes the figures to ``bench_mppi[_<tag>].json`` under ``--out``; the overhead and coalition
 figures use a tiny random GPT-2, by default ``--model testing:gpt2``).
 """
@@ -27,18 +27,14 @@ import time
 
 import numpy as np
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import add_common_args, load_average, load_model, result_stem, run_info, write_json
-except ImportError:  # pragma: no cover
-    from benchmarks._common import (
-        add_common_args,
-        load_average,
-        load_model,
-        result_stem,
-        run_info,
-        write_json,
-    )
-
+from benchmarks._common import (
+    add_common_args,
+    load_average,
+    load_model,
+    result_stem,
+    run_info,
+    write_json,
+)
 from pi_lightning.attributors import _shapley as shapley
 from pi_lightning.attributors.mppi import MPPI
 from pi_lightning.testing import CORPUS, tiny_classifier, tiny_tokenizer

@@ -11,9 +11,9 @@ The load average (``os.getloadavg``, what ``uptime`` prints) is recorded before 
 on a shared machine other jobs take cores too, and a ratio measured under a load above the number of
 cores is contaminated (the script says so).
 
-    python benchmarks/explain_scaling.py                           # SmolLM2-135M, CPU, 1 thread per process
-    python benchmarks/explain_scaling.py --model testing:gpt2 --examples 16 --mppi-examples 8   # smoke test
-    python benchmarks/explain_scaling.py --device cuda             # 1 vs 2 GPUs (NCCL)
+    python -m benchmarks.explain_scaling                           # SmolLM2-135M, CPU, 1 thread per process
+    python -m benchmarks.explain_scaling --model testing:gpt2 --examples 16 --mppi-examples 8   # smoke test
+    python -m benchmarks.explain_scaling --device cuda             # 1 vs 2 GPUs (NCCL)
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (
+from benchmarks._common import (
     add_common_args,
     load_average,
     load_model,
@@ -119,6 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
         "OMP_NUM_THREADS": str(args.threads),
         "MKL_NUM_THREADS": str(args.threads),
         "TOKENIZERS_PARALLELISM": "false",
+        # the workers run as `python -m benchmarks.explain_scaling`: the repository root on their path
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+        ),
     }
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
                 result = Path(tmp, f"{method}-{devices}.json")
                 cmd = [
                     sys.executable,
-                    __file__,
+                    "-m",
+                    "benchmarks.explain_scaling",
                     *argv,
                     "--worker",
                     "--method",

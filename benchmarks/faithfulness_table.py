@@ -27,10 +27,10 @@ training texts (its own random ablations; the fit time is reported separately).
 
 Run (one command; the adapter comes from ``pi-lightning finetune``)::
 
-    python benchmarks/faithfulness_table.py --examples 32 --max-features 20
-    python benchmarks/faithfulness_table.py --dataset imdb --examples 8 --max-features 8
-    python benchmarks/faithfulness_table.py --device cuda --examples 500     # bf16 on a GPU
-    python benchmarks/faithfulness_table.py --model testing:gpt2 --adapter none --examples 3   # smoke test
+    python -m benchmarks.faithfulness_table --examples 32 --max-features 20
+    python -m benchmarks.faithfulness_table --dataset imdb --examples 8 --max-features 8
+    python -m benchmarks.faithfulness_table --device cuda --examples 500     # bf16 on a GPU
+    python -m benchmarks.faithfulness_table --model testing:gpt2 --adapter none --examples 3   # smoke test
 
 Writes ``faithfulness_<dataset>_<granularity>[_<tag>].{json,csv,md,png}`` under ``--out``.
 """
@@ -47,31 +47,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import (
-        add_common_args,
-        benchmark_adapter_dir,
-        load_model,
-        md_table,
-        paired_wilcoxon,
-        resolve_template,
-        run_info,
-        write_json,
-        write_markdown,
-    )
-except ImportError:  # pragma: no cover
-    from benchmarks._common import (
-        add_common_args,
-        benchmark_adapter_dir,
-        load_model,
-        md_table,
-        paired_wilcoxon,
-        resolve_template,
-        run_info,
-        write_json,
-        write_markdown,
-    )
-
+from benchmarks._common import (
+    add_common_args,
+    benchmark_adapter_dir,
+    load_model,
+    md_table,
+    paired_wilcoxon,
+    resolve_template,
+    run_info,
+    write_json,
+    write_markdown,
+)
 from pi_lightning.attributors import available_methods, get_attributor
 from pi_lightning.attributors._shapley import mask_distribution
 from pi_lightning.data import load_movie_reviews

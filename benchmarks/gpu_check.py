@@ -4,7 +4,7 @@ Fits tiny GPT-2 and Llama classifiers for a few steps on the GPU with an ``Attri
 registered method and ``ValidationSPPI``, and checks that every figure is finite; then compares
 SP-PI and MP-PI attributions computed on the GPU (fp32) with the same computed on the CPU.
 
-    python benchmarks/gpu_check.py            # needs a CUDA device
+    python -m benchmarks.gpu_check            # needs a CUDA device
 
 The figures go to ``gpu_check[_<tag>].json`` under ``--out`` with the machine line.
 """
@@ -21,11 +21,7 @@ import warnings
 import lightning.pytorch as pl
 import torch
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import add_output_args, result_stem, run_info, write_json
-except ImportError:  # pragma: no cover
-    from benchmarks._common import add_output_args, result_stem, run_info, write_json
-
+from benchmarks._common import add_output_args, result_stem, run_info, write_json
 from pi_lightning.attributors import available_methods, get_attributor
 from pi_lightning.callbacks import AttributionMonitor, ValidationSPPI
 from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment

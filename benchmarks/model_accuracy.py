@@ -8,9 +8,9 @@ with that template and classified from the head's output at its last token, in b
 tags replaced by spaces and are cut after ``--max-words`` words (the model was trained on sentences).
 Run::
 
-    python benchmarks/model_accuracy.py                          # Rotten Tomatoes test, 854 sentences
-    python benchmarks/model_accuracy.py --dataset imdb --examples 500
-    python benchmarks/model_accuracy.py --model testing:gpt2 --adapter none --examples 8   # smoke test
+    python -m benchmarks.model_accuracy                          # Rotten Tomatoes test, 854 sentences
+    python -m benchmarks.model_accuracy --dataset imdb --examples 500
+    python -m benchmarks.model_accuracy --model testing:gpt2 --adapter none --examples 8   # smoke test
 
 Writes ``model_accuracy[_<tag>].json`` under ``--out``.
 """
@@ -22,18 +22,14 @@ import sys
 
 import torch
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import add_common_args, load_model, resolve_template, result_stem, run_info, write_json
-except ImportError:  # pragma: no cover
-    from benchmarks._common import (
-        add_common_args,
-        load_model,
-        resolve_template,
-        result_stem,
-        run_info,
-        write_json,
-    )
-
+from benchmarks._common import (
+    add_common_args,
+    load_model,
+    resolve_template,
+    result_stem,
+    run_info,
+    write_json,
+)
 from pi_lightning.data import load_movie_reviews
 from pi_lightning.features import Featurizer
 from pi_lightning.inference import ClassifierAdapter

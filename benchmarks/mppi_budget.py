@@ -11,7 +11,7 @@ This is the check behind issue 14's "2n dip" (cosine 0.823 -> 0.767 -> 0.889 at 
 sentences x 2 seeds): whether accuracy falls with the budget in expectation, and how many passes
 each "budget" really buys.
 
-Usage: python benchmarks/mppi_budget.py [--seeds 30]   (writes mppi_budget[_<tag>].json under --out)
+Usage: python -m benchmarks.mppi_budget [--seeds 30]   (writes mppi_budget[_<tag>].json under --out)
 """
 
 from __future__ import annotations
@@ -22,19 +22,15 @@ import sys
 
 import numpy as np
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import add_common_args, coalition_game, cosine, load_model, result_stem, run_info, write_json
-except ImportError:  # pragma: no cover
-    from benchmarks._common import (
-        add_common_args,
-        coalition_game,
-        cosine,
-        load_model,
-        result_stem,
-        run_info,
-        write_json,
-    )
-
+from benchmarks._common import (
+    add_common_args,
+    coalition_game,
+    cosine,
+    load_model,
+    result_stem,
+    run_info,
+    write_json,
+)
 from pi_lightning.attributors import MPPI
 from pi_lightning.testing import exact_shapley
 

@@ -12,8 +12,8 @@ antithetic permutations per text) on IMDB **validation** reviews cut to n words,
 made on data that no reported figure uses; the reported figures (benchmarks/results/RESULTS.md) are
 on test texts with the benchmark model (``shapley_accuracy.py --reuse-reference``). Run::
 
-    python benchmarks/mppi_defensive.py --lengths 12,24,40
-    python benchmarks/mppi_defensive.py --model smollm2-135m-instruct --adapter benchmark --lengths 20 \
+    python -m benchmarks.mppi_defensive --lengths 12,24,40
+    python -m benchmarks.mppi_defensive --model smollm2-135m-instruct --adapter benchmark --lengths 20 \
         --permutations 200 --texts 2      # the benchmark model (slow on a CPU)
 
 Prints one table per length and writes ``mppi_defensive[_<tag>].json`` under ``--out``.
@@ -26,20 +26,15 @@ import sys
 
 import numpy as np
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import add_common_args, load_model, resolve_template, result_stem, run_info, write_json
-except ImportError:  # pragma: no cover
-    from benchmarks._common import (
-        add_common_args,
-        load_model,
-        resolve_template,
-        result_stem,
-        run_info,
-        write_json,
-    )
-
-from shapley_accuracy import permutation_reference, relative_error
-
+from benchmarks._common import (
+    add_common_args,
+    load_model,
+    resolve_template,
+    result_stem,
+    run_info,
+    write_json,
+)
+from benchmarks.shapley_accuracy import permutation_reference, relative_error
 from pi_lightning.attributors._shapley import mask_distribution
 from pi_lightning.attributors.kernelshap import KernelShapAttributor
 from pi_lightning.attributors.mppi import MPPI

@@ -6,7 +6,7 @@ method named ``--method``, the mean AS AUC (higher is better) and IAS AUC (lower
 with a paired two-sided Wilcoxon p-value (scipy), and the same test of run B's method against every
 other method of run A. Run::
 
-    python benchmarks/paired_runs.py results/faithfulness_imdb_sentence_remove.json \
+    python -m benchmarks.paired_runs results/faithfulness_imdb_sentence_remove.json \
         results/faithfulness_imdb_sentence_remove_mppi07.json --method mp-pi --labels "0.05,0.7"
 """
 
@@ -18,10 +18,7 @@ import sys
 
 import numpy as np
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import paired_wilcoxon
-except ImportError:  # pragma: no cover
-    from benchmarks._common import paired_wilcoxon
+from benchmarks._common import paired_wilcoxon
 
 __all__ = ["compare", "main"]
 

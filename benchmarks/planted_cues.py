@@ -20,7 +20,7 @@ Recall: flagged cues among those whose reliance shifts p(class) by >= 0.05; fals
 flagged words outside every cue among the checked words. The control must flag no cue. Writes
 ``planted_cues.json`` / ``planted_cues.md`` (and the finetune summaries) under ``--out``.
 
-    OMP_NUM_THREADS=1 python benchmarks/planted_cues.py            # ~30 CPU-minutes on a shared CPU
+    OMP_NUM_THREADS=1 python -m benchmarks.planted_cues            # ~30 CPU-minutes on a shared CPU
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, load_average, md_table, write_json, write_markdown
+from benchmarks._common import RESULTS, load_average, md_table, write_json, write_markdown
 
 TEMPLATE = "Review: {text}"
 

@@ -14,9 +14,9 @@ Measured in one run:
 
 Run::
 
-    python benchmarks/scaling.py --adapter none               # CPU: n up to 128, all reused benchmarks
-    python benchmarks/scaling.py --adapter none --device cuda --ns 8,16,32,64,128,256,512
-    python benchmarks/scaling.py --model testing:gpt2 --adapter none --ns 4,8 --widths 2,4 --reuse none
+    python -m benchmarks.scaling --adapter none               # CPU: n up to 128, all reused benchmarks
+    python -m benchmarks.scaling --adapter none --device cuda --ns 8,16,32,64,128,256,512
+    python -m benchmarks.scaling --model testing:gpt2 --adapter none --ns 4,8 --widths 2,4 --reuse none
 
 Weights do not change timings, so the base model (``--adapter none``) is the default here.
 Writes ``scaling[_<tag>].{json,md,png}`` under ``--out``.
@@ -36,11 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-try:
-    from _common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
-except ImportError:  # pragma: no cover
-    from benchmarks._common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
-
+from benchmarks._common import add_common_args, load_model, md_table, run_info, write_json, write_markdown
 from pi_lightning.attributors import _shapley as shapley
 from pi_lightning.attributors.mppi import MPPI
 from pi_lightning.data import load_movie_reviews
@@ -147,7 +143,8 @@ def run_reused(names: list[str], device: str, dtype: str, model: str) -> dict:
     out = {}
     for name in names:
         script, patterns = REUSED[name]
-        cmd = [sys.executable, str(HERE / script[0])]
+        module = "benchmarks." + script[0].removesuffix(".py")
+        cmd = [sys.executable, "-m", module]
         if name == "callbacks":
             cmd += [
                 "--model",
@@ -160,7 +157,7 @@ def run_reused(names: list[str], device: str, dtype: str, model: str) -> dict:
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, check=False)
         entry = {
-            "command": "python benchmarks/" + " ".join([script[0], *cmd[2:]]),
+            "command": " ".join(["python", *cmd[1:]]),
             "returncode": proc.returncode,
             "seconds": time.perf_counter() - t0,
             "stdout": proc.stdout[-4000:],

@@ -30,10 +30,10 @@ Reported per method and budget: cosine similarity and Spearman rank correlation 
 (mean over inputs x seeds, with a 95% half-width), passes actually run, seconds per input and
 milliseconds per pass. Run::
 
-    python benchmarks/shapley_accuracy.py --inputs 8 --max-features 10
-    python benchmarks/shapley_accuracy.py --device cuda --inputs 50 --max-features 12
-    python benchmarks/shapley_accuracy.py --model testing:gpt2 --adapter none --inputs 2 --max-features 5
-    python benchmarks/shapley_accuracy.py --reference permutations --permutations 400 \
+    python -m benchmarks.shapley_accuracy --inputs 8 --max-features 10
+    python -m benchmarks.shapley_accuracy --device cuda --inputs 50 --max-features 12
+    python -m benchmarks.shapley_accuracy --model testing:gpt2 --adapter none --inputs 2 --max-features 5
+    python -m benchmarks.shapley_accuracy --reference permutations --permutations 400 \
         --dataset imdb --lengths 20,40,60 --inputs 3 --budgets 1,2,4,8     # long texts, equal passes
 
 Writes ``shapley_accuracy[_<tag>].{json,csv,md,png}`` under ``--out``.
@@ -53,33 +53,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import (
-        add_common_args,
-        coalition_game,
-        cosine,
-        load_model,
-        md_table,
-        paired_wilcoxon,
-        resolve_template,
-        run_info,
-        write_json,
-        write_markdown,
-    )
-except ImportError:  # pragma: no cover
-    from benchmarks._common import (
-        add_common_args,
-        coalition_game,
-        cosine,
-        load_model,
-        md_table,
-        paired_wilcoxon,
-        resolve_template,
-        run_info,
-        write_json,
-        write_markdown,
-    )
-
+from benchmarks._common import (
+    add_common_args,
+    coalition_game,
+    cosine,
+    load_model,
+    md_table,
+    paired_wilcoxon,
+    resolve_template,
+    run_info,
+    write_json,
+    write_markdown,
+)
 from pi_lightning.attributors._shapley import mask_distribution
 from pi_lightning.attributors.kernelshap import KernelShapAttributor
 from pi_lightning.attributors.mppi import MPPI
@@ -503,8 +488,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
             methods.remove("shap-permutation")
 
-    from faithfulness_table import select_texts  # same data selection as the table
-
+    from benchmarks.faithfulness_table import select_texts  # same data selection as the table
     from pi_lightning.features import Featurizer
 
     model, tok, dtype = load_model(args)

@@ -17,7 +17,7 @@ Every run appends one JSON line (with the machine line and command) to ``--out``
 The model is built by the training module itself (the base model from ``--model``, LoRA added), so
 this script takes ``benchmarks/_common``'s output options only.
 
-    python benchmarks/train_settings.py --template "Review: {text}" --head-words " negative" " positive" \\
+    python -m benchmarks.train_settings --template "Review: {text}" --head-words " negative" " positive" \\
         --warmup 5 --schedule cosine --gap-examples 48
 """
 
@@ -33,10 +33,7 @@ from pathlib import Path
 import torch
 from scipy import stats
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import add_output_args, run_info
-except ImportError:  # pragma: no cover
-    from benchmarks._common import add_output_args, run_info
+from benchmarks._common import add_output_args, run_info
 
 __all__ = ["main"]
 

@@ -14,9 +14,9 @@ Writes ``value_function.{json,md,png}`` under ``--out``.
 
 Run::
 
-    python benchmarks/faithfulness_table.py --mask remove --template "Review: {text}" --tag vf_remove ...
-    python benchmarks/faithfulness_table.py --mask ...    --template "Review: {text}" --tag vf_dots ...
-    python benchmarks/value_function.py --remove results/faithfulness_rotten_tomatoes_word_vf_remove.json \\
+    python -m benchmarks.faithfulness_table --mask remove --template "Review: {text}" --tag vf_remove ...
+    python -m benchmarks.faithfulness_table --mask ...    --template "Review: {text}" --tag vf_dots ...
+    python -m benchmarks.value_function --remove results/faithfulness_rotten_tomatoes_word_vf_remove.json \\
         --dots results/faithfulness_rotten_tomatoes_word_vf_dots.json
 """
 
@@ -28,10 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks._common
-    from _common import RESULTS, md_table, paired_wilcoxon, write_json, write_markdown
-except ImportError:  # pragma: no cover
-    from benchmarks._common import RESULTS, md_table, paired_wilcoxon, write_json, write_markdown
+from benchmarks._common import RESULTS, md_table, paired_wilcoxon, write_json, write_markdown
 
 __all__ = ["compare", "main"]
 

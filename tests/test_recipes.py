@@ -93,7 +93,7 @@ def test_finetune_fast_end_to_end(offline, capsys):
     assert b"pi/sp-pi/as_auc" in data and b"pi/mp-pi/ias_auc" in data and b"pi/val-sp-pi/top20_share" in data
     assert b"pi/sp-pi/gap_ci" in data and b"pi/mp-pi/gap" in data
     # The run's config says how it was made: trainer and data settings next to the model's.
-    from test_callbacks import _read_wandb_records
+    from _reference import read_wandb_records as _read_wandb_records
 
     [run_file] = (offline / "outputs" / "fast").glob("wandb/offline-run-*/run-*.wandb")
     config = {

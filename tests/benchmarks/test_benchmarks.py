@@ -10,26 +10,22 @@ import csv
 import importlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from benchmarks import (
+    _common,
+    faithfulness_table,
+    model_accuracy,
+    scaling,
+    shapley_accuracy,
+    train_settings,
+    value_function,
+)
 from pi_lightning.testing import in_range
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-# The scripts import each other and _common by their file names (they run as scripts).
-_common = importlib.import_module("_common")
-faithfulness_table = importlib.import_module("faithfulness_table")
-model_accuracy = importlib.import_module("model_accuracy")
-scaling = importlib.import_module("scaling")
-shapley_accuracy = importlib.import_module("shapley_accuracy")
-train_settings = importlib.import_module("train_settings")
-value_function = importlib.import_module("value_function")
 
 TINY = ["--model", "testing:gpt2", "--adapter", "none", "--threads", "1"]
 
@@ -107,7 +103,7 @@ def test_faithfulness_table_writes_every_method(tmp_path):
     with open(paths["csv"]) as fh:
         assert [r["name"] for r in csv.DictReader(fh)] == methods.split(",")
     md = paths["md"].read_text()
-    assert "| MP-PI | 2n |" in md and "Command: `python benchmarks/faithfulness_table.py" in md
+    assert "| MP-PI | 2n |" in md and "Command: `python -m benchmarks.faithfulness_table" in md
     assert res["rows"]["at2"]["at2_fit_examples"] == 2
 
 
@@ -452,8 +448,7 @@ def test_faithfulness_table_rounds_subset_and_paired_tests(tmp_path):
 
 
 def test_coalition_game_is_the_masked_model(gpt2_model, gpt2_tok):
-    from _common import coalition_game
-
+    from benchmarks._common import coalition_game
     from pi_lightning.features import Featurizer
     from pi_lightning.inference import ClassifierAdapter, transform_outputs
     from pi_lightning.masking import Masker
@@ -483,8 +478,6 @@ def _fake_adapter_cache(root: Path, template: str) -> Path:
 def test_benchmark_adapter_is_reused_and_gives_the_template(tmp_path, monkeypatch):
     import argparse
 
-    import _common
-
     import pi_lightning.cli.finetune as finetune
 
     monkeypatch.setenv("PI_LIGHTNING_CACHE", str(tmp_path))
@@ -505,8 +498,6 @@ def test_benchmark_adapter_is_reused_and_gives_the_template(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_benchmark_adapter_is_trained_once_through_the_finetune_job(tmp_path, monkeypatch):
-    import _common
-
     monkeypatch.setenv("PI_LIGHTNING_CACHE", str(tmp_path))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.chdir(tmp_path)
@@ -580,10 +571,12 @@ def test_shapley_accuracy_lengths_mode_cuts_texts(tmp_path):
 )
 def test_code_path_benchmarks_write_their_figures_with_the_machine_line(script, args, tmp_path):
     """The scripts on benchmarks/_common: common options, machine line and JSON under --out."""
-    importlib.import_module(script).main([*args, "--threads", "1", "--out", str(tmp_path), "--tag", "t"])
+    importlib.import_module(f"benchmarks.{script}").main(
+        [*args, "--threads", "1", "--out", str(tmp_path), "--tag", "t"]
+    )
     data = json.loads((tmp_path / f"{script}_t.json").read_text())
     assert "CPU cores" in data["machine"] and len(data["load_average_at_start"]) == 3
-    assert data["command"].startswith(f"python benchmarks/{script}.py")
+    assert data["command"].startswith(f"python -m benchmarks.{script}")
 
 
 def test_faithfulness_table_resumes_an_earlier_run(tmp_path):
@@ -620,7 +613,7 @@ def test_faithfulness_table_resumes_an_earlier_run(tmp_path):
 
 
 def test_mppi_defensive_compares_mixtures(tmp_path):
-    mppi_defensive = importlib.import_module("mppi_defensive")
+    mppi_defensive = importlib.import_module("benchmarks.mppi_defensive")
     res = mppi_defensive.main(
         [
             *TINY,
@@ -651,7 +644,7 @@ def test_mppi_defensive_compares_mixtures(tmp_path):
 
 
 def test_paired_runs_pairs_the_same_examples(tmp_path):
-    paired_runs = importlib.import_module("paired_runs")
+    paired_runs = importlib.import_module("benchmarks.paired_runs")
 
     def run(mp, rnd):
         return {

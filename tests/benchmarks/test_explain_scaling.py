@@ -3,17 +3,12 @@ tiny model)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 
 @pytest.mark.slow
 def test_explain_scaling_prints_ratio(tmp_path, capsys):
-    import explain_scaling
+    from benchmarks import explain_scaling
 
     res = explain_scaling.main(
         ["--model", "testing:gpt2", "--examples", "8", "--methods", "sp-pi", "--out", str(tmp_path)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 import time
@@ -15,14 +14,19 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+# The fit harness and its data are shared with other modules (tests/_reference.py); the old local names kept.
+from _reference import FIT_PROBE as PROBE
+from _reference import FIT_TRAIN as TRAIN
+from _reference import FIT_VAL as VAL
+from _reference import fit_tiny as _fit
+from _reference import read_wandb_records as _read_wandb_records
+from _reference import sp_monitor as _sp
+
 from pi_lightning.attributors import available_methods
 from pi_lightning.callbacks import AttributionMonitor, HTMLReport, ValidationSPPI
-from pi_lightning.testing import in_range, tiny_classifier, toy_sentiment
+from pi_lightning.testing import in_range, tiny_classifier
 from pi_lightning.training import TextClassifier, TextDataModule
 
-TRAIN = toy_sentiment(48, seed=1)
-VAL = toy_sentiment(16, seed=2)
-PROBE = toy_sentiment(6, seed=3)
 FAST_KW = {
     "mp-pi": {"budget": 8},
     "kernel-shap": {"n_samples": 8},
@@ -30,32 +34,6 @@ FAST_KW = {
     "udig": {"steps": 4},
     "at2": {"num_masks": 8, "num_iterations": 50},
 }
-
-
-def _fit(tok, callbacks, tmp_path, epochs=2, logger=None, ckpt=None, seed=0, shuffle=True, **trainer_kw):
-    pl.seed_everything(seed, verbose=False)
-    model = tiny_classifier("gpt2", tokenizer=tok, seed=seed)
-    module = TextClassifier(model, lr=5e-3)
-    dm = TextDataModule(tok, TRAIN, VAL, batch_size=8, shuffle=shuffle)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=logger if logger is not None else False,
-        enable_checkpointing=any(type(c).__name__ == "ModelCheckpoint" for c in callbacks),
-        callbacks=callbacks,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-        deterministic=True,
-        **trainer_kw,
-    )
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
-    return trainer, module
-
-
-def _sp(tok, **kw):
-    return AttributionMonitor(tok, PROBE, "sp-pi", label_names=["neg", "pos"], **kw)
 
 
 def test_fit_with_callbacks_logs_history_and_report(gpt2_tok, tmp_path):
@@ -232,34 +210,6 @@ def test_evaluation_records_round_trip_through_a_checkpoint(gpt2_tok, tmp_path):
     assert ProbeEvaluation.from_dict(old).log_step == sp.evals[0].step
     with pytest.raises(ValueError, match="'method', 'texts' and 'evals'"):
         ProbeHistory.from_state_dict({"evals": []})
-
-
-def _read_wandb_records(path: Path):
-    """Minimal reader of a .wandb file: a 7-byte header, then 32 KiB blocks of LevelDB-log records
-    (crc32 u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", data[:8]
-    pos, block, buf, out = 7, 32768, b"", []
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        if left < 7:
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0 and length == 0:
-            pos += left
-            continue
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        buf = chunk if kind in (1, 2) else buf + chunk
-        if kind in (1, 4):
-            rec = wandb_internal_pb2.Record()
-            rec.ParseFromString(buf)
-            out.append(rec)
-            buf = b""
-    return out
 
 
 @pytest.mark.slow

@@ -249,11 +249,7 @@ def test_a_significant_phrase_is_masked_whole(gpt2_tok):
 
 
 def test_planted_cues_benchmark_plants_at_its_rates_and_scores():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import planted_cues as pc
+    from benchmarks import planted_cues as pc
 
     labels = [1, 0] * 1000
     out = pc.plant(["a fine film ."] * 2000, labels, 0, "strong")

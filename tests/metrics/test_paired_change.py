@@ -132,7 +132,8 @@ def test_monitor_baseline_and_paired_change(gpt2_tok, tmp_path):
     """A fresh fit evaluates at step 0 first; gap_change (since the baseline) and gap_change_prev
     (since the previous evaluation) are the paired test of the stored per-example gaps; baseline=False
     turns the step-0 evaluation off; the verdict line reads the stored figures."""
-    from test_callbacks import _fit, _sp
+    from _reference import fit_tiny as _fit
+    from _reference import sp_monitor as _sp
 
     from pi_lightning.reporting.change import change_since_baseline, verdict_line
 
@@ -160,7 +161,9 @@ def test_monitor_baseline_and_paired_change(gpt2_tok, tmp_path):
 def test_monitor_schedule_at_steps_and_end(gpt2_tok, tmp_path):
     """at_steps adds evaluations after given optimizer steps, at_end one when training ends (not
     repeated when the last validation already ran there)."""
-    from test_callbacks import PROBE, _fit, _sp
+    from _reference import FIT_PROBE as PROBE
+    from _reference import fit_tiny as _fit
+    from _reference import sp_monitor as _sp
 
     from pi_lightning.callbacks import AttributionMonitor
 
