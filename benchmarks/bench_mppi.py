@@ -89,8 +89,7 @@ def bench_p_prime() -> dict:
     print("P' + weights (Eqn 16, structured O(n^2) map), cache cleared:")
     out = {}
     for n in (64, 128, 256, 512):
-        shapley._CACHE.clear()
-        shapley._TABLES.clear()
+        shapley.clear_cache()
         t0 = time.perf_counter()
         d = shapley.mask_distribution(n)
         _ = d.class_weights

@@ -7,9 +7,9 @@ the budget counted in masked passes run (the default) and once in masks drawn
 (``budget_unit="samples"``, the earlier behaviour). Printed per text, unit and budget: mean
 relative L2 error, mean cosine, and the mean number of masked passes actually run.
 
-This is the check behind issue 14's "2n dip" (cosine 0.823 -> 0.767 -> 0.889 at 1n/2n/4n on 8 real
-sentences x 2 seeds): whether accuracy falls with the budget in expectation, and how many passes
-each "budget" really buys.
+Why: to tell whether accuracy falls as the budget grows in expectation (a dip seen on a few
+sentences and seeds can be seed-to-seed spread; results/RESULTS.md, "MP-PI budget"), and how many
+passes each "budget" really buys.
 
 Usage: python -m benchmarks.mppi_budget [--seeds 30]   (writes mppi_budget[_<tag>].json under --out)
 """

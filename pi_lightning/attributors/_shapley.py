@@ -55,6 +55,7 @@ import numpy as np
 
 __all__ = [
     "MaskDistribution",
+    "clear_cache",
     "coalition_map",
     "coalition_map_transpose",
     "mask_distribution",
@@ -68,8 +69,9 @@ MAX_FEATURES = 1000
 def _log_factorial(m: int) -> np.ndarray:
     """``(m + 1,)`` table of ``log(k!)`` for k = 0..m, by a cumulative sum of logs.
 
-    Used instead of ``scipy.special.gammaln`` on integers: importing scipy.special costs ~0.35 s of a
-    cold start, and the sum's rounding (~1e-13 relative) is far below what the solver resolves.
+    Used instead of ``scipy.special.gammaln`` on integers: importing scipy.special is a large share of
+    a cold start (``benchmarks/results/RESULTS.md``, "P' cold"), and the sum's rounding (~1e-13
+    relative) is far below what the solver resolves.
     """
     return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, m + 1, dtype=np.float64)))])
 
@@ -420,6 +422,13 @@ class MaskDistribution:
 _CACHE: dict[tuple[int, bool, str, float], MaskDistribution] = {}
 
 
+def clear_cache() -> None:
+    """Forget every distribution and table computed in this process (the next call computes afresh;
+    the benchmarks time a cold P' this way). Files under ``cache_dir`` are kept."""
+    _CACHE.clear()
+    _TABLES.clear()
+
+
 def mask_distribution(
     n: int,
     splus: bool = True,
@@ -440,12 +449,10 @@ def mask_distribution(
             sampling). The optimum leaves some classes with P^D = 0 (e.g. with S+ the coalition
             {1..n-1} only comes from the full input, which the optimum never uses), where
             w = P*/P^D would be infinite and the regression would miss Shapley mass; the mixture
-            keeps every class reachable and bounds every weight. The default 0.7 was chosen by
-            measurement (issue 14): with 0.05 the weights are so uneven that a regression on
-            thousands of collected coalitions has an effective sample size below n (about 30 at
-            n = 36-60 with 8n passes), and MP-PI's error at n >= 20 grew to 2-6x Kernel SHAP's at
-            equal passes; with 0.7 it is at or below Kernel SHAP's at n = 12-40
-            (benchmarks/results/RESULTS.md, "MP-PI's defensive mixture").
+            keeps every class reachable and bounds every weight. A small mixture leaves the weights
+            so uneven on long texts that the regression's effective sample size falls below n (and
+            the error grows with n); the default 0.7 keeps it well above n at n = 12-40
+            (measurements: benchmarks/results/RESULTS.md, "MP-PI's defensive mixture").
         max_iter: solver iterations at most; default ``clip(3e6 / n^2, 60, 3000)`` (the objective is
             within ~1e-5 of its minimum after ~50 iterations; small n run to convergence). A count,
             not a time limit, so that the result never depends on the machine.

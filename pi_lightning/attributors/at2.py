@@ -29,14 +29,11 @@ Ablations come from two sources:
   one not yet seen rather than masked), an approximation of the masked-input targets.
 
 When AT2 is not worth using: AT2 fits one weight per attention head (270 for SmolLM2-135M) from
-ablation correlations. Fitted on 16 Rotten Tomatoes sentences (32 ablations each) of SmolLM2 with
-a 30-step LoRA it scored AS 0.492 / IAS 0.472 on 20 test sentences, Random's level (0.487 / 0.502),
-while SP-PI, also free at attribution time, needs no fit; with 64 fit sentences (2,112 passes) it
-reached AS 0.540 / IAS 0.513 against SP-PI's 0.629 / 0.419 on 20 test sentences (removal masks,
-template ``"Review: {text}"``; ``benchmarks/results/RESULTS.md``). Refitted from MP-PI's passes on the
-texts it explains it came close to MP-PI (0.691 / 0.363 vs 0.741 / 0.330), but MP-PI has then already
-been paid for. So: where SP-PI is available, AT2 fitted on tens of texts is not worth using; use it
-with a fit set from many texts (e.g. MP-PI passes gathered by a monitor through training,
+ablation correlations, so a fit on tens of texts is noisy, while SP-PI, also free at attribution
+time, needs no fit. Refitted from MP-PI's passes on the texts it explains, AT2 comes close to MP-PI,
+but MP-PI has then already been paid for (the measurements: ``benchmarks/results/RESULTS.md``, "AT2:
+is the fit worth it?"). So: where SP-PI is available, AT2 fitted on tens of texts is not worth using;
+use it with a fit set from many texts (e.g. MP-PI passes gathered by a monitor through training,
 ``refit_from="mp-pi"``), and check its AS/IAS AUC against SP-PI's and Random's before trusting it.
 
 Attention does not depend on the explained class, so one estimator describes the evidence the

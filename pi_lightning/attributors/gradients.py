@@ -19,8 +19,8 @@ fully masked input *of the same length*, not an estimate of a coalition game. Wi
 attributions add up to the same total as the Shapley values of the full-input game. Removal has no
 embedding (it shifts positions): under ``mask="remove"`` the baseline is the paper's ``"..."``
 (:meth:`~pi_lightning.masking.Masker.baseline_ids`), so IG still explains ``F(x) - F("...")``
-while the metrics score the removal game. The zero-vector baseline it replaced scored at Random's
-level under removal (AS 0.550 vs 0.544, 30 RT sentences).
+while the metrics score the removal game. A zero-vector baseline is not used: under removal it
+scores at Random's level (``benchmarks/results/RESULTS.md``, "Figures moved out of docstrings").
 """
 
 from __future__ import annotations

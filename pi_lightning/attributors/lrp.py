@@ -17,14 +17,14 @@ attention ``softmax(q k^T) v``  uniform rule on both matmuls: q and k   q and k 
 ========================  ==========================================  ===========================
 
 The softmax itself keeps its gradient (AttnLRP's softmax rule is its Gradient x Input). The paper
-compares against "LRP for Transformers" (Ali et al., 2022), which is the CP-LRP rule set; the issue
-asked for AttnLRP, its successor, as the default. Relevance starts at the explained class's logit
+compares against "LRP for Transformers" (Ali et al., 2022), which is the CP-LRP rule set; AttnLRP,
+its successor, is the default. Relevance starts at the explained class's logit
 (``Attribution.output == "logits"``). Token relevance is ``embedding * gradient`` on the input
 embeddings; a feature's score is the L2 norm over its tokens and dimensions by default (the paper's
 Appendix B.2), or the signed sum (``aggregation="sum"``; under CP-LRP on a bias-free model such as
 Llama the sum over all tokens, context included, equals the logit: conservation).
 
-Supported families: GPT-2, Llama, Mistral, Qwen2, Qwen3. ``lxt`` itself was not used: it patches
+Supported families: GPT-2, Llama, Mistral, Qwen2, Qwen3. ``lxt`` itself is not used: it patches
 the transformers classes process-wide (every model of that family, permanently) and, in 2.1,
 replaces ``ALL_ATTENTION_FUNCTIONS`` by a plain dict, which transformers 5 no longer accepts.
 Here the rules are forward hooks on this model's own modules, removed after each call.

@@ -58,7 +58,7 @@ from pi_lightning.metrics import (
     ProbeHistory,
     evaluate_faithfulness,
 )
-from pi_lightning.metrics.functional.curves import _check_points
+from pi_lightning.metrics.functional.curves import check_points
 from pi_lightning.reporting.change import change_since_baseline, verdict_line, words_line
 from pi_lightning.reporting.html import HtmlCell, highlight_panel, table_page, word_rows
 from pi_lightning.reporting.logging import define_step_metric, log_rich, log_scalars, log_summary, logger_step
@@ -228,7 +228,7 @@ class AttributionMonitor(Callback):
         ):
             if isinstance(v, bool) or not isinstance(v, int) or v < (2 if name == "curve_points" else 0):
                 raise ValueError(f"{name} must be a non-negative int (curve_points >= 2), got {v!r}.")
-        self.fractions = _check_points(fractions)
+        self.fractions = check_points(fractions)
         self.tokenizer = tokenizer
         self.method = method
         self.model_ref = model

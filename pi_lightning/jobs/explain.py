@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from pi_lightning.attributors.base import available_methods, check_method_kwargs, get_attributor
-from pi_lightning.data import _pyarrow, load_examples
+from pi_lightning.data import import_pyarrow, load_examples
 
 __all__ = [
     "ExplainModule",
@@ -295,7 +295,7 @@ def write_shard(out_dir: Path, shard: str, records: list[dict], digest: str, fmt
     data, done = _shard_paths(out_dir, shard, fmt)
     data.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
-        pa, pq = _pyarrow("Parquet output")
+        pa, pq = import_pyarrow("Parquet output")
         _write_atomic(data, lambda p: pq.write_table(pa.Table.from_pylist(records), p))
     else:
 
@@ -311,7 +311,7 @@ def write_shard(out_dir: Path, shard: str, records: list[dict], digest: str, fmt
 
 def _read_shard(path: Path) -> list[dict]:
     if path.suffix == ".parquet":
-        _, pq = _pyarrow(f"Reading {path.name}")
+        _, pq = import_pyarrow(f"Reading {path.name}")
         return pq.read_table(path).to_pylist()
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
@@ -341,7 +341,7 @@ class ShardWriter(BasePredictionWriter):
         if fmt not in FORMATS:
             raise ValueError(f"Unknown output format {fmt!r}: expected one of {', '.join(FORMATS)}.")
         if fmt == "parquet":
-            _pyarrow("Parquet output")
+            import_pyarrow("Parquet output")
         self.out_dir = Path(out_dir)
         self.fmt = fmt
         self.written: list[str] = []

@@ -34,14 +34,14 @@ import torch
 from pi_lightning.inference import ClassifierAdapter, transform_outputs
 from pi_lightning.masking import Masker
 from pi_lightning.metrics.functional.curves import (
-    _check_points,
     activation_auc,
     activation_coalitions,
     activation_steps,
+    check_points,
     inverse_activation_auc,
 )
 from pi_lightning.metrics.functional.removal import (
-    _check_top_k,
+    check_top_k,
     comprehensiveness,
     log_odds,
     sufficiency,
@@ -185,8 +185,8 @@ def evaluate_faithfulness(
             f"masker must be a pi_lightning.masking.Masker, got {type(masker).__name__}. "
             "Pass attributor.masker, or Masker(tokenizer)."
         )
-    top_k = _check_top_k(top_k)
-    fractions = _check_points(fractions)
+    top_k = check_top_k(top_k)
+    fractions = check_points(fractions)
     chosen = _check_metrics(metrics)
     C = adapter.num_labels
     for i, a in enumerate(attributions):

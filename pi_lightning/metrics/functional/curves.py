@@ -81,7 +81,9 @@ def activation_order(scores: torch.Tensor, inverse: bool = False) -> torch.Tenso
     return torch.sort(s.cpu(), descending=not inverse, stable=True).indices
 
 
-def _check_points(points) -> int | None:
+def check_points(points) -> int | None:
+    """``points`` of a curve (None: exact; an int >= 2: fixed fractions), or a clear error (shared by
+    the curve functions, evaluate_faithfulness and AttributionMonitor)."""
     if points is not None and (isinstance(points, bool) or not isinstance(points, int) or points < 2):
         raise ValueError(
             f"points must be None (every step, the exact curve) or an int >= 2 (fixed fractions of the "
@@ -111,7 +113,7 @@ def activation_steps(n: int, points: int | None = None) -> torch.Tensor:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n is the number of features and must be an int >= 1, got {n!r}.")
-    if _check_points(points) is None:
+    if check_points(points) is None:
         return torch.arange(n + 1)
     # Exact rational arithmetic: f * n = j * n / (points - 1), rounded half up.
     j = torch.arange(points)

@@ -33,7 +33,8 @@ from pi_lightning.metrics.functional.curves import activation_order
 __all__ = ["comprehensiveness", "log_odds", "sufficiency", "top_k_count", "top_k_features"]
 
 
-def _check_top_k(top_k: float) -> float:
+def check_top_k(top_k: float) -> float:
+    """``top_k`` as a float, or a clear error (shared by the functional metrics and evaluate_faithfulness)."""
     if isinstance(top_k, bool) or not isinstance(top_k, (int, float)) or not 0.0 < float(top_k) <= 100.0:
         raise ValueError(
             f"top_k is a percentage of features and must lie in (0, 100], got {top_k!r}. "
@@ -49,7 +50,7 @@ def top_k_count(n: int, top_k: float = 20.0) -> int:
         >>> top_k_count(12), top_k_count(3), top_k_count(10, 100)
         (2, 1, 10)
     """
-    top_k = _check_top_k(top_k)
+    top_k = check_top_k(top_k)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n (number of features) must be a positive int, got {n!r}.")
     # The small epsilon keeps exact products such as 15 * 20 / 100 = 3 from rounding down to 2.
