@@ -362,26 +362,14 @@ def test_ddp_two_processes_match_single(tmp_path):
         assert x == pytest.approx(y, abs=1e-6)
 
 
-def test_free_sppi_equals_sppi_attributor(tiny, tmp_path):
+def test_free_sppi_equals_sppi_attributor(tiny, validate_once):
     """The free per-word phi from the validation forward pass equals SP-PI's word attributions."""
     from pi_lightning import SPPI
 
     _arch, model, tok = tiny
     text, label = "the movie was very good and the plot was fun", 1
     free = ValidationSPPI(tok, min_count=1, top_words=50)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[free],
-        default_root_dir=tmp_path,
-    )
-    trainer.validate(
-        TextClassifier(model),
-        datamodule=TextDataModule(tok, ([text], [label]), ([text], [label])),
-        verbose=False,
-    )
+    validate_once(TextClassifier(model), TextDataModule(tok, ([text], [label]), ([text], [label])), [free])
     got = {w["word"]: w["mean_phi"] for w in free.evals[-1].top_words}
     [ref] = SPPI(model, tok).attribute(text, target=label)
     words = ref.features.texts

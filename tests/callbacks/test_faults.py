@@ -208,23 +208,13 @@ def test_nan_model_raises_a_clear_error(gpt2_tok, method):
 WORDY = "a shoot-'em-up, don't miss\tit: self-indulgent fun"
 
 
-def _free_words(tok, model, text, tmp_path):
+def _free_words(validate_once, tok, model, text):
     free = ValidationSPPI(tok, min_count=1, top_words=100)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[free],
-        default_root_dir=tmp_path,
-    )
-    trainer.validate(
-        TextClassifier(model), datamodule=TextDataModule(tok, ([text], [1]), ([text], [1])), verbose=False
-    )
+    validate_once(TextClassifier(model), TextDataModule(tok, ([text], [1]), ([text], [1])), [free])
     return {w["word"]: w["mean_phi"] for w in free.evals[-1].top_words}
 
 
-def test_free_validation_and_featurizer_share_one_word_definition(tiny, tmp_path):
+def test_free_validation_and_featurizer_share_one_word_definition(tiny, validate_once):
     from pi_lightning import SPPI
 
     _, model, tok = tiny
@@ -240,7 +230,7 @@ def test_free_validation_and_featurizer_share_one_word_definition(tiny, tmp_path
         "self-indulgent",
         "fun",
     )
-    got = _free_words(tok, model, WORDY, tmp_path)
+    got = _free_words(validate_once, tok, model, WORDY)
     # Every word is scored as in SP-PI: against the BOS (llama), or the anchor token alone (gpt2).
     want = dict(zip(ref.features.texts, ref.scores.tolist(), strict=True))
     assert set(got) == set(want)
