@@ -152,3 +152,49 @@ def test_settings_are_checked_at_construction(gpt2_model, gpt2_tok):
     assert record.curves == {} and record.as_auc == [None, None]
     assert not any(k.startswith(("as_", "ias_", "gap")) for k in record.metrics)
     assert torch.tensor(record.scores[0]).numel() == 3
+
+
+class _Compare(pl.Callback):
+    """Records, after each training batch, the monitor's public-attribute reading of "a validation
+    follows" and Lightning's own decision (its private method: the reference, in this test only)."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[bool, bool]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        truth = bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+        self.pairs.append((AttributionMonitor._validation_follows(trainer, batch_idx), truth))
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {},
+        {"check_val_every_n_epoch": 2},
+        {"val_check_interval": 0.5},
+        {"val_check_interval": 3, "check_val_every_n_epoch": None},
+        {"limit_train_batches": 3},
+        {"limit_val_batches": 0},
+    ],
+)
+def test_validation_follows_agrees_with_lightning(gpt2_tok, tmp_path, schedule):
+    cmp = _Compare()
+    module = TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok, seed=0), lr=0.0)
+    dm = TextDataModule(gpt2_tok, toy_sentiment(40, seed=1), toy_sentiment(4, seed=2), batch_size=8)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        callbacks=[cmp],
+        **schedule,
+    )
+    trainer.fit(module, datamodule=dm)
+    assert len(cmp.pairs) >= 9
+    assert [a for a, _ in cmp.pairs] == [b for _, b in cmp.pairs]
+    assert any(b for _, b in cmp.pairs) == (schedule.get("limit_val_batches") != 0)
