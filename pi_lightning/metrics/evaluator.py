@@ -41,15 +41,25 @@ from pi_lightning.metrics.paired import PairedChange
 from pi_lightning.metrics.record import ProbeEvaluation
 from pi_lightning.result import Attribution
 
-__all__ = ["ProbeEvaluator"]
+__all__ = ["ProbeEvaluator", "ScoredExample"]
 
 #: The per-example figures paired between two evaluations of the same examples.
 PAIRED = ("gap", "as_auc", "ias_auc")
 
 
 @dataclass
-class _Example:
-    """One scored example (plain values, so that processes can exchange them)."""
+class ScoredExample:
+    """One scored example, in plain values: what processes exchange (``compute(gather=...)``) and what
+    :meth:`ProbeEvaluator.extend` takes back (e.g. the examples of an earlier, resumed run).
+
+    Attributes:
+        i: the example's position in the whole set.
+        scores: its attribution, one score per feature.
+        target, prediction, label: the explained class, the predicted class, the label (or ``None``).
+        passes: forward-pass equivalents its attribution cost (``None``: not reported).
+        values: per metric (``as_auc``, ..., ``sufficiency``, ``gap``) its value, ``None`` if not computed.
+        curves: ``"as"``, ``"ias"``: its curve resampled on the evaluator's grid, ``None`` if not computed.
+    """
 
     i: int
     scores: list[float]
@@ -90,6 +100,8 @@ class ProbeEvaluator:
         fractions: ``None`` for the exact curves (every step), or the number of fixed fractions of the
             features at which to evaluate them (see :func:`~pi_lightning.metrics.evaluate_faithfulness`).
         chunk: examples per scoring call (and per progress update; the values do not depend on it).
+        refit: methods with a ``fit`` step (AT2) are refitted at every :meth:`update` (their weights follow
+            a model that trains); ``False``: used as fitted (e.g. fitted once on training texts).
         progress: ``progress(description, total)`` returning a bar with ``update(n)`` and ``close()``, or
             ``None`` (no bar); called once per attribution and once per scoring of an update.
 
@@ -113,6 +125,7 @@ class ProbeEvaluator:
         curve_points: int = 21,
         fractions: int | None = None,
         chunk: int = 8,
+        refit: bool = True,
         progress: Callable[[str, int], Any] | None = None,
     ) -> None:
         from pi_lightning.attributors.base import Attributor
@@ -138,9 +151,12 @@ class ProbeEvaluator:
         self.curve_points = checked["curve_points"]
         self.fractions = checked["fractions"]
         self.chunk = checked["chunk"]
+        if not isinstance(refit, bool):
+            raise ValueError(f"refit must be True or False, got {refit!r}.")
+        self.refit = refit
         self.progress = progress
         self.attribution_seconds = 0.0
-        self._examples: list[_Example] = []
+        self._examples: list[ScoredExample] = []
 
     @staticmethod
     def check_settings(
@@ -268,7 +284,7 @@ class ProbeEvaluator:
     def _attribute(self, texts: list[str], targets, refit_from) -> list[Attribution]:
         att = self.attributor
         t0 = time.perf_counter()
-        if hasattr(att, "fit_and_attribute"):
+        if self.refit and hasattr(att, "fit_and_attribute"):
             if refit_from and [a.features.text for a in refit_from] == texts:
                 out = att.fit_and_attribute(list(refit_from))
                 self._timed(t0)
@@ -297,7 +313,7 @@ class ProbeEvaluator:
         self.attribution_seconds += time.perf_counter() - t0
 
     def _score(self, attrs: list[Attribution], idx: list[int], labels) -> None:
-        """Masked passes, ``chunk`` examples at a time; one :class:`_Example` per attribution."""
+        """Masked passes, ``chunk`` examples at a time; one :class:`ScoredExample` per attribution."""
         n = len(attrs)
         values: dict[str, list] = {m: [None] * n for m in (*METRICS, "gap")}
         curves: dict[str, list] = {"as": [None] * n, "ias": [None] * n}
@@ -340,7 +356,7 @@ class ProbeEvaluator:
                 raise FloatingPointError(f"the {name} of some examples is NaN or infinite")
         for j, (i, a) in enumerate(zip(idx, attrs, strict=True)):
             self._examples.append(
-                _Example(
+                ScoredExample(
                     i=i,
                     scores=[float(s) for s in a.scores],
                     target=int(a.target),
@@ -354,9 +370,17 @@ class ProbeEvaluator:
 
     # ------------------------------------------------------------------ compute
     @property
-    def examples(self) -> list[_Example]:
+    def examples(self) -> list[ScoredExample]:
         """This process's scored examples, in the order seen."""
         return list(self._examples)
+
+    def extend(self, examples: Sequence[ScoredExample]) -> None:
+        """Add examples scored before (by another evaluator with the same settings, or read back from an
+        earlier run), as if :meth:`update` had scored them."""
+        for e in examples:
+            if not isinstance(e, ScoredExample):
+                raise TypeError(f"extend takes ScoredExample objects, got {type(e).__name__}.")
+        self._examples.extend(examples)
 
     def values(self, name: str) -> list[float | None]:
         """This process's per-example values of a metric (``as_auc``, ..., ``gap``), in index order."""
@@ -434,7 +458,7 @@ class ProbeEvaluator:
             curves=curves,
         )
 
-    def _paired(self, merged: list[_Example], history: Sequence[ProbeEvaluation]) -> dict[str, float]:
+    def _paired(self, merged: list[ScoredExample], history: Sequence[ProbeEvaluation]) -> dict[str, float]:
         """Per figure (gap, AS, IAS AUC) and reference (the first record holding it, and the last), the
         paired change of every example: mean, half-width, Wilcoxon p and pairs."""
         out: dict[str, float] = {}
