@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,10 +34,12 @@ __all__ = [
     "Attributor",
     "Target",
     "aggregate",
+    "attributor_from_settings",
     "available_methods",
     "check_method_kwargs",
     "get_attributor",
     "register",
+    "resolve_method_settings",
     "text_rng",
 ]
 
@@ -137,6 +139,24 @@ def get_attributor(name: str, model, tokenizer, **kwargs) -> Attributor:
     return _REGISTRY[name](model, tokenizer, **kwargs)
 
 
+def _setting_defaults(cls: type) -> dict[str, Any]:
+    """Every setting (constructor keyword argument) of an attributor class and its default, walking the
+    constructors that pass ``**kwargs`` on to their parent's (the closest constructor's default wins)."""
+    out: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())[1:]
+        named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for p in params:
+            if p.kind in named and p.name not in ("model", "tokenizer"):
+                out.setdefault(p.name, None if p.default is inspect.Parameter.empty else p.default)
+        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return out
+
+
 def method_settings(name: str) -> list[str]:
     """The settings (constructor keyword arguments) the method registered as ``name`` takes.
 
@@ -147,17 +167,42 @@ def method_settings(name: str) -> list[str]:
     methods = available_methods()
     if name not in _REGISTRY:
         raise ValueError(f"Unknown attribution method {name!r}: expected one of {', '.join(methods)}.")
-    allowed: set[str] = set()
-    for klass in _REGISTRY[name].__mro__:  # a constructor's **kwargs go on to its parent's
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = list(inspect.signature(init).parameters.values())[1:]
-        named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        allowed |= {p.name for p in params if p.kind in named}
-        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
-            break
-    return sorted(allowed - {"model", "tokenizer"})
+    return sorted(_setting_defaults(_REGISTRY[name]))
+
+
+def resolve_method_settings(name: str, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every setting of the method registered as ``name``, ``kwargs`` over its defaults: what an attributor
+    built with ``kwargs`` records as :attr:`Attributor.settings` (without building it).
+
+    Example:
+        >>> resolve_method_settings("sp-pi", {"template": "Review: {text}"})["template"]
+        'Review: {text}'
+    """
+    check_method_kwargs(name, dict(kwargs or {}))
+    return {**_setting_defaults(_REGISTRY[name]), **dict(kwargs or {})}
+
+
+def attributor_from_settings(method: str, settings: Mapping[str, Any], model, tokenizer) -> Attributor:
+    """Rebuild the attributor a result was made with, from its method's name and recorded settings
+    (:attr:`Attribution.method` and :attr:`Attribution.settings <pi_lightning.result.Attribution.settings>`,
+    :attr:`Attributor.settings`, or the ``method`` and ``settings`` an explain job saves in ``job.json``).
+
+    Example:
+        >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
+        >>> tok = tiny_tokenizer("gpt2")
+        >>> model = tiny_classifier("gpt2", tokenizer=tok)
+        >>> mp = get_attributor("mp-pi", model, tok, budget=16, seed=3, template="Review: {text}")
+        >>> result = mp.attribute("a good movie")[0]
+        >>> again = attributor_from_settings(result.method, result.settings, model, tok)
+        >>> again.settings == mp.settings and again.settings["budget"] == 16
+        True
+    """
+    if not isinstance(settings, Mapping):
+        raise ValueError(
+            f"settings must be a dict of the method's constructor settings (what Attribution.settings "
+            f"holds), got {type(settings).__name__}."
+        )
+    return get_attributor(method, model, tokenizer, **dict(settings))
 
 
 def check_method_kwargs(name: str, kwargs) -> None:
@@ -224,6 +269,20 @@ class Attributor:
                 cls.__doc__.rstrip() + "\n\n    Settings shared by every attributor (keyword "
                 "arguments of the constructor):" + _SHARED_ARGS + "\n    "
             )
+
+    def __new__(cls, *args, **kwargs):
+        # Record the settings this attributor is made with (defaults filled in), whatever constructor
+        # chain runs: the settings every result carries (Attribution.settings). The settings are keyword
+        # arguments; a copy (no arguments) gets its recorded settings from the copied state.
+        self = super().__new__(cls)
+        self._settings = {**_setting_defaults(cls), **kwargs}
+        return self
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every constructor setting (defaults filled in): with :attr:`name`, enough to rebuild this
+        attributor (:func:`attributor_from_settings`); each result carries a copy."""
+        return dict(self._settings)
 
     name: ClassVar[str] = ""
     #: Cost in forward-pass equivalents, as the paper's Cost column writes it ("0", "1x", "2n", ...).
@@ -310,6 +369,7 @@ class Attributor:
         """An :class:`~pi_lightning.result.Attribution` of this method: ``method``, ``output`` (unless given)
         and the class probabilities of ``final_logits`` filled in; ``fields`` gives the rest."""
         fields.setdefault("output", self.output)
+        fields.setdefault("settings", self.settings)
         return Attribution(
             scores=scores,
             features=features,
