@@ -17,6 +17,22 @@ from pi_lightning.training import TextClassifier, TextDataModule
 PROBE = toy_sentiment(7, seed=3)
 
 
+def _fit(tok, tmp_path, callbacks, lr: float, **trainer_kw) -> TextClassifier:
+    """Fit the tiny GPT-2 on 40 toy sentences (batches of 8; validation on 8) with ``callbacks``."""
+    pl.seed_everything(0, verbose=False)
+    module = TextClassifier(tiny_classifier("gpt2", tokenizer=tok, seed=0), lr=lr)
+    dm = TextDataModule(tok, toy_sentiment(40, seed=1), toy_sentiment(8, seed=2), batch_size=8)
+    trainer_kw = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, **trainer_kw}
+    pl.Trainer(
+        accelerator="cpu",
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+        **trainer_kw,
+    ).fit(module, datamodule=dm)
+    return module
+
+
 def _t_interval(values) -> tuple[float, float]:
     """numpy/scipy reference: mean and the 95% Student-t half-width."""
     v = np.asarray(values, dtype=np.float64)
@@ -30,20 +46,7 @@ def test_evaluator_alone_gives_the_monitors_record(gpt2_tok, tmp_path, method):
     mon = AttributionMonitor(
         gpt2_tok, PROBE, method, method_kwargs=kwargs, every_n_val=None, baseline=False, at_end=True
     )
-    pl.seed_everything(0, verbose=False)
-    module = TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok, seed=0), lr=5e-3)
-    dm = TextDataModule(gpt2_tok, toy_sentiment(32, seed=1), toy_sentiment(8, seed=2), batch_size=8)
-    trainer = pl.Trainer(
-        max_steps=4,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[mon],
-    )
-    trainer.fit(module, datamodule=dm)
+    module = _fit(gpt2_tok, tmp_path, [mon], lr=5e-3, max_steps=4)
     assert [e.step for e in mon.evals] == [4]
     want = mon.evals[-1]
 
@@ -180,21 +183,7 @@ class _Compare(pl.Callback):
 )
 def test_validation_follows_agrees_with_lightning(gpt2_tok, tmp_path, schedule):
     cmp = _Compare()
-    module = TextClassifier(tiny_classifier("gpt2", tokenizer=gpt2_tok, seed=0), lr=0.0)
-    dm = TextDataModule(gpt2_tok, toy_sentiment(40, seed=1), toy_sentiment(4, seed=2), batch_size=8)
-    trainer = pl.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-        callbacks=[cmp],
-        **schedule,
-    )
-    trainer.fit(module, datamodule=dm)
+    _fit(gpt2_tok, tmp_path, [cmp], lr=0.0, max_epochs=3, num_sanity_val_steps=0, **schedule)
     assert len(cmp.pairs) >= 9
     assert [a for a, _ in cmp.pairs] == [b for _, b in cmp.pairs]
     assert any(b for _, b in cmp.pairs) == (schedule.get("limit_val_batches") != 0)

@@ -3,8 +3,9 @@ faithful the explanations are while the model trains.
 
 Add one per method to the Trainer: SP-PI at every validation (it costs one forward pass per probe
 example), MP-PI every few epochs or every N steps with its budget, or any baseline by name. Each
-evaluation attributes the probe set (sharded across ranks under DDP), runs the activation and
-inverse-activation studies and UDIG's removal metrics (synced through torchmetrics), and logs
+evaluation runs the one Trainer-free evaluation, :class:`~pi_lightning.metrics.ProbeEvaluator`
+(attribute the probe set, run the activation and inverse-activation studies and UDIG's removal
+metrics, aggregate) on each rank's shard of the probe set, merges the shards, and logs
 ``pi/<method>/<metric>`` scalars, a table of highlighted examples and the mean AS/IAS curves. Every
 figure, and the probe attributions themselves, is kept in the callback state, saved in checkpoints
 and restored on resume.
@@ -19,9 +20,13 @@ features instead of every step, so a larger probe set fits in the same time.
 The probe examples are the same at every evaluation, so each example's change of gap, AS and IAS
 AUC between two evaluations is paired: ``pi/<method>/gap_change`` (since the baseline) and
 ``gap_change_prev`` (since the previous evaluation), each with ``_ci`` (95% half-width) and ``_p``
-(Wilcoxon signed-rank), from :class:`~pi_lightning.metrics.PairedChange` (DDP-synced). The verdict
+(Wilcoxon signed-rank), from :class:`~pi_lightning.metrics.PairedChange` on the merged shards. The verdict
 line (more / less faithful or no detectable change since the baseline) and the words whose
 attribution moved most go to the W&B run summary.
+
+**What stays here.** The schedule (validations, steps, fractions of ``max_steps``, baseline, end;
+read from the Trainer's public settings), the distribution (sharding, agreeing on a failure, merging
+the shards) and the logging; everything an evaluation computes is the evaluator's.
 
 **Steps.** Figures are logged at the logger step Lightning gives the validation they follow
 (``trainer.global_step - 1`` during fit: Lightning logs the metrics of the batch that triggered a
