@@ -10,6 +10,7 @@ from scipy import stats
 
 from pi_lightning.attributors import get_attributor
 from pi_lightning.callbacks import AttributionMonitor
+from pi_lightning.callbacks._schedule import validation_follows
 from pi_lightning.metrics import ProbeEvaluation, ProbeEvaluator, evaluate_faithfulness
 from pi_lightning.testing import tiny_classifier, toy_sentiment
 from pi_lightning.training import TextClassifier, TextDataModule
@@ -161,13 +162,16 @@ class _Compare(pl.Callback):
     """Records, after each training batch, the monitor's public-attribute reading of "a validation
     follows" and Lightning's own decision (its private method: the reference, in this test only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop_at: int | None = None) -> None:
         self.pairs: list[tuple[bool, bool]] = []
+        self.stop_at = stop_at
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.stop_at is not None and trainer.global_step >= self.stop_at:
+            trainer.should_stop = True  # what EarlyStopping does
         loop = trainer.fit_loop.epoch_loop
         truth = bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
-        self.pairs.append((AttributionMonitor._validation_follows(trainer, batch_idx), truth))
+        self.pairs.append((validation_follows(trainer, batch_idx), truth))
 
 
 @pytest.mark.parametrize(
@@ -179,11 +183,14 @@ class _Compare(pl.Callback):
         {"val_check_interval": 3, "check_val_every_n_epoch": None},
         {"limit_train_batches": 3},
         {"limit_val_batches": 0},
+        {"stop_at": 2},
+        {"stop_at": 2, "min_epochs": 2},
     ],
 )
 def test_validation_follows_agrees_with_lightning(gpt2_tok, tmp_path, schedule):
-    cmp = _Compare()
+    schedule = dict(schedule)
+    cmp = _Compare(schedule.pop("stop_at", None))
     _fit(gpt2_tok, tmp_path, [cmp], lr=0.0, max_epochs=3, num_sanity_val_steps=0, **schedule)
-    assert len(cmp.pairs) >= 9
+    assert len(cmp.pairs) >= (2 if cmp.stop_at else 9)
     assert [a for a, _ in cmp.pairs] == [b for _, b in cmp.pairs]
     assert any(b for _, b in cmp.pairs) == (schedule.get("limit_val_batches") != 0)

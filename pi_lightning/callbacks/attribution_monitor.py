@@ -52,6 +52,7 @@ from typing_extensions import override
 from pi_lightning.attributors.base import available_methods, check_method_kwargs, get_attributor
 from pi_lightning.callbacks._distributed import equal_forward_passes, gather_objects
 from pi_lightning.callbacks._model import resolve_model
+from pi_lightning.callbacks._schedule import validation_follows
 from pi_lightning.data import normalize_probe
 from pi_lightning.inference import model_mode
 from pi_lightning.metrics import ProbeEvaluation, ProbeEvaluator, ProbeHistory
@@ -350,32 +351,6 @@ class AttributionMonitor(Callback):
         if self.at_end and not self._evaluated_at(trainer.global_step):
             self.evaluate(trainer, pl_module)
 
-    @staticmethod
-    def _validation_follows(trainer, batch_idx: int) -> bool:
-        """Whether Lightning validates right after this training batch, from the Trainer's public settings
-        (``check_val_every_n_epoch``, ``val_check_batch``, ``num_training_batches``, ...); False when it
-        cannot be told (a time-based ``val_check_interval``)."""
-        try:
-            every = trainer.check_val_every_n_epoch
-            if not trainer.enable_validation or (every is not None and (trainer.current_epoch + 1) % every):
-                return False
-            if (
-                trainer.should_stop
-                and trainer.global_step >= (trainer.min_steps or 0)
-                and (trainer.current_epoch + 1 >= (trainer.min_epochs or 0))
-            ):
-                return True  # stopping early (e.g. EarlyStopping): Lightning validates once more
-            check = trainer.val_check_batch
-            if not isinstance(trainer.val_check_interval, (int, float)) or check is None:
-                return False
-            if check == float("inf"):  # a dataset without a length: validation after its last batch only
-                limit = trainer.limit_train_batches
-                return isinstance(limit, int) and (batch_idx + 1) % limit == 0
-            current = trainer.fit_loop.total_batch_idx if every is None else batch_idx
-            return (current + 1) % int(check) == 0
-        except Exception:
-            return False
-
     @override
     def on_validation_start(self, trainer, pl_module) -> None:
         self._validation_due = None
@@ -384,7 +359,7 @@ class AttributionMonitor(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self.every_n_val is not None and not trainer.sanity_checking:
-            self._validation_due = step if self._validation_follows(trainer, batch_idx) else None
+            self._validation_due = step if validation_follows(trainer, batch_idx) else None
         due = step in self._scheduled_steps(trainer) or (
             self.every_n_steps is not None and step > 0 and step % self.every_n_steps == 0
         )
