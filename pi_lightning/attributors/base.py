@@ -16,6 +16,7 @@ per-text random generator of the sampling methods).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 from collections.abc import Mapping, Sequence
@@ -157,6 +158,20 @@ def _setting_defaults(cls: type) -> dict[str, Any]:
     return out
 
 
+def _recording_settings(init):
+    """``init`` that first records the settings the attributor is made with (the outermost constructor's
+    keyword arguments over every default): what each result carries as ``settings``."""
+
+    @functools.wraps(init)
+    def recording(self, *args, **kwargs):
+        if not hasattr(self, "_settings"):
+            self._settings = {**_setting_defaults(type(self)), **kwargs}
+        init(self, *args, **kwargs)
+
+    recording._records_settings = True
+    return recording
+
+
 def method_settings(name: str) -> list[str]:
     """The settings (constructor keyword arguments) the method registered as ``name`` takes.
 
@@ -264,19 +279,14 @@ class Attributor:
         # Every method takes the shared settings as keyword arguments: say so in its own docstring,
         # so that help(pi_lightning.SPPI) explains its constructor without looking up the base class.
         super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_records_settings", False):
+            cls.__init__ = _recording_settings(init)
         if cls.__doc__ and "max_tokens:" not in cls.__doc__:
             cls.__doc__ = (
                 cls.__doc__.rstrip() + "\n\n    Settings shared by every attributor (keyword "
                 "arguments of the constructor):" + _SHARED_ARGS + "\n    "
             )
-
-    def __new__(cls, *args, **kwargs):
-        # Record the settings this attributor is made with (defaults filled in), whatever constructor
-        # chain runs: the settings every result carries (Attribution.settings). The settings are keyword
-        # arguments; a copy (no arguments) gets its recorded settings from the copied state.
-        self = super().__new__(cls)
-        self._settings = {**_setting_defaults(cls), **kwargs}
-        return self
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -301,6 +311,9 @@ class Attributor:
     ) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"Unknown output {output!r}: expected one of {', '.join(OUTPUTS)}.")
+        if not hasattr(self, "_settings"):  # a method without a constructor of its own
+            shared = {"granularity": granularity, "template": template, "mask": mask, "output": output}
+            self._settings = {**_setting_defaults(type(self)), **shared, "max_tokens": max_tokens}
         self.adapter = ClassifierAdapter(model, max_tokens=max_tokens)
         self.model = model
         self.tokenizer = tokenizer
