@@ -11,8 +11,8 @@ figure, and the probe attributions themselves, is kept in the callback state, sa
 and restored on resume.
 
 The headline figure is ``pi/<method>/gap`` with ``pi/<method>/gap_ci``: the mean over probe examples
-of the paired AS - IAS gap and its 95% half-width (:class:`~pi_lightning.metrics.ActivationGap`; 0
-for random attributions). ``fractions=11`` evaluates the curves at 11 fixed fractions of the
+of the paired AS - IAS gap and its 95% half-width (as :class:`~pi_lightning.metrics.ActivationGap`
+computes it; 0 for random attributions). ``fractions=11`` evaluates the curves at 11 fixed fractions of the
 features instead of every step, so a larger probe set fits in the same time.
 
 **Baseline and paired change.** Each monitor evaluates once before the first optimizer step (step

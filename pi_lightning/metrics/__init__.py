@@ -4,7 +4,7 @@
   (:func:`~pi_lightning.metrics.functional.activation_auc` for :class:`ActivationAUC`, ...);
 * :class:`ActivationAUC`, :class:`InverseActivationAUC`, :class:`ActivationGap`, :class:`LogOdds`,
   :class:`Comprehensiveness`, :class:`Sufficiency`: means with confidence intervals from summed
-  states (DDP-safe), the one aggregation path;
+  states (DDP-safe), for a loop of one's own (the same math as the evaluator's figures);
 * :class:`PairedChange`: the paired change of a per-example figure between two evaluations of the
   same probe examples (mean, 95% CI, Wilcoxon p-value; DDP-safe);
 * :func:`evaluate_faithfulness`: runs the masked inputs of the activation studies and UDIG's
