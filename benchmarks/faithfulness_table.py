@@ -1,12 +1,12 @@
 """Faithfulness table in the layout of the paper's Tables 2, 3, 5 and 6, on our own fine-tuned model.
 
 Every registered method (Random, A-Last, SP-PI, GAE, Inp x Grad, LRP, IG, Kernel SHAP, MP-PI, UDIG,
-AT2) explains the true class of the same test examples;
-:func:`pi_lightning.metrics.evaluate_faithfulness` then runs, with one shared
-:class:`~pi_lightning.masking.Masker` (removal by default, ``--mask ...`` for the paper's), the
-activation study (AS AUC, higher is better), the inverse study (IAS AUC, lower is better) and
-DIG/UDIG's log-odds (lower), comprehensiveness (higher) and sufficiency (lower) at top-20%. Each row
-gives the mean and the 95% half-width over examples, the declared cost, the forward-pass
+AT2) explains the true class of the same test examples through one
+:class:`~pi_lightning.metrics.ProbeEvaluator` per method (the evaluation the training monitor runs),
+which attributes, then runs, with the mask every method is built with (removal by default, ``--mask
+...`` for the paper's), the activation study (AS AUC, higher is better), the inverse study (IAS AUC,
+lower is better) and DIG/UDIG's log-odds (lower), comprehensiveness (higher) and sufficiency (lower)
+at top-20%. Each row gives the mean and the 95% half-width over examples, the declared cost, the forward-pass
 equivalents each method reported and its seconds per example. Paired two-sided Wilcoxon tests
 (scipy) of MP-PI and of SP-PI against every other method say whether the differences are
 distinguishable from noise at this sample size, and the run records whether the paper's ordering
@@ -62,10 +62,8 @@ from pi_lightning.attributors import available_methods, get_attributor
 from pi_lightning.attributors._shapley import mask_distribution
 from pi_lightning.data import load_movie_reviews
 from pi_lightning.features import Featurizer
-from pi_lightning.masking import Masker
-from pi_lightning.metrics import METRICS, evaluate_faithfulness
-from pi_lightning.metrics.functional import interpolate_curve
-from pi_lightning.metrics.functional.stats import mean_confidence_interval
+from pi_lightning.metrics import METRICS, ProbeEvaluator
+from pi_lightning.metrics.evaluator import ScoredExample
 
 __all__ = ["PAPER_ORDER", "main"]
 
@@ -298,7 +296,6 @@ def main(argv: list[str] | None = None) -> dict:
     texts, labels = select_texts(args.dataset, "test", granularity, max_features, args.examples, featurizer)
     if not texts:
         raise ValueError(f"No {args.dataset} test text has 2..{max_features} {granularity} features.")
-    masker = Masker(tok, mask)
     n_feats = [featurizer(t).n for t in texts]
     limit = {
         m: (args.subset_examples if m in subset and args.subset_examples else len(texts)) for m in methods
@@ -334,65 +331,48 @@ def main(argv: list[str] | None = None) -> dict:
             extra = {"p_prime_seconds_all_n": time.perf_counter() - t0}
         attributors[name], extras[name] = att, extra
 
-    # Per method: per-example metrics, interpolated curves, passes, seconds, predictions == targets.
-    def empty() -> dict:
-        return {
-            "metrics": {m: [] for m in METRICS},
-            "as": [],
-            "ias": [],
-            "passes": [],
-            "seconds": 0.0,
-            "correct": [],
-        }
-
-    acc: dict[str, dict] = {}
+    # Per method one evaluator (attribute -> score -> aggregate), fed round by round; `seconds` adds the
+    # attribution time of a resumed run's examples to the evaluator's own.
+    evaluators = {
+        name: ProbeEvaluator(att, target="label", top_k=args.top_k, chunk=max(args.chunk, 1), refit=False)
+        for name, att in attributors.items()
+    }
+    seconds = {name: 0.0 for name in methods}
     costs = {name: att.cost for name, att in attributors.items()}
     first = 0
     if args.resume:
-        first, earlier = _resume(args, info, template, mask, granularity, len(texts), empty)
-        for name, (a, cost, extra) in earlier.items():
-            acc[name], costs[name] = a, cost
+        first, earlier = _resume(args, info, template, mask, granularity, len(texts))
+        for name, (examples, secs, cost, extra) in earlier.items():
+            if name not in evaluators:  # kept as it was: it ran on the first examples only
+                evaluators[name] = ProbeEvaluator(
+                    next(iter(attributors.values())), target="label", top_k=args.top_k
+                )
+                limit[name] = first
+            evaluators[name].extend(examples)
+            seconds[name], costs[name] = secs, cost
             extras[name] = {**extra, **extras.get(name, {})}
-            if name not in methods:
-                limit[name] = first  # kept as it was: it ran on the first examples only
         info["resumed_from"] = {"path": args.resume, "examples": first}
-    for name in methods:
-        acc.setdefault(name, empty())
     result: dict = {}
     for start in range(first, len(texts), args.chunk):
         t_round = time.perf_counter()
         for name in methods:
             stop = min(start + args.chunk, len(texts), limit[name])
-            if stop <= start:
-                continue
-            att = attributors[name]
-            feats = att.featurize(texts[start:stop])
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            atts = att.attribute(feats, target=labels[start:stop])
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            a = acc[name]
-            a["seconds"] += time.perf_counter() - t0
-            res = evaluate_faithfulness(atts, att.adapter, masker, top_k=args.top_k)
-            for m in METRICS:
-                a["metrics"][m].append(getattr(res, m))
-            # (E, 21) curves on a common grid, so examples of different n average together
-            a["as"].append(interpolate_curve(res.as_curves))
-            a["ias"].append(interpolate_curve(res.ias_curves))
-            a["passes"] += [x.forward_passes for x in atts if x.forward_passes is not None]
-            a["correct"].append(res.predictions == res.targets)
+            if stop > start:
+                evaluators[name].update(texts[start:stop], labels[start:stop], index=range(start, stop))
         done = min(start + args.chunk, len(texts))
         print(f"  examples {done}/{len(texts)}: round {time.perf_counter() - t_round:.1f} s", flush=True)
-        result = _write(args, info, template, mask, granularity, texts, n_feats, acc, extras, done, costs)
+        spent = {n: seconds.get(n, 0.0) + ev.attribution_seconds for n, ev in evaluators.items()}
+        result = _write(
+            args, info, template, mask, granularity, texts, n_feats, evaluators, spent, extras, done, costs
+        )
     return result
 
 
-def _resume(args, info, template, mask, granularity, planned, empty) -> tuple[int, dict]:
-    """The examples of an earlier run, as accumulators that :func:`main` continues: ``(examples
-    done, {method: (accumulator, cost, extras)})``. Per-example metrics are kept exactly; curves,
-    passes and seconds as their means over the earlier examples (all the tables use)."""
+def _resume(args, info, template, mask, granularity, planned) -> tuple[int, dict]:
+    """The examples of an earlier run, to extend each method's evaluator with: ``(examples done,
+    {method: (scored examples, seconds, cost, extras)})``. Per-example metrics are kept exactly; curves
+    and passes as their means over the earlier examples (all the tables use), and as many of them
+    correctly predicted as the recorded accuracy says."""
     import json
 
     path = args.resume
@@ -423,46 +403,61 @@ def _resume(args, info, template, mask, granularity, planned, empty) -> tuple[in
     correct = round(old["model_accuracy_on_examples"] * done)
     out = {}
     for name, row in old["rows"].items():
-        a = empty()
         count = int(row.get("examples", done))
-        for m in METRICS:
-            a["metrics"][m].append(torch.tensor(old["per_example"][name][m], dtype=torch.float64))
-        # (count, 21): the mean curve repeated, so means over old + new examples weigh each example once
-        a["as"].append(torch.tensor(old["mean_curves"][name]["as"], dtype=torch.float64).expand(count, -1))
-        a["ias"].append(torch.tensor(old["mean_curves"][name]["ias"], dtype=torch.float64).expand(count, -1))
-        a["passes"] = [row["forward_passes_per_example"]] * count
-        a["seconds"] = row["seconds_per_example"] * count
-        a["correct"].append(torch.arange(done) < correct)
+        values = old["per_example"][name]
+        curves = old["mean_curves"][name]
+        examples = [
+            ScoredExample(
+                i=i,
+                scores=[],
+                target=0,
+                prediction=0 if i < correct else 1,
+                label=0,
+                passes=row["forward_passes_per_example"],
+                values={
+                    **{m: values[m][i] for m in METRICS},
+                    "gap": values["as_auc"][i] - values["ias_auc"][i],
+                },
+                curves={"as": list(curves["as"]), "ias": list(curves["ias"])},
+            )
+            for i in range(count)
+        ]
         extra = {k: v for k, v in row.items() if k.startswith(("at2_", "p_prime_"))}
-        out[name] = (a, row["cost"], extra)
+        out[name] = (examples, row["seconds_per_example"] * count, row["cost"], extra)
     return done, out
 
 
-def _write(args, info, template, mask, granularity, texts, n_feats, acc, extras, done, costs) -> dict:
-    """Summaries, paired tests and the four result files from the examples run so far."""
+def _write(
+    args, info, template, mask, granularity, texts, n_feats, evaluators, seconds, extras, done, costs
+) -> dict:
+    """Summaries (each method's evaluator record), paired tests and the four result files from the
+    examples run so far."""
     rows: dict[str, dict] = {}
     per_example: dict[str, dict] = {}
     curves: dict[str, dict] = {}
-    for name, a in acc.items():
-        if not a["as"]:
+    accuracy = float("nan")
+    for name, ev in evaluators.items():
+        if not ev.examples:
             continue
-        per_example[name] = {m: torch.cat(v) for m, v in a["metrics"].items()}
-        count = len(per_example[name]["as_auc"])
+        record = ev.compute()
+        figures = record.metrics
+        per_example[name] = {m: torch.tensor(ev.values(m), dtype=torch.float64) for m in METRICS}
+        count = len(record.scores)
         s = {}
-        for m, v in per_example[name].items():
-            s[m], s[f"{m}_ci"] = mean_confidence_interval(v)
+        for m in METRICS:
+            s[m], s[f"{m}_ci"] = figures[m], figures.get(f"{m}_ci", float("nan"))
         rows[name] = {
             "method": LABELS.get(name, name),
             "cost": costs[name],
             "examples": count,
             **s,
-            "forward_passes_per_example": float(np.mean(a["passes"])) if a["passes"] else float("nan"),
-            "seconds_per_example": a["seconds"] / count,
+            "forward_passes_per_example": figures.get("forward_passes_per_example", float("nan")),
+            "seconds_per_example": seconds[name] / count,
             **extras[name],
         }
-        curves[name] = {"as": torch.cat(a["as"]).mean(0).numpy(), "ias": torch.cat(a["ias"]).mean(0).numpy()}
-    first = next(iter(acc.values()))
-    accuracy = float(torch.cat(first["correct"]).double().mean())
+        curves[name] = {k: np.asarray(record.curves[k][1]) for k in ("as", "ias")}
+        if len(rows) == 1:
+            accuracy = figures.get("accuracy", float("nan"))
     order = ordering(rows, per_example)
     tests = pairwise_tests(per_example)
     tag = f"_{args.tag}" if args.tag else ""

@@ -35,6 +35,7 @@ __all__ = [  # noqa: RUF022 -- pipeline order, not alphabetical, is the point
     "get_attributor",
     # faithfulness metrics
     "evaluate_faithfulness",
+    "ProbeEvaluator",
     # during training: callbacks; after training: the dataset job
     "AttributionMonitor",
     "ValidationSPPI",
@@ -55,6 +56,7 @@ _EXPORTS = {
     "available_methods": "pi_lightning.attributors",
     "get_attributor": "pi_lightning.attributors",
     "evaluate_faithfulness": "pi_lightning.metrics",
+    "ProbeEvaluator": "pi_lightning.metrics",
     "AttributionMonitor": "pi_lightning.callbacks",
     "ValidationSPPI": "pi_lightning.callbacks",
     "HTMLReport": "pi_lightning.callbacks",
@@ -68,7 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pi_lightning.inference import ClassifierAdapter
     from pi_lightning.jobs import explain_dataset
     from pi_lightning.masking import Masker
-    from pi_lightning.metrics import evaluate_faithfulness
+    from pi_lightning.metrics import ProbeEvaluator, evaluate_faithfulness
     from pi_lightning.result import Attribution
 
 

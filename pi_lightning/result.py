@@ -24,7 +24,12 @@ class Attribution:
         output: what the scores are differences of: ``"prob"``, ``"logits"`` or ``"log_odds"``.
         base_value: the output with no feature present (phi_0), when the method defines it.
         probs: ``(C,)`` class probabilities of the unmasked input, when the method ran it.
-        forward_passes: model forward-pass equivalents spent on this example (cost accounting).
+        forward_passes: model forward-pass equivalents spent on this example (cost accounting): the
+            budget actually run, whatever the budget setting asked for.
+        settings: the settings the result was made with: ``granularity``, ``template``, ``mask``,
+            ``output``, ``max_tokens`` and the method's own (``budget``, ``seed``, ...), defaults filled in
+            (:attr:`Attributor.settings <pi_lightning.attributors.Attributor.settings>`); with ``method``,
+            enough to rebuild the attributor (:func:`pi_lightning.attributors.attributor_from_settings`).
         extras: method-specific details (e.g. the intermediate predictions).
     """
 
@@ -36,6 +41,7 @@ class Attribution:
     base_value: float | None = None
     probs: torch.Tensor | None = None
     forward_passes: float | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -8,17 +8,17 @@ import inspect
 import pytest
 import torch
 
-from pi_lightning.callbacks.attribution_monitor import _rank_corr
+from pi_lightning.metrics.evaluator import rank_correlation
 from pi_lightning.reporting.html import HtmlCell
 
 
 def test_rank_corr_known_answers():
     a = torch.tensor([0.1, 0.5, 0.5, 0.2])
     # average ranks: a -> 1, 3.5, 3.5, 2 ; b -> 1, 4, 2.5, 2.5 ; Pearson of the ranks = 0.8333...
-    assert _rank_corr(a, torch.tensor([1.0, 3.0, 2.0, 2.0])) == pytest.approx(5 / 6)
-    assert _rank_corr(a, -a) == pytest.approx(-1.0)
-    assert _rank_corr(a, torch.ones(4)) is None  # constant: undefined, skipped in the drift mean
-    assert _rank_corr(torch.tensor([1.0]), torch.tensor([2.0])) is None
+    assert rank_correlation(a, torch.tensor([1.0, 3.0, 2.0, 2.0])) == pytest.approx(5 / 6)
+    assert rank_correlation(a, -a) == pytest.approx(-1.0)
+    assert rank_correlation(a, torch.ones(4)) is None  # constant: undefined, skipped in the drift mean
+    assert rank_correlation(torch.tensor([1.0]), torch.tensor([2.0])) is None
 
 
 def test_html_cell_plain_text():

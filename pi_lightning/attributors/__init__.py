@@ -2,7 +2,13 @@
 
 from pi_lightning.attributors.alast import ALast
 from pi_lightning.attributors.at2 import AT2
-from pi_lightning.attributors.base import Attributor, available_methods, get_attributor, register
+from pi_lightning.attributors.base import (
+    Attributor,
+    attributor_from_settings,
+    available_methods,
+    get_attributor,
+    register,
+)
 from pi_lightning.attributors.gae import GAE
 from pi_lightning.attributors.gradients import InputXGradientAttributor, IntegratedGradientsAttributor
 from pi_lightning.attributors.kernelshap import KernelShapAttributor
@@ -25,6 +31,7 @@ __all__ = [
     "IntegratedGradientsAttributor",
     "KernelShapAttributor",
     "RandomAttributor",
+    "attributor_from_settings",
     "available_methods",
     "get_attributor",
     "register",

@@ -16,9 +16,10 @@ per-text random generator of the sampling methods).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,10 +35,12 @@ __all__ = [
     "Attributor",
     "Target",
     "aggregate",
+    "attributor_from_settings",
     "available_methods",
     "check_method_kwargs",
     "get_attributor",
     "register",
+    "resolve_method_settings",
     "text_rng",
 ]
 
@@ -137,6 +140,38 @@ def get_attributor(name: str, model, tokenizer, **kwargs) -> Attributor:
     return _REGISTRY[name](model, tokenizer, **kwargs)
 
 
+def _setting_defaults(cls: type) -> dict[str, Any]:
+    """Every setting (constructor keyword argument) of an attributor class and its default, walking the
+    constructors that pass ``**kwargs`` on to their parent's (the closest constructor's default wins)."""
+    out: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())[1:]
+        named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for p in params:
+            if p.kind in named and p.name not in ("model", "tokenizer"):
+                out.setdefault(p.name, None if p.default is inspect.Parameter.empty else p.default)
+        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return out
+
+
+def _recording_settings(init):
+    """``init`` that first records the settings the attributor is made with (the outermost constructor's
+    keyword arguments over every default): what each result carries as ``settings``."""
+
+    @functools.wraps(init)
+    def recording(self, *args, **kwargs):
+        if not hasattr(self, "_settings"):
+            self._settings = {**_setting_defaults(type(self)), **kwargs}
+        init(self, *args, **kwargs)
+
+    recording._records_settings = True
+    return recording
+
+
 def method_settings(name: str) -> list[str]:
     """The settings (constructor keyword arguments) the method registered as ``name`` takes.
 
@@ -147,17 +182,42 @@ def method_settings(name: str) -> list[str]:
     methods = available_methods()
     if name not in _REGISTRY:
         raise ValueError(f"Unknown attribution method {name!r}: expected one of {', '.join(methods)}.")
-    allowed: set[str] = set()
-    for klass in _REGISTRY[name].__mro__:  # a constructor's **kwargs go on to its parent's
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = list(inspect.signature(init).parameters.values())[1:]
-        named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        allowed |= {p.name for p in params if p.kind in named}
-        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
-            break
-    return sorted(allowed - {"model", "tokenizer"})
+    return sorted(_setting_defaults(_REGISTRY[name]))
+
+
+def resolve_method_settings(name: str, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every setting of the method registered as ``name``, ``kwargs`` over its defaults: what an attributor
+    built with ``kwargs`` records as :attr:`Attributor.settings` (without building it).
+
+    Example:
+        >>> resolve_method_settings("sp-pi", {"template": "Review: {text}"})["template"]
+        'Review: {text}'
+    """
+    check_method_kwargs(name, dict(kwargs or {}))
+    return {**_setting_defaults(_REGISTRY[name]), **dict(kwargs or {})}
+
+
+def attributor_from_settings(method: str, settings: Mapping[str, Any], model, tokenizer) -> Attributor:
+    """Rebuild the attributor a result was made with, from its method's name and recorded settings
+    (:attr:`Attribution.method` and :attr:`Attribution.settings <pi_lightning.result.Attribution.settings>`,
+    :attr:`Attributor.settings`, or the ``method`` and ``settings`` an explain job saves in ``job.json``).
+
+    Example:
+        >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
+        >>> tok = tiny_tokenizer("gpt2")
+        >>> model = tiny_classifier("gpt2", tokenizer=tok)
+        >>> mp = get_attributor("mp-pi", model, tok, budget=16, seed=3, template="Review: {text}")
+        >>> result = mp.attribute("a good movie")[0]
+        >>> again = attributor_from_settings(result.method, result.settings, model, tok)
+        >>> again.settings == mp.settings and again.settings["budget"] == 16
+        True
+    """
+    if not isinstance(settings, Mapping):
+        raise ValueError(
+            f"settings must be a dict of the method's constructor settings (what Attribution.settings "
+            f"holds), got {type(settings).__name__}."
+        )
+    return get_attributor(method, model, tokenizer, **dict(settings))
 
 
 def check_method_kwargs(name: str, kwargs) -> None:
@@ -219,11 +279,20 @@ class Attributor:
         # Every method takes the shared settings as keyword arguments: say so in its own docstring,
         # so that help(pi_lightning.SPPI) explains its constructor without looking up the base class.
         super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_records_settings", False):
+            cls.__init__ = _recording_settings(init)
         if cls.__doc__ and "max_tokens:" not in cls.__doc__:
             cls.__doc__ = (
                 cls.__doc__.rstrip() + "\n\n    Settings shared by every attributor (keyword "
                 "arguments of the constructor):" + _SHARED_ARGS + "\n    "
             )
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every constructor setting (defaults filled in): with :attr:`name`, enough to rebuild this
+        attributor (:func:`attributor_from_settings`); each result carries a copy."""
+        return dict(self._settings)
 
     name: ClassVar[str] = ""
     #: Cost in forward-pass equivalents, as the paper's Cost column writes it ("0", "1x", "2n", ...).
@@ -242,6 +311,9 @@ class Attributor:
     ) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"Unknown output {output!r}: expected one of {', '.join(OUTPUTS)}.")
+        if not hasattr(self, "_settings"):  # a method without a constructor of its own
+            shared = {"granularity": granularity, "template": template, "mask": mask, "output": output}
+            self._settings = {**_setting_defaults(type(self)), **shared, "max_tokens": max_tokens}
         self.adapter = ClassifierAdapter(model, max_tokens=max_tokens)
         self.model = model
         self.tokenizer = tokenizer
@@ -310,6 +382,7 @@ class Attributor:
         """An :class:`~pi_lightning.result.Attribution` of this method: ``method``, ``output`` (unless given)
         and the class probabilities of ``final_logits`` filled in; ``fields`` gives the rest."""
         fields.setdefault("output", self.output)
+        fields.setdefault("settings", self.settings)
         return Attribution(
             scores=scores,
             features=features,

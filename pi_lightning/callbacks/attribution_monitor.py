@@ -3,15 +3,16 @@ faithful the explanations are while the model trains.
 
 Add one per method to the Trainer: SP-PI at every validation (it costs one forward pass per probe
 example), MP-PI every few epochs or every N steps with its budget, or any baseline by name. Each
-evaluation attributes the probe set (sharded across ranks under DDP), runs the activation and
-inverse-activation studies and UDIG's removal metrics (synced through torchmetrics), and logs
+evaluation runs the one Trainer-free evaluation, :class:`~pi_lightning.metrics.ProbeEvaluator`
+(attribute the probe set, run the activation and inverse-activation studies and UDIG's removal
+metrics, aggregate) on each rank's shard of the probe set, merges the shards, and logs
 ``pi/<method>/<metric>`` scalars, a table of highlighted examples and the mean AS/IAS curves. Every
 figure, and the probe attributions themselves, is kept in the callback state, saved in checkpoints
 and restored on resume.
 
 The headline figure is ``pi/<method>/gap`` with ``pi/<method>/gap_ci``: the mean over probe examples
-of the paired AS - IAS gap and its 95% half-width (:class:`~pi_lightning.metrics.ActivationGap`; 0
-for random attributions). ``fractions=11`` evaluates the curves at 11 fixed fractions of the
+of the paired AS - IAS gap and its 95% half-width (as :class:`~pi_lightning.metrics.ActivationGap`
+computes it; 0 for random attributions). ``fractions=11`` evaluates the curves at 11 fixed fractions of the
 features instead of every step, so a larger probe set fits in the same time.
 
 **Baseline and paired change.** Each monitor evaluates once before the first optimizer step (step
@@ -19,9 +20,13 @@ features instead of every step, so a larger probe set fits in the same time.
 The probe examples are the same at every evaluation, so each example's change of gap, AS and IAS
 AUC between two evaluations is paired: ``pi/<method>/gap_change`` (since the baseline) and
 ``gap_change_prev`` (since the previous evaluation), each with ``_ci`` (95% half-width) and ``_p``
-(Wilcoxon signed-rank), from :class:`~pi_lightning.metrics.PairedChange` (DDP-synced). The verdict
+(Wilcoxon signed-rank), from :class:`~pi_lightning.metrics.PairedChange` on the merged shards. The verdict
 line (more / less faithful or no detectable change since the baseline) and the words whose
 attribution moved most go to the W&B run summary.
+
+**What stays here.** The schedule (validations, steps, fractions of ``max_steps``, baseline, end;
+read from the Trainer's public settings), the distribution (sharding, agreeing on a failure, merging
+the shards) and the logging; everything an evaluation computes is the evaluator's.
 
 **Steps.** Figures are logged at the logger step Lightning gives the validation they follow
 (``trainer.global_step - 1`` during fit: Lightning logs the metrics of the batch that triggered a
@@ -40,7 +45,6 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
@@ -48,35 +52,15 @@ from typing_extensions import override
 from pi_lightning.attributors.base import available_methods, check_method_kwargs, get_attributor
 from pi_lightning.callbacks._distributed import equal_forward_passes, gather_objects
 from pi_lightning.callbacks._model import resolve_model
+from pi_lightning.callbacks._schedule import validation_follows
 from pi_lightning.data import normalize_probe
 from pi_lightning.inference import model_mode
-from pi_lightning.metrics import (
-    METRIC_CLASSES,
-    METRICS,
-    PairedChange,
-    ProbeEvaluation,
-    ProbeHistory,
-    evaluate_faithfulness,
-)
-from pi_lightning.metrics.functional.curves import check_points
+from pi_lightning.metrics import ProbeEvaluation, ProbeEvaluator, ProbeHistory
 from pi_lightning.reporting.change import change_since_baseline, verdict_line, words_line
 from pi_lightning.reporting.html import HtmlCell, highlight_panel, table_page, word_rows
 from pi_lightning.reporting.logging import define_step_metric, log_rich, log_scalars, log_summary, logger_step
 
 __all__ = ["AttributionMonitor", "probe_histories"]
-
-
-def _rank_corr(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    """Spearman rank correlation (:func:`scipy.stats.spearmanr`, average ranks for ties); None when
-    undefined (fewer than two features, or a constant vector)."""
-    if a.numel() < 2 or a.numel() != b.numel():
-        return None
-    from scipy.stats import ConstantInputWarning, spearmanr
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConstantInputWarning)
-        r = float(spearmanr(a.double().numpy(), b.double().numpy()).statistic)
-    return None if math.isnan(r) else r
 
 
 class AttributionMonitor(Callback):
@@ -215,20 +199,22 @@ class AttributionMonitor(Callback):
         if probe is not None:
             self._check_labels(target)
             self._limit_probe()
-        metrics = tuple(METRICS if metrics is None else metrics)
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown:
-            raise ValueError(f"Unknown metrics {unknown}: expected a selection of {', '.join(METRICS)}.")
-        if not 0 < float(top_k) <= 100:
-            raise ValueError(f"top_k is a percentage in (0, 100], got {top_k!r}.")
         for name, v in (
             ("log_examples", 0 if log_examples is None else log_examples),
-            ("curve_points", curve_points),
             ("progress_chunk", progress_chunk),
         ):
-            if isinstance(v, bool) or not isinstance(v, int) or v < (2 if name == "curve_points" else 0):
-                raise ValueError(f"{name} must be a non-negative int (curve_points >= 2), got {v!r}.")
-        self.fractions = check_points(fractions)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {v!r}.")
+        # the evaluator's settings, checked now (the evaluator itself is built at setup, with the model)
+        self._evaluator_settings = ProbeEvaluator.check_settings(
+            target=target,
+            metrics=metrics,
+            top_k=top_k,
+            curve_points=curve_points,
+            fractions=fractions,
+            chunk=max(progress_chunk, 1),
+        )
+        self.fractions = self._evaluator_settings["fractions"]
         self.tokenizer = tokenizer
         self.method = method
         self.model_ref = model
@@ -240,7 +226,7 @@ class AttributionMonitor(Callback):
         self.at_end = at_end
         self.target = target
         self.method_kwargs = dict(method_kwargs or {})
-        self.metrics = metrics
+        self.metrics = self._evaluator_settings["metrics"]
         self.top_k = float(top_k)
         self.label_names = list(label_names) if label_names is not None else None
         self.log_examples = log_examples
@@ -249,6 +235,7 @@ class AttributionMonitor(Callback):
         self.refit_from = refit_from
         self.last_attributions: list | None = None  # this rank's latest results (for refit_from users)
         self.attributor = None
+        self.evaluator: ProbeEvaluator | None = None
         self._model = None
         # --- state (saved in checkpoints) ---
         self.evals: list[ProbeEvaluation] = []
@@ -279,16 +266,15 @@ class AttributionMonitor(Callback):
             self.texts = self.texts[: self.probe_size]
             self.labels = None if self.labels is None else self.labels[: self.probe_size]
 
-    def _check_label_range(self, num_labels: int) -> None:
+    def _drop_out_of_range_labels(self) -> None:
         """Probe labels must be class indices of the model (checked at setup, before any training step).
         Examples with another label are dropped from the probe set with a warning (a probe problem never
         stops training); with none left, the monitor evaluates nothing."""
-        if self.labels is None:
-            return
-        bad = [(i, y) for i, y in enumerate(self.labels) if not 0 <= y < num_labels]
+        bad = self.evaluator.out_of_range(self.labels)
         if not bad:
             return
         i, y = bad[0]
+        num_labels = self.attributor.adapter.num_labels
         keep = [j for j, y_ in enumerate(self.labels) if 0 <= y_ < num_labels]
         rank_zero_warn(
             f"AttributionMonitor({self.method!r}): probe label {y} of example {i} ({self.texts[i][:40]!r}) "
@@ -328,7 +314,12 @@ class AttributionMonitor(Callback):
             if self.label_names is None and getattr(dm, "label_names", None):
                 self.label_names = list(dm.label_names)
         self.attributor = get_attributor(self.method, self._model, self.tokenizer, **self.method_kwargs)
-        self._check_label_range(self.attributor.adapter.num_labels)
+        self.evaluator = ProbeEvaluator(
+            self.attributor,
+            progress=lambda desc, total: self._bar(trainer, total, desc),
+            **self._evaluator_settings,
+        )
+        self._drop_out_of_range_labels()
         if self.char_spans is None:
             feats = self.attributor.featurize(self.texts)
             self.char_spans = [[list(s) for s in f.char_spans] for f in feats]
@@ -360,15 +351,6 @@ class AttributionMonitor(Callback):
         if self.at_end and not self._evaluated_at(trainer.global_step):
             self.evaluate(trainer, pl_module)
 
-    def _validation_follows(self, trainer) -> bool:
-        """Whether Lightning validates right after this training batch (read from the fit loop; False when
-        it cannot be told)."""
-        try:
-            loop = trainer.fit_loop.epoch_loop
-            return bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
-        except Exception:
-            return False
-
     @override
     def on_validation_start(self, trainer, pl_module) -> None:
         self._validation_due = None
@@ -377,7 +359,7 @@ class AttributionMonitor(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self.every_n_val is not None and not trainer.sanity_checking:
-            self._validation_due = step if self._validation_follows(trainer) else None
+            self._validation_due = step if validation_follows(trainer, batch_idx) else None
         due = step in self._scheduled_steps(trainer) or (
             self.every_n_steps is not None and step > 0 and step % self.every_n_steps == 0
         )
@@ -439,22 +421,6 @@ class AttributionMonitor(Callback):
         )
 
     # ------------------------------------------------------------------ the work
-    def _attribute(self, trainer, texts: list[str], targets) -> list:
-        costly = self.attributor.cost not in ("0", "")
-        bar = self._bar(trainer, len(texts), f"pi_lightning {self.method}") if costly else None
-        out = []
-        chunk = self.progress_chunk if bar is not None else max(len(texts), 1)
-        try:
-            for a in range(0, len(texts), chunk):
-                t = targets if isinstance(targets, str) else targets[a : a + chunk]
-                out.extend(self.attributor.attribute(texts[a : a + chunk], target=t))
-                if bar is not None:
-                    bar.update(min(chunk, len(texts) - a))
-        finally:
-            if bar is not None:
-                bar.close()
-        return out
-
     def _bar(self, trainer, total: int, desc: str):
         """A Lightning-style tqdm bar on rank zero, when the Trainer shows a progress bar; else None."""
         if trainer.progress_bar_callback is None or not trainer.is_global_zero or total <= 1:
@@ -471,64 +437,19 @@ class AttributionMonitor(Callback):
             bar_format=None,
         )
 
-    def _score(self, trainer, attrs: list, metric_objs: dict) -> tuple[list[int], dict[str, list]]:
-        """Masked passes and metric updates, ``progress_chunk`` examples at a time (the metrics' states
-        are sums, so chunking changes nothing), with a bar. Returns predictions and per-example AUCs."""
-        per: dict[str, list] = {"predictions": [], "as_auc": [], "ias_auc": [], "gap": []}
-        if not self.metrics:
-            per["predictions"] = self._predictions(attrs)
-            return per["predictions"], per
-        bar = self._bar(trainer, len(attrs), f"pi_lightning {self.method} metrics")
-        try:
-            for a in range(0, len(attrs), self.progress_chunk):
-                chunk = attrs[a : a + self.progress_chunk]
-                res = evaluate_faithfulness(
-                    chunk,
-                    self.attributor.adapter,
-                    self.attributor.masker,
-                    top_k=self.top_k,
-                    metrics=self.metrics,
-                    fractions=self.fractions,
-                )
-                per["predictions"] += res.predictions.tolist()
-                for metric in metric_objs.values():
-                    metric.update(res)
-                for m in ("as_auc", "ias_auc", "gap"):
-                    v = getattr(res, m)
-                    per[m] += [None] * len(chunk) if v is None else [float(x) for x in v]
-                if bar is not None:
-                    bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
-        return per["predictions"], per
-
-    def _predictions(self, attrs) -> list[int]:
-        """Predicted classes of the unmasked inputs (from the results, else one extra pass)."""
-        return [int(a.probs.argmax()) for a in self.attributor.fill_probs(attrs)]
-
-    def _refit_and_attribute(self, trainer, texts: list[str], targets) -> list:
-        """Methods with a ``fit`` step (AT2) are refitted first: from a source monitor's masked passes
-        when ``refit_from`` names one that has run on the same examples, else from their own ablations."""
-        if not hasattr(self.attributor, "fit_and_attribute"):
-            return self._attribute(trainer, texts, targets)
-        source = (
-            next(
-                (
-                    c
-                    for c in trainer.callbacks
-                    if isinstance(c, AttributionMonitor) and c is not self and c.method == self.refit_from
-                ),
-                None,
-            )
-            if self.refit_from
-            else None
+    def _refit_source(self, trainer) -> list | None:
+        """The latest attributions of the monitor named by ``refit_from`` (for AT2's refit), if any."""
+        if not self.refit_from:
+            return None
+        source = next(
+            (
+                c
+                for c in trainer.callbacks
+                if isinstance(c, AttributionMonitor) and c is not self and c.method == self.refit_from
+            ),
+            None,
         )
-        src = source.last_attributions if source is not None else None
-        if src and [a.features.text for a in src] == texts:
-            return self.attributor.fit_and_attribute(src)
-        self.attributor.fit(texts, target=targets)
-        return self._attribute(trainer, texts, targets)
+        return source.last_attributions if source is not None else None
 
     def evaluate(self, trainer, pl_module) -> dict[str, float] | None:
         """Run one evaluation now; returns the logged figures, or ``None`` when it was skipped.
@@ -598,148 +519,44 @@ class AttributionMonitor(Callback):
                 stacklevel=2,
             )
             return None
-        return self._evaluate_reduce(trainer, step, *local)
+        return self._evaluate_reduce(trainer, step, local)
 
-    def _evaluate_local(self, trainer, pl_module):
-        """This rank's share of an evaluation, with no collective: attributions, per-example figures and
-        metric states. Raises on any failure, including non-finite scores or per-example metrics."""
+    def _evaluate_local(self, trainer, pl_module) -> float:
+        """This rank's share of an evaluation (its shard of the probe set through the evaluator), with no
+        collective; returns its seconds. Raises on any failure, including non-finite scores or AUCs."""
         model = resolve_model(pl_module, self.model_ref)
         if model is not self._model:
             self.setup(trainer, pl_module, "fit")
         rank, size = trainer.global_rank, trainer.world_size
         idx = list(range(rank, len(self.texts), size))
-        texts = [self.texts[i] for i in idx]
-        targets: Any = "predicted" if self.target == "predicted" else [self.labels[i] for i in idx]
         t0 = time.perf_counter()
-        metric_objs = {
-            m: (
-                METRIC_CLASSES[m](curve_points=self.curve_points)
-                if m in ("as_auc", "ias_auc")
-                else METRIC_CLASSES[m]()
-            )
-            for m in self.metrics
-        }
-        if "as_auc" in metric_objs and "ias_auc" in metric_objs:
-            metric_objs["gap"] = METRIC_CLASSES["gap"]()
-        correct = torch.zeros(2, dtype=torch.float64)  # (correct, count) summed across ranks below
-        records = []
+        self.evaluator.reset()
         # Every rank issues the same number of forward passes, whatever its shard (FSDP / ZeRO-3 need it).
         with (
             model_mode(model, "keep", isolate=True, context=trainer.precision_plugin.forward_context()),
             equal_forward_passes(model, self.attributor.adapter.pad_token_id),
         ):
-            if texts:
-                attrs = self._refit_and_attribute(trainer, texts, targets)
-                bad = [
-                    i for i, a in zip(idx, attrs, strict=False) if not bool(torch.isfinite(a.scores).all())
-                ]
-                if bad:
-                    raise FloatingPointError(
-                        f"{self.method} returned NaN or infinite scores for probe examples {bad[:10]}; the "
-                        "model's outputs are probably not finite (diverged weights or an overflow)"
-                    )
-                self.last_attributions = attrs
-                preds, per = self._score(trainer, attrs, metric_objs)
-                for name in ("as_auc", "ias_auc"):
-                    if any(v is not None and not math.isfinite(v) for v in per[name]):
-                        raise FloatingPointError(f"the {name} of some probe examples is NaN or infinite")
-                for j, (i, a) in enumerate(zip(idx, attrs, strict=False)):
-                    pred = int(preds[j])
-                    if self.labels is not None:
-                        correct += torch.tensor([float(pred == self.labels[i]), 1.0], dtype=torch.float64)
-                    records.append(
-                        {
-                            "i": i,
-                            "scores": [float(s) for s in a.scores],
-                            "target": int(a.target),
-                            "prediction": pred,
-                            "as_auc": per["as_auc"][j] if per["as_auc"] else None,
-                            "ias_auc": per["ias_auc"][j] if per["ias_auc"] else None,
-                            "gap": per["gap"][j] if per["gap"] else None,
-                            "passes": a.forward_passes,
-                        }
-                    )
-        for name, obj in self._paired_changes(records).items():
-            metric_objs[name] = obj
-        return metric_objs, correct, records, time.perf_counter() - t0
-
-    def _references(self, field: str) -> dict[str, ProbeEvaluation]:
-        """The evaluations a new one is paired with for ``field``: ``""`` the baseline (the first one on
-        this probe set with that figure) and ``"_prev"`` the previous one with it."""
-        usable = [
-            e
-            for e in self.evals[self._pair_start :]
-            if len(getattr(e, field)) == len(self.texts) and any(v is not None for v in getattr(e, field))
-        ]
-        return {"": usable[0], "_prev": usable[-1]} if usable else {}
-
-    def _paired_changes(self, records: list[dict]) -> dict[str, PairedChange]:
-        """This rank's pairs: per figure (gap, AS, IAS AUC) and reference (baseline, previous), a
-        :class:`~pi_lightning.metrics.PairedChange` updated with this rank's examples (synced later).
-        Every rank builds the same metrics (the history is the same on all), whatever its shard."""
-        out: dict[str, PairedChange] = {}
-        for field in ("gap", "as_auc", "ias_auc"):
-            if field != "gap" and field not in self.metrics:
-                continue
-            if field == "gap" and not {"as_auc", "ias_auc"} <= set(self.metrics):
-                continue
-            for suffix, ref in self._references(field).items():
-                metric = PairedChange(num_examples=len(self.texts))
-                before = getattr(ref, field)
-                metric.update(
-                    [before[r["i"]] for r in records],
-                    [r[field] for r in records],
-                    index=[r["i"] for r in records],
+            if idx:
+                self.last_attributions = self.evaluator.update(
+                    [self.texts[i] for i in idx],
+                    None if self.labels is None else [self.labels[i] for i in idx],
+                    index=idx,
+                    refit_from=self._refit_source(trainer),
                 )
-                out[f"{field}_change{suffix}"] = metric
-        return out
+        return time.perf_counter() - t0
 
-    def _evaluate_reduce(
-        self, trainer, step: int, metric_objs, correct, records, seconds
-    ) -> dict[str, float]:
-        """Sync this evaluation across ranks (every rank calls it), store the record and log it."""
-        figures: dict[str, float] = {}
-        curves = {}
-        for m, obj in metric_objs.items():
-            if isinstance(obj, PairedChange):
-                test = obj.test()
-                figures.update({m: test.mean, f"{m}_ci": test.ci, f"{m}_p": test.p, f"{m}_n": float(test.n)})
-                continue
-            figures[m] = float(obj.compute())
-            figures[f"{m}_ci"] = float(obj.confidence_interval())
-            if m in ("as_auc", "ias_auc"):
-                x, y = obj.mean_curve()
-                curves[m.split("_")[0]] = (x.tolist(), y.tolist())
-        # (correct, count) summed over ranks, on the strategy's device (NCCL reduces device tensors only).
-        correct = trainer.strategy.reduce(correct.to(trainer.strategy.root_device), reduce_op="sum").cpu()
-        if self.labels is not None and correct[1] > 0:
-            figures["accuracy"] = float(correct[0] / correct[1])
-        merged = sorted((r for part in gather_objects(trainer, records) for r in part), key=lambda r: r["i"])
-        if self.evals:
-            prev = self.evals[-1].scores
-            corr = [_rank_corr(torch.tensor(r["scores"]), torch.tensor(prev[r["i"]])) for r in merged]
-            corr = [c for c in corr if c is not None and not math.isnan(c)]
-            if corr:
-                figures["drift_rank_corr"] = sum(corr) / len(corr)
-        figures["seconds"] = max(gather_objects(trainer, seconds))
-        passes = [r["passes"] for r in merged if r["passes"] is not None]
-        if passes:
-            figures["forward_passes_per_example"] = sum(passes) / len(passes)
-        # Undefined figures (a confidence interval from one example) are left out, never stored as NaN.
-        figures = {k: v for k, v in figures.items() if math.isfinite(v)}
-        record = ProbeEvaluation(
+    def _evaluate_reduce(self, trainer, step: int, seconds: float) -> dict[str, float]:
+        """Merge this evaluation across ranks (every rank calls it), store the record and log it."""
+        record = self.evaluator.compute(
+            history=self.evals[self._pair_start :],
+            gather=lambda examples: gather_objects(trainer, examples),
             step=step,
             log_step=logger_step(trainer),
             epoch=int(trainer.current_epoch),
-            metrics=figures,
-            scores=[r["scores"] for r in merged],
-            targets=[r["target"] for r in merged],
-            predictions=[r["prediction"] for r in merged],
-            as_auc=[r["as_auc"] for r in merged],
-            ias_auc=[r["ias_auc"] for r in merged],
-            gap=[r["gap"] for r in merged],
-            curves=curves,
         )
+        figures = dict(record.metrics)
+        figures["seconds"] = max(gather_objects(trainer, seconds))
+        record.metrics = figures
         self.evals.append(record)
         self._log(trainer, record)
         return figures

@@ -52,6 +52,7 @@ from typing_extensions import override
 from pi_lightning.attributors.sppi import progressive_differences
 from pi_lightning.callbacks._distributed import gather_objects
 from pi_lightning.callbacks._model import resolve_model
+from pi_lightning.callbacks._schedule import validation_follows
 from pi_lightning.features import Featurizer, check_template
 from pi_lightning.inference import (
     OUTPUTS,
@@ -605,11 +606,7 @@ class ValidationSPPI(Callback):
     @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # whether a validation follows this batch: a checkpoint written now is taken before it
-        try:
-            loop = trainer.fit_loop.epoch_loop
-            follows = bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
-        except Exception:
-            follows = False
+        follows = validation_follows(trainer, batch_idx)
         self._validation_due = int(trainer.global_step) if follows else None
 
     @override

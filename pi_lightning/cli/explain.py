@@ -4,13 +4,16 @@ A few texts on the command line, or a CSV / JSONL / Parquet file, go through the
 job (:func:`pi_lightning.jobs.explain_dataset`: ``Trainer.predict``, one shard file per predict batch,
 resumable). Rank zero then prints a table (prediction, and the features that push toward and against
 the explained class), and writes ``explanations.html`` (each text highlighted) and
-``explanations.jsonl`` (every row) next to the shards.
+``explanations.jsonl`` (every row) next to the shards. ``--metrics`` also scores how faithful the
+explanations are (AS/IAS AUC and their gap, log-odds, comprehensiveness, sufficiency: the evaluation the
+training monitor runs) into ``metrics.json`` and the printed summary.
 
 Examples::
 
     pi-lightning explain "a gorgeous, witty, seductive movie." "the plot is dull" --method mp-pi
     pi-lightning explain reviews.csv --text-column review --method sp-pi --devices 2 --strategy ddp
     pi-lightning explain --dataset rotten_tomatoes --split train --limit 300 --out outputs/explain-rt
+    pi-lightning explain --dataset rotten_tomatoes --split test --limit 50 --metrics
 """
 
 from __future__ import annotations
@@ -108,6 +111,17 @@ def _parser() -> argparse.ArgumentParser:
         "--max-tokens", type=int, default=8192, help="token budget per forward batch (bounds memory)"
     )
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
+    p.add_argument(
+        "--metrics",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="NAMES",
+        help="score the faithfulness of the explanations into metrics.json: all metrics, or a "
+        "comma-separated "
+        "selection of as_auc,ias_auc,log_odds,comprehensiveness,sufficiency",
+    )
+    p.add_argument("--top-k", type=float, default=20.0, help="top-k percent of features for --metrics")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--devices", default="1", help="devices per node (an int, or 'auto')")
     p.add_argument("--num-nodes", type=int, default=1)
@@ -153,6 +167,25 @@ def format_table(
             f"{_label(label_names, r['target'])[:10]:<10} {pos:<37} {neg}"
         )
         lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def format_metrics(figures: dict[str, float]) -> str:
+    """One line per faithfulness figure: the mean and its 95% half-width.
+
+    Example:
+        >>> print(format_metrics({"as_auc": 0.61, "as_auc_ci": 0.05, "gap": 0.2, "accuracy": 0.9}))
+        faithfulness (mean +- 95% half-width over the explained examples):
+          as_auc             0.6100 +- 0.0500
+          gap                0.2000
+          accuracy           0.9000
+    """
+    lines = ["faithfulness (mean +- 95% half-width over the explained examples):"]
+    for k, v in figures.items():
+        if k.endswith("_ci"):
+            continue
+        ci = figures.get(f"{k}_ci")
+        lines.append(f"  {k:<18} {v:.4f}" + (f" +- {ci:.4f}" if ci is not None else ""))
     return "\n".join(lines)
 
 
@@ -233,6 +266,12 @@ def _main(argv: list[str]) -> int:
                 f"{args.target!r}."
             )
     options = parse_options(args.option)
+    metrics: Any = False
+    if args.metrics is not None:
+        from pi_lightning.metrics import ProbeEvaluator
+
+        metrics = True if args.metrics == "all" else [m.strip() for m in args.metrics.split(",") if m.strip()]
+        ProbeEvaluator.check_settings(metrics=None if metrics is True else metrics, top_k=args.top_k)
     names = [s.strip() for s in args.label_names.split(",")] if args.label_names else None
     from pi_lightning.adapter_settings import read_adapter_settings, resolve_settings
 
@@ -317,6 +356,8 @@ def _main(argv: list[str]) -> int:
             "label_names": names,
         },
         overwrite=args.overwrite,
+        metrics=metrics,
+        top_k=args.top_k,
         **trainer_kwargs,
     )
     if not summary.is_global_zero:
@@ -339,5 +380,8 @@ def _main(argv: list[str]) -> int:
         print(format_table(rows[: args.show], names))
         if len(rows) > args.show:
             print(f"... {len(rows) - args.show} more rows (--show N)")
+    if summary.metrics is not None:
+        print(format_metrics(summary.metrics))
+        print(f"metrics: {out / 'metrics.json'}")
     print(f"HTML: {html_path}\nJSONL: {out / 'explanations.jsonl'} (shards: {out / 'shards'})")
     return 0

@@ -104,7 +104,8 @@ def _main(argv: list[str]) -> int:
     job = load_job(args.job)
     results = load_results(args.job)
     meta = job.get("metadata") or {}
-    kw = job.get("method_kwargs") or {}
+    # the settings the attributions were made with, as the rows record them (older job folders: job.json's)
+    made_with = (results[0].get("settings") if results else None) or job.get("method_kwargs") or {}
     names = [s.strip() for s in args.label_names.split(",")] if args.label_names else meta.get("label_names")
     adapter = args.adapter or meta.get("adapter")
     from pi_lightning.adapter_settings import read_adapter_settings, resolve_settings
@@ -117,7 +118,7 @@ def _main(argv: list[str]) -> int:
         # the job was explained with its template and mask: the adapter must have been trained with them
         resolve_settings(
             saved,
-            {"template": kw.get("template", "{text}"), "mask": kw.get("mask", "remove")},
+            {"template": made_with.get("template", "{text}"), "mask": made_with.get("mask", "remove")},
             allow_mismatch=args.ignore_adapter_settings,
             where=f"the adapter {adapter}",
         )
@@ -137,6 +138,10 @@ def _main(argv: list[str]) -> int:
         model_name = args.model or job["model"]
         resolve_model_name(model_name)  # a name that cannot be loaded: one line, before loading anything
         model, tokenizer = load_classifier(model_name, num_labels=len(results[0]["probs"]), adapter=adapter)
+        # the check reads the featurization from the rows' settings; rows without them (older job
+        # folders) are told job.json's
+        recorded = results[0].get("settings")
+        older_job = {} if recorded else {k: made_with[k] for k in ("template", "mask") if k in made_with}
         counterfactual_check(
             report,
             results,
@@ -144,9 +149,7 @@ def _main(argv: list[str]) -> int:
             tokenizer,
             top=args.check,
             budget=args.budget or None,
-            granularity=kw.get("granularity"),
-            template=kw.get("template", "{text}"),
-            mask=kw.get("mask"),
+            **older_job,
             max_tokens=args.max_tokens,
             max_texts=args.max_texts or None,
             min_effect=args.min_effect,

@@ -6,8 +6,10 @@ from pi_lightning.jobs.explain import (
     ExplainSummary,
     ShardWriter,
     explain_dataset,
+    load_attributor,
     load_results,
     read_examples,
+    score_results,
 )
 from pi_lightning.jobs.shortcuts import ShortcutReport, counterfactual_check, mine_shortcuts
 
@@ -18,7 +20,9 @@ __all__ = [
     "ShortcutReport",
     "counterfactual_check",
     "explain_dataset",
+    "load_attributor",
     "load_results",
     "mine_shortcuts",
     "read_examples",
+    "score_results",
 ]

@@ -23,8 +23,15 @@ bounded by the shard size (examples held at once) and the attributor's token bud
 Each result row holds: ``id``, ``index`` (position in the input data), ``text``, ``label``,
 ``target`` (the explained class), ``prediction``, ``probs``, ``method``, ``output``,
 ``granularity``, ``features`` (the feature texts), ``char_spans`` (each feature's ``[start, end)``
-in ``text``), ``scores``, ``base_value`` and ``forward_passes`` (cost in forward-pass equivalents).
-Files are JSONL, or Parquet when pyarrow is installed.
+in ``text``), ``scores``, ``base_value``, ``forward_passes`` (cost in forward-pass equivalents) and
+``settings`` (what the attribution was made with: :attr:`pi_lightning.result.Attribution.settings`).
+Files are JSONL, or Parquet when pyarrow is installed. ``job.json`` records the same ``settings``, from
+which :func:`load_attributor` rebuilds the job's attributor.
+
+``metrics=True`` then scores the faithfulness of the explained texts' attributions with the one
+evaluator (:class:`~pi_lightning.metrics.ProbeEvaluator`: AS/IAS AUC and their gap, log-odds,
+comprehensiveness, sufficiency), on rank zero after the run, into ``metrics.json`` (the figures, the mean
+curves and the per-example values) and :attr:`ExplainSummary.metrics`.
 """
 
 from __future__ import annotations
@@ -45,7 +52,13 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from pi_lightning.attributors.base import available_methods, check_method_kwargs, get_attributor
+from pi_lightning.attributors.base import (
+    attributor_from_settings,
+    available_methods,
+    check_method_kwargs,
+    get_attributor,
+    resolve_method_settings,
+)
 from pi_lightning.data import import_pyarrow, load_examples
 
 __all__ = [
@@ -54,16 +67,19 @@ __all__ = [
     "FolderInUseError",
     "ShardWriter",
     "explain_dataset",
+    "load_attributor",
     "load_job",
     "load_results",
     "plan_shards",
     "read_examples",
+    "score_results",
     "weights_digest",
     "write_atomic",
 ]
 
 FORMATS = ("jsonl", "parquet")
 JOB_FILE = "job.json"
+METRICS_FILE = "metrics.json"
 _SHARD_DIR = "shards"
 
 
@@ -252,6 +268,7 @@ class ExplainModule(pl.LightningModule):
                 "scores": [float(s) for s in a.scores],
                 "base_value": a.base_value,
                 "forward_passes": a.forward_passes,
+                "settings": json.loads(json.dumps(a.settings, default=repr)),
             }
             for r, a in zip(rows, attrs, strict=False)
         ]
@@ -363,6 +380,16 @@ def load_job(out_dir: str | Path) -> dict[str, Any]:
             "(pi_lightning.jobs.explain_dataset or `pi-lightning explain`)."
         )
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_attributor(out_dir: str | Path, model: torch.nn.Module, tokenizer):
+    """The attributor an explain job folder was made with, rebuilt from the settings its ``job.json``
+    records (:func:`pi_lightning.attributors.attributor_from_settings`), on ``model``."""
+    job = load_job(out_dir)
+    settings = job.get("settings")
+    if settings is None:  # written before jobs recorded their settings: the given ones
+        settings = job.get("method_kwargs") or {}
+    return attributor_from_settings(job["method"], settings, model, tokenizer)
 
 
 def load_results(out_dir: str | Path) -> list[dict]:
@@ -508,7 +535,13 @@ class _ShardData(pl.LightningDataModule):
                     "use another output folder, or overwrite=True (--overwrite) to discard them."
                 )
             keep = ("shard_size", "shards")
-            differ = sorted(k for k in settings if k not in keep and old.get(k) != settings[k])
+            differ = sorted(
+                k
+                for k in settings
+                if k not in keep
+                and old.get(k) != settings[k]
+                and (k != "settings" or "settings" in old)  # older job.json: method_kwargs decide
+            )
             if differ:
                 raise ValueError(
                     f"{self.out_dir} holds results of another job "
@@ -570,6 +603,9 @@ class ExplainSummary:
         shards: shards that hold examples; ``skipped``: of those, finished by an earlier run.
         written: keys of the shards this process wrote in this run.
         is_global_zero: whether this is the rank-zero process (print and read results there).
+        metrics: with ``metrics=True``, on rank zero, the faithfulness figures of the explained texts
+            (``as_auc``, ``as_auc_ci``, ..., ``gap``, ``accuracy`` when labelled; also in
+            ``metrics.json``); else ``None``.
     """
 
     out_dir: Path
@@ -578,6 +614,7 @@ class ExplainSummary:
     skipped: int
     written: list[str]
     is_global_zero: bool
+    metrics: dict[str, float] | None = None
 
 
 def explain_dataset(
@@ -600,6 +637,8 @@ def explain_dataset(
     model_name: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    metrics: bool | Sequence[str] = False,
+    top_k: float = 20.0,
     **trainer_kwargs: Any,
 ) -> ExplainSummary:
     """Explain every example of ``data`` with ``method`` through ``Trainer.predict``; results as shard files.
@@ -620,6 +659,11 @@ def explain_dataset(
         model_name: recorded in ``job.json`` (a rerun with another name is refused).
         metadata: more JSON-able facts recorded in ``job.json`` and checked on a rerun (e.g. the adapter).
         overwrite: discard earlier results in ``out_dir``.
+        metrics: ``True`` (all) or a selection of ``as_auc``, ``ias_auc``, ``log_odds``,
+            ``comprehensiveness``, ``sufficiency``: score the attributions of every explained text (on
+            rank zero, after the run) into ``metrics.json`` and ``ExplainSummary.metrics``
+            (:func:`score_results`).
+        top_k: percentage of features for the removal metrics.
         **trainer_kwargs: for ``lightning.pytorch.Trainer`` (``accelerator``, ``devices``, ``num_nodes``,
             ``strategy``, ``precision``, ``enable_progress_bar``, ``callbacks``...).
 
@@ -643,6 +687,10 @@ def explain_dataset(
     method_kwargs = dict(method_kwargs or {})
     if max_tokens is not None:
         method_kwargs["max_tokens"] = max_tokens
+    if metrics is not False:  # settings checked before the run
+        from pi_lightning.metrics import ProbeEvaluator
+
+        ProbeEvaluator.check_settings(metrics=None if metrics is True else metrics, top_k=top_k)
     examples = load_examples(
         data,
         text_column=text_column,
@@ -664,6 +712,8 @@ def explain_dataset(
     settings = {
         "method": method,
         "method_kwargs": json.loads(json.dumps(method_kwargs, default=repr)),
+        # every setting, defaults filled in: what load_attributor rebuilds the attributor from
+        "settings": json.loads(json.dumps(resolve_method_settings(method, method_kwargs), default=repr)),
         "target": target,
         "model": name,
         "weights": weights_digest(model),
@@ -687,6 +737,15 @@ def explain_dataset(
     trainer = pl.Trainer(**kwargs)
     try:
         trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        figures = None
+        if metrics is not False and trainer.is_global_zero:
+            record = score_results(
+                out_dir,
+                module.attributor or load_attributor(out_dir, model, tokenizer),
+                metrics=None if metrics is True else metrics,
+                top_k=top_k,
+            )
+            figures = record.metrics
     finally:
         datamodule.release()
     return ExplainSummary(
@@ -696,4 +755,76 @@ def explain_dataset(
         skipped=datamodule.plan["skipped"],
         written=list(writer.written),
         is_global_zero=trainer.is_global_zero,
+        metrics=figures,
     )
+
+
+def score_results(
+    out_dir: str | Path,
+    attributor,
+    *,
+    metrics: Sequence[str] | None = None,
+    top_k: float = 20.0,
+    chunk: int = 32,
+):
+    """Score the faithfulness of an explain job's attributions with
+    :class:`~pi_lightning.metrics.ProbeEvaluator` and write ``metrics.json``; returns the
+    :class:`~pi_lightning.metrics.ProbeEvaluation`.
+
+    The rows' attributions are rebuilt on the job's features (the texts featurized again by
+    ``attributor``, which must give the rows' features: the job's attributor, see
+    :func:`load_attributor`); the masked passes run on ``attributor``'s model. ``metrics.json`` holds
+    ``method``, ``examples``, ``settings``, ``metrics`` (means, 95% half-widths, accuracy when every
+    example has a label), ``curves`` (mean AS/IAS curves) and ``per_example`` (``id`` and each metric's
+    value, in the rows' order).
+    """
+    from pi_lightning.metrics import ProbeEvaluator
+    from pi_lightning.result import Attribution
+
+    rows = load_results(out_dir)
+    if not rows:
+        raise ValueError(f"{out_dir} holds no finished results to score: run the explain job first.")
+    feats = attributor.featurize([r["text"] for r in rows])
+    attributions = []
+    for r, f in zip(rows, feats, strict=True):
+        if list(f.texts) != list(r["features"]):
+            raise ValueError(
+                f"Example {r['id']!r} of {out_dir}: the attributor gives the features {list(f.texts)[:8]}, "
+                f"the job's rows {list(r['features'])[:8]}; score it with the job's attributor "
+                "(pi_lightning.jobs.load_attributor)."
+            )
+        attributions.append(
+            Attribution(
+                scores=torch.tensor(r["scores"], dtype=torch.float64),
+                features=f,
+                target=int(r["target"]),
+                method=r["method"],
+                output=r["output"],
+                base_value=r["base_value"],
+                probs=torch.tensor(r["probs"], dtype=torch.float64),
+                forward_passes=r["forward_passes"],
+                settings=dict(r.get("settings") or {}),
+            )
+        )
+    labels = [r["label"] for r in rows]
+    labelled = all(y is not None for y in labels)
+    evaluator = ProbeEvaluator(attributor, target="predicted", metrics=metrics, top_k=top_k, chunk=chunk)
+    evaluator.update(attributions=attributions, labels=labels if labelled else None)
+    record = evaluator.compute()
+    out = {
+        "method": attributor.name,
+        "examples": len(rows),
+        "settings": json.loads(json.dumps(attributor.settings, default=repr)),
+        "top_k": evaluator.top_k,
+        "metrics": record.metrics,
+        "curves": record.curves,
+        "per_example": {
+            "id": [r["id"] for r in rows],
+            **{
+                m: evaluator.values(m)
+                for m in (*evaluator.metrics, *(("gap",) if record.gap[0] is not None else ()))
+            },
+        },
+    }
+    write_atomic(Path(out_dir) / METRICS_FILE, json.dumps(out, indent=1))
+    return record

@@ -496,7 +496,7 @@ def counterfactual_check(
     budget: int | None = 2400,
     max_texts: int | None = 24,
     granularity: str | None = None,
-    template: str = "{text}",
+    template: str | None = None,
     mask: str | int | None = None,
     max_tokens: int = 2048,
     min_effect: float = 0.05,
@@ -522,8 +522,10 @@ def counterfactual_check(
             predictions are the job's; ``None``: no limit). Significant words past the budget are
             marked ``checked=False``.
         max_texts: per word, check at most this many of its texts (a seeded random sample); ``None``: all.
-        granularity, template, mask: the explain job's featurization (``granularity`` defaults to the
-            rows'); the features are rebuilt from the texts and must match the rows'.
+        granularity, template, mask: the explain job's featurization; ``None``: the settings the rows
+            record (their ``settings``, what the attributions were made with; ``word``, ``{text}`` and
+            ``remove`` for rows without them); the features are rebuilt from the texts and must match
+            the rows'.
         max_tokens: token budget per forward batch (2048: on a CPU, batches of ~2k tokens ran the
             check of a 300-text job twice as fast as 8k; raise it on a GPU).
         min_effect: a word is flagged when it is significant, masking it lowers p(class) by at least
@@ -558,9 +560,12 @@ def counterfactual_check(
             raise ValueError(f"{name} must be None or an int >= {low}, got {v!r}.")
     results = list(results)
     alpha = float(report.settings.get("alpha", 0.05))
-    granularity = granularity or results[0].get("granularity", "word")
+    recorded = results[0].get("settings") or {}
+    granularity = granularity or recorded.get("granularity") or results[0].get("granularity", "word")
+    template = template if template is not None else recorded.get("template", "{text}")
+    mask = mask if mask is not None else recorded.get("mask", DEFAULT_MASK)
     featurizer = Featurizer(tokenizer, granularity, template)
-    masker = Masker(tokenizer, DEFAULT_MASK if mask is None else mask)
+    masker = Masker(tokenizer, mask)
     adapter = ClassifierAdapter(model, max_tokens=max_tokens)
     rng = np.random.default_rng(seed)
     norm_feats = [[_norm(f) for f in r["features"]] for r in results]

@@ -4,8 +4,11 @@ Each class accumulates per-example values as three summed states (``count``, ``t
 ``total_sq``, all ``dist_reduce_fx="sum"``), so updating in any number of chunks, on any number of
 processes, gives the same result. ``compute()`` returns the mean; :meth:`confidence_interval`
 returns the half-width of its Student-t interval (the paper's Tables 5-6 report "mean +- 95% CI").
-These classes are the one aggregation path: :meth:`FaithfulnessResult.summary
-<pi_lightning.metrics.FaithfulnessResult.summary>` and the callbacks use them.
+These classes are the streaming, DDP-synced form of the one aggregation math
+(:func:`~pi_lightning.metrics.functional.stats.interval_from_moments` on summed moments), for a loop
+of one's own; :class:`~pi_lightning.metrics.ProbeEvaluator` and :meth:`FaithfulnessResult.summary
+<pi_lightning.metrics.FaithfulnessResult.summary>` apply the same math to the per-example values they
+hold (this module imports :mod:`~pi_lightning.metrics.evaluation`, never the reverse).
 
 The per-example math lives in :mod:`pi_lightning.metrics.functional`, one twin per class
 (:class:`ActivationAUC` and :func:`~pi_lightning.metrics.functional.activation_auc`, ...). The

@@ -47,6 +47,7 @@ from pi_lightning.metrics.functional.removal import (
     sufficiency,
     top_k_features,
 )
+from pi_lightning.metrics.functional.stats import mean_confidence_interval
 from pi_lightning.result import Attribution
 
 __all__ = ["METRICS", "FaithfulnessResult", "evaluate_faithfulness"]
@@ -99,19 +100,17 @@ class FaithfulnessResult:
 
         Keys ``"as_auc"``, ``"as_auc_ci"``, ..., and ``"gap"``, ``"gap_ci"`` when both studies ran.
 
-        The half-width is NaN for fewer than two examples. The figures come from the Metric classes
-        (:data:`~pi_lightning.metrics.METRIC_CLASSES`, updated from this result, not synced across
-        processes), the one aggregation path of the package.
+        The half-width is NaN for fewer than two examples. The figures come from
+        :func:`~pi_lightning.metrics.functional.stats.mean_confidence_interval`, the math the Metric
+        classes (:data:`~pi_lightning.metrics.METRIC_CLASSES`) and
+        :class:`~pi_lightning.metrics.ProbeEvaluator` compute their figures with (this module imports
+        neither: the Metric classes read this type).
         """
-        # Imported here: the Metric classes read this type, so their module imports this one.
-        from pi_lightning.metrics.classes import METRIC_CLASSES
-
         out: dict[str, float] = {}
         for name in (*METRICS, "gap"):
-            if getattr(self, name) is not None:
-                metric = METRIC_CLASSES[name](confidence=confidence, sync_on_compute=False)
-                metric.update(self)
-                out[name], out[f"{name}_ci"] = float(metric.compute()), float(metric.confidence_interval())
+            values = getattr(self, name)
+            if values is not None:
+                out[name], out[f"{name}_ci"] = mean_confidence_interval(values, confidence)
         return out
 
 
