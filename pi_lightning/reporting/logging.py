@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
 
-from pi_lightning.reporting.html import HtmlCell
+from pi_lightning.reporting.page import HtmlCell
 
 __all__ = ["define_step_metric", "log_rich", "log_scalars", "log_summary", "logger_step", "rank_zero_log_dir"]
 
