@@ -52,7 +52,7 @@ from typing_extensions import override
 from pi_lightning.attributors.sppi import progressive_differences
 from pi_lightning.callbacks._distributed import gather_objects
 from pi_lightning.callbacks._model import resolve_model
-from pi_lightning.features import Featurizer, check_template
+from pi_lightning.features import Featurizer, check_template, normalize_word
 from pi_lightning.inference import (
     OUTPUTS,
     ClassifierAdapter,
@@ -548,21 +548,27 @@ class ValidationSPPI(Callback):
         """The label-free detector: the top rows of :func:`~pi_lightning.jobs.mine_shortcuts` over the
         validation examples (``(words, phis, target)`` each), and every significant word."""
         from pi_lightning.jobs.shortcuts import mine_shortcuts
+        from pi_lightning.result import ExplainRow
 
+        # probs: only their length (the classes) is read by mining; the detector has no text or spans
         rows = [
-            {"features": w, "scores": s, "target": t, "probs": [0.0] * max(self._num_classes, t + 1, 2)}
+            ExplainRow(
+                features=w,
+                scores=s,
+                target=t,
+                probs=[0.0] * max(self._num_classes, t + 1, 2),
+                output=self.output,
+            )
             for w, s, t in examples
             if w
         ]
         if not rows:
             return [], []
-        for r in rows:
-            r["output"] = self.output
         report = mine_shortcuts(rows, min_count=self.min_count, alpha=self.alpha)
         norm_sums: dict[str, float] = {}
         norm_counts: dict[str, int] = {}
         for w, v in sums.items():  # mine_shortcuts compares words case-insensitively
-            k = w.strip().lower()
+            k = normalize_word(w)
             norm_sums[k] = norm_sums.get(k, 0.0) + v
             norm_counts[k] = norm_counts.get(k, 0) + counts[w]
 

@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 __all__ = ["main"]
@@ -99,7 +98,12 @@ def _main(argv: list[str]) -> int:
         raise ValueError(f"--alpha is a false discovery rate in (0, 1), got {args.alpha}.")
     from pi_lightning.jobs import counterfactual_check, load_results, mine_shortcuts
     from pi_lightning.jobs.explain import load_job
-    from pi_lightning.reporting import highlight
+    from pi_lightning.reporting.shortcuts import (
+        shortcut_columns,
+        shortcut_examples,
+        shortcuts_page,
+        shortcuts_text,
+    )
 
     job = load_job(args.job)
     results = load_results(args.job)
@@ -136,7 +140,7 @@ def _main(argv: list[str]) -> int:
 
         model_name = args.model or job["model"]
         resolve_model_name(model_name)  # a name that cannot be loaded: one line, before loading anything
-        model, tokenizer = load_classifier(model_name, num_labels=len(results[0]["probs"]), adapter=adapter)
+        model, tokenizer = load_classifier(model_name, num_labels=len(results[0].probs), adapter=adapter)
         counterfactual_check(
             report,
             results,
@@ -153,17 +157,18 @@ def _main(argv: list[str]) -> int:
         )
     out = Path(args.out) if args.out else Path(args.job) / "shortcuts"
     jsonl = report.write_jsonl(out / "shortcuts.jsonl")
-    examples = {}
-    for row in report.rows[: max(args.top, 5)]:
-        holders = [r for r in results if any(f.strip().lower() == row["word"] for f in r["features"])][:3]
-        examples[row["word"]] = [highlight(r["text"], r["char_spans"], r["scores"]) for r in holders]
-    page = report.write_html(out / "shortcuts.html", examples=examples)
+    from pi_lightning.jobs.explain import write_atomic
+
+    page = write_atomic(
+        out / "shortcuts.html",
+        shortcuts_page(report, examples=shortcut_examples(report, results, top=max(args.top, 5))),
+    )
     print(
         f"shortcut candidates over {len(results)} examples ({job['method']}, "
         f"{report.settings['words_tested']} words seen >= {args.min_count} times; * = significant, q < "
         f"{args.alpha}; flip/dprob: masking check; null: random other words masked; n/c: not checked)"
     )
-    print(report.table(args.top))
+    print(shortcuts_text(report, args.top))
     flagged = [r["word"] for r in report.rows if r.get("flagged")]
     if check:
         s = report.settings
@@ -183,18 +188,15 @@ def _main(argv: list[str]) -> int:
     else:
         print("no masking check (--check 0): nothing is flagged")
     if args.wandb_project:
-        import wandb
+        from pi_lightning.reporting.logging import log_table_to_wandb
 
-        run = wandb.init(
-            project=args.wandb_project,
-            dir=str(out),
+        log_table_to_wandb(
+            args.wandb_project,
+            "pi/shortcuts",
+            shortcut_columns(report, 100),
+            out_dir=out,
             job_type="shortcuts",
-            mode=os.environ.get("WANDB_MODE", "offline"),
             config={"job": job},
         )
-        try:
-            report.log_wandb(run)
-        finally:
-            run.finish()
     print(f"JSONL: {jsonl}\nHTML: {page}")
     return 0

@@ -20,11 +20,13 @@ a second run is refused with a clear error); temporary files of killed runs are 
 bounded by the shard size (examples held at once) and the attributor's token budget ``max_tokens``
 (tokens per forward batch).
 
-Each result row holds: ``id``, ``index`` (position in the input data), ``text``, ``label``,
-``target`` (the explained class), ``prediction``, ``probs``, ``method``, ``output``,
-``granularity``, ``features`` (the feature texts), ``char_spans`` (each feature's ``[start, end)``
-in ``text``), ``scores``, ``base_value`` and ``forward_passes`` (cost in forward-pass equivalents).
-Files are JSONL, or Parquet when pyarrow is installed.
+Each result row is an :class:`~pi_lightning.result.ExplainRow` (``id``, ``index``: position in the
+input data, ``text``, ``label``, ``target``: the explained class, ``prediction``, ``probs``,
+``method``, ``output``, ``granularity``, ``features``: the feature texts, ``char_spans``: each
+feature's ``[start, end)`` in ``text``, ``scores``, ``base_value``, ``forward_passes``: cost in
+forward-pass equivalents), written with :meth:`~pi_lightning.result.ExplainRow.to_dict` and read back
+with :meth:`~pi_lightning.result.ExplainRow.from_dict` (which checks every field). Files are JSONL, or
+Parquet when pyarrow is installed.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from typing_extensions import override
 
 from pi_lightning.attributors.base import available_methods, check_method_kwargs, get_attributor
 from pi_lightning.data import _pyarrow, load_examples
+from pi_lightning.result import ExplainRow
 
 __all__ = [
     "ExplainModule",
@@ -219,8 +222,8 @@ class ExplainModule(pl.LightningModule):
         if self.attributor is None:
             self.attributor = get_attributor(self.method, self.model, self.tokenizer, **self.method_kwargs)
 
-    def explain(self, rows: Sequence[dict]) -> list[dict]:
-        """Attribute rows (``{"id", "index", "text", "label"}``) and return one result row each."""
+    def explain(self, rows: Sequence[dict]) -> list[ExplainRow]:
+        """Attribute examples (``{"id", "index", "text", "label"}``); one :class:`ExplainRow` each."""
         if self.attributor is None:
             self.on_predict_start()
         texts = [r["text"] for r in rows]
@@ -236,28 +239,12 @@ class ExplainModule(pl.LightningModule):
             target = self.target
         attrs = self.attributor.fill_probs(self.attributor.attribute(texts, target=target))
         return [
-            {
-                "id": r["id"],
-                "index": r["index"],
-                "text": r["text"],
-                "label": r["label"],
-                "target": int(a.target),
-                "prediction": int(a.prediction),
-                "probs": [float(p) for p in a.probs],
-                "method": a.method,
-                "output": a.output,
-                "granularity": a.features.granularity,
-                "features": list(a.features.texts),
-                "char_spans": [list(s) for s in a.features.char_spans],
-                "scores": [float(s) for s in a.scores],
-                "base_value": a.base_value,
-                "forward_passes": a.forward_passes,
-            }
-            for r, a in zip(rows, attrs, strict=False)
+            ExplainRow.from_attribution(a, id=r["id"], index=r["index"], label=r["label"])
+            for r, a in zip(rows, attrs, strict=True)
         ]
 
     @override
-    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> list[dict]:
+    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> list[ExplainRow]:
         return self.explain(batch["rows"])
 
 
@@ -290,8 +277,11 @@ def _write_atomic(path: Path, write) -> None:
             tmp.unlink()
 
 
-def write_shard(out_dir: Path, shard: str, records: list[dict], digest: str, fmt: str, rank: int = 0) -> Path:
-    """Write one shard's records, then its sidecar (which marks the shard finished)."""
+def write_shard(
+    out_dir: Path, shard: str, rows: Sequence[ExplainRow], digest: str, fmt: str, rank: int = 0
+) -> Path:
+    """Write one shard's rows, then its sidecar (which marks the shard finished)."""
+    records = [r.to_dict() for r in rows]
     data, done = _shard_paths(out_dir, shard, fmt)
     data.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
@@ -309,12 +299,20 @@ def write_shard(out_dir: Path, shard: str, records: list[dict], digest: str, fmt
     return data
 
 
-def _read_shard(path: Path) -> list[dict]:
+def _read_shard(path: Path) -> list[ExplainRow]:
     if path.suffix == ".parquet":
         _, pq = _pyarrow(f"Reading {path.name}")
-        return pq.read_table(path).to_pylist()
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        records = pq.read_table(path).to_pylist()
+    else:
+        with open(path, encoding="utf-8") as fh:
+            records = [json.loads(line) for line in fh if line.strip()]
+    rows = []
+    for i, rec in enumerate(records):
+        try:
+            rows.append(ExplainRow.from_dict(rec))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}, row {i + 1}: {e}") from e
+    return rows
 
 
 def _finished(out_dir: Path, shard: str, digest: str, fmt: str) -> bool:
@@ -365,10 +363,15 @@ def load_job(out_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load_results(out_dir: str | Path) -> list[dict]:
+def load_results(out_dir: str | Path) -> list[ExplainRow]:
     """The finished result rows of a job folder's last run, in input order (``index``): only the shards of
     the examples that run was given (its manifest in ``job.json``), each only if finished on those very
-    examples, so a rerun on fewer or other examples never returns rows of the earlier input."""
+    examples, so a rerun on fewer or other examples never returns rows of the earlier input.
+
+    Raises:
+        ValueError: a row of a shard is not an :class:`~pi_lightning.result.ExplainRow` (written by
+            another version: the error names the file, the row and the field).
+    """
     out_dir = Path(out_dir)
     shard_dir = out_dir / _SHARD_DIR
     if not shard_dir.is_dir():
@@ -383,11 +386,11 @@ def load_results(out_dir: str | Path) -> list[dict]:
             f"{out_dir} was written by an older pi_lightning (no shard manifest in {JOB_FILE}): explain it "
             "again with overwrite=True (--overwrite)."
         )
-    rows: list[dict] = []
+    rows: list[ExplainRow] = []
     for key, digest in sorted(manifest.items()):
         if _finished(out_dir, key, digest, job["format"]):
             rows.extend(_read_shard(_shard_paths(out_dir, key, job["format"])[0]))
-    return sorted(rows, key=lambda r: r["index"])
+    return sorted(rows, key=lambda r: r.index)
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -633,7 +636,7 @@ def explain_dataset(
         >>> out = tempfile.mkdtemp()
         >>> model = tiny_classifier("gpt2", tokenizer=tok)
         >>> s = explain_dataset(model, tok, ["a good movie", "dull plot"], out, enable_progress_bar=False)
-        >>> [r["features"] for r in load_results(out)]
+        >>> [r.features for r in load_results(out)]
         [['a', 'good', 'movie'], ['dull', 'plot']]
     """
     if format not in FORMATS:
