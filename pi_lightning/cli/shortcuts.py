@@ -97,7 +97,7 @@ def _main(argv: list[str]) -> int:
     if not 0 < args.alpha < 1:
         raise ValueError(f"--alpha is a false discovery rate in (0, 1), got {args.alpha}.")
     from pi_lightning.jobs import counterfactual_check, load_results, mine_shortcuts
-    from pi_lightning.jobs.explain import load_job
+    from pi_lightning.jobs.explain import load_job, write_atomic
     from pi_lightning.reporting.shortcuts import (
         shortcut_columns,
         shortcut_examples,
@@ -157,8 +157,6 @@ def _main(argv: list[str]) -> int:
         )
     out = Path(args.out) if args.out else Path(args.job) / "shortcuts"
     jsonl = report.write_jsonl(out / "shortcuts.jsonl")
-    from pi_lightning.jobs.explain import write_atomic
-
     page = write_atomic(
         out / "shortcuts.html",
         shortcuts_page(report, examples=shortcut_examples(report, results, top=max(args.top, 5))),
