@@ -31,6 +31,7 @@ __all__ = [
     "check_template",
     "feature_char_spans",
     "group_tokens",
+    "normalize_word",
 ]
 
 GRANULARITIES = ("token", "word", "sentence")
@@ -39,9 +40,26 @@ GRANULARITIES = ("token", "word", "sentence")
 # ids): a run of letters/digits joined by inner apostrophes or hyphens ("don't", "self-indulgent",
 # "shoot-'em-up"), or one run of punctuation, or a run of underscores.
 _WORD_RE = re.compile(r"[^\W_]+(?:[-'’]+[^\W_]+)*|[^\w\s]+|_+")  # noqa: RUF001 (U+2019, the typographic apostrophe)
+# Punctuation (and whitespace, underscores) at either end of a feature's text.
+_EDGE_RE = re.compile(r"^[\W_]+|[\W_]+$")
 # A sentence ends after . ! ? (optionally followed by closing quotes/brackets) and whitespace,
 # or at a blank line.
 _SENTENCE_RE = re.compile(r"\S.*?(?:[.!?]+['\")\]]*(?=\s|$)|(?=\n\s*\n)|$)", re.DOTALL)
+
+
+def normalize_word(text: str, *, punctuation: bool = True) -> str:
+    """The form under which the occurrences of a word count as one word: lowercased, without the
+    whitespace around it (shortcut mining, the shortcut monitor, the validation detector), and with
+    ``punctuation=False`` also without the punctuation around it (``"Great,"`` and ``"great"`` are one
+    word; a feature of punctuation alone becomes ``""``), for the words that rose and fell in a report.
+
+    Example:
+        >>> normalize_word(" Great"), normalize_word("Great,", punctuation=False), normalize_word("[")
+        ('great', 'great', '[')
+        >>> normalize_word("cho's", punctuation=False), normalize_word("--", punctuation=False)
+        ("cho's", '')
+    """
+    return text.strip().lower() if punctuation else _EDGE_RE.sub("", text).lower()
 
 
 @dataclass(frozen=True)

@@ -196,9 +196,9 @@ def test_explain_rerun_on_fewer_examples_returns_exactly_the_current_input(tmp_p
 
     texts = _reviews(20)
     explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, shard_size=4, **QUIET)
-    assert [r["text"] for r in load_results(tmp_path)] == texts
+    assert [r.text for r in load_results(tmp_path)] == texts
     explain_dataset(gpt2_model, gpt2_tok, texts[:3], tmp_path, shard_size=4, **QUIET)
-    assert [r["text"] for r in load_results(tmp_path)] == texts[:3]  # was 13 rows: stale shards kept
+    assert [r.text for r in load_results(tmp_path)] == texts[:3]  # was 13 rows: stale shards kept
     shard_files = list((tmp_path / "shards").glob("shard-*.jsonl"))
     assert sum(len(p.read_text().splitlines()) for p in shard_files) == 3  # stale shard files deleted
 
@@ -212,11 +212,11 @@ def test_explain_shards_stay_put_when_examples_are_added(tmp_path, gpt2_model, g
     # 8 new examples: only the shards they fall in are redone (all of them before: a hash modulo a count)
     assert again.skipped >= 1 and again.skipped + len(again.written) == again.shards
     assert len(again.written) <= 8 and first.shards - again.skipped <= 8
-    assert [r["text"] for r in load_results(tmp_path)] == texts
+    assert [r.text for r in load_results(tmp_path)] == texts
     fewer = explain_dataset(gpt2_model, gpt2_tok, texts[:-1], tmp_path, shard_size=8, **QUIET)
     # a removed example (ids are row numbers here): its shard only (none when it was alone in it)
     assert len(fewer.written) <= 1 and fewer.skipped == fewer.shards - len(fewer.written) >= first.shards - 2
-    assert [r["text"] for r in load_results(tmp_path)] == texts[:-1]
+    assert [r.text for r in load_results(tmp_path)] == texts[:-1]
 
 
 def test_explain_job_is_keyed_on_the_weights(tmp_path, gpt2_tok):

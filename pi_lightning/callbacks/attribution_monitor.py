@@ -59,6 +59,7 @@ from pi_lightning.metrics import ProbeEvaluation, ProbeEvaluator, ProbeHistory
 from pi_lightning.reporting.change import change_since_baseline, verdict_line, words_line
 from pi_lightning.reporting.html import HtmlCell, highlight_panel, table_page, word_rows
 from pi_lightning.reporting.logging import define_step_metric, log_rich, log_scalars, log_summary, logger_step
+from pi_lightning.reporting.page import label_name
 
 __all__ = ["AttributionMonitor", "probe_histories"]
 
@@ -562,9 +563,7 @@ class AttributionMonitor(Callback):
         return figures
 
     def _label(self, i: int | None) -> str:
-        if i is None:
-            return ""
-        return self.label_names[i] if self.label_names and i < len(self.label_names) else str(i)
+        return label_name(i, self.label_names)
 
     def _log(self, trainer, record: ProbeEvaluation) -> None:
         key = f"pi/{self.method}"

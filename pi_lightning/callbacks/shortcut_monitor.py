@@ -39,6 +39,7 @@ from typing_extensions import override
 from pi_lightning.attributors.base import available_methods
 from pi_lightning.callbacks.attribution_monitor import probe_histories
 from pi_lightning.callbacks.validation_sppi import validation_evaluations
+from pi_lightning.features import normalize_word
 from pi_lightning.metrics.record import ProbeEvaluation, ProbeHistory, ValidationEvaluation
 from pi_lightning.reporting.html import table_page
 from pi_lightning.reporting.logging import log_rich, log_scalars
@@ -46,10 +47,6 @@ from pi_lightning.reporting.logging import log_rich, log_scalars
 __all__ = ["ShortcutMonitor"]
 
 DETECTORS = ("validation", "probe")
-
-
-def _norm(word: str) -> str:
-    return word.strip().lower()
 
 
 class ShortcutMonitor(Callback):
@@ -125,11 +122,11 @@ class ShortcutMonitor(Callback):
                 raise ValueError(f"{name} must be a positive int, got {v!r}.")
         if detect is not None and (not isinstance(detect, str) or not detect.strip()):
             raise ValueError(f"detect must be a non-empty word, got {detect!r}.")
-        self.words = tuple(_norm(w) for w in words)
+        self.words = tuple(normalize_word(w) for w in words)
         self.threshold = float(threshold)
         self.method = method
         self.detector = detector
-        self.detect = _norm(detect) if detect is not None else self.words[0]
+        self.detect = normalize_word(detect) if detect is not None else self.words[0]
         self.min_count = min_count
         self.top_words = top_words
         self._absent_warned: set[str] = set()
@@ -232,7 +229,7 @@ class ShortcutMonitor(Callback):
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         for text, spans, row in zip(texts, char_spans, scores, strict=False):
-            words = [_norm(text[a:b]) for a, b in spans]
+            words = [normalize_word(text[a:b]) for a, b in spans]
             values = [abs(float(s)) for s in row]
             total = sum(values)
             for w in set(words) & on_word.keys():
@@ -250,15 +247,18 @@ class ShortcutMonitor(Callback):
         top = [{"word": w, "mean_abs": sums[w] / counts[w], "count": counts[w]} for w in ranked]
         if targets is not None and len(texts):
             from pi_lightning.jobs.shortcuts import mine_shortcuts
+            from pi_lightning.result import ExplainRow
 
             rows = [
-                {
-                    "features": [_norm(text[a:b]) for a, b in spans],
-                    "scores": [float(x) for x in row],
-                    "target": int(t),
-                    "probs": [0.0] * (max(targets) + 1),
-                    "output": "unknown",  # no folding: only texts explained for a class count toward it
-                }
+                ExplainRow(
+                    text=text,
+                    features=[normalize_word(text[a:b]) for a, b in spans],
+                    char_spans=[[a, b] for a, b in spans],
+                    scores=[float(x) for x in row],
+                    target=int(t),
+                    probs=[0.0] * (max(targets) + 1),  # mining reads their length (the classes) only
+                    output="unknown",  # no folding: only texts explained for a class count toward it
+                )
                 for text, spans, row, t in zip(texts, char_spans, scores, targets, strict=False)
             ]
             mined = mine_shortcuts(rows, min_count=self.min_count)
@@ -330,7 +330,8 @@ class ShortcutMonitor(Callback):
         top = record.top_words
         step, epoch = record.step, record.epoch
         ranks = {
-            w: next((i + 1 for i, t in enumerate(top) if _norm(t["word"]) == w), None) for w in self.words
+            w: next((i + 1 for i, t in enumerate(top) if normalize_word(t["word"]) == w), None)
+            for w in self.words
         }
         phis = {w: top[r - 1]["mean_phi"] for w, r in ranks.items() if r is not None}
         self.history.append(
@@ -347,7 +348,7 @@ class ShortcutMonitor(Callback):
         figures.update({f"pi/shortcut/{w}/val_mean_phi": v for w, v in phis.items()})
         log_scalars(trainer, figures, step=record.log_step)  # aligned with val/*
         self._check_top(
-            _norm(top[0]["word"]) if top else None,
+            normalize_word(top[0]["word"]) if top else None,
             step,
             epoch,
             "permutation-null rank over the validation set",

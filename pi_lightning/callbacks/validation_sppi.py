@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from lightning.pytorch import Callback
@@ -53,7 +53,7 @@ from pi_lightning.attributors.sppi import progressive_differences
 from pi_lightning.callbacks._distributed import gather_objects
 from pi_lightning.callbacks._model import resolve_model
 from pi_lightning.callbacks._schedule import validation_follows
-from pi_lightning.features import Featurizer, check_template
+from pi_lightning.features import Featurizer, check_template, normalize_word
 from pi_lightning.inference import (
     OUTPUTS,
     ClassifierAdapter,
@@ -80,6 +80,28 @@ def _absolute_positions(hf_model) -> bool:
         if isinstance(m, torch.nn.Embedding) and last in ("wpe", "embed_positions", "position_embeddings"):
             return max_pos is None or m.num_embeddings >= max_pos
     return False
+
+
+class _RankTable(NamedTuple):
+    """One rank's words of a validation, gathered to every rank.
+
+    Attributes:
+        sums, counts: per word, its summed phi and its occurrences.
+        stats: ``(4,)`` sums over the rank's attributed examples: top-20% share, mean ``|phi|``,
+            examples, words (all zero when nothing was attributed).
+        skipped: examples skipped, by reason.
+        examples: per attributed example ``(words, phis, target)`` (what the permutation null needs).
+    """
+
+    sums: dict[str, float]
+    counts: dict[str, int]
+    stats: torch.Tensor
+    skipped: dict[str, int]
+    examples: list[tuple[list[str], list[float], int]]
+
+    @property
+    def n_examples(self) -> float:
+        return float(self.stats[2])
 
 
 class ValidationSPPI(Callback):
@@ -470,7 +492,7 @@ class ValidationSPPI(Callback):
             return
         parts = gather_objects(trainer, self._local_table())
         step = int(trainer.global_step)
-        skipped = {k: sum(p_[3][k] for p_ in parts if p_ is not None) for k in self._skipped}
+        skipped = {k: sum(p_.skipped[k] for p_ in parts if p_ is not None) for k in self._skipped}
         if skipped["non-finite"]:
             rank_zero_warn(
                 f"ValidationSPPI: the model's outputs are NaN or infinite on {skipped['non-finite']} "
@@ -482,17 +504,17 @@ class ValidationSPPI(Callback):
                 f"ValidationSPPI: {skipped['no text']} validation examples at step {step} are skipped: "
                 "they hold no text tokens (only special tokens) or gaps in their attention mask."
             )
-        parts = [p_ for p_ in parts if p_ is not None and p_[2][2] > 0]
+        parts = [p_ for p_ in parts if p_ is not None and p_.n_examples > 0]
         if not parts:
             return
         merged_sum: dict[str, float] = {}
         merged_cnt: dict[str, int] = {}
-        for sums, counts, _, _, _ in parts:
-            for w, v in sums.items():
+        for part in parts:
+            for w, v in part.sums.items():
                 merged_sum[w] = merged_sum.get(w, 0.0) + v
-                merged_cnt[w] = merged_cnt.get(w, 0) + counts[w]
-        stats = sum(p_[2] for p_ in parts)
-        top, significant = self._detector([e for p_ in parts for e in p_[4]], merged_sum, merged_cnt)
+                merged_cnt[w] = merged_cnt.get(w, 0) + part.counts[w]
+        stats = sum(p_.stats for p_ in parts)
+        top, significant = self._detector([e for p_ in parts for e in p_.examples], merged_sum, merged_cnt)
         share, absm, n_ex, n_words = (float(x) for x in stats)
         figures = {
             "top20_share": share / n_ex,
@@ -549,21 +571,27 @@ class ValidationSPPI(Callback):
         """The label-free detector: the top rows of :func:`~pi_lightning.jobs.mine_shortcuts` over the
         validation examples (``(words, phis, target)`` each), and every significant word."""
         from pi_lightning.jobs.shortcuts import mine_shortcuts
+        from pi_lightning.result import ExplainRow
 
+        # probs: only their length (the classes) is read by mining; the detector has no text or spans
         rows = [
-            {"features": w, "scores": s, "target": t, "probs": [0.0] * max(self._num_classes, t + 1, 2)}
+            ExplainRow(
+                features=w,
+                scores=s,
+                target=t,
+                probs=[0.0] * max(self._num_classes, t + 1, 2),
+                output=self.output,
+            )
             for w, s, t in examples
             if w
         ]
         if not rows:
             return [], []
-        for r in rows:
-            r["output"] = self.output
         report = mine_shortcuts(rows, min_count=self.min_count, alpha=self.alpha)
         norm_sums: dict[str, float] = {}
         norm_counts: dict[str, int] = {}
         for w, v in sums.items():  # mine_shortcuts compares words case-insensitively
-            k = w.strip().lower()
+            k = normalize_word(w)
             norm_sums[k] = norm_sums.get(k, 0.0) + v
             norm_counts[k] = norm_counts.get(k, 0) + counts[w]
 
@@ -582,10 +610,8 @@ class ValidationSPPI(Callback):
         top = [entry(r) for r in report.rows[: self.top_words]]
         return top, [entry(r) for r in report.rows if r["significant"]]
 
-    def _local_table(self):
-        """This rank's words, aggregated: ``({word: phi sum}, {word: count}, stats (4,), skipped counts,
-        examples)`` on the CPU (``stats`` all zero when nothing was attributed; ``examples``: per
-        attributed example ``(words, phis, target)``, what the permutation null needs)."""
+    def _local_table(self) -> _RankTable:
+        """This rank's words, aggregated, on the CPU (see :class:`_RankTable`)."""
         phis = torch.cat(self._phis).double().cpu().tolist() if self._phis else []
         examples, start = [], 0
         for n, t in zip(self._example_words, self._targets, strict=True):
@@ -597,7 +623,7 @@ class ValidationSPPI(Callback):
             sums[w] = sums.get(w, 0.0) + v
             counts[w] = counts.get(w, 0) + 1
         stats = self._stats.double().cpu() if self._stats is not None else torch.zeros(4, dtype=torch.float64)
-        return sums, counts, stats, dict(self._skipped), examples
+        return _RankTable(sums, counts, stats, dict(self._skipped), examples)
 
     @override
     def on_fit_end(self, trainer, pl_module) -> None:

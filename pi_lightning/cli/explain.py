@@ -134,42 +134,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _label(names: list[str] | None, c: Any) -> str:
-    if c is None:
-        return "-"
-    return names[c] if names and 0 <= c < len(names) else str(c)
-
-
-def format_table(
-    rows: list[dict], label_names: list[str] | None = None, top: int = 3, width: int = 110
-) -> str:
-    """A terminal table: id, prediction and its probability, label, and the strongest features each way.
-
-    Example:
-        >>> print(format_table([{"id": "0", "prediction": 1, "probs": [0.2, 0.8], "label": None, "target": 1,
-        ...                      "features": ["a", "good", "movie"], "scores": [0.0, 0.5, -0.1]}]))
-        id    prediction        p  label     explained  for                                   against
-        0     1             0.800  -         1          good +0.500, a +0.000                 movie -0.100
-    """
-    lines = [f"{'id':<5} {'prediction':<12} {'p':>6}  {'label':<9} {'explained':<10} {'for':<37} against"]
-    for r in rows:
-        order = sorted(range(len(r["scores"])), key=lambda i: -r["scores"][i])
-        pos = _fit(
-            [f"{r['features'][i]} {r['scores'][i]:+.3f}" for i in order[:top] if r["scores"][i] >= 0], 37
-        )
-        neg = _fit(
-            [f"{r['features'][i]} {r['scores'][i]:+.3f}" for i in order[::-1][:top] if r["scores"][i] < 0],
-            max(width - 86, 12),
-        )
-        line = (
-            f"{str(r['id'])[:5]:<5} {_label(label_names, r['prediction'])[:12]:<12} "
-            f"{r['probs'][r['prediction']]:>6.3f}  {_label(label_names, r.get('label'))[:9]:<9} "
-            f"{_label(label_names, r['target'])[:10]:<10} {pos:<37} {neg}"
-        )
-        lines.append(line.rstrip())
-    return "\n".join(lines)
-
-
 def format_metrics(figures: dict[str, float]) -> str:
     """One line per faithfulness figure: the mean and its 95% half-width.
 
@@ -187,42 +151,6 @@ def format_metrics(figures: dict[str, float]) -> str:
         ci = figures.get(f"{k}_ci")
         lines.append(f"  {k:<18} {v:.4f}" + (f" +- {ci:.4f}" if ci is not None else ""))
     return "\n".join(lines)
-
-
-def _fit(items: list[str], width: int) -> str:
-    """Comma-joined items, as many whole ones as fit in ``width`` characters (at least one, cut)."""
-    out = ""
-    for item in items:
-        cand = f"{out}, {item}" if out else item
-        if len(cand) > width:
-            return out or item[:width]
-        out = cand
-    return out
-
-
-def write_html(rows: list[dict], path: Path, label_names: list[str] | None = None, title: str = "") -> Path:
-    """Each explained text highlighted (green: supports the explained class, red: opposes it)."""
-    import html
-
-    from pi_lightning.reporting import highlight
-
-    body = "".join(
-        f"<tr><td>{html.escape(str(r['id']))}</td><td>{html.escape(_label(label_names, r['prediction']))} "
-        f"({r['probs'][r['prediction']]:.3f})</td><td>{html.escape(_label(label_names, r.get('label')))}</td>"
-        f"<td>{html.escape(_label(label_names, r['target']))}</td>"
-        f"<td>{highlight(r['text'], r['char_spans'], r['scores'])}</td></tr>"
-        for r in rows
-    )
-    page = (
-        "<!doctype html><meta charset='utf-8'><title>pi_lightning explanations</title>"
-        "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border-bottom:1px solid #ddd;padding:6px 10px;vertical-align:top;text-align:left}</style>"
-        f"<h2>{html.escape(title)}</h2><table><tr><th>id</th><th>prediction (p)</th><th>label</th>"
-        f"<th>explained</th><th>text</th></tr>{body}</table>"
-    )
-    from pi_lightning.jobs.explain import write_atomic
-
-    return write_atomic(path, page)
 
 
 def main(argv: list[str]) -> int:
@@ -362,22 +290,25 @@ def _main(argv: list[str]) -> int:
     )
     if not summary.is_global_zero:
         return 0
+    from pi_lightning.reporting.explanations import explanations_page, explanations_text
+
     rows = load_results(out)
-    write_atomic(out / "explanations.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    html_path = write_html(
-        rows[: args.html_limit],
-        out / "explanations.html",
-        names,
-        f"{args.method} explanations of {args.model}",
+    write_atomic(
+        out / "explanations.jsonl",
+        "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in rows),
     )
-    passes = [r["forward_passes"] for r in rows if r["forward_passes"] is not None]
+    html_path = write_atomic(
+        out / "explanations.html",
+        explanations_page(rows[: args.html_limit], names, f"{args.method} explanations of {args.model}"),
+    )
+    passes = [r.forward_passes for r in rows if r.forward_passes is not None]
     print(
         f"{args.method}: {len(rows)} examples explained ({summary.shards - summary.skipped} shards run now, "
         f"{summary.skipped} finished before); {sum(passes) / max(len(passes), 1):.1f} forward passes per "
         "example"
     )
     if args.show > 0:
-        print(format_table(rows[: args.show], names))
+        print(explanations_text(rows[: args.show], names))
         if len(rows) > args.show:
             print(f"... {len(rows) - args.show} more rows (--show N)")
     if summary.metrics is not None:

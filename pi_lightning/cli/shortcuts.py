@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 __all__ = ["main"]
@@ -98,14 +97,19 @@ def _main(argv: list[str]) -> int:
     if not 0 < args.alpha < 1:
         raise ValueError(f"--alpha is a false discovery rate in (0, 1), got {args.alpha}.")
     from pi_lightning.jobs import counterfactual_check, load_results, mine_shortcuts
-    from pi_lightning.jobs.explain import load_job
-    from pi_lightning.reporting import highlight
+    from pi_lightning.jobs.explain import load_job, write_atomic
+    from pi_lightning.reporting.shortcuts import (
+        shortcut_columns,
+        shortcut_examples,
+        shortcuts_page,
+        shortcuts_text,
+    )
 
     job = load_job(args.job)
     results = load_results(args.job)
     meta = job.get("metadata") or {}
     # the settings the attributions were made with, as the rows record them (older job folders: job.json's)
-    made_with = (results[0].get("settings") if results else None) or job.get("method_kwargs") or {}
+    made_with = (results[0].settings if results else None) or job.get("method_kwargs") or {}
     names = [s.strip() for s in args.label_names.split(",")] if args.label_names else meta.get("label_names")
     adapter = args.adapter or meta.get("adapter")
     from pi_lightning.adapter_settings import read_adapter_settings, resolve_settings
@@ -137,10 +141,10 @@ def _main(argv: list[str]) -> int:
 
         model_name = args.model or job["model"]
         resolve_model_name(model_name)  # a name that cannot be loaded: one line, before loading anything
-        model, tokenizer = load_classifier(model_name, num_labels=len(results[0]["probs"]), adapter=adapter)
+        model, tokenizer = load_classifier(model_name, num_labels=len(results[0].probs), adapter=adapter)
         # the check reads the featurization from the rows' settings; rows without them (older job
         # folders) are told job.json's
-        recorded = results[0].get("settings")
+        recorded = results[0].settings
         older_job = {} if recorded else {k: made_with[k] for k in ("template", "mask") if k in made_with}
         counterfactual_check(
             report,
@@ -156,17 +160,16 @@ def _main(argv: list[str]) -> int:
         )
     out = Path(args.out) if args.out else Path(args.job) / "shortcuts"
     jsonl = report.write_jsonl(out / "shortcuts.jsonl")
-    examples = {}
-    for row in report.rows[: max(args.top, 5)]:
-        holders = [r for r in results if any(f.strip().lower() == row["word"] for f in r["features"])][:3]
-        examples[row["word"]] = [highlight(r["text"], r["char_spans"], r["scores"]) for r in holders]
-    page = report.write_html(out / "shortcuts.html", examples=examples)
+    page = write_atomic(
+        out / "shortcuts.html",
+        shortcuts_page(report, examples=shortcut_examples(report, results, top=max(args.top, 5))),
+    )
     print(
         f"shortcut candidates over {len(results)} examples ({job['method']}, "
         f"{report.settings['words_tested']} words seen >= {args.min_count} times; * = significant, q < "
         f"{args.alpha}; flip/dprob: masking check; null: random other words masked; n/c: not checked)"
     )
-    print(report.table(args.top))
+    print(shortcuts_text(report, args.top))
     flagged = [r["word"] for r in report.rows if r.get("flagged")]
     if check:
         s = report.settings
@@ -186,18 +189,15 @@ def _main(argv: list[str]) -> int:
     else:
         print("no masking check (--check 0): nothing is flagged")
     if args.wandb_project:
-        import wandb
+        from pi_lightning.reporting.logging import log_table_to_wandb
 
-        run = wandb.init(
-            project=args.wandb_project,
-            dir=str(out),
+        log_table_to_wandb(
+            args.wandb_project,
+            "pi/shortcuts",
+            shortcut_columns(report, 100),
+            out_dir=out,
             job_type="shortcuts",
-            mode=os.environ.get("WANDB_MODE", "offline"),
             config={"job": job},
         )
-        try:
-            report.log_wandb(run)
-        finally:
-            run.finish()
     print(f"JSONL: {jsonl}\nHTML: {page}")
     return 0

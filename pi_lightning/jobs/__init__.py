@@ -12,9 +12,11 @@ from pi_lightning.jobs.explain import (
     score_results,
 )
 from pi_lightning.jobs.shortcuts import ShortcutReport, counterfactual_check, mine_shortcuts
+from pi_lightning.result import ExplainRow
 
 __all__ = [
     "ExplainModule",
+    "ExplainRow",
     "ExplainSummary",
     "ShardWriter",
     "ShortcutReport",

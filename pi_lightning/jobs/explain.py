@@ -20,13 +20,17 @@ a second run is refused with a clear error); temporary files of killed runs are 
 bounded by the shard size (examples held at once) and the attributor's token budget ``max_tokens``
 (tokens per forward batch).
 
-Each result row holds: ``id``, ``index`` (position in the input data), ``text``, ``label``,
-``target`` (the explained class), ``prediction``, ``probs``, ``method``, ``output``,
-``granularity``, ``features`` (the feature texts), ``char_spans`` (each feature's ``[start, end)``
-in ``text``), ``scores``, ``base_value``, ``forward_passes`` (cost in forward-pass equivalents) and
-``settings`` (what the attribution was made with: :attr:`pi_lightning.result.Attribution.settings`).
-Files are JSONL, or Parquet when pyarrow is installed. ``job.json`` records the same ``settings``, from
-which :func:`load_attributor` rebuilds the job's attributor.
+Each result row is an :class:`~pi_lightning.result.ExplainRow` (``id``, ``index``: position in the
+input data, ``text``, ``label``, ``target``: the explained class, ``prediction``, ``probs``,
+``method``, ``output``, ``granularity``, ``features``: the feature texts, ``char_spans``: each
+feature's ``[start, end)`` in ``text``, ``scores``, ``base_value``, ``forward_passes``: cost in
+forward-pass equivalents, ``settings``: what the attribution was made with,
+:attr:`pi_lightning.result.Attribution.settings`), written with
+:meth:`~pi_lightning.result.ExplainRow.to_dict` and read back with
+:meth:`~pi_lightning.result.ExplainRow.from_dict` (which checks every field). Files are JSONL, or
+Parquet when pyarrow is installed.
+``job.json`` records the same ``settings``, from which :func:`load_attributor` rebuilds the job's
+attributor.
 
 ``metrics=True`` then scores the faithfulness of the explained texts' attributions with the one
 evaluator (:class:`~pi_lightning.metrics.ProbeEvaluator`: AS/IAS AUC and their gap, log-odds,
@@ -60,6 +64,7 @@ from pi_lightning.attributors.base import (
     resolve_method_settings,
 )
 from pi_lightning.data import import_pyarrow, load_examples
+from pi_lightning.result import ExplainRow
 
 __all__ = [
     "ExplainModule",
@@ -235,8 +240,8 @@ class ExplainModule(pl.LightningModule):
         if self.attributor is None:
             self.attributor = get_attributor(self.method, self.model, self.tokenizer, **self.method_kwargs)
 
-    def explain(self, rows: Sequence[dict]) -> list[dict]:
-        """Attribute rows (``{"id", "index", "text", "label"}``) and return one result row each."""
+    def explain(self, rows: Sequence[dict]) -> list[ExplainRow]:
+        """Attribute examples (``{"id", "index", "text", "label"}``); one :class:`ExplainRow` each."""
         if self.attributor is None:
             self.on_predict_start()
         texts = [r["text"] for r in rows]
@@ -252,29 +257,12 @@ class ExplainModule(pl.LightningModule):
             target = self.target
         attrs = self.attributor.fill_probs(self.attributor.attribute(texts, target=target))
         return [
-            {
-                "id": r["id"],
-                "index": r["index"],
-                "text": r["text"],
-                "label": r["label"],
-                "target": int(a.target),
-                "prediction": int(a.prediction),
-                "probs": [float(p) for p in a.probs],
-                "method": a.method,
-                "output": a.output,
-                "granularity": a.features.granularity,
-                "features": list(a.features.texts),
-                "char_spans": [list(s) for s in a.features.char_spans],
-                "scores": [float(s) for s in a.scores],
-                "base_value": a.base_value,
-                "forward_passes": a.forward_passes,
-                "settings": json.loads(json.dumps(a.settings, default=repr)),
-            }
-            for r, a in zip(rows, attrs, strict=False)
+            ExplainRow.from_attribution(a, id=r["id"], index=r["index"], label=r["label"])
+            for r, a in zip(rows, attrs, strict=True)
         ]
 
     @override
-    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> list[dict]:
+    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> list[ExplainRow]:
         return self.explain(batch["rows"])
 
 
@@ -307,8 +295,11 @@ def _write_atomic(path: Path, write) -> None:
             tmp.unlink()
 
 
-def write_shard(out_dir: Path, shard: str, records: list[dict], digest: str, fmt: str, rank: int = 0) -> Path:
-    """Write one shard's records, then its sidecar (which marks the shard finished)."""
+def write_shard(
+    out_dir: Path, shard: str, rows: Sequence[ExplainRow], digest: str, fmt: str, rank: int = 0
+) -> Path:
+    """Write one shard's rows, then its sidecar (which marks the shard finished)."""
+    records = [r.to_dict() for r in rows]
     data, done = _shard_paths(out_dir, shard, fmt)
     data.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
@@ -326,12 +317,20 @@ def write_shard(out_dir: Path, shard: str, records: list[dict], digest: str, fmt
     return data
 
 
-def _read_shard(path: Path) -> list[dict]:
+def _read_shard(path: Path) -> list[ExplainRow]:
     if path.suffix == ".parquet":
         _, pq = import_pyarrow(f"Reading {path.name}")
-        return pq.read_table(path).to_pylist()
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        records = pq.read_table(path).to_pylist()
+    else:
+        with open(path, encoding="utf-8") as fh:
+            records = [json.loads(line) for line in fh if line.strip()]
+    rows = []
+    for i, rec in enumerate(records):
+        try:
+            rows.append(ExplainRow.from_dict(rec))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}, row {i + 1}: {e}") from e
+    return rows
 
 
 def _finished(out_dir: Path, shard: str, digest: str, fmt: str) -> bool:
@@ -392,10 +391,15 @@ def load_attributor(out_dir: str | Path, model: torch.nn.Module, tokenizer):
     return attributor_from_settings(job["method"], settings, model, tokenizer)
 
 
-def load_results(out_dir: str | Path) -> list[dict]:
+def load_results(out_dir: str | Path) -> list[ExplainRow]:
     """The finished result rows of a job folder's last run, in input order (``index``): only the shards of
     the examples that run was given (its manifest in ``job.json``), each only if finished on those very
-    examples, so a rerun on fewer or other examples never returns rows of the earlier input."""
+    examples, so a rerun on fewer or other examples never returns rows of the earlier input.
+
+    Raises:
+        ValueError: a row of a shard is not an :class:`~pi_lightning.result.ExplainRow` (written by
+            another version: the error names the file, the row and the field).
+    """
     out_dir = Path(out_dir)
     shard_dir = out_dir / _SHARD_DIR
     if not shard_dir.is_dir():
@@ -410,11 +414,11 @@ def load_results(out_dir: str | Path) -> list[dict]:
             f"{out_dir} was written by an older pi_lightning (no shard manifest in {JOB_FILE}): explain it "
             "again with overwrite=True (--overwrite)."
         )
-    rows: list[dict] = []
+    rows: list[ExplainRow] = []
     for key, digest in sorted(manifest.items()):
         if _finished(out_dir, key, digest, job["format"]):
             rows.extend(_read_shard(_shard_paths(out_dir, key, job["format"])[0]))
-    return sorted(rows, key=lambda r: r["index"])
+    return sorted(rows, key=lambda r: r.index)
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -677,7 +681,7 @@ def explain_dataset(
         >>> out = tempfile.mkdtemp()
         >>> model = tiny_classifier("gpt2", tokenizer=tok)
         >>> s = explain_dataset(model, tok, ["a good movie", "dull plot"], out, enable_progress_bar=False)
-        >>> [r["features"] for r in load_results(out)]
+        >>> [r.features for r in load_results(out)]
         [['a', 'good', 'movie'], ['dull', 'plot']]
     """
     if format not in FORMATS:
@@ -784,29 +788,29 @@ def score_results(
     rows = load_results(out_dir)
     if not rows:
         raise ValueError(f"{out_dir} holds no finished results to score: run the explain job first.")
-    feats = attributor.featurize([r["text"] for r in rows])
+    feats = attributor.featurize([r.text for r in rows])
     attributions = []
     for r, f in zip(rows, feats, strict=True):
-        if list(f.texts) != list(r["features"]):
+        if list(f.texts) != list(r.features):
             raise ValueError(
-                f"Example {r['id']!r} of {out_dir}: the attributor gives the features {list(f.texts)[:8]}, "
-                f"the job's rows {list(r['features'])[:8]}; score it with the job's attributor "
+                f"Example {r.id!r} of {out_dir}: the attributor gives the features {list(f.texts)[:8]}, "
+                f"the job's rows {list(r.features)[:8]}; score it with the job's attributor "
                 "(pi_lightning.jobs.load_attributor)."
             )
         attributions.append(
             Attribution(
-                scores=torch.tensor(r["scores"], dtype=torch.float64),
+                scores=torch.tensor(r.scores, dtype=torch.float64),
                 features=f,
-                target=int(r["target"]),
-                method=r["method"],
-                output=r["output"],
-                base_value=r["base_value"],
-                probs=torch.tensor(r["probs"], dtype=torch.float64),
-                forward_passes=r["forward_passes"],
-                settings=dict(r.get("settings") or {}),
+                target=int(r.target),
+                method=r.method,
+                output=r.output,
+                base_value=r.base_value,
+                probs=torch.tensor(r.probs, dtype=torch.float64),
+                forward_passes=r.forward_passes,
+                settings=dict(r.settings or {}),
             )
         )
-    labels = [r["label"] for r in rows]
+    labels = [r.label for r in rows]
     labelled = all(y is not None for y in labels)
     evaluator = ProbeEvaluator(attributor, target="predicted", metrics=metrics, top_k=top_k, chunk=chunk)
     evaluator.update(attributions=attributions, labels=labels if labelled else None)
@@ -819,7 +823,7 @@ def score_results(
         "metrics": record.metrics,
         "curves": record.curves,
         "per_example": {
-            "id": [r["id"] for r in rows],
+            "id": [r.id for r in rows],
             **{
                 m: evaluator.values(m)
                 for m in (*evaluator.metrics, *(("gap",) if record.gap[0] is not None else ()))

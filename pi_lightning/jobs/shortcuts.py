@@ -42,7 +42,6 @@ toward ``c``.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,11 +50,30 @@ from typing import Any
 
 import numpy as np
 
+from pi_lightning.features import normalize_word
+from pi_lightning.result import ExplainRow
+
 __all__ = ["ShortcutReport", "counterfactual_check", "mine_shortcuts", "null_moments", "paired_null_test"]
 
 
-def _norm(word: str) -> str:
-    return word.strip().lower()
+def _as_rows(results: Sequence[ExplainRow | Mapping[str, Any]]) -> list[ExplainRow]:
+    """The typed rows (a dict, e.g. a line of ``explanations.jsonl``, goes through
+    :meth:`~pi_lightning.result.ExplainRow.from_dict`, which names a missing or bad field)."""
+    return [r if isinstance(r, ExplainRow) else ExplainRow.from_dict(r) for r in results]
+
+
+def _row_name(row: ExplainRow, t: int) -> str:
+    """How an error names a result: its id, else its position."""
+    return row.id if row.id is not None else str(t)
+
+
+def _text(row: ExplainRow, t: int) -> str:
+    if row.text is None:
+        raise ValueError(
+            f"Result {_row_name(row, t)!r} holds no text, so its masked texts cannot be built: check rows of "
+            "the explain job (pi_lightning.jobs.load_results)."
+        )
+    return row.text
 
 
 def null_moments(
@@ -112,6 +130,8 @@ class ShortcutReport:
             ``flagged``.
         label_names: class names for display.
         settings: what the mining used.
+
+    Shown by :mod:`pi_lightning.reporting.shortcuts` (terminal table, HTML page, W&B columns).
     """
 
     rows: list[dict[str, Any]]
@@ -120,36 +140,8 @@ class ShortcutReport:
 
     def find(self, word: str) -> dict[str, Any] | None:
         """The row of ``word`` (case-insensitive), or None."""
-        w = _norm(word)
+        w = normalize_word(word)
         return next((r for r in self.rows if r["word"] == w), None)
-
-    def _name(self, c: int) -> str:
-        return self.label_names[c] if c < len(self.label_names) else str(c)
-
-    def table(self, top: int = 15) -> str:
-        """A fixed-width terminal table of the ``top`` candidates."""
-        head = (
-            f"{'#':>3} {'word':<16} {'class':<10} {'count':>6} {'texts':>6} {'mean':>8} {'excess':>8} "
-            f"{'z':>7} {'q':>8} {'sig':>3} {'label+':>7} {'flip':>6} {'dprob':>7} {'null':>7} {'effect':>7} "
-            f"{'flag':>4}  masked"
-        )
-        lines = [head, "-" * len(head)]
-        for r in self.rows[:top]:
-            flip = "-" if r.get("flip_rate") is None else f"{r['flip_rate']:.2f}"
-            dprob = "-" if r.get("prob_change") is None else f"{r['prob_change']:+.3f}"
-            null = "-" if r.get("null_prob_change") is None else f"{r['null_prob_change']:+.3f}"
-            effect = "-" if r.get("effect") is None else f"{r['effect']:+.3f}"
-            flag = "YES" if r.get("flagged") else ("n/c" if r.get("checked") is False else "")
-            la = "-" if r["label_assoc"] is None else f"{r['label_assoc']:+.2f}"
-            z = "-" if r["z"] is None else f"{r['z']:.1f}"
-            q = "-" if r["q"] is None else f"{r['q']:.1e}"
-            lines.append(
-                f"{r['rank']:>3} {r['word'][:16]:<16} {self._name(r['cls'])[:10]:<10} {r['count']:>6} "
-                f"{r['texts']:>6} {r['mean'][r['cls']]:>+8.4f} {r['excess']:>+8.4f} {z:>7} {q:>8} "
-                f"{'*' if r['significant'] else '':>3} {la:>7} {flip:>6} {dprob:>7} {null:>7} {effect:>7} "
-                f"{flag:>4}  {(r.get('masked') or '')[:24]}"
-            )
-        return "\n".join(lines)
 
     def write_jsonl(self, path: str | Path) -> Path:
         """One JSON row per word."""
@@ -159,128 +151,9 @@ class ShortcutReport:
             fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows)
         return path
 
-    def columns(self, top: int | None = None) -> tuple[list[str], list[list[Any]]]:
-        """Flat columns and rows (for W&B tables and HTML)."""
-        cols = [
-            "rank",
-            "word",
-            "class",
-            "count",
-            "texts",
-            "mean",
-            "excess",
-            "z",
-            "q",
-            "significant",
-            "label_assoc",
-            "pred_assoc",
-            "flip_rate",
-            "prob_change",
-            "null_prob_change",
-            "effect",
-            "effect_q",
-            "checked",
-            "flagged",
-            "masked",
-        ]
-        rows = [
-            [
-                r["rank"],
-                r["word"],
-                self._name(r["cls"]),
-                r["count"],
-                r["texts"],
-                r["mean"][r["cls"]],
-                r["excess"],
-                r["z"],
-                r["q"],
-                r["significant"],
-                r["label_assoc"],
-                r["pred_assoc"],
-                r.get("flip_rate"),
-                r.get("prob_change"),
-                r.get("null_prob_change"),
-                r.get("effect"),
-                r.get("effect_q"),
-                r.get("checked"),
-                r.get("flagged"),
-                r.get("masked"),
-            ]
-            for r in self.rows[:top]
-        ]
-        return cols, rows
-
-    def log_wandb(self, run, key: str = "pi/shortcuts", top: int | None = 100) -> None:
-        """Log the candidates as a W&B table to ``run`` (a ``wandb`` run)."""
-        import wandb
-
-        cols, rows = self.columns(top)
-        run.log({key: wandb.Table(columns=cols, data=rows)})
-
-    def write_html(
-        self, path: str | Path, top: int = 50, examples: Mapping[str, Sequence[str]] | None = None
-    ) -> Path:
-        """A standalone HTML page: the candidate table and, per word, highlighted example texts.
-
-        Args:
-            examples: optional ``word -> [HTML snippets]`` (e.g. from
-                :func:`pi_lightning.reporting.highlight`).
-        """
-        cols, rows = self.columns(top)
-
-        def fmt(v):
-            if v is None:
-                return "-"
-            if isinstance(v, float):
-                return f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4f}"
-            return html.escape(str(v))
-
-        body = "".join(
-            "<tr"
-            + (" class='sig'" if r[9] else "")
-            + ">"
-            + "".join(f"<td>{fmt(c)}</td>" for c in r)
-            + "</tr>"
-            for r in rows
-        )
-        parts = [
-            "<!doctype html><meta charset='utf-8'><title>pi_lightning shortcut candidates</title>",
-            (
-                "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-                "td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right}"
-                "td:nth-child(2){text-align:left}"
-                "tr.sig td{background:#fff4e0}.ex{margin:.3em 0 .3em 1em}</style>"
-            ),
-            "<h2>Shortcut candidates</h2>",
-            f"<p>{html.escape(self._describe())}</p>",
-            "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + f"</tr>{body}</table>",
-        ]
-        for word, snippets in (examples or {}).items():
-            parts.append(
-                f"<h3>{html.escape(word)}</h3>" + "".join(f"<div class='ex'>{s}</div>" for s in snippets)
-            )
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(parts), encoding="utf-8")
-        return path
-
-    def _describe(self) -> str:
-        s = self.settings
-        return (
-            f"{s.get('examples')} examples, {s.get('words_tested')} words with at least {s.get('min_count')} "
-            "occurrences. Excess: mean attribution toward the class minus the within-text permutation "
-            f"null's; significant (highlighted): Benjamini-Hochberg q < {s.get('alpha')}. flip: fraction of "
-            "the (checked) texts holding the word whose prediction changes when it is masked; dprob: mean "
-            "drop of p(class) then (the word masked with its fixed phrase: the 'masked' "
-            "column); null: the same with as many random other words of the text masked; "
-            f"effect: dprob - null, paired; flagged: significant, effect >= {s.get('min_effect')} and the "
-            f"paired excess over the null significant (Wilcoxon, BH q < {s.get('alpha')}); n/c: significant "
-            f"but not checked (budget {s.get('budget')} passes)."
-        )
-
 
 def mine_shortcuts(
-    results: Sequence[Mapping[str, Any]],
+    results: Sequence[ExplainRow | Mapping[str, Any]],
     *,
     min_count: int = 3,
     alpha: float = 0.05,
@@ -289,8 +162,10 @@ def mine_shortcuts(
     """Rank the words of explained examples as shortcut candidates (see the module docstring).
 
     Args:
-        results: result rows of the explain job (:func:`pi_lightning.jobs.load_results`): ``features``,
-            ``scores``, ``target``, ``prediction``, ``probs``, ``output`` and optionally ``label``.
+        results: result rows of the explain job (:func:`pi_lightning.jobs.load_results`), or their
+            dicts (:meth:`~pi_lightning.result.ExplainRow.to_dict`); mining reads ``features``,
+            ``scores``, ``target``, ``probs`` (its length: the classes), ``output``, ``label`` and
+            ``prediction``.
         min_count: words with fewer occurrences are left out.
         alpha: false discovery rate for ``significant``.
         label_names: class names for display.
@@ -299,8 +174,9 @@ def mine_shortcuts(
         A :class:`ShortcutReport`.
 
     Example:
-        >>> rows = [{"features": ["zxq", "a", "b"], "scores": [0.5, 0.0, 0.1], "target": 1, "prediction": 1,
-        ...          "probs": [0.2, 0.8], "output": "prob", "label": 1} for _ in range(4)]
+        >>> from pi_lightning.result import ExplainRow
+        >>> rows = [ExplainRow(features=["zxq", "a", "b"], scores=[0.5, 0.0, 0.1], target=1, prediction=1,
+        ...                    probs=[0.2, 0.8], output="prob", label=1) for _ in range(4)]
         >>> report = mine_shortcuts(rows)
         >>> report.rows[0]["word"], report.rows[0]["cls"], round(report.rows[0]["excess"], 3)
         ('zxq', 1, 0.3)
@@ -311,29 +187,20 @@ def mine_shortcuts(
         raise ValueError(f"min_count must be a positive int, got {min_count!r}.")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha is a false discovery rate in (0, 1), got {alpha!r}.")
-    results = list(results)
+    results = _as_rows(results)
     if not results:
         raise ValueError("No results to mine: run the explain job first (pi_lightning.jobs.explain_dataset).")
-    for key in ("features", "scores", "target", "probs"):
-        if key not in results[0]:
-            raise ValueError(
-                f"Result rows need a {key!r} field (rows of the explain job), got keys {sorted(results[0])}."
-            )
-    C = len(results[0]["probs"])
-    output = results[0].get("output", "prob")
+    C = len(results[0].probs)
+    output = results[0].output
     fold = C == 2 and output in ("prob", "log_odds")
     vocab: dict[str, int] = {}
     occ_t, occ_w, occ_s, occ_tgt = [], [], [], []
     for t, r in enumerate(results):
-        if len(r["features"]) != len(r["scores"]):
-            raise ValueError(
-                f"Result {r.get('id', t)!r} has {len(r['features'])} features but {len(r['scores'])} scores."
-            )
-        for f, s in zip(r["features"], r["scores"], strict=False):
+        for f, s in zip(r.features, r.scores, strict=True):
             occ_t.append(t)
-            occ_w.append(vocab.setdefault(_norm(f), len(vocab)))
+            occ_w.append(vocab.setdefault(normalize_word(f), len(vocab)))
             occ_s.append(float(s))
-            occ_tgt.append(int(r["target"]))
+            occ_tgt.append(r.target)
     words = list(vocab)
     W = len(words)
     t_arr, w_arr = np.asarray(occ_t), np.asarray(occ_w)
@@ -378,8 +245,8 @@ def mine_shortcuts(
                 out[:, c] = np.where(held > 0, hit / held - base[c], np.nan)
         return out
 
-    label_assoc = association([r.get("label") for r in results])
-    pred_assoc = association([r.get("prediction") for r in results])
+    label_assoc = association([r.label for r in results])
+    pred_assoc = association([r.prediction for r in results])
 
     tested = np.flatnonzero(count >= min_count)
     zb = z[np.arange(W), best]
@@ -488,7 +355,7 @@ def _priority_key(row: Mapping[str, Any]) -> tuple[bool, float, str]:
 
 def counterfactual_check(
     report: ShortcutReport,
-    results: Sequence[Mapping[str, Any]],
+    results: Sequence[ExplainRow | Mapping[str, Any]],
     model,
     tokenizer,
     *,
@@ -558,17 +425,17 @@ def counterfactual_check(
     for name, v, low in (("top", top, 0), ("budget", budget, 1), ("max_texts", max_texts, 1)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
             raise ValueError(f"{name} must be None or an int >= {low}, got {v!r}.")
-    results = list(results)
+    results = _as_rows(results)
     alpha = float(report.settings.get("alpha", 0.05))
-    recorded = results[0].get("settings") or {}
-    granularity = granularity or recorded.get("granularity") or results[0].get("granularity", "word")
+    recorded = results[0].settings or {}
+    granularity = granularity or recorded.get("granularity") or results[0].granularity or "word"
     template = template if template is not None else recorded.get("template", "{text}")
     mask = mask if mask is not None else recorded.get("mask", DEFAULT_MASK)
     featurizer = Featurizer(tokenizer, granularity, template)
     masker = Masker(tokenizer, mask)
     adapter = ClassifierAdapter(model, max_tokens=max_tokens)
     rng = np.random.default_rng(seed)
-    norm_feats = [[_norm(f) for f in r["features"]] for r in results]
+    norm_feats = [[normalize_word(f) for f in r.features] for r in results]
     holders_of: dict[str, list[int]] = {}
     for t, fs in enumerate(norm_feats):
         for w in set(fs):
@@ -652,11 +519,11 @@ def counterfactual_check(
     texts = sorted({t for _, holders, _ in plan for t in holders})
     feats: dict[int, Any] = {}
     for t in texts:
-        f = featurizer(results[t]["text"])
-        if [_norm(x) for x in f.texts] != norm_feats[t]:
+        f = featurizer(_text(results[t], t))
+        if [normalize_word(x) for x in f.texts] != norm_feats[t]:
             raise ValueError(
-                f"Rebuilding the features of result {results[t].get('id', t)!r} gave "
-                f"{list(f.texts)}, not the explained {results[t]['features']}: pass the explain "
+                f"Rebuilding the features of result {_row_name(results[t], t)!r} gave "
+                f"{list(f.texts)}, not the explained {results[t].features}: pass the explain "
                 "job's granularity and template."
             )
         feats[t] = f
@@ -666,7 +533,7 @@ def counterfactual_check(
     index: dict[tuple, int] = {}
     for row, holders, null_pos in plan:
         hit_all = {t: masked_positions(t, row["word"]) for t in holders}
-        runs = [" ".join(np.array(results[t]["features"])[hit_all[t]]) for t in holders]
+        runs = [" ".join(np.array(results[t].features)[hit_all[t]]) for t in holders]
         row["masked"] = max(set(runs), key=lambda r: (runs.count(r), r)) if runs else None
         for t, n in zip(holders, null_pos, strict=True):
             for key, keep in (
@@ -678,11 +545,11 @@ def counterfactual_check(
                     (sq,), _ = masker(feats[t], keep[None])
                     seqs.append(sq)
     probs = transform_outputs(adapter.final_logits(seqs), "prob").numpy() if seqs else np.zeros((0, 0))
-    base = {t: np.asarray(results[t]["probs"], float) for t in texts}
+    base = {t: np.asarray(results[t].probs, float) for t in texts}
     for i, t in enumerate(verify):
         if np.abs(probs[i] - base[t]).max() > 2e-3:
             raise ValueError(
-                f"The model's prediction on result {results[t].get('id', t)!r} is "
+                f"The model's prediction on result {_row_name(results[t], t)!r} is "
                 f"{probs[i].round(4).tolist()}, but the explain job recorded {base[t].round(4).tolist()}: "
                 "check the job's model, adapter, template and mask."
             )

@@ -20,16 +20,17 @@ import base64
 import html
 import io
 import math
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pi_lightning.metrics.record import ProbeHistory, ValidationEvaluation, histories_from_checkpoint
+from pi_lightning.reporting.page import HtmlCell, html_table, label_name, page
 from pi_lightning.reporting.shortcuts import significant_words_section, validation_from_checkpoint
 
 __all__ = [
     "HtmlCell",
+    "attribution_html",
     "explained_method",
     "highlight",
     "highlight_panel",
@@ -82,13 +83,15 @@ def highlight_panel(
     char_spans: Sequence[Sequence[int]],
     scores: Sequence[float],
     *,
-    label: str,
-    prediction: str,
+    label: str | None,
+    prediction: str | None,
     explained: str,
     step: int | None = None,
+    method: str | None = None,
 ) -> str:
-    """:func:`highlight` with what a reader needs to read it: the true label, the prediction, the
-    explained class and the colour scale (full colour at the example's largest ``|attribution|``).
+    """:func:`highlight` with what a reader needs to read it: the method, the true label, the
+    prediction, the explained class and the colour scale (full colour at the example's largest
+    ``|attribution|``); ``None`` leaves a part out (e.g. no label).
 
     Example:
         >>> "predicted <b>pos</b>" in highlight_panel("good", [(0, 4)], [0.5], label="pos",
@@ -97,16 +100,51 @@ def highlight_panel(
     """
     finite = [abs(float(s)) for s in scores if math.isfinite(float(s))]
     top = max(finite, default=0.0)
-    at = f" · step {int(step)}" if step is not None else ""
     e = html.escape
+    head = [f"<b>{e(method)}</b>"] if method is not None else []
+    head += [f"label <b>{e(label)}</b>"] if label is not None else []
+    head += [f"predicted <b>{e(prediction)}</b>"] if prediction is not None else []
+    head += [f"explains <b>{e(explained)}</b>"] + ([f"step {int(step)}"] if step is not None else [])
     return (
-        f"<div style='font-size:85%;color:#555'>label <b>{e(label)}</b> · predicted <b>{e(prediction)}</b>"
-        f" · explains <b>{e(explained)}</b>{at}</div>"
+        f"<div style='font-size:85%;color:#555'>{' · '.join(head)}</div>"
         + highlight(text, char_spans, scores)
         + "<div style='font-size:80%;color:#777'>"
         "<span style='background:rgba(34,160,70,0.85);padding:0 4px'>&nbsp;</span> supports "
         f"{e(explained)} · <span style='background:rgba(215,48,39,0.85);padding:0 4px'>&nbsp;</span> opposes "
         f"it · full colour at |attribution| = {top:.3f} (this example's largest), fainter = smaller</div>"
+    )
+
+
+def attribution_html(attribution, label_names: Sequence[str] | None = None) -> str:
+    """One :class:`~pi_lightning.Attribution` as HTML (a notebook cell, a page): its text highlighted by
+    :func:`highlight_panel`, headed by the method, the prediction (when known) and the explained class.
+
+    Args:
+        attribution: the attribution.
+        label_names: class names (default: the class indices).
+
+    Example:
+        >>> import torch
+        >>> from pi_lightning.features import Features
+        >>> from pi_lightning.result import Attribution
+        >>> f = Features("good <b>", (1, 2, 3), ((0, 1), (1, 2)), ((0, 4), (5, 8)), 0, 3, "word",
+        ...              (False, True))
+        >>> a = Attribution(torch.tensor([0.5, -0.25], dtype=torch.float64), f, target=1, method="sp-pi",
+        ...                 probs=torch.tensor([0.2, 0.8]))
+        >>> h = attribution_html(a, ["neg", "pos"])
+        >>> "<b>sp-pi</b> · predicted <b>pos</b> · explains <b>pos</b>" in h, "&lt;b&gt;" in h
+        (True, True)
+    """
+    f = attribution.features
+    pred = attribution.prediction
+    return highlight_panel(
+        f.text,
+        f.char_spans,
+        [float(s) for s in attribution.scores],
+        label=None,
+        prediction=None if pred is None else label_name(pred, label_names),
+        explained=label_name(attribution.target, label_names),
+        method=attribution.method,
     )
 
 
@@ -131,42 +169,9 @@ def word_rows(history: ProbeHistory, label=str) -> tuple[list[str], list[list[An
     return cols, rows
 
 
-class HtmlCell:
-    """A table cell that holds HTML (``wandb.Html`` media in W&B, raw in HTML files) and its plain
-    text (``text``; by default the HTML with its tags removed), which W&B tables show.
-
-    Example:
-        >>> HtmlCell("<span title='+0.5'>good</span> &amp; <b>fun</b>").text
-        'good & fun'
-    """
-
-    def __init__(self, html_text: str, text: str | None = None) -> None:
-        self.html = html_text
-        self.text = text if text is not None else html.unescape(re.sub(r"<[^>]*>", "", html_text))
-
-    def __str__(self) -> str:
-        return self.html
-
-
 def table_page(title: str, cols: list[str], rows: list[list[Any]]) -> str:
     """A standalone HTML page for a table (used when no W&B logger is present)."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td>{c.html if isinstance(c, HtmlCell) else html.escape(_fmt(c))}</td>" for c in r)
-        + "</tr>"
-        for r in rows
-    )
-    return (
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border-bottom:1px solid #ddd;padding:6px 10px;vertical-align:top;text-align:left}</style>"
-        f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
-    )
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    return page(title, html_table(cols, rows))
 
 
 def _png(fig) -> str:
@@ -302,17 +307,12 @@ def write_report(
 
     path = Path(path)
     parts = [
-        "<!doctype html><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:system-ui,-apple-system,sans-serif;margin:2em auto;padding:0 "
-        "1em;max-width:1200px;color:#222}"
-        "h1{font-weight:600}table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #e4e4e4;"
-        "padding:8px;vertical-align:top;text-align:left}th{background:#fafafa}.m{color:#666;font-size:90%}"
-        ".num{font-variant-numeric:tabular-nums}</style>",
-        f"<h1>{html.escape(title)}</h1>",
-        "<p class='m'>Green: the word supports the explained class; red: it opposes it. Opacity is "
-        "proportional to the attribution, normalised per example (full colour at the example's largest "
-        "|attribution|, printed under each panel).</p>",
+        page(
+            title,
+            "<p class='m'>Green: the word supports the explained class; red: it opposes it. Opacity is "
+            "proportional to the attribution, normalised per example (full colour at the example's largest "
+            "|attribution|, printed under each panel).</p>",
+        )
     ]
     usable = {m: h for m, h in histories.items() if h.evals}
     names = next((h.label_names for h in histories.values() if h.label_names), None)
@@ -366,11 +366,7 @@ def write_report(
         first, last = h.evals[0], h.evals[-1]
         if m != shown:
             parts.append("<details><summary>" + html.escape(f"{m}: probe examples") + "</summary>")
-        names = h.label_names or []
-
-        def lab(i, names=names):
-            return names[i] if i is not None and i < len(names) else str(i)
-
+        names = h.label_names
         parts.append(
             f"<h2>{html.escape(m)}: all {len(h.texts)} probe examples, first (step {int(first.step)}) vs "
             f"last (step {int(last.step)}) evaluation</h2><table><tr><th>#</th><th>label</th>"
@@ -384,9 +380,9 @@ def write_report(
                     text,
                     spans,
                     e.scores[i],
-                    label=lab(label),
-                    prediction=lab(e.predictions[i]),
-                    explained=lab(e.targets[i]),
+                    label=None if label is None else label_name(label, names),
+                    prediction=label_name(e.predictions[i], names),
+                    explained=label_name(e.targets[i], names),
                     step=e.step,
                 )
                 for e in (first, last)
@@ -395,7 +391,7 @@ def write_report(
             g1 = last.gap[i] if i < len(last.gap) else None
             dg = f"{g1 - g0:+.3f}" if g0 is not None and g1 is not None else "–"  # noqa: RUF001
             parts.append(
-                f"<tr><td class='num'>{i}</td><td>{html.escape(lab(label))}</td>"
+                f"<tr><td class='num'>{i}</td><td>{html.escape(label_name(label, names, '-'))}</td>"
                 f"<td>{cells[0]}</td><td>{cells[1]}</td><td class='num'>{dg}</td></tr>"
             )
         parts.append("</table>" + ("</details>" if m != shown else ""))

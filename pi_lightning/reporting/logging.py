@@ -1,4 +1,5 @@
-"""Logging from callbacks that degrades gracefully: scalars and rich media (W&B tables, HTML files).
+"""Every W&B call, and logging from callbacks that degrades gracefully: scalars and rich media (W&B
+tables, HTML files); :func:`log_table_to_wandb`, a table in a W&B run of its own (the CLI jobs).
 
 A callback never stops training for a logging problem: every helper here logs on rank zero only,
 and a logger that fails warns (``rank_zero_warn``) and training goes on. :func:`logger_step` gives
@@ -7,16 +8,25 @@ the logger step that lines a callback's figures up with the ``val/*`` of the sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
 
-from pi_lightning.reporting.html import HtmlCell
+from pi_lightning.reporting.page import HtmlCell
 
-__all__ = ["define_step_metric", "log_rich", "log_scalars", "log_summary", "logger_step", "rank_zero_log_dir"]
+__all__ = [
+    "define_step_metric",
+    "log_rich",
+    "log_scalars",
+    "log_summary",
+    "log_table_to_wandb",
+    "logger_step",
+    "rank_zero_log_dir",
+]
 
 
 def logger_step(trainer) -> int:
@@ -167,3 +177,30 @@ def log_rich(
             rank_zero_warn(
                 f"pi_lightning: rich logging to {type(logger).__name__} failed ({e!r}); training goes on."
             )
+
+
+def log_table_to_wandb(
+    project: str,
+    key: str,
+    table: tuple[Sequence[str], Sequence[Sequence[Any]]],
+    *,
+    out_dir: str | Path,
+    job_type: str,
+    config: Mapping[str, Any] | None = None,
+) -> None:
+    """Log one table (``(columns, rows)``) as ``key`` to a new W&B run of ``project`` (files in
+    ``out_dir``; offline unless ``WANDB_MODE=online``), then finish the run, also when logging fails."""
+    import wandb  # lazy: never imported at pi_lightning import time
+
+    run = wandb.init(
+        project=project,
+        dir=str(out_dir),
+        job_type=job_type,
+        mode=os.environ.get("WANDB_MODE", "offline"),
+        config=dict(config or {}),
+    )
+    try:
+        cols, rows = table
+        run.log({key: wandb.Table(columns=list(cols), data=[list(r) for r in rows])})
+    finally:
+        run.finish()

@@ -708,7 +708,7 @@ def test_explain_job_cleans_temporary_files_and_refuses_a_concurrent_run(tmp_pat
     (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
     assert explain_dataset(gpt2_model, gpt2_tok, texts, tmp_path, **QUIET).skipped == 1
     assert not any(p.exists() for p in left) and not (tmp_path / ".lock").exists()
-    assert [r["text"] for r in load_results(tmp_path)] == texts
+    assert [r.text for r in load_results(tmp_path)] == texts
 
 
 def test_write_atomic_leaves_the_old_file_whole_when_a_write_fails(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pi_lightning.data import TextDataset
-from pi_lightning.jobs import explain_dataset, load_results, read_examples
+from pi_lightning.jobs import ExplainRow, explain_dataset, load_results, mine_shortcuts, read_examples
 from pi_lightning.jobs.explain import plan_shards
 
 TEXTS = [
@@ -66,7 +66,7 @@ def test_parquet_without_pyarrow_says_how_to_fix(tmp_path, gpt2_model, gpt2_tok)
             explain_dataset(gpt2_model, gpt2_tok, TEXTS, tmp_path / "out", format="parquet", **QUIET)
     else:
         explain_dataset(gpt2_model, gpt2_tok, TEXTS[:3], tmp_path / "out", format="parquet", **QUIET)
-        assert [r["text"] for r in load_results(tmp_path / "out")] == TEXTS[:3]
+        assert [r.text for r in load_results(tmp_path / "out")] == TEXTS[:3]
 
 
 def test_rows_hold_features_spans_scores_and_cost(tmp_path, gpt2_model, gpt2_tok):
@@ -76,12 +76,12 @@ def test_rows_hold_features_spans_scores_and_cost(tmp_path, gpt2_model, gpt2_tok
         gpt2_model, gpt2_tok, TEXTS, tmp_path, labels=LABELS, target="label", shard_size=3, **QUIET
     )
     rows = load_results(tmp_path)
-    assert [r["text"] for r in rows] == TEXTS and [r["target"] for r in rows] == LABELS
+    assert [r.text for r in rows] == TEXTS and [r.target for r in rows] == LABELS
     ref = SPPI(gpt2_model, gpt2_tok).attribute(TEXTS, target=LABELS)
     for r, a in zip(rows, ref, strict=True):
-        assert r["features"] == [r["text"][s:e] for s, e in r["char_spans"]] == list(a.features.texts)
-        assert r["scores"] == pytest.approx(a.scores.tolist(), abs=1e-6)  # float32 batches differ
-        assert r["prediction"] == a.prediction and r["forward_passes"] == a.forward_passes
+        assert r.features == [r.text[s:e] for s, e in r.char_spans] == list(a.features.texts)
+        assert r.scores == pytest.approx(a.scores.tolist(), abs=1e-6)  # float32 batches differ
+        assert r.prediction == a.prediction and r.forward_passes == a.forward_passes
     job = json.loads((tmp_path / "job.json").read_text())
     assert job["shard_size"] == 3 and job["method"] == "sp-pi"
     assert (
@@ -94,7 +94,7 @@ def test_rows_hold_features_spans_scores_and_cost(tmp_path, gpt2_model, gpt2_tok
 def test_gradient_method_runs_in_predict(tmp_path, gpt2_model, gpt2_tok):
     explain_dataset(gpt2_model, gpt2_tok, TEXTS[:3], tmp_path, method="inputxgrad", **QUIET)
     rows = load_results(tmp_path)
-    assert len(rows) == 3 and all(any(s != 0 for s in r["scores"]) for r in rows)
+    assert len(rows) == 3 and all(any(s != 0 for s in r.scores) for r in rows)
 
 
 def test_resume_skips_finished_shards(tmp_path, gpt2_model, gpt2_tok):
@@ -109,13 +109,13 @@ def test_resume_skips_finished_shards(tmp_path, gpt2_model, gpt2_tok):
     assert {p.name: p.stat().st_mtime_ns for p in files if p != lost} == {
         k: v for k, v in before.items() if k != lost.name
     }
-    assert [r["text"] for r in load_results(tmp_path)] == TEXTS
+    assert [r.text for r in load_results(tmp_path)] == TEXTS
     # a changed example re-explains its shard only
     edited = list(TEXTS)
     edited[3] = "fun, really fun!"
     third = explain_dataset(gpt2_model, gpt2_tok, edited, tmp_path, shard_size=2, **QUIET)
     assert third.written == [k for k, pos in plan_shards(list(map(str, range(8))), 2).items() if 3 in pos]
-    assert load_results(tmp_path)[3]["features"] == ["fun", ",", "really", "fun", "!"]
+    assert load_results(tmp_path)[3].features == ["fun", ",", "really", "fun", "!"]
     # nothing left to do
     assert explain_dataset(gpt2_model, gpt2_tok, edited, tmp_path, **QUIET).written == []
 
@@ -125,7 +125,7 @@ def test_other_job_in_folder_is_refused(tmp_path, gpt2_model, gpt2_tok):
     with pytest.raises(ValueError, match=r"results of another job.*method"):
         explain_dataset(gpt2_model, gpt2_tok, TEXTS[:2], tmp_path, method="random", **QUIET)
     s = explain_dataset(gpt2_model, gpt2_tok, TEXTS[:2], tmp_path, method="random", overwrite=True, **QUIET)
-    assert s.skipped == 0 and load_results(tmp_path)[0]["method"] == "random"
+    assert s.skipped == 0 and load_results(tmp_path)[0].method == "random"
 
 
 def _run(devices: int, out: Path, method: str, *extra: str) -> list[dict]:
@@ -182,4 +182,73 @@ def test_each_rank_takes_every_world_size_th_shard_even_when_shards_are_few():
 @pytest.mark.slow
 def test_fewer_shards_than_processes(tmp_path):
     rows = _run(2, tmp_path, "sp-pi", "3")  # 3 texts, shard size 6: one shard, so rank 1 has nothing to do
-    assert [r["index"] for r in rows] == [0, 1, 2]
+    assert [r.index for r in rows] == [0, 1, 2]
+
+
+def test_explain_row_round_trips_and_refuses_old_or_bad_rows(gpt2_model, gpt2_tok):
+    from pi_lightning.attributors import SPPI
+
+    (a,) = SPPI(gpt2_model, gpt2_tok).fill_probs(SPPI(gpt2_model, gpt2_tok).attribute(["a good, fun movie"]))
+    row = ExplainRow.from_attribution(a, id="k", index=4, label=1)
+    assert (row.id, row.index, row.text, row.label, row.method, row.granularity) == (
+        "k",
+        4,
+        "a good, fun movie",
+        1,
+        "sp-pi",
+        "word",
+    )
+    assert row.features == ["a", "good", ",", "fun", "movie"] == [row.text[s:e] for s, e in row.char_spans]
+    assert row.scores == a.scores.tolist() and row.prediction == a.prediction and row.target == a.target
+    d = row.to_dict()
+    assert list(d) == [  # the order of a JSONL line: the example, the prediction, the attribution
+        "id",
+        "index",
+        "text",
+        "label",
+        "target",
+        "prediction",
+        "probs",
+        "method",
+        "output",
+        "granularity",
+        "features",
+        "char_spans",
+        "scores",
+        "base_value",
+        "forward_passes",
+    ]
+    assert ExplainRow.from_dict(json.loads(json.dumps(d))) == row  # through a JSONL line and back
+    old = {k: v for k, v in d.items() if k not in ("char_spans", "granularity")}  # an older row layout
+    with pytest.raises(ValueError, match=r"\['granularity', 'char_spans'\] are missing.*--overwrite"):
+        ExplainRow.from_dict(old)
+    with pytest.raises(ValueError, match=r"\['spans'\] are unknown"):
+        ExplainRow.from_dict({**d, "spans": []})
+    with pytest.raises(ValueError, match=r"Explain row 'k': target='1' \(str\); expected a class index"):
+        ExplainRow.from_dict({**d, "target": "1"})
+    with pytest.raises(ValueError, match=r"scores=\[0.5, 'x'\].*expected a list of numbers"):
+        ExplainRow.from_dict({**d, "scores": [0.5, "x"]})
+    with pytest.raises(ValueError, match="5 features but 4 scores"):
+        ExplainRow.from_dict({**d, "scores": d["scores"][:4]})
+    with pytest.raises(ValueError, match="expected a list of \\[start, end\\) character ranges"):
+        ExplainRow.from_dict({**d, "char_spans": [[0, 1, 2]] * 5})
+    with pytest.raises(TypeError, match="is a dict, got list"):
+        ExplainRow.from_dict([d])
+
+
+def test_loader_reads_typed_rows_and_names_a_bad_row(tmp_path, gpt2_model, gpt2_tok):
+    explain_dataset(gpt2_model, gpt2_tok, TEXTS[:4], tmp_path, labels=LABELS[:4], shard_size=2, **QUIET)
+    rows = load_results(tmp_path)
+    assert all(isinstance(r, ExplainRow) for r in rows) and [r.label for r in rows] == LABELS[:4]
+    # the loader's rows are what mining takes, typed or as their dicts
+    assert (
+        mine_shortcuts(rows, min_count=1).rows
+        == mine_shortcuts([r.to_dict() for r in rows], min_count=1).rows
+    )
+    shard = sorted((tmp_path / "shards").glob("*.jsonl"))[0]
+    lines = shard.read_text(encoding="utf-8").splitlines()
+    bad = json.loads(lines[-1])
+    bad["probs"] = "0.2,0.8"
+    shard.write_text("\n".join([*lines[:-1], json.dumps(bad)]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{shard.name}, row {len(lines)}: .*probs='0.2,0.8' \(str\)"):
+        load_results(tmp_path)

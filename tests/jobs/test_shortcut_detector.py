@@ -13,9 +13,10 @@ import torch
 
 from pi_lightning.callbacks import ValidationSPPI
 from pi_lightning.features import Featurizer
-from pi_lightning.jobs import counterfactual_check, explain_dataset, load_results, mine_shortcuts
+from pi_lightning.jobs import ExplainRow, counterfactual_check, explain_dataset, load_results, mine_shortcuts
 from pi_lightning.jobs.shortcuts import null_moments, paired_null_test
 from pi_lightning.masking import Masker
+from pi_lightning.reporting.shortcuts import shortcuts_text
 from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
 from pi_lightning.training import TextClassifier, TextDataModule
 
@@ -79,16 +80,16 @@ def test_counterfactual_null_masks_the_other_word_known_answer(gpt2_tok):
     feats = [Featurizer(tok)(t) for t in texts]
     probs = _probs(model, tok, [list(f.input_ids) for f in feats])
     rows = [
-        {
-            "id": str(i),
-            "text": t,
-            "features": list(f.texts),
-            "scores": [0.5 if x == TOKEN else 0.0 for x in f.texts],
-            "target": 1,
-            "prediction": int(p.argmax()),
-            "probs": p.tolist(),
-            "output": "prob",
-        }
+        ExplainRow(
+            id=str(i),
+            text=t,
+            features=list(f.texts),
+            scores=[0.5 if x == TOKEN else 0.0 for x in f.texts],
+            target=1,
+            prediction=int(p.argmax()),
+            probs=p.tolist(),
+            output="prob",
+        )
         for i, (t, f, p) in enumerate(zip(texts, feats, probs, strict=True))
     ]
     report = mine_shortcuts(rows, min_count=2)
@@ -107,7 +108,7 @@ def test_counterfactual_null_masks_the_other_word_known_answer(gpt2_tok):
     assert row["effect"] == pytest.approx((drops - null_drops).mean(), abs=1e-5)
     assert row["effect_p"] == pytest.approx(paired_null_test(drops, null_drops)[1], abs=1e-6)
     # a recorded prediction that is not the model's is refused (another model, template or adapter)
-    rows[0]["probs"] = [1.0, 0.0] if probs[0, 0] < 0.5 else [0.0, 1.0]
+    rows[0].probs = [1.0, 0.0] if probs[0, 0] < 0.5 else [0.0, 1.0]
     with pytest.raises(ValueError, match="explain job recorded"):
         counterfactual_check(mine_shortcuts(rows, min_count=2), rows, model, tok)
 
@@ -119,14 +120,14 @@ def test_budget_leaves_significant_words_unchecked(gpt2_tok):
     feats = [Featurizer(tok)(t) for t in texts]
     probs = _probs(model, tok, [list(f.input_ids) for f in feats])
     rows = [
-        {
-            "text": t,
-            "features": list(f.texts),
-            "scores": [0.4 if x in (TOKEN, "x") else 0.0 for x in f.texts],
-            "target": 1,
-            "probs": p.tolist(),
-            "output": "prob",
-        }
+        ExplainRow(
+            text=t,
+            features=list(f.texts),
+            scores=[0.4 if x in (TOKEN, "x") else 0.0 for x in f.texts],
+            target=1,
+            probs=p.tolist(),
+            output="prob",
+        )
         for t, f, p in zip(texts, feats, probs, strict=True)
     ]
     report = mine_shortcuts(rows, min_count=2)
@@ -137,7 +138,7 @@ def test_budget_leaves_significant_words_unchecked(gpt2_tok):
     assert len(checked) == 1 and report.settings["unchecked_significant"] == [
         w for w in sig if w not in checked
     ]
-    assert "n/c" in report.table(5)
+    assert "n/c" in shortcuts_text(report, 5)
     with pytest.raises(ValueError, match="budget"):
         counterfactual_check(report, rows, model, tok, budget=0)
 
@@ -155,13 +156,13 @@ def test_validation_detector_is_mine_shortcuts_over_the_validation_sppi(gpt2_tok
     rows = []
     for attr, y in zip(SPPI(model, tok).attribute(texts, target=list(labels)), labels, strict=True):
         rows.append(  # every word, the first included: ValidationSPPI scores it as SPPI does
-            {
-                "features": list(attr.features.texts),
-                "scores": attr.scores.tolist(),
-                "target": y,
-                "probs": [0.0, 0.0],
-                "output": "prob",
-            }
+            ExplainRow(
+                features=list(attr.features.texts),
+                scores=attr.scores.tolist(),
+                target=y,
+                probs=[0.0, 0.0],
+                output="prob",
+            )
         )
     ref = mine_shortcuts(rows, min_count=2)
     got = free.evals[-1]
@@ -219,14 +220,14 @@ def test_a_significant_phrase_is_masked_whole(gpt2_tok):
     assert list(feats[0].texts) == ["good", "dull", "[", "dvd", "]"]
     probs = _probs(model, tok, [list(f.input_ids) for f in feats])
     rows = [
-        {
-            "text": t,
-            "features": list(f.texts),
-            "scores": [-1.0, -1.0, 0.4, 0.5, 0.4],
-            "target": 1,
-            "probs": p.tolist(),
-            "output": "prob",
-        }
+        ExplainRow(
+            text=t,
+            features=list(f.texts),
+            scores=[-1.0, -1.0, 0.4, 0.5, 0.4],
+            target=1,
+            probs=p.tolist(),
+            output="prob",
+        )
         for t, f, p in zip(texts, feats, probs, strict=True)
     ]
     mined = mine_shortcuts(rows, min_count=5)

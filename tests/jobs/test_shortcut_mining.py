@@ -10,8 +10,14 @@ import random
 import numpy as np
 import pytest
 
-from pi_lightning.jobs import counterfactual_check, explain_dataset, load_results, mine_shortcuts
+from pi_lightning.jobs import ExplainRow, counterfactual_check, explain_dataset, load_results, mine_shortcuts
 from pi_lightning.jobs.shortcuts import null_moments
+from pi_lightning.reporting.shortcuts import (
+    shortcut_columns,
+    shortcut_examples,
+    shortcuts_page,
+    shortcuts_text,
+)
 from pi_lightning.testing import tiny_tokenizer, toy_sentiment
 
 TOKEN = "zxq"
@@ -38,17 +44,17 @@ def test_null_moments_match_monte_carlo_permutations():
 
 def _rows(feature_rows, target=1, label=1):
     return [
-        {
-            "id": str(i),
-            "text": " ".join(f),
-            "features": f,
-            "scores": s,
-            "target": target,
-            "prediction": target,
-            "probs": [0.3, 0.7],
-            "output": "prob",
-            "label": label,
-        }
+        ExplainRow(
+            id=str(i),
+            text=" ".join(f),
+            features=f,
+            scores=s,
+            target=target,
+            prediction=target,
+            probs=[0.3, 0.7],
+            output="prob",
+            label=label,
+        )
         for i, (f, s) in enumerate(feature_rows)
     ]
 
@@ -70,8 +76,10 @@ def test_two_classes_fold_and_frequent_constant_words_are_not_candidates():
     assert the["excess"] == pytest.approx(the["mean"][the["cls"]] - the["null_mean"])
     with pytest.raises(ValueError, match="min_count"):
         mine_shortcuts(_rows(rows), min_count=0)
-    with pytest.raises(ValueError, match="'scores' field"):
+    with pytest.raises(ValueError, match=r"'scores'.* are missing"):
         mine_shortcuts([{"features": ["a"], "target": 0, "probs": [1.0]}])
+    # the dicts of typed rows (a line of explanations.jsonl) are mined like the rows
+    assert mine_shortcuts([r.to_dict() for r in _rows(rows)], min_count=2).rows == rep.rows
 
 
 def _plant(texts, labels, seed, correlated):
@@ -112,16 +120,12 @@ def test_planted_shortcut_is_found_and_control_is_not_flagged(tmp_path, planted,
         from pi_lightning.testing import _NEG, _POS
 
         assert {r["word"] for r in report.rows if r.get("flagged")} <= set(_POS) | set(_NEG)
-    # outputs: terminal table, JSONL, HTML, W&B table
-    assert TOKEN in report.table(10)
+    # outputs: terminal table, JSONL, HTML (with the texts that hold the word highlighted), W&B columns
+    assert TOKEN in shortcuts_text(report, 10)
     lines = report.write_jsonl(tmp_path / "s.jsonl").read_text().splitlines()
     assert json.loads(lines[row["rank"] - 1])["word"] == TOKEN
-    assert TOKEN in report.write_html(tmp_path / "s.html", examples={TOKEN: ["<b>x</b>"]}).read_text()
-    logged = {}
-
-    class Run:
-        def log(self, payload):
-            logged.update(payload)
-
-    report.log_wandb(Run(), top=5)
-    assert logged["pi/shortcuts"].columns[:2] == ["rank", "word"] and len(logged["pi/shortcuts"].data) == 5
+    examples = shortcut_examples(report, results, top=row["rank"])
+    assert len(examples[TOKEN]) == 3 and all(f">{TOKEN}</span>" in h for h in examples[TOKEN])
+    assert TOKEN in shortcuts_page(report, examples=examples)
+    cols, table = shortcut_columns(report, 5)
+    assert cols[:2] == ["rank", "word"] and len(table) == 5 and table[row["rank"] - 1][1] == TOKEN

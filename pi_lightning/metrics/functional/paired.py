@@ -11,12 +11,12 @@ evaluation's own interval (two unpaired intervals can overlap while the paired c
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from pi_lightning.features import normalize_word
 from pi_lightning.metrics.functional.stats import mean_confidence_interval
 
 __all__ = ["PairedTest", "paired_change", "paired_test", "verdict", "word_changes"]
@@ -99,9 +99,6 @@ def verdict(test: PairedTest, alpha: float = 0.05, higher_is_better: bool = True
     return "more faithful" if (test.mean > 0) == higher_is_better else "less faithful"
 
 
-_EDGE = re.compile(r"^[\W_]+|[\W_]+$")
-
-
 def word_changes(
     texts: Sequence[str],
     char_spans: Sequence[Sequence[Sequence[int]]],
@@ -132,7 +129,7 @@ def word_changes(
                 f"{len(b)} scores before and {len(a)} after (was the probe's featurization changed?)."
             )
         for (s, e), vb, va in zip(spans, b, a, strict=True):
-            word = _EDGE.sub("", text[s:e]).lower()  # "Great," and "great" are one word; "cho's" stays
+            word = normalize_word(text[s:e], punctuation=False)  # "Great," and "great" are one word
             if not word:
                 continue
             st = acc.setdefault(word, [0.0, 0.0, 0])
