@@ -62,11 +62,11 @@ def test_job_spec_rebuilds_its_attributor_and_the_check_reads_the_rows_settings(
     )
     rows = load_results(tmp_path)
     job = json.loads((tmp_path / "job.json").read_text())
-    assert job["settings"] == rows[0]["settings"] == resolve_method_settings("mp-pi", kwargs)
+    assert job["settings"] == rows[0].settings == resolve_method_settings("mp-pi", kwargs)
     att = load_attributor(tmp_path, gpt2_model, gpt2_tok)
-    again = att.attribute([r["text"] for r in rows[:3]], target=[r["target"] for r in rows[:3]])
+    again = att.attribute([r.text for r in rows[:3]], target=[r.target for r in rows[:3]])
     for r, a in zip(rows, again, strict=False):
-        assert a.scores.tolist() == pytest.approx(r["scores"], abs=1e-9)
+        assert a.scores.tolist() == pytest.approx(r.scores, abs=1e-9)
 
     # the check is told nothing: it reads the template and mask from the rows (told another template,
     # it finds predictions that are not the job's)

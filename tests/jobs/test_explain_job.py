@@ -217,7 +217,9 @@ def test_explain_row_round_trips_and_refuses_old_or_bad_rows(gpt2_model, gpt2_to
         "scores",
         "base_value",
         "forward_passes",
+        "settings",
     ]
+    assert row.settings == json.loads(json.dumps(a.settings, default=repr))  # what it was made with
     assert ExplainRow.from_dict(json.loads(json.dumps(d))) == row  # through a JSONL line and back
     old = {k: v for k, v in d.items() if k not in ("char_spans", "granularity")}  # an older row layout
     with pytest.raises(ValueError, match=r"\['granularity', 'char_spans'\] are missing.*--overwrite"):
