@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a method setting (repeatable): budget=64, seed=0, mask=..., n_steps=32",
+        help="a method setting (repeatable): budget=64 (or 2n), seed=0, mask=...",
     )
     p.add_argument("--target", default="predicted", help="'predicted', 'label' or a class index")
     p.add_argument("--text-column", default="text")
