@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -192,6 +193,49 @@ def test_report_from_checkpoint(tmp_path, capsys):
     assert capsys.readouterr().out == f"HTML report: {tmp_path / 'r.html'}\n"
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert page.count("<span title=") >= sum(len(t.split()) for t in probe[0])
+
+
+def test_report_from_a_run_folder_without_checkpoint(tmp_path, capsys):
+    """The default job saves no checkpoint: HTMLReport's report_state.pt is enough for `report FOLDER`,
+    and a folder with neither says how to get one."""
+    import lightning.pytorch as pl
+
+    from pi_lightning.callbacks import AttributionMonitor, HTMLReport, html_report
+    from pi_lightning.cli import report
+    from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+    from pi_lightning.training import TextClassifier, TextDataModule
+
+    assert report.REPORT_STATE == html_report.REPORT_STATE
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "no report_state.pt and no .ckpt file under" in err
+    assert "--trainer.enable_checkpointing true" in err
+    tok = tiny_tokenizer("gpt2")
+    probe = toy_sentiment(3, seed=3)
+    run = tmp_path / "run"
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=run,
+        callbacks=[AttributionMonitor(tok, probe, "sp-pi", metrics=["as_auc"]), HTMLReport()],
+    )
+    data = toy_sentiment(16, seed=1)
+    trainer.fit(
+        TextClassifier(tiny_classifier("gpt2", tokenizer=tok)), datamodule=TextDataModule(tok, data, data)
+    )
+    assert not list(run.rglob("*.ckpt")) and (run / "pi_lightning" / "report_state.pt").is_file()
+    assert main(["report", str(run), "-o", str(tmp_path / "again.html")]) == 0
+    assert capsys.readouterr().out == f"HTML report: {tmp_path / 'again.html'}\n"
+    page = (tmp_path / "again.html").read_text(encoding="utf-8")
+    first = (run / "pi_lightning" / "report.html").read_text(encoding="utf-8")
+    # Same probe examples highlighted with the same scores as the page written at the end of fit.
+    spans = re.findall(r"<span title=[^>]*>[^<]*</span>", first)
+    assert spans and all(x in page for x in spans)
 
 
 @pytest.mark.slow
