@@ -50,15 +50,61 @@ def test_help_lists_every_subcommand(capsys):
     assert "unknown subcommand 'nope'; expected one of finetune, report" in capsys.readouterr().err
 
 
-def test_finetune_help_describes_the_job_and_fast(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["finetune", "--help"])
-    assert exc.value.code == 0
+def test_finetune_help_is_short_and_shows_what_the_job_runs(capsys):
+    """--help: the options a user changes with the values of the job's config (not the classes'
+    defaults), the schedule the config runs, without importing Lightning; --help-all: the full list."""
+    import yaml
+
+    from pi_lightning.cli._job_help import OPTIONS, config_file
+
+    assert main(["finetune", "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: pi-lightning finetune")
     assert "Fine-tune a decoder-only transformer classifier" in out
-    assert "--fast" in out and "tiny random model" in out
-    assert "Lightning Trainer command line tool" not in out
+    assert "--fast" in out and "tiny random model" in out and "--help-all" in out
+    assert len(out.splitlines()) < 100
+    cfg = yaml.safe_load(config_file("default").read_text(encoding="utf-8"))
+    for section, name, _, _ in OPTIONS:
+        if name in cfg[section]:
+            value = cfg[section][name]
+            shown = "null" if value is None else str(value)
+            assert f"  --{section}.{name} {shown}\n" in out, (section, name)
+    # The job's values, where the classes' defaults differ ({text}, 128).
+    assert "  --data.template Review: {text}\n" in out and "  --data.max_length 48\n" in out
+    monitors = [
+        c["init_args"] for c in cfg["trainer"]["callbacks"] if "AttributionMonitor" in c["class_path"]
+    ]
+    mp = next(m for m in monitors if m["method"] == "mp-pi")
+    assert mp["every_n_val"] is None and mp["at_end"] and mp["baseline"]
+    assert "mp-pi on 24 probe examples" in out and "baseline (step 0); at the end" in " ".join(out.split())
+    assert "second validation" not in out
+    # Fast: nothing slow is imported.
+    code = (
+        "import sys; from pi_lightning.cli import main; main(['finetune', '--help']); "
+        "assert 'lightning' not in sys.modules and 'torch' not in sys.modules, 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=os.environ.copy())
+    # --help-all: LightningCLI's whole list, with the same description of what the job runs.
+    with pytest.raises(SystemExit) as exc:
+        main(["finetune", "--help-all"])
+    assert exc.value.code == 0
+    full = capsys.readouterr().out
+    assert "--trainer.reload_dataloaders_every_n_epochs" in full and "What the job runs:" in full
+    assert "Lightning Trainer command line tool" not in full
+
+
+def test_explain_help_gives_every_option_its_help_and_default():
+    from pi_lightning.cli.explain import _parser
+
+    parser = _parser()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        assert action.help, f"{action.option_strings[0]} has no help"
+        text = formatter._get_help_string(action)
+        assert "default" in text, f"{action.option_strings[0]}: no default in {text!r}"
+    assert "(default: sp-pi)" in parser.format_help() and "(default: 8192)" in parser.format_help()
 
 
 def _finetune(argv, capsys):
