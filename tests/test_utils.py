@@ -113,3 +113,25 @@ def test_attributor_docstrings_state_the_real_defaults():
         # The injected help states every shared setting's default (the check above compared them).
         if "Settings shared by every attributor" in cls.__doc__:
             assert shared <= checked, f"{cls.__name__}: no stated default for {shared - checked}"
+
+
+def test_attributions_display_inline_in_a_notebook(gpt2_model, gpt2_tok):
+    """An Attribution shows its highlighted text in Jupyter (_repr_html_); show() does a list at once.
+    Known answer: one coloured span per feature, titled with its score, green for the positive ones."""
+    import re
+
+    from pi_lightning.attributors import SPPI
+    from pi_lightning.reporting import show
+
+    atts = SPPI(gpt2_model, gpt2_tok).attribute(["a good movie", "the plot was dull"], target=1)
+    page = atts[0]._repr_html_()
+    titles = [float(t) for t in re.findall(r"<span title='([^']*)'", page)]
+    assert titles == pytest.approx(atts[0].scores.tolist(), abs=5e-5)
+    words = re.findall(r"<span title='[^']*' style='background:rgba\(([\d,]+),[^']*'>([^<]*)</span>", page)
+    assert [w for _, w in words] == list(atts[0].features.texts)
+    for (rgb, _), s in zip(words, atts[0].scores.tolist(), strict=True):
+        assert rgb == ("34,160,70" if s >= 0 else "215,48,39")
+    assert "sp-pi · explains class <b>1</b> · predicted" in page
+    both = show(atts)._repr_html_()
+    assert page in both and atts[1]._repr_html_() in both
+    assert show(atts[0])._repr_html_() == show([atts[0]])._repr_html_()

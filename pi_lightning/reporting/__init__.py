@@ -9,8 +9,9 @@
 from pi_lightning.reporting.html import (
     explained_method,
     highlight,
+    show,
     write_report,
     write_report_from_checkpoint,
 )
 
-__all__ = ["explained_method", "highlight", "write_report", "write_report_from_checkpoint"]
+__all__ = ["explained_method", "highlight", "show", "write_report", "write_report_from_checkpoint"]

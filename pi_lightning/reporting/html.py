@@ -30,9 +30,11 @@ from pi_lightning.reporting.shortcuts import significant_words_section, validati
 
 __all__ = [
     "HtmlCell",
+    "attribution_html",
     "explained_method",
     "highlight",
     "highlight_panel",
+    "show",
     "table_page",
     "word_rows",
     "write_report",
@@ -146,6 +148,42 @@ class HtmlCell:
 
     def __str__(self) -> str:
         return self.html
+
+    def _repr_html_(self) -> str:  # Jupyter shows the HTML itself
+        return self.html
+
+
+def attribution_html(a) -> str:
+    """One :class:`~pi_lightning.result.Attribution` as HTML: a line with the method, the explained
+    class and the prediction, then its text :func:`highlight`-ed (what ``Attribution._repr_html_``
+    shows in a notebook).
+
+    Example:
+        >>> import torch
+        >>> from pi_lightning.features import Featurizer
+        >>> from pi_lightning.result import Attribution
+        >>> from pi_lightning.testing import tiny_tokenizer
+        >>> f = Featurizer(tiny_tokenizer("gpt2"))("a good movie")
+        >>> a = Attribution(torch.tensor([0.0, 0.5, -0.1], dtype=torch.float64), f, 1, "sp-pi")
+        >>> attribution_html(a).count("<span title=")
+        3
+    """
+    e = html.escape
+    pred = (
+        "" if a.prediction is None else f" · predicted <b>{a.prediction}</b> (p = {float(a.probs.max()):.3f})"
+    )
+    return (
+        f"<div style='font-size:85%;color:#555'>{e(a.method)} · explains class <b>{a.target}</b>{pred}"
+        f" · green supports it, red opposes it</div>"
+        + highlight(a.features.text, a.features.char_spans, a.scores.tolist())
+    )
+
+
+def show(attributions) -> HtmlCell:
+    """Attributions (one or a list) as one HTML block that Jupyter displays inline: ``show(atts)`` as
+    the last line of a cell (a list's own repr is text)."""
+    items = [attributions] if hasattr(attributions, "features") else list(attributions)
+    return HtmlCell("".join(f"<div style='margin:0.6em 0'>{attribution_html(a)}</div>" for a in items))
 
 
 def table_page(title: str, cols: list[str], rows: list[list[Any]]) -> str:
