@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"fit {len(train)} x {args.masks} ablations, probe {len(probe)}"
     )
 
-    at2 = AT2(model, tok, num_masks=args.masks, **common)
+    at2 = AT2(model, tok, budget=args.masks, **common)
     _, fit_s = _timed(lambda: at2.fit(list(train.texts), target=list(train.labels)))
     print(
         f"AT2 fit (own ablations): {fit_s:.2f} s, {at2.fit_info['forward_passes']} forward passes, "

@@ -29,10 +29,10 @@ from pi_lightning.training import TextClassifier, TextDataModule
 
 FAST = {
     "mp-pi": {"budget": 8, "seed": 0},
-    "kernel-shap": {"n_samples": 8},
-    "ig": {"n_steps": 4},
-    "udig": {"steps": 4},
-    "at2": {"num_masks": 8, "num_iterations": 50},
+    "kernel-shap": {"budget": 8},
+    "ig": {"budget": 4},
+    "udig": {"budget": 4},
+    "at2": {"budget": 8, "num_iterations": 50},
 }
 
 

@@ -3,8 +3,8 @@
 On a tiny random GPT-2 classifier (nothing downloaded) and the removal game (template
 ``"Review: {text}"``), for each text of n = 8-9 words the exact Shapley values come from all 2^n
 removal-masked inputs; MP-PI then runs at budgets 1n, 2n, 4n, 8n with ``--seeds`` seeds, once with
-the budget counted in masked passes run (the default) and once in masks drawn
-(``budget_unit="samples"``, the earlier behaviour). Printed per text, unit and budget: mean
+the budget counted in masked passes run (MP-PI's ``budget``) and once in masks drawn (the earlier
+behaviour, :class:`BySamples` here). Printed per text, unit and budget: mean
 relative L2 error, mean cosine, and the mean number of masked passes actually run.
 
 Why: to tell whether accuracy falls as the budget grows in expectation (a dip seen on a few
@@ -34,6 +34,14 @@ from benchmarks._common import (
 from pi_lightning.attributors import MPPI
 from pi_lightning.testing import exact_shapley
 
+
+class BySamples(MPPI):
+    """MP-PI with the budget counted in masks drawn (duplicates included), the earlier behaviour."""
+
+    def draw(self, dist, budget, rng):
+        return dist.sample(budget, rng)
+
+
 TEXTS = ("the plot was dull, but the cast", "a good movie with a weak plot and fine")
 BUDGETS = ("1n", "2n", "4n", "8n")
 
@@ -60,7 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
             cells = []
             for b in BUDGETS:
                 runs = [
-                    MPPI(model, tok, seed=s, budget=b, budget_unit=unit, **common).attribute(f, target=1)[0]
+                    (MPPI if unit == "passes" else BySamples)(
+                        model, tok, seed=s, budget=b, **common
+                    ).attribute(f, target=1)[0]
                     for s in range(args.seeds)
                 ]
                 est = np.stack([a.scores.numpy() for a in runs])

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for name, kw in variants:
                     for seed in range(args.seeds):
                         if kw is None:
-                            att = KernelShapAttributor(model, tok, n_samples=k * f.n, seed=seed, **common)
+                            att = KernelShapAttributor(model, tok, budget=k * f.n, seed=seed, **common)
                         else:
                             att = MPPI(model, tok, budget=f"{k}n", seed=seed, **common, **kw)
                         [a] = att.attribute([f], target=1)

@@ -262,7 +262,7 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
         [a] = att.attribute([features], target=target)
         return a.scores.numpy(), att.adapter.forward_passes - before, time.perf_counter() - t0
     if name == "kernel-shap":
-        att = KernelShapAttributor(model, tok, n_samples=budget, seed=seed, **common)
+        att = KernelShapAttributor(model, tok, budget=budget, seed=seed, **common)
         before, t0 = att.adapter.forward_passes, time.perf_counter()
         [a] = att.attribute([features], target=target)
         return a.scores.numpy(), att.adapter.forward_passes - before, time.perf_counter() - t0

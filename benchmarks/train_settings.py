@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         for fr in (None, args.fractions):
             c = time.process_time()
             res = evaluate_faithfulness(
-                atts, sppi.adapter, sppi.masker, metrics=["as_auc", "ias_auc"], fractions=fr
+                atts, sppi.adapter, sppi.masker, metrics=["as_auc", "ias_auc"], points=fr
             )
             gap, half = mean_confidence_interval(res.gap)
             sd = float(res.gap.std())

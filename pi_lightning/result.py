@@ -62,6 +62,12 @@ class Attribution:
         """The predicted class of the unmasked input, when known."""
         return None if self.probs is None else int(self.probs.argmax())
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows the text highlighted (lists: :func:`pi_lightning.reporting.show`)."""
+        from pi_lightning.reporting.html import attribution_html
+
+        return attribution_html(self)
+
     def top(self, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` features with the largest scores, as ``(text, score)`` pairs."""
         order = torch.argsort(self.scores, descending=True, stable=True)[:k]

@@ -105,6 +105,13 @@ def test_finetune_fast_end_to_end(offline, capsys):
     assert config["trainer"]["max_steps"] == 8 and config["trainer"]["val_check_interval"] == 2
     assert config["data"]["dataset"] == "rotten_tomatoes" and config["data"]["n_probe"] == 4
     assert config["model"]["model_name"] == "testing:gpt2" and config["seed_everything"] == 0
+    # `pi-lightning report` rebuilds the page from the run's output folder (the job saves no checkpoint).
+    from pi_lightning.cli import main
+
+    fast = offline / "outputs" / "fast"
+    assert not list(fast.rglob("*.ckpt"))
+    assert main(["report", str(fast), "-o", str(offline / "again.html")]) == 0
+    assert "mp-pi: all 4 probe examples" in _report(offline / "again.html")
 
 
 @pytest.mark.slow

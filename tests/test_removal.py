@@ -18,11 +18,11 @@ from pi_lightning.testing import exact_shapley
 
 TEXTS = ["a good movie, really bad.", "bad", "the plot is dull"]
 FAST = {
-    "ig": {"n_steps": 4},
-    "kernel-shap": {"n_samples": 8},
-    "udig": {"steps": 4},
+    "ig": {"budget": 4},
+    "kernel-shap": {"budget": 8},
+    "udig": {"budget": 4},
     "mp-pi": {"seed": 0},
-    "at2": {"num_masks": 4, "num_iterations": 20},
+    "at2": {"budget": 4, "num_iterations": 20},
 }
 
 
@@ -137,8 +137,8 @@ def test_mppi_values_are_removal_game_values(gpt2_model, gpt2_tok):
 
 
 def test_ig_under_removal_integrates_from_the_paper_mask(gpt2_model, gpt2_tok):
-    ig_r = get_attributor("ig", gpt2_model, gpt2_tok, mask="remove", n_steps=8)
-    ig_d = get_attributor("ig", gpt2_model, gpt2_tok, mask="...", n_steps=8)
+    ig_r = get_attributor("ig", gpt2_model, gpt2_tok, mask="remove", budget=8)
+    ig_d = get_attributor("ig", gpt2_model, gpt2_tok, mask="...", budget=8)
     [ar], [ad] = ig_r.attribute("a good movie", target=1), ig_d.attribute("a good movie", target=1)
     assert ar.extras["f_baseline"] == pytest.approx(ad.extras["f_baseline"], abs=1e-9)
     torch.testing.assert_close(ar.scores, ad.scores)

@@ -19,7 +19,7 @@ in the units of ``output``.
 Ablations come from two sources:
 
 * :meth:`AT2.fit`: AT2's own random ablations (each feature kept with probability ``keep_prob``,
-  ``num_masks`` per example), read at the final position: ``num_masks + 1`` passes per example.
+  ``budget`` per example), read at the final position: ``budget + 1`` passes per example.
 * :meth:`AT2.fit_from_attributions`: MP-PI's results, whose ``extras["coalitions"]`` and
   ``extras["values"]`` are (coalition, output) pairs that MP-PI's masked passes produced anyway;
   the only new pass is one over each unmasked input, for its head features. Under the default
@@ -184,7 +184,9 @@ class AT2(Attributor):
     Args:
         model, tokenizer, granularity, template, mask, output, max_tokens: see
             :class:`~pi_lightning.attributors.base.Attributor`.
-        num_masks: random ablations per example for :meth:`fit` (AT2: 32).
+        budget: masked forward passes (random ablations, duplicates run too) per training text in
+            :meth:`fit` (default 32, AT2's), plus one unmasked pass per text; an explanation itself
+            runs one forward pass per text whatever the budget.
         keep_prob: probability that a feature is kept in an ablation (AT2: 0.5).
         non_negative: constrain the head weights to be non-negative.
         num_iterations, learning_rate, batch_size: the estimator's optimiser (AT2: 1,000, 1e-3, 512).
@@ -200,7 +202,7 @@ class AT2(Attributor):
     Example:
         >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
         >>> tok = tiny_tokenizer("gpt2")
-        >>> at2 = AT2(tiny_classifier("gpt2", tokenizer=tok), tok, num_masks=8, num_iterations=50)
+        >>> at2 = AT2(tiny_classifier("gpt2", tokenizer=tok), tok, budget=8, num_iterations=50)
         >>> at2 = at2.fit(["a good movie", "a dull plot, really"])
         >>> tuple(at2.weights.shape), len(at2.attribute("a good movie")[0].scores)
         ((2, 4), 3)
@@ -214,7 +216,7 @@ class AT2(Attributor):
         model,
         tokenizer,
         *,
-        num_masks: int = 32,
+        budget: int = 32,
         keep_prob: float = 0.5,
         non_negative: bool = False,
         num_iterations: int = 1000,
@@ -226,21 +228,19 @@ class AT2(Attributor):
     ) -> None:
         super().__init__(model, tokenizer, **kwargs)
         for key, val in (
-            ("num_masks", num_masks),
+            ("budget", budget),
             ("num_iterations", num_iterations),
             ("batch_size", batch_size),
         ):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"{key} must be a positive int, got {val!r}.")
-        if num_masks < 2:
-            raise ValueError(
-                f"num_masks must be at least 2 (a correlation needs two ablations), got {num_masks}."
-            )
+        if budget < 2:
+            raise ValueError(f"budget must be at least 2 ablations (a correlation needs two), got {budget}.")
         if not isinstance(keep_prob, (int, float)) or not 0.0 < keep_prob < 1.0:
             raise ValueError(f"keep_prob must be a probability strictly between 0 and 1, got {keep_prob!r}.")
         if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
-        self.num_masks = num_masks
+        self.budget = budget
         self.keep_prob = float(keep_prob)
         self.non_negative = bool(non_negative)
         self.num_iterations = num_iterations
@@ -345,9 +345,9 @@ class AT2(Attributor):
     def fit(self, texts, target="predicted") -> AT2:
         """Fit the head weights from AT2's own random ablations of ``texts``.
 
-        Each of ``num_masks`` ablations per text keeps every feature with probability
+        Each of the ``budget`` ablations per text keeps every feature with probability
         ``keep_prob``; the explained class's output is read at the final position. Costs
-        ``num_masks + 1`` forward passes per text (``fit_info["forward_passes"]``).
+        ``budget + 1`` forward passes per text (``fit_info["forward_passes"]``).
 
         Args:
             texts: texts (or :class:`~pi_lightning.features.Features`) to learn from.
@@ -363,13 +363,12 @@ class AT2(Attributor):
         gen = torch.Generator().manual_seed(self.seed)
         coalitions, seqs = [], []
         for f in feats:
-            z = torch.rand((self.num_masks, f.n), generator=gen) < self.keep_prob
+            z = torch.rand((self.budget, f.n), generator=gen) < self.keep_prob
             coalitions.append(z)
             seqs.extend(self.masker(f, z.numpy())[0])
         logits = self.adapter.final_logits(seqs)
         values = [
-            self.outputs(logits[k * self.num_masks : (k + 1) * self.num_masks], c)
-            for k, c in enumerate(targets)
+            self.outputs(logits[k * self.budget : (k + 1) * self.budget], c) for k, c in enumerate(targets)
         ]
         self._fit(X, coalitions, values, targets, finals, "ablations", len(feats) + len(seqs), t0)
         return self

@@ -19,12 +19,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from pi_lightning._renamed import renamed_error
 from pi_lightning.features import Features, Featurizer
 from pi_lightning.inference import OUTPUTS, ClassifierAdapter, class_probs, transform_outputs
 from pi_lightning.masking import DEFAULT_MASK, Masker
@@ -39,6 +41,7 @@ __all__ = [
     "available_methods",
     "check_method_kwargs",
     "get_attributor",
+    "parse_budget",
     "register",
     "resolve_method_settings",
     "text_rng",
@@ -50,6 +53,55 @@ _REGISTRY: dict[str, type[Attributor]] = {}
 
 
 AGGREGATIONS = ("sum", "l2")
+
+#: Setting names that were renamed, with the name to use now (an old name gets a clear error).
+RENAMED_SETTINGS = {
+    "n_samples": "budget",
+    "n_steps": "budget",
+    "steps": "budget",
+    "num_masks": "budget",
+    "budget_unit": "budget",
+}
+
+
+def parse_budget(budget, what: str = "passes") -> tuple[float | None, int | None]:
+    """A method's ``budget``: a fixed number of passes per text, or a multiple of its feature count n.
+
+    ``"2n"`` -> ``(2.0, None)`` (``"n"`` is ``"1n"``); ``300`` -> ``(None, 300)``. Every method with a
+    budget takes it in this form; ``what`` names what one unit runs, for the error message.
+
+    Example:
+        >>> parse_budget("2n"), parse_budget(300), parse_budget("0.5n")
+        ((2.0, None), (None, 300), (0.5, None))
+    """
+    if isinstance(budget, bool):
+        raise TypeError(
+            f"budget must be an int number of {what} or a multiple of n like '2n', got {budget!r}."
+        )
+    if isinstance(budget, int):
+        if budget < 1:
+            raise ValueError(f"budget must be at least 1 ({what}), got {budget}.")
+        return None, budget
+    if isinstance(budget, str):
+        s = budget.strip()
+        if s.endswith("n"):
+            try:
+                mult = float(s[:-1]) if s[:-1] else 1.0
+            except ValueError:
+                mult = float("nan")
+            if math.isfinite(mult) and mult > 0:
+                return mult, None
+    raise ValueError(
+        f"budget must be an int number of {what} or a positive multiple of the number of features "
+        f"like '2n' (the paper's setting) or '0.5n', got {budget!r}."
+    )
+
+
+def budget_count(parsed: tuple[float | None, int | None], n: int, minimum: int = 1) -> int:
+    """The number of passes a parsed budget (:func:`parse_budget`) gives a text of ``n`` features: the
+    fixed count, or ``max(minimum, ceil(k n))``."""
+    mult, fixed = parsed
+    return fixed if fixed is not None else max(minimum, math.ceil(mult * n))
 
 
 def text_rng(seed: int | None, features: Features) -> np.random.Generator:
@@ -153,7 +205,7 @@ def _setting_defaults(cls: type) -> dict[str, Any]:
         for p in params:
             if p.kind in named and p.name not in ("model", "tokenizer"):
                 out.setdefault(p.name, None if p.default is inspect.Parameter.empty else p.default)
-        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
+        if klass is Attributor or not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
             break
     return out
 
@@ -220,32 +272,45 @@ def attributor_from_settings(method: str, settings: Mapping[str, Any], model, to
     return get_attributor(method, model, tokenizer, **dict(settings))
 
 
+def _check_setting_names(label: str, allowed: list[str], kwargs) -> None:
+    """A clear error for the first setting not in ``allowed``: a renamed one names its new name, a
+    misspelled one the closest valid name."""
+    import difflib
+
+    for key in kwargs:
+        if key in allowed:
+            continue
+        if RENAMED_SETTINGS.get(key) in allowed:
+            raise renamed_error(f"method {label!r}", key, RENAMED_SETTINGS[key])
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"Unknown setting {key!r} for method {label!r}{hint}; its settings are {', '.join(allowed)}."
+        )
+
+
 def check_method_kwargs(name: str, kwargs) -> None:
-    """Check a method's settings without a model: unknown names (a misspelled ``budjet``) and the shared
-    settings' values, so that callbacks and jobs that build the attributor later fail at construction.
+    """Check a method's settings without a model: unknown names (a misspelled ``budjet``, an old name
+    such as ``n_samples``) and the shared settings' values, so that callbacks and jobs that build the
+    attributor later fail at construction.
 
     Raises:
-        ValueError: an unknown method, an unknown setting (with the closest valid name), or a bad
-            ``granularity`` / ``template`` / ``output``.
+        ValueError: an unknown method, an unknown setting (with the closest valid name, or the new
+            name of a renamed one), or a bad ``granularity`` / ``template`` / ``output``.
 
     Example:
         >>> check_method_kwargs("mp-pi", {"budjet": 64})
         Traceback (most recent call last):
         ...
         ValueError: Unknown setting 'budjet' for method 'mp-pi' (did you mean 'budget'?); its settings are ...
+        >>> check_method_kwargs("kernel-shap", {"n_samples": 64})
+        Traceback (most recent call last):
+        ...
+        ValueError: Argument 'n_samples' of method 'kernel-shap' is now called 'budget': ...
     """
-    import difflib
-
     from pi_lightning.features import GRANULARITIES, check_template
 
-    allowed = method_settings(name)
-    for key in kwargs:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(
-                f"Unknown setting {key!r} for method {name!r}{hint}; its settings are {', '.join(allowed)}."
-            )
+    _check_setting_names(name, method_settings(name), kwargs)
     if "granularity" in kwargs and kwargs["granularity"] not in GRANULARITIES:
         raise ValueError(
             f"Unknown granularity {kwargs['granularity']!r}: expected one of {', '.join(GRANULARITIES)}."
@@ -256,17 +321,22 @@ def check_method_kwargs(name: str, kwargs) -> None:
         raise ValueError(f"Unknown output {kwargs['output']!r}: expected one of {', '.join(OUTPUTS)}.")
 
 
-_SHARED_ARGS = """
+# The shared settings' help, with ``{name}`` standing for each one's real default (filled in from the
+# signature of Attributor.__init__ below, so the help cannot drift from the code).
+_SHARED_HELP = """
         model: a transformers decoder-only ``*ForSequenceClassification`` (or its peft wrapper).
         tokenizer: its fast tokenizer.
-        granularity: ``"token"``, ``"word"`` (default) or ``"sentence"``: the features that get one
-            score each.
-        template: fixed context around the attributed text, with one ``{text}`` placeholder
-            (e.g. ``"Review: {text}\\nSentiment:"``); the context is never attributed.
-        mask: what replaces an inactive feature: ``"..."`` (default), a token id, ``"pad"``, ``"unk"``
-            or ``"remove"`` (see :class:`~pi_lightning.masking.Masker`).
-        output: ``"prob"`` (default), ``"logits"`` or ``"log_odds"``: the model output that is attributed.
-        max_tokens: token budget per forward batch (default 8192)."""
+        granularity: ``"token"``, ``"word"`` or ``"sentence"`` (default ``{granularity}``): the
+            features that get one score each.
+        template: fixed context around the attributed text, with one ``{{text}}`` placeholder
+            (default ``{template}``: no context), e.g. ``"Review: {{text}}\\nSentiment:"``; the
+            context is never attributed.
+        mask: what replaces an inactive feature (default ``{mask}``): ``"remove"`` (drop its tokens),
+            ``"..."`` (the paper's mask), a token id, ``"pad"`` or ``"unk"`` (see
+            :class:`~pi_lightning.masking.Masker`).
+        output: ``"prob"``, ``"logits"`` or ``"log_odds"`` (default ``{output}``): the model output
+            that is attributed.
+        max_tokens: token budget per forward batch (default ``{max_tokens}``)."""
 
 
 class Attributor:
@@ -308,7 +378,12 @@ class Attributor:
         mask: str | int | None = DEFAULT_MASK,
         output: str = "prob",
         max_tokens: int = 8192,
+        **unknown,
     ) -> None:
+        if unknown:  # a misspelled or renamed setting: the same clear error as get_attributor's
+            _check_setting_names(
+                self.name or type(self).__name__, sorted(_setting_defaults(type(self))), unknown
+            )
         if output not in OUTPUTS:
             raise ValueError(f"Unknown output {output!r}: expected one of {', '.join(OUTPUTS)}.")
         if not hasattr(self, "_settings"):  # a method without a constructor of its own
@@ -428,4 +503,11 @@ class Attributor:
         raise NotImplementedError(f"{type(self).__name__} does not implement explain().")
 
 
+_SHARED_ARGS = _SHARED_HELP.format(
+    **{
+        k: f'"{p.default}"' if isinstance(p.default, str) else repr(p.default)
+        for k, p in inspect.signature(Attributor.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+)
 Attributor.__doc__ = Attributor.__doc__.rstrip() + "\n\n    Args:" + _SHARED_ARGS + "\n    "

@@ -9,8 +9,8 @@ relevance to features.
   paper aggregates with the L2 norm (Appendix B.2), which is the default here.
 - Integrated Gradients (Sundararajan et al., 2017): ``(E - E0) * mean over the path of dF/dE``,
   from the baseline ``E0`` where every attributed token is replaced by the mask's embedding (the
-  fixed context is kept). ``n_steps`` defaults to the number of features ``n`` as in the paper,
-  each step one forward and one backward pass: cost "2n". Completeness:
+  fixed context is kept). ``budget`` (interpolation steps) defaults to the number of features ``n``
+  as in the paper, each step one forward and one backward pass: cost "2n". Completeness:
   ``sum(phi) ~= F(E) - F(E0)``; Captum's convergence delta is kept in ``extras["delta"]``.
 
 What IG means under each mask: it is a path integral in embedding space between the input and the
@@ -29,7 +29,7 @@ import torch
 from captum.attr import InputXGradient, IntegratedGradients
 
 from pi_lightning.attributors._grad import EmbeddingFunction, GradientAttributor, mask_baseline
-from pi_lightning.attributors.base import register
+from pi_lightning.attributors.base import budget_count, parse_budget, register
 
 __all__ = ["InputXGradientAttributor", "IntegratedGradientsAttributor"]
 
@@ -66,7 +66,10 @@ class IntegratedGradientsAttributor(GradientAttributor):
     """Integrated Gradients on the input embeddings, from the mask's embedding.
 
     Args:
-        n_steps: interpolation steps; ``None`` (default) uses the number of features, as in the paper.
+        budget: forward+backward passes per text, one per interpolation step: an int, or a multiple
+            of the number of features n (default ``"n"``, as in the paper; at least 2 steps). Besides
+            them IG runs the unmasked prediction pass and four forward passes at the path's ends
+            (Captum's convergence delta, ``f_input``, ``f_baseline``).
         method: Captum's quadrature (``"gausslegendre"`` default, ``"riemann_trapezoid"``, ...).
         aggregation: ``"sum"`` (default: completeness holds for the sum) or ``"l2"``.
         **kwargs: the shared :class:`~pi_lightning.attributors.base.Attributor` settings.
@@ -74,7 +77,7 @@ class IntegratedGradientsAttributor(GradientAttributor):
     Example:
         >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
         >>> tok = tiny_tokenizer("gpt2")
-        >>> ig = IntegratedGradientsAttributor(tiny_classifier("gpt2", tokenizer=tok), tok, n_steps=64)
+        >>> ig = IntegratedGradientsAttributor(tiny_classifier("gpt2", tokenizer=tok), tok, budget=64)
         >>> [a] = ig.attribute("a good movie", target=1)
         >>> abs(float(a.scores.sum()) - (a.extras["f_input"] - a.extras["f_baseline"])) < 1e-3
         True
@@ -85,19 +88,16 @@ class IntegratedGradientsAttributor(GradientAttributor):
     default_aggregation = "sum"
 
     def __init__(
-        self, model, tokenizer, *, n_steps: int | None = None, method: str = "gausslegendre", **kwargs
+        self, model, tokenizer, *, budget: int | str = "n", method: str = "gausslegendre", **kwargs
     ) -> None:
         super().__init__(model, tokenizer, **kwargs)
-        if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1):
-            raise ValueError(
-                f"n_steps must be a positive int or None (= number of features), got {n_steps!r}."
-            )
-        self.n_steps = n_steps
+        self._budget = parse_budget(budget, "forward+backward passes, one per interpolation step")
+        self.budget = budget
         self.method = method
 
     def steps(self, n: int) -> int:
-        """Interpolation steps for a text of ``n`` features."""
-        return self.n_steps if self.n_steps is not None else max(n, 2)
+        """Interpolation steps (forward+backward passes) for a text of ``n`` features."""
+        return budget_count(self._budget, n, minimum=2)
 
     def forward_equivalents(self, n: int) -> float:
         return 2.0 * self.steps(n)

@@ -10,7 +10,7 @@ removed by default; ``mask="..."`` for the paper's mask) and the model's output 
 classifying position is returned. ``perturbations_per_eval`` coalitions are scored per call, each
 distinct coalition once, batched under the token budget.
 
-The paper's budget is ``2n`` samples (cost "2n"); ``n_samples`` overrides it. Captum draws its
+The paper's budget is ``2n`` samples (cost "2n"), the default ``budget``. Captum draws its
 samples from the global torch RNG: the draw runs inside ``torch.random.fork_rng`` seeded with
 ``seed`` and the text (:func:`~pi_lightning.attributors.base.text_rng`), so a text's attribution does
 not depend on the batch, the chunking or the call order, and the caller's random state is left
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from captum.attr import KernelShap
 
-from pi_lightning.attributors.base import Attributor, register, text_rng
+from pi_lightning.attributors.base import Attributor, budget_count, parse_budget, register, text_rng
 from pi_lightning.features import Features
 from pi_lightning.result import Attribution
 
@@ -35,15 +35,19 @@ class KernelShapAttributor(Attributor):
     """Kernel SHAP with feature groups and the shared masking function.
 
     Args:
-        n_samples: coalitions per text; ``None`` (default) uses ``2n`` as the paper does.
+        budget: coalitions Captum samples per text (its full and empty coalitions first), an int or
+            a multiple of the number of features n (default ``"2n"``, the paper's). Passes actually
+            run: the unmasked input, the empty one, and each *distinct* sampled coalition once per
+            model call, so at most ``budget + 2`` and fewer when samples repeat (Captum cannot be
+            asked for distinct ones); ``Attribution.forward_passes`` records what ran.
         perturbations_per_eval: coalitions per model call (default 64; token-budget batched inside).
-        seed: seed for Captum's coalition sampling.
+        seed: seed for Captum's coalition sampling (default 0).
         **kwargs: the shared :class:`~pi_lightning.attributors.base.Attributor` settings.
 
     Example:
         >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
         >>> tok = tiny_tokenizer("gpt2")
-        >>> ks = KernelShapAttributor(tiny_classifier("gpt2", tokenizer=tok), tok, n_samples=64)
+        >>> ks = KernelShapAttributor(tiny_classifier("gpt2", tokenizer=tok), tok, budget=64)
         >>> [a] = ks.attribute("a good movie", target=1)
         >>> abs(float(a.scores.sum()) - (a.extras["f_full"] - a.base_value)) < 1e-3
         True
@@ -57,15 +61,16 @@ class KernelShapAttributor(Attributor):
         model,
         tokenizer,
         *,
-        n_samples: int | None = None,
+        budget: int | str = "2n",
         perturbations_per_eval: int = 64,
         seed: int = 0,
         **kwargs,
     ) -> None:
         super().__init__(model, tokenizer, **kwargs)
-        for key, val in (("n_samples", n_samples), ("perturbations_per_eval", perturbations_per_eval)):
-            if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
-                raise ValueError(f"{key} must be a positive int, got {val!r}.")
+        self._budget = parse_budget(budget, "sampled coalitions")
+        val = perturbations_per_eval
+        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+            raise ValueError(f"perturbations_per_eval must be a positive int, got {val!r}.")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
         try:
@@ -75,13 +80,15 @@ class KernelShapAttributor(Attributor):
                 "Kernel SHAP uses Captum's KernelShap, whose linear fit needs scikit-learn: "
                 "`pip install scikit-learn`."
             ) from err
-        self.n_samples = n_samples
+        self.budget = budget
+        mult, fixed = self._budget
+        self.cost = f"{mult:g}n" if fixed is None else f"{fixed}x"
         self.perturbations_per_eval = perturbations_per_eval
         self.seed = seed
 
     def samples(self, n: int) -> int:
-        """Coalitions evaluated for a text of ``n`` features."""
-        return self.n_samples if self.n_samples is not None else 2 * n
+        """Coalitions sampled for a text of ``n`` features (the budget)."""
+        return budget_count(self._budget, n)
 
     def forward_equivalents(self, n: int) -> float:
         return float(self.samples(n))

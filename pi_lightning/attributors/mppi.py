@@ -15,13 +15,13 @@ end of the last feature of the unmasked input. Identical masked inputs give iden
 each distinct sampled mask is run once and its multiplicity enters the weights: the estimate is
 exactly the one of running every sample.
 
-Budget. By default the budget counts *masked passes actually run*: masks are drawn until that many
-distinct (non-full) masks have been drawn, so MP-PI runs exactly as many forward passes as its
-budget says (plus the unmasked input, and the empty input where no context precedes the text),
-the same accounting as Kernel SHAP. P' is concentrated: counting *samples* instead
-(``budget_unit="samples"``, the earlier behaviour) ran only 8.7 passes for "2n" at n = 6-9 where
-Kernel SHAP ran 15.4, and at n = 6 even 48 samples give ~10 distinct masks. The stopping rule keeps
-every draw up to the one that brought the last new mask, with its multiplicity in the weights.
+Budget. The budget counts *masked passes actually run*: masks are drawn until that many distinct
+(non-full) masks have been drawn, so MP-PI runs exactly as many masked forward passes as its budget
+says, plus the unmasked input and the empty input where no context precedes the text (all recorded
+in ``Attribution.forward_passes``). Where fewer distinct masks exist (short texts) it runs every one
+there is. P' is concentrated, so counting masks *drawn* would run far fewer passes than the budget
+says. The stopping rule keeps every draw up to the one that brought the last new mask, with its
+multiplicity in the weights.
 
 Randomness. Each text gets its own generator (:func:`~pi_lightning.attributors.base.text_rng`),
 seeded from ``seed`` and a digest of the text's tokens and feature spans: a text's masks (and so its
@@ -31,14 +31,13 @@ order, or how a monitor chunks them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from pi_lightning.attributors._shapley import mask_distribution
-from pi_lightning.attributors.base import Attributor, register, text_rng
+from pi_lightning.attributors.base import Attributor, budget_count, parse_budget, register, text_rng
 from pi_lightning.features import Features
 from pi_lightning.result import Attribution
 
@@ -104,31 +103,6 @@ def kernel_shap_regression(
     return out  # type: ignore[return-value]
 
 
-def _parse_budget(budget) -> tuple[float | None, int | None]:
-    """``"2n"`` -> (2.0, None); ``300`` -> (None, 300)."""
-    if isinstance(budget, bool):
-        raise TypeError(
-            f"budget must be an int number of passes or a multiple of n like '2n', got {budget!r}."
-        )
-    if isinstance(budget, int):
-        if budget < 1:
-            raise ValueError(f"budget must be at least 1 masked pass, got {budget}.")
-        return None, budget
-    if isinstance(budget, str):
-        s = budget.strip()
-        if s.endswith("n"):
-            try:
-                mult = float(s[:-1]) if s[:-1] else 1.0
-            except ValueError:
-                mult = float("nan")
-            if math.isfinite(mult) and mult > 0:
-                return mult, None
-    raise ValueError(
-        f"budget must be an int number of masked passes or a positive multiple of the number "
-        f"of features like '2n' (the paper's setting) or '0.5n', got {budget!r}."
-    )
-
-
 @register
 class MPPI(Attributor):
     """Multi-Pass Progressive Inference.
@@ -136,14 +110,14 @@ class MPPI(Attributor):
     Args:
         model: a transformers decoder-only ``*ForSequenceClassification`` (or its peft wrapper).
         tokenizer: its fast tokenizer.
-        budget: masked passes per example: an int, or a multiple of the number of features n
-            such as ``"2n"`` (the paper's setting, the default).
-        budget_unit: ``"passes"`` (default): the budget is the number of distinct masked inputs
-            actually run; ``"samples"``: the number of masks drawn, duplicates included (fewer
-            passes run, since P' is concentrated).
+        budget: masked forward passes actually run per text (distinct masked inputs): an int, or a
+            multiple of the number of features n such as ``"2n"`` (the paper's setting, the
+            default). Besides them MP-PI runs the unmasked input, and the empty input where no
+            context precedes the text; a text with fewer distinct masks than the budget runs all of
+            them. ``Attribution.forward_passes`` records what ran.
         seed: seed of the private generators that draw the masks, one per text, derived from the
-            seed and the text (``None``: fresh entropy). The global torch / numpy random state is
-            never touched.
+            seed and the text (default 0; ``None``: fresh entropy). The global torch / numpy random
+            state is never touched.
         use_splus: activate every feature after the last sampled one (section 3.2.4).
         distribution: ``"optimized"`` (P' from Eqn 16) or ``"shapley"`` (draw inputs from P*,
             Table 4's ablation).
@@ -178,22 +152,15 @@ class MPPI(Attributor):
         tokenizer,
         *,
         budget: int | str = "2n",
-        budget_unit: str = "passes",
-        seed: int | None = None,
+        seed: int | None = 0,
         use_splus: bool = True,
         distribution: str = "optimized",
         defensive: float = 0.7,
         **kwargs,
     ) -> None:
         super().__init__(model, tokenizer, **kwargs)
-        self._mult, self._fixed = _parse_budget(budget)
+        self._mult, self._fixed = parse_budget(budget, "masked passes")
         self.budget = budget
-        if budget_unit not in ("passes", "samples"):
-            raise ValueError(
-                f"budget_unit must be 'passes' (distinct masked inputs run) or 'samples' "
-                f"(masks drawn), got {budget_unit!r}."
-            )
-        self.budget_unit = budget_unit
         if distribution not in ("optimized", "shapley"):
             raise ValueError(f"distribution must be 'optimized' or 'shapley', got {distribution!r}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
@@ -215,11 +182,10 @@ class MPPI(Attributor):
         self.cost = f"{self._mult:g}n" if self._mult is not None else f"{self._fixed}x"
 
     def passes(self, n: int) -> int:
-        """The budget for a text of ``n`` features: masked passes run (or masks drawn, see
-        ``budget_unit``)."""
+        """The budget for a text of ``n`` features: masked passes run."""
         if n < 2:
             return 0
-        return self._fixed if self._fixed is not None else max(1, math.ceil(self._mult * n))
+        return budget_count((self._mult, self._fixed), n)
 
     def forward_equivalents(self, n: int) -> float:
         return float(self.passes(n))
@@ -228,14 +194,11 @@ class MPPI(Attributor):
     def draw(self, dist, budget: int, rng: np.random.Generator) -> np.ndarray:
         """The masks drawn for one text: ``(D, n)`` bool, duplicates included.
 
-        ``budget_unit="samples"``: ``budget`` draws. ``"passes"``: draws until ``budget`` distinct
-        non-full masks have appeared (at most the number of masks there are: ``2^(n-1) - 1`` with
-        S+, whose inputs always keep the last feature, ``2^n - 2`` without), cut right after the draw
-        that brought the last one; it stops early, with fewer, after ``64 x budget`` draws (P' puts
-        almost no mass on some masks).
+        Draws until ``budget`` distinct non-full masks have appeared (at most the number of masks
+        there are: ``2^(n-1) - 1`` with S+, whose inputs always keep the last feature, ``2^n - 2``
+        without), cut right after the draw that brought the last one; it stops early, with fewer,
+        after ``64 x budget`` draws (P' puts almost no mass on some masks).
         """
-        if self.budget_unit == "samples":
-            return dist.sample(budget, rng)
         n = dist.n
         support = 2 ** (n - 1) - 1 if dist.splus else 2**n - 2
         want = budget if n > 60 else min(budget, support)
@@ -282,7 +245,7 @@ class MPPI(Attributor):
                 draws = self.draw(dist, B, text_rng(self.seed, f))
                 masks, counts = np.unique(draws, axis=0, return_counts=True)
                 full = masks.all(1)
-                # The weights divide by the number of draws (B when counting samples).
+                # The weights divide by the number of draws.
                 plan["dist"], plan["B"] = dist, len(draws)
                 plan["full_count"] = int(counts[full].sum())
                 masks, counts = masks[~full], counts[~full]

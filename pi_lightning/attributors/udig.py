@@ -28,13 +28,13 @@ Differences from the public code, all deliberate: the public code resets non-mon
 go onto the straight line, clamped to stay monotone; monotonicity of candidates is judged against
 the previous *path point* (the public code mixes the raw previous word and the path point); when
 every candidate was already used, the best used one is taken again (the public code falls back to
-the baseline word or fails); and ``steps`` counts gradient evaluations (Captum's ``n_steps``), so
-the public code's ``m`` anchors is ``steps = m + 1`` here.
+the baseline word or fails); and ``budget`` counts gradient evaluations (Captum's ``n_steps``), so
+the public code's ``m`` anchors is ``budget = m + 1`` here.
 
 Anchors and gradient evaluations are separate settings. With one evaluation per anchor (the
 papers' method, the default) the sum of attributions does *not* converge to ``f(x) - f(b)`` as
 anchors are added: every anchor is a word, so the path keeps jumping by word-sized steps however
-many anchors it has. Fixing ``anchors`` and raising ``steps`` evaluates the gradient along the
+many anchors it has. Fixing ``anchors`` and raising ``budget`` evaluates the gradient along the
 straight segments between anchors (DIG's up-scaling, generalised), and that Riemann sum does
 converge; ``extras["completeness_gap"]`` reports the gap for every explained text.
 """
@@ -44,7 +44,7 @@ from __future__ import annotations
 import torch
 
 from pi_lightning.attributors._neighbors import VocabularyIndex
-from pi_lightning.attributors.base import Attributor, register
+from pi_lightning.attributors.base import Attributor, budget_count, parse_budget, register
 from pi_lightning.inference import model_mode
 from pi_lightning.result import Attribution
 
@@ -198,12 +198,13 @@ class UDIG(Attributor):
     Args:
         model: a transformers decoder-only ``*ForSequenceClassification`` (or its peft wrapper).
         tokenizer: its fast tokenizer.
-        steps: gradient evaluations per text; ``None`` = the number of features ``n`` of each
-            text, the paper's Integrated Gradients budget (cost ``2n``). A fixed ``steps`` costs
-            ``2 * steps`` forward-pass equivalents per text.
-        anchors: anchor words per token path; ``None`` = ``steps - 1`` (one gradient per anchor, as
-            in the UDIG and DIG papers). Fewer anchors with more steps splits each segment between
-            anchors evenly, which makes the completeness gap shrink as ``steps`` grows.
+        budget: forward+backward passes (gradient evaluations along the path) per text: an int, or a
+            multiple of the number of features n (default ``"n"``, the paper's Integrated Gradients
+            budget, cost ``2n``). Besides them UDIG runs the unmasked prediction pass and two forward
+            passes at the path's ends (``f_x``, ``f_b``).
+        anchors: anchor words per token path; ``None`` = ``budget - 1`` (one gradient per anchor, as
+            in the UDIG and DIG papers). Fewer anchors with a larger budget splits each segment
+            between anchors evenly, which makes the completeness gap shrink as the budget grows.
         neighbors: candidate vocabulary words per anchor (30 in the UDIG code).
         strategy: ``"greedy"`` (candidate closest to its monotonised copy) or ``"maxcount"``
             (candidate with the most monotone dimensions).
@@ -217,7 +218,7 @@ class UDIG(Attributor):
     Example:
         >>> from pi_lightning.testing import tiny_classifier, tiny_tokenizer
         >>> tok = tiny_tokenizer("gpt2")
-        >>> udig = UDIG(tiny_classifier("gpt2", tokenizer=tok), tok, steps=4)
+        >>> udig = UDIG(tiny_classifier("gpt2", tokenizer=tok), tok, budget=4)
         >>> [a] = udig.attribute("a good movie", target=1)
         >>> a.features.texts, a.scores.shape, a.forward_passes
         (('a', 'good', 'movie'), torch.Size([3]), 9.0)
@@ -231,7 +232,7 @@ class UDIG(Attributor):
         model,
         tokenizer,
         *,
-        steps: int | None = None,
+        budget: int | str = "n",
         anchors: int | None = None,
         neighbors: int = 30,
         strategy: str = "greedy",
@@ -240,10 +241,9 @@ class UDIG(Attributor):
         **kwargs,
     ) -> None:
         super().__init__(model, tokenizer, **kwargs)
-        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-            raise ValueError(f"steps must be a positive int or None (one per feature), got {steps!r}.")
+        self._budget = parse_budget(budget, "forward+backward passes, one per gradient evaluation")
         if anchors is not None and (not isinstance(anchors, int) or isinstance(anchors, bool) or anchors < 0):
-            raise ValueError(f"anchors must be a non-negative int or None (steps - 1), got {anchors!r}.")
+            raise ValueError(f"anchors must be a non-negative int or None (budget - 1), got {anchors!r}.")
         if not isinstance(neighbors, int) or isinstance(neighbors, bool) or neighbors < 1:
             raise ValueError(
                 f"neighbors must be a positive int (candidate words per anchor), got {neighbors!r}."
@@ -252,10 +252,10 @@ class UDIG(Attributor):
             raise ValueError(f"Unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}.")
         if path not in PATHS:
             raise ValueError(f"Unknown path {path!r}: expected one of {', '.join(PATHS)}.")
-        self.steps, self.anchors = steps, anchors
+        self.budget, self.anchors = budget, anchors
         self.neighbors, self.strategy, self.path = neighbors, strategy, path
-        if steps is not None:
-            self.cost = f"{2 * steps}x"
+        mult, fixed = self._budget
+        self.cost = f"{2 * mult:g}n" if fixed is None else f"{2 * fixed}x"
         get_emb = getattr(model, "get_input_embeddings", None)
         self.embedding = get_emb() if callable(get_emb) else None
         if not isinstance(getattr(self.embedding, "weight", None), torch.Tensor):
@@ -327,7 +327,7 @@ class UDIG(Attributor):
             width = max(len(t) for t in per_tok)
             exclude = torch.tensor([list(t) + [-1] * (width - len(t)) for t in per_tok], device=device)
             b = torch.stack([table[list(t)].float().mean(0) for t in per_tok])
-        m = self.steps if self.steps is not None else f.n
+        m = budget_count(self._budget, f.n)
         n_anchors = m - 1 if self.anchors is None else self.anchors
         anchor_points, words = discretized_path(
             self.index,

@@ -11,8 +11,8 @@ figure, and the probe attributions themselves, is kept in the callback state, sa
 and restored on resume.
 
 The headline figure is ``pi/<method>/gap`` with ``pi/<method>/gap_ci``: the mean over probe examples
-of the paired AS - IAS gap and its 95% half-width (as :class:`~pi_lightning.metrics.ActivationGap`
-computes it; 0 for random attributions). ``fractions=11`` evaluates the curves at 11 fixed fractions of the
+of the paired AS - IAS gap and its 95% half-width (:class:`~pi_lightning.metrics.ActivationGap`; 0
+for random attributions). ``points=11`` evaluates the curves at 11 fixed fractions of the
 features instead of every step, so a larger probe set fits in the same time.
 
 **Baseline and paired change.** Each monitor evaluates once before the first optimizer step (step
@@ -49,6 +49,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from pi_lightning._renamed import renamed
 from pi_lightning.attributors.base import available_methods, check_method_kwargs, get_attributor
 from pi_lightning.callbacks._distributed import equal_forward_passes, gather_objects
 from pi_lightning.callbacks._model import resolve_model
@@ -92,7 +93,11 @@ class AttributionMonitor(Callback):
             ``--trainer.max_steps``; ignored without ``max_steps``.
         at_end: evaluate when training ends (``on_train_end``), unless the last evaluation already
             ran at the last step.
-        target: ``"label"`` (the true class; needs labels) or ``"predicted"``.
+        target: ``"label"`` (default: the true class; needs labels) or ``"predicted"``. The default
+            differs from the attributors' and the explain job's ``"predicted"`` on purpose: the
+            monitor compares each example across checkpoints (drift, the paired change since the
+            baseline), which needs the same explained class at every evaluation, and the predicted
+            class changes as the model trains.
         method_kwargs: settings for the method (``granularity``, ``template``, ``mask``, ``budget``...).
         metrics: which of ``as_auc``, ``ias_auc``, ``log_odds``, ``comprehensiveness``, ``sufficiency``
             (default: all); an empty list logs the attributions only (no masked passes).
@@ -100,8 +105,8 @@ class AttributionMonitor(Callback):
         label_names: class names for tables and the report.
         log_examples: how many probe examples go into the logged table (``None``: all).
         curve_points: grid size of the mean AS/IAS curves.
-        fractions: ``None`` to evaluate the AS/IAS curves at every step (``n + 1`` masked passes per
-            study), or the number of fixed fractions of the features to evaluate them at (``11``:
+        points: ``None`` to evaluate the AS/IAS curves at every step (``n + 1`` masked passes per
+            study), or the number of points (fixed fractions of the features) to evaluate them at (``11``:
             ``x = 0, 0.1, ..., 1``; see :func:`~pi_lightning.metrics.functional.activation_steps`).
         progress_chunk: examples per progress-bar update (attribution of costly methods, and metrics).
         refit_from: for methods that learn from ablations (AT2): the method of another monitor on the
@@ -121,6 +126,7 @@ class AttributionMonitor(Callback):
         "AttributionMonitor{'method': 'sp-pi'}"
     """
 
+    @renamed(fractions="points")
     def __init__(
         self,
         tokenizer=None,
@@ -143,7 +149,7 @@ class AttributionMonitor(Callback):
         label_names: Sequence[str] | None = None,
         log_examples: int | None = None,
         curve_points: int = 21,
-        fractions: int | None = None,
+        points: int | None = None,
         progress_chunk: int = 8,
         refit_from: str | None = None,
     ) -> None:
@@ -212,10 +218,10 @@ class AttributionMonitor(Callback):
             metrics=metrics,
             top_k=top_k,
             curve_points=curve_points,
-            fractions=fractions,
+            points=points,
             chunk=max(progress_chunk, 1),
         )
-        self.fractions = self._evaluator_settings["fractions"]
+        self.points = self._evaluator_settings["points"]
         self.tokenizer = tokenizer
         self.method = method
         self.model_ref = model

@@ -2,7 +2,9 @@
 
 It reads the typed history of every :class:`~pi_lightning.callbacks.AttributionMonitor` on the
 Trainer (:func:`~pi_lightning.callbacks.probe_histories`) and writes one self-contained page (see
-:mod:`pi_lightning.reporting.html`). The same page can be made later from a checkpoint with
+:mod:`pi_lightning.reporting.html`). Beside it goes ``report_state.pt``: the monitors' saved
+state, in a checkpoint's layout, so that ``pi-lightning report <run folder>`` rebuilds the page
+without a Lightning checkpoint (the default job saves none). The same page can be made from a checkpoint with
 :func:`pi_lightning.reporting.write_report_from_checkpoint`.
 """
 
@@ -20,11 +22,16 @@ from pi_lightning.metrics.functional.stats import wilson_interval
 from pi_lightning.reporting.html import write_report
 from pi_lightning.reporting.logging import rank_zero_log_dir
 
-__all__ = ["HTMLReport"]
+__all__ = ["REPORT_STATE", "HTMLReport"]
+
+#: The file written beside the report: ``{"callbacks": {state_key: state}}`` of every callback with
+#: state, the part of a Lightning checkpoint that ``pi-lightning report`` reads.
+REPORT_STATE = "report_state.pt"
 
 
 class HTMLReport(Callback):
-    """Write ``report.html`` (or ``path``) when fitting ends, on rank zero; the validation accuracy
+    """Write ``report.html`` (or ``path``) when fitting ends, on rank zero, and beside it
+    :data:`REPORT_STATE` (what ``pi-lightning report`` rebuilds it from); the validation accuracy
     (``val/acc``) of each validation is kept for its accuracy plot.
 
     Args:
@@ -76,3 +83,11 @@ class HTMLReport(Callback):
             )
         except Exception as e:
             rank_zero_warn(f"HTMLReport: writing {path} failed ({e!r}).")
+        state = Path(path).parent / REPORT_STATE
+        try:
+            import torch
+
+            states = {cb.state_key: cb.state_dict() for cb in trainer.callbacks if cb.state_dict()}
+            torch.save({"callbacks": states}, state)
+        except Exception as e:
+            rank_zero_warn(f"HTMLReport: writing {state} failed ({e!r}); `pi-lightning report` needs it.")

@@ -49,6 +49,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from pi_lightning._renamed import renamed
 from pi_lightning.attributors.sppi import progressive_differences
 from pi_lightning.callbacks._distributed import gather_objects
 from pi_lightning.callbacks._model import resolve_model
@@ -110,7 +111,7 @@ class ValidationSPPI(Callback):
     Args:
         tokenizer: the model's fast tokenizer (to find the words); ``None`` takes ``pl_module.tokenizer``.
         model: attribute path or getter of the Hugging Face model in the LightningModule.
-        input_key, mask_key, label_key: batch keys.
+        input_key, attention_mask_key, label_key: batch keys.
         output: ``"prob"`` (default), ``"logits"`` or ``"log_odds"``.
         top_words: how many words the shortcut table shows.
         min_count: a word must occur this many times to be ranked.
@@ -129,13 +130,14 @@ class ValidationSPPI(Callback):
             ``{"dataloader_idx", "batch_idx", "reason"}`` rows.
     """
 
+    @renamed(mask_key="attention_mask_key")
     def __init__(
         self,
         tokenizer=None,
         *,
         model: str | Callable | None = "model",
         input_key: str = "input_ids",
-        mask_key: str = "attention_mask",
+        attention_mask_key: str = "attention_mask",
         label_key: str = "labels",
         output: str = "prob",
         top_words: int = 20,
@@ -156,7 +158,7 @@ class ValidationSPPI(Callback):
         self.alpha = float(alpha)
         self.tokenizer = tokenizer
         self.model_ref = model
-        self.input_key, self.mask_key, self.label_key = input_key, mask_key, label_key
+        self.input_key, self.attention_mask_key, self.label_key = input_key, attention_mask_key, label_key
         self.output = output
         self.top_words = top_words
         self.min_count = min_count
@@ -313,9 +315,9 @@ class ValidationSPPI(Callback):
         if not isinstance(batch, Mapping):
             return (
                 f"it is a {type(batch).__name__}, not a mapping with {self.input_key!r} and "
-                f"{self.mask_key!r} (make the collate function return a dict)"
+                f"{self.attention_mask_key!r} (make the collate function return a dict)"
             )
-        missing = [k for k in (self.input_key, self.mask_key) if k not in batch]
+        missing = [k for k in (self.input_key, self.attention_mask_key) if k not in batch]
         if missing:
             return f"it has no {missing} key(s); its keys are {sorted(map(str, batch))}"
         return None
@@ -416,7 +418,7 @@ class ValidationSPPI(Callback):
         self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor, keep: torch.Tensor | None = None
     ) -> None:
         ids = batch[self.input_key]
-        mask = batch[self.mask_key].bool()
+        mask = batch[self.attention_mask_key].bool()
         if logits.dim() == 3 and logits.shape[1] == ids.shape[1] + self._virtual:
             logits = logits[:, self._virtual :]  # (B, virtual + T, C) -> (B, T, C): peft prompt tuning
         if logits.dim() != 3 or logits.shape[:2] != ids.shape:

@@ -24,7 +24,10 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "pi_lightning.cli.finetune",
         "fine-tune a classifier with the pi_lightning callbacks (the main job; LightningCLI, --fast)",
     ),
-    "report": ("pi_lightning.cli.report", "build the HTML report from a Lightning checkpoint"),
+    "report": (
+        "pi_lightning.cli.report",
+        "build the HTML report from a run's output folder or a Lightning checkpoint",
+    ),
     "explain": (
         "pi_lightning.cli.explain",
         "explain texts or a dataset with any method (Trainer.predict; table, HTML, JSONL shards)",
@@ -34,6 +37,9 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "mine shortcut words from explained datasets (permutation null, masking check)",
     ),
 }
+#: subcommand name -> its short ``--help`` (``module:function(argv) -> str``), printed without importing the
+#: subcommand's module (Lightning: seconds); ``--help-all`` goes to the module's own full help.
+_SHORT_HELP: dict[str, str] = {"finetune": "pi_lightning.cli._job_help:finetune_help"}
 #: subcommand name -> a light check of its command line, run before its module is imported: it raises
 #: ``ModelNotFoundError`` / ``DataSourceError`` / ``ValueError`` (printed as one line, exit status 2).
 _PRECHECKS: dict[str, str] = {"finetune": "pi_lightning.cli._precheck:finetune"}
@@ -79,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     from pi_lightning.cli._precheck import one_line
 
     def run(argv: list[str]) -> int:
+        if name in _SHORT_HELP and ("-h" in argv or "--help" in argv):
+            module_name, func = _SHORT_HELP[name].split(":")
+            print(getattr(importlib.import_module(module_name), func)(argv))
+            return 0
         if name in _PRECHECKS:
             module_name, func = _PRECHECKS[name].split(":")
             getattr(importlib.import_module(module_name), func)(argv)

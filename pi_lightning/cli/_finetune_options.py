@@ -1,42 +1,16 @@
-"""What the ``finetune`` subcommand adds to LightningCLI: its help text, the package's default YAML
-configs (package data, so a wheel works), the arguments put in front of the user's, and the W&B
-config that records the whole parsed configuration."""
+"""What the ``finetune`` subcommand adds to LightningCLI: the arguments put in front of the user's (the
+package's default YAML configs, see :mod:`pi_lightning.cli._job_help`) and the W&B config that records
+the whole parsed configuration."""
 
 from __future__ import annotations
 
 import os
-from importlib.resources import files
-from pathlib import Path
 
 from lightning.pytorch.cli import SaveConfigCallback
 
-__all__ = ["DESCRIPTION", "FAST_HELP", "LogConfig", "config_file", "default_args"]
+from pi_lightning.cli._job_help import config_file
 
-DESCRIPTION = (
-    "Fine-tune a decoder-only transformer classifier (LoRA or full) with the pi_lightning callbacks: "
-    "SP-PI on a held-out probe set before the first step (the baseline), at 4 more points (denser early) "
-    "and MP-PI at the baseline and the end, the paired change of each example's faithfulness since the "
-    "baseline with a verdict per method, free SP-PI over the validation set, faithfulness metrics (AS/IAS "
-    "AUC, log-odds, comprehensiveness, sufficiency) logged to W&B (offline unless WANDB_MODE=online), an "
-    "HTML report and a one-screen summary. Defaults: SmolLM2-135M-Instruct on Rotten Tomatoes, about 5 "
-    "minutes on 2 idle CPU cores. Every option below can "
-    "be given on the command line or in a YAML file (--config); the defaults come from the package's "
-    "configs/default.yaml."
-)
-FAST_HELP = (
-    "run the same job end to end on a tiny random model and a few examples, in seconds "
-    "(adds the package's configs/fast.yaml; writes to outputs/fast)"
-)
-
-
-def config_file(name: str) -> Path:
-    """Path of a YAML config shipped with the package (``"default"`` or ``"fast"``).
-
-    Example:
-        >>> config_file("fast").name
-        'fast.yaml'
-    """
-    return Path(str(files("pi_lightning.cli") / "configs" / f"{name}.yaml"))
+__all__ = ["LogConfig", "default_args"]
 
 
 def default_args(argv: list[str]) -> list[str]:

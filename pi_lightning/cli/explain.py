@@ -52,6 +52,20 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The examples kept as written, and every option's default after its help: ``(default: X)``,
+    unless the help already says what its default is (a default worked out at run time)."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        if action.default is False:
+            return f"{text} (default: off)"
+        shown = ",".join(action.default) if isinstance(action.default, list) else action.default
+        return f"{text} (default: {shown or 'none'})"
+
+
 def _parser() -> argparse.ArgumentParser:
     from pi_lightning.attributors import available_methods
     from pi_lightning.models import DEFAULT_MODEL
@@ -60,24 +74,35 @@ def _parser() -> argparse.ArgumentParser:
         prog="pi-lightning explain",
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("inputs", nargs="*", help="texts to explain, or one .csv/.jsonl/.parquet file")
     p.add_argument(
-        "--dataset", choices=["rotten_tomatoes", "imdb"], help="the embedded reviews instead of inputs"
+        "--dataset",
+        choices=["rotten_tomatoes", "imdb"],
+        help="the embedded reviews instead of inputs (default: none, explain the inputs)",
     )
     p.add_argument("--split", default="train", choices=["train", "val", "test"], help="split of --dataset")
-    p.add_argument("--limit", type=int, default=None, help="explain only the first N examples")
+    p.add_argument("--limit", type=int, default=None, help="explain only the first N examples (default: all)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model name, hub id or folder")
     p.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"model name, hub id or folder (default {DEFAULT_MODEL})"
+        "--adapter",
+        help="a LoRA adapter folder saved by `pi-lightning finetune` (merged for inference; default: "
+        "none, the base model)",
     )
+    p.add_argument("--num-labels", type=int, default=2, help="number of classes of the model's head")
     p.add_argument(
-        "--adapter", help="a LoRA adapter folder saved by `pi-lightning finetune` (merged for inference)"
+        "--label-names",
+        help="comma-separated class names, e.g. negative,positive (default: the adapter's saved ones, "
+        "else the class indices)",
     )
-    p.add_argument("--num-labels", type=int, default=2)
-    p.add_argument("--label-names", help="comma-separated class names, e.g. negative,positive")
-    p.add_argument("--method", default="sp-pi", choices=available_methods())
-    p.add_argument("--granularity", default="word", choices=["token", "word", "sentence"])
+    p.add_argument("--method", default="sp-pi", choices=available_methods(), help="the attribution method")
+    p.add_argument(
+        "--granularity",
+        default="word",
+        choices=["token", "word", "sentence"],
+        help="the features that get one score each",
+    )
     p.add_argument(
         "--template",
         default=None,
@@ -94,14 +119,19 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a method setting (repeatable): budget=64, seed=0, mask=..., n_steps=32",
+        help="a method setting (repeatable): budget=64 (or 2n), seed=0, mask=... (default: the "
+        "method's own settings, the adapter's saved mask)",
     )
-    p.add_argument("--target", default="predicted", help="'predicted', 'label' or a class index")
-    p.add_argument("--text-column", default="text")
+    p.add_argument(
+        "--target", default="predicted", help="the explained class: 'predicted', 'label' or a class index"
+    )
+    p.add_argument("--text-column", default="text", help="the text column of a data file")
     p.add_argument(
         "--label-column", default=None, help="the label column (default: 'label' when the data has one)"
     )
-    p.add_argument("--id-column", default="id")
+    p.add_argument(
+        "--id-column", default="id", help="the id column of a data file (rows without one: their index)"
+    )
     p.add_argument("--out", default="outputs/explain", help="output folder (job.json, shards/, HTML, JSONL)")
     p.add_argument(
         "--format", default="jsonl", choices=["jsonl", "parquet"], help="shard files (parquet needs pyarrow)"
@@ -118,15 +148,16 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAMES",
         help="score the faithfulness of the explanations into metrics.json: all metrics, or a "
-        "comma-separated "
-        "selection of as_auc,ias_auc,log_odds,comprehensiveness,sufficiency",
+        "comma-separated selection of as_auc,ias_auc,log_odds,comprehensiveness,sufficiency",
     )
-    p.add_argument("--top-k", type=float, default=20.0, help="top-k percent of features for --metrics")
-    p.add_argument("--accelerator", default="auto")
+    p.add_argument(
+        "--top-k", type=float, default=20.0, help="top-k percent of features for --metrics (default: 20)"
+    )
+    p.add_argument("--accelerator", default="auto", help="Lightning's accelerator: cpu, gpu, auto")
     p.add_argument("--devices", default="1", help="devices per node (an int, or 'auto')")
-    p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument("--num-nodes", type=int, default=1, help="machines (nodes) of a distributed run")
     p.add_argument("--strategy", default="auto", help="e.g. ddp (several devices or nodes)")
-    p.add_argument("--precision", default=None, help="e.g. bf16-mixed")
+    p.add_argument("--precision", default=None, help="e.g. bf16-mixed (default: the Trainer's, 32-true)")
     p.add_argument("--show", type=int, default=20, help="rows printed in the terminal")
     p.add_argument("--html-limit", type=int, default=500, help="examples in explanations.html")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -1,11 +1,12 @@
 """The main job: fine-tune a decoder-only classifier and watch its explanations while it trains.
 
 Defaults (``cli/configs/default.yaml``, package data): SmolLM2-135M-Instruct (embedded, no network), Rotten
-Tomatoes sentences, LoRA, word-level features, SP-PI on a held-out probe set at a step-0 baseline and
-4 more points (denser early), MP-PI at the baseline and the end, free SP-PI over the validation set,
-W&B offline, an HTML report, and a one-screen summary at the end with a verdict per method (the
-paired change of the explanations' faithfulness since the baseline). It is a LightningCLI, so every
-option comes from the command line or YAML:
+Tomatoes sentences, LoRA, word-level features, SP-PI and MP-PI on a held-out probe set from a step-0
+baseline on (``pi-lightning finetune --help`` prints the schedule the config runs), free SP-PI over the
+validation set, W&B offline, an HTML report, and a one-screen summary at the end with a verdict per
+method (the paired change of the explanations' faithfulness since the baseline). It is a LightningCLI,
+so every option comes from the command line or YAML (``--help``: the options a user changes, with the
+values the job runs; ``--help-all``: LightningCLI's full list):
 
     pi-lightning finetune                                   # the default run
     pi-lightning finetune --fast                            # tiny random model, seconds
@@ -29,7 +30,8 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI
 
 from pi_lightning.callbacks import HTMLReport, StepProgressBar, probe_histories, validation_evaluations
-from pi_lightning.cli._finetune_options import DESCRIPTION, FAST_HELP, LogConfig, default_args
+from pi_lightning.cli._finetune_options import LogConfig, default_args
+from pi_lightning.cli._job_help import DESCRIPTION, FAST_HELP, finetune_help, job_config, schedule_lines
 from pi_lightning.metrics import ProbeHistory
 from pi_lightning.metrics.functional.stats import wilson_interval
 from pi_lightning.reporting import explained_method
@@ -202,6 +204,8 @@ def run(argv: list[str] | None = None) -> FinetuneCLI:
     """Parse, fit and print the summary; returns the CLI (``.trainer``, ``.model``, ``.datamodule``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
+    description = DESCRIPTION + " What the job runs: " + "; ".join(schedule_lines(job_config(argv))) + "."
+    argv = ["--help" if a == "--help-all" else a for a in argv]
     cli = FinetuneCLI(
         FinetuneClassifier,
         ReviewDataModule,
@@ -209,7 +213,7 @@ def run(argv: list[str] | None = None) -> FinetuneCLI:
         args=default_args(argv),
         save_config_callback=LogConfig,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "pi-lightning finetune", "description": DESCRIPTION},
+        parser_kwargs={"prog": "pi-lightning finetune", "description": description},
     )
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -238,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     from pi_lightning.data import DataSourceError
     from pi_lightning.models import ModelNotFoundError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(finetune_help(argv))
+        return 0
     try:
         run(argv)
     except (ModelNotFoundError, DataSourceError) as e:

@@ -1,9 +1,12 @@
-"""``pi-lightning report``: build the HTML report from a Lightning checkpoint.
+"""``pi-lightning report``: build the HTML report from a run's output folder or a Lightning checkpoint.
 
 The :class:`~pi_lightning.callbacks.AttributionMonitor` callbacks keep their whole history (every
-evaluation's figures and probe attributions) in the checkpoint, so the report of a run can be made
-again later, or for a run that stopped before :class:`~pi_lightning.callbacks.HTMLReport` wrote it::
+evaluation's figures and probe attributions) in their state. :class:`~pi_lightning.callbacks.HTMLReport`
+saves that state beside the report (``report_state.pt``, which the default job writes under
+``outputs/finetune/pi_lightning/``), and Lightning checkpoints hold it too, so the report of a run can be
+made again later::
 
+    pi-lightning report outputs/finetune                     # the default job's output folder
     pi-lightning report outputs/finetune/checkpoints/last.ckpt -o report.html
 """
 
@@ -13,23 +16,33 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["find_state", "main"]
+
+#: The state file :class:`~pi_lightning.callbacks.HTMLReport` saves beside its report (its
+#: ``REPORT_STATE``; repeated here so that ``--help`` does not import Lightning; a test checks they agree).
+REPORT_STATE = "report_state.pt"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pi-lightning report",
         description="Write the self-contained HTML report (AUC over training, each probe example "
-        "highlighted at the first and last evaluation) from the AttributionMonitor state saved in a "
-        "Lightning checkpoint (trained with enable_checkpointing or a ModelCheckpoint callback).",
+        "highlighted at the first and last evaluation) from the AttributionMonitor state of a run: the "
+        f"{REPORT_STATE} that HTMLReport saves beside its report (the default job does), or a Lightning "
+        "checkpoint (trained with --trainer.enable_checkpointing true or a ModelCheckpoint callback).",
     )
-    p.add_argument("checkpoint", type=Path, help="a Lightning .ckpt file")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        help=f"a run's output folder (searched for {REPORT_STATE}, then for .ckpt files; the newest "
+        f"is used), a {REPORT_STATE} file or a Lightning .ckpt file",
+    )
     p.add_argument(
         "-o",
         "--output",
         type=Path,
         default=None,
-        help="the HTML file to write (default: the checkpoint's path with .html)",
+        help="the HTML file to write (default: the state file's path with .html)",
     )
     return p
 
@@ -43,19 +56,40 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if not args.checkpoint.is_file():
-        print(f"pi-lightning report: error: no such checkpoint file: {args.checkpoint}", file=sys.stderr)
+    source = args.checkpoint
+    if source.is_dir():
+        found = find_state(source)
+        if found is None:
+            print(
+                f"pi-lightning report: error: no {REPORT_STATE} and no .ckpt file under {source}. A run "
+                f"with the HTMLReport callback (the default job has it) saves {REPORT_STATE} beside its "
+                "report; for a checkpoint, train with --trainer.enable_checkpointing true.",
+                file=sys.stderr,
+            )
+            return 2
+        source = found
+    elif not source.is_file():
+        print(f"pi-lightning report: error: no such checkpoint file: {source}", file=sys.stderr)
         return 2
     from pi_lightning.reporting import write_report_from_checkpoint
 
-    out = args.output or args.checkpoint.with_suffix(".html")
+    out = args.output or source.with_suffix(".html")
     try:
-        written = write_report_from_checkpoint(args.checkpoint, out)
+        written = write_report_from_checkpoint(source, out)
     except ValueError as e:
         print(f"pi-lightning report: error: {e}", file=sys.stderr)
         return 2
     print(f"HTML report: {written}")
     return 0
+
+
+def find_state(folder: Path) -> Path | None:
+    """The newest :data:`REPORT_STATE` under ``folder``, else its newest ``.ckpt`` file, else None."""
+    for pattern in (REPORT_STATE, "*.ckpt"):
+        found = sorted(folder.rglob(pattern), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    return None
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ every attribution it builds, with the one :class:`~pi_lightning.masking.Masker`:
 
 * the activation study (AS) inputs: fully masked, then the most positive feature added, ... up to
   the full input (``n + 1`` inputs), and the inverse study (IAS) inputs in the opposite order;
-  with ``fractions=P`` only the steps ``k = round(f * n)`` at ``P`` fixed fractions ``f`` (at most
+  with ``points=P`` only the steps ``k = round(f * n)`` at ``P`` fixed fractions ``f`` (at most
   ``P`` inputs per study whatever the length; see
   :func:`~pi_lightning.metrics.functional.activation_steps`),
   areas by the trapezoid rule over the evaluated points at their true ``x = k / n``;
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pi_lightning._renamed import renamed
 from pi_lightning.inference import ClassifierAdapter, transform_outputs
 from pi_lightning.masking import Masker
 from pi_lightning.metrics.functional.curves import (
@@ -66,7 +67,7 @@ class FaithfulnessResult:
         probs: ``(E, C)`` float64 class probabilities of the unmasked inputs.
         as_curves, ias_curves: per example a float64 ``(m_i,)`` tensor, the probability of the
             target class after ``k`` features were activated, for the evaluated steps ``k`` (all
-            ``0..n_i``, ``m_i = n_i + 1``, unless ``fractions`` was given).
+            ``0..n_i``, ``m_i = n_i + 1``, unless ``points`` was given).
         curve_x: per example the float64 ``(m_i,)`` positions ``k / n_i`` of those points (shared by
             both studies; pass them to the curve metrics' ``update``).
         as_auc, ias_auc: float64 ``(E,)`` areas under those curves (``x = k / n`` in ``[0, 1]``).
@@ -129,13 +130,14 @@ def _check_metrics(metrics: Iterable[str] | None) -> tuple[str, ...]:
     return chosen
 
 
+@renamed(fractions="points")
 def evaluate_faithfulness(
     attributions: Sequence[Attribution],
     adapter: ClassifierAdapter,
     masker: Masker,
     top_k: float = 20.0,
     metrics: Iterable[str] | None = None,
-    fractions: int | None = None,
+    points: int | None = None,
 ) -> FaithfulnessResult:
     """Run the activation studies and UDIG's metrics for a set of attributions.
 
@@ -147,9 +149,9 @@ def evaluate_faithfulness(
             way the method did).
         top_k: percentage of features counted as top-k for UDIG's metrics, in ``(0, 100]``.
         metrics: names from :data:`METRICS` to compute, or ``None`` for all.
-        fractions: ``None`` for the exact curves (every step ``k = 0..n``), or the number of fixed
-            fractions of the features at which to evaluate them (``11``: ``x = 0, 0.1, ..., 1``), so a
-            study costs at most ``fractions`` passes per example whatever its length. Measured error
+        points: ``None`` for the exact curves (every step ``k = 0..n``), or the number of points
+            (fixed fractions of the features) at which to evaluate them (``11``: ``x = 0, 0.1, ...,
+            1``), so a study costs at most ``points`` passes per example whatever its length. Measured error
             against the exact curve: ``benchmarks/results/RESULTS.md``.
 
     Returns:
@@ -185,7 +187,7 @@ def evaluate_faithfulness(
             "Pass attributor.masker, or Masker(tokenizer)."
         )
     top_k = check_top_k(top_k)
-    fractions = check_points(fractions)
+    points = check_points(points)
     chosen = _check_metrics(metrics)
     C = adapter.num_labels
     for i, a in enumerate(attributions):
@@ -205,7 +207,7 @@ def evaluate_faithfulness(
     curve_x = []
     for a in attributions:
         n = a.features.n
-        steps = activation_steps(n, fractions)
+        steps = activation_steps(n, points)
         curve_x.append(steps.to(torch.float64) / n)
         blocks: dict[str, torch.Tensor] = {"full": torch.ones(1, n, dtype=torch.bool)}
         if want_as:

@@ -97,7 +97,7 @@ class ProbeEvaluator:
             ``sufficiency`` (default: all); an empty list attributes only (no masked passes).
         top_k: percentage of features for the removal metrics.
         curve_points: grid size of the mean AS/IAS curves.
-        fractions: ``None`` for the exact curves (every step), or the number of fixed fractions of the
+        points: ``None`` for the exact curves (every step), or the number of fixed fractions of the
             features at which to evaluate them (see :func:`~pi_lightning.metrics.evaluate_faithfulness`).
         chunk: examples per scoring call (and per progress update; the values do not depend on it).
         refit: methods with a ``fit`` step (AT2) are refitted at every :meth:`update` (their weights follow
@@ -123,7 +123,7 @@ class ProbeEvaluator:
         metrics: Sequence[str] | None = None,
         top_k: float = 20.0,
         curve_points: int = 21,
-        fractions: int | None = None,
+        points: int | None = None,
         chunk: int = 8,
         refit: bool = True,
         progress: Callable[[str, int], Any] | None = None,
@@ -141,7 +141,7 @@ class ProbeEvaluator:
             metrics=metrics,
             top_k=top_k,
             curve_points=curve_points,
-            fractions=fractions,
+            points=points,
             chunk=chunk,
         )
         self.attributor = attributor
@@ -149,7 +149,7 @@ class ProbeEvaluator:
         self.metrics = checked["metrics"]
         self.top_k = checked["top_k"]
         self.curve_points = checked["curve_points"]
-        self.fractions = checked["fractions"]
+        self.points = checked["points"]
         self.chunk = checked["chunk"]
         if not isinstance(refit, bool):
             raise ValueError(f"refit must be True or False, got {refit!r}.")
@@ -165,7 +165,7 @@ class ProbeEvaluator:
         metrics: Sequence[str] | None = None,
         top_k: float = 20.0,
         curve_points: int = 21,
-        fractions: int | None = None,
+        points: int | None = None,
         chunk: int = 8,
     ) -> dict[str, Any]:
         """The constructor's settings checked and normalised (what a callback checks at construction,
@@ -188,7 +188,7 @@ class ProbeEvaluator:
             "metrics": chosen,
             "top_k": float(top_k),
             "curve_points": curve_points,
-            "fractions": check_points(fractions),
+            "points": check_points(points),
             "chunk": chunk,
         }
 
@@ -331,7 +331,7 @@ class ProbeEvaluator:
                         self.attributor.masker,
                         top_k=self.top_k,
                         metrics=self.metrics,
-                        fractions=self.fractions,
+                        points=self.points,
                     )
                     preds += res.predictions.tolist()
                     for m in values:

@@ -19,6 +19,7 @@ from pi_lightning.reporting.html import (
     attribution_html,
     explained_method,
     highlight,
+    show,
     write_report,
     write_report_from_checkpoint,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "highlight",
     "label_name",
     "page",
+    "show",
     "write_report",
     "write_report_from_checkpoint",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "explained_method",
     "highlight",
     "highlight_panel",
+    "show",
     "table_page",
     "word_rows",
     "write_report",
@@ -167,6 +168,13 @@ def word_rows(history: ProbeHistory, label=str) -> tuple[list[str], list[list[An
             for j, ((a, b), score) in enumerate(zip(history.char_spans[i], ev.scores[i], strict=False)):
                 rows.append([i, text[a:b], j, float(score), ev.step, y, pred])
     return cols, rows
+
+
+def show(attributions) -> HtmlCell:
+    """Attributions (one or a list) as one HTML block that Jupyter displays inline: ``show(atts)`` as
+    the last line of a cell (a list's own repr is text)."""
+    items = [attributions] if hasattr(attributions, "features") else list(attributions)
+    return HtmlCell("".join(f"<div style='margin:0.6em 0'>{attribution_html(a)}</div>" for a in items))
 
 
 def table_page(title: str, cols: list[str], rows: list[list[Any]]) -> str:

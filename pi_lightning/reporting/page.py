@@ -61,6 +61,9 @@ class HtmlCell:
     def __str__(self) -> str:
         return self.html
 
+    def _repr_html_(self) -> str:  # Jupyter shows the HTML itself
+        return self.html
+
 
 def format_value(v: Any, missing: str = "-") -> str:
     """A cell's text: ``missing`` for ``None`` or NaN, floats with 4 decimals (3 significant digits

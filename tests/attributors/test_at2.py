@@ -87,7 +87,7 @@ def _assert_planted(at2: AT2, results, share: float = 0.4):
 
 def test_planted_head_from_own_ablations(planted):
     model, tok = planted
-    at2 = AT2(model, tok, num_masks=32, non_negative=True)
+    at2 = AT2(model, tok, budget=32, non_negative=True)
     assert at2.fit(TEXTS, target=1) is at2
     assert float(at2.weights.min()) >= 0.0
     torch.testing.assert_close(at2.weights.abs().sum(), torch.tensor(1.0))
@@ -157,7 +157,7 @@ def test_explaining_the_other_class_flips_sign(planted):
     # Two classes with probabilities: p_0 = 1 - p_1, so explaining class 0 on examples predicted 1
     # uses the same estimator with the sign flipped, in the fit and in the scores.
     model, tok = planted
-    at2 = AT2(model, tok, num_masks=32).fit(TEXTS, target=1)
+    at2 = AT2(model, tok, budget=32).fit(TEXTS, target=1)
     w = at2.weights.clone()
     at2.fit(TEXTS, target=0)
     torch.testing.assert_close(at2.weights, w)
@@ -168,7 +168,7 @@ def test_explaining_the_other_class_flips_sign(planted):
 
 def test_save_and_load(planted, tmp_path):
     model, tok = planted
-    at2 = AT2(model, tok, num_masks=8, num_iterations=100).fit(TEXTS[:4], target=1)
+    at2 = AT2(model, tok, budget=8, num_iterations=100).fit(TEXTS[:4], target=1)
     path = at2.save(tmp_path / "at2" / "heads.safetensors")
     assert path.stat().st_size < 2000  # a small artefact: 8 floats and provenance
     loaded = get_attributor("at2", model, tok, weights=path)
@@ -183,7 +183,7 @@ def test_save_and_load(planted, tmp_path):
 
 
 def test_llama_fits_and_attributes(llama_model, llama_tok):
-    at2 = AT2(llama_model, llama_tok, num_masks=8, num_iterations=50, granularity="token")
+    at2 = AT2(llama_model, llama_tok, budget=8, num_iterations=50, granularity="token")
     at2.fit(["a good movie", "the plot was dull, really"])
     [a] = at2.attribute("a good movie", target=0)
     assert a.scores.dtype == torch.float64 and a.scores.shape == (a.features.n,)
@@ -216,8 +216,10 @@ def test_errors(gpt2_model, gpt2_tok):
         at2.load("/nonexistent/at2.safetensors")
     with pytest.raises(ValueError, match="keep_prob"):
         AT2(gpt2_model, gpt2_tok, keep_prob=1.0)
-    with pytest.raises(ValueError, match="num_masks"):
-        AT2(gpt2_model, gpt2_tok, num_masks=1)
+    with pytest.raises(ValueError, match="budget must be at least 2"):
+        AT2(gpt2_model, gpt2_tok, budget=1)
+    with pytest.raises(ValueError, match="'num_masks' of method 'at2' is now called 'budget'"):
+        AT2(gpt2_model, gpt2_tok, num_masks=8)
     [sp] = get_attributor("sp-pi", gpt2_model, gpt2_tok).attribute("a good movie")
     with pytest.raises(ValueError, match="extras\\['coalitions'\\]"):
         at2.fit_from_attributions([sp])

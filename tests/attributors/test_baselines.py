@@ -33,7 +33,7 @@ COSTS = {
     "lrp": "1x",
     "kernel-shap": "2n",
 }
-FAST = {"ig": {"n_steps": 4}, "kernel-shap": {"n_samples": 8}}
+FAST = {"ig": {"budget": 4}, "kernel-shap": {"budget": 8}}
 
 
 def _snapshot(model):
@@ -70,10 +70,12 @@ def _unusual_state(model):
 
 def test_registered_with_paper_costs(gpt2_model, gpt2_tok):
     for name, cost in COSTS.items():
-        att = get_attributor(name, gpt2_model, gpt2_tok, **FAST.get(name, {}))
+        att = get_attributor(name, gpt2_model, gpt2_tok)  # default budgets: the paper's costs
         assert att.cost == cost and att.name == name
+    # A fixed budget is a fixed cost ("8x": 8 sampled coalitions), as for MP-PI.
+    assert get_attributor("kernel-shap", gpt2_model, gpt2_tok, budget=8).cost == "8x"
     assert get_attributor("ig", gpt2_model, gpt2_tok).forward_equivalents(7) == 14.0
-    assert get_attributor("ig", gpt2_model, gpt2_tok, n_steps=5).forward_equivalents(7) == 10.0
+    assert get_attributor("ig", gpt2_model, gpt2_tok, budget=5).forward_equivalents(7) == 10.0
     assert get_attributor("kernel-shap", gpt2_model, gpt2_tok).forward_equivalents(7) == 14.0
     assert get_attributor("lrp", gpt2_model, gpt2_tok).forward_equivalents(7) == 1.0
 
@@ -96,7 +98,7 @@ def test_every_method_gives_finite_scores_and_leaves_model_as_found(tiny, name):
 
 def test_ig_completeness_at_128_steps(tiny):
     _arch, model, tok = tiny
-    ig = IntegratedGradientsAttributor(model, tok, n_steps=128, template="Review: {text}")
+    ig = IntegratedGradientsAttributor(model, tok, budget=128, template="Review: {text}")
     [a] = ig.attribute(TEXT, target=1)
     # Stated tolerance: 1e-3 in probability (measured ~1e-7 with Gauss-Legendre on the tiny models).
     assert abs(float(a.scores.sum()) - (a.extras["f_input"] - a.extras["f_baseline"])) < 1e-3
@@ -126,7 +128,7 @@ def test_input_x_gradient_matches_autograd(gpt2_model, gpt2_tok):
 def test_kernel_shap_matches_exact_shapley(gpt2_model, gpt2_tok):
     # Captum samples coalitions with replacement (error ~ 1/sqrt(samples)); 8000 samples on n = 4 features
     # give a measured 2-5% of the largest value, the stated tolerance is 10% of it (+1e-3).
-    ks = KernelShapAttributor(gpt2_model, gpt2_tok, n_samples=8000, perturbations_per_eval=4000, seed=3)
+    ks = KernelShapAttributor(gpt2_model, gpt2_tok, budget=8000, perturbations_per_eval=4000, seed=3)
     text = "good movie, bad"
     [a] = ks.attribute(text, target=1)
     assert a.features.n == 4
@@ -138,7 +140,7 @@ def test_kernel_shap_matches_exact_shapley(gpt2_model, gpt2_tok):
     assert float(a.scores.sum()) == pytest.approx(a.extras["f_full"] - a.base_value, abs=1e-3)
     # Seeded: a fresh attributor with the same seed reproduces the result; another seed does not.
     runs = [
-        KernelShapAttributor(gpt2_model, gpt2_tok, n_samples=64, seed=s).attribute(text, target=1)[0].scores
+        KernelShapAttributor(gpt2_model, gpt2_tok, budget=64, seed=s).attribute(text, target=1)[0].scores
         for s in (1, 1, 2)
     ]
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
@@ -229,10 +231,15 @@ def test_bad_settings_are_explained(gpt2_model, gpt2_tok):
         InputXGradientAttributor(gpt2_model, gpt2_tok, aggregation="max")
     with pytest.raises(ValueError, match="LRP rule"):
         LRP(gpt2_model, gpt2_tok, rule="eps")
-    with pytest.raises(ValueError, match="n_steps"):
-        IntegratedGradientsAttributor(gpt2_model, gpt2_tok, n_steps=0)
-    with pytest.raises(ValueError, match="n_samples"):
-        KernelShapAttributor(gpt2_model, gpt2_tok, n_samples=-1)
+    with pytest.raises(ValueError, match="budget must be at least 1"):
+        IntegratedGradientsAttributor(gpt2_model, gpt2_tok, budget=0)
+    with pytest.raises(ValueError, match="budget must be at least 1"):
+        KernelShapAttributor(gpt2_model, gpt2_tok, budget=-1)
+    # The old budget names are gone, with an error naming the one to use (direct or by name).
+    with pytest.raises(ValueError, match="'n_steps' of method 'ig' is now called 'budget'"):
+        IntegratedGradientsAttributor(gpt2_model, gpt2_tok, n_steps=4)
+    with pytest.raises(ValueError, match="'n_samples' of method 'kernel-shap' is now called 'budget'"):
+        get_attributor("kernel-shap", gpt2_model, gpt2_tok, n_samples=8)
     with pytest.raises(TypeError, match="seed"):
         RandomAttributor(gpt2_model, gpt2_tok, seed="x")
     with pytest.raises(ValueError, match="class index"):
@@ -240,10 +247,10 @@ def test_bad_settings_are_explained(gpt2_model, gpt2_tok):
 
 
 def test_kernel_shap_reports_the_passes_it_ran(gpt2_model, gpt2_tok):
-    ks = KernelShapAttributor(gpt2_model, gpt2_tok, n_samples=40, seed=0)
+    ks = KernelShapAttributor(gpt2_model, gpt2_tok, budget=40, seed=0)
     before = ks.adapter.forward_passes
     out = ks.attribute(["a good movie", "the plot was dull but fine"], target=1)
-    # Distinct coalitions are run once: at most 1 + 1 + n_samples each (unmasked, empty, samples).
+    # Distinct coalitions are run once: at most 1 + 1 + budget each (unmasked, empty, samples).
     assert sum(a.forward_passes for a in out) == ks.adapter.forward_passes - before + 0.0
     assert out[0].forward_passes < 1 + 40  # n = 3: only 2^3 coalitions exist
 

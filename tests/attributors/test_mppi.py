@@ -16,6 +16,15 @@ from pi_lightning.attributors.mppi import kernel_shap_regression
 from pi_lightning.testing import exact_shapley
 
 
+class BySamples(MPPI):
+    """MP-PI whose budget counts masks *drawn* (duplicates included), not passes run: the estimator's
+    convergence in the number of samples, which the passes budget cannot reach (it stops once every
+    distinct mask has been seen)."""
+
+    def draw(self, dist, budget, rng):
+        return dist.sample(budget, rng)
+
+
 class AdditiveCausal(torch.nn.Module):
     """Logit of class 1 at position t = bias + sum of token values up to t; mask tokens are worth 0.
 
@@ -107,7 +116,7 @@ def test_converges_to_brute_force_shapley(gpt2_tok, gpt2_model):
     feature, and on a random transformer the last token dominates the final prediction, so the two
     games differ (paper, Appendix E). The measured gap is asserted to be the games' difference.
     """
-    mp = MPPI(gpt2_model, gpt2_tok, budget=100_000, budget_unit="samples", seed=0, mask="...")
+    mp = BySamples(gpt2_model, gpt2_tok, budget=100_000, seed=0, mask="...")
     [f] = mp.featurize(TEXT)
     assert f.n == 7
     Z, masked, inter = _brute_force_games(mp, f, 1)
@@ -132,9 +141,7 @@ def test_error_shrinks_with_budget(gpt2_tok, gpt2_model):
         b: np.mean(
             [
                 np.abs(
-                    MPPI(gpt2_model, gpt2_tok, budget=b, budget_unit="samples", seed=s)
-                    .attribute(f, target=1)[0]
-                    .scores.numpy()
+                    BySamples(gpt2_model, gpt2_tok, budget=b, seed=s).attribute(f, target=1)[0].scores.numpy()
                     - phi
                 ).max()
                 for s in range(3)
@@ -254,11 +261,12 @@ def test_budget_counts_masked_passes_run(gpt2_tok, gpt2_model, budget):
     extra = 1 + (f.context_end == 0)
     assert a.extras["masked_passes"] == mp.passes(f.n)
     assert mp.adapter.forward_passes - before == a.forward_passes == mp.passes(f.n) + extra
-    # Counting samples instead runs fewer passes (P' is concentrated: duplicates are run once).
-    [s] = MPPI(gpt2_model, gpt2_tok, seed=0, budget=budget, budget_unit="samples").attribute(f, target=1)
+    # Counting masks drawn instead would run fewer passes (P' is concentrated: duplicates run once).
+    [s] = BySamples(gpt2_model, gpt2_tok, seed=0, budget=budget).attribute(f, target=1)
     assert s.extras["sampled_masks"] == mp.passes(f.n) and s.extras["masked_passes"] <= mp.passes(f.n)
-    with pytest.raises(ValueError, match="budget_unit"):
-        MPPI(gpt2_model, gpt2_tok, budget_unit="forward")
+    # The old second budget argument is gone, with an error that names the one to use.
+    with pytest.raises(ValueError, match="'budget_unit' of method 'mp-pi' is now called 'budget'"):
+        MPPI(gpt2_model, gpt2_tok, budget_unit="samples")
 
 
 def test_small_n_runs_every_mask_there_is(gpt2_tok, gpt2_model):
@@ -318,7 +326,7 @@ def test_default_defensive_mixture_beats_the_old_one_and_kernel_shap(gpt2_tok, g
 
     new = error(lambda s: MPPI(gpt2_model, gpt2_tok, budget="8n", seed=s, **common))
     old = error(lambda s: MPPI(gpt2_model, gpt2_tok, budget="8n", seed=s, defensive=0.05, **common))
-    ks = error(lambda s: KernelShapAttributor(gpt2_model, gpt2_tok, n_samples=8 * n, seed=s, **common))
+    ks = error(lambda s: KernelShapAttributor(gpt2_model, gpt2_tok, budget=8 * n, seed=s, **common))
     assert mp.defensive == 0.7
     assert new < old and new < ks, (new, old, ks)
 

@@ -162,7 +162,7 @@ def test_completeness_converges_with_steps(tiny):
     _arch, model, tok = tiny
     gaps = {}
     for steps in (8, 32, 128):
-        [a] = UDIG(model, tok, steps=steps, anchors=7).attribute(TEXT, target=1)
+        [a] = UDIG(model, tok, budget=steps, anchors=7).attribute(TEXT, target=1)
         f_x = float(a.probs[1])
         assert a.base_value == pytest.approx(_f_baseline(model, tok, a), abs=1e-6)
         gap = float(a.scores.sum()) - (f_x - a.base_value)
@@ -179,7 +179,7 @@ def test_equals_straight_line_ig_when_vocabulary_holds_the_line(gpt2_tok, strate
     tok = gpt2_tok
     model = copy.deepcopy(tiny_classifier("gpt2", tokenizer=tok))
     steps = 6
-    udig = UDIG(model, tok, steps=steps, strategy=strategy, path=path, output="logits")
+    udig = UDIG(model, tok, budget=steps, strategy=strategy, path=path, output="logits")
     f = udig.featurize(TEXT)[0]
     emb = model.get_input_embeddings()
     ids = torch.tensor(f.input_ids)
@@ -223,7 +223,7 @@ def test_registry_cost_and_batch(tiny):
         assert a.method == "udig" and a.features.text == t
         assert a.forward_passes == 1 + 2 * a.features.n == 1 + udig.forward_equivalents(a.features.n)
         assert torch.isfinite(a.scores).all() and a.scores.abs().sum() > 0
-    fixed = get_attributor("udig", model, tok, steps=5, neighbors=8, strategy="maxcount", path="dig")
+    fixed = get_attributor("udig", model, tok, budget=5, neighbors=8, strategy="maxcount", path="dig")
     assert fixed.cost == "10x"
     [a] = fixed.attribute(texts[0], target="predicted")
     assert a.forward_passes == 11 and a.target == a.prediction
@@ -232,7 +232,7 @@ def test_registry_cost_and_batch(tiny):
 def test_model_state_restored_and_works_under_inference_mode(gpt2_model, gpt2_tok):
     gpt2_model.train()
     with torch.inference_mode():
-        [a] = UDIG(gpt2_model, gpt2_tok, steps=3).attribute("a good movie", target=1)
+        [a] = UDIG(gpt2_model, gpt2_tok, budget=3).attribute("a good movie", target=1)
     assert gpt2_model.training and all(m.training for m in gpt2_model.modules())
     assert all(p.grad is None and p.requires_grad for p in gpt2_model.parameters())
     assert torch.isfinite(a.scores).all()
@@ -241,13 +241,13 @@ def test_model_state_restored_and_works_under_inference_mode(gpt2_model, gpt2_to
 def test_peft_wrapped_model(gpt2_tok):
     peft = pytest.importorskip("peft")
     base = tiny_classifier("gpt2", tokenizer=gpt2_tok)
-    [ref] = UDIG(base, gpt2_tok, steps=4).attribute(TEXT, target=1)
+    [ref] = UDIG(base, gpt2_tok, budget=4).attribute(TEXT, target=1)
     wrapped = peft.get_peft_model(
         copy.deepcopy(base),
         peft.LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["c_attn"], modules_to_save=None),
     )
     # LoRA starts as the identity (B = 0), so the attributions equal the base model's.
-    [a] = UDIG(wrapped, gpt2_tok, steps=4).attribute(TEXT, target=1)
+    [a] = UDIG(wrapped, gpt2_tok, budget=4).attribute(TEXT, target=1)
     torch.testing.assert_close(a.scores, ref.scores, rtol=1e-4, atol=1e-6)
 
 
@@ -256,8 +256,10 @@ def test_bad_settings_have_clear_errors(gpt2_model, gpt2_tok):
         UDIG(gpt2_model, gpt2_tok, strategy="nearest")
     with pytest.raises(ValueError, match="path"):
         UDIG(gpt2_model, gpt2_tok, path="straight")
-    with pytest.raises(ValueError, match="steps"):
-        UDIG(gpt2_model, gpt2_tok, steps=0)
+    with pytest.raises(ValueError, match="budget must be at least 1"):
+        UDIG(gpt2_model, gpt2_tok, budget=0)
+    with pytest.raises(ValueError, match="'steps' of method 'udig' is now called 'budget'"):
+        UDIG(gpt2_model, gpt2_tok, steps=4)
     with pytest.raises(ValueError, match="anchors"):
         UDIG(gpt2_model, gpt2_tok, anchors=-1)
     with pytest.raises(ValueError, match="neighbors"):
@@ -270,7 +272,7 @@ def test_bad_settings_have_clear_errors(gpt2_model, gpt2_tok):
 
 @pytest.mark.parametrize("baseline", ["pad", "zero", 5])
 def test_other_baselines(gpt2_model, gpt2_tok, baseline):
-    [a] = UDIG(gpt2_model, gpt2_tok, steps=64, anchors=3, baseline=baseline).attribute(TEXT, target=0)
+    [a] = UDIG(gpt2_model, gpt2_tok, budget=64, anchors=3, baseline=baseline).attribute(TEXT, target=0)
     assert abs(a.extras["completeness_gap"]) < 0.02
 
 
@@ -311,7 +313,7 @@ def test_runs_through_the_attribution_monitor(gpt2_tok):
         texts,
         method="udig",
         labels=labels,
-        method_kwargs={"steps": 4},
+        method_kwargs={"budget": 4},
         metrics=["log_odds", "comprehensiveness", "sufficiency"],
     )
     trainer = pl.Trainer(

@@ -29,10 +29,10 @@ from pi_lightning.training import TextClassifier, TextDataModule
 
 FAST_KW = {
     "mp-pi": {"budget": 8},
-    "kernel-shap": {"n_samples": 8},
-    "ig": {"n_steps": 4},
-    "udig": {"steps": 4},
-    "at2": {"num_masks": 8, "num_iterations": 50},
+    "kernel-shap": {"budget": 8},
+    "ig": {"budget": 4},
+    "udig": {"budget": 4},
+    "at2": {"budget": 8, "num_iterations": 50},
 }
 
 
@@ -385,7 +385,7 @@ def test_free_sppi_equals_sppi_attributor(tiny, validate_once):
 
 def test_gap_fractions_and_steps_aligned_with_validation(gpt2_tok, tmp_path):
     """pi/* figures (the monitor's, free SP-PI's) carry the logger step of the validation they follow,
-    the headline gap is logged with its CI, and fractions=11 gives the same figures as the exact curves
+    the headline gap is logged with its CI, and points=11 gives the same figures as the exact curves
     on short probe texts (n + 1 <= 11 features)."""
     import csv
 
@@ -419,14 +419,14 @@ def test_gap_fractions_and_steps_aligned_with_validation(gpt2_tok, tmp_path):
     )
     # Same model state, fixed fractions: identical on short texts (n + 1 <= 11: every step is a fraction).
     short = (["a good movie", "bad plot, dull cast"], [1, 0])
-    pair = [AttributionMonitor(gpt2_tok, short, "sp-pi", fractions=f) for f in (None, 11)]
+    pair = [AttributionMonitor(gpt2_tok, short, "sp-pi", points=f) for f in (None, 11)]
     figs = []
     for mon in pair:
         mon.setup(trainer, trainer.lightning_module, "fit")
         figs.append(mon.evaluate(trainer, trainer.lightning_module))
     assert figs[0]["gap"] == pytest.approx(figs[1]["gap"], abs=1e-12)
     with pytest.raises(ValueError, match="points must be"):
-        AttributionMonitor(gpt2_tok, PROBE, "sp-pi", fractions=1)
+        AttributionMonitor(gpt2_tok, PROBE, "sp-pi", points=1)
 
 
 def test_step_progress_bar_counts_max_steps(gpt2_tok, tmp_path, capsys):

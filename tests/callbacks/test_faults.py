@@ -199,7 +199,7 @@ def test_nan_model_raises_a_clear_error(gpt2_tok, method):
     model = tiny_classifier("gpt2", tokenizer=gpt2_tok)
     with torch.no_grad():
         model.score.weight[0, 0] = float("nan")
-    kw = {"mp-pi": {"budget": 4, "seed": 0}, "ig": {"n_steps": 2}}.get(method, {})
+    kw = {"mp-pi": {"budget": 4, "seed": 0}, "ig": {"budget": 2}}.get(method, {})
     with pytest.raises(FloatingPointError, match=r"NaN or infinite values .* weights are probably NaN"):
         get_attributor(method, model, gpt2_tok, **kw).attribute(["a good movie", "bad"], target=1)
 
@@ -506,10 +506,10 @@ def test_ddp_mppi_matches_one_process(tmp_path):
 # --------------------------------------------------------------------------- batching invariance
 _FAST = {
     "mp-pi": {"budget": 6, "seed": 0},
-    "kernel-shap": {"n_samples": 8, "seed": 0},
-    "ig": {"n_steps": 4},
-    "udig": {"steps": 4},
-    "at2": {"num_masks": 8, "num_iterations": 20},
+    "kernel-shap": {"budget": 8, "seed": 0},
+    "ig": {"budget": 4},
+    "udig": {"budget": 4},
+    "at2": {"budget": 8, "num_iterations": 20},
     "random": {"seed": 0},
 }
 _BATCH_TEXTS = ["a good movie, really", "the plot was dull", "fun", "not so bad at all, just too long"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -49,15 +50,61 @@ def test_help_lists_every_subcommand(capsys):
     assert "unknown subcommand 'nope'; expected one of finetune, report" in capsys.readouterr().err
 
 
-def test_finetune_help_describes_the_job_and_fast(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["finetune", "--help"])
-    assert exc.value.code == 0
+def test_finetune_help_is_short_and_shows_what_the_job_runs(capsys):
+    """--help: the options a user changes with the values of the job's config (not the classes'
+    defaults), the schedule the config runs, without importing Lightning; --help-all: the full list."""
+    import yaml
+
+    from pi_lightning.cli._job_help import OPTIONS, config_file
+
+    assert main(["finetune", "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: pi-lightning finetune")
     assert "Fine-tune a decoder-only transformer classifier" in out
-    assert "--fast" in out and "tiny random model" in out
-    assert "Lightning Trainer command line tool" not in out
+    assert "--fast" in out and "tiny random model" in out and "--help-all" in out
+    assert len(out.splitlines()) < 100
+    cfg = yaml.safe_load(config_file("default").read_text(encoding="utf-8"))
+    for section, name, _, _ in OPTIONS:
+        if name in cfg[section]:
+            value = cfg[section][name]
+            shown = "null" if value is None else str(value)
+            assert f"  --{section}.{name} {shown}\n" in out, (section, name)
+    # The job's values, where the classes' defaults differ ({text}, 128).
+    assert "  --data.template Review: {text}\n" in out and "  --data.max_length 48\n" in out
+    monitors = [
+        c["init_args"] for c in cfg["trainer"]["callbacks"] if "AttributionMonitor" in c["class_path"]
+    ]
+    mp = next(m for m in monitors if m["method"] == "mp-pi")
+    assert mp["every_n_val"] is None and mp["at_end"] and mp["baseline"]
+    assert "mp-pi on 24 probe examples" in out and "baseline (step 0); at the end" in " ".join(out.split())
+    assert "second validation" not in out
+    # Fast: nothing slow is imported.
+    code = (
+        "import sys; from pi_lightning.cli import main; main(['finetune', '--help']); "
+        "assert 'lightning' not in sys.modules and 'torch' not in sys.modules, 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=os.environ.copy())
+    # --help-all: LightningCLI's whole list, with the same description of what the job runs.
+    with pytest.raises(SystemExit) as exc:
+        main(["finetune", "--help-all"])
+    assert exc.value.code == 0
+    full = capsys.readouterr().out
+    assert "--trainer.reload_dataloaders_every_n_epochs" in full and "What the job runs:" in full
+    assert "Lightning Trainer command line tool" not in full
+
+
+def test_explain_help_gives_every_option_its_help_and_default():
+    from pi_lightning.cli.explain import _parser
+
+    parser = _parser()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        assert action.help, f"{action.option_strings[0]} has no help"
+        text = formatter._get_help_string(action)
+        assert "default" in text, f"{action.option_strings[0]}: no default in {text!r}"
+    assert "(default: sp-pi)" in parser.format_help() and "(default: 8192)" in parser.format_help()
 
 
 def _finetune(argv, capsys):
@@ -192,6 +239,49 @@ def test_report_from_checkpoint(tmp_path, capsys):
     assert capsys.readouterr().out == f"HTML report: {tmp_path / 'r.html'}\n"
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert page.count("<span title=") >= sum(len(t.split()) for t in probe[0])
+
+
+def test_report_from_a_run_folder_without_checkpoint(tmp_path, capsys):
+    """The default job saves no checkpoint: HTMLReport's report_state.pt is enough for `report FOLDER`,
+    and a folder with neither says how to get one."""
+    import lightning.pytorch as pl
+
+    from pi_lightning.callbacks import AttributionMonitor, HTMLReport, html_report
+    from pi_lightning.cli import report
+    from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
+    from pi_lightning.training import TextClassifier, TextDataModule
+
+    assert report.REPORT_STATE == html_report.REPORT_STATE
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "no report_state.pt and no .ckpt file under" in err
+    assert "--trainer.enable_checkpointing true" in err
+    tok = tiny_tokenizer("gpt2")
+    probe = toy_sentiment(3, seed=3)
+    run = tmp_path / "run"
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=run,
+        callbacks=[AttributionMonitor(tok, probe, "sp-pi", metrics=["as_auc"]), HTMLReport()],
+    )
+    data = toy_sentiment(16, seed=1)
+    trainer.fit(
+        TextClassifier(tiny_classifier("gpt2", tokenizer=tok)), datamodule=TextDataModule(tok, data, data)
+    )
+    assert not list(run.rglob("*.ckpt")) and (run / "pi_lightning" / "report_state.pt").is_file()
+    assert main(["report", str(run), "-o", str(tmp_path / "again.html")]) == 0
+    assert capsys.readouterr().out == f"HTML report: {tmp_path / 'again.html'}\n"
+    page = (tmp_path / "again.html").read_text(encoding="utf-8")
+    first = (run / "pi_lightning" / "report.html").read_text(encoding="utf-8")
+    # Same probe examples highlighted with the same scores as the page written at the end of fit.
+    spans = re.findall(r"<span title=[^>]*>[^<]*</span>", first)
+    assert spans and all(x in page for x in spans)
 
 
 @pytest.mark.slow

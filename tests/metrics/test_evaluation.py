@@ -303,7 +303,7 @@ def test_fixed_fraction_curves_against_exact(gpt2_tok, n_words):
         noisy = effects + 0.3 * torch.randn(f.n, generator=g, dtype=torch.float64)  # an imperfect explanation
         atts.append(Attribution(scores=noisy, features=f, target=1, method="noisy"))
     exact = evaluate_faithfulness(atts, adapter, masker, metrics=["as_auc", "ias_auc"])
-    fast = evaluate_faithfulness(atts, adapter, masker, metrics=["as_auc", "ias_auc"], fractions=11)
+    fast = evaluate_faithfulness(atts, adapter, masker, metrics=["as_auc", "ias_auc"], points=11)
     assert fast.forward_passes <= len(atts) * (2 * 11 - 2) < exact.forward_passes  # empty and full shared
     errors = []
     for i, f in enumerate(feats):
@@ -337,5 +337,5 @@ def test_fixed_fraction_curves_against_exact(gpt2_tok, n_words):
         )
     ]
     e1 = evaluate_faithfulness(short, adapter, masker, metrics=["as_auc", "ias_auc"])
-    e2 = evaluate_faithfulness(short, adapter, masker, metrics=["as_auc", "ias_auc"], fractions=11)
+    e2 = evaluate_faithfulness(short, adapter, masker, metrics=["as_auc", "ias_auc"], points=11)
     assert float(e1.as_auc[0]) == pytest.approx(float(e2.as_auc[0]), abs=1e-12)
