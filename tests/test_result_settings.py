@@ -20,9 +20,9 @@ from pi_lightning.jobs import (
 
 FAST = {
     "mp-pi": {"budget": 8, "seed": 3},
-    "kernel-shap": {"n_samples": 8},
-    "ig": {"n_steps": 4},
-    "udig": {"steps": 4},
+    "kernel-shap": {"budget": 8},
+    "ig": {"budget": 4},
+    "udig": {"budget": 4},
 }
 
 

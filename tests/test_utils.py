@@ -131,7 +131,7 @@ def test_attributions_display_inline_in_a_notebook(gpt2_model, gpt2_tok):
     assert [w for _, w in words] == list(atts[0].features.texts)
     for (rgb, _), s in zip(words, atts[0].scores.tolist(), strict=True):
         assert rgb == ("34,160,70" if s >= 0 else "215,48,39")
-    assert "sp-pi · explains class <b>1</b> · predicted" in page
+    assert "<b>sp-pi</b> · predicted <b>" in page and "· explains <b>1</b>" in page
     both = show(atts)._repr_html_()
     assert page in both and atts[1]._repr_html_() in both
     assert show(atts[0])._repr_html_() == show([atts[0]])._repr_html_()

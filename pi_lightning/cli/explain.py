@@ -148,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAMES",
         help="score the faithfulness of the explanations into metrics.json: all metrics, or a "
-        "comma-separated selection of as_auc,ias_auc,log_odds,comprehensiveness,sufficiency",
+        "comma-separated selection of as_auc,ias_auc,log_odds,comprehensiveness,sufficiency (default: off)",
     )
     p.add_argument(
         "--top-k", type=float, default=20.0, help="top-k percent of features for --metrics (default: 20)"
