@@ -36,6 +36,7 @@ import torch
 
 from pi_lightning.metrics.evaluation import METRICS, _check_metrics, evaluate_faithfulness
 from pi_lightning.metrics.functional.curves import check_points, interpolate_curve
+from pi_lightning.metrics.functional.removal import check_top_k
 from pi_lightning.metrics.functional.stats import mean_confidence_interval
 from pi_lightning.metrics.paired import PairedChange
 from pi_lightning.metrics.record import ProbeEvaluation
@@ -178,15 +179,14 @@ class ProbeEvaluator:
             chosen: tuple[str, ...] = ()
         else:
             chosen = _check_metrics(metrics)
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, float)) or not 0 < float(top_k) <= 100:
-            raise ValueError(f"top_k is a percentage in (0, 100], got {top_k!r}.")
+        top_k = check_top_k(top_k)
         for name, v, low in (("curve_points", curve_points, 2), ("chunk", chunk, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {v!r}.")
         return {
             "target": target,
             "metrics": chosen,
-            "top_k": float(top_k),
+            "top_k": top_k,
             "curve_points": curve_points,
             "points": check_points(points),
             "chunk": chunk,

@@ -435,9 +435,8 @@ def test_left_padding_with_absolute_positions_warns(gpt2_tok, tmp_path):
 
 
 # --------------------------------------------------------------------------- DDP (2 processes, gloo, CPU)
-@pytest.mark.slow
-def test_ddp_with_faults_matches_one_process(tmp_path):
-    import json
+def _faults_script(processes: int, out: Path, *extra: str) -> None:
+    """Run ddp_faults_script.py on ``processes`` gloo processes, writing ``out.rank<r>.json``."""
     import os
     import subprocess
     import sys
@@ -445,12 +444,26 @@ def test_ddp_with_faults_matches_one_process(tmp_path):
     script = Path(__file__).parent / "ddp_faults_script.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
-        [sys.executable, str(script), "1", str(tmp_path / "one")], check=True, env=env, timeout=600
+        [sys.executable, str(script), str(processes), str(out), *extra], check=True, env=env, timeout=600
     )
-    subprocess.run(
-        [sys.executable, str(script), "2", str(tmp_path / "ddp"), "inject"], check=True, env=env, timeout=600
-    )
-    one = json.loads((tmp_path / "one.rank0.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory) -> dict:
+    """The one-process reference run of ddp_faults_script.py, run once for both DDP comparisons."""
+    import json
+
+    out = tmp_path_factory.mktemp("faults_one") / "one"
+    _faults_script(1, out)
+    return json.loads(out.with_name("one.rank0.json").read_text())
+
+
+@pytest.mark.slow
+def test_ddp_with_faults_matches_one_process(tmp_path, one_process_run):
+    import json
+
+    _faults_script(2, tmp_path / "ddp", "inject")
+    one = one_process_run
     ranks = [json.loads((tmp_path / f"ddp.rank{r}.json").read_text()) for r in (0, 1)]
     for run in (one, *ranks):
         assert run["global_step"] == run["max_steps"]
@@ -481,21 +494,11 @@ def test_ddp_with_faults_matches_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_mppi_matches_one_process(tmp_path):
+def test_ddp_mppi_matches_one_process(tmp_path, one_process_run):
     import json
-    import os
-    import subprocess
-    import sys
 
-    script = Path(__file__).parent / "ddp_faults_script.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [sys.executable, str(script), "1", str(tmp_path / "one")], check=True, env=env, timeout=600
-    )
-    subprocess.run(
-        [sys.executable, str(script), "2", str(tmp_path / "ddp")], check=True, env=env, timeout=600
-    )
-    one = json.loads((tmp_path / "one.rank0.json").read_text())
+    _faults_script(2, tmp_path / "ddp")
+    one = one_process_run
     ddp = json.loads((tmp_path / "ddp.rank0.json").read_text())
     # the same masks on both sides (a different draw moves scores by ~0.1); float32 batching noise ~1e-7
     assert len(ddp["mp"][-1]["scores"]) == len(one["mp"][-1]["scores"]) > 0
