@@ -572,7 +572,7 @@ class ValidationSPPI(Callback):
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The label-free detector: the top rows of :func:`~pi_lightning.jobs.mine_shortcuts` over the
         validation examples (``(words, phis, target)`` each), and every significant word."""
-        from pi_lightning.jobs.shortcuts import mine_shortcuts
+        from pi_lightning.jobs.shortcuts import ONLINE, mine_shortcuts
         from pi_lightning.result import ExplainRow
 
         # probs: only their length (the classes) is read by mining; the detector has no text or spans
@@ -589,7 +589,7 @@ class ValidationSPPI(Callback):
         ]
         if not rows:
             return [], []
-        report = mine_shortcuts(rows, min_count=self.min_count, alpha=self.alpha)
+        report = mine_shortcuts(rows, min_count=self.min_count, alpha=self.alpha, **ONLINE)
         norm_sums: dict[str, float] = {}
         norm_counts: dict[str, int] = {}
         for w, v in sums.items():  # mine_shortcuts compares words case-insensitively

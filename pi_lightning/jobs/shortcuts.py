@@ -158,6 +158,8 @@ def mine_shortcuts(
     min_count: int = 3,
     alpha: float = 0.05,
     label_names: Sequence[str] | None = None,
+    lookahead: int = 0,
+    position_baseline: bool = False,
 ) -> ShortcutReport:
     """Rank the words of explained examples as shortcut candidates (see the module docstring).
 
@@ -169,6 +171,20 @@ def mine_shortcuts(
         min_count: words with fewer occurrences are left out.
         alpha: false discovery rate for ``significant``.
         label_names: class names for display.
+        lookahead: add to each word's score the scores of this many following words of its text (SP-PI
+            of a causal model: the change a word makes is read at its own end, but the model may use it
+            only at the next words, and a function word's score is often a transient that the next word
+            takes back; the sum is the lasting change). ``0``: the word's own score.
+        position_baseline: subtract from every score (toward each class) the median score of all
+            occurrences at the same place (first, second, third, fourth word, later) before the
+            permutation null: the first words of a text get large scores from where they are (the
+            prediction moves most from the empty context), so words that often open a text (``a``,
+            ``the``) beat a random word of their text by position alone.
+
+        The training callbacks (:class:`~pi_lightning.callbacks.ValidationSPPI`) use ``lookahead=1,
+        position_baseline=True`` (:data:`ONLINE`): with no masking check behind them, their ranking
+        must not put function words first. ``pi-lightning shortcuts`` keeps the words' own scores and
+        lets :func:`counterfactual_check` decide.
 
     Returns:
         A :class:`ShortcutReport`.
@@ -187,6 +203,10 @@ def mine_shortcuts(
         raise ValueError(f"min_count must be a positive int, got {min_count!r}.")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha is a false discovery rate in (0, 1), got {alpha!r}.")
+    if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
+        raise ValueError(
+            f"lookahead must be an int >= 0 (following words added to a word's score), got {lookahead!r}."
+        )
     results = _as_rows(results)
     if not results:
         raise ValueError("No results to mine: run the explain job first (pi_lightning.jobs.explain_dataset).")
@@ -194,13 +214,22 @@ def mine_shortcuts(
     output = results[0].output
     fold = C == 2 and output in ("prob", "log_odds")
     vocab: dict[str, int] = {}
-    occ_t, occ_w, occ_s, occ_tgt = [], [], [], []
+    occ_t, occ_w, occ_s, occ_tgt, occ_pos = [], [], [], [], []
     for t, r in enumerate(results):
-        for f, s in zip(r.features, r.scores, strict=True):
+        if len(r.features) != len(r.scores):
+            raise ValueError(
+                f"Result {_row_name(r, t)!r} has {len(r.features)} features but {len(r.scores)} scores."
+            )
+        row_scores = np.asarray(r.scores, float)
+        if lookahead:
+            # (n,) each word's score plus the next `lookahead` words' (fewer at the end of the text)
+            row_scores = np.convolve(row_scores, np.ones(lookahead + 1))[lookahead:]
+        for i, (f, s) in enumerate(zip(r.features, row_scores, strict=True)):
             occ_t.append(t)
             occ_w.append(vocab.setdefault(normalize_word(f), len(vocab)))
             occ_s.append(float(s))
             occ_tgt.append(r.target)
+            occ_pos.append(min(i, POSITION_BUCKETS - 1))
     words = list(vocab)
     W = len(words)
     t_arr, w_arr = np.asarray(occ_t), np.asarray(occ_w)
@@ -213,6 +242,14 @@ def mine_shortcuts(
     toward = np.full((len(s_arr), C), np.nan)
     for c in range(C):
         toward[:, c] = np.where(tgt == c, s_arr, -s_arr if fold else np.nan)
+    if position_baseline:
+        pos = np.asarray(occ_pos)
+        for b in range(POSITION_BUCKETS):
+            at = pos == b
+            for c in range(C):
+                vals = toward[at, c]
+                if np.isfinite(vals).any():
+                    toward[at, c] -= np.nanmedian(vals)
     stats = [null_moments(toward[:, c], t_arr, w_arr, W) for c in range(C)]
     defined = np.stack(
         [np.bincount(w_arr, weights=~np.isnan(toward[:, c]), minlength=W) for c in range(C)], 1
@@ -296,8 +333,17 @@ def mine_shortcuts(
         "alpha": alpha,
         "classes": C,
         "folded": fold,
+        "lookahead": lookahead,
+        "position_baseline": position_baseline,
     }
     return ShortcutReport(rows=rows, label_names=names, settings=settings)
+
+
+#: The position baseline's places: the first, second, third and fourth word of a text, and the later ones.
+POSITION_BUCKETS = 5
+
+#: The settings of the training callbacks' detector (see :func:`mine_shortcuts`).
+ONLINE = {"lookahead": 1, "position_baseline": True}
 
 
 def paired_null_test(drops: np.ndarray, null_drops: np.ndarray) -> tuple[float, float]:
@@ -369,6 +415,7 @@ def counterfactual_check(
     min_effect: float = 0.05,
     seed: int = 0,
     phrases: bool = True,
+    insertion: bool = True,
 ) -> ShortcutReport:
     """Mask the significant words against a counterfactual null; add flip rates, effects and flags.
 
@@ -493,9 +540,82 @@ def counterfactual_check(
         others = perm[t][~hit[perm[t]]]
         return tuple(sorted(others[: int(hit.sum())].tolist()))
 
+    feats: dict[int, Any] = {}
+
+    def feat(t: int):
+        """Text t's features, rebuilt with the job's featurizer (they must match the explained ones)."""
+        if t not in feats:
+            f = featurizer(_text(results[t], t))
+            if [normalize_word(x) for x in f.texts] != norm_feats[t]:
+                raise ValueError(
+                    f"Rebuilding the features of result {_row_name(results[t], t)!r} gave "
+                    f"{list(f.texts)}, not the explained {results[t].features}: pass the explain "
+                    "job's granularity and template."
+                )
+            feats[t] = f
+        return feats[t]
+
+    n_all = len(results)
+
+    def insertion_plan(w: str, holders: list[int]) -> tuple[str, list[int], list[str], list[int]] | None:
+        """Where and what to insert for word ``w``: its usual run (the word with its fixed phrase) at its
+        usual place, into texts that lack it, each paired with a run of as many words of another text
+        (the null). Returns ``(phrase, targets, null_runs, positions)``, or None without such texts."""
+        runs: list[str] = []
+        starts, ends, rel = [], [], []
+        for t in holders:
+            hit, words = masked_positions(t, w), norm_feats[t]
+            i = words.index(w)
+            a, b = i, i + 1
+            while a > 0 and hit[a - 1]:
+                a -= 1
+            while b < len(words) and hit[b]:
+                b += 1
+            f = feat(t)
+            runs.append(f.text[f.char_spans[a][0] : f.char_spans[b - 1][1]])
+            starts.append(a)
+            ends.append(len(words) - b)
+            rel.append(a / max(1, len(words) - (b - a)))
+        phrase_text = max(set(runs), key=lambda r: (runs.count(r), r))
+        n_words = len(featurizer(phrase_text).texts) if phrase_text.strip() else 1
+        pool = [t for t in range(n_all) if w not in norm_feats[t] and len(norm_feats[t]) >= 1]
+        if len(pool) < 2:
+            return None
+        targets = pool
+        if max_texts is not None and len(pool) > max_texts:
+            targets = sorted(rng.choice(pool, max_texts, replace=False).tolist())
+        sources = [t for t in pool if len(norm_feats[t]) >= n_words]
+        if len(sources) < 2:  # no text long enough to give the null a run of as many words
+            return None
+        null_runs, positions = [], []
+        for t in targets:
+            m = len(norm_feats[t])
+            # anchored at the start or the end where the word always is there, else at its relative place
+            if np.median(starts) == 0:
+                k = 0
+            elif np.median(ends) == 0:
+                k = m
+            else:
+                k = round(float(np.median(rel)) * m)
+            positions.append(min(max(k, 0), m))
+            s = int(rng.choice([x for x in sources if x != t] or sources))
+            j = int(rng.integers(0, len(norm_feats[s]) - n_words + 1))
+            fs = feat(s)
+            null_runs.append(fs.text[fs.char_spans[j][0] : fs.char_spans[j + n_words - 1][1]])
+        return phrase_text, targets, null_runs, positions
+
+    def inserted(t: int, k: int, run: str) -> str:
+        """Text t with ``run`` put before its k-th word (k = its number of words: at the end)."""
+        f = feat(t)
+        if k >= f.n:
+            return f"{f.text.rstrip()} {run}"
+        at = f.char_spans[k][0]
+        return f"{f.text[:at]}{run} {f.text[at:]}"
+
     # Plan: words in order until the budget is spent (a checked text costs its masked pass, and a null
-    # pass unless another word already needs the same one).
-    plan: list[tuple[dict, list[int], list[tuple[int, ...]]]] = []
+    # pass unless another word already needs the same one; with insertion, two passes per text it is
+    # inserted into).
+    plan: list[tuple[dict, list[int], list[tuple[int, ...]], Any]] = []
     nulls: set[tuple[int, tuple[int, ...]]] = set()
     spent = 0
     for row in candidates:
@@ -505,36 +625,37 @@ def counterfactual_check(
             holders = sorted(rng.choice(holders, max_texts, replace=False).tolist())
         null_pos = [null_positions(t, masked_positions(t, w)) for t in holders]
         new = {(t, n) for t, n in zip(holders, null_pos, strict=True)} - nulls
-        cost = len(holders) + len(new)
+        ins = insertion_plan(w, holders) if insertion and holders else None
+        cost = len(holders) + len(new) + (2 * len(ins[1]) if ins else 0)
         if budget is not None and spent + cost > budget:
             break
         spent += cost
         nulls |= new
-        plan.append((row, holders, null_pos))
+        plan.append((row, holders, null_pos, ins))
     for row in report.rows:
         row.pop("checked", None)
         if row["significant"]:
             row["checked"] = False
 
-    texts = sorted({t for _, holders, _ in plan for t in holders})
-    feats: dict[int, Any] = {}
+    texts = sorted(
+        {t for _, holders, _, _ in plan for t in holders} | {t for *_, ins in plan if ins for t in ins[1]}
+    )
     for t in texts:
-        f = featurizer(_text(results[t], t))
-        if [normalize_word(x) for x in f.texts] != norm_feats[t]:
-            raise ValueError(
-                f"Rebuilding the features of result {_row_name(results[t], t)!r} gave "
-                f"{list(f.texts)}, not the explained {results[t].features}: pass the explain "
-                "job's granularity and template."
-            )
-        feats[t] = f
+        feat(t)
     # The unmasked predictions are the job's (a few are recomputed to make sure it is the same model).
     verify = texts[:4]
     seqs = [list(feats[t].input_ids) for t in verify]
     index: dict[tuple, int] = {}
-    for row, holders, null_pos in plan:
+    unit_cls: dict[str, int] = {}
+    for row, holders, null_pos, ins in plan:
         hit_all = {t: masked_positions(t, row["word"]) for t in holders}
         runs = [" ".join(np.array(results[t].features)[hit_all[t]]) for t in holders]
         row["masked"] = max(set(runs), key=lambda r: (runs.count(r), r)) if runs else None
+        # a phrase pushes toward the class its words' summed excess attribution points to (one of its
+        # words alone may point the other way: under causal attention the phrase's effect shows at its
+        # first word, and the next ones give some of it back)
+        phrase_hits = {t: h for t, h in hit_all.items() if h.sum() > 1}
+        unit_cls[row["word"]] = _unit_class(results, phrase_hits, row["cls"]) if phrase_hits else row["cls"]
         for t, n in zip(holders, null_pos, strict=True):
             for key, keep in (
                 (("w", row["word"], t), ~hit_all[t]),
@@ -544,6 +665,12 @@ def counterfactual_check(
                     index[key] = len(seqs)
                     (sq,), _ = masker(feats[t], keep[None])
                     seqs.append(sq)
+        if ins:
+            phrase_text, targets, null_runs, positions = ins
+            for t, run, k in zip(targets, null_runs, positions, strict=True):
+                for key, text in ((("i", row["word"], t), phrase_text), (("j", row["word"], t), run)):
+                    index[key] = len(seqs)
+                    seqs.append(list(featurizer(inserted(t, k, text)).input_ids))
     probs = transform_outputs(adapter.final_logits(seqs), "prob").numpy() if seqs else np.zeros((0, 0))
     base = {t: np.asarray(results[t].probs, float) for t in texts}
     for i, t in enumerate(verify):
@@ -554,8 +681,9 @@ def counterfactual_check(
                 "check the job's model, adapter, template and mask."
             )
     checked = []
-    for row, holders, null_pos in plan:
-        c, w = row["cls"], row["word"]
+    for row, holders, null_pos, ins in plan:
+        w = row["word"]
+        c = row["cls"] = unit_cls[w]
         n = len(holders)
         masked = probs[[index[("w", w, t)] for t in holders]].reshape(n, -1)
         null = probs[[index[("n", t, p_)] for t, p_ in zip(holders, null_pos, strict=True)]].reshape(n, -1)
@@ -572,14 +700,43 @@ def counterfactual_check(
             effect=effect if n else None,
             effect_p=p if n else None,
         )
+        for key in INSERT_COLUMNS:
+            row.pop(key, None)
+        if ins:
+            phrase_text, targets = ins[0], ins[1]
+            m = len(targets)
+            put = probs[[index[("i", w, t)] for t in targets]].reshape(m, -1)
+            put_null = probs[[index[("j", w, t)] for t in targets]].reshape(m, -1)
+            before = np.array([base[t] for t in targets]).reshape(m, -1)
+            gains, null_gains = put[:, c] - before[:, c], put_null[:, c] - before[:, c]
+            ins_effect, ins_p = paired_null_test(gains, null_gains)
+            row.update(
+                inserted=phrase_text,
+                insert_texts=m,
+                insert_flip_rate=float(np.mean(before.argmax(1) != put.argmax(1))),
+                insert_prob_change=float(gains.mean()),
+                insert_null_prob_change=float(null_gains.mean()),
+                insert_effect=ins_effect,
+                insert_p=ins_p,
+            )
         checked.append(row)
-    ps = np.array([r["effect_p"] for r in checked if r["effect_p"] is not None])
-    qs = iter(false_discovery_control(ps) if len(ps) else [])
+    # one Benjamini-Hochberg correction over every test made (removal and insertion of every word)
+    tests = [(r, k) for r in checked for k in ("effect", "insert") if r.get(f"{k}_p") is not None]
+    ps = np.array([r[f"{k}_p"] for r, k in tests])
+    for (r, k), q in zip(tests, false_discovery_control(ps) if len(ps) else [], strict=True):
+        r[f"{k}_q"] = float(q)
     for row in checked:
-        row["effect_q"] = float(next(qs)) if row["effect_p"] is not None else None
-        row["flagged"] = bool(
-            row["effect"] is not None and row["effect"] >= min_effect and row["effect_q"] < alpha
-        )
+        row.setdefault("effect_q", None)
+        by = [
+            name
+            for name, e, q in (
+                ("removal", row.get("effect"), row.get("effect_q")),
+                ("insertion", row.get("insert_effect"), row.get("insert_q")),
+            )
+            if e is not None and q is not None and e >= min_effect and q < alpha
+        ]
+        row["flagged"] = bool(by)
+        row["flagged_by"] = "+".join(by) or None
     report.settings.update(
         checked=len(plan),
         significant=sum(r["significant"] for r in report.rows),
@@ -588,13 +745,53 @@ def counterfactual_check(
         budget=budget,
         max_texts=max_texts,
         min_effect=min_effect,
+        insertion=insertion,
     )
+
+    def strength(r: Mapping[str, Any]) -> float:
+        return max(r.get("effect") or 0.0, r.get("insert_effect") or 0.0)
+
     report.rows.sort(
-        key=lambda r: (
-            not r.get("flagged", False),
-            -(r.get("effect") or 0.0) if r.get("flagged") else r["rank"],
-        )
+        key=lambda r: (not r.get("flagged", False), -strength(r) if r.get("flagged") else r["rank"])
     )
     for i, r in enumerate(report.rows, 1):
         r["rank"] = i
     return report
+
+
+#: the columns the insertion test adds to a checked row
+INSERT_COLUMNS = (
+    "inserted",
+    "insert_texts",
+    "insert_flip_rate",
+    "insert_prob_change",
+    "insert_null_prob_change",
+    "insert_effect",
+    "insert_p",
+    "insert_q",
+)
+
+
+def _unit_class(results: Sequence[ExplainRow], hits: Mapping[int, np.ndarray], default: int) -> int:
+    """The class a masked unit (a phrase) pushes toward: the one its words' summed attribution beyond
+    each text's mean favours most, over the texts ``hits`` names (``(n,)`` bool: the unit's features).
+    With two classes and ``prob`` / ``log_odds`` scores, a score toward one class is minus the score
+    toward the other; otherwise only texts explained for class c count toward c. ``default`` when
+    no text says."""
+    C = len(results[0].probs)
+    fold = C == 2 and results[0].output in ("prob", "log_odds")
+    total = np.zeros(C)
+    seen = np.zeros(C, bool)
+    for t, hit in hits.items():
+        s = np.asarray(results[t].scores, float)
+        excess = float(s[hit].sum() - hit.sum() * s.mean())
+        for c in range(C):
+            if results[t].target == c:
+                total[c] += excess
+                seen[c] = True
+            elif fold:
+                total[c] -= excess
+                seen[c] = True
+    if not seen.any():
+        return default
+    return int(np.argmax(np.where(seen, total, -np.inf)))

@@ -14,7 +14,7 @@ import torch
 from pi_lightning.callbacks import ValidationSPPI
 from pi_lightning.features import Featurizer
 from pi_lightning.jobs import ExplainRow, counterfactual_check, explain_dataset, load_results, mine_shortcuts
-from pi_lightning.jobs.shortcuts import null_moments, paired_null_test
+from pi_lightning.jobs.shortcuts import ONLINE, null_moments, paired_null_test
 from pi_lightning.masking import Masker
 from pi_lightning.reporting.shortcuts import shortcuts_text
 from pi_lightning.testing import tiny_classifier, tiny_tokenizer, toy_sentiment
@@ -144,7 +144,8 @@ def test_budget_leaves_significant_words_unchecked(gpt2_tok):
 
 
 def test_validation_detector_is_mine_shortcuts_over_the_validation_sppi(gpt2_tok, validate_once):
-    """ValidationSPPI's online ranking is mine_shortcuts' over the same phis (no extra forward pass)."""
+    """ValidationSPPI's online ranking is mine_shortcuts' over the same phis (no extra forward pass), with
+    the online settings (the next word's score added, the position baseline subtracted)."""
     from pi_lightning import SPPI
 
     tok = gpt2_tok
@@ -164,7 +165,7 @@ def test_validation_detector_is_mine_shortcuts_over_the_validation_sppi(gpt2_tok
                 output="prob",
             )
         )
-    ref = mine_shortcuts(rows, min_count=2)
+    ref = mine_shortcuts(rows, min_count=2, **ONLINE)
     got = free.evals[-1]
     assert [w["word"] for w in got.top_words] == [r["word"] for r in ref.rows]
     for w, r in zip(got.top_words, ref.rows, strict=True):
@@ -275,3 +276,104 @@ def test_planted_cues_benchmark_plants_at_its_rates_and_scores():
     assert got["recall"] == pytest.approx(1 / 3) and got["cues"][", says marcus ,"]["flagged"]
     # "," belongs to cue phrases; "the" and "film" do not: 1 false positive of 2 checked
     assert got["false_positives"] == ["the"] == got["false_positives_top10"] and got["fpr"] == 0.5
+
+
+def test_online_settings_lookahead_and_position_baseline_known_answer():
+    """lookahead=1 adds the next word's score (the last word keeps its own); the position baseline
+    takes out what the first word of every text gets for being first, so 'the', which opens most texts,
+    is significant without it and not with it, while a word with a real excess stays significant."""
+    rows = [
+        ExplainRow(features=["a", "b", "c"], scores=[1.0, 2.0, 3.0], target=1, probs=[0, 0]) for _ in range(3)
+    ]
+    totals = {r["word"]: r["total"][1] for r in mine_shortcuts(rows, min_count=1, lookahead=1).rows}
+    assert totals == pytest.approx({"a": 9.0, "b": 15.0, "c": 9.0})
+    with pytest.raises(ValueError, match="lookahead"):
+        mine_shortcuts(rows, lookahead=-1)
+
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(30)]
+    rows = []
+    for t in range(60):
+        words = ["the" if t % 4 else rng.choice(vocab), *rng.choice(vocab, 5)]
+        scores = [0.5 + rng.normal(0, 0.02), *rng.normal(0, 0.02, 5)]
+        if t % 2:
+            words[5], scores[5] = "zxq", 0.3
+        rows.append(ExplainRow(features=words, scores=scores, target=t % 2, probs=[0, 0], output="logits"))
+    plain = mine_shortcuts(rows)
+    adjusted = mine_shortcuts(rows, position_baseline=True)
+    assert plain.find("the")["significant"]
+    assert not adjusted.find("the")["significant"]
+    assert adjusted.find("zxq")["significant"] and adjusted.find("zxq")["cls"] == 1
+    assert adjusted.settings["position_baseline"] and ONLINE == {"lookahead": 1, "position_baseline": True}
+
+
+def _rows(model, tok, texts, score):
+    """Explain rows of ``texts`` with the model's real predictions and ``score(word, i)`` as attributions."""
+    feats = [Featurizer(tok)(t) for t in texts]
+    probs = _probs(model, tok, [list(f.input_ids) for f in feats])
+    return [
+        ExplainRow(
+            id=str(i),
+            text=t,
+            features=list(f.texts),
+            scores=[score(x, j) for j, x in enumerate(f.texts)],
+            target=1,
+            prediction=int(p.argmax()),
+            probs=p.tolist(),
+            output="prob",
+        )
+        for i, (t, f, p) in enumerate(zip(texts, feats, probs, strict=True))
+    ]
+
+
+def test_insertion_puts_the_word_where_it_usually_is_known_answer(gpt2_tok):
+    """'zxq' always ends its texts: the insertion test appends it to every text that lacks it, and its
+    gain is p(class) of the text with 'zxq' appended minus p(class) of the text, recomputed here; the
+    null appends one word of another text instead, and the effect is the paired difference."""
+    tok = gpt2_tok
+    model = tiny_classifier("gpt2", tokenizer=tok, seed=1).eval()
+    words = ["good", "bad", "plot", "movie", "dull", "fun", "great", "boring"]
+    holders = [f"{a} {b} {TOKEN}" for a, b in zip(words, words[1:] + words[:1], strict=True)]
+    lacking = [
+        f"{a} {b} {c}" for a, b, c in zip(words, words[2:] + words[:2], words[3:] + words[:3], strict=True)
+    ]
+    rows = _rows(model, tok, holders + lacking, lambda x, j: 0.5 if x == TOKEN else 0.0)
+    report = counterfactual_check(
+        mine_shortcuts(rows, min_count=2), rows, model, tok, max_texts=None, min_effect=0.0
+    )
+    row = report.find(TOKEN)
+    assert row["inserted"] == TOKEN and row["insert_texts"] == len(lacking)
+    c = row["cls"]
+    base = _probs(model, tok, [list(Featurizer(tok)(t).input_ids) for t in lacking])[:, c]
+    put = _probs(model, tok, [list(Featurizer(tok)(f"{t} {TOKEN}").input_ids) for t in lacking])[:, c]
+    assert row["insert_prob_change"] == pytest.approx((put - base).mean(), abs=1e-5)
+    assert row["insert_effect"] == pytest.approx(
+        row["insert_prob_change"] - row["insert_null_prob_change"], abs=1e-9
+    )
+    assert 0 < row["insert_p"] <= 1 and 0 < row["insert_q"] <= 1
+    # flagged by either test, each against its own null (min_effect 0: any significant excess)
+    by = row["flagged_by"] or ""
+    assert row["flagged"] == bool(by)
+    assert ("insertion" in by) == (row["insert_effect"] >= 0 and row["insert_q"] < 0.05)
+    assert "inserted" not in counterfactual_check(
+        mine_shortcuts(rows, min_count=2), rows, model, tok, insertion=False
+    ).find(TOKEN)
+
+
+def test_a_phrase_is_tested_toward_the_class_of_the_whole_phrase(gpt2_tok):
+    """'by and large ,' opens half the texts: 'by' gets +0.6 and 'large' gives 0.2 back (under causal
+    attention a prefix acts at its first word). Mined alone, 'large' points to the other class; its
+    check masks and inserts the whole phrase, toward the class the phrase's summed excess points to."""
+    tok = gpt2_tok
+    model = tiny_classifier("gpt2", tokenizer=tok, seed=1).eval()
+    words = ["good", "bad", "plot", "movie", "dull", "fun", "great", "boring"]
+    texts = [f"{a} {b} film , really" for a in words for b in words[:4]]
+    texts = [f"by and large , {t}" if i % 2 else t for i, t in enumerate(texts)]
+    scores = {"by": 0.6, "large": -0.2}
+    rows = _rows(model, tok, texts, lambda x, j: scores.get(x, 0.0) if x in scores and j < 4 else 0.0)
+    mined = mine_shortcuts(rows, min_count=5)
+    assert mined.find("large")["significant"] and mined.find("large")["cls"] == 0
+    report = counterfactual_check(mined, rows, model, tok, min_effect=0.0)
+    large = report.find("large")
+    assert large["masked"] == "by and large ," and large["inserted"] == "by and large ,"
+    assert large["cls"] == 1 == report.find("by")["cls"]
