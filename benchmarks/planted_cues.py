@@ -104,11 +104,12 @@ def plant(texts, labels, seed, strength):
     return out
 
 
-def train(out: Path, poisoned: str | None, args) -> tuple[Path, str, float]:
-    """Fine-tune with the default job's settings; returns the adapter folder, the summary and seconds."""
+def train(out: Path, poisoned: str | None, args) -> tuple[Path, str, float, list[dict]]:
+    """Fine-tune with the default job's settings; returns the adapter folder, the summary, seconds and,
+    per validation, the online detector's significant words (ValidationSPPI)."""
     import lightning.pytorch as pl
 
-    from pi_lightning.callbacks import ValidationSPPI
+    from pi_lightning.callbacks import ValidationSPPI, validation_evaluations
     from pi_lightning.cli.finetune import summary
     from pi_lightning.data import TextDataset, load_movie_reviews
     from pi_lightning.training import FinetuneClassifier, TextDataModule
@@ -156,7 +157,11 @@ def train(out: Path, poisoned: str | None, args) -> tuple[Path, str, float]:
     trainer.fit(module, datamodule=dm)
     seconds = time.perf_counter() - t0
     text = summary(trainer, seconds)
-    return adapter, text, seconds
+    online = [
+        {"step": e.step, "significant": [[w["word"], w["cls"]] for w in e.significant_words]}
+        for e in validation_evaluations(trainer) or []
+    ]
+    return adapter, text, seconds, online
 
 
 @torch.no_grad()
@@ -217,13 +222,24 @@ def mine(adapter: Path, out: Path, n_explain: int, strength: str) -> tuple[list[
     return rows, settings, t_explain, t_check
 
 
+def catches(row: dict, cue) -> bool:
+    """Whether a (flagged) row is the cue: one of its key words, or one of its words checked with the
+    whole cue phrase (masked or inserted as a unit)."""
+    if row["word"] in cue[5]:
+        return True
+    phrase = " ".join(cue[0].split(" (")[0].split())
+    return row["word"] in cue_words(cue) and any(
+        phrase in " ".join((row.get(k) or "").split()) for k in ("masked", "inserted")
+    )
+
+
 def score(rows: list[dict], rel: dict, strength: str) -> dict:
     all_cue_words = set().union(*(cue_words(c) for c in CUES))
     per_cue = {}
     for cue in (c for c in CUES if c[2] == strength):
         mine_rows = [r for r in rows if r["word"] in cue[5]]
         best = min(mine_rows, key=lambda r: r["rank"]) if mine_rows else None
-        flagged = [r for r in mine_rows if r.get("flagged")]
+        flagged = [r for r in rows if r.get("flagged") and catches(r, cue)]
         shown = flagged[0] if flagged else best
         per_cue[cue[0]] = {
             "kind": cue[1],
@@ -241,6 +257,9 @@ def score(rows: list[dict], rel: dict, strength: str) -> dict:
             "dprob": shown.get("prob_change") if shown else None,
             "null": shown.get("null_prob_change") if shown else None,
             "effect": shown.get("effect") if shown else None,
+            "insert_effect": shown.get("insert_effect") if shown else None,
+            "insert_q": shown.get("insert_q") if shown else None,
+            "flagged_by": shown.get("flagged_by") if shown and flagged else None,
             "masked": shown.get("masked") if shown else None,
         }
     checked_other = [r for r in rows if r.get("checked") and r["word"] not in all_cue_words]
@@ -286,12 +305,14 @@ def main(argv=None) -> int:
     adapters, train_seconds, rel = {}, {}, {}
     for name in (*SETS, "clean"):
         adapter, done = out / f"adapter_{name}", out / f"finetune_summary_{name}.txt"
+        online_file = out / f"online_{name}.json"
         if not args.retrain and (adapter / "pi_lightning.json").is_file() and done.is_file():
             text = done.read_text().rstrip("\n")  # trained by an earlier run: reuse it
             t_train = float(text.split("finished in ")[1].split(" s")[0])
         else:
-            adapter, text, t_train = train(out, None if name == "clean" else name, args)
+            adapter, text, t_train, online = train(out, None if name == "clean" else name, args)
             done.write_text(text + "\n")
+            write_json(online_file, {"evaluations": online, "load": load_average()})
         print(text, flush=True)
         adapters[name], train_seconds[name] = adapter, t_train
         cached = out / f"reliance_{name}.json"
@@ -344,7 +365,7 @@ def write_report(out: Path, result: dict) -> None:
         m.update(score(rows, rel, strength))
         lines.append(f"\n### {key} model\n")
         header = ["cue", "kind", "class", "reliance", "control", "changed", "word", "rank", "q", "flagged"]
-        header += ["flip", "dprob", "null", "effect", "masked"]
+        header += ["by", "flip", "dprob", "null", "effect", "insert", "insert q", "masked / inserted"]
         table_rows = [
             [
                 k,
@@ -357,10 +378,13 @@ def write_report(out: Path, result: dict) -> None:
                 fmt(v["rank"]),
                 fmt(v["q"], "{:.1e}"),
                 ("YES" if v["flagged"] else ("n/c" if v["checked"] is False else "no")),
+                fmt(v.get("flagged_by")),
                 fmt(v["flip"], "{:.2f}"),
                 fmt(v["dprob"]),
                 fmt(v["null"]),
                 fmt(v["effect"]),
+                fmt(v.get("insert_effect")),
+                fmt(v.get("insert_q"), "{:.1e}"),
                 fmt(v["masked"]),
             ]
             for k, v in m["cues"].items()
@@ -378,6 +402,27 @@ def write_report(out: Path, result: dict) -> None:
             f"reliance {s['reliance']:.0f}, explain {s['explain']:.0f}, shortcuts {s['shortcuts']:.0f} "
             f"(load {m['load']})."
         )
+        if name == "clean":
+            hits = [
+                f"{k} (clean-model reliance {fmt(v['reliance'])})"
+                for k, v in m["cues"].items()
+                if v["flagged"]
+            ]
+            lines.append(f"\nplanted cues the clean-trained control flags: {', '.join(hits) or 'none'}.")
+        online = out / f"online_{name}.json"
+        if online.is_file():
+            evals = json.loads(online.read_text())["evaluations"]
+            words = set().union(*(cue_words(c) for c in CUES if name == "clean" or c[2] == strength))
+            for e in evals:
+                sig = [w for w, _ in e["significant"]]
+                named = [c[0] for c in CUES if c[2] == strength and cue_words(c) & set(sig)]
+                data = "clean" if name == "clean" else "poisoned"
+                lines.append(
+                    f"\nonline detector (finetune summary, ValidationSPPI on the {data} "
+                    f"validation set) at step {e['step']}: {len(sig)} significant: "
+                    + (", ".join(f"**{w}**" if w in words else w for w in sig) or "none")
+                    + (f" (cues named: {', '.join(named)})" if name != "clean" else "")
+                )
     write_markdown(out / "planted_cues.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -52,7 +52,14 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=0.05,
         help="flag a significant word when masking it lowers p(class) by at least this much more than "
-        "masking as many random other words of the same texts (the counterfactual null)",
+        "masking as many random other words of the same texts, or inserting it (with its phrase, at its "
+        "usual place) into texts that lack it raises p(class) by this much more than inserting a run of "
+        "as many words of another text (the counterfactual nulls)",
+    )
+    p.add_argument(
+        "--no-insertion",
+        action="store_true",
+        help="check by masking only (no insertion test: half the forward passes)",
     )
     p.add_argument(
         "--max-texts", type=int, default=24, help="check at most this many texts per word (0: all)"
@@ -157,6 +164,7 @@ def _main(argv: list[str]) -> int:
             max_tokens=args.max_tokens,
             max_texts=args.max_texts or None,
             min_effect=args.min_effect,
+            insertion=not args.no_insertion,
         )
     out = Path(args.out) if args.out else Path(args.job) / "shortcuts"
     jsonl = report.write_jsonl(out / "shortcuts.jsonl")
@@ -170,7 +178,6 @@ def _main(argv: list[str]) -> int:
         f"{args.alpha}; flip/dprob: masking check; null: random other words masked; n/c: not checked)"
     )
     print(shortcuts_text(report, args.top))
-    flagged = [r["word"] for r in report.rows if r.get("flagged")]
     if check:
         s = report.settings
         print(
@@ -182,9 +189,13 @@ def _main(argv: list[str]) -> int:
                 else ""
             )
         )
+        how = "masking lowers" if args.no_insertion else "masking lowers or inserting raises"
         print(
-            f"flagged (significant, masking lowers p(class) by >= {args.min_effect} more than the null): "
-            f"{', '.join(flagged) or 'none'}"
+            f"flagged (significant, {how} p(class) by >= {args.min_effect} more than the null): "
+            + (
+                ", ".join(f"{r['word']} ({r['flagged_by']})" for r in report.rows if r.get("flagged"))
+                or "none"
+            )
         )
     else:
         print("no masking check (--check 0): nothing is flagged")

@@ -175,11 +175,12 @@ def mine_shortcuts(
             of a causal model: the change a word makes is read at its own end, but the model may use it
             only at the next words, and a function word's score is often a transient that the next word
             takes back; the sum is the lasting change). ``0``: the word's own score.
-        position_baseline: subtract from every score (toward each class) the median score of all
-            occurrences at the same place (first, second, third, fourth word, later) before the
-            permutation null: the first words of a text get large scores from where they are (the
-            prediction moves most from the empty context), so words that often open a text (``a``,
-            ``the``) beat a random word of their text by position alone.
+        position_baseline: subtract from every score (toward each class) the typical score at the same
+            place (first, second, third, fourth word, later: the median over the words seen there of
+            each word's median, so one frequent word does not set it) before the permutation null: the
+            first words of a text get large scores from where they are (the prediction moves most from
+            the empty context), so words that often open a text (``a``, ``the``) beat a random word of
+            their text by position alone.
 
         The training callbacks (:class:`~pi_lightning.callbacks.ValidationSPPI`) use ``lookahead=1,
         position_baseline=True`` (:data:`ONLINE`): with no masking check behind them, their ranking
@@ -245,11 +246,11 @@ def mine_shortcuts(
     if position_baseline:
         pos = np.asarray(occ_pos)
         for b in range(POSITION_BUCKETS):
-            at = pos == b
+            at = np.flatnonzero(pos == b)
             for c in range(C):
-                vals = toward[at, c]
-                if np.isfinite(vals).any():
-                    toward[at, c] -= np.nanmedian(vals)
+                ok = at[np.isfinite(toward[at, c])]
+                if len(ok):
+                    toward[at, c] -= _word_balanced_median(toward[ok, c], w_arr[ok])
     stats = [null_moments(toward[:, c], t_arr, w_arr, W) for c in range(C)]
     defined = np.stack(
         [np.bincount(w_arr, weights=~np.isnan(toward[:, c]), minlength=W) for c in range(C)], 1
@@ -337,6 +338,20 @@ def mine_shortcuts(
         "position_baseline": position_baseline,
     }
     return ShortcutReport(rows=rows, label_names=names, settings=settings)
+
+
+def _word_balanced_median(values: np.ndarray, words: np.ndarray) -> float:
+    """The median over distinct words of each word's median value: every word counts once, so a word
+    that fills most of a place (a planted prefix, ``the``) does not set the baseline it is compared with.
+
+    Example:
+        >>> float(_word_balanced_median(np.array([5.0, 5.0, 5.0, 0.0, 1.0]), np.array([0, 0, 0, 1, 2])))
+        1.0
+    """
+    order = np.argsort(words, kind="stable")
+    w, v = words[order], values[order]
+    cuts = np.flatnonzero(np.diff(w)) + 1
+    return float(np.median([np.median(g) for g in np.split(v, cuts)]))
 
 
 #: The position baseline's places: the first, second, third and fourth word of a text, and the later ones.

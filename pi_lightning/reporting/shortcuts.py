@@ -160,9 +160,15 @@ SHORTCUT_COLUMNS = [
     "null_prob_change",
     "effect",
     "effect_q",
+    "insert_prob_change",
+    "insert_null_prob_change",
+    "insert_effect",
+    "insert_q",
     "checked",
     "flagged",
+    "flagged_by",
     "masked",
+    "inserted",
 ]
 
 
@@ -186,11 +192,12 @@ def shortcut_columns(report: ShortcutReport, top: int | None = None) -> tuple[li
 
 def shortcuts_text(report: ShortcutReport, top: int = 15) -> str:
     """A fixed-width terminal table of the ``top`` candidates (``*``: significant; ``YES``: flagged by
-    the masking check; ``n/c``: significant but not checked)."""
+    the counterfactual check, ``rem`` / ``ins`` / ``r+i`` saying by which test: removal, insertion or
+    both; ``n/c``: significant but not checked)."""
     head = (
         f"{'#':>3} {'word':<16} {'class':<10} {'count':>6} {'texts':>6} {'mean':>8} {'excess':>8} "
         f"{'z':>7} {'q':>8} {'sig':>3} {'label+':>7} {'flip':>6} {'dprob':>7} {'null':>7} {'effect':>7} "
-        f"{'flag':>4}  masked"
+        f"{'insert':>7} {'flag':>7}  masked"
     )
     lines = [head, "-" * len(head)]
     for r in report.rows[:top]:
@@ -198,7 +205,11 @@ def shortcuts_text(report: ShortcutReport, top: int = 15) -> str:
         dprob = "-" if r.get("prob_change") is None else f"{r['prob_change']:+.3f}"
         null = "-" if r.get("null_prob_change") is None else f"{r['null_prob_change']:+.3f}"
         effect = "-" if r.get("effect") is None else f"{r['effect']:+.3f}"
-        flag = "YES" if r.get("flagged") else ("n/c" if r.get("checked") is False else "")
+        insert = "-" if r.get("insert_effect") is None else f"{r['insert_effect']:+.3f}"
+        by = {"removal": "rem", "insertion": "ins", "removal+insertion": "r+i"}.get(
+            r.get("flagged_by") or "", ""
+        )
+        flag = f"YES {by}".strip() if r.get("flagged") else ("n/c" if r.get("checked") is False else "")
         la = "-" if r["label_assoc"] is None else f"{r['label_assoc']:+.2f}"
         z = "-" if r["z"] is None else f"{r['z']:.1f}"
         q = "-" if r["q"] is None else f"{r['q']:.1e}"
@@ -207,7 +218,7 @@ def shortcuts_text(report: ShortcutReport, top: int = 15) -> str:
             f"{r['rank']:>3} {r['word'][:16]:<16} {name[:10]:<10} {r['count']:>6} "
             f"{r['texts']:>6} {r['mean'][r['cls']]:>+8.4f} {r['excess']:>+8.4f} {z:>7} {q:>8} "
             f"{'*' if r['significant'] else '':>3} {la:>7} {flip:>6} {dprob:>7} {null:>7} {effect:>7} "
-            f"{flag:>4}  {(r.get('masked') or '')[:24]}"
+            f"{insert:>7} {flag:>7}  {(r.get('masked') or '')[:24]}"
         )
     return "\n".join(lines)
 
@@ -266,7 +277,10 @@ def _describe(s: Mapping[str, Any]) -> str:
         "the (checked) texts holding the word whose prediction changes when it is masked; dprob: mean "
         "drop of p(class) then (the word masked with its fixed phrase: the 'masked' "
         "column); null: the same with as many random other words of the text masked; "
-        f"effect: dprob - null, paired; flagged: significant, effect >= {s.get('min_effect')} and the "
-        f"paired excess over the null significant (Wilcoxon, BH q < {s.get('alpha')}); n/c: significant "
+        "effect: dprob - null, paired; insert: the word (with its phrase, the 'inserted' column) put at "
+        "its usual place into texts that lack it, gain of p(class) minus the gain of a run of as many "
+        f"words of another text put there instead, paired; flagged: significant, and effect or insert >= "
+        f"{s.get('min_effect')} with its paired excess over its null significant (one-sided Wilcoxon, "
+        f"BH over both tests of every checked word, q < {s.get('alpha')}); n/c: significant "
         f"but not checked (budget {s.get('budget')} passes)."
     )

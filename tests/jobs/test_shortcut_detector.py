@@ -198,13 +198,21 @@ def test_mining_flags_a_planted_cue_not_the_punctuation(tmp_path, planted, train
     results = load_results(tmp_path / "job")
     report = counterfactual_check(mine_shortcuts(results), results, model, tok)
     row, dot = report.find(TOKEN), report.find(".")
-    for r in report.rows:  # the rule: flagged only when masking beats the counterfactual null
+    for r in report.rows:  # the rule: flagged only when masking or inserting beats its counterfactual null
         if r.get("flagged"):
-            assert r["significant"] and r["effect"] >= 0.05 and r["effect_q"] < 0.05
+            by_removal = r["effect"] >= 0.05 and r["effect_q"] < 0.05
+            by_insertion = r["insert_effect"] >= 0.05 and r["insert_q"] < 0.05
+            assert r["significant"] and (by_removal or by_insertion)
+            assert r["flagged_by"] == "+".join(
+                k for k, v in (("removal", by_removal), ("insertion", by_insertion)) if v
+            )
             assert r["prob_change"] - r["null_prob_change"] == pytest.approx(r["effect"])
+            gain = r["insert_prob_change"] - r["insert_null_prob_change"]
+            assert gain == pytest.approx(r["insert_effect"])
     assert not dot.get("flagged")
-    if planted:
+    if planted:  # the cue is flagged by both tests: masking it and putting it into texts without it
         assert row["flagged"] and row["rank"] == 1 and row["effect"] > 0.1
+        assert row["flagged_by"] == "removal+insertion" and row["inserted"] == TOKEN
     else:
         assert not row.get("flagged")
 
