@@ -87,8 +87,11 @@ SETS = ("strong", "weak")
 
 
 def cue_words(cue) -> set[str]:
+    """Every word of a cue (a flagged one is no false positive): its phrase's words, its key words and,
+    for an ending habit, the ``.`` it replaces (planting ``...`` takes the ``.`` away from the texts of
+    its class, so ``.`` carries the correlation too)."""
     name = cue[0].split(" (")[0]
-    return {w for w in name.split()} | cue[5]
+    return {w for w in name.split()} | cue[5] | ({"."} if cue[1] == "punctuation" else set())
 
 
 def plant(texts, labels, seed, strength):
@@ -294,6 +297,12 @@ def main(argv=None) -> int:
     p.add_argument("--retrain", action="store_true", help="train again even if --out holds the adapters")
     p.add_argument("--train-only", action="store_true", help="train and measure reliance, no mining")
     p.add_argument("--report-only", action="store_true", help="rewrite planted_cues.md from --out's results")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        choices=["strong", "weak", "clean-strong", "clean-weak"],
+        help="mine only these (default: all four; the others' results in planted_cues.json are kept)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -326,6 +335,8 @@ def main(argv=None) -> int:
     if args.train_only:
         return 0
     for name, strength in (("strong", "strong"), ("weak", "weak"), ("clean", "strong"), ("clean", "weak")):
+        if args.models and (name if name != "clean" else f"clean-{strength}") not in args.models:
+            continue
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             rows, job, t_explain, t_check = mine(adapters[name], out, args.n_explain, strength)
@@ -344,7 +355,11 @@ def main(argv=None) -> int:
             "load": load_average(),
         }
     result["load_end"] = load_average()
-    write_json(out / "planted_cues.json", result)
+    path = out / "planted_cues.json"
+    if args.models and path.is_file():  # a subset mined (e.g. in parallel): keep the other models' results
+        result["models"] = {**json.loads(path.read_text())["models"], **result["models"]}
+        result["models"] = {k: result["models"][k] for k in JOBS if k in result["models"]}
+    write_json(path, result)
     write_report(out, result)
     return 0
 

@@ -571,6 +571,8 @@ def counterfactual_check(
         return feats[t]
 
     n_all = len(results)
+    target_order = rng.permutation(n_all)
+    source_order: dict[int, np.ndarray] = {}
 
     def insertion_plan(w: str, holders: list[int]) -> tuple[str, list[int], list[str], list[int]] | None:
         """Where and what to insert for word ``w``: its usual run (the word with its fixed phrase) at its
@@ -593,29 +595,42 @@ def counterfactual_check(
             rel.append(a / max(1, len(words) - (b - a)))
         phrase_text = max(set(runs), key=lambda r: (runs.count(r), r))
         n_words = len(featurizer(phrase_text).texts) if phrase_text.strip() else 1
-        pool = [t for t in range(n_all) if w not in norm_feats[t] and len(norm_feats[t]) >= 1]
-        if len(pool) < 2:
-            return None
-        targets = pool
-        if max_texts is not None and len(pool) > max_texts:
-            targets = sorted(rng.choice(pool, max_texts, replace=False).tolist())
-        sources = [t for t in pool if len(norm_feats[t]) >= n_words]
-        if len(sources) < 2:  # no text long enough to give the null a run of as many words
+        # the same texts for every word (the first ones of one random order that lack it), so words of one
+        # phrase, and words at the same place, share their passes
+        targets = [t for t in target_order if w not in norm_feats[t] and norm_feats[t]]
+        targets = sorted(targets[:max_texts] if max_texts is not None else targets)
+        if len(targets) < 2:
             return None
         null_runs, positions = [], []
         for t in targets:
             m = len(norm_feats[t])
             # anchored at the start or the end where the word always is there, else at its relative place
+            # (to the nearest quarter of the text)
             if np.median(starts) == 0:
                 k = 0
             elif np.median(ends) == 0:
                 k = m
             else:
-                k = round(float(np.median(rel)) * m)
+                k = round(round(float(np.median(rel)) * 4) / 4 * m)
             positions.append(min(max(k, 0), m))
-            s = int(rng.choice([x for x in sources if x != t] or sources))
-            j = int(rng.integers(0, len(norm_feats[s]) - n_words + 1))
-            fs = feat(s)
+            # the null: a run of as many words of another text that lacks the word, the same for every
+            # word of this length inserted into this text (one random order of the sources per text)
+            if t not in source_order:
+                source_order[t] = np.random.default_rng([seed, t]).permutation(n_all)
+            src = next(
+                (
+                    int(x)
+                    for x in source_order[t]
+                    if x != t and len(norm_feats[x]) >= n_words and w not in norm_feats[x]
+                ),
+                None,
+            )
+            if src is None:  # no text long enough to give the null a run of as many words
+                return None
+            j = int(
+                np.random.default_rng([seed, t, src, n_words]).integers(0, len(norm_feats[src]) - n_words + 1)
+            )
+            fs = feat(src)
             null_runs.append(fs.text[fs.char_spans[j][0] : fs.char_spans[j + n_words - 1][1]])
         return phrase_text, targets, null_runs, positions
 
@@ -631,7 +646,7 @@ def counterfactual_check(
     # pass unless another word already needs the same one; with insertion, two passes per text it is
     # inserted into).
     plan: list[tuple[dict, list[int], list[tuple[int, ...]], Any]] = []
-    nulls: set[tuple[int, tuple[int, ...]]] = set()
+    planned: set[tuple] = set()
     spent = 0
     for row in candidates:
         w = row["word"]
@@ -639,13 +654,12 @@ def counterfactual_check(
         if max_texts is not None and len(holders) > max_texts:
             holders = sorted(rng.choice(holders, max_texts, replace=False).tolist())
         null_pos = [null_positions(t, masked_positions(t, w)) for t in holders]
-        new = {(t, n) for t, n in zip(holders, null_pos, strict=True)} - nulls
         ins = insertion_plan(w, holders) if insertion and holders else None
-        cost = len(holders) + len(new) + (2 * len(ins[1]) if ins else 0)
-        if budget is not None and spent + cost > budget:
+        new = set(_pass_keys(w, holders, null_pos, ins, masked_positions)) - planned
+        if budget is not None and spent + len(new) > budget:
             break
-        spent += cost
-        nulls |= new
+        spent += len(new)
+        planned |= new
         plan.append((row, holders, null_pos, ins))
     for row in report.rows:
         row.pop("checked", None)
@@ -671,21 +685,18 @@ def counterfactual_check(
         # first word, and the next ones give some of it back)
         phrase_hits = {t: h for t, h in hit_all.items() if h.sum() > 1}
         unit_cls[row["word"]] = _unit_class(results, phrase_hits, row["cls"]) if phrase_hits else row["cls"]
-        for t, n in zip(holders, null_pos, strict=True):
-            for key, keep in (
-                (("w", row["word"], t), ~hit_all[t]),
-                (("n", t, n), ~np.isin(np.arange(len(hit_all[t])), n)),
-            ):
-                if key not in index:
-                    index[key] = len(seqs)
-                    (sq,), _ = masker(feats[t], keep[None])
-                    seqs.append(sq)
-        if ins:
-            phrase_text, targets, null_runs, positions = ins
-            for t, run, k in zip(targets, null_runs, positions, strict=True):
-                for key, text in ((("i", row["word"], t), phrase_text), (("j", row["word"], t), run)):
-                    index[key] = len(seqs)
-                    seqs.append(list(featurizer(inserted(t, k, text)).input_ids))
+        for key in _pass_keys(row["word"], holders, null_pos, ins, masked_positions):
+            if key in index:
+                continue
+            index[key] = len(seqs)
+            if key[0] == "x":  # a run inserted at a place
+                _, t, k, text = key
+                seqs.append(list(featurizer(inserted(t, k, text)).input_ids))
+                continue
+            t = key[1]
+            keep = ~hit_all[t] if key[0] == "m" else ~np.isin(np.arange(len(norm_feats[t])), key[2])
+            (sq,), _ = masker(feats[t], keep[None])
+            seqs.append(sq)
     probs = transform_outputs(adapter.final_logits(seqs), "prob").numpy() if seqs else np.zeros((0, 0))
     base = {t: np.asarray(results[t].probs, float) for t in texts}
     for i, t in enumerate(verify):
@@ -700,8 +711,9 @@ def counterfactual_check(
         w = row["word"]
         c = row["cls"] = unit_cls[w]
         n = len(holders)
-        masked = probs[[index[("w", w, t)] for t in holders]].reshape(n, -1)
-        null = probs[[index[("n", t, p_)] for t, p_ in zip(holders, null_pos, strict=True)]].reshape(n, -1)
+        keys = _pass_keys(w, holders, null_pos, ins, masked_positions)
+        masked = probs[[index[k] for k in keys[:n]]].reshape(n, -1)
+        null = probs[[index[k] for k in keys[n : 2 * n]]].reshape(n, -1)
         orig = np.array([base[t] for t in holders]).reshape(n, -1)
         drops, null_drops = orig[:, c] - masked[:, c], orig[:, c] - null[:, c]
         effect, p = paired_null_test(drops, null_drops)
@@ -720,8 +732,8 @@ def counterfactual_check(
         if ins:
             phrase_text, targets = ins[0], ins[1]
             m = len(targets)
-            put = probs[[index[("i", w, t)] for t in targets]].reshape(m, -1)
-            put_null = probs[[index[("j", w, t)] for t in targets]].reshape(m, -1)
+            put = probs[[index[k] for k in keys[2 * n : 2 * n + m]]].reshape(m, -1)
+            put_null = probs[[index[k] for k in keys[2 * n + m :]]].reshape(m, -1)
             before = np.array([base[t] for t in targets]).reshape(m, -1)
             gains, null_gains = put[:, c] - before[:, c], put_null[:, c] - before[:, c]
             ins_effect, ins_p = paired_null_test(gains, null_gains)
@@ -772,6 +784,20 @@ def counterfactual_check(
     for i, r in enumerate(report.rows, 1):
         r["rank"] = i
     return report
+
+
+def _pass_keys(w, holders, null_pos, ins, masked_positions) -> list[tuple]:
+    """The forward passes a word's check needs, named by what they hold, so that words that need the
+    same pass (the words of one phrase, nulls of one text) share it: per holding text the word masked
+    (``("m", text, mask)``), then its null (``("n", text, positions)``); per text it is inserted into the
+    phrase, then the null run (``("x", text, place, run)``)."""
+    keys: list[tuple] = [("m", t, masked_positions(t, w).tobytes()) for t in holders]
+    keys += [("n", t, n) for t, n in zip(holders, null_pos, strict=True)]
+    if ins:
+        phrase, targets, runs, places = ins
+        keys += [("x", t, k, phrase) for t, k in zip(targets, places, strict=True)]
+        keys += [("x", t, k, r) for t, k, r in zip(targets, places, runs, strict=True)]
+    return keys
 
 
 #: the columns the insertion test adds to a checked row

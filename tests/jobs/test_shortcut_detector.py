@@ -133,7 +133,11 @@ def test_budget_leaves_significant_words_unchecked(gpt2_tok):
     report = mine_shortcuts(rows, min_count=2)
     sig = [r["word"] for r in report.rows if r["significant"]]
     assert set(sig) == {TOKEN, "x"}
-    counterfactual_check(report, rows, model, tok, budget=2 * len(texts))  # room for one word
+    # masked whole, 'zxq x' is one phrase: the two words need the same passes, which they share
+    counterfactual_check(report, rows, model, tok, budget=2 * len(texts))
+    assert all(r["checked"] for r in report.rows if r["significant"])
+    assert report.settings["forward_passes"] <= 2 * len(texts) + 4  # + the 4 recomputed predictions
+    counterfactual_check(report, rows, model, tok, budget=2 * len(texts), phrases=False)  # room for one word
     checked = [r["word"] for r in report.rows if r.get("checked")]
     assert len(checked) == 1 and report.settings["unchecked_significant"] == [
         w for w in sig if w not in checked
