@@ -27,12 +27,23 @@ least 90% of its occurrences, so a cue phrase such as ``[ dvd ]`` is masked whol
 **counterfactual null**, as many random other words of the same text; all masked texts of all words
 run as one batched pass through the :class:`~pi_lightning.inference.ClassifierAdapter`. Masking any
 word moves a prediction a little (the prefix and the positions change), so the word's effect is its
-drop of p(class) minus the null's, paired by text (:func:`paired_null_test`). A word is **flagged**
-when it is significant, its effect is at least ``min_effect`` and the paired excess is significant
-(one-sided Wilcoxon, Benjamini-Hochberg over the checked words): punctuation and function words are
-flagged only when masking them beats masking a random word of the same text, and large attributions
-that do not change the final prediction (SP-PI explains the prefix game) are not flagged. Flagged
-words are ranked first.
+drop of p(class) minus the null's, paired by text (:func:`paired_null_test`).
+
+Removal cannot show every cue: where a cue is common, the model may not need it in the texts that
+hold it (the rest of the text decides), and a prefix's removal moves every position. So each word is
+also checked by **insertion**: its unit (the word with its fixed phrase, in its most common form) is
+put at its usual place (at the start or the end where it always is there, else at its relative place,
+to the nearest quarter) into up to ``max_texts`` texts that lack it, and, as the null, a run of as many
+words of another text is put at the same place instead; the effect is the gain of p(class) beyond
+the null's, paired by text. A phrase is tested toward the class its words' summed excess attribution
+points to (under causal attention a prefix acts at its first word and the next ones give some back,
+so one of its words alone can point the other way). A word is **flagged** when it is significant and
+one of the two tests shows an effect of at least ``min_effect`` whose paired excess over its null is
+significant (one-sided Wilcoxon; Benjamini-Hochberg over both tests of all checked words, at the
+mining's ``alpha``): punctuation and function words are flagged only when masking or inserting them
+beats doing the same to random words of the same texts, and large attributions that do not change
+the final prediction (SP-PI explains the prefix game) are not flagged. Flagged words are ranked first.
+Passes are named by what they hold, so words of one phrase and nulls of one text share them.
 
 Toward each class: a score explains the example's ``target`` class; with two classes and
 ``output="prob"`` or ``"log_odds"`` the score toward the other class is its negative exactly (so
@@ -447,20 +458,22 @@ def counterfactual_check(
         results: the same result rows.
         model, tokenizer: the explained classifier.
         top: check at most this many significant words (``None``: all, within ``budget``).
-        budget: at most this many masked forward passes (word and null passes; the unmasked
-            predictions are the job's; ``None``: no limit). Significant words past the budget are
-            marked ``checked=False``.
-        max_texts: per word, check at most this many of its texts (a seeded random sample); ``None``: all.
+        budget: at most this many forward passes (masked, inserted and their nulls, each shared pass
+            counted once; the unmasked predictions are the job's; ``None``: no limit). Significant words
+            past the budget are marked ``checked=False``.
+        max_texts: per word, check at most this many of its texts (a seeded random sample), and insert
+            it into at most this many texts that lack it; ``None``: all.
         granularity, template, mask: the explain job's featurization; ``None``: the settings the rows
             record (their ``settings``, what the attributions were made with; ``word``, ``{text}`` and
             ``remove`` for rows without them); the features are rebuilt from the texts and must match
             the rows'.
         max_tokens: token budget per forward batch (2048: on a CPU, batches of ~2k tokens ran the
             check of a 300-text job twice as fast as 8k; raise it on a GPU).
-        min_effect: a word is flagged when it is significant, masking it lowers p(class) by at least
-            this much more than masking random other words (mean paired difference), and that excess is
-            significant (one-sided paired Wilcoxon, Benjamini-Hochberg over the checked words,
-            ``q < alpha`` of the mining).
+        min_effect: a word is flagged when it is significant, and masking it lowers p(class) by at least
+            this much more than masking random other words, or inserting it raises p(class) by this much
+            more than inserting a run of another text (mean paired differences), with that excess
+            significant (one-sided paired Wilcoxon, Benjamini-Hochberg over both tests of the checked
+            words, ``q < alpha`` of the mining).
         seed: seed of the text sample and of the null's random words.
         phrases: mask each occurrence together with its fixed phrase: the neighbours that stand at the
             same place next to the word in at least 90% of its occurrences (``PHRASE_SHARE``; up to 3
@@ -468,6 +481,9 @@ def counterfactual_check(
             given the others (masking ``dvd`` alone leaves ``[ ]``), and a phrase cut in half
             (``[ dvd``) is an input the model never saw; the null then masks as many random words
             outside it. ``False``: the word alone.
+        insertion: also put the word (with its phrase) into texts that lack it, against putting a run of
+            as many words of another text there (see the module docstring); ``False``: removal only
+            (half the passes).
 
     Returns:
         ``report``, with, on the significant rows: ``checked``, and on the checked ones ``flip_rate``
@@ -475,8 +491,12 @@ def counterfactual_check(
         minus masked), ``null_flip_rate`` and ``null_prob_change`` (the same with random other words
         masked), ``effect`` (``prob_change - null_prob_change``, paired), ``effect_p``/``effect_q``,
         ``masked`` (the words masked, in the most common of its texts),
-        ``checked_texts`` and ``flagged``. Flagged rows move to the top (by ``effect``) and ``rank``
-        is renumbered.
+        ``checked_texts``; with ``insertion``, ``inserted`` (the run put in), ``insert_texts``,
+        ``insert_flip_rate``, ``insert_prob_change`` (mean gain of p(cls)), ``insert_null_prob_change``
+        (the null run's), ``insert_effect`` (paired difference), ``insert_p``/``insert_q``; ``flagged``
+        and ``flagged_by`` (``"removal"``, ``"insertion"`` or both). ``cls`` of a word masked with its
+        phrase becomes the class of the phrase. Flagged rows move to the top (by their larger effect)
+        and ``rank`` is renumbered.
     """
     from scipy.stats import false_discovery_control
 
