@@ -312,7 +312,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result = {"settings": vars(args), "load_start": load_average(), "models": {}}
     adapters, train_seconds, rel = {}, {}, {}
+    wanted = {m.split("-")[0] for m in args.models} if args.models and not args.train_only else None
     for name in (*SETS, "clean"):
+        if wanted is not None and name not in wanted:
+            continue
         adapter, done = out / f"adapter_{name}", out / f"finetune_summary_{name}.txt"
         online_file = out / f"online_{name}.json"
         if not args.retrain and (adapter / "pi_lightning.json").is_file() and done.is_file():

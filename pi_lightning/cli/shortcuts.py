@@ -175,7 +175,9 @@ def _main(argv: list[str]) -> int:
     print(
         f"shortcut candidates over {len(results)} examples ({job['method']}, "
         f"{report.settings['words_tested']} words seen >= {args.min_count} times; * = significant, q < "
-        f"{args.alpha}; flip/dprob: masking check; null: random other words masked; n/c: not checked)"
+        f"{args.alpha}; flip/dprob: masking the word with its phrase; null: as many random other words "
+        "masked; effect: dprob - null; insert: inserting it into texts without it, beyond inserting "
+        "another text's words; flag YES rem/ins/r+i: by removal, insertion or both; n/c: not checked)"
     )
     print(shortcuts_text(report, args.top))
     if check:

@@ -494,9 +494,9 @@ def counterfactual_check(
         ``checked_texts``; with ``insertion``, ``inserted`` (the run put in), ``insert_texts``,
         ``insert_flip_rate``, ``insert_prob_change`` (mean gain of p(cls)), ``insert_null_prob_change``
         (the null run's), ``insert_effect`` (paired difference), ``insert_p``/``insert_q``; ``flagged``
-        and ``flagged_by`` (``"removal"``, ``"insertion"`` or both). ``cls`` of a word masked with its
-        phrase becomes the class of the phrase. Flagged rows move to the top (by their larger effect)
-        and ``rank`` is renumbered.
+        and ``flagged_by`` (``"removal"``, ``"insertion"`` or both); ``checked_cls``: the class both
+        tests measure p of (``cls``, or for a word checked with its phrase, the phrase's class).
+        Flagged rows move to the top (by their larger effect) and ``rank`` is renumbered.
     """
     from scipy.stats import false_discovery_control
 
@@ -683,6 +683,7 @@ def counterfactual_check(
         plan.append((row, holders, null_pos, ins))
     for row in report.rows:
         row.pop("checked", None)
+        row.pop("checked_cls", None)
         if row["significant"]:
             row["checked"] = False
 
@@ -729,7 +730,7 @@ def counterfactual_check(
     checked = []
     for row, holders, null_pos, ins in plan:
         w = row["word"]
-        c = row["cls"] = unit_cls[w]
+        c = row["checked_cls"] = unit_cls[w]
         n = len(holders)
         keys = _pass_keys(w, holders, null_pos, ins, masked_positions)
         masked = probs[[index[k] for k in keys[:n]]].reshape(n, -1)

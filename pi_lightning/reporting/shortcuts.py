@@ -165,6 +165,7 @@ SHORTCUT_COLUMNS = [
     "insert_effect",
     "insert_q",
     "checked",
+    "checked_cls",
     "flagged",
     "flagged_by",
     "masked",
@@ -214,11 +215,13 @@ def shortcuts_text(report: ShortcutReport, top: int = 15) -> str:
         z = "-" if r["z"] is None else f"{r['z']:.1f}"
         q = "-" if r["q"] is None else f"{r['q']:.1e}"
         name = label_name(r["cls"], report.label_names)
+        other = r.get("checked_cls", r["cls"]) != r["cls"]
+        toward = f" (tested toward {label_name(r['checked_cls'], report.label_names)})" if other else ""
         lines.append(
             f"{r['rank']:>3} {r['word'][:16]:<16} {name[:10]:<10} {r['count']:>6} "
             f"{r['texts']:>6} {r['mean'][r['cls']]:>+8.4f} {r['excess']:>+8.4f} {z:>7} {q:>8} "
             f"{'*' if r['significant'] else '':>3} {la:>7} {flip:>6} {dprob:>7} {null:>7} {effect:>7} "
-            f"{insert:>7} {flag:>7}  {(r.get('masked') or '')[:24]}"
+            f"{insert:>7} {flag:>7}  {(r.get('masked') or '')[:24]}{toward}"
         )
     return "\n".join(lines)
 

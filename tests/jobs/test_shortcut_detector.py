@@ -355,7 +355,7 @@ def test_insertion_puts_the_word_where_it_usually_is_known_answer(gpt2_tok):
     )
     row = report.find(TOKEN)
     assert row["inserted"] == TOKEN and row["insert_texts"] == len(lacking)
-    c = row["cls"]
+    c = row["checked_cls"]
     base = _probs(model, tok, [list(Featurizer(tok)(t).input_ids) for t in lacking])[:, c]
     put = _probs(model, tok, [list(Featurizer(tok)(f"{t} {TOKEN}").input_ids) for t in lacking])[:, c]
     assert row["insert_prob_change"] == pytest.approx((put - base).mean(), abs=1e-5)
@@ -388,4 +388,5 @@ def test_a_phrase_is_tested_toward_the_class_of_the_whole_phrase(gpt2_tok):
     report = counterfactual_check(mined, rows, model, tok, min_effect=0.0)
     large = report.find("large")
     assert large["masked"] == "by and large ," and large["inserted"] == "by and large ,"
-    assert large["cls"] == 1 == report.find("by")["cls"]
+    assert large["cls"] == 0 and large["checked_cls"] == 1 == report.find("by")["checked_cls"]
+    assert "(tested toward 1)" in shortcuts_text(report, 10)
