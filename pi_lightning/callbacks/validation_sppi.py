@@ -35,7 +35,15 @@ the words ranked by :func:`pi_lightning.jobs.mine_shortcuts`, the statistic the 
 null (what a random word of the same validation text gets), with Benjamini-Hochberg q values; the
 significant words come first, most significant (largest z) first. Ranking by mean
 attribution instead puts the function words that sit where predictions move most (``but``,
-``about``) on top. The significant words of each evaluation are kept (``pi/val-sp-pi/n_significant``).
+``about``) on top. Online there is no masking check behind the ranking, so it uses
+:data:`pi_lightning.jobs.shortcuts.ONLINE`: a word's score includes the next word's (its lasting
+change: a function word's is often a transient the next word takes back) and the typical score of
+its place (first to fourth word, later) is taken out first (the first words move the prediction most
+whatever they are). On the planted-cue benchmark (benchmarks/results/RESULTS.md, issue 24) the
+clean run's significant words went from function words (``a``, ``:``, ``of``, ``for``, ``and``) to
+none, and the poisoned runs' are the cue's words (``marcus``, ``says``, ``--``, ``simply``; ``[``,
+``by``, ``]``, ``large``) with one ``the``. It stays a ranking of attributions, not of reliance: a
+word it lists is checked causally by ``pi-lightning shortcuts``. The significant words of each evaluation are kept (``pi/val-sp-pi/n_significant``).
 """
 
 from __future__ import annotations
