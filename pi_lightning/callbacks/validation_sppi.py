@@ -43,7 +43,8 @@ whatever they are). On the planted-cue benchmark (benchmarks/results/RESULTS.md,
 clean run's significant words went from function words (``a``, ``:``, ``of``, ``for``, ``and``) to
 none, and the poisoned runs' are the cue's words (``marcus``, ``says``, ``--``, ``simply``; ``[``,
 ``by``, ``]``, ``large``) with one ``the``. It stays a ranking of attributions, not of reliance: a
-word it lists is checked causally by ``pi-lightning shortcuts``. The significant words of each evaluation are kept (``pi/val-sp-pi/n_significant``).
+word it lists is checked causally by ``pi-lightning shortcuts``. The significant words of each
+evaluation are kept (``pi/val-sp-pi/n_significant``).
 """
 
 from __future__ import annotations
