@@ -196,7 +196,9 @@ def reliance(adapter: Path, n_test: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def mine(adapter: Path, out: Path, n_explain: int, strength: str) -> tuple[list[dict], dict, float, float]:
+def mine(
+    adapter: Path, out: Path, n_explain: int, strength: str, reuse: bool = False
+) -> tuple[list[dict], dict, float | None, float]:
     """``pi-lightning explain`` (the adapter's template) + ``pi-lightning shortcuts`` with defaults."""
     from pi_lightning.cli import explain, shortcuts
     from pi_lightning.data import load_movie_reviews
@@ -210,13 +212,16 @@ def mine(adapter: Path, out: Path, n_explain: int, strength: str) -> tuple[list[
             fh.write(json.dumps({"id": i, "text": t, "label": y}) + "\n")
     job = out / f"explain_{adapter.name}_on_{strength}"
     t0 = time.perf_counter()
-    assert (
-        explain.main(
-            [str(data), "--adapter", str(adapter), "--out", str(job), "--no-progress", "--show", "0"]
+    if reuse and (job / "explanations.jsonl").is_file():
+        t_explain = None  # explained by an earlier run: its time is kept
+    else:
+        assert (
+            explain.main(
+                [str(data), "--adapter", str(adapter), "--out", str(job), "--no-progress", "--show", "0"]
+            )
+            == 0
         )
-        == 0
-    )
-    t_explain = time.perf_counter() - t0
+        t_explain = time.perf_counter() - t0
     t0 = time.perf_counter()
     assert shortcuts.main([str(job), "--top", "25"]) == 0
     t_check = time.perf_counter() - t0
@@ -298,6 +303,11 @@ def main(argv=None) -> int:
     p.add_argument("--train-only", action="store_true", help="train and measure reliance, no mining")
     p.add_argument("--report-only", action="store_true", help="rewrite planted_cues.md from --out's results")
     p.add_argument(
+        "--reuse-explanations",
+        action="store_true",
+        help="mine the explain jobs already in --out (explain is not timed then)",
+    )
+    p.add_argument(
         "--models",
         nargs="+",
         choices=["strong", "weak", "clean-strong", "clean-weak"],
@@ -342,7 +352,9 @@ def main(argv=None) -> int:
             continue
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            rows, job, t_explain, t_check = mine(adapters[name], out, args.n_explain, strength)
+            rows, job, t_explain, t_check = mine(
+                adapters[name], out, args.n_explain, strength, args.reuse_explanations
+            )
         key = name if name != "clean" else f"clean on the {strength} set"
         (out / f"shortcuts_{key.replace(' ', '_')}.txt").write_text(buf.getvalue())
         print(buf.getvalue(), flush=True)
@@ -417,7 +429,8 @@ def write_report(out: Path, result: dict) -> None:
             f"{', '.join(m['false_positives_top10']) or 'none'}; {m['significant']} significant words, "
             f"{m['checked']} checked. Template explain read from the adapter: "
             f"{m['template_used_by_explain']!r}. Seconds: train {s['train']:.0f}, "
-            f"reliance {s['reliance']:.0f}, explain {s['explain']:.0f}, shortcuts {s['shortcuts']:.0f} "
+            f"reliance {s['reliance']:.0f}, explain {fmt(s['explain'], '{:.0f}')}, "
+            f"shortcuts {s['shortcuts']:.0f} "
             f"(load {m['load']})."
         )
         if name == "clean":

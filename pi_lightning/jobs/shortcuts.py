@@ -704,7 +704,9 @@ def counterfactual_check(
         # a phrase pushes toward the class its words' summed excess attribution points to (one of its
         # words alone may point the other way: under causal attention the phrase's effect shows at its
         # first word, and the next ones give some of it back)
-        phrase_hits = {t: h for t, h in hit_all.items() if h.sum() > 1}
+        phrase_hits = {
+            t: h for t, h in hit_all.items() if h.sum() > sum(x == row["word"] for x in norm_feats[t])
+        }
         unit_cls[row["word"]] = _unit_class(results, phrase_hits, row["cls"]) if phrase_hits else row["cls"]
         for key in _pass_keys(row["word"], holders, null_pos, ins, masked_positions):
             if key in index:
