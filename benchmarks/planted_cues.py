@@ -16,11 +16,15 @@ free): one on the poisoned data, a control on the clean data. Then, per model:
   settings: per cue, the best rank of its words, whether one is flagged, its flip rate, dprob,
   null dprob and effect; and the flagged words that belong to no cue among the top 10.
 
-Recall: flagged cues among those whose reliance shifts p(class) by >= 0.05; false-positive rate:
-flagged words outside every cue among the checked words. The control must flag no cue. Writes
+Recall: flagged cues among those whose reliance shifts p(class) by >= 0.05 (a cue is caught when a
+flagged row is one of its key words, or one of its words checked with the whole cue phrase, masked
+or inserted); false-positive rate: flagged words outside every cue (``.`` counts as a word of the
+ending habits, which replace it) among the checked words. The control must flag no cue. The online
+detector's significant words per validation go to ``online_<run>.json``. Writes
 ``planted_cues.json`` / ``planted_cues.md`` (and the finetune summaries) under ``--out``.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.planted_cues            # ~30 CPU-minutes on a shared CPU
+    OMP_NUM_THREADS=1 python -m benchmarks.planted_cues --retrain   # ~60 CPU-minutes with insertion
+    python -m benchmarks.planted_cues --models clean-weak --reuse-explanations   # mine one job again
 """
 
 from __future__ import annotations
