@@ -66,6 +66,7 @@ from benchmarks._common import (
     write_markdown,
 )
 from pi_lightning.attributors._shapley import mask_distribution
+from pi_lightning.attributors.base import available_methods, get_attributor, text_rng
 from pi_lightning.attributors.kernelshap import KernelShapAttributor
 from pi_lightning.attributors.mppi import MPPI
 from pi_lightning.inference import ClassifierAdapter
@@ -73,9 +74,14 @@ from pi_lightning.masking import Masker
 from pi_lightning.metrics.functional.stats import mean_confidence_interval
 from pi_lightning.testing import exact_shapley
 
-__all__ = ["METHODS", "exact_references", "main"]
+__all__ = ["METHODS", "RANKING_KEYS", "exact_references", "main", "ranking_metrics", "ranking_tests"]
 
-METHODS = ("mp-pi", "kernel-shap", "captum-kernelshap", "shap-permutation")
+METHODS = ("mp-pi", "kernel-shap", "captum-kernelshap", "shap-permutation", "shap-partition")
+
+# Per-record ranking measures against the exact reference (higher is better except ``ias``): top-k
+# overlap of the most positive features (k = 1, 3, 20% of n), Spearman, share of signs right, and
+# the activation studies of the estimate's order scored on the exact game (what AS/IAS reward).
+RANKING_KEYS = ("top1", "top3", "top20", "spearman", "sign", "as", "ias", "gap")
 
 
 def exact_references(
@@ -90,6 +96,9 @@ def exact_references(
     return {
         "prefix": exact_shapley(lambda _z: vals[:, 0], n),
         "full": exact_shapley(lambda _z: vals[:, 1], n),
+        # (2^n,) the full-input game's value of every coalition (what AS/IAS score), indexed by
+        # coalition_index.
+        "values": vals[:, 1].copy(),
         "se": np.zeros(n),
         "f_empty": float(vals[0, 1]),
         "f_full": float(vals[-1, 1]),
@@ -174,6 +183,13 @@ def _load_reuse(path: str) -> dict:
     return data
 
 
+def _reference_curves(full: np.ndarray, values: np.ndarray, n: int) -> dict[str, float]:
+    """AS / IAS of the exact Shapley order on the exact game, and the best any order reaches."""
+    as_, ias = exact_curves(full, values)
+    best_as, best_ias = best_curves(values, n)
+    return {"as_exact": as_, "ias_exact": ias, "as_best": best_as, "ias_best": best_ias}
+
+
 def _reference_se(ref: dict) -> np.ndarray:
     """A stored reference's per-feature standard errors; older files kept only ||SE|| / ||phi||, from
     which a vector of the same norm is rebuilt (all that the noise correction uses is sum se^2)."""
@@ -251,6 +267,137 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def coalition_index(coalitions) -> np.ndarray:
+    """Row of each coalition in :func:`exact_references`' value table (``itertools.product`` order:
+    feature 0 is the most significant bit).
+
+    Example:
+        >>> coalition_index(np.array([[0, 0, 1], [1, 0, 0], [1, 1, 1]], bool)).tolist()
+        [1, 4, 7]
+    """
+    z = np.asarray(coalitions, dtype=np.int64)
+    n = z.shape[-1]
+    return z @ (1 << np.arange(n - 1, -1, -1, dtype=np.int64))
+
+
+def exact_curves(scores, values: np.ndarray) -> tuple[float, float]:
+    """``(AS AUC, IAS AUC)`` of the activation studies in the order of ``scores``, scored on the exact
+    game ``values`` (the :func:`exact_references` table) with the library's curve functions: what the
+    faithfulness tables measure, for this estimate, with no model pass."""
+    from pi_lightning.metrics.functional.curves import activation_auc, activation_coalitions
+
+    s = torch.as_tensor(np.asarray(scores, dtype=np.float64))
+    v = np.asarray(values, dtype=np.float64)
+    out = []
+    for inverse in (False, True):
+        # (n + 1, n) coalitions of the study -> (n + 1,) the curve.
+        curve = v[coalition_index(activation_coalitions(s, inverse).numpy())]
+        out.append(float(activation_auc(torch.from_numpy(curve))))
+    return out[0], out[1]
+
+
+def best_curves(values: np.ndarray, n: int) -> tuple[float, float]:
+    """``(highest AS AUC, lowest IAS AUC)`` over all n! orders: the ceiling and floor any attribution
+    can reach on this game (dynamic programming over the 2^n coalitions: the best chain of growing
+    coalitions from the empty to the full one; the trapezoid area is (sum of the curve minus half its
+    two fixed ends) / n)."""
+    v = np.asarray(values, dtype=np.float64)
+    idx = np.arange(2**n)
+    size = np.array([bin(i).count("1") for i in range(2**n)])
+    res = []
+    for sign in (1.0, -1.0):
+        best = np.full(2**n, -np.inf)
+        best[0] = sign * v[0]
+        for k in range(1, n + 1):
+            rows = idx[size == k]
+            # best chain to each coalition of size k: its value plus the best of its k sub-coalitions.
+            prev = np.full(len(rows), -np.inf)
+            for b in range(n):
+                bit = 1 << b
+                has = (rows & bit) > 0
+                prev[has] = np.maximum(prev[has], best[rows[has] ^ bit])
+            best[rows] = sign * v[rows] + prev
+        total = sign * best[-1]
+        res.append(float((total - (v[0] + v[-1]) / 2) / n))
+    return res[0], res[1]
+
+
+def ranking_metrics(phi: np.ndarray, ref: np.ndarray, values: np.ndarray | None = None) -> dict[str, float]:
+    """How well an estimate ranks the features of an exact reference (:data:`RANKING_KEYS`).
+
+    ``top<k>``: share of the reference's k most positive features among the estimate's k most positive
+    (k = 1, 3 and ``top_k_count(n, 20)``, 20% of n rounded, at least 1: the order AS activates first);
+    ``spearman``: rank correlation; ``sign``: share of features whose sign is right; with the exact game
+    ``values``, ``as`` / ``ias`` / ``gap``: the activation studies of the estimate's order on that game.
+
+    Example:
+        >>> m = ranking_metrics(np.array([3.0, 1.0, -2.0, 0.5]), np.array([2.0, 1.5, -1.0, -0.1]))
+        >>> m["top1"], m["sign"], m["spearman"]
+        (1.0, 0.75, 1.0)
+    """
+    from pi_lightning.metrics.functional.removal import top_k_count
+
+    phi, ref = np.asarray(phi, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    n = len(ref)
+    order_e = np.argsort(-phi, kind="stable")
+    order_r = np.argsort(-ref, kind="stable")
+    out = {}
+    for key, k in (("top1", 1), ("top3", min(3, n)), ("top20", top_k_count(n, 20.0))):
+        out[key] = len(set(order_e[:k].tolist()) & set(order_r[:k].tolist())) / k
+    out["spearman"] = _spearman(phi, ref)
+    out["sign"] = float(np.mean(np.sign(phi) == np.sign(ref)))
+    if values is not None:
+        out["as"], out["ias"] = exact_curves(phi, values)
+        out["gap"] = out["as"] - out["ias"]
+    return out
+
+
+def ranking_tests(records: list[dict], baseline: str = "mp-pi", keys=RANKING_KEYS) -> list[dict]:
+    """Paired two-sided Wilcoxon tests of ``baseline`` against every other method on each ranking
+    measure, per budget, over inputs: each input's measure is first averaged over its seeds (seeds of
+    one input are not independent samples), so ``pairs`` is the number of inputs both methods ran."""
+    per: dict[tuple, list[float]] = {}
+    for r in records:
+        for key in keys:
+            if key in r and math.isfinite(r[key]):
+                per.setdefault((r["budget_multiple"], r["method"], key, r["input"]), []).append(r[key])
+    means = {k: float(np.mean(v)) for k, v in per.items()}
+    out = []
+    combos = sorted({(k, m) for k, m, _, _ in means if m != baseline})
+    for k, m in combos:
+        for key in keys:
+            inputs = sorted(
+                i
+                for kk, mm, kk2, i in means
+                if (kk, mm, kk2) == (k, m, key) and (k, baseline, key, i) in means
+            )
+            if not inputs:
+                continue
+            a = np.array([means[(k, baseline, key, i)] for i in inputs])
+            b = np.array([means[(k, m, key, i)] for i in inputs])
+            better = (a < b) if key == "ias" else (a > b)
+            out.append(
+                {
+                    "budget_multiple": k,
+                    "method": m,
+                    "measure": key,
+                    "pairs": len(inputs),
+                    "baseline": float(a.mean()),
+                    "other": float(b.mean()),
+                    "baseline_better_share": float(np.mean(better)),
+                    "ties_share": float(np.mean(a == b)),
+                    "p": paired_wilcoxon(a, b),
+                }
+            )
+    return out
+
+
+def _text_seed(seed: int, features) -> int:
+    """A per-text seed for a library that takes an int (Captum through torch's RNG, shap): drawn from
+    :func:`~pi_lightning.attributors.base.text_rng`, so every text gets its own draws."""
+    return int(text_rng(seed, features).integers(2**31 - 1))
+
+
 def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, features, target, common) -> tuple:
     """One method at budget ``k n`` on one input: ``(phi, passes run, seconds)`` (phi None: cannot run)."""
     n = features.n
@@ -261,8 +408,13 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
         before, t0 = att.adapter.forward_passes, time.perf_counter()
         [a] = att.attribute([features], target=target)
         return a.scores.numpy(), att.adapter.forward_passes - before, time.perf_counter() - t0
-    if name == "kernel-shap":
-        att = KernelShapAttributor(model, tok, budget=budget, seed=seed, **common)
+    if name == "kernel-shap" or (name.startswith("shap-") and name in available_methods()):
+        # The library's attributors (shap's explainers once registered): per-text seeds inside.
+        att = (
+            KernelShapAttributor(model, tok, budget=budget, seed=seed, **common)
+            if name == "kernel-shap"
+            else get_attributor(name, model, tok, budget=f"{k}n", seed=seed, **common)
+        )
         before, t0 = att.adapter.forward_passes, time.perf_counter()
         [a] = att.attribute([features], target=target)
         return a.scores.numpy(), att.adapter.forward_passes - before, time.perf_counter() - t0
@@ -272,7 +424,7 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
         from captum.attr import KernelShap
 
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(_text_seed(seed, features))
             phi = KernelShap(fn).attribute(
                 torch.ones(1, n),
                 baselines=torch.zeros(1, n),
@@ -286,7 +438,9 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
         if budget < 2 * n + 1:
             return None, 0, 0.0
         explainer = shap.PermutationExplainer(
-            lambda z: fn(z).numpy(), shap.maskers.Independent(np.zeros((1, n))), seed=seed
+            lambda z: fn(z).numpy(),
+            shap.maskers.Independent(np.zeros((1, n))),
+            seed=_text_seed(seed, features),
         )
         ex = explainer(np.ones((1, n)), max_evals=budget, silent=True)
         return (
@@ -294,7 +448,99 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
             adapter.forward_passes - before,
             time.perf_counter() - t0,
         )
+    if name == "shap-partition":
+        raise ValueError(
+            "shap-partition runs through the library's attributor (get_attributor('shap-partition')), "
+            "which this installation does not register."
+        )
     raise ValueError(f"Unknown method {name!r}: expected one of {', '.join(METHODS)}.")
+
+
+def _ranking_markdown(summary: list[dict], tests: list[dict], refs: list[dict], split: str) -> list[str]:
+    """The ranking-accuracy table and its paired tests, as Markdown blocks."""
+    lines = [
+        f"\n### Ranking accuracy against exact Shapley values ({split} split)\n\n",
+        f"{len(refs)} texts. Each estimate's order against the exact Shapley order of the full-input game "
+        "(the one AS/IAS score): top-k = share of the k most positive exact features among the estimate's "
+        "k most positive (k = 1, 3, 20% of n); Spearman; sign = share of features with the right sign; "
+        "AS / IAS / gap = the activation studies of the estimate's order scored on the exact game "
+        "(every coalition's value from the reference's 2^n passes: the faithfulness tables' measure "
+        "without sampling noise). Mean over inputs x seeds, 95% half-width.\n",
+    ]
+    if refs and "as_exact" in refs[0]:
+
+        def mean(key):
+            return float(np.mean([r[key] for r in refs]))
+
+        lines.append(
+            f"On the same games, the exact Shapley order scores AS {mean('as_exact'):.4f} / IAS "
+            f"{mean('ias_exact'):.4f} (gap {mean('as_exact') - mean('ias_exact'):+.4f}); the best order "
+            f"over all n! reaches AS {mean('as_best'):.4f} / IAS {mean('ias_best'):.4f}.\n"
+        )
+
+    def f(r, key, d=3):
+        if not r["runs"] or key not in r:
+            return "—"
+        ci = r.get(f"{key}_ci", float("nan"))
+        return f"{r[key]:.{d}f} ± {ci:.{d}f}" if math.isfinite(ci) else f"{r[key]:.{d}f}"
+
+    lines.append(
+        md_table(
+            [
+                "Method",
+                "Budget",
+                "passes/input",
+                "top-1 ↑",
+                "top-3 ↑",
+                "top-20% ↑",
+                "Spearman ↑",
+                "sign ↑",
+                "AS (exact game) ↑",
+                "IAS (exact game) ↓",
+                "gap ↑",
+                "rel. error ↓",
+            ],
+            [
+                [
+                    r["method"],
+                    f"{r['budget_multiple']}n",
+                    f"{r['passes_per_input']:.1f}" if r["runs"] else "cannot run",
+                    *(f(r, key) for key in ("top1", "top3", "top20", "spearman", "sign")),
+                    *(f(r, key, 4) for key in ("as", "ias", "gap")),
+                    f(r, "rel_err"),
+                ]
+                for r in summary
+                if r["n"] is None
+            ],
+        )
+    )
+    if tests:
+        by = {(t["budget_multiple"], t["method"], t["measure"]): t for t in tests}
+        combos = sorted({(t["budget_multiple"], t["method"]) for t in tests})
+        lines += [
+            "\nPaired two-sided Wilcoxon tests of MP-PI against each method at the same budget, over "
+            "inputs (each input's measure averaged over its seeds): MP-PI minus the method, p in "
+            "parentheses.\n",
+            md_table(
+                ["Budget", "Method", "inputs", *RANKING_KEYS],
+                [
+                    [
+                        f"{k}n",
+                        m,
+                        max(t["pairs"] for t in tests if (t["budget_multiple"], t["method"]) == (k, m)),
+                        *(
+                            f"{by[(k, m, key)]['baseline'] - by[(k, m, key)]['other']:+.3f} "
+                            f"({by[(k, m, key)]['p']:.2g})"
+                            if (k, m, key) in by
+                            else "—"
+                            for key in RANKING_KEYS
+                        ),
+                    ]
+                    for k, m in combos
+                ],
+            ),
+        ]
+    return lines
 
 
 def _plot(path: Path, summary: list[dict], methods: list[str], budgets: list[int], title: str) -> None:
@@ -442,6 +688,12 @@ def main(argv: list[str] | None = None) -> dict:
         "(e.g. mp-pi=mp-pi@0.05 when that run used the earlier default)",
     )
     p.add_argument("--mask", default="remove", help="'remove' (the library default) or '...' (the paper's)")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test"),
+        help="split the texts come from: 'val' to choose settings on, 'test' (default) to report",
+    )
     raw = list(argv) if argv is not None else sys.argv[1:]
     args = p.parse_args(raw)
     template = resolve_template(args)
@@ -487,6 +739,15 @@ def main(argv: list[str] | None = None) -> dict:
                 stacklevel=2,
             )
             methods.remove("shap-permutation")
+    if "shap-partition" in methods and "shap-partition" not in available_methods():
+        import warnings
+
+        warnings.warn(
+            "shap-partition is not a registered attributor in this installation: the peer is skipped.",
+            UserWarning,
+            stacklevel=2,
+        )
+        methods.remove("shap-partition")
 
     from benchmarks.faithfulness_table import select_texts  # same data selection as the table
     from pi_lightning.features import Featurizer
@@ -512,7 +773,7 @@ def main(argv: list[str] | None = None) -> dict:
         else [(args.min_features, args.max_features)]
     ):
         t, y = select_texts(
-            args.dataset, "test", "word", hi, args.inputs, featurizer, min_features=lo, cut=bool(lengths)
+            args.dataset, args.split, "word", hi, args.inputs, featurizer, min_features=lo, cut=bool(lengths)
         )
         texts, labels = texts + t, labels + y
     adapter = ClassifierAdapter(model, max_tokens=args.max_tokens)
@@ -554,8 +815,11 @@ def main(argv: list[str] | None = None) -> dict:
             ]
             row = {"n": g, "method": m, "budget_multiple": k, "runs": len(rs)}
             if rs:
-                for key in ("cos_full", "spearman_full", "cos_prefix", "spearman_prefix", "rel_err"):
-                    v = torch.tensor([r[key] for r in rs if math.isfinite(r[key])], dtype=torch.float64)
+                keys = ("cos_full", "spearman_full", "cos_prefix", "spearman_prefix", "rel_err")
+                for key in keys + tuple(x for x in RANKING_KEYS if any(x in r for r in rs)):
+                    v = torch.tensor(
+                        [r[key] for r in rs if key in r and math.isfinite(r[key])], dtype=torch.float64
+                    )
                     row[key], row[f"{key}_ci"] = (
                         mean_confidence_interval(v) if len(v) else (float("nan"),) * 2
                     )
@@ -583,6 +847,7 @@ def main(argv: list[str] | None = None) -> dict:
             if "mp-pi" in shown
             else []
         )
+        rtests = ranking_tests(done) if "mp-pi" in shown else []
         tag = f"_{args.tag}" if args.tag else ""
         stem = Path(args.out) / f"shapley_accuracy{tag}"
         cos_fp = [r["cos_full_prefix"] for r in refs]
@@ -597,7 +862,9 @@ def main(argv: list[str] | None = None) -> dict:
             "reference": args.reference,
             "permutations": args.permutations if args.reference == "permutations" else None,
             "mask": args.mask,
+            "split": args.split,
             "summary": summary,
+            "ranking_tests": rtests,
             "paired_tests": tests,
             "goals": goals,
             "references": refs,
@@ -623,6 +890,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "passes_per_input",
                 "seconds_per_input",
                 "ms_per_pass",
+                *RANKING_KEYS,
             ]
             w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
@@ -732,6 +1000,8 @@ def main(argv: list[str] | None = None) -> dict:
                     ],
                 ),
             ]
+        if any("top1" in r for r in summary):
+            lines += _ranking_markdown(summary, rtests, refs, args.split)
         for k, g in goals.items():
             lines.append(
                 f"- {k}: MP-PI more accurate than Captum KernelShap (full ref.) "
@@ -770,6 +1040,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "full": np.asarray(old_ref["full"]),
                 "prefix": np.asarray(old_ref["prefix"]),
                 "se": _reference_se(old_ref),
+                "values": np.asarray(old_ref["values"]) if "values" in old_ref else None,
                 "rel_se": old_ref.get("rel_se", 0.0),
                 "cos_ceiling": old_ref.get("cos_ceiling", 1.0),
             }
@@ -795,6 +1066,11 @@ def main(argv: list[str] | None = None) -> dict:
                 "full": ref["full"].tolist(),
                 "prefix": ref["prefix"].tolist(),
                 "se": ref["se"].tolist(),
+                **(
+                    {"values": ref["values"].tolist(), **_reference_curves(ref["full"], ref["values"], f.n)}
+                    if ref.get("values") is not None
+                    else {}
+                ),
                 "cos_full_prefix": cosine(ref["full"], ref["prefix"]),
                 "spearman_full_prefix": _spearman(ref["full"], ref["prefix"]),
             }
@@ -820,6 +1096,8 @@ def main(argv: list[str] | None = None) -> dict:
                         rec["sq_err"], rec["rel_err"] = relative_error(
                             phi, ref["prefix" if m == "mp-pi" else "full"], ref["se"]
                         )
+                        # Ranking against the full-input game, the one AS/IAS score, for every method.
+                        rec.update(ranking_metrics(phi, ref["full"], ref.get("values")))
                     records.append(rec)
         print(
             f"  input {i + 1}/{len(feats)} (n={f.n}) done; reference {ref_s:.1f} s, "
