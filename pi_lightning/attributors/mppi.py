@@ -156,6 +156,7 @@ class MPPI(Attributor):
         use_splus: bool = True,
         distribution: str = "optimized",
         defensive: float = 0.7,
+        weights: str = "counts",
         **kwargs,
     ) -> None:
         super().__init__(model, tokenizer, **kwargs)
@@ -175,6 +176,13 @@ class MPPI(Attributor):
                 f"got {defensive!r}; 0.7 is the default, 0.05 the earlier one."
             )
         self.defensive = float(defensive)
+        if weights not in ("counts", "inclusion"):
+            raise ValueError(
+                f"weights must be 'counts' (importance weights times each coalition's multiplicity, "
+                f"the paper's) or 'inclusion' (Horvitz-Thompson: P*(U) over the chance U was collected), "
+                f"got {weights!r}."
+            )
+        self.weights = weights
         self.seed = seed
         self.use_splus = bool(use_splus)
         self.distribution = distribution
@@ -250,6 +258,8 @@ class MPPI(Attributor):
                 plan["full_count"] = int(counts[full].sum())
                 masks, counts = masks[~full], counts[~full]
                 plan["masks"], plan["counts"] = masks, counts
+                # Every input mask there is was drawn (short texts): every coalition is known.
+                plan["exhausted"] = len(masks) == (2 ** (n - 1) - 1 if dist.splus else 2**n - 2)
                 if len(masks):
                     mseqs, mends = self.masker(f, masks)
                     plan["first"] = len(seqs)
@@ -271,10 +281,11 @@ class MPPI(Attributor):
         fN = float(prefix_vals[-1])
         tri = np.arange(n)[None, :] <= np.arange(n)[:, None]  # (n, n): row l = prefix 1..l
         blocks_z, blocks_v, blocks_c = [], [], []
-        if plan.get("full_count"):
+        # With inclusion weights the unmasked input's prefixes (run anyway) are always data.
+        if plan.get("full_count") or (self.weights == "inclusion" and "dist" in plan):
             blocks_z.append(tri)
             blocks_v.append(prefix_vals.numpy())
-            blocks_c.append(np.full(n, plan["full_count"], dtype=np.float64))
+            blocks_c.append(np.full(n, max(plan["full_count"], 1), dtype=np.float64))
         masks = plan.get("masks")
         if masks is not None and len(masks):
             first = plan["first"]
@@ -297,10 +308,34 @@ class MPPI(Attributor):
             cnt = np.bincount(inv, weights=Cn)
             vals = np.bincount(inv, weights=V * Cn) / cnt
             Zu = np.unpackbits(uniq, axis=1, count=n).astype(bool)
-            w = plan["dist"].coalition_weights(Zu) * cnt / plan["B"]
+            if self.weights == "inclusion":
+                w = self._inclusion_weights(plan["dist"], Zu, plan["B"], plan["exhausted"])
+            else:
+                w = plan["dist"].coalition_weights(Zu) * cnt / plan["B"]
         else:
             Zu, vals, w = np.zeros((0, n), bool), np.zeros(0), np.zeros(0)
         return Zu, vals, w, f0, fN, un
+
+    @staticmethod
+    def _inclusion_weights(dist, coalitions: np.ndarray, draws: int, exhausted: bool = False) -> np.ndarray:
+        """Horvitz-Thompson weights ``P*(U) / pi(U)`` of the distinct collected coalitions.
+
+        ``pi(U) = 1 - (1 - q(U))^D`` is the chance that U is among the prefixes of at least one of
+        the ``D`` drawn inputs (``q``: ``MaskDistribution.coalition_probabilities``), and 1 for the
+        unmasked input's prefixes ``{1..l}``, which are run whatever is drawn. The weighted squared
+        residuals are then an unbiased estimate of the Shapley-weighted objective that counts each
+        coalition once, whatever its multiplicity; once every input mask has been drawn, every pi is
+        near 1 and the fit approaches the exact one (the multiplicity-weighted fit keeps the draws'
+        noise in its weights however many there are). When every input mask there is was drawn
+        (``exhausted``), every coalition is known: pi = 1 and the fit is the exact Shapley values.
+        """
+        p_u, q_u = dist.coalition_probabilities(coalitions)
+        # 1 - (1 - q)^D without cancellation for small q.
+        pi = -np.expm1(draws * np.log1p(-np.clip(q_u, 0.0, 1.0 - 1e-16)))
+        z = coalitions
+        prefix = z[:, 0] & (z[:, :-1] >= z[:, 1:]).all(1)  # {1..l}: the unmasked input's prefixes
+        pi = np.where(prefix | exhausted, 1.0, pi)
+        return np.where(pi > 0, p_u / np.where(pi > 0, pi, 1.0), 0.0)
 
     def collect(self, features_list, targets) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """The masked passes of MP-PI without the regression.

@@ -335,3 +335,51 @@ def test_default_defensive_mixture_beats_the_old_one_and_kernel_shap(gpt2_tok, g
 def test_defensive_is_checked(gpt2_tok, gpt2_model, bad):
     with pytest.raises(ValueError, match="defensive must be a fraction"):
         MPPI(gpt2_model, gpt2_tok, defensive=bad)
+
+
+def test_inclusion_weights_are_exact_once_every_mask_is_run(gpt2_tok, gpt2_model):
+    """Known answer: n = 6 with S+ has 31 input masks; a budget above that runs all of them, every
+    coalition is then known and Horvitz-Thompson weights give the exact Shapley values of the
+    removal game. The multiplicity weights keep the draws' noise however large the budget."""
+    common = {"mask": "remove", "template": "Review: {text}"}
+    mp = MPPI(gpt2_model, gpt2_tok, budget=200, seed=0, weights="inclusion", **common)
+    [f] = mp.featurize("a good movie , really fun")
+    assert f.n == 6
+    phi = _exact_removal_shapley(mp, f)
+    [a] = mp.attribute(f, target=1)
+    assert a.extras["masked_passes"] == 31
+    np.testing.assert_allclose(a.scores.numpy(), phi, atol=1e-6 * np.abs(phi).max())
+    [c] = MPPI(gpt2_model, gpt2_tok, budget=200, seed=0, **common).attribute(f, target=1)
+    assert np.abs(c.scores.numpy() - phi).max() > 100 * np.abs(a.scores.numpy() - phi).max()
+
+
+def test_inclusion_weights_exact_on_additive_model(gpt2_tok):
+    """Below the number of masks (n = 7, 1n): any weights recover an additive game exactly, the
+    unmasked input's prefixes included as data."""
+    probe = MPPI(AdditiveCausal(len(gpt2_tok), gpt2_tok.pad_token_id, []), gpt2_tok, mask="remove")
+    zero = set(probe.masker.mask_ids(True)) | set(probe.masker.mask_ids(False))
+    model = AdditiveCausal(len(gpt2_tok), gpt2_tok.pad_token_id, zero)
+    mp = MPPI(
+        model,
+        gpt2_tok,
+        template="Review: {text}",
+        mask="remove",
+        output="logits",
+        budget="1n",
+        weights="inclusion",
+    )
+    [f] = mp.featurize(TEXT)
+    w = model.emb.weight[:, 0].detach().double()
+    truth = torch.stack([w[list(f.feature_ids(i))].sum() for i in range(f.n)])
+    [a] = mp.attribute(f, target=1)
+    torch.testing.assert_close(a.scores, truth, atol=1e-6, rtol=0)
+    # The unmasked input's prefixes {1..l} are among the coalitions, with finite weights.
+    Z, wts = a.extras["coalitions"].numpy(), a.extras["weights"].numpy()
+    for ell in range(1, f.n):
+        row = np.flatnonzero(((np.arange(f.n) < ell) == Z).all(1))
+        assert len(row) == 1 and np.isfinite(wts[row[0]]) and wts[row[0]] > 0
+
+
+def test_weights_option_is_checked(gpt2_tok, gpt2_model):
+    with pytest.raises(ValueError, match="weights must be 'counts'"):
+        MPPI(gpt2_model, gpt2_tok, weights="kernel")
