@@ -158,14 +158,28 @@ def permutation_reference(
     }
 
 
+def _mppi_settings(name: str) -> dict | None:
+    """MP-PI's settings of a method name, or None if it names no MP-PI: ``mp-pi`` (the defaults),
+    ``mp-pi-ht`` (``weights="inclusion"``), either with ``@<defensive>`` (another defensive mixture,
+    a fraction in [0, 1)), e.g. ``mp-pi@0.05`` or ``mp-pi-ht@0.3``."""
+    base, _, mix = name.partition("@")
+    if base not in ("mp-pi", "mp-pi-ht"):
+        return None
+    out = {"weights": "inclusion"} if base == "mp-pi-ht" else {}
+    if mix:
+        try:
+            d = float(mix)
+        except ValueError:
+            return None
+        if not 0.0 <= d < 1.0:
+            return None
+        out["defensive"] = d
+    return out
+
+
 def _is_mppi_variant(name: str) -> bool:
-    """``mp-pi@<defensive>``: MP-PI with another defensive mixture (a fraction in [0, 1))."""
-    if not name.startswith("mp-pi@"):
-        return False
-    try:
-        return 0.0 <= float(name.split("@", 1)[1]) < 1.0
-    except ValueError:
-        return False
+    """``mp-pi@<defensive>`` or ``mp-pi-ht[@<defensive>]``: MP-PI with other settings."""
+    return name != "mp-pi" and _mppi_settings(name) is not None
 
 
 def _load_reuse(path: str) -> dict:
@@ -469,8 +483,8 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
     """One method at budget ``k n`` on one input: ``(phi, passes run, seconds)`` (phi None: cannot run)."""
     n = features.n
     budget = k * n
-    if name == "mp-pi" or name.startswith("mp-pi@"):
-        extra = {"defensive": float(name.split("@", 1)[1])} if "@" in name else {}
+    if _mppi_settings(name) is not None:
+        extra = _mppi_settings(name)
         att = _attached(MPPI(model, tok, budget=f"{k}n", seed=seed, **common, **extra), adapter)
         before, t0 = att.adapter.forward_passes, time.perf_counter()
         [a] = att.attribute([features], target=target)
@@ -795,8 +809,9 @@ def main(argv: list[str] | None = None) -> dict:
     for m in methods:
         if m not in METHODS and not _is_mppi_variant(m):
             raise ValueError(
-                f"Unknown method {m!r}: expected some of {', '.join(METHODS)}, or mp-pi@<defensive> "
-                "(MP-PI with another defensive mixture, e.g. mp-pi@0.05)."
+                f"Unknown method {m!r}: expected some of {', '.join(METHODS)}, mp-pi@<defensive> "
+                "(MP-PI with another defensive mixture, e.g. mp-pi@0.05) or mp-pi-ht[@<defensive>] "
+                "(MP-PI with weights='inclusion')."
             )
     reused = _load_reuse(args.reuse_reference) if args.reuse_reference else None
     carry = dict(x.split("=", 1) for x in args.carry_as)
@@ -1178,7 +1193,7 @@ def main(argv: list[str] | None = None) -> dict:
                             rec[f"spearman_{which}"] = _spearman(phi, ref[which])
                         # Against the reference of the game the method estimates under this mask.
                         rec["sq_err"], rec["rel_err"] = relative_error(
-                            phi, ref["prefix" if m == "mp-pi" else "full"], ref["se"]
+                            phi, ref["prefix" if _mppi_settings(m) is not None else "full"], ref["se"]
                         )
                         # Ranking against the full-input game, the one AS/IAS score, for every method.
                         rec.update(ranking_metrics(phi, ref["full"], ref.get("values")))
