@@ -15,7 +15,7 @@ values of exactly that game, and ``Attribution.forward_passes`` counts the passe
 * ``shap-partition``: :class:`shap.PartitionExplainer` (Owen values over a hierarchy of features) with
   the hierarchy shap's ``Text`` masker builds for text (adjacent pieces merged by its punctuation and
   spacing heuristic, ``shap.maskers._text.partition_tree``), applied to the features' text; shap's
-  budget ``max_evals`` is the budget in passes. Deterministic: it draws nothing.
+  budget ``max_evals`` is the budget in passes (rounded down to even). Deterministic: it draws nothing.
 
 shap is an optional dependency (``pip install shap``, or the ``[shap]`` extra); it is imported when an
 explainer is built. The permutation draws of a text come from a seed made from ``seed`` and the text
@@ -161,8 +161,10 @@ class ShapPartitionAttributor(_ShapExplainer):
     """shap's Partition explainer (Owen values over shap's text hierarchy) on the shared coalition game.
 
     Args:
-        budget: forward passes per text (shap's ``max_evals``), an int or a multiple of the number of
-            features n (default ``"2n"``). ``Attribution.forward_passes`` records the passes that ran.
+        budget: forward passes per text (shap's ``max_evals``, rounded down to an even number since shap
+            expands its tree two coalitions at a time; at least 4), an int or a multiple of the number
+            of features n (default ``"2n"``). Fewer run once the whole tree is explored;
+            ``Attribution.forward_passes`` records the passes that ran.
         **kwargs: the shared :class:`~pi_lightning.attributors.base.Attributor` settings.
 
     Example:
@@ -180,5 +182,6 @@ class ShapPartitionAttributor(_ShapExplainer):
         shap, n = self._shap, features.n
         masker = shap.maskers.Partition(np.zeros((1, n)), clustering=text_partition_tree(features))
         explainer = shap.PartitionExplainer(game, masker)
-        out = explainer(np.ones((1, n)), max_evals=max(self.passes(n), 3), silent=True)
+        # shap expands the tree two coalitions at a time: an even max_evals keeps the passes within budget.
+        out = explainer(np.ones((1, n)), max_evals=max(2 * (self.passes(n) // 2), 4), silent=True)
         return np.asarray(out.values[0], dtype=np.float64)

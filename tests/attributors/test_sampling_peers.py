@@ -112,6 +112,22 @@ def test_kernel_shap_runs_its_budget_and_is_exact_at_every_coalition(gpt2_model,
         assert float(b.scores.sum()) == pytest.approx(b.extras["f_full"] - b.base_value, abs=1e-9)
 
 
+def test_kernel_shap_pairs_from_4n_on(gpt2_model, gpt2_tok):
+    """paired=None: unpaired draws at 2n (a pair gives the constrained fit one equation, and 2n gives
+    about one pair per unknown), complementary pairs from 4(n - 1) sampled coalitions on."""
+
+    def scores(budget, paired):
+        ks = KernelShapAttributor(gpt2_model, gpt2_tok, budget=budget, seed=2, paired=paired)
+        return ks.attribute(LONG, target=1)[0].scores
+
+    torch.testing.assert_close(scores("2n", None), scores("2n", False))
+    assert not torch.allclose(scores("2n", None), scores("2n", True))
+    torch.testing.assert_close(scores("4n", None), scores("4n", True))
+    torch.testing.assert_close(scores("8n", None), scores("8n", True))
+    with pytest.raises(TypeError, match="paired"):
+        KernelShapAttributor(gpt2_model, gpt2_tok, paired="yes")
+
+
 class _AdditiveGame:
     """A stand-in for CoalitionGame: f(z) = z . a, f(empty) = 0."""
 
