@@ -66,7 +66,7 @@ from benchmarks._common import (
     write_markdown,
 )
 from pi_lightning.attributors._shapley import mask_distribution
-from pi_lightning.attributors.base import available_methods, get_attributor, text_rng
+from pi_lightning.attributors.base import available_methods, get_attributor, method_settings, text_rng
 from pi_lightning.attributors.kernelshap import KernelShapAttributor
 from pi_lightning.attributors.mppi import MPPI
 from pi_lightning.inference import ClassifierAdapter
@@ -160,12 +160,13 @@ def permutation_reference(
 
 def _mppi_settings(name: str) -> dict | None:
     """MP-PI's settings of a method name, or None if it names no MP-PI: ``mp-pi`` (the defaults),
-    ``mp-pi-ht`` (``weights="inclusion"``), either with ``@<defensive>`` (another defensive mixture,
-    a fraction in [0, 1)), e.g. ``mp-pi@0.05`` or ``mp-pi-ht@0.3``."""
+    ``mp-pi-ht`` (``weights="inclusion"``), ``mp-pi-counts`` (``weights="counts"``), each with an
+    optional ``@<defensive>`` (another defensive mixture, a fraction in [0, 1)), e.g. ``mp-pi@0.05``."""
     base, _, mix = name.partition("@")
-    if base not in ("mp-pi", "mp-pi-ht"):
+    weights = {"mp-pi": None, "mp-pi-ht": "inclusion", "mp-pi-counts": "counts"}
+    if base not in weights:
         return None
-    out = {"weights": "inclusion"} if base == "mp-pi-ht" else {}
+    out = {"weights": weights[base]} if weights[base] else {}
     if mix:
         try:
             d = float(mix)
@@ -178,7 +179,7 @@ def _mppi_settings(name: str) -> dict | None:
 
 
 def _is_mppi_variant(name: str) -> bool:
-    """``mp-pi@<defensive>`` or ``mp-pi-ht[@<defensive>]``: MP-PI with other settings."""
+    """``mp-pi@<defensive>``, ``mp-pi-ht[@<d>]``, ``mp-pi-counts[@<d>]``: MP-PI with other settings."""
     return name != "mp-pi" and _mppi_settings(name) is not None
 
 
@@ -489,12 +490,16 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
         before, t0 = att.adapter.forward_passes, time.perf_counter()
         [a] = att.attribute([features], target=target)
         return a.scores.numpy(), att.adapter.forward_passes - before, time.perf_counter() - t0
+    if name == "shap-permutation" and budget < 2 * n:
+        return None, 0, 0.0  # one forward-and-backward permutation is 2n passes: not at equal passes
     if name == "kernel-shap" or (name.startswith("shap-") and name in available_methods()):
-        # The library's attributors (shap's explainers once registered): per-text seeds inside.
+        # The library's attributors (shap's explainers once registered): per-text seeds inside;
+        # shap's Partition explainer draws nothing (no seed).
+        extra = {"seed": seed} if "seed" in method_settings(name) else {}
         att = _attached(
             KernelShapAttributor(model, tok, budget=budget, seed=seed, **common)
             if name == "kernel-shap"
-            else get_attributor(name, model, tok, budget=f"{k}n", seed=seed, **common),
+            else get_attributor(name, model, tok, budget=f"{k}n", **extra, **common),
             adapter,
         )
         before, t0 = att.adapter.forward_passes, time.perf_counter()
@@ -538,7 +543,9 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
     raise ValueError(f"Unknown method {name!r}: expected one of {', '.join(METHODS)}.")
 
 
-def _ranking_markdown(summary: list[dict], tests: list[dict], refs: list[dict], split: str) -> list[str]:
+def _ranking_markdown(
+    summary: list[dict], tests: list[dict], refs: list[dict], split: str, baseline: str = "mp-pi"
+) -> list[str]:
     """The ranking-accuracy table and its paired tests, as Markdown blocks."""
     lines = [
         f"\n### Ranking accuracy against exact Shapley values ({split} split)\n\n",
@@ -600,9 +607,9 @@ def _ranking_markdown(summary: list[dict], tests: list[dict], refs: list[dict], 
         by = {(t["budget_multiple"], t["method"], t["measure"]): t for t in tests}
         combos = sorted({(t["budget_multiple"], t["method"]) for t in tests})
         lines += [
-            "\nPaired two-sided Wilcoxon tests of MP-PI against each method at the same budget, over "
-            "inputs (each input's measure averaged over its seeds): MP-PI minus the method, p in "
-            "parentheses.\n",
+            f"\nPaired two-sided Wilcoxon tests of {baseline} against each method at the same budget, "
+            f"over inputs (each input's measure averaged over its seeds): {baseline} minus the method, p "
+            "in parentheses.\n",
             md_table(
                 ["Budget", "Method", "inputs", *RANKING_KEYS],
                 [
@@ -771,6 +778,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--mask", default="remove", help="'remove' (the library default) or '...' (the paper's)")
     p.add_argument(
+        "--baseline",
+        default="mp-pi",
+        help="the method the ranking table's paired tests compare every other method with",
+    )
+    p.add_argument(
         "--cache-outputs",
         action="store_true",
         help="serve the methods' passes from the model outputs of the exact reference's 2^n passes (a "
@@ -810,8 +822,8 @@ def main(argv: list[str] | None = None) -> dict:
         if m not in METHODS and not _is_mppi_variant(m):
             raise ValueError(
                 f"Unknown method {m!r}: expected some of {', '.join(METHODS)}, mp-pi@<defensive> "
-                "(MP-PI with another defensive mixture, e.g. mp-pi@0.05) or mp-pi-ht[@<defensive>] "
-                "(MP-PI with weights='inclusion')."
+                "(MP-PI with another defensive mixture, e.g. mp-pi@0.05), mp-pi-ht[@<defensive>] or "
+                "mp-pi-counts[@<defensive>] (MP-PI with weights='inclusion' or 'counts')."
             )
     reused = _load_reuse(args.reuse_reference) if args.reuse_reference else None
     carry = dict(x.split("=", 1) for x in args.carry_as)
@@ -939,7 +951,7 @@ def main(argv: list[str] | None = None) -> dict:
             if "mp-pi" in shown
             else []
         )
-        rtests = ranking_tests(done) if "mp-pi" in shown else []
+        rtests = ranking_tests(done, args.baseline) if args.baseline in shown else []
         tag = f"_{args.tag}" if args.tag else ""
         stem = Path(args.out) / f"shapley_accuracy{tag}"
         cos_fp = [r["cos_full_prefix"] for r in refs]
@@ -1096,7 +1108,7 @@ def main(argv: list[str] | None = None) -> dict:
                 ),
             ]
         if any("top1" in r for r in summary):
-            lines += _ranking_markdown(summary, rtests, refs, args.split)
+            lines += _ranking_markdown(summary, rtests, refs, args.split, args.baseline)
         for k, g in goals.items():
             lines.append(
                 f"- {k}: MP-PI more accurate than Captum KernelShap (full ref.) "
