@@ -1,36 +1,49 @@
-"""Accuracy per unit cost: MP-PI, our Kernel SHAP, Captum's KernelShap and shap's Permutation explainer
-against exact Shapley values, at equal budgets, measured side by side in one run.
+"""Accuracy per unit cost: MP-PI, the project's Kernel SHAP, Captum's KernelShap and shap's Permutation and
+Partition explainers against exact Shapley values, at equal budgets, measured side by side in one run.
 
-For each of ``--inputs`` test sentences with ``--min-features..--max-features`` words (n <= 12), every
-one of the 2^n coalitions is masked with the shared :class:`~pi_lightning.masking.Masker` and run
-once, which gives two exact references by brute force:
+For each of ``--inputs`` sentences of the ``--split`` (``val`` to choose settings on, ``test`` to report)
+with ``--min-features..--max-features`` words (n <= 12), every one of the 2^n coalitions is masked
+with the shared :class:`~pi_lightning.masking.Masker` and run once, which gives two exact references
+by brute force:
 
 * ``full``: the Shapley values of the game "model output on the masked input" (the classifying
-  position, the last token): what Kernel SHAP, Captum and shap estimate;
+  position, the last token): what Kernel SHAP, Captum and shap estimate, and what AS/IAS score;
 * ``prefix``: the Shapley values of MP-PI's intermediate-prediction game, where a coalition is scored
-  at the end of its last active feature (what MP-PI estimates; read from the same passes).
+  at the end of its last active feature (what MP-PI estimates; read from the same passes). Under the
+  default removal mask the two games are the same.
 
 Then, at budgets of ``k * n`` model passes (k in ``--budgets``, default 1, 2, 4, 8), each method
-explains the true class of each input (one call per input, ``--seeds`` seeds):
+explains the true class of each input (one call per input, ``--seeds`` seeds, each text with its own
+draws: :func:`~pi_lightning.attributors.base.text_rng`):
 
-* ``mp-pi``: pi_lightning's MP-PI (``budget="<k>n"``);
-* ``kernel-shap``: pi_lightning's Kernel SHAP (Captum's sampler and fit, batched, duplicates run once);
+* ``mp-pi``: pi_lightning's MP-PI (``budget="<k>n"``); ``mp-pi-ht`` / ``mp-pi-counts`` with
+  ``weights="inclusion"`` / ``"counts"``, ``mp-pi@<d>`` with another defensive mixture;
+* ``kernel-shap``: pi_lightning's Kernel SHAP;
 * ``captum-kernelshap``: Captum's ``KernelShap`` as a user would call it: ``n_samples = k n``, default
   ``perturbations_per_eval=1``, a forward function that masks and runs one coalition per call;
-* ``shap-permutation``: shap's ``PermutationExplainer`` with ``max_evals = k n`` over the same value
-  function (an antithetic permutation costs ``2n + 1`` passes, so budgets below that cannot run and
-  are reported as such).
+* ``shap-permutation`` / ``shap-partition``: the library's attributors over shap's explainers (one
+  forward-and-backward permutation costs 2n passes, so the Permutation explainer cannot run at 1n).
+
+Reported per method and budget: cosine and Spearman to both references, relative squared error,
+passes actually run, seconds per input, ms per pass (mean over inputs x seeds, with a 95% half-width),
+and **ranking accuracy** (issue 27: what AS/IAS reward): top-1 / top-3 / top-20% overlap with the
+exact order, Spearman, share of signs right, and the activation studies (AS, IAS, their gap) of each
+estimate's order scored on the exact game, beside the exact Shapley order's and the best order's;
+paired Wilcoxon tests of ``--baseline`` against every other method per budget, over inputs (seeds
+averaged per input). ``--cache-outputs`` serves the methods' passes from the outputs of the
+reference's 2^n passes (:class:`CachedAdapter`), which makes many inputs and seeds affordable on a
+CPU; the passes are still counted as each method asks for them.
 
 Long texts (n = 20-60, issue 14): exact enumeration stops at n = 12. ``--reference permutations``
 replaces it by a high-budget Monte Carlo reference, ``--permutations`` antithetic permutations (each
 walk and its reverse) of the full-input game, for the removal game only (``--mask remove`` and no
 template suffix), where PI's prefix game is the same game, so one reference serves both columns.
 
-Reported per method and budget: cosine similarity and Spearman rank correlation to both references
-(mean over inputs x seeds, with a 95% half-width), passes actually run, seconds per input and
-milliseconds per pass. Run::
+Run::
 
     python -m benchmarks.shapley_accuracy --inputs 8 --max-features 10
+    python -m benchmarks.shapley_accuracy --split test --inputs 40 --min-features 6 --max-features 9 \
+        --seeds 3 --cache-outputs      # the ranking-accuracy table (issue 27)
     python -m benchmarks.shapley_accuracy --device cuda --inputs 50 --max-features 12
     python -m benchmarks.shapley_accuracy --model testing:gpt2 --adapter none --inputs 2 --max-features 5
     python -m benchmarks.shapley_accuracy --reference permutations --permutations 400 \
