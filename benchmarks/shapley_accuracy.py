@@ -26,7 +26,7 @@ draws: :func:`~pi_lightning.attributors.base.text_rng`):
 
 Reported per method and budget: cosine and Spearman to both references, relative squared error,
 passes actually run, seconds per input, ms per pass (mean over inputs x seeds, with a 95% half-width),
-and **ranking accuracy** (issue 27: what AS/IAS reward): top-1 / top-3 / top-20% overlap with the
+and **ranking accuracy** (issue 27: what AS/IAS reward): top-1 / top-3 / top-⌈20%⌉ overlap with the
 exact order, Spearman, share of signs right, and the activation studies (AS, IAS, their gap) of each
 estimate's order scored on the exact game, beside the exact Shapley order's and the best order's;
 paired Wilcoxon tests of ``--baseline`` against every other method per budget, over inputs (seeds
@@ -354,7 +354,8 @@ def ranking_metrics(phi: np.ndarray, ref: np.ndarray, values: np.ndarray | None 
     """How well an estimate ranks the features of an exact reference (:data:`RANKING_KEYS`).
 
     ``top<k>``: share of the reference's k most positive features among the estimate's k most positive
-    (k = 1, 3 and ``top_k_count(n, 20)``, 20% of n rounded, at least 1: the order AS activates first);
+    (k = 1, 3 and, for ``top20``, 20% of n rounded up: 2 for n = 6..10, where the metrics' own
+    ``top_k_count`` rounds down to 1; the order AS activates first);
     ``spearman``: rank correlation; ``sign``: share of features whose sign is right; with the exact game
     ``values``, ``as`` / ``ias`` / ``gap``: the activation studies of the estimate's order on that game.
 
@@ -363,14 +364,12 @@ def ranking_metrics(phi: np.ndarray, ref: np.ndarray, values: np.ndarray | None 
         >>> m["top1"], m["sign"], m["spearman"]
         (1.0, 0.75, 1.0)
     """
-    from pi_lightning.metrics.functional.removal import top_k_count
-
     phi, ref = np.asarray(phi, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     n = len(ref)
     order_e = np.argsort(-phi, kind="stable")
     order_r = np.argsort(-ref, kind="stable")
     out = {}
-    for key, k in (("top1", 1), ("top3", min(3, n)), ("top20", top_k_count(n, 20.0))):
+    for key, k in (("top1", 1), ("top3", min(3, n)), ("top20", max(1, math.ceil(0.2 * n - 1e-9)))):
         out[key] = len(set(order_e[:k].tolist()) & set(order_r[:k].tolist())) / k
     out["spearman"] = _spearman(phi, ref)
     out["sign"] = float(np.mean(np.sign(phi) == np.sign(ref)))
@@ -564,7 +563,7 @@ def _ranking_markdown(
         f"\n### Ranking accuracy against exact Shapley values ({split} split)\n\n",
         f"{len(refs)} texts. Each estimate's order against the exact Shapley order of the full-input game "
         "(the one AS/IAS score): top-k = share of the k most positive exact features among the estimate's "
-        "k most positive (k = 1, 3, 20% of n); Spearman; sign = share of features with the right sign; "
+        "k most positive (k = 1, 3, 20% of n rounded up); Spearman; sign = share of features with the right sign; "
         "AS / IAS / gap = the activation studies of the estimate's order scored on the exact game "
         "(every coalition's value from the reference's 2^n passes: the faithfulness tables' measure "
         "without sampling noise). Mean over inputs x seeds, 95% half-width.\n",
@@ -594,7 +593,7 @@ def _ranking_markdown(
                 "passes/input",
                 "top-1 ↑",
                 "top-3 ↑",
-                "top-20% ↑",
+                "top-⌈20%⌉ ↑",
                 "Spearman ↑",
                 "sign ↑",
                 "AS (exact game) ↑",
