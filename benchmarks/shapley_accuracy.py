@@ -563,8 +563,8 @@ def _ranking_markdown(
         f"\n### Ranking accuracy against exact Shapley values ({split} split)\n\n",
         f"{len(refs)} texts. Each estimate's order against the exact Shapley order of the full-input game "
         "(the one AS/IAS score): top-k = share of the k most positive exact features among the estimate's "
-        "k most positive (k = 1, 3, 20% of n rounded up); Spearman; sign = share of features with the right sign; "
-        "AS / IAS / gap = the activation studies of the estimate's order scored on the exact game "
+        "k most positive (k = 1, 3, 20% of n rounded up); Spearman; sign = share of features with the right "
+        "sign; AS / IAS / gap = the activation studies of the estimate's order scored on the exact game "
         "(every coalition's value from the reference's 2^n passes: the faithfulness tables' measure "
         "without sampling noise). Mean over inputs x seeds, 95% half-width.\n",
     ]
