@@ -379,10 +379,13 @@ def ranking_metrics(phi: np.ndarray, ref: np.ndarray, values: np.ndarray | None 
     return out
 
 
-def ranking_tests(records: list[dict], baseline: str = "mp-pi", keys=RANKING_KEYS) -> list[dict]:
+def ranking_tests(
+    records: list[dict], baseline: str = "mp-pi", keys=(*RANKING_KEYS, "rel_err")
+) -> list[dict]:
     """Paired two-sided Wilcoxon tests of ``baseline`` against every other method on each ranking
-    measure, per budget, over inputs: each input's measure is first averaged over its seeds (seeds of
-    one input are not independent samples), so ``pairs`` is the number of inputs both methods ran."""
+    measure (and the relative error of the values), per budget, over inputs: each input's measure is
+    first averaged over its seeds (seeds of one input are not independent samples), so ``pairs`` is
+    the number of inputs both methods ran."""
     per: dict[tuple, list[float]] = {}
     for r in records:
         for key in keys:
@@ -402,7 +405,7 @@ def ranking_tests(records: list[dict], baseline: str = "mp-pi", keys=RANKING_KEY
                 continue
             a = np.array([means[(k, baseline, key, i)] for i in inputs])
             b = np.array([means[(k, m, key, i)] for i in inputs])
-            better = (a < b) if key == "ias" else (a > b)
+            better = (a < b) if key in ("ias", "rel_err") else (a > b)
             out.append(
                 {
                     "budget_multiple": k,
@@ -615,26 +618,29 @@ def _ranking_markdown(
             ],
         )
     )
-    if tests:
-        by = {(t["budget_multiple"], t["method"], t["measure"]): t for t in tests}
-        combos = sorted({(t["budget_multiple"], t["method"]) for t in tests})
+    for b in baseline.split(","):
+        mine = [t for t in tests if t.get("baseline_method", baseline) == b]
+        if not mine:
+            continue
+        by = {(t["budget_multiple"], t["method"], t["measure"]): t for t in mine}
+        combos = sorted({(t["budget_multiple"], t["method"]) for t in mine})
         lines += [
-            f"\nPaired two-sided Wilcoxon tests of {baseline} against each method at the same budget, "
-            f"over inputs (each input's measure averaged over its seeds): {baseline} minus the method, p "
+            f"\nPaired two-sided Wilcoxon tests of {b} against each method at the same budget, "
+            f"over inputs (each input's measure averaged over its seeds): {b} minus the method, p "
             "in parentheses.\n",
             md_table(
-                ["Budget", "Method", "inputs", *RANKING_KEYS],
+                ["Budget", "Method", "inputs", *RANKING_KEYS, "rel_err"],
                 [
                     [
                         f"{k}n",
                         m,
-                        max(t["pairs"] for t in tests if (t["budget_multiple"], t["method"]) == (k, m)),
+                        max(t["pairs"] for t in mine if (t["budget_multiple"], t["method"]) == (k, m)),
                         *(
                             f"{by[(k, m, key)]['baseline'] - by[(k, m, key)]['other']:+.3f} "
                             f"({by[(k, m, key)]['p']:.2g})"
                             if (k, m, key) in by
                             else "—"
-                            for key in RANKING_KEYS
+                            for key in (*RANKING_KEYS, "rel_err")
                         ),
                     ]
                     for k, m in combos
@@ -792,7 +798,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--baseline",
         default="mp-pi",
-        help="the method the ranking table's paired tests compare every other method with",
+        help="the method(s), comma-separated, that the ranking table's paired tests compare every other "
+        "method with",
     )
     p.add_argument(
         "--cache-outputs",
@@ -963,7 +970,12 @@ def main(argv: list[str] | None = None) -> dict:
             if "mp-pi" in shown
             else []
         )
-        rtests = ranking_tests(done, args.baseline) if args.baseline in shown else []
+        rtests = [
+            {**t, "baseline_method": b}
+            for b in args.baseline.split(",")
+            if b in shown
+            for t in ranking_tests(done, b)
+        ]
         tag = f"_{args.tag}" if args.tag else ""
         stem = Path(args.out) / f"shapley_accuracy{tag}"
         cos_fp = [r["cos_full_prefix"] for r in refs]
