@@ -42,7 +42,7 @@ QUICK_OUT = ROOT / "outputs" / "benchmarks-quick"
 TINY = "--model testing:gpt2 --adapter none --threads 1"
 
 
-_SHAPLEY_EXACT_METHODS = "mp-pi,mp-pi-counts,kernel-shap,captum-kernelshap,shap-permutation,shap-partition"
+_SHAPLEY_EXACT_METHODS = "mp-pi-counts,mp-pi-ht,kernel-shap,captum-kernelshap,shap-permutation,shap-partition"
 
 
 @dataclass(frozen=True)
@@ -146,8 +146,10 @@ TABLES: dict[str, Table] = {
         [
             Step(
                 "shapley_accuracy",
-                "--split test --inputs 40 --min-features 6 --max-features 9 --seeds 3 --threads 1"
-                " --cache-outputs --methods " + _SHAPLEY_EXACT_METHODS,
+                "--split test --inputs 36 --min-features 6 --max-features 9 --seeds 3 --budgets 1,2,4,8"
+                " --threads 1 --cache-outputs --methods "
+                + _SHAPLEY_EXACT_METHODS
+                + " --baseline mp-pi-counts,mp-pi-ht",
                 f"{TINY} --inputs 1 --min-features 4 --max-features 5 --budgets 1,2 --seeds 1"
                 " --cache-outputs",
             )

@@ -342,14 +342,15 @@ def test_inclusion_weights_are_exact_once_every_mask_is_run(gpt2_tok, gpt2_model
     coalition is then known and Horvitz-Thompson weights give the exact Shapley values of the
     removal game. The multiplicity weights keep the draws' noise however large the budget."""
     common = {"mask": "remove", "template": "Review: {text}"}
-    mp = MPPI(gpt2_model, gpt2_tok, budget=200, seed=0, weights="inclusion", **common)
+    mp = MPPI(gpt2_model, gpt2_tok, budget=200, seed=0, **common)  # weights="inclusion", the default
+    assert mp.weights == "inclusion"
     [f] = mp.featurize("a good movie , really fun")
     assert f.n == 6
     phi = _exact_removal_shapley(mp, f)
     [a] = mp.attribute(f, target=1)
     assert a.extras["masked_passes"] == 31
     np.testing.assert_allclose(a.scores.numpy(), phi, atol=1e-6 * np.abs(phi).max())
-    [c] = MPPI(gpt2_model, gpt2_tok, budget=200, seed=0, **common).attribute(f, target=1)
+    [c] = MPPI(gpt2_model, gpt2_tok, budget=200, seed=0, weights="counts", **common).attribute(f, target=1)
     assert np.abs(c.scores.numpy() - phi).max() > 100 * np.abs(a.scores.numpy() - phi).max()
 
 
