@@ -42,6 +42,9 @@ QUICK_OUT = ROOT / "outputs" / "benchmarks-quick"
 TINY = "--model testing:gpt2 --adapter none --threads 1"
 
 
+_SHAPLEY_EXACT_METHODS = "mp-pi-counts,mp-pi-ht,kernel-shap,captum-kernelshap,shap-permutation,shap-partition"
+
+
 @dataclass(frozen=True)
 class Step:
     """One command, ``python -m benchmarks.<module> <argv>``; ``quick`` is its tiny version. ``{out}`` in
@@ -139,12 +142,16 @@ TABLES: dict[str, Table] = {
         ["shapley_accuracy_long_remove.md"],
     ),
     "shapley-exact": Table(
-        "Accuracy per unit cost against exact Shapley values (short texts, all 2^n inputs)",
+        "Accuracy and ranking accuracy against exact Shapley values (short test sentences, all 2^n inputs)",
         [
             Step(
                 "shapley_accuracy",
-                "--inputs 5 --min-features 5 --max-features 8 --seeds 2",
-                f"{TINY} --inputs 1 --min-features 4 --max-features 5 --budgets 1,2 --seeds 1",
+                "--split test --inputs 36 --min-features 6 --max-features 9 --seeds 3 --budgets 1,2,4,8"
+                " --threads 1 --cache-outputs --methods "
+                + _SHAPLEY_EXACT_METHODS
+                + " --baseline mp-pi-counts,mp-pi-ht",
+                f"{TINY} --inputs 1 --min-features 4 --max-features 5 --budgets 1,2 --seeds 1"
+                " --cache-outputs",
             )
         ],
         ["shapley_accuracy.md"],

@@ -1,36 +1,49 @@
-"""Accuracy per unit cost: MP-PI, our Kernel SHAP, Captum's KernelShap and shap's Permutation explainer
-against exact Shapley values, at equal budgets, measured side by side in one run.
+"""Accuracy per unit cost: MP-PI, the project's Kernel SHAP, Captum's KernelShap and shap's Permutation and
+Partition explainers against exact Shapley values, at equal budgets, measured side by side in one run.
 
-For each of ``--inputs`` test sentences with ``--min-features..--max-features`` words (n <= 12), every
-one of the 2^n coalitions is masked with the shared :class:`~pi_lightning.masking.Masker` and run
-once, which gives two exact references by brute force:
+For each of ``--inputs`` sentences of the ``--split`` (``val`` to choose settings on, ``test`` to report)
+with ``--min-features..--max-features`` words (n <= 12), every one of the 2^n coalitions is masked
+with the shared :class:`~pi_lightning.masking.Masker` and run once, which gives two exact references
+by brute force:
 
 * ``full``: the Shapley values of the game "model output on the masked input" (the classifying
-  position, the last token): what Kernel SHAP, Captum and shap estimate;
+  position, the last token): what Kernel SHAP, Captum and shap estimate, and what AS/IAS score;
 * ``prefix``: the Shapley values of MP-PI's intermediate-prediction game, where a coalition is scored
-  at the end of its last active feature (what MP-PI estimates; read from the same passes).
+  at the end of its last active feature (what MP-PI estimates; read from the same passes). Under the
+  default removal mask the two games are the same.
 
 Then, at budgets of ``k * n`` model passes (k in ``--budgets``, default 1, 2, 4, 8), each method
-explains the true class of each input (one call per input, ``--seeds`` seeds):
+explains the true class of each input (one call per input, ``--seeds`` seeds, each text with its own
+draws: :func:`~pi_lightning.attributors.base.text_rng`):
 
-* ``mp-pi``: pi_lightning's MP-PI (``budget="<k>n"``);
-* ``kernel-shap``: pi_lightning's Kernel SHAP (Captum's sampler and fit, batched, duplicates run once);
+* ``mp-pi``: pi_lightning's MP-PI (``budget="<k>n"``); ``mp-pi-ht`` / ``mp-pi-counts`` with
+  ``weights="inclusion"`` / ``"counts"``, ``mp-pi@<d>`` with another defensive mixture;
+* ``kernel-shap``: pi_lightning's Kernel SHAP;
 * ``captum-kernelshap``: Captum's ``KernelShap`` as a user would call it: ``n_samples = k n``, default
   ``perturbations_per_eval=1``, a forward function that masks and runs one coalition per call;
-* ``shap-permutation``: shap's ``PermutationExplainer`` with ``max_evals = k n`` over the same value
-  function (an antithetic permutation costs ``2n + 1`` passes, so budgets below that cannot run and
-  are reported as such).
+* ``shap-permutation`` / ``shap-partition``: the library's attributors over shap's explainers (one
+  forward-and-backward permutation costs 2n passes, so the Permutation explainer cannot run at 1n).
+
+Reported per method and budget: cosine and Spearman to both references, relative squared error,
+passes actually run, seconds per input, ms per pass (mean over inputs x seeds, with a 95% half-width),
+and **ranking accuracy** (issue 27: what AS/IAS reward): top-1 / top-3 / top-⌈20%⌉ overlap with the
+exact order, Spearman, share of signs right, and the activation studies (AS, IAS, their gap) of each
+estimate's order scored on the exact game, beside the exact Shapley order's and the best order's;
+paired Wilcoxon tests of ``--baseline`` against every other method per budget, over inputs (seeds
+averaged per input). ``--cache-outputs`` serves the methods' passes from the outputs of the
+reference's 2^n passes (:class:`CachedAdapter`), which makes many inputs and seeds affordable on a
+CPU; the passes are still counted as each method asks for them.
 
 Long texts (n = 20-60, issue 14): exact enumeration stops at n = 12. ``--reference permutations``
 replaces it by a high-budget Monte Carlo reference, ``--permutations`` antithetic permutations (each
 walk and its reverse) of the full-input game, for the removal game only (``--mask remove`` and no
 template suffix), where PI's prefix game is the same game, so one reference serves both columns.
 
-Reported per method and budget: cosine similarity and Spearman rank correlation to both references
-(mean over inputs x seeds, with a 95% half-width), passes actually run, seconds per input and
-milliseconds per pass. Run::
+Run::
 
     python -m benchmarks.shapley_accuracy --inputs 8 --max-features 10
+    python -m benchmarks.shapley_accuracy --split test --inputs 40 --min-features 6 --max-features 9 \
+        --seeds 3 --cache-outputs      # the ranking-accuracy table (issue 27)
     python -m benchmarks.shapley_accuracy --device cuda --inputs 50 --max-features 12
     python -m benchmarks.shapley_accuracy --model testing:gpt2 --adapter none --inputs 2 --max-features 5
     python -m benchmarks.shapley_accuracy --reference permutations --permutations 400 \
@@ -66,6 +79,7 @@ from benchmarks._common import (
     write_markdown,
 )
 from pi_lightning.attributors._shapley import mask_distribution
+from pi_lightning.attributors.base import available_methods, get_attributor, method_settings, text_rng
 from pi_lightning.attributors.kernelshap import KernelShapAttributor
 from pi_lightning.attributors.mppi import MPPI
 from pi_lightning.inference import ClassifierAdapter
@@ -73,9 +87,14 @@ from pi_lightning.masking import Masker
 from pi_lightning.metrics.functional.stats import mean_confidence_interval
 from pi_lightning.testing import exact_shapley
 
-__all__ = ["METHODS", "exact_references", "main"]
+__all__ = ["METHODS", "RANKING_KEYS", "exact_references", "main", "ranking_metrics", "ranking_tests"]
 
-METHODS = ("mp-pi", "kernel-shap", "captum-kernelshap", "shap-permutation")
+METHODS = ("mp-pi", "kernel-shap", "captum-kernelshap", "shap-permutation", "shap-partition")
+
+# Per-record ranking measures against the exact reference (higher is better except ``ias``): top-k
+# overlap of the most positive features (k = 1, 3, 20% of n), Spearman, share of signs right, and
+# the activation studies of the estimate's order scored on the exact game (what AS/IAS reward).
+RANKING_KEYS = ("top1", "top3", "top20", "spearman", "sign", "as", "ias", "gap")
 
 
 def exact_references(
@@ -90,6 +109,9 @@ def exact_references(
     return {
         "prefix": exact_shapley(lambda _z: vals[:, 0], n),
         "full": exact_shapley(lambda _z: vals[:, 1], n),
+        # (2^n,) the full-input game's value of every coalition (what AS/IAS score), indexed by
+        # coalition_index.
+        "values": vals[:, 1].copy(),
         "se": np.zeros(n),
         "f_empty": float(vals[0, 1]),
         "f_full": float(vals[-1, 1]),
@@ -149,14 +171,29 @@ def permutation_reference(
     }
 
 
+def _mppi_settings(name: str) -> dict | None:
+    """MP-PI's settings of a method name, or None if it names no MP-PI: ``mp-pi`` (the defaults),
+    ``mp-pi-ht`` (``weights="inclusion"``), ``mp-pi-counts`` (``weights="counts"``), each with an
+    optional ``@<defensive>`` (another defensive mixture, a fraction in [0, 1)), e.g. ``mp-pi@0.05``."""
+    base, _, mix = name.partition("@")
+    weights = {"mp-pi": None, "mp-pi-ht": "inclusion", "mp-pi-counts": "counts"}
+    if base not in weights:
+        return None
+    out = {"weights": weights[base]} if weights[base] else {}
+    if mix:
+        try:
+            d = float(mix)
+        except ValueError:
+            return None
+        if not 0.0 <= d < 1.0:
+            return None
+        out["defensive"] = d
+    return out
+
+
 def _is_mppi_variant(name: str) -> bool:
-    """``mp-pi@<defensive>``: MP-PI with another defensive mixture (a fraction in [0, 1))."""
-    if not name.startswith("mp-pi@"):
-        return False
-    try:
-        return 0.0 <= float(name.split("@", 1)[1]) < 1.0
-    except ValueError:
-        return False
+    """``mp-pi@<defensive>``, ``mp-pi-ht[@<d>]``, ``mp-pi-counts[@<d>]``: MP-PI with other settings."""
+    return name != "mp-pi" and _mppi_settings(name) is not None
 
 
 def _load_reuse(path: str) -> dict:
@@ -172,6 +209,13 @@ def _load_reuse(path: str) -> dict:
     if any(r.get("input", 0) >= len(refs) for r in data.get("records", [])):
         raise ValueError(f"--reuse-reference {path!r}: its records point past its references.")
     return data
+
+
+def _reference_curves(full: np.ndarray, values: np.ndarray, n: int) -> dict[str, float]:
+    """AS / IAS of the exact Shapley order on the exact game, and the best any order reaches."""
+    as_, ias = exact_curves(full, values)
+    best_as, best_ias = best_curves(values, n)
+    return {"as_exact": as_, "ias_exact": ias, "as_best": best_as, "ias_best": best_ias}
 
 
 def _reference_se(ref: dict) -> np.ndarray:
@@ -251,18 +295,228 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def coalition_index(coalitions) -> np.ndarray:
+    """Row of each coalition in :func:`exact_references`' value table (``itertools.product`` order:
+    feature 0 is the most significant bit).
+
+    Example:
+        >>> coalition_index(np.array([[0, 0, 1], [1, 0, 0], [1, 1, 1]], bool)).tolist()
+        [1, 4, 7]
+    """
+    z = np.asarray(coalitions, dtype=np.int64)
+    n = z.shape[-1]
+    return z @ (1 << np.arange(n - 1, -1, -1, dtype=np.int64))
+
+
+def exact_curves(scores, values: np.ndarray) -> tuple[float, float]:
+    """``(AS AUC, IAS AUC)`` of the activation studies in the order of ``scores``, scored on the exact
+    game ``values`` (the :func:`exact_references` table) with the library's curve functions: what the
+    faithfulness tables measure, for this estimate, with no model pass."""
+    from pi_lightning.metrics.functional.curves import activation_auc, activation_coalitions
+
+    s = torch.as_tensor(np.asarray(scores, dtype=np.float64))
+    v = np.asarray(values, dtype=np.float64)
+    out = []
+    for inverse in (False, True):
+        # (n + 1, n) coalitions of the study -> (n + 1,) the curve.
+        curve = v[coalition_index(activation_coalitions(s, inverse).numpy())]
+        out.append(float(activation_auc(torch.from_numpy(curve))))
+    return out[0], out[1]
+
+
+def best_curves(values: np.ndarray, n: int) -> tuple[float, float]:
+    """``(highest AS AUC, lowest IAS AUC)`` over all n! orders: the ceiling and floor any attribution
+    can reach on this game (dynamic programming over the 2^n coalitions: the best chain of growing
+    coalitions from the empty to the full one; the trapezoid area is (sum of the curve minus half its
+    two fixed ends) / n)."""
+    v = np.asarray(values, dtype=np.float64)
+    idx = np.arange(2**n)
+    size = np.array([bin(i).count("1") for i in range(2**n)])
+    res = []
+    for sign in (1.0, -1.0):
+        best = np.full(2**n, -np.inf)
+        best[0] = sign * v[0]
+        for k in range(1, n + 1):
+            rows = idx[size == k]
+            # best chain to each coalition of size k: its value plus the best of its k sub-coalitions.
+            prev = np.full(len(rows), -np.inf)
+            for b in range(n):
+                bit = 1 << b
+                has = (rows & bit) > 0
+                prev[has] = np.maximum(prev[has], best[rows[has] ^ bit])
+            best[rows] = sign * v[rows] + prev
+        total = sign * best[-1]
+        res.append(float((total - (v[0] + v[-1]) / 2) / n))
+    return res[0], res[1]
+
+
+def ranking_metrics(phi: np.ndarray, ref: np.ndarray, values: np.ndarray | None = None) -> dict[str, float]:
+    """How well an estimate ranks the features of an exact reference (:data:`RANKING_KEYS`).
+
+    ``top<k>``: share of the reference's k most positive features among the estimate's k most positive
+    (k = 1, 3 and, for ``top20``, 20% of n rounded up: 2 for n = 6..10, where the metrics' own
+    ``top_k_count`` rounds down to 1; the order AS activates first);
+    ``spearman``: rank correlation; ``sign``: share of features whose sign is right; with the exact game
+    ``values``, ``as`` / ``ias`` / ``gap``: the activation studies of the estimate's order on that game.
+
+    Example:
+        >>> m = ranking_metrics(np.array([3.0, 1.0, -2.0, 0.5]), np.array([2.0, 1.5, -1.0, -0.1]))
+        >>> m["top1"], m["sign"], m["spearman"]
+        (1.0, 0.75, 1.0)
+    """
+    phi, ref = np.asarray(phi, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    n = len(ref)
+    order_e = np.argsort(-phi, kind="stable")
+    order_r = np.argsort(-ref, kind="stable")
+    out = {}
+    for key, k in (("top1", 1), ("top3", min(3, n)), ("top20", max(1, math.ceil(0.2 * n - 1e-9)))):
+        out[key] = len(set(order_e[:k].tolist()) & set(order_r[:k].tolist())) / k
+    out["spearman"] = _spearman(phi, ref)
+    out["sign"] = float(np.mean(np.sign(phi) == np.sign(ref)))
+    if values is not None:
+        out["as"], out["ias"] = exact_curves(phi, values)
+        out["gap"] = out["as"] - out["ias"]
+    return out
+
+
+def ranking_tests(
+    records: list[dict], baseline: str = "mp-pi", keys=(*RANKING_KEYS, "rel_err")
+) -> list[dict]:
+    """Paired two-sided Wilcoxon tests of ``baseline`` against every other method on each ranking
+    measure (and the relative error of the values), per budget, over inputs: each input's measure is
+    first averaged over its seeds (seeds of one input are not independent samples), so ``pairs`` is
+    the number of inputs both methods ran."""
+    per: dict[tuple, list[float]] = {}
+    for r in records:
+        for key in keys:
+            if key in r and math.isfinite(r[key]):
+                per.setdefault((r["budget_multiple"], r["method"], key, r["input"]), []).append(r[key])
+    means = {k: float(np.mean(v)) for k, v in per.items()}
+    out = []
+    combos = sorted({(k, m) for k, m, _, _ in means if m != baseline})
+    for k, m in combos:
+        for key in keys:
+            inputs = sorted(
+                i
+                for kk, mm, kk2, i in means
+                if (kk, mm, kk2) == (k, m, key) and (k, baseline, key, i) in means
+            )
+            if not inputs:
+                continue
+            a = np.array([means[(k, baseline, key, i)] for i in inputs])
+            b = np.array([means[(k, m, key, i)] for i in inputs])
+            better = (a < b) if key in ("ias", "rel_err") else (a > b)
+            out.append(
+                {
+                    "budget_multiple": k,
+                    "method": m,
+                    "measure": key,
+                    "pairs": len(inputs),
+                    "baseline": float(a.mean()),
+                    "other": float(b.mean()),
+                    "baseline_better_share": float(np.mean(better)),
+                    "ties_share": float(np.mean(a == b)),
+                    "p": paired_wilcoxon(a, b),
+                }
+            )
+    return out
+
+
+def _text_seed(seed: int, features) -> int:
+    """A per-text seed for a library that takes an int (Captum through torch's RNG, shap): drawn from
+    :func:`~pi_lightning.attributors.base.text_rng`, so every text gets its own draws."""
+    return int(text_rng(seed, features).integers(2**31 - 1))
+
+
+class CachedAdapter:
+    """A :class:`~pi_lightning.inference.ClassifierAdapter` that serves repeated inputs from memory.
+
+    A decoder's output at a position depends only on the tokens up to it (causal attention), so the
+    logits at every position of every sequence it runs are kept under that token prefix; a later
+    request whose every asked position is kept is answered from memory, any other sequence is run on
+    the model (all its positions kept). Every requested sequence counts in ``forward_passes`` as the
+    method's pass, whether answered from memory or run: the count is what the method would run.
+    Once the exact reference has run all 2^n coalitions, the estimators' passes are served from it,
+    which makes many seeds and inputs affordable on a CPU (their timings then say nothing).
+    ``hits`` / ``runs`` count the sequences served and the sequences run.
+    """
+
+    def __init__(self, adapter: ClassifierAdapter) -> None:
+        self.inner = adapter
+        self.cache: dict[tuple, torch.Tensor] = {}
+        self.forward_passes = 0
+        self.hits = 0
+        self.runs = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def clear(self) -> None:
+        """Forget the kept outputs (one input's prefixes are of no use to the next)."""
+        self.cache.clear()
+
+    def forward_positions(self, sequences, positions=None) -> list[torch.Tensor]:
+        seqs = [list(map(int, q)) for q in sequences]
+        pos = [
+            range(len(q)) if positions is None else [int(x) for x in p]
+            for q, p in zip(seqs, positions or seqs, strict=True)
+        ]
+        missing = [
+            i
+            for i, (q, p) in enumerate(zip(seqs, pos, strict=True))
+            if any(tuple(q[: x + 1]) not in self.cache for x in p)
+        ]
+        if missing:
+            out = self.inner.forward_positions([seqs[i] for i in missing])
+            for i, logits in zip(missing, out, strict=True):
+                q = seqs[i]
+                for x in range(len(q)):
+                    self.cache[tuple(q[: x + 1])] = logits[x]
+        self.forward_passes += len(seqs)
+        self.runs += len(missing)
+        self.hits += len(seqs) - len(missing)
+        return [
+            torch.stack([self.cache[tuple(q[: x + 1])] for x in p])
+            if len(p)
+            else torch.zeros(0, self.inner.num_labels)
+            for q, p in zip(seqs, pos, strict=True)
+        ]
+
+    def final_logits(self, sequences) -> torch.Tensor:
+        logits = self.forward_positions(sequences, [[len(q) - 1] for q in sequences])
+        # N x (1, C) -> (N, C)
+        return torch.cat(logits) if logits else torch.zeros(0, self.inner.num_labels)
+
+
+def _attached(att, adapter):
+    """The attributor with ``adapter`` as its model runner when that is a :class:`CachedAdapter`."""
+    if isinstance(adapter, CachedAdapter):
+        att.adapter = adapter
+    return att
+
+
 def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, features, target, common) -> tuple:
     """One method at budget ``k n`` on one input: ``(phi, passes run, seconds)`` (phi None: cannot run)."""
     n = features.n
     budget = k * n
-    if name == "mp-pi" or name.startswith("mp-pi@"):
-        extra = {"defensive": float(name.split("@", 1)[1])} if "@" in name else {}
-        att = MPPI(model, tok, budget=f"{k}n", seed=seed, **common, **extra)
+    if _mppi_settings(name) is not None:
+        extra = _mppi_settings(name)
+        att = _attached(MPPI(model, tok, budget=f"{k}n", seed=seed, **common, **extra), adapter)
         before, t0 = att.adapter.forward_passes, time.perf_counter()
         [a] = att.attribute([features], target=target)
         return a.scores.numpy(), att.adapter.forward_passes - before, time.perf_counter() - t0
-    if name == "kernel-shap":
-        att = KernelShapAttributor(model, tok, budget=budget, seed=seed, **common)
+    if name == "shap-permutation" and budget < 2 * n:
+        return None, 0, 0.0  # one forward-and-backward permutation is 2n passes: not at equal passes
+    if name == "kernel-shap" or (name.startswith("shap-") and name in available_methods()):
+        # The library's attributors (shap's explainers once registered): per-text seeds inside;
+        # shap's Partition explainer draws nothing (no seed).
+        extra = {"seed": seed} if "seed" in method_settings(name) else {}
+        att = _attached(
+            KernelShapAttributor(model, tok, budget=budget, seed=seed, **common)
+            if name == "kernel-shap"
+            else get_attributor(name, model, tok, budget=f"{k}n", **extra, **common),
+            adapter,
+        )
         before, t0 = att.adapter.forward_passes, time.perf_counter()
         [a] = att.attribute([features], target=target)
         return a.scores.numpy(), att.adapter.forward_passes - before, time.perf_counter() - t0
@@ -272,7 +526,7 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
         from captum.attr import KernelShap
 
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(_text_seed(seed, features))
             phi = KernelShap(fn).attribute(
                 torch.ones(1, n),
                 baselines=torch.zeros(1, n),
@@ -286,7 +540,9 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
         if budget < 2 * n + 1:
             return None, 0, 0.0
         explainer = shap.PermutationExplainer(
-            lambda z: fn(z).numpy(), shap.maskers.Independent(np.zeros((1, n))), seed=seed
+            lambda z: fn(z).numpy(),
+            shap.maskers.Independent(np.zeros((1, n))),
+            seed=_text_seed(seed, features),
         )
         ex = explainer(np.ones((1, n)), max_evals=budget, silent=True)
         return (
@@ -294,7 +550,104 @@ def run_method(name: str, k: int, seed: int, model, tok, adapter, masker, featur
             adapter.forward_passes - before,
             time.perf_counter() - t0,
         )
+    if name == "shap-partition":
+        raise ValueError(
+            "shap-partition runs through the library's attributor (get_attributor('shap-partition')), "
+            "which this installation does not register."
+        )
     raise ValueError(f"Unknown method {name!r}: expected one of {', '.join(METHODS)}.")
+
+
+def _ranking_markdown(
+    summary: list[dict], tests: list[dict], refs: list[dict], split: str, baseline: str = "mp-pi"
+) -> list[str]:
+    """The ranking-accuracy table and its paired tests, as Markdown blocks."""
+    lines = [
+        f"\n### Ranking accuracy against exact Shapley values ({split} split)\n\n",
+        f"{len(refs)} texts. Each estimate's order against the exact Shapley order of the full-input game "
+        "(the one AS/IAS score): top-k = share of the k most positive exact features among the estimate's "
+        "k most positive (k = 1, 3, 20% of n rounded up); Spearman; sign = share of features with the right "
+        "sign; AS / IAS / gap = the activation studies of the estimate's order scored on the exact game "
+        "(every coalition's value from the reference's 2^n passes: the faithfulness tables' measure "
+        "without sampling noise). Mean over inputs x seeds, 95% half-width.\n",
+    ]
+    if refs and "as_exact" in refs[0]:
+
+        def mean(key):
+            return float(np.mean([r[key] for r in refs]))
+
+        lines.append(
+            f"On the same games, the exact Shapley order scores AS {mean('as_exact'):.4f} / IAS "
+            f"{mean('ias_exact'):.4f} (gap {mean('as_exact') - mean('ias_exact'):+.4f}); the best order "
+            f"over all n! reaches AS {mean('as_best'):.4f} / IAS {mean('ias_best'):.4f}.\n"
+        )
+
+    def f(r, key, d=3):
+        if not r["runs"] or key not in r:
+            return "—"
+        ci = r.get(f"{key}_ci", float("nan"))
+        return f"{r[key]:.{d}f} ± {ci:.{d}f}" if math.isfinite(ci) else f"{r[key]:.{d}f}"
+
+    lines.append(
+        md_table(
+            [
+                "Method",
+                "Budget",
+                "passes/input",
+                "top-1 ↑",
+                "top-3 ↑",
+                "top-⌈20%⌉ ↑",
+                "Spearman ↑",
+                "sign ↑",
+                "AS (exact game) ↑",
+                "IAS (exact game) ↓",
+                "gap ↑",
+                "rel. error ↓",
+            ],
+            [
+                [
+                    r["method"],
+                    f"{r['budget_multiple']}n",
+                    f"{r['passes_per_input']:.1f}" if r["runs"] else "cannot run",
+                    *(f(r, key) for key in ("top1", "top3", "top20", "spearman", "sign")),
+                    *(f(r, key, 4) for key in ("as", "ias", "gap")),
+                    f(r, "rel_err"),
+                ]
+                for r in summary
+                if r["n"] is None
+            ],
+        )
+    )
+    for b in baseline.split(","):
+        mine = [t for t in tests if t.get("baseline_method", baseline) == b]
+        if not mine:
+            continue
+        by = {(t["budget_multiple"], t["method"], t["measure"]): t for t in mine}
+        combos = sorted({(t["budget_multiple"], t["method"]) for t in mine})
+        lines += [
+            f"\nPaired two-sided Wilcoxon tests of {b} against each method at the same budget, "
+            f"over inputs (each input's measure averaged over its seeds): {b} minus the method, p "
+            "in parentheses.\n",
+            md_table(
+                ["Budget", "Method", "inputs", *RANKING_KEYS, "rel_err"],
+                [
+                    [
+                        f"{k}n",
+                        m,
+                        max(t["pairs"] for t in mine if (t["budget_multiple"], t["method"]) == (k, m)),
+                        *(
+                            f"{by[(k, m, key)]['baseline'] - by[(k, m, key)]['other']:+.3f} "
+                            f"({by[(k, m, key)]['p']:.2g})"
+                            if (k, m, key) in by
+                            else "—"
+                            for key in (*RANKING_KEYS, "rel_err")
+                        ),
+                    ]
+                    for k, m in combos
+                ],
+            ),
+        ]
+    return lines
 
 
 def _plot(path: Path, summary: list[dict], methods: list[str], budgets: list[int], title: str) -> None:
@@ -442,6 +795,25 @@ def main(argv: list[str] | None = None) -> dict:
         "(e.g. mp-pi=mp-pi@0.05 when that run used the earlier default)",
     )
     p.add_argument("--mask", default="remove", help="'remove' (the library default) or '...' (the paper's)")
+    p.add_argument(
+        "--baseline",
+        default="mp-pi",
+        help="the method(s), comma-separated, that the ranking table's paired tests compare every other "
+        "method with",
+    )
+    p.add_argument(
+        "--cache-outputs",
+        action="store_true",
+        help="serve the methods' passes from the model outputs of the exact reference's 2^n passes (a "
+        "decoder's output depends only on the tokens up to it): passes are counted as the methods ask "
+        "for them, values are the model's, timings are not measured",
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test"),
+        help="split the texts come from: 'val' to choose settings on, 'test' (default) to report",
+    )
     raw = list(argv) if argv is not None else sys.argv[1:]
     args = p.parse_args(raw)
     template = resolve_template(args)
@@ -468,8 +840,9 @@ def main(argv: list[str] | None = None) -> dict:
     for m in methods:
         if m not in METHODS and not _is_mppi_variant(m):
             raise ValueError(
-                f"Unknown method {m!r}: expected some of {', '.join(METHODS)}, or mp-pi@<defensive> "
-                "(MP-PI with another defensive mixture, e.g. mp-pi@0.05)."
+                f"Unknown method {m!r}: expected some of {', '.join(METHODS)}, mp-pi@<defensive> "
+                "(MP-PI with another defensive mixture, e.g. mp-pi@0.05), mp-pi-ht[@<defensive>] or "
+                "mp-pi-counts[@<defensive>] (MP-PI with weights='inclusion' or 'counts')."
             )
     reused = _load_reuse(args.reuse_reference) if args.reuse_reference else None
     carry = dict(x.split("=", 1) for x in args.carry_as)
@@ -487,6 +860,15 @@ def main(argv: list[str] | None = None) -> dict:
                 stacklevel=2,
             )
             methods.remove("shap-permutation")
+    if "shap-partition" in methods and "shap-partition" not in available_methods():
+        import warnings
+
+        warnings.warn(
+            "shap-partition is not a registered attributor in this installation: the peer is skipped.",
+            UserWarning,
+            stacklevel=2,
+        )
+        methods.remove("shap-partition")
 
     from benchmarks.faithfulness_table import select_texts  # same data selection as the table
     from pi_lightning.features import Featurizer
@@ -512,10 +894,12 @@ def main(argv: list[str] | None = None) -> dict:
         else [(args.min_features, args.max_features)]
     ):
         t, y = select_texts(
-            args.dataset, "test", "word", hi, args.inputs, featurizer, min_features=lo, cut=bool(lengths)
+            args.dataset, args.split, "word", hi, args.inputs, featurizer, min_features=lo, cut=bool(lengths)
         )
         texts, labels = texts + t, labels + y
     adapter = ClassifierAdapter(model, max_tokens=args.max_tokens)
+    if args.cache_outputs:
+        adapter = CachedAdapter(adapter)
     masker = Masker(tok, args.mask)
     feats = [featurizer(t) for t in texts]
     for n in sorted({f.n for f in feats}):  # P' once per n, cached (not part of the per-call cost)
@@ -554,8 +938,11 @@ def main(argv: list[str] | None = None) -> dict:
             ]
             row = {"n": g, "method": m, "budget_multiple": k, "runs": len(rs)}
             if rs:
-                for key in ("cos_full", "spearman_full", "cos_prefix", "spearman_prefix", "rel_err"):
-                    v = torch.tensor([r[key] for r in rs if math.isfinite(r[key])], dtype=torch.float64)
+                keys = ("cos_full", "spearman_full", "cos_prefix", "spearman_prefix", "rel_err")
+                for key in keys + tuple(x for x in RANKING_KEYS if any(x in r for r in rs)):
+                    v = torch.tensor(
+                        [r[key] for r in rs if key in r and math.isfinite(r[key])], dtype=torch.float64
+                    )
                     row[key], row[f"{key}_ci"] = (
                         mean_confidence_interval(v) if len(v) else (float("nan"),) * 2
                     )
@@ -583,6 +970,12 @@ def main(argv: list[str] | None = None) -> dict:
             if "mp-pi" in shown
             else []
         )
+        rtests = [
+            {**t, "baseline_method": b}
+            for b in args.baseline.split(",")
+            if b in shown
+            for t in ranking_tests(done, b)
+        ]
         tag = f"_{args.tag}" if args.tag else ""
         stem = Path(args.out) / f"shapley_accuracy{tag}"
         cos_fp = [r["cos_full_prefix"] for r in refs]
@@ -597,7 +990,12 @@ def main(argv: list[str] | None = None) -> dict:
             "reference": args.reference,
             "permutations": args.permutations if args.reference == "permutations" else None,
             "mask": args.mask,
+            "split": args.split,
+            "cached_outputs": (
+                {"served": adapter.hits, "run": adapter.runs} if isinstance(adapter, CachedAdapter) else None
+            ),
             "summary": summary,
+            "ranking_tests": rtests,
             "paired_tests": tests,
             "goals": goals,
             "references": refs,
@@ -623,6 +1021,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "passes_per_input",
                 "seconds_per_input",
                 "ms_per_pass",
+                *RANKING_KEYS,
             ]
             w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
@@ -732,6 +1131,8 @@ def main(argv: list[str] | None = None) -> dict:
                     ],
                 ),
             ]
+        if any("top1" in r for r in summary):
+            lines += _ranking_markdown(summary, rtests, refs, args.split, args.baseline)
         for k, g in goals.items():
             lines.append(
                 f"- {k}: MP-PI more accurate than Captum KernelShap (full ref.) "
@@ -764,12 +1165,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     for i, (f, y) in enumerate(zip(feats, labels, strict=False)):
         t0 = time.perf_counter()
+        if isinstance(adapter, CachedAdapter):
+            adapter.clear()
+            if reused is not None and args.reference == "exact":
+                exact_references(adapter, masker, f, y)  # the 2^n passes the methods are served from
         if reused is not None:
             old_ref = reused["references"][i]
             ref = {
                 "full": np.asarray(old_ref["full"]),
                 "prefix": np.asarray(old_ref["prefix"]),
                 "se": _reference_se(old_ref),
+                "values": np.asarray(old_ref["values"]) if "values" in old_ref else None,
                 "rel_se": old_ref.get("rel_se", 0.0),
                 "cos_ceiling": old_ref.get("cos_ceiling", 1.0),
             }
@@ -795,6 +1201,11 @@ def main(argv: list[str] | None = None) -> dict:
                 "full": ref["full"].tolist(),
                 "prefix": ref["prefix"].tolist(),
                 "se": ref["se"].tolist(),
+                **(
+                    {"values": ref["values"].tolist(), **_reference_curves(ref["full"], ref["values"], f.n)}
+                    if ref.get("values") is not None
+                    else {}
+                ),
                 "cos_full_prefix": cosine(ref["full"], ref["prefix"]),
                 "spearman_full_prefix": _spearman(ref["full"], ref["prefix"]),
             }
@@ -818,8 +1229,10 @@ def main(argv: list[str] | None = None) -> dict:
                             rec[f"spearman_{which}"] = _spearman(phi, ref[which])
                         # Against the reference of the game the method estimates under this mask.
                         rec["sq_err"], rec["rel_err"] = relative_error(
-                            phi, ref["prefix" if m == "mp-pi" else "full"], ref["se"]
+                            phi, ref["prefix" if _mppi_settings(m) is not None else "full"], ref["se"]
                         )
+                        # Ranking against the full-input game, the one AS/IAS score, for every method.
+                        rec.update(ranking_metrics(phi, ref["full"], ref.get("values")))
                     records.append(rec)
         print(
             f"  input {i + 1}/{len(feats)} (n={f.n}) done; reference {ref_s:.1f} s, "

@@ -382,6 +382,34 @@ class MaskDistribution:
             ``(M,)`` float64 weights, in the units of :attr:`class_weights` (they agree on every
             coalition when ``splus`` is False). 0 for a coalition that cannot be collected.
         """
+        p_u, c_u = self._coalition_terms(coalitions)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(c_u > 0, p_u / np.where(c_u > 0, c_u, 1.0), 0.0)
+
+    def coalition_probabilities(self, coalitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(P*(U), q(U))``: each coalition's probability under the Shapley distribution, and the
+        probability that one input drawn by :meth:`sample` yields it among its prefixes.
+
+        ``q(U) = c(U) / sum_ij P'_ij / i'``: an input of class (i, j) is drawn with probability
+        ``(P'_ij / i') / sum P'/i'`` (:attr:`sampling`) and yields each coalition at most once, so
+        ``q`` is :meth:`coalition_weights`' expected frequency ``c(U)`` in per-input units (checked
+        against enumerated inputs in the tests). ``1 - (1 - q)^D`` is then the probability that U
+        is collected at least once from D inputs (Horvitz-Thompson weights, MP-PI's
+        ``weights="inclusion"``).
+
+        Args:
+            coalitions: ``(M, n)`` bool, none empty or full.
+
+        Returns:
+            Two ``(M,)`` float64 arrays.
+        """
+        p_u, c_u = self._coalition_terms(coalitions)
+        t = _tables(self.n, self.splus)
+        per_input = float(np.sum(np.where(t.valid, _T(self.p_prime) / t.ip, 0.0)))
+        return p_u, c_u / per_input
+
+    def _coalition_terms(self, coalitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(P*(U), c(U))`` of each coalition (the module docstring's notation)."""
         z = np.asarray(coalitions, dtype=bool)
         n = self.n
         if z.ndim != 2 or z.shape[1] != n:
@@ -415,8 +443,7 @@ class MaskDistribution:
         lf = _log_factorial(n)
         lg = lf[n] - lf[k] - lf[n - k]
         p_u = pk[k - 1] * np.exp(-lg)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(c_u > 0, p_u / np.where(c_u > 0, c_u, 1.0), 0.0)
+        return p_u, c_u
 
 
 _CACHE: dict[tuple[int, bool, str, float], MaskDistribution] = {}

@@ -310,8 +310,9 @@ def test_accuracy_does_not_fall_as_the_budget_grows(gpt2_tok, gpt2_model):
 def test_default_defensive_mixture_beats_the_old_one_and_kernel_shap(gpt2_tok, gpt2_model):
     """Known answer at n = 12 (exact Shapley values of the removal game, 4,096 coalitions): at equal
     passes (8n) the default mixture (0.7) is closer to the exact values than the earlier default
-    (0.05), whose uneven weights gave a regression of few effective samples, and than Kernel SHAP."""
-    from pi_lightning.attributors.kernelshap import KernelShapAttributor
+    (0.05), whose uneven weights gave a regression of few effective samples. (It was also closer than
+    Kernel SHAP while Kernel SHAP drew coalitions with replacement; with distinct paired coalitions
+    Kernel SHAP is closer on this game, 0.38 vs 0.75: issue 27.)"""
 
     common = {"mask": "remove", "template": "Review: {text}"}
     mp = MPPI(gpt2_model, gpt2_tok, **common)
@@ -326,12 +327,60 @@ def test_default_defensive_mixture_beats_the_old_one_and_kernel_shap(gpt2_tok, g
 
     new = error(lambda s: MPPI(gpt2_model, gpt2_tok, budget="8n", seed=s, **common))
     old = error(lambda s: MPPI(gpt2_model, gpt2_tok, budget="8n", seed=s, defensive=0.05, **common))
-    ks = error(lambda s: KernelShapAttributor(gpt2_model, gpt2_tok, budget=8 * n, seed=s, **common))
     assert mp.defensive == 0.7
-    assert new < old and new < ks, (new, old, ks)
+    assert new < old, (new, old)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, "0.5", True])
 def test_defensive_is_checked(gpt2_tok, gpt2_model, bad):
     with pytest.raises(ValueError, match="defensive must be a fraction"):
         MPPI(gpt2_model, gpt2_tok, defensive=bad)
+
+
+def test_inclusion_weights_are_exact_once_every_mask_is_run(gpt2_tok, gpt2_model):
+    """Known answer: n = 6 with S+ has 31 input masks; a budget above that runs all of them, every
+    coalition is then known and Horvitz-Thompson weights give the exact Shapley values of the
+    removal game. The multiplicity weights keep the draws' noise however large the budget."""
+    common = {"mask": "remove", "template": "Review: {text}"}
+    mp = MPPI(gpt2_model, gpt2_tok, budget=200, seed=0, **common)  # weights="inclusion", the default
+    assert mp.weights == "inclusion"
+    [f] = mp.featurize("a good movie , really fun")
+    assert f.n == 6
+    phi = _exact_removal_shapley(mp, f)
+    [a] = mp.attribute(f, target=1)
+    assert a.extras["masked_passes"] == 31
+    np.testing.assert_allclose(a.scores.numpy(), phi, atol=1e-6 * np.abs(phi).max())
+    [c] = MPPI(gpt2_model, gpt2_tok, budget=200, seed=0, weights="counts", **common).attribute(f, target=1)
+    assert np.abs(c.scores.numpy() - phi).max() > 100 * np.abs(a.scores.numpy() - phi).max()
+
+
+def test_inclusion_weights_exact_on_additive_model(gpt2_tok):
+    """Below the number of masks (n = 7, 1n): any weights recover an additive game exactly, the
+    unmasked input's prefixes included as data."""
+    probe = MPPI(AdditiveCausal(len(gpt2_tok), gpt2_tok.pad_token_id, []), gpt2_tok, mask="remove")
+    zero = set(probe.masker.mask_ids(True)) | set(probe.masker.mask_ids(False))
+    model = AdditiveCausal(len(gpt2_tok), gpt2_tok.pad_token_id, zero)
+    mp = MPPI(
+        model,
+        gpt2_tok,
+        template="Review: {text}",
+        mask="remove",
+        output="logits",
+        budget="1n",
+        weights="inclusion",
+    )
+    [f] = mp.featurize(TEXT)
+    w = model.emb.weight[:, 0].detach().double()
+    truth = torch.stack([w[list(f.feature_ids(i))].sum() for i in range(f.n)])
+    [a] = mp.attribute(f, target=1)
+    torch.testing.assert_close(a.scores, truth, atol=1e-6, rtol=0)
+    # The unmasked input's prefixes {1..l} are among the coalitions, with finite weights.
+    Z, wts = a.extras["coalitions"].numpy(), a.extras["weights"].numpy()
+    for ell in range(1, f.n):
+        row = np.flatnonzero(((np.arange(f.n) < ell) == Z).all(1))
+        assert len(row) == 1 and np.isfinite(wts[row[0]]) and wts[row[0]] > 0
+
+
+def test_weights_option_is_checked(gpt2_tok, gpt2_model):
+    with pytest.raises(ValueError, match="weights must be 'counts'"):
+        MPPI(gpt2_model, gpt2_tok, weights="kernel")

@@ -150,6 +150,33 @@ def test_per_coalition_weights_give_shapley_per_coalition():
     assert 0.5 * np.abs(est_c / est_c.sum() - kernel).sum() > 0.2
 
 
+@pytest.mark.parametrize("splus", [True, False])
+def test_coalition_probabilities_match_enumerated_inputs(splus):
+    """Known answer: q(U), the chance that one drawn input yields U among its prefixes, summed over
+    every input of every class with its drawing probability; P*(U) is the Shapley kernel."""
+    n = 6
+    dist = S.mask_distribution(n, splus)
+    q_enum: dict[tuple, float] = {}
+    for i in range(1, n):
+        for j in range(i, n + 1):
+            inputs = [set(c) | {j} for c in itertools.combinations(range(1, j), i - 1)]
+            for s in inputs:
+                t = s | set(range(j + 1, n + 1)) if splus else s
+                for last in sorted(t):
+                    u = tuple(m in t and m <= last for m in range(1, n + 1))
+                    if not all(u):
+                        q_enum[u] = q_enum.get(u, 0.0) + dist.sampling[i - 1, j - 1] / len(inputs)
+    U = np.array(list(q_enum), dtype=bool)
+    p_u, q_u = dist.coalition_probabilities(U)
+    np.testing.assert_allclose(q_u, [q_enum[tuple(u)] for u in U], rtol=1e-10, atol=1e-15)
+    size = U.sum(1)
+    kernel = np.array([1 / (comb(n, k) * k * (n - k)) for k in size])
+    np.testing.assert_allclose(p_u, kernel / sum(1 / (k * (n - k)) for k in range(1, n)), rtol=1e-10)
+    # The weights are the same ratio in other units.
+    ratio = dist.coalition_weights(U) * q_u / p_u
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-10)
+
+
 def test_plain_coalition_weights_equal_class_weights():
     n = 7
     dist = S.mask_distribution(n, False)
