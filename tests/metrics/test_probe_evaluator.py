@@ -84,9 +84,10 @@ def test_figures_match_an_independent_reference(gpt2_model, gpt2_tok):
     record = ev.compute()
     for name in ("as_auc", "ias_auc", "gap", "log_odds", "comprehensiveness", "sufficiency"):
         mean, half = _t_interval(getattr(res, name).numpy())
-        assert record.metrics[name] == pytest.approx(mean, abs=1e-12), name
+        # float32 model outputs, batched in other chunks: equal to float32 round-off, not to 1e-12
+        assert record.metrics[name] == pytest.approx(mean, abs=1e-7), name
         assert record.metrics[f"{name}_ci"] == pytest.approx(half, abs=1e-9), name
-    assert record.as_auc == pytest.approx(res.as_auc.tolist(), abs=1e-12)
+    assert record.as_auc == pytest.approx(res.as_auc.tolist(), abs=1e-7)
     assert record.metrics["accuracy"] == pytest.approx(np.mean(res.predictions.numpy() == np.array(labels)))
     passes = [a.forward_passes for a in atts]
     assert record.metrics["forward_passes_per_example"] == pytest.approx(np.mean(passes))
