@@ -86,7 +86,7 @@ def test_figures_match_an_independent_reference(gpt2_model, gpt2_tok):
         mean, half = _t_interval(getattr(res, name).numpy())
         # float32 model outputs, batched in other chunks: equal to float32 round-off, not to 1e-12
         assert record.metrics[name] == pytest.approx(mean, abs=1e-7), name
-        assert record.metrics[f"{name}_ci"] == pytest.approx(half, abs=1e-9), name
+        assert record.metrics[f"{name}_ci"] == pytest.approx(half, abs=1e-6), name
     assert record.as_auc == pytest.approx(res.as_auc.tolist(), abs=1e-7)
     assert record.metrics["accuracy"] == pytest.approx(np.mean(res.predictions.numpy() == np.array(labels)))
     passes = [a.forward_passes for a in atts]
@@ -99,7 +99,8 @@ def test_figures_match_an_independent_reference(gpt2_model, gpt2_tok):
         part.update([texts[i] for i in idx], [labels[i] for i in idx], index=idx)
     parts = [p.examples for p in shards]
     merged = shards[0].compute(gather=lambda local: parts)
-    assert merged.scores == record.scores
+    for a, b in zip(merged.scores, record.scores, strict=True):  # other batches: float32 round-off
+        assert a == pytest.approx(b, abs=1e-6)
     for k, v in record.metrics.items():  # masked passes batched differently: float32 noise only
         assert merged.metrics[k] == pytest.approx(v, abs=1e-6), k
 
