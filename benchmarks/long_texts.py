@@ -243,6 +243,46 @@ def run_one(name: str, k: Fraction, seed: int, model, tok, adapter, masker, feat
     return run_method(name, int(k), seed, model, tok, adapter, masker, features, target, common)
 
 
+def _imported_reference(
+    old: dict, walks: int, adapter, masker, features, target: int, info: dict
+) -> dict | None:
+    """An earlier run's permutation reference of this text, if it is of this model's game: every
+    permutation walk's gains sum to f(full) - f(empty), so the reference must too (two passes here);
+    otherwise it is left out with a warning (e.g. the adapter was retrained since)."""
+    import warnings
+
+    from benchmarks._common import coalition_game
+
+    if int(old["target"]) != target:
+        return None
+    phi = np.asarray(old["full"], dtype=np.float64)
+    # (2, n): the empty and the full coalition.
+    ends = coalition_game(adapter, masker, features, target)(np.arange(2)[:, None].repeat(features.n, 1) > 0)
+    gap = abs(float(phi.sum()) - float(ends[1] - ends[0]))
+    if gap > 1e-4:
+        warnings.warn(
+            f"--import-reference: the reference of {features.text[:40]!r} (n = {features.n}) sums to "
+            f"{phi.sum():.6f}, this model's f(full) - f(empty) is {float(ends[1] - ends[0]):.6f}: another "
+            "model; computing a new reference instead.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return None
+    return {
+        "phi": phi.tolist(),
+        "se": np.asarray(old["se"], dtype=np.float64).tolist(),
+        "walks": walks,
+        "passes": int(old["passes"]),
+        "seconds": float(old["seconds"]),
+        "f_empty": float(ends[0]),
+        "f_full": float(ends[1]),
+        "device": "cpu",
+        "date": info["date"],
+        "imported_from": "shapley_accuracy.py --reference permutations (checked: sums to f(full) - f(empty) "
+        f"within {gap:.1e})",
+    }
+
+
 # --------------------------------------------------------------------------------------------- report
 
 
@@ -611,6 +651,18 @@ def main(argv: list[str] | None = None) -> dict:
         default="0/1",
         help="i/k: only the texts whose index is i mod k (k processes extend one cache side by side)",
     )
+    p.add_argument(
+        "--import-reference",
+        default=None,
+        help="a shapley_accuracy.py JSON (--reference permutations): take its references of the texts "
+        "selected here, each checked against this model (its values must sum to f(full) - f(empty))",
+    )
+    p.add_argument(
+        "--import-walks",
+        type=int,
+        default=None,
+        help="walks of the imported references, if the file lacks it",
+    )
     p.add_argument("--report-only", action="store_true", help="run nothing: render the report from the cache")
     raw = list(argv) if argv is not None else sys.argv[1:]
     args = p.parse_args(raw)
@@ -684,6 +736,26 @@ def main(argv: list[str] | None = None) -> dict:
     for m, k in plan:
         if m not in _OWN and k.denominator != 1:
             raise ValueError(f"{m} runs at whole multiples of n only; drop {_label(k)} from --budgets.")
+    imported = {}
+    if args.import_reference:
+        with open(args.import_reference) as fh:
+            old = json.load(fh)
+        imported = {
+            (int(r["n"]), r["text"]): r
+            for r in old.get("references", [])
+            if r.get("reference") == "permutations"
+        }
+        import_walks = old.get("permutations") or args.import_walks
+        if not import_walks:
+            raise ValueError(
+                f"--import-reference {args.import_reference!r} does not say how many walks its references "
+                "ran (a file written with --reuse-reference): give them with --import-walks."
+            )
+        if not imported:
+            raise ValueError(
+                f"--import-reference {args.import_reference!r} holds no permutation references: pass a JSON "
+                "written by `shapley_accuracy.py --reference permutations`."
+            )
     t_start, units = time.monotonic(), 0
     print(
         f"{args.model} on {args.device}/{dtype}: lengths {lengths}, {args.texts} {args.split} texts each, "
@@ -715,6 +787,13 @@ def main(argv: list[str] | None = None) -> dict:
                 f = featurizer(text)
                 base = {"split": args.split, "n": f.n, "index": i, "text": text, "target": int(y)}
                 ref = cached.get("reference")
+                if ref is None and imported.get((n, text)) is not None:
+                    ref = _imported_reference(
+                        imported[(n, text)], import_walks, adapter, masker, f, int(y), info
+                    )
+                    if ref is not None:
+                        save_entry(path, setup, key, {**base, "reference": ref})
+                        print(f"  n={n} text {i}: reference imported ({ref['walks']} walks)", flush=True)
                 if ref is None:
                     t0, before = time.perf_counter(), adapter.forward_passes
                     r = permutation_reference(adapter, masker, f, int(y), args.permutations, seed=10_000 + i)

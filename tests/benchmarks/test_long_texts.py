@@ -116,3 +116,35 @@ def test_cache_is_resumable_and_checks_its_setup(tmp_path):
         long_texts.main([*args, "--methods", "shap-permutation", "--budgets", "8/3"])
     with pytest.raises(ValueError, match="--shard"):
         long_texts.main([*args, "--shard", "2/2"])
+
+
+def test_import_reference_only_of_the_same_game(tmp_path):
+    """An earlier shapley_accuracy.py reference is taken when it sums to this model's f(full) - f(empty),
+    and refused (with a warning, a new reference computed instead) when it does not."""
+    args = [*TINY, "--lengths", "5", "--permutations", "8", "--budgets", "2", "--methods", "mp-pi"]
+    args += ["--moonshot", "none", "--texts", "2"]
+    long_texts.main([*args, "--out", str(tmp_path / "a")])
+    cache = json.loads((tmp_path / "a" / "long_texts.json").read_text())
+    refs = []
+    for i, scale in ((0, 1.0), (1, 1.5)):  # text 1's reference scaled: no longer of this game
+        e = cache["texts"][f"test/5/{i}"]
+        refs.append(
+            {
+                "text": e["text"],
+                "n": 5,
+                "target": e["target"],
+                "reference": "permutations",
+                "full": [scale * v for v in e["reference"]["phi"]],
+                "se": e["reference"]["se"],
+                "passes": e["reference"]["passes"],
+                "seconds": e["reference"]["seconds"],
+            }
+        )
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"permutations": 8, "references": refs}))
+    with pytest.warns(UserWarning, match="another model"):
+        long_texts.main([*args, "--out", str(tmp_path / "b"), "--import-reference", str(old)])
+    new = json.loads((tmp_path / "b" / "long_texts.json").read_text())["texts"]
+    assert "imported_from" in new["test/5/0"]["reference"] and new["test/5/0"]["reference"]["walks"] == 8
+    assert new["test/5/0"]["reference"]["phi"] == cache["texts"]["test/5/0"]["reference"]["phi"]
+    assert "imported_from" not in new["test/5/1"]["reference"]
