@@ -64,6 +64,7 @@ from pi_lightning.data import load_movie_reviews
 from pi_lightning.features import Featurizer
 from pi_lightning.metrics import METRICS, ProbeEvaluator
 from pi_lightning.metrics.evaluator import ScoredExample
+from pi_lightning.metrics.functional.stats import mean_confidence_interval
 
 __all__ = ["PAPER_ORDER", "main"]
 
@@ -77,6 +78,8 @@ PAPER_ORDER = (
     "lrp",
     "ig",
     "kernel-shap",
+    "shap-permutation",
+    "shap-partition",
     "mp-pi",
     "udig",
     "at2",
@@ -90,6 +93,8 @@ LABELS = {
     "lrp": "LRP",
     "ig": "IG",
     "kernel-shap": "Kernel SHAP",
+    "shap-permutation": "shap Permutation",
+    "shap-partition": "shap Partition",
     "mp-pi": "MP-PI",
     "udig": "UDIG",
     "at2": "AT2",
@@ -114,8 +119,11 @@ def select_texts(
     featurizer: Featurizer,
     min_features: int = 2,
     cut: bool = False,
+    skip: int = 0,
+    exclude: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[list[str], list[int]]:
-    """The first ``count`` texts of a split with ``min_features..max_features`` features.
+    """The first ``count`` texts of a split with ``min_features..max_features`` features, after the
+    first ``skip`` such texts and leaving out those in ``exclude`` (whitespace-normalised texts).
 
     Word level keeps texts that are short enough (or, with ``cut``, cuts longer ones after their
     ``max_features``-th word: long texts of a given length); sentence level cuts a review after its
@@ -125,13 +133,16 @@ def select_texts(
     texts, labels = [], []
     for text, label in zip(data.texts, data.labels, strict=False):
         text = " ".join(text.replace("<br />", " ").split())
-        if not text:
+        if not text or text in exclude:
             continue
         f = featurizer(text)
         if (cut or granularity == "sentence") and f.n > max_features:
             text = text[: f.char_spans[max_features - 1][1]]
             f = featurizer(text)
         if min_features <= f.n <= max_features:
+            if skip > 0:
+                skip -= 1
+                continue
             texts.append(text)
             labels.append(int(label))
         if len(texts) == count:
@@ -146,8 +157,44 @@ def select_texts(
     return texts, labels
 
 
-def _method_kwargs(name: str, seed: int) -> dict:
-    return {"seed": seed} if name in ("mp-pi", "kernel-shap", "random", "at2") else {}
+#: Methods that draw at random: each takes ``seed``, and derives every text's draws from it and the text
+#: (:func:`~pi_lightning.attributors.base.text_rng`), so no two texts share a draw.
+SEEDED = ("mp-pi", "kernel-shap", "shap-permutation", "random", "at2")
+
+
+def default_job_texts(adapter: str | None, dataset: str) -> set[str]:
+    """The texts of ``dataset`` the job that trained ``adapter`` used (whitespace-normalised): its
+    validation subset (``n_val``) and its test probes (``n_probe`` texts of at most ``probe_max_words``
+    words), read from the ``config.yaml`` beside the adapter; empty when there is none or the job
+    trained on another dataset."""
+    if not adapter:
+        return set()
+    config = Path(adapter).parent / "config.yaml"
+    if not config.is_file():
+        return set()
+    import yaml
+
+    data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
+    if data.get("dataset") != dataset:
+        return set()
+    seed = int(data.get("seed") or 0)
+    val = load_movie_reviews(dataset, "val", seed=seed).texts
+    used = list(val[: data["n_val"]] if data.get("n_val") is not None else val)
+    words = data.get("probe_max_words")
+    probes = [
+        t
+        for t in load_movie_reviews(dataset, "test", seed=seed).texts
+        if words is None or len(t.split()) <= words
+    ]
+    used += probes[: int(data.get("n_probe") or 16)]
+    return {" ".join(t.replace("<br />", " ").split()) for t in used}
+
+
+def _method_kwargs(name: str, seed: int, budget: str | None = None) -> dict:
+    kw = {"seed": seed} if name in SEEDED else {}
+    if budget is not None and name in ("mp-pi", "kernel-shap", "shap-permutation", "shap-partition"):
+        kw["budget"] = budget
+    return kw
 
 
 def ordering(rows: dict[str, dict], per_example: dict[str, dict]) -> dict:
@@ -205,8 +252,9 @@ def _plot(path: Path, curves: dict[str, dict], title: str) -> None:
 
 
 def pairwise_tests(per_example: dict[str, dict], methods=("mp-pi", "sp-pi")) -> dict:
-    """Paired two-sided Wilcoxon p-values of each of ``methods`` against every other method, per metric,
-    on the examples both were run on (the first ``min`` of their counts: subsets are prefixes)."""
+    """Paired two-sided Wilcoxon p-values of each of ``methods`` against every other method, per metric
+    (AS, IAS and their gap AS - IAS), on the examples both were run on (the first ``min`` of their counts:
+    subsets are prefixes)."""
     out: dict[str, dict] = {}
     for who in methods:
         if who not in per_example:
@@ -216,7 +264,7 @@ def pairwise_tests(per_example: dict[str, dict], methods=("mp-pi", "sp-pi")) -> 
             if other == who:
                 continue
             out[who][other] = {}
-            for m in ("as_auc", "ias_auc"):
+            for m in ("as_auc", "ias_auc", "gap"):
                 a, b = per_example[who][m], d[m]
                 k = min(len(a), len(b))
                 out[who][other][m] = {
@@ -227,6 +275,27 @@ def pairwise_tests(per_example: dict[str, dict], methods=("mp-pi", "sp-pi")) -> 
     return out
 
 
+def _paired_table(tests: dict) -> str:
+    """MP-PI's and SP-PI's paired differences to every other method (AS, IAS, gap) with their p-values."""
+    rows = []
+    for who, against in tests.items():
+        for other, t in against.items():
+            rows.append(
+                [
+                    f"{LABELS.get(who, who)} − {LABELS.get(other, other)}",  # noqa: RUF001 - a minus sign
+                    t["as_auc"]["pairs"],
+                    *[
+                        f"{t[m]['difference']:+.3f} (p = {t[m]['p']:.2g})"
+                        for m in ("as_auc", "ias_auc", "gap")
+                    ],
+                ]
+            )
+    if not rows:
+        return ""
+    head = ["paired difference", "pairs", "AS (p)", "IAS (p)", "gap (p)"]
+    return "\nPaired differences (two-sided Wilcoxon):\n\n" + md_table(head, rows)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
@@ -234,7 +303,38 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--granularity", default=None, help="word | sentence (default: word for RT, sentence for IMDB)"
     )
-    p.add_argument("--examples", type=int, default=32, help="test examples (the paper: 500)")
+    p.add_argument("--examples", type=int, default=32, help="examples (the paper: 500 test examples)")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("test", "val", "validation"),
+        help="the data split the examples come from: 'val' (validation, for choosing settings) or 'test' "
+        "(for reporting; the default)",
+    )
+    p.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        help="skip the first SKIP eligible texts of the split (e.g. those an earlier reported table used)",
+    )
+    p.add_argument(
+        "--keep-default-job-texts",
+        action="store_true",
+        help="keep the texts the benchmark adapter's training job used (its validation subset and test "
+        "probes); they are left out by default",
+    )
+    p.add_argument(
+        "--budget",
+        default=None,
+        help="budget of the sampling methods (MP-PI, Kernel SHAP, shap's explainers), e.g. '2n' (default: "
+        "each method's own, 2n)",
+    )
+    p.add_argument(
+        "--points",
+        type=int,
+        default=None,
+        help="AS/IAS curve points per text (default: exact curves, every step; fewer passes when lower)",
+    )
     p.add_argument(
         "--max-features", type=int, default=None, help="default 20 words (RT) / 8 sentences (IMDB)"
     )
@@ -293,16 +393,35 @@ def main(argv: list[str] | None = None) -> dict:
         "max_tokens": args.max_tokens,
     }
     featurizer = Featurizer(tok, granularity, template)
-    texts, labels = select_texts(args.dataset, "test", granularity, max_features, args.examples, featurizer)
+    split = "val" if args.split == "validation" else args.split
+    args.split = split  # resolved, recorded with the results
+    excluded = set() if args.keep_default_job_texts else default_job_texts(info["adapter"], args.dataset)
+    texts, labels = select_texts(
+        args.dataset,
+        split,
+        granularity,
+        max_features,
+        args.examples,
+        featurizer,
+        skip=args.skip,
+        exclude=excluded,
+    )
     if not texts:
-        raise ValueError(f"No {args.dataset} test text has 2..{max_features} {granularity} features.")
+        raise ValueError(f"No {args.dataset} {split} text has 2..{max_features} {granularity} features.")
+    info["selection"] = {
+        "split": split,
+        "skip": args.skip,
+        "excluded_default_job_texts": len(excluded),
+        "texts": texts,
+    }
     n_feats = [featurizer(t).n for t in texts]
     limit = {
         m: (args.subset_examples if m in subset and args.subset_examples else len(texts)) for m in methods
     }
     print(
-        f"{info['model']} + {info['adapter']} on {info['device']}/{dtype}; {args.dataset} test, {len(texts)} "
-        f"examples, {granularity} level, n = {min(n_feats)}..{max(n_feats)} (mean {np.mean(n_feats):.1f}); "
+        f"{info['model']} + {info['adapter']} on {info['device']}/{dtype}; {args.dataset} {split}, "
+        f"{len(texts)} examples, {granularity} level, n = {min(n_feats)}..{max(n_feats)} "
+        f"(mean {np.mean(n_feats):.1f}); "
         f"template {template!r}; mask {mask!r}; explained class = true label; "
         f"subset {sorted(subset)} on {args.subset_examples} examples",
         flush=True,
@@ -310,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     attributors, extras = {}, {}
     for name in methods:
-        att = get_attributor(name, model, tok, **common, **_method_kwargs(name, args.seed))
+        att = get_attributor(name, model, tok, **common, **_method_kwargs(name, args.seed, args.budget))
         extra = {}
         if name == "at2":
             train, train_y = select_texts(
@@ -334,7 +453,9 @@ def main(argv: list[str] | None = None) -> dict:
     # Per method one evaluator (attribute -> score -> aggregate), fed round by round; `seconds` adds the
     # attribution time of a resumed run's examples to the evaluator's own.
     evaluators = {
-        name: ProbeEvaluator(att, target="label", top_k=args.top_k, chunk=max(args.chunk, 1), refit=False)
+        name: ProbeEvaluator(
+            att, target="label", top_k=args.top_k, chunk=max(args.chunk, 1), refit=False, points=args.points
+        )
         for name, att in attributors.items()
     }
     seconds = {name: 0.0 for name in methods}
@@ -382,6 +503,7 @@ def _resume(args, info, template, mask, granularity, planned) -> tuple[int, dict
         ("granularity", granularity),
         ("template", template),
         ("max_features", args.max_features),
+        ("split", args.split),
     )
     for key, now in same:
         if key in old and old[key] != now:
@@ -442,10 +564,12 @@ def _write(
         record = ev.compute()
         figures = record.metrics
         per_example[name] = {m: torch.tensor(ev.values(m), dtype=torch.float64) for m in METRICS}
+        per_example[name]["gap"] = per_example[name]["as_auc"] - per_example[name]["ias_auc"]
         count = len(record.scores)
         s = {}
         for m in METRICS:
             s[m], s[f"{m}_ci"] = figures[m], figures.get(f"{m}_ci", float("nan"))
+        s["gap"], s["gap_ci"] = mean_confidence_interval(per_example[name]["gap"])
         rows[name] = {
             "method": LABELS.get(name, name),
             "cost": costs[name],
@@ -467,6 +591,7 @@ def _write(
     result = {
         **info,
         "dataset": args.dataset,
+        "split": args.split,
         "granularity": granularity,
         "max_features": args.max_features,
         "examples": done,
@@ -487,7 +612,7 @@ def _write(
     }
     write_json(stem.with_suffix(".json"), result)
     cols = ["method", "cost", "examples", "forward_passes_per_example", "seconds_per_example"]
-    for m in METRICS:
+    for m in (*METRICS, "gap"):
         cols += [m, f"{m}_ci"]
     with open(stem.with_suffix(".csv"), "w", newline="") as fh:
         w = csv.writer(fh)
@@ -506,12 +631,15 @@ def _write(
     table = md_table(
         [
             "Method",
-            "Cost",
+            "Cost (passes run/ex)",
             "n ex",
             "AS AUC ↑",
             "p vs MP-PI",
             "p vs SP-PI",
             "IAS AUC ↓",
+            "p vs MP-PI",
+            "p vs SP-PI",
+            "gap AS−IAS ↑",  # noqa: RUF001 - a minus sign
             "p vs MP-PI",
             "p vs SP-PI",
             "log-odds ↓",
@@ -523,7 +651,7 @@ def _write(
         [
             [
                 r["method"],
-                r["cost"],
+                f"{r['cost']} ({r['forward_passes_per_example']:.1f})",
                 r["examples"],
                 cell(r, "as_auc"),
                 pval("mp-pi", name, "as_auc"),
@@ -531,6 +659,9 @@ def _write(
                 cell(r, "ias_auc"),
                 pval("mp-pi", name, "ias_auc"),
                 pval("sp-pi", name, "ias_auc"),
+                cell(r, "gap"),
+                pval("mp-pi", name, "gap"),
+                pval("sp-pi", name, "gap"),
                 cell(r, "log_odds"),
                 cell(r, "comprehensiveness"),
                 cell(r, "sufficiency"),
@@ -550,17 +681,18 @@ def _write(
     lines = [
         f"### Faithfulness: {args.dataset}, {granularity} level{' (PARTIAL)' if partial else ''}\n",
         (
-            f"{done} test examples{f' of {len(texts)} planned' if partial else ''} (n = "
+            f"{done} {args.split} examples{f' of {len(texts)} planned' if partial else ''} (n = "
             f"{min(n_done)}..{max(n_done)} "
             f"{granularity}s, mean {np.mean(n_done):.1f}), explained class = true label, template "
             f"`{template!r}`, "
             f"mask `{mask}`, top-k {args.top_k:g}%; model accuracy on these examples {accuracy:.3f}. "
             "95% half-widths over examples; p: paired two-sided Wilcoxon against MP-PI / "
-            f"SP-PI.{subset_note}\n"
+            f"SP-PI. Cost: the budget, and the forward passes each method ran per example.{subset_note}\n"
         ),
         f"Date {info['date']}; machine: {info['machine']}; {info['device']}/{info['dtype']}.\n",
         f"Command: `{info['command']}`\n",
         table,
+        _paired_table(tests),
     ]
     for metric, entry in order.items():
         for who, e in entry.items():

@@ -15,6 +15,7 @@ from pi_lightning.attributors.kernelshap import KernelShapAttributor
 from pi_lightning.attributors.lrp import LRP
 from pi_lightning.attributors.mppi import MPPI
 from pi_lightning.attributors.random import RandomAttributor
+from pi_lightning.attributors.shap_explainers import ShapPartitionAttributor, ShapPermutationAttributor
 from pi_lightning.attributors.sppi import SPPI
 from pi_lightning.attributors.udig import UDIG
 
@@ -31,6 +32,8 @@ __all__ = [
     "IntegratedGradientsAttributor",
     "KernelShapAttributor",
     "RandomAttributor",
+    "ShapPartitionAttributor",
+    "ShapPermutationAttributor",
     "attributor_from_settings",
     "available_methods",
     "get_attributor",

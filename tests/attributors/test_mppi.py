@@ -310,8 +310,9 @@ def test_accuracy_does_not_fall_as_the_budget_grows(gpt2_tok, gpt2_model):
 def test_default_defensive_mixture_beats_the_old_one_and_kernel_shap(gpt2_tok, gpt2_model):
     """Known answer at n = 12 (exact Shapley values of the removal game, 4,096 coalitions): at equal
     passes (8n) the default mixture (0.7) is closer to the exact values than the earlier default
-    (0.05), whose uneven weights gave a regression of few effective samples, and than Kernel SHAP."""
-    from pi_lightning.attributors.kernelshap import KernelShapAttributor
+    (0.05), whose uneven weights gave a regression of few effective samples. (It was also closer than
+    Kernel SHAP while Kernel SHAP drew coalitions with replacement; with distinct paired coalitions
+    Kernel SHAP is closer on this game, 0.38 vs 0.75: issue 27.)"""
 
     common = {"mask": "remove", "template": "Review: {text}"}
     mp = MPPI(gpt2_model, gpt2_tok, **common)
@@ -326,9 +327,8 @@ def test_default_defensive_mixture_beats_the_old_one_and_kernel_shap(gpt2_tok, g
 
     new = error(lambda s: MPPI(gpt2_model, gpt2_tok, budget="8n", seed=s, **common))
     old = error(lambda s: MPPI(gpt2_model, gpt2_tok, budget="8n", seed=s, defensive=0.05, **common))
-    ks = error(lambda s: KernelShapAttributor(gpt2_model, gpt2_tok, budget=8 * n, seed=s, **common))
     assert mp.defensive == 0.7
-    assert new < old and new < ks, (new, old, ks)
+    assert new < old, (new, old)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, "0.5", True])

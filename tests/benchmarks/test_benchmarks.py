@@ -25,6 +25,9 @@ from benchmarks import (
     train_settings,
     value_function,
 )
+from pi_lightning.data import load_movie_reviews
+from pi_lightning.features import Featurizer
+from pi_lightning.models import load_tokenizer
 from pi_lightning.testing import in_range
 
 TINY = ["--model", "testing:gpt2", "--adapter", "none", "--threads", "1"]
@@ -103,7 +106,7 @@ def test_faithfulness_table_writes_every_method(tmp_path):
     with open(paths["csv"]) as fh:
         assert [r["name"] for r in csv.DictReader(fh)] == methods.split(",")
     md = paths["md"].read_text()
-    assert "| MP-PI | 2n |" in md and "Command: `python -m benchmarks.faithfulness_table" in md
+    assert "| MP-PI | 2n (" in md and "Command: `python -m benchmarks.faithfulness_table" in md
     assert res["rows"]["at2"]["at2_fit_examples"] == 2
 
 
@@ -443,8 +446,57 @@ def test_faithfulness_table_rounds_subset_and_paired_tests(tmp_path):
     assert d == pytest.approx(np.mean(np.array(pe["sp-pi"]["ias_auc"]) - np.array(pe["random"]["ias_auc"])))
     md = (tmp_path / "faithfulness_rotten_tomatoes_word.md").read_text()
     assert "p vs MP-PI" in md and "Kernel SHAP ran on the first 2 examples only" in md
+    # The gap (AS - IAS) is tested pairwise too, and shown with its difference.
+    g = res["wilcoxon"]["mp-pi"]["random"]["gap"]["difference"]
+    gap = {m: np.array(pe[m]["as_auc"]) - np.array(pe[m]["ias_auc"]) for m in ("mp-pi", "random")}
+    assert g == pytest.approx(np.mean(gap["mp-pi"] - gap["random"]))
+    assert "| MP-PI − Random | 4 |" in md  # noqa: RUF001 - a minus sign
     with pytest.raises(ValueError, match="--chunk"):
         faithfulness_table.main([*TINY, "--chunk", "0", "--out", str(tmp_path)])
+
+
+def test_faithfulness_table_split_skip_and_seeded_peers(tmp_path):
+    """--split picks the data split, --skip leaves out the first eligible texts, the texts used are
+    recorded; every stochastic peer runs with its per-text seeds and the --budget given."""
+    base = [*TINY, "--examples", "3", "--max-features", "8", "--out", str(tmp_path)]
+    methods = "random,sp-pi,shap-permutation,shap-partition,kernel-shap"
+    val = faithfulness_table.main([*base, "--split", "validation", "--methods", methods, "--budget", "3n"])
+    assert val["split"] == "val" and val["selection"]["split"] == "val"
+    assert len(val["selection"]["texts"]) == 3
+    featurizer = Featurizer(load_tokenizer("testing:gpt2"), "word", "{text}")
+    first, _ = faithfulness_table.select_texts("rotten_tomatoes", "val", "word", 8, 5, featurizer)
+    assert val["selection"]["texts"] == first[:3]
+    skipped = faithfulness_table.main([*base, "--split", "val", "--skip", "2", "--methods", "sp-pi"])
+    assert skipped["selection"]["texts"] == first[2:5]
+    test = faithfulness_table.main([*base, "--methods", "sp-pi", "--tag", "t"])
+    assert test["split"] == "test" and not set(test["selection"]["texts"]) & set(first)
+    rows = val["rows"]
+    n_mean = val["features_mean"]
+    # Kernel SHAP and Partition run their budget (3n passes per text, 2^n when smaller).
+    assert rows["kernel-shap"]["forward_passes_per_example"] <= 3 * n_mean + 1e-9
+    assert rows["shap-partition"]["forward_passes_per_example"] <= 3 * n_mean + 1e-9
+    assert faithfulness_table._method_kwargs("shap-permutation", 4, "3n") == {"seed": 4, "budget": "3n"}
+    assert faithfulness_table._method_kwargs("shap-partition", 4, None) == {}
+
+
+def test_default_job_texts_read_the_adapters_config(tmp_path):
+    """The texts the adapter's training job used (its validation subset and test probes) are read from
+    the config.yaml beside the adapter, and left out of the selection."""
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "config.yaml").write_text(
+        "data:\n  dataset: rotten_tomatoes\n  n_val: 3\n  n_probe: 2\n  probe_max_words: 6\n  seed: 0\n"
+    )
+    used = faithfulness_table.default_job_texts(str(tmp_path / "adapter"), "rotten_tomatoes")
+    val = load_movie_reviews("rotten_tomatoes", "val").texts[:3]
+    probes = [t for t in load_movie_reviews("rotten_tomatoes", "test").texts if len(t.split()) <= 6][:2]
+    assert used == {" ".join(t.split()) for t in (*val, *probes)}
+    assert faithfulness_table.default_job_texts(str(tmp_path / "adapter"), "imdb") == set()
+    assert faithfulness_table.default_job_texts(None, "rotten_tomatoes") == set()
+    featurizer = Featurizer(load_tokenizer("testing:gpt2"), "word", "{text}")
+    kept, _ = faithfulness_table.select_texts(
+        "rotten_tomatoes", "test", "word", 6, 4, featurizer, exclude=used
+    )
+    assert not set(kept) & used
 
 
 def test_coalition_game_is_the_masked_model(gpt2_model, gpt2_tok):
