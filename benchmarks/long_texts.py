@@ -743,7 +743,7 @@ def main(argv: list[str] | None = None) -> dict:
         imported = {
             (int(r["n"]), r["text"]): r
             for r in old.get("references", [])
-            if r.get("reference") == "permutations"
+            if r.get("reference") == "permutations" or any(x > 0 for x in r.get("se", []))
         }
         import_walks = old.get("permutations") or args.import_walks
         if not import_walks:
