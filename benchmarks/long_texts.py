@@ -50,6 +50,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from fractions import Fraction
 from pathlib import Path
 
@@ -213,7 +214,8 @@ def _log_run(path: Path, setup: dict, info: dict) -> None:
     with _locked(path):
         cache = load_cache(path) or _empty_cache(setup)
         _check_setup(cache, setup, path)
-        cache["runs"].append(info)
+        # One entry per run (its id), rewritten as it goes: a run that is stopped keeps its log.
+        cache["runs"] = [r for r in cache["runs"] if r.get("run_id") != info.get("run_id")] + [info]
         tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
         with open(tmp, "w") as fh:
             json.dump(cache, fh, indent=1, default=float)
@@ -382,6 +384,14 @@ def render_report(
 ) -> dict:
     """Summary rows, paired tests and the moonshot from the cached texts of ``split``; the Markdown."""
     texts = _per_text(cache, split)
+    # Only texts that hold every method x budget cell run at their length (a text still in progress,
+    # or stopped, is counted aside), so that every row of a length rests on the same texts.
+    in_progress = {}
+    for n in sorted({n for n, _ in texts}):
+        wanted = set().union(*(t["runs"] for (nn, _), t in texts.items() if nn == n))
+        for key in [key for key in texts if key[0] == n and set(texts[key]["runs"]) != wanted]:
+            in_progress[n] = in_progress.get(n, 0) + 1
+            del texts[key]
     lengths = sorted({n for n, _ in texts})
     groups = [*lengths, "all"] if len(lengths) > 1 else lengths
     cells = sorted(
@@ -496,6 +506,7 @@ def render_report(
     return {
         "split": split,
         "texts_per_length": {n: len(noise[n]) for n in lengths},
+        "texts_incomplete": in_progress,
         "reference_noise": {n: float(np.mean(noise[n])) for n in lengths},
         "reference_walks": walks,
         "summary": summary,
@@ -511,6 +522,12 @@ def _f(x: float, d: int = 3) -> str:
 def _markdown(cache: dict, rep: dict, stem: Path) -> str:
     setup, runs = cache["setup"], cache.get("runs", [])
     counts = ", ".join(f"n = {n}: {c}" for n, c in rep["texts_per_length"].items()) or "none yet"
+    if rep.get("texts_incomplete"):
+        counts += (
+            " (left out, not every cell run yet: "
+            + ", ".join(f"n = {n}: {c}" for n, c in rep["texts_incomplete"].items())
+            + ")"
+        )
     lines = [
         "### Long texts at equal passes: accuracy against a noise-corrected permutation reference\n",
         f"IMDB **{rep['split']}** reviews, the first with at least n words, cut after the n-th; texts per "
@@ -757,6 +774,18 @@ def main(argv: list[str] | None = None) -> dict:
                 "written by `shapley_accuracy.py --reference permutations`."
             )
     t_start, units = time.monotonic(), 0
+    info.update({"run_id": uuid.uuid4().hex[:12], "commit": _git_commit()})
+
+    def log() -> None:
+        info.update(
+            {
+                "units_done": units,
+                "minutes": (time.monotonic() - t_start) / 60,
+                "load_average_at_end": load_average(),
+            }
+        )
+        _log_run(path, setup, info)
+
     print(
         f"{args.model} on {args.device}/{dtype}: lengths {lengths}, {args.texts} {args.split} texts each, "
         f"{len(plan)} method x budget cells x {args.seeds} seeds; cache {path}",
@@ -838,6 +867,8 @@ def main(argv: list[str] | None = None) -> dict:
                     for mk, r in (load_cache(path)["texts"][key]["runs"]).items()
                     if r.get("phi") is not None and mk.endswith("|0")
                 }
+                if units:
+                    log()
                 print(
                     f"  n={n} text {i} done ({(time.monotonic() - t_start) / 60:.1f} min): "
                     + ", ".join(f"{mk[:-2]} {v:.2f}" for mk, v in sorted(rel.items())),
@@ -845,16 +876,8 @@ def main(argv: list[str] | None = None) -> dict:
                 )
     except StopIteration:
         pass
-    info.update(
-        {
-            "commit": _git_commit(),
-            "units_done": units,
-            "minutes": (time.monotonic() - t_start) / 60,
-            "load_average_at_end": load_average(),
-        }
-    )
     if units:
-        _log_run(path, setup, info)
+        log()
     return _write_report(load_cache(path) or _empty_cache(setup), args.split, moonshot, stem)
 
 

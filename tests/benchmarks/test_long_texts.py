@@ -51,8 +51,13 @@ def test_report_on_known_errors():
     errors[("mp-pi-shapley", "2n")] = [0.5] * 6
     errors[("mp-pi-shapley", "8n")] = [0.05] * 6
     cache, _ = _cache(errors)
+    # A seventh text still in progress (one cell run, far off): counted aside, in no row.
+    partial = json.loads(json.dumps(cache["texts"]["test/10/0"]))
+    partial["runs"] = {"mp-pi|2n|0": {**partial["runs"]["mp-pi|2n|0"], "phi": [100.0] * 10}}
+    cache["texts"]["test/10/6"] = {**partial, "index": 6}
     rep = long_texts.render_report(cache, "test", Fraction(8, 3), boot=200)
     assert rep["texts_per_length"] == {10: 6} and rep["reference_noise"] == {10: 0.0}
+    assert rep["texts_incomplete"] == {10: 1}
     by = {(r["method"], r["budget"]): r for r in rep["summary"]}
     for key, errs in errors.items():
         assert by[key]["rel_err"] == pytest.approx(np.mean(errs)) and by[key]["texts"] == 6
