@@ -484,7 +484,10 @@ def render_report(
                     draws.append(budget_for_error([float(k) for k in mk], E[i].mean(0), float(K[i].mean())))
                 draws = np.array(draws)
                 lo, hi = (
-                    (float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5)))
+                    (  # order statistics: no arithmetic on the censored (0, inf) draws
+                        float(np.percentile(draws, 2.5, method="lower")),
+                        float(np.percentile(draws, 97.5, method="higher")),
+                    )
                     if len(draws)
                     else (float("nan"), float("nan"))
                 )
