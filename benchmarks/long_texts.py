@@ -48,6 +48,7 @@ import json
 import math
 import os
 import subprocess
+import tempfile
 import sys
 import time
 import uuid
@@ -181,7 +182,9 @@ def _check_setup(cache: dict, setup: dict, path: Path) -> None:
 @contextlib.contextmanager
 def _locked(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(path.suffix + ".lock"), "w") as lock:
+    # The lock file lives in the temporary folder (one per cache path), not beside the results.
+    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"long_texts_{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
