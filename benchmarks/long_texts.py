@@ -48,8 +48,8 @@ import json
 import math
 import os
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 import uuid
 from fractions import Fraction
