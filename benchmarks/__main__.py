@@ -141,6 +141,17 @@ TABLES: dict[str, Table] = {
         ],
         ["shapley_accuracy_long_remove.md"],
     ),
+    "long-texts": Table(
+        "Long texts (n = 20, 40, 60) at equal passes, >= 20 texts per length, from a resumable cache (#27)",
+        [
+            Step(
+                "long_texts",
+                "--lengths 20,40,60 --texts 20 --threads 1",
+                f"{TINY} --lengths 6 --texts 2 --permutations 8 --budgets 2,8",
+            )
+        ],
+        ["long_texts.md"],
+    ),
     "shapley-exact": Table(
         "Accuracy and ranking accuracy against exact Shapley values (short test sentences, all 2^n inputs)",
         [
