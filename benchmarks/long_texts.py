@@ -81,8 +81,8 @@ __all__ = ["METHODS", "budget_for_error", "main", "render_report"]
 METHODS = ("mp-pi", "mp-pi-shapley", "kernel-shap", "captum-kernelshap", "shap-permutation")
 _OWN = ("mp-pi", "mp-pi-shapley", "kernel-shap")  # budgets of any size; the others whole multiples of n
 _PEER_NAMES = {
-    "mp-pi": "MP-PI (mixture 0.7)",
-    "mp-pi-shapley": "MP-PI, inputs from P*",
+    "mp-pi": "MP-PI (mixture 0.7, counts weights)",
+    "mp-pi-shapley": "MP-PI, inputs from P* (counts weights)",
     "kernel-shap": "Kernel SHAP (pi_lightning)",
     "captum-kernelshap": "Captum KernelShap",
     "shap-permutation": "shap Permutation",
@@ -239,7 +239,9 @@ def run_one(name: str, k: Fraction, seed: int, model, tok, adapter, masker, feat
             att = KernelShapAttributor(model, tok, budget=budget, seed=seed, **common)
         else:
             extra = {"distribution": "shapley"} if name == "mp-pi-shapley" else {}
-            att = MPPI(model, tok, budget=budget, seed=seed, **common, **extra)
+            # The cache's MP-PI cells were run with the paper's count weights (MP-PI's default until
+            # issue 27 made it "inclusion"): pinned, so that resumed runs extend the same estimator.
+            att = MPPI(model, tok, budget=budget, seed=seed, weights="counts", **common, **extra)
         before, t0 = att.adapter.forward_passes, time.perf_counter()
         [a] = att.attribute([features], target=target)
         return a.scores.double().numpy(), att.adapter.forward_passes - before, time.perf_counter() - t0
