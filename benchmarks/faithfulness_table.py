@@ -1,7 +1,7 @@
 """Faithfulness table in the layout of the paper's Tables 2, 3, 5 and 6, on our own fine-tuned model.
 
-Every registered method (Random, A-Last, SP-PI, GAE, Inp x Grad, LRP, IG, Kernel SHAP, MP-PI, UDIG,
-AT2) explains the true class of the same test examples through one
+Every registered method (Random, A-Last, SP-PI, GAE, Inp x Grad, LRP, IG, Kernel SHAP, shap's Permutation
+and Partition explainers, MP-PI, UDIG, AT2) explains the true class of the same test examples through one
 :class:`~pi_lightning.metrics.ProbeEvaluator` per method (the evaluation the training monitor runs),
 which attributes, then runs, with the mask every method is built with (removal by default, ``--mask
 ...`` for the paper's), the activation study (AS AUC, higher is better), the inverse study (IAS AUC,

@@ -718,3 +718,31 @@ def test_paired_runs_pairs_the_same_examples(tmp_path):
         paired_runs.compare(a, run([0.6] * 6, [0.4] * 6), "mp-pi")
     with pytest.raises(ValueError, match="no per-example results"):
         paired_runs.compare(a, b, "kernel-shap")
+
+
+def test_kernelshap_sampler_compares_draws_on_exact_games(tmp_path):
+    sampler = importlib.import_module("benchmarks.kernelshap_sampler")
+    res = sampler.main(
+        [
+            *TINY,
+            "--texts",
+            "1",
+            "--min-features",
+            "5",
+            "--max-features",
+            "6",
+            "--seeds",
+            "3",
+            "--budgets",
+            "2,8",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert [(r["budget"], r["draw"]) for r in res["rows"]] == [
+        (b, d) for b in ("2n", "8n") for d in ("replacement", "unpaired", "paired")
+    ]
+    # 8n passes cover every coalition of a 5- or 6-word text: the distinct draws are exact there.
+    exact = {r["draw"]: r["relative_error"] for r in res["rows"] if r["budget"] == "8n"}
+    assert exact["unpaired"] < 1e-12 and exact["paired"] < 1e-12 and exact["replacement"] > 1e-6
+    assert (tmp_path / "kernelshap_sampler.md").is_file() and res["split"] == "val"
