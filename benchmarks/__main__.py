@@ -94,6 +94,11 @@ def _between_masks(stem: str, tag: str) -> Step:
     return Step("value_function", argv, argv)
 
 
+#: The variants sppi_variants runs on test besides the default and the one chosen on validation.
+_SPPI_TEST = (
+    "sp-pi[logits],sp-pi[log_odds],sp-pi[log_prob],sp-pi+reversed-text[prob],sp-pi+reversed-text[log_odds],"
+    "sp-pi+reversed-perm[prob],sp-pi+reversed-perm[log_odds]"
+)
 _LONG = "--reference permutations --dataset imdb --seeds 1 --mask remove --tag long_remove"
 _IMDB_50 = "--dataset imdb --examples 50 --max-features 8 --chunk 5"
 
@@ -160,6 +165,31 @@ TABLES: dict[str, Table] = {
             )
         ],
         ["mppi_defensive.txt"],
+    ),
+    "sppi-variants": Table(
+        "SP-PI's place: its variants (output space, template, a second permutation) against Random, MP-PI"
+        " 2n and Kernel SHAP 2n, chosen on validation, reported on test",
+        [
+            step
+            for mask, tag in (("remove", "remove"), ("...", "dots"))
+            for step in (
+                Step(
+                    "sppi_variants",
+                    f"--split validation --examples 80 --masks {mask} --peers random --threads 1 --tag {tag}",
+                    f"{TINY} --split validation --examples 2 --max-features 6 --masks {mask} --peers random"
+                    f" --variants sp-pi[log_odds],sp-pi[prob:none] --tag {tag}",
+                ),
+                Step(
+                    "sppi_variants",
+                    f"--split test --examples 100 --masks {mask} --variants {_SPPI_TEST} --threads 1"
+                    f" --tag {tag} --chosen-from {{out}}/sppi_variants_validation_remove.json",
+                    f"{TINY} --split test --examples 2 --max-features 6 --masks {mask} --tag {tag}"
+                    " --variants sp-pi+reversed-perm[log_odds]"
+                    " --chosen-from {out}/sppi_variants_validation_remove.json",
+                ),
+            )
+        ],
+        [f"sppi_variants_{split}_{tag}.md" for tag in ("remove", "dots") for split in ("validation", "test")],
     ),
     "mppi-budget": Table(
         "MP-PI's budget counted in passes run vs masks drawn (tiny random GPT-2, exact Shapley values)",
