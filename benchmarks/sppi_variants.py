@@ -21,7 +21,8 @@ are probabilities (the paper's metric); the gap of the same curves read in log-o
 it (no extra pass) to show whether the metric's output space changes the verdict.
 
 Choose on validation, report on test: ``--split validation`` (Rotten Tomatoes validation sentences
-after the first 192, which the default job validates on) ranks the zero-extra-pass variants by their
+after the first 192, which the default job validates on; test sentences start after the default job's
+probe) ranks the zero-extra-pass variants by their
 mean AS - IAS gap under the first mask; ``--split test --chosen-from <validation json>`` runs on test
 sentences and reports the chosen variant's paired Wilcoxon tests against the default SP-PI, Random,
 Kernel SHAP 2n and MP-PI 2n.
@@ -76,6 +77,24 @@ DEFAULT = "sp-pi[prob]"
 PEERS = ("random", "mp-pi", "kernel-shap")
 #: Sentences of the validation split the default job validates on (``n_val: 192``): skipped.
 DEFAULT_JOB_VAL = 192
+#: The default job's probe: the first 64 test sentences of at most 16 words (``n_probe``,
+#: ``probe_max_words``), explained while it trains; the test sentences here start after them.
+DEFAULT_JOB_PROBE = (64, 16)
+
+
+def default_skip(split: str) -> int:
+    """Sentences of ``split`` the default job used (validated on, or explained as its probe): skipped.
+
+    Example:
+        >>> default_skip("validation")
+        192
+    """
+    if split == "validation":
+        return DEFAULT_JOB_VAL
+    count, max_words = DEFAULT_JOB_PROBE
+    texts = load_movie_reviews("rotten_tomatoes", "test").texts
+    short = [i for i, t in enumerate(texts) if len(t.split()) <= max_words]
+    return short[count - 1] + 1
 
 
 def output_values(logits: torch.Tensor, target: int, output: str) -> torch.Tensor:
@@ -409,8 +428,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--skip",
         type=int,
         default=None,
-        help=f"sentences of the split skipped first (default: {DEFAULT_JOB_VAL} on validation, the default "
-        "job's validation sentences; 0 on test)",
+        help="sentences of the split skipped first (default: those the default job used: its 192 validation "
+        "sentences, or the test sentences up to the last of its 64 probe sentences)",
     )
     p.add_argument("--masks", default="remove,...", help="comma-separated masks; the first chooses")
     p.add_argument("--variants", default="all", help="'all' or comma-separated variant names (default kept)")
@@ -428,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(raw)
     if args.examples < 1 or args.chunk < 1:
         raise ValueError(f"--examples and --chunk must be positive, got {args.examples} and {args.chunk}.")
-    skip = args.skip if args.skip is not None else (DEFAULT_JOB_VAL if args.split == "validation" else 0)
+    skip = args.skip if args.skip is not None else default_skip(args.split)
     masks = [m.strip() for m in args.masks.split(",") if m.strip()]
     model, tok, dtype = load_model(args)
     template = resolve_template(args)
