@@ -196,6 +196,7 @@ class VariantRunner:
         self.peers = {p: get_attributor(p, model, tok, template=template, seed=seed, **common) for p in PEERS}
         self.base = self.sppi[("prob", "trained")]
         self.adapter, self.masker = self.base.adapter, self.base.masker
+        self._suffix_logits: dict = {}  # per text of the current round: its suffix chain's logits
 
     def _on(self, a: Attribution, feats, scores: torch.Tensor, passes: float, name: str) -> Attribution:
         """``scores`` as an attribution of the trained template's features (what the metrics perturb)."""
@@ -211,6 +212,7 @@ class VariantRunner:
 
     def attribute(self, texts, labels, names) -> dict[str, list[Attribution]]:
         feats = self.base.featurize(texts)
+        self._suffix_logits = {}
         out: dict[str, list[Attribution]] = {}
         cache: dict[tuple[str, str], list[Attribution]] = {}
 
@@ -259,15 +261,14 @@ class VariantRunner:
         res = []
         for a, f, c in zip(fwd, feats, labels, strict=True):
             n = f.n
-            # (n + 1, n): row s keeps features s..n-1 (s = 0: all, s = n: none).
-            keep = np.arange(n)[None, :] >= np.arange(n + 1)[:, None]
-            seqs, _ends = self.masker(f, keep[1:])
-            v = torch.cat(
-                [
-                    output_values(self.adapter.final_logits([f.input_ids]), c, o),
-                    output_values(self.adapter.final_logits(seqs), c, o),
-                ]
-            )
+            if f not in self._suffix_logits:  # (n + 1, C), shared by the output spaces
+                # (n + 1, n): row s keeps features s..n-1 (s = 0: all, s = n: none).
+                keep = np.arange(n)[None, :] >= np.arange(n + 1)[:, None]
+                seqs, _ends = self.masker(f, keep[1:])
+                self._suffix_logits[f] = torch.cat(
+                    [self.adapter.final_logits([f.input_ids]), self.adapter.final_logits(seqs)]
+                )
+            v = output_values(self._suffix_logits[f], c, o)
             rev = v[:-1] - v[1:]  # (n,): feature s's contribution when added to {s+1..n}
             res.append(self._on(a, f, 0.5 * (a.scores + rev), a.forward_passes + n, name))
         return res
