@@ -347,6 +347,34 @@ def choose(result: dict, mask: str) -> dict:
     }
 
 
+def validation_choice(result: dict, mask: str) -> dict:
+    """:func:`choose` with the reason it gives, as the test run reads it back (``--chosen-from``)."""
+    best = choose(result, mask)
+    t = best["vs_default"]
+    reason = (
+        "it is the default"
+        if best["variant"] == DEFAULT
+        else f"gap {best['gap'][0]:+.3f}, {t['difference']:+.3f} over the default, p = {t['p']:.2g}"
+    )
+    return {**best, "chosen_on": result["split"], "reason": reason}
+
+
+def attach_choice(args, path: str) -> dict:
+    """Give a finished test run (its JSON under ``--out``) the validation run's choice, without running
+    anything: for a test run started before its validation run had finished."""
+    stem = result_stem(args, f"sppi_variants_{args.split}")
+    with open(stem.with_suffix(".json")) as fh:
+        result = json.load(fh)
+    with open(path) as fh:
+        earlier = json.load(fh)
+    result["chosen"] = {
+        **earlier["chosen"],
+        "chosen_on": f"{earlier['split']} ({path}, {earlier['examples']} sentences; attached after the run)",
+    }
+    write(args, result, result)
+    return result
+
+
 def _label(m: str) -> str:
     return {"random": "Random", "mp-pi": "MP-PI 2n", "kernel-shap": "Kernel SHAP 2n"}.get(
         m, m + (" (default)" if m == DEFAULT else "")
@@ -413,7 +441,7 @@ def write(args, info, result: dict) -> None:
                 table,
             ),
         ]
-    if result.get("chosen"):
+    if "variant" in result.get("chosen", {}):
         c = result["chosen"]
         lines.append(
             f"\nChosen on {c['chosen_on']}: **{c['variant']}** (highest mean gap under `{c['mask']}` "
@@ -448,6 +476,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="the validation run's JSON: its chosen variant is run here and reported against the references",
     )
     p.add_argument(
+        "--attach-choice",
+        default=None,
+        help="the validation run's JSON: give this split's finished run under --out (same --tag) its choice "
+        "and rewrite its files; runs nothing",
+    )
+    p.add_argument(
         "--points",
         type=int,
         default=None,
@@ -460,6 +494,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.examples < 1 or args.chunk < 1:
         raise ValueError(f"--examples and --chunk must be positive, got {args.examples} and {args.chunk}.")
     skip = args.skip if args.skip is not None else default_skip(args.split)
+    if args.attach_choice:
+        return attach_choice(args, args.attach_choice)
     masks = [m.strip() for m in args.masks.split(",") if m.strip()]
     model, tok, dtype = load_model(args)
     template = resolve_template(args)
@@ -538,17 +574,8 @@ def main(argv: list[str] | None = None) -> dict:
         }
         if chosen is not None:
             result["chosen"] = chosen
-        else:
-            best = choose(result, masks[0])
-            t = best["vs_default"]
-            reason = (
-                "it is the default"
-                if best["variant"] == DEFAULT
-                else f"gap {best['gap'][0]:+.3f}, {t['difference']:+.3f} over the default, p = {t['p']:.2g}"
-            )
-            result["chosen"] = {**best, "chosen_on": args.split, "reason": reason}
-        if "reason" not in result["chosen"]:
-            result["chosen"]["reason"] = "read from the validation run"
+        elif args.split == "validation":  # the choice is made on validation only
+            result["chosen"] = validation_choice(result, masks[0])
         write(args, info, result)
     return result
 

@@ -136,3 +136,17 @@ def test_validation_chooses_and_test_reports_the_choice(tmp_path):
     md = (tmp_path / "sppi_variants_test.md").read_text()
     assert "Chosen on validation" in md and "Kernel SHAP 2n" in md
     assert list(itertools.islice(saved["masks"], 2)) == ["remove", "..."]
+    # A test run started without the choice makes none of its own; the validation choice is attached after.
+    alone = sv.main(
+        [
+            *TINY,
+            *("--split", "test", "--examples", "1", "--max-features", "8", "--masks", "remove"),
+            *("--peers", "random", "--variants", "sp-pi[log_odds]", "--out", str(tmp_path), "--tag", "a"),
+        ]
+    )
+    assert "chosen" not in alone
+    val_json = str(tmp_path / "sppi_variants_validation.json")
+    attached = sv.main(["--split", "test", "--tag", "a", "--out", str(tmp_path), "--attach-choice", val_json])
+    assert attached["chosen"]["variant"] == val["chosen"]["variant"]
+    assert attached["masks"]["remove"]["per_example"] == alone["masks"]["remove"]["per_example"]
+    assert "Chosen on validation" in (tmp_path / "sppi_variants_test_a.md").read_text()
