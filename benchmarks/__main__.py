@@ -97,6 +97,11 @@ def _between_masks(stem: str, tag: str) -> Step:
     return Step("value_function", argv, argv)
 
 
+#: The zero-extra-pass SP-PI variants sppi_variants runs besides the default (both templates).
+_SPPI_FREE = (
+    "sp-pi[logits],sp-pi[log_odds],sp-pi[log_prob],sp-pi[prob:none],sp-pi[logits:none],"
+    "sp-pi[log_odds:none],sp-pi[log_prob:none]"
+)
 _LONG = "--reference permutations --dataset imdb --seeds 1 --mask remove --tag long_remove"
 _IMDB_50 = "--dataset imdb --examples 50 --max-features 8 --chunk 5"
 
@@ -178,6 +183,35 @@ TABLES: dict[str, Table] = {
             )
         ],
         ["mppi_defensive.txt"],
+    ),
+    "sppi-variants": Table(
+        "SP-PI's place: its variants (output space, template, a second permutation) against Random, MP-PI"
+        " 2n and Kernel SHAP 2n, chosen on validation, reported on test",
+        [
+            Step(
+                "sppi_variants",
+                f"--split validation --examples 80 --masks remove --variants {_SPPI_FREE},"
+                "sp-pi+reversed-perm[prob],sp-pi+reversed-text[prob] --peers random --points 6 --threads 1"
+                " --tag remove",
+                f"{TINY} --split validation --examples 2 --max-features 6 --masks remove --peers random"
+                " --variants sp-pi[log_odds],sp-pi[prob:none] --tag remove",
+            ),
+            *[
+                Step(
+                    "sppi_variants",
+                    f"--split test --examples 100 --masks {mask} --variants {variants} --points 6 --threads 1"
+                    f" --tag {tag} --chosen-from {{out}}/sppi_variants_validation_remove.json",
+                    f"{TINY} --split test --examples 2 --max-features 6 --masks {mask} --tag {tag}"
+                    " --variants sp-pi+reversed-perm[log_odds]"
+                    " --chosen-from {out}/sppi_variants_validation_remove.json",
+                )
+                for mask, tag, variants in (
+                    ("remove", "remove", f"{_SPPI_FREE},sp-pi+reversed-perm[prob]"),
+                    ("...", "dots", "sp-pi[log_odds]"),
+                )
+            ],
+        ],
+        ["sppi_variants_validation_remove.md", "sppi_variants_test_remove.md", "sppi_variants_test_dots.md"],
     ),
     "mppi-budget": Table(
         "MP-PI's budget counted in passes run vs masks drawn (tiny random GPT-2, exact Shapley values)",
