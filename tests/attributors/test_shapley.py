@@ -14,18 +14,24 @@ from pi_lightning.attributors import _shapley as S
 from pi_lightning.testing import dense_coalition_map
 
 
-def _enumerated_map(n: int, splus: bool) -> np.ndarray:
-    """P†_{kl|ij} counted from the definitions: every input coalition of class (i, j), its prefixes."""
-    M = np.zeros((n * (n - 1), n * (n - 1)))
+def _enumerated_inputs(n: int, splus: bool):
+    """Every input coalition of every class (i, j), from the definitions: ``(i, j, its class's count,
+    the input's present features t)`` (i features, the last at j; with S+ every feature after j added)."""
     for i in range(1, n):
         for j in range(i, n + 1):
             inputs = [set(c) | {j} for c in itertools.combinations(range(1, j), i - 1)]
             for s in inputs:
-                t = s | set(range(j + 1, n + 1)) if splus else s
-                for last in sorted(t):
-                    k = sum(1 for m in t if m <= last)
-                    if k <= n - 1:
-                        M[(i - 1) * n + j - 1, (k - 1) * n + last - 1] += 1.0 / (len(t) * len(inputs))
+                yield i, j, len(inputs), (s | set(range(j + 1, n + 1)) if splus else s)
+
+
+def _enumerated_map(n: int, splus: bool) -> np.ndarray:
+    """P†_{kl|ij} counted from the definitions: every input coalition of class (i, j), its prefixes."""
+    M = np.zeros((n * (n - 1), n * (n - 1)))
+    for i, j, count, t in _enumerated_inputs(n, splus):
+        for last in sorted(t):
+            k = sum(1 for m in t if m <= last)
+            if k <= n - 1:
+                M[(i - 1) * n + j - 1, (k - 1) * n + last - 1] += 1.0 / (len(t) * count)
     return M
 
 
@@ -157,15 +163,11 @@ def test_coalition_probabilities_match_enumerated_inputs(splus):
     n = 6
     dist = S.mask_distribution(n, splus)
     q_enum: dict[tuple, float] = {}
-    for i in range(1, n):
-        for j in range(i, n + 1):
-            inputs = [set(c) | {j} for c in itertools.combinations(range(1, j), i - 1)]
-            for s in inputs:
-                t = s | set(range(j + 1, n + 1)) if splus else s
-                for last in sorted(t):
-                    u = tuple(m in t and m <= last for m in range(1, n + 1))
-                    if not all(u):
-                        q_enum[u] = q_enum.get(u, 0.0) + dist.sampling[i - 1, j - 1] / len(inputs)
+    for i, j, count, t in _enumerated_inputs(n, splus):
+        for last in sorted(t):
+            u = tuple(m in t and m <= last for m in range(1, n + 1))
+            if not all(u):
+                q_enum[u] = q_enum.get(u, 0.0) + dist.sampling[i - 1, j - 1] / count
     U = np.array(list(q_enum), dtype=bool)
     p_u, q_u = dist.coalition_probabilities(U)
     np.testing.assert_allclose(q_u, [q_enum[tuple(u)] for u in U], rtol=1e-10, atol=1e-15)
