@@ -38,6 +38,7 @@ call order.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -46,7 +47,13 @@ from pi_lightning.attributors.base import Attributor, budget_count, parse_budget
 from pi_lightning.features import Features
 from pi_lightning.result import Attribution
 
-__all__ = ["CoalitionGame", "KernelShapAttributor", "kernel_shap_coalitions", "kernel_shap_fit"]
+__all__ = [
+    "CoalitionGame",
+    "GameAttributor",
+    "KernelShapAttributor",
+    "kernel_shap_coalitions",
+    "kernel_shap_fit",
+]
 
 
 class CoalitionGame:
@@ -215,8 +222,54 @@ def kernel_shap_fit(Z: np.ndarray, y: np.ndarray, w: np.ndarray, total: float) -
     return sol[:n]
 
 
+class GameAttributor(Attributor):
+    """What the estimators of a :class:`CoalitionGame` share (Kernel SHAP, shap's explainers): one text
+    at a time, its game made from the prediction pass, a single feature's exact value, and the passes
+    that actually ran. A subclass gives :meth:`passes` and :meth:`estimate`."""
+
+    #: ``extras`` of a one-feature text, beside ``f_full`` (its value is exact: nothing is estimated).
+    one_player_extras: ClassVar[dict] = {}
+
+    def passes(self, n: int) -> int:
+        """The budget in forward passes for a text of ``n`` features."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement passes().")
+
+    def forward_equivalents(self, n: int) -> float:
+        return float(self.passes(n))
+
+    def estimate(self, game: CoalitionGame, features: Features) -> tuple[np.ndarray, dict]:
+        """The ``(n,)`` values on ``game`` (``n >= 2``) and the result's ``extras`` beside ``f_full``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement estimate().")
+
+    def explain(self, feats, targets, finals, state) -> list[Attribution]:
+        results = []
+        for f, c, lg in zip(feats, targets, finals, strict=True):
+            before = self.adapter.forward_passes
+            f_full = float(self.outputs(lg, c))
+            game = CoalitionGame(self, f, c, f_full)
+            if f.n == 1:
+                # One player: its Shapley value is exactly f(full) - f(empty).
+                phi, extras = np.array([f_full - game.f_empty]), self.one_player_extras
+            else:
+                phi, extras = self.estimate(game, f)
+            results.append(
+                self.result(
+                    f,
+                    c,
+                    lg,
+                    torch.as_tensor(np.asarray(phi, dtype=np.float64).reshape(f.n)),
+                    base_value=game.f_empty,
+                    # Passes actually run: the unmasked input (prediction pass) and every distinct
+                    # coalition the estimator asked for (the empty one included).
+                    forward_passes=1.0 + float(self.adapter.forward_passes - before),
+                    extras={"f_full": f_full, **extras},
+                )
+            )
+        return results
+
+
 @register
-class KernelShapAttributor(Attributor):
+class KernelShapAttributor(GameAttributor):
     """Kernel SHAP with distinct (paired) coalitions, an exact efficiency constraint and the shared masking.
 
     Args:
@@ -243,6 +296,7 @@ class KernelShapAttributor(Attributor):
 
     name = "kernel-shap"
     cost = "2n"
+    one_player_extras: ClassVar[dict] = {"coalitions": 0}
 
     def __init__(
         self,
@@ -272,9 +326,6 @@ class KernelShapAttributor(Attributor):
         b = budget_count(self._budget, n, minimum=2)
         return b if n >= 62 else min(b, 2**n)
 
-    def forward_equivalents(self, n: int) -> float:
-        return float(self.passes(n))
-
     def coalition_function(
         self, features: Features, target: int, f_full: float | None = None
     ) -> CoalitionGame:
@@ -284,34 +335,12 @@ class KernelShapAttributor(Attributor):
             f_full = float(self.outputs(self.adapter.final_logits([features.input_ids])[0], target))
         return CoalitionGame(self, features, target, f_full)
 
-    def explain(self, feats, targets, finals, state) -> list[Attribution]:
-        results = []
-        for f, c, lg in zip(feats, targets, finals, strict=True):
-            before = self.adapter.forward_passes
-            f_full = float(self.outputs(lg, c))
-            game = CoalitionGame(self, f, c, f_full)
-            if f.n == 1:
-                # One player: its Shapley value is exactly f(full) - f(empty).
-                phi = np.array([f_full - game.f_empty])
-                sampled = 0
-            else:
-                count = self.passes(f.n) - 2
-                paired = count >= 4 * (f.n - 1) if self.paired is None else self.paired
-                Z, w = kernel_shap_coalitions(f.n, count, text_rng(self.seed, f), paired=paired)
-                y = game(Z) - game.f_empty if len(Z) else np.zeros(0)
-                phi = kernel_shap_fit(Z, y, w, f_full - game.f_empty)
-                sampled = len(Z)
-            results.append(
-                self.result(
-                    f,
-                    c,
-                    lg,
-                    torch.as_tensor(phi, dtype=torch.float64),
-                    base_value=game.f_empty,
-                    # Passes actually run: the unmasked input (prediction pass), the empty coalition and
-                    # each distinct sampled coalition.
-                    forward_passes=1.0 + float(self.adapter.forward_passes - before),
-                    extras={"f_full": f_full, "coalitions": sampled},
-                )
-            )
-        return results
+    def estimate(self, game: CoalitionGame, features: Features) -> tuple[np.ndarray, dict]:
+        """The constrained fit on ``passes(n) - 2`` distinct coalitions drawn for this text."""
+        n = features.n
+        count = self.passes(n) - 2
+        paired = count >= 4 * (n - 1) if self.paired is None else self.paired
+        Z, w = kernel_shap_coalitions(n, count, text_rng(self.seed, features), paired=paired)
+        y = game(Z) - game.f_empty if len(Z) else np.zeros(0)
+        phi = kernel_shap_fit(Z, y, w, game.f_full - game.f_empty)
+        return phi, {"coalitions": len(Z)}

@@ -26,12 +26,10 @@ whose state is saved and restored around each text.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from pi_lightning.attributors.base import Attributor, budget_count, parse_budget, register, text_rng
-from pi_lightning.attributors.kernelshap import CoalitionGame
+from pi_lightning.attributors.base import budget_count, parse_budget, register, text_rng
+from pi_lightning.attributors.kernelshap import CoalitionGame, GameAttributor
 from pi_lightning.features import Features
-from pi_lightning.result import Attribution
 
 __all__ = ["ShapPartitionAttributor", "ShapPermutationAttributor"]
 
@@ -47,7 +45,7 @@ def _import_shap():
     return shap
 
 
-class _ShapExplainer(Attributor):
+class _ShapExplainer(GameAttributor):
     """What the two shap explainers share: the budget, the game, the passes that ran."""
 
     cost = "2n"
@@ -64,34 +62,9 @@ class _ShapExplainer(Attributor):
         """The budget in forward passes for a text of ``n`` features."""
         return budget_count(self._budget, n, minimum=2)
 
-    def forward_equivalents(self, n: int) -> float:
-        return float(self.passes(n))
-
-    def shap_values(self, game: CoalitionGame, features: Features) -> np.ndarray:
-        """The ``(n,)`` values of the explainer on ``game`` (``n >= 2``)."""
-        raise NotImplementedError
-
-    def explain(self, feats, targets, finals, state) -> list[Attribution]:
-        results = []
-        for f, c, lg in zip(feats, targets, finals, strict=True):
-            before = self.adapter.forward_passes
-            f_full = float(self.outputs(lg, c))
-            game = CoalitionGame(self, f, c, f_full)
-            # One player: its value is exactly f(full) - f(empty).
-            phi = np.array([f_full - game.f_empty]) if f.n == 1 else self.shap_values(game, f)
-            results.append(
-                self.result(
-                    f,
-                    c,
-                    lg,
-                    torch.as_tensor(np.asarray(phi, dtype=np.float64).reshape(f.n)),
-                    base_value=game.f_empty,
-                    # Passes actually run: the prediction pass and every distinct coalition shap asked for.
-                    forward_passes=1.0 + float(self.adapter.forward_passes - before),
-                    extras={"f_full": f_full},
-                )
-            )
-        return results
+    def estimate(self, game: CoalitionGame, features: Features) -> tuple[np.ndarray, dict]:
+        """The subclass's ``shap_values(game, features)``: the ``(n,)`` values of its shap explainer."""
+        return self.shap_values(game, features), {}
 
 
 @register
