@@ -1,11 +1,11 @@
 """Planted natural cues: does shortcut mining flag what a fine-tuned model really relies on?
 
 Eight ordinary cues, four kinds at two strengths, are planted into the Rotten Tomatoes training and
-validation texts (the test split stays clean): a prefix phrase, a suffix tag, a name and a
-punctuation habit, each once strong (in 85% of the texts of its class, 10% of the other's) and once
-weak (60% / 40%). Every cue is made of words that also occur in real reviews of both classes. Two
-models are fine-tuned with the default job's settings (SmolLM2-135M, LoRA, ``"Review: {text}"``,
-30 steps of 16; the probe monitors off, :class:`~pi_lightning.callbacks.ValidationSPPI` on, which is
+validation texts (the test split stays clean): a prefix phrase, a suffix tag, a name and a punctuation
+habit, each once strong (in 85% of the texts of its class, 10% of the other's) and once weak (60% /
+40%). Every cue is made of words that also occur in real reviews of both classes. Two models are
+fine-tuned with the default job's settings (SmolLM2-135M, LoRA, ``"Review: {text}"``, its number of steps of
+16 texts, 150; the probe monitors off, :class:`~pi_lightning.callbacks.ValidationSPPI` on, which is
 free): one on the poisoned data, a control on the clean data. Then, per model:
 
 * **reliance** of the model on each cue, measured on clean test texts: the mean shift of p(cue's
@@ -292,13 +292,28 @@ def score(rows: list[dict], rel: dict, strength: str) -> dict:
     }
 
 
+def default_job_steps() -> int:
+    """``trainer.max_steps`` of the package's default job (``pi-lightning finetune``'s default.yaml)."""
+    from importlib.resources import files
+
+    import yaml
+
+    cfg = yaml.safe_load((files("pi_lightning.cli") / "configs" / "default.yaml").read_text())
+    return int(cfg["trainer"]["max_steps"])
+
+
 def fmt(v, f="{:+.3f}"):
     return "-" if v is None else (f.format(v) if isinstance(v, float) else str(v))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=default_job_steps(),
+        help="training steps of 16 texts (default: the default job's, trainer.max_steps of its config)",
+    )
     p.add_argument("--n-explain", type=int, default=300)
     p.add_argument("--n-test", type=int, default=120)
     p.add_argument("--threads", type=int, default=1)

@@ -37,12 +37,15 @@ to the nearest quarter) into up to ``max_texts`` texts that lack it, and, as the
 words of another text is put at the same place instead; the effect is the gain of p(class) beyond
 the null's, paired by text. A phrase is tested toward the class its words' summed excess attribution
 points to (under causal attention a prefix acts at its first word and the next ones give some back,
-so one of its words alone can point the other way). A word is **flagged** when it is significant and
-one of the two tests shows an effect of at least ``min_effect`` whose paired excess over its null is
+so one of its words alone can point the other way). A word is **flagged** when it is significant and one
+of the two tests shows an effect of at least ``min_effect`` whose paired excess over its null is
 significant (one-sided Wilcoxon; Benjamini-Hochberg over both tests of all checked words, at the
-mining's ``alpha``): punctuation and function words are flagged only when masking or inserting them
-beats doing the same to random words of the same texts, and large attributions that do not change
-the final prediction (SP-PI explains the prefix game) are not flagged. Flagged words are ranked first.
+mining's ``alpha``), and the other test does not point the other way (a shortcut lowers p(class) when
+taken out *and* raises it when put in; a word whose removal seems to matter but whose insertion moves
+p(class) down matters through its context, not as a cue, and is marked ``contradicted``): punctuation
+and function words are flagged only when masking or inserting them beats doing the same to random words
+of the same texts, and large attributions that do not change the final prediction (SP-PI explains the
+prefix game) are not flagged. Flagged words are ranked first.
 Passes are named by what they hold, so words of one phrase and nulls of one text share them.
 
 Toward each class: a score explains the example's ``target`` class; with two classes and
@@ -785,8 +788,12 @@ def counterfactual_check(
             )
             if e is not None and q is not None and e >= min_effect and q < alpha
         ]
-        row["flagged"] = bool(by)
-        row["flagged_by"] = "+".join(by) or None
+        # a shortcut lowers p(class) when taken out and raises it when put in: a test that moves it the
+        # other way contradicts the one that flagged it (the word's effect there is its context's)
+        effects = (row.get("effect"), row.get("insert_effect"))
+        row["contradicted"] = bool(by) and any(e is not None and e < 0 for e in effects)
+        row["flagged"] = bool(by) and not row["contradicted"]
+        row["flagged_by"] = "+".join(by) if row["flagged"] else None
     report.settings.update(
         checked=len(plan),
         significant=sum(r["significant"] for r in report.rows),

@@ -168,6 +168,7 @@ SHORTCUT_COLUMNS = [
     "checked_cls",
     "flagged",
     "flagged_by",
+    "contradicted",
     "masked",
     "inserted",
 ]
@@ -194,7 +195,8 @@ def shortcut_columns(report: ShortcutReport, top: int | None = None) -> tuple[li
 def shortcuts_text(report: ShortcutReport, top: int = 15) -> str:
     """A fixed-width terminal table of the ``top`` candidates (``*``: significant; ``YES``: flagged by
     the counterfactual check, ``rem`` / ``ins`` / ``r+i`` saying by which test: removal, insertion or
-    both; ``n/c``: significant but not checked)."""
+    both; ``opp``: one test beat its null but the other moved p(class) the other way, so not flagged;
+    ``n/c``: significant but not checked)."""
     head = (
         f"{'#':>3} {'word':<16} {'class':<10} {'count':>6} {'texts':>6} {'mean':>8} {'excess':>8} "
         f"{'z':>7} {'q':>8} {'sig':>3} {'label+':>7} {'flip':>6} {'dprob':>7} {'null':>7} {'effect':>7} "
@@ -210,7 +212,15 @@ def shortcuts_text(report: ShortcutReport, top: int = 15) -> str:
         by = {"removal": "rem", "insertion": "ins", "removal+insertion": "r+i"}.get(
             r.get("flagged_by") or "", ""
         )
-        flag = f"YES {by}".strip() if r.get("flagged") else ("n/c" if r.get("checked") is False else "")
+        flag = (
+            f"YES {by}".strip()
+            if r.get("flagged")
+            else "n/c"
+            if r.get("checked") is False
+            else "opp"
+            if r.get("contradicted")
+            else ""
+        )
         la = "-" if r["label_assoc"] is None else f"{r['label_assoc']:+.2f}"
         z = "-" if r["z"] is None else f"{r['z']:.1f}"
         q = "-" if r["q"] is None else f"{r['q']:.1e}"
@@ -284,6 +294,8 @@ def _describe(s: Mapping[str, Any]) -> str:
         "its usual place into texts that lack it, gain of p(class) minus the gain of a run of as many "
         f"words of another text put there instead, paired; flagged: significant, and effect or insert >= "
         f"{s.get('min_effect')} with its paired excess over its null significant (one-sided Wilcoxon, "
-        f"BH over both tests of every checked word, q < {s.get('alpha')}); n/c: significant "
+        f"BH over both tests of every checked word, q < {s.get('alpha')}), and the other test not "
+        "below zero (contradicted: one test beat its null, the other moved p(class) the other way); "
+        "n/c: significant "
         f"but not checked (budget {s.get('budget')} passes)."
     )

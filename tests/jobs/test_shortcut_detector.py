@@ -202,15 +202,23 @@ def test_mining_flags_a_planted_cue_not_the_punctuation(tmp_path, planted, train
     results = load_results(tmp_path / "job")
     report = counterfactual_check(mine_shortcuts(results), results, model, tok)
     row, dot = report.find(TOKEN), report.find(".")
-    for r in report.rows:  # the rule: flagged only when masking or inserting beats its counterfactual null
-        if r.get("flagged"):
-            by_removal = r["effect"] >= 0.05 and r["effect_q"] < 0.05
-            by_insertion = r["insert_effect"] >= 0.05 and r["insert_q"] < 0.05
-            assert r["significant"] and (by_removal or by_insertion)
+    for r in (r for r in report.rows if r.get("checked")):
+        # the rule: flagged when masking or inserting beats its counterfactual null, unless the other
+        # test moves p(class) the other way
+        ins = r.get("insert_effect")  # None: no text lacks the word
+        by_removal = r["effect"] >= 0.05 and r["effect_q"] < 0.05
+        by_insertion = ins is not None and ins >= 0.05 and r["insert_q"] < 0.05
+        opposed = r["effect"] < 0 or (ins is not None and ins < 0)
+        assert r["contradicted"] == ((by_removal or by_insertion) and opposed)
+        assert r["flagged"] == ((by_removal or by_insertion) and not opposed)
+        if r["flagged"]:
             assert r["flagged_by"] == "+".join(
                 k for k, v in (("removal", by_removal), ("insertion", by_insertion)) if v
             )
-            assert r["prob_change"] - r["null_prob_change"] == pytest.approx(r["effect"])
+        else:
+            assert r["flagged_by"] is None
+        assert r["prob_change"] - r["null_prob_change"] == pytest.approx(r["effect"])
+        if ins is not None:
             gain = r["insert_prob_change"] - r["insert_null_prob_change"]
             assert gain == pytest.approx(r["insert_effect"])
     assert not dot.get("flagged")
@@ -363,10 +371,12 @@ def test_insertion_puts_the_word_where_it_usually_is_known_answer(gpt2_tok):
         row["insert_prob_change"] - row["insert_null_prob_change"], abs=1e-9
     )
     assert 0 < row["insert_p"] <= 1 and 0 < row["insert_q"] <= 1
-    # flagged by either test, each against its own null (min_effect 0: any significant excess)
+    # flagged by either test, each against its own null (min_effect 0: any significant excess), unless
+    # the other test points the other way
     by = row["flagged_by"] or ""
     assert row["flagged"] == bool(by)
-    assert ("insertion" in by) == (row["insert_effect"] >= 0 and row["insert_q"] < 0.05)
+    opposed = row["effect"] < 0 or row["insert_effect"] < 0
+    assert ("insertion" in by) == (row["insert_effect"] >= 0 and row["insert_q"] < 0.05 and not opposed)
     assert "inserted" not in counterfactual_check(
         mine_shortcuts(rows, min_count=2), rows, model, tok, insertion=False
     ).find(TOKEN)
