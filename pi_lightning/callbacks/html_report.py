@@ -32,7 +32,8 @@ REPORT_STATE = "report_state.pt"
 class HTMLReport(Callback):
     """Write ``report.html`` (or ``path``) when fitting ends, on rank zero, and beside it
     :data:`REPORT_STATE` (what ``pi-lightning report`` rebuilds it from); the validation accuracy
-    (``val/acc``) of each validation is kept for its accuracy plot.
+    (``val/acc``) of each validation is kept for its accuracy plot, and saved in its state (a
+    checkpoint's, and :data:`REPORT_STATE`), so a resumed fit and a rebuilt report plot it too.
 
     Args:
         path: the file to write; default ``<log dir>/pi_lightning/report.html``.
@@ -48,6 +49,20 @@ class HTMLReport(Callback):
         self.written: Path | None = None
         #: validation accuracy at each validation of this fit: ``{"step", "acc", "low", "high", "n"}``.
         self.accuracy: list[dict[str, float]] = []
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return "HTMLReport"
+
+    @override
+    def state_dict(self) -> dict[str, list[dict[str, float]]]:
+        """The validation accuracies so far: what a resumed fit and ``pi-lightning report`` plot."""
+        return {"accuracy": [dict(r) for r in self.accuracy]}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, list[dict[str, float]]]) -> None:
+        self.accuracy = [dict(r) for r in state_dict.get("accuracy", [])]
 
     @override
     def on_validation_end(self, trainer, pl_module) -> None:

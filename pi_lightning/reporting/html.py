@@ -445,4 +445,13 @@ def write_report_from_checkpoint(ckpt_path: str | Path, path: str | Path) -> Pat
     histories = histories_from_checkpoint(ckpt)
     if not histories:
         raise ValueError(f"{ckpt_path} holds no AttributionMonitor state: was the run trained with one?")
-    return write_report(histories, path, validation=validation_from_checkpoint(ckpt))
+    states = ckpt.get("callbacks", {}) if isinstance(ckpt, Mapping) else {}
+    accuracy = next(
+        (
+            s["accuracy"]
+            for k, s in states.items()
+            if str(k).startswith("HTMLReport") and isinstance(s, Mapping) and "accuracy" in s
+        ),
+        (),
+    )
+    return write_report(histories, path, validation=validation_from_checkpoint(ckpt), accuracy=accuracy)

@@ -241,9 +241,9 @@ def test_report_from_checkpoint(tmp_path, capsys):
     assert page.count("<span title=") >= sum(len(t.split()) for t in probe[0])
 
 
-def test_report_from_a_run_folder_without_checkpoint(tmp_path, capsys):
-    """The default job saves no checkpoint: HTMLReport's report_state.pt is enough for `report FOLDER`,
-    and a folder with neither says how to get one."""
+def test_report_from_a_run_folder_without_checkpoint(tmp_path, capsys, monkeypatch):
+    """The default job saves no checkpoint: HTMLReport's report_state.pt is enough for `report FOLDER`
+    (the validation accuracies included), and a folder with neither says how to get one."""
     import lightning.pytorch as pl
 
     from pi_lightning.callbacks import AttributionMonitor, HTMLReport, html_report
@@ -268,14 +268,24 @@ def test_report_from_a_run_folder_without_checkpoint(tmp_path, capsys):
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=run,
-        callbacks=[AttributionMonitor(tok, probe, "sp-pi", metrics=["as_auc"]), HTMLReport()],
+        callbacks=[AttributionMonitor(tok, probe, "sp-pi", metrics=["as_auc"]), html_cb := HTMLReport()],
     )
     data = toy_sentiment(16, seed=1)
     trainer.fit(
         TextClassifier(tiny_classifier("gpt2", tokenizer=tok)), datamodule=TextDataModule(tok, data, data)
     )
     assert not list(run.rglob("*.ckpt")) and (run / "pi_lightning" / "report_state.pt").is_file()
+    # the validation accuracies travel in the state, so the rebuilt page plots them too
+    import pi_lightning.reporting.html as html_module
+
+    plotted = []
+    real = html_module.write_report
+    monkeypatch.setattr(
+        html_module, "write_report", lambda *a, **k: plotted.append(list(k["accuracy"])) or real(*a, **k)
+    )
+    assert html_cb.accuracy and html_cb.accuracy[0]["step"] == 1
     assert main(["report", str(run), "-o", str(tmp_path / "again.html")]) == 0
+    assert plotted == [html_cb.accuracy]
     assert capsys.readouterr().out == f"HTML report: {tmp_path / 'again.html'}\n"
     page = (tmp_path / "again.html").read_text(encoding="utf-8")
     first = (run / "pi_lightning" / "report.html").read_text(encoding="utf-8")
