@@ -177,8 +177,8 @@ def _main(argv: list[str]) -> int:
         f"{report.settings['words_tested']} words seen >= {args.min_count} times; * = significant, q < "
         f"{args.alpha}; flip/dprob: masking the word with its phrase; null: as many random other words "
         "masked; effect: dprob - null; insert: inserting it into texts without it, beyond inserting "
-        "another text's words; flag YES rem/ins/r+i: by removal, insertion or both; opp: one test beat its "
-        "null, the other moved p(class) the other way; n/c: not checked)"
+        "another text's words; flag YES ins: by insertion, rem: by removal where no text lacks the word; "
+        "n/c: not checked)"
     )
     print(shortcuts_text(report, args.top))
     if check:
@@ -192,11 +192,13 @@ def _main(argv: list[str]) -> int:
                 else ""
             )
         )
-        how = "masking lowers" if args.no_insertion else "masking lowers or inserting raises"
+        how = (
+            "masking lowers"
+            if args.no_insertion
+            else "inserting raises (masking lowers, where it cannot be inserted)"
+        )
         print(
-            f"flagged (significant, {how} p(class) by >= {args.min_effect} more than the null"
-            + ("" if args.no_insertion else ", and the other test not the other way")
-            + "): "
+            f"flagged (significant, {how} p(class) by >= {args.min_effect} more than the null): "
             + (
                 ", ".join(f"{r['word']} ({r['flagged_by']})" for r in report.rows if r.get("flagged"))
                 or "none"
