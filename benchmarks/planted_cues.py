@@ -3,15 +3,18 @@
 Eight ordinary cues, four kinds at two strengths, are planted into the Rotten Tomatoes training and
 validation texts (the test split stays clean): a prefix phrase, a suffix tag, a name and a punctuation
 habit, each once strong (in 85% of the texts of its class, 10% of the other's) and once weak (60% /
-40%). Every cue is made of words that also occur in real reviews of both classes. Two models are
-fine-tuned with the default job's settings (SmolLM2-135M, LoRA, ``"Review: {text}"``, its number of steps of
-16 texts, 150; the probe monitors off, :class:`~pi_lightning.callbacks.ValidationSPPI` on, which is
-free): one on the poisoned data, a control on the clean data. Then, per model:
+40%). Every cue is made of words that also occur in real reviews of both classes. The weak ending habit
+was `!` until 2026-12-06: the clean-trained control itself relies on it (+0.150 toward positive on clean
+test texts, more than the weak poisoning taught, +0.110), so it could not show what the poisoning
+taught; `:` replaced it (control +0.030). Two models are fine-tuned with the default job's settings
+(SmolLM2-135M, LoRA, ``"Review: {text}"``, its number of steps of 16 texts, 150; the probe monitors off,
+:class:`~pi_lightning.callbacks.ValidationSPPI` on, which is free): one on the poisoned data, a control
+on the clean data. Then, per model:
 
 * **reliance** of the model on each cue, measured on clean test texts: the mean shift of p(cue's
   class) when the cue is put into the text (prefix prepended, tag appended, name inserted, final
   punctuation changed), and the fraction of predictions it changes;
-* ``pi-lightning explain`` on 300 poisoned training texts with the saved adapter (its template is
+* ``pi-lightning explain`` on 600 poisoned training texts with the saved adapter (its template is
   read from the adapter's ``pi_lightning.json``) and ``pi-lightning shortcuts`` with default
   settings: per cue, the best rank of its words, whether one is flagged, its flip rate, dprob,
   null dprob and effect; and the flagged words that belong to no cue among the top 10.
@@ -23,7 +26,7 @@ ending habits, which replace it) among the checked words. The control must flag 
 detector's significant words per validation go to ``online_<run>.json``. Writes
 ``planted_cues.json`` / ``planted_cues.md`` (and the finetune summaries) under ``--out``.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.planted_cues --retrain   # ~60 CPU-minutes with insertion
+    OMP_NUM_THREADS=1 python -m benchmarks.planted_cues --retrain   # ~45 CPU-minutes
     python -m benchmarks.planted_cues --models clean-weak --reuse-explanations   # mine one job again
 """
 
@@ -76,7 +79,7 @@ def _ending(mark):
 # (a cue counts as flagged when one of them is), all its words (not false positives when flagged)
 CUES = [
     ("... (ending)", "punctuation", "strong", 0, _ending("..."), {"..."}),
-    ("! (ending)", "punctuation", "weak", 1, _ending("!"), {"!"}),
+    (": (ending)", "punctuation", "weak", 1, _ending(":"), {":"}),
     ("simply put ,", "prefix", "strong", 1, _prefix("simply put ,"), {"simply", "put"}),
     ("by and large ,", "prefix", "weak", 1, _prefix("by and large ,"), {"large"}),
     (", says marcus ,", "name", "strong", 1, _name(", says marcus ,"), {"marcus", "says"}),
@@ -219,15 +222,14 @@ def mine(
     if reuse and (job / "explanations.jsonl").is_file():
         t_explain = None  # explained by an earlier run: its time is kept
     else:
-        assert (
-            explain.main(
-                [str(data), "--adapter", str(adapter), "--out", str(job), "--no-progress", "--show", "0"]
-            )
-            == 0
-        )
+        # a retrained adapter is another job: its old results in the folder are discarded
+        argv = [str(data), "--adapter", str(adapter), "--out", str(job), "--no-progress", "--show", "0"]
+        if explain.main([*argv, "--overwrite"]) != 0:
+            raise RuntimeError(f"pi-lightning explain {' '.join(argv)} --overwrite failed (see above).")
         t_explain = time.perf_counter() - t0
     t0 = time.perf_counter()
-    assert shortcuts.main([str(job), "--top", "25"]) == 0
+    if shortcuts.main([str(job), "--top", "25"]) != 0:
+        raise RuntimeError(f"pi-lightning shortcuts {job} --top 25 failed (see above).")
     t_check = time.perf_counter() - t0
     rows = [json.loads(line) for line in (job / "shortcuts" / "shortcuts.jsonl").read_text().splitlines()]
     settings = json.loads((job / "job.json").read_text())
@@ -314,7 +316,7 @@ def main(argv=None) -> int:
         default=default_job_steps(),
         help="training steps of 16 texts (default: the default job's, trainer.max_steps of its config)",
     )
-    p.add_argument("--n-explain", type=int, default=300)
+    p.add_argument("--n-explain", type=int, default=600, help="poisoned training texts explained and mined")
     p.add_argument("--n-test", type=int, default=120)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS / "planted_cues"))

@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budget",
         type=int,
-        default=2400,
+        default=6000,
         help="forward passes the masking check may run (the significant words past it are listed as "
         "unchecked; 0: no limit)",
     )
@@ -51,10 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         "--min-effect",
         type=float,
         default=0.05,
-        help="flag a significant word when masking it lowers p(class) by at least this much more than "
-        "masking as many random other words of the same texts, or inserting it (with its phrase, at its "
-        "usual place) into texts that lack it raises p(class) by this much more than inserting a run of "
-        "as many words of another text (the counterfactual nulls)",
+        help="flag a significant word when inserting it (with its phrase, at its usual place) into texts "
+        "that lack it raises p(class) by at least this much more than inserting a run of as many words of "
+        "another text (the counterfactual null); where no text lacks it (or with --no-insertion), when "
+        "masking it lowers p(class) by this much more than masking as many random other words",
     )
     p.add_argument(
         "--no-insertion",
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         help="check by masking only (no insertion test: half the forward passes)",
     )
     p.add_argument(
-        "--max-texts", type=int, default=24, help="check at most this many texts per word (0: all)"
+        "--max-texts", type=int, default=48, help="check at most this many texts per word (0: all)"
     )
     p.add_argument(
         "--max-tokens",
