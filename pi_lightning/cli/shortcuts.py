@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         default=0.05,
         help="flag a significant word when inserting it (with its phrase, at its usual place) into texts "
         "that lack it raises p(class) by at least this much more than inserting a run of as many words of "
-        "another text (the counterfactual null); where no text lacks it (or with --no-insertion), when "
+        "another text (the counterfactual null), and masking it lowers p(class) more than masking random "
+        "words; where no text lacks it (or with --no-insertion), when "
         "masking it lowers p(class) by this much more than masking as many random other words",
     )
     p.add_argument(

@@ -43,11 +43,12 @@ summed excess attribution points to (under causal attention a prefix acts at its
 ones give some back, so one of its words alone can point the other way). A word is **flagged** when it
 is significant and inserting it raises p(class) by at least ``min_effect`` more than its null, with that
 excess significant (one-sided Wilcoxon; Benjamini-Hochberg over both tests of all checked words, at the
-mining's ``alpha``); where no text lacks the word (or with ``insertion=False``), the removal test
-decides the same way. Punctuation and function words are flagged only when putting them in (or taking
-them out) beats doing the same with random words, and large attributions that do not change the final
-prediction (SP-PI explains the prefix game) are not flagged. The removal columns stay as evidence.
-Flagged words are ranked first.
+mining's ``alpha``), and masking it lowers p(class) more than masking random words does (the removal
+effect above zero: a cue that is taken out lowers what it raises when put in); where no text lacks the
+word (or with ``insertion=False``), the removal test decides alone, the same way. So punctuation and
+function words are flagged only when putting them in and taking them out both beat doing the same with
+random words, and large attributions that do not change the final prediction (SP-PI explains the prefix
+game) are not flagged. Flagged words are ranked first.
 Passes are named by what they hold, so words of one phrase and nulls of one text share them.
 
 Toward each class: a score explains the example's ``target`` class; with two classes and
@@ -477,7 +478,8 @@ def counterfactual_check(
         min_effect: a word is flagged when it is significant, and inserting it raises p(class) by at
             least this much more than inserting a run of another text (mean paired difference), with that
             excess significant (one-sided paired Wilcoxon, Benjamini-Hochberg over both tests of the
-            checked words, ``q < alpha`` of the mining); where it cannot be inserted (every text holds
+            checked words, ``q < alpha`` of the mining), and masking it lowers p(class) more than
+            masking random words (removal effect > 0); where it cannot be inserted (every text holds
             it, or ``insertion=False``), masking it must lower p(class) that much more than masking
             random other words.
         seed: seed of the text sample and of the null's random words.
@@ -795,7 +797,10 @@ def counterfactual_check(
             if row.get("insert_p") is not None
             else ("removal", row.get("effect"), row.get("effect_q"))
         )
-        row["flagged"] = e is not None and q is not None and e >= min_effect and q < alpha
+        # and masking it must beat masking random words too (a shortcut that is added raises p(class), one
+        # that is taken out lowers it): a word whose removal lowers p(class) less than the null's is no cue
+        removal_agrees = name == "removal" or (row.get("effect") is not None and row["effect"] > 0)
+        row["flagged"] = e is not None and q is not None and e >= min_effect and q < alpha and removal_agrees
         row["flagged_by"] = name if row["flagged"] else None
     report.settings.update(
         checked=len(plan),

@@ -206,8 +206,8 @@ def test_mining_flags_a_planted_cue_not_the_punctuation(tmp_path, planted, train
         # the rule: insertion decides where it ran (inserting the word beats inserting another text's
         # words), removal (masking it beats masking random words) only where no text lacks it
         ins = r.get("insert_effect")  # None: no text lacks the word
-        if ins is not None:
-            deciding = ("insertion", ins >= 0.05 and r["insert_q"] < 0.05)
+        if ins is not None:  # and masking it must beat masking random words (removal effect > 0)
+            deciding = ("insertion", ins >= 0.05 and r["insert_q"] < 0.05 and r["effect"] > 0)
             gain = r["insert_prob_change"] - r["insert_null_prob_change"]
             assert gain == pytest.approx(r["insert_effect"])
         else:
@@ -365,8 +365,8 @@ def test_insertion_puts_the_word_where_it_usually_is_known_answer(gpt2_tok):
         row["insert_prob_change"] - row["insert_null_prob_change"], abs=1e-9
     )
     assert 0 < row["insert_p"] <= 1 and 0 < row["insert_q"] <= 1
-    # insertion decides, against its own null (min_effect 0: any significant excess)
-    assert row["flagged"] == (row["insert_effect"] >= 0 and row["insert_q"] < 0.05)
+    # insertion decides, against its own null (min_effect 0: any significant excess), with removal agreeing
+    assert row["flagged"] == (row["insert_effect"] >= 0 and row["insert_q"] < 0.05 and row["effect"] > 0)
     assert row["flagged_by"] == ("insertion" if row["flagged"] else None)
     # with fewer texts allowed, the least certain predictions are the ones it goes into
     two = counterfactual_check(
