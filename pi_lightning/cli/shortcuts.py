@@ -51,11 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         "--min-effect",
         type=float,
         default=0.05,
-        help="flag a significant word when inserting it (with its phrase, at its usual place) into texts "
-        "that lack it raises p(class) by at least this much more than inserting a run of as many words of "
-        "another text (the counterfactual null), and masking it lowers p(class) more than masking random "
-        "words; where no text lacks it (or with --no-insertion), when "
-        "masking it lowers p(class) by this much more than masking as many random other words",
+        help="flag a significant word when masking it lowers p(class) by at least this much more than "
+        "masking as many random other words of the same texts, or inserting it (with its phrase, at its "
+        "usual place) into texts that lack it raises p(class) by this much more than inserting a run of "
+        "as many words of another text (the counterfactual nulls), and the other test agrees (effect > 0)",
     )
     p.add_argument(
         "--no-insertion",
@@ -178,8 +177,8 @@ def _main(argv: list[str]) -> int:
         f"{report.settings['words_tested']} words seen >= {args.min_count} times; * = significant, q < "
         f"{args.alpha}; flip/dprob: masking the word with its phrase; null: as many random other words "
         "masked; effect: dprob - null; insert: inserting it into texts without it, beyond inserting "
-        "another text's words; flag YES ins: by insertion, rem: by removal where no text lacks the word; "
-        "n/c: not checked)"
+        "another text's words; flag YES rem/ins/r+i: by removal, insertion or both, the other agreeing; opp: "
+        "one test passed, the other moved p(class) the other way; n/c: not checked)"
     )
     print(shortcuts_text(report, args.top))
     if check:
@@ -193,13 +192,11 @@ def _main(argv: list[str]) -> int:
                 else ""
             )
         )
-        how = (
-            "masking lowers"
-            if args.no_insertion
-            else "inserting raises (masking lowers, where it cannot be inserted)"
-        )
+        how = "masking lowers" if args.no_insertion else "masking lowers or inserting raises"
         print(
-            f"flagged (significant, {how} p(class) by >= {args.min_effect} more than the null): "
+            f"flagged (significant, {how} p(class) by >= {args.min_effect} more than the null"
+            + ("" if args.no_insertion else ", the other test agreeing")
+            + "): "
             + (
                 ", ".join(f"{r['word']} ({r['flagged_by']})" for r in report.rows if r.get("flagged"))
                 or "none"

@@ -30,25 +30,24 @@ word moves a prediction a little (the prefix and the positions change), so the w
 drop of p(class) minus the null's, paired by text (:func:`paired_null_test`).
 
 Removal cannot show every cue: where a cue is common, the model may not need it in the texts that hold
-it (the rest of the text decides), a prefix's removal moves every position, and removing a phrase can
-matter through its context (a clean model's p(class) moves when a name clause is cut out, although
-putting the clause into other texts moves nothing). So each word is also checked by **insertion**, the
-test that decides: its unit (the word with its fixed phrase, in its most common form) is put at its
-usual place (at the start or the end where it always is there, else at its relative place, to the
-nearest quarter) into up to ``max_texts`` texts that lack it, the least certain predictions first (a
-prediction at p = 0.99 cannot rise; explained training texts are often fitted to near-certainty), and,
-as the null, a run of as many words of another text is put at the same place instead; the effect is the
-gain of p(class) beyond the null's, paired by text. A phrase is tested toward the class its words'
-summed excess attribution points to (under causal attention a prefix acts at its first word and the next
-ones give some back, so one of its words alone can point the other way). A word is **flagged** when it
-is significant and inserting it raises p(class) by at least ``min_effect`` more than its null, with that
-excess significant (one-sided Wilcoxon; Benjamini-Hochberg over both tests of all checked words, at the
-mining's ``alpha``), and masking it lowers p(class) more than masking random words does (the removal
-effect above zero: a cue that is taken out lowers what it raises when put in); where no text lacks the
-word (or with ``insertion=False``), the removal test decides alone, the same way. So punctuation and
-function words are flagged only when putting them in and taking them out both beat doing the same with
-random words, and large attributions that do not change the final prediction (SP-PI explains the prefix
-game) are not flagged. Flagged words are ranked first.
+it (the rest of the text decides), and a prefix's removal moves every position; and removing a phrase
+can matter through its context alone (a clean model's p(class) moves when a name clause is cut out,
+although putting the clause into other texts moves nothing). So each word is also checked by
+**insertion**: its unit (the word with its fixed phrase, in its most common form) is put at its usual
+place (at the start or the end where it always is there, else at its relative place, to the nearest
+quarter) into up to ``max_texts`` texts that lack it, the least certain predictions first (a prediction
+at p = 0.99 cannot rise; explained training texts are often fitted to near-certainty), and, as the null,
+a run of as many words of another text is put at the same place instead; the effect is the gain of
+p(class) beyond the null's, paired by text. A phrase is tested toward the class its words' summed excess
+attribution points to (under causal attention a prefix acts at its first word and the next ones give
+some back, so one of its words alone can point the other way). A word is **flagged** when it is
+significant, one of the two tests shows an effect of at least ``min_effect`` whose paired excess over
+its null is significant (one-sided Wilcoxon; Benjamini-Hochberg over both tests of all checked words, at
+the mining's ``alpha``), and the other test agrees (its effect above zero: a shortcut lowers p(class)
+when taken out *and* raises it when put in; a word that fails this is marked ``contradicted``). So
+punctuation and function words are flagged only when taking them out and putting them in both beat doing
+the same with random words, and large attributions that do not change the final prediction (SP-PI
+explains the prefix game) are not flagged. Flagged words are ranked first.
 Passes are named by what they hold, so words of one phrase and nulls of one text share them.
 
 Toward each class: a score explains the example's ``target`` class; with two classes and
@@ -475,13 +474,11 @@ def counterfactual_check(
             the rows'.
         max_tokens: token budget per forward batch (2048: on a CPU, batches of ~2k tokens ran the
             check of a 300-text job twice as fast as 8k; raise it on a GPU).
-        min_effect: a word is flagged when it is significant, and inserting it raises p(class) by at
-            least this much more than inserting a run of another text (mean paired difference), with that
-            excess significant (one-sided paired Wilcoxon, Benjamini-Hochberg over both tests of the
-            checked words, ``q < alpha`` of the mining), and masking it lowers p(class) more than
-            masking random words (removal effect > 0); where it cannot be inserted (every text holds
-            it, or ``insertion=False``), masking it must lower p(class) that much more than masking
-            random other words.
+        min_effect: a word is flagged when it is significant, and masking it lowers p(class) by at least
+            this much more than masking random other words, or inserting it raises p(class) by this much
+            more than inserting a run of another text (mean paired differences), with that excess
+            significant (one-sided paired Wilcoxon, Benjamini-Hochberg over both tests of the checked
+            words, ``q < alpha`` of the mining), and the other test's effect is above zero.
         seed: seed of the text sample and of the null's random words.
         phrases: mask each occurrence together with its fixed phrase: the neighbours that stand at the
             same place next to the word in at least 90% of its occurrences (``PHRASE_SHARE``; up to 3
@@ -502,9 +499,10 @@ def counterfactual_check(
         ``checked_texts``; with ``insertion``, ``inserted`` (the run put in), ``insert_texts``,
         ``insert_flip_rate``, ``insert_prob_change`` (mean gain of p(cls)), ``insert_null_prob_change``
         (the null run's), ``insert_effect`` (paired difference), ``insert_p``/``insert_q``; ``flagged``
-        and ``flagged_by`` (``"insertion"``, or ``"removal"`` where it was not inserted);
+        and ``flagged_by`` (``"removal"``, ``"insertion"`` or both); ``contradicted``: a test passed but
+        the other moved p(class) the other way (not flagged);
         ``checked_cls``: the class both tests measure p of (``cls``, or for a word checked with its
-        phrase, the phrase's class). Flagged rows move to the top (by the effect that flagged them)
+        phrase, the phrase's class). Flagged rows move to the top (by their larger effect)
         and ``rank`` is renumbered.
     """
     from scipy.stats import false_discovery_control
@@ -790,18 +788,21 @@ def counterfactual_check(
         r[f"{k}_q"] = float(q)
     for row in checked:
         row.setdefault("effect_q", None)
-        # insertion decides where it ran (what a shortcut is: putting the word in moves the prediction);
-        # removal, confounded by the rest of the text, decides only where no text lacks the word
-        name, e, q = (
-            ("insertion", row.get("insert_effect"), row.get("insert_q"))
-            if row.get("insert_p") is not None
-            else ("removal", row.get("effect"), row.get("effect_q"))
-        )
-        # and masking it must beat masking random words too (a shortcut that is added raises p(class), one
-        # that is taken out lowers it): a word whose removal lowers p(class) less than the null's is no cue
-        removal_agrees = name == "removal" or (row.get("effect") is not None and row["effect"] > 0)
-        row["flagged"] = e is not None and q is not None and e >= min_effect and q < alpha and removal_agrees
-        row["flagged_by"] = name if row["flagged"] else None
+        by = [
+            name
+            for name, e, q in (
+                ("removal", row.get("effect"), row.get("effect_q")),
+                ("insertion", row.get("insert_effect"), row.get("insert_q")),
+            )
+            if e is not None and q is not None and e >= min_effect and q < alpha
+        ]
+        # a shortcut lowers p(class) when taken out and raises it when put in: a test that moves it the
+        # other way (or not at all) contradicts the one that passed (a clause whose removal matters
+        # through its context, a word that only helps where it is added)
+        effects = (row.get("effect"), row.get("insert_effect"))
+        row["contradicted"] = bool(by) and any(e is not None and e <= 0 for e in effects)
+        row["flagged"] = bool(by) and not row["contradicted"]
+        row["flagged_by"] = "+".join(by) if row["flagged"] else None
     report.settings.update(
         checked=len(plan),
         significant=sum(r["significant"] for r in report.rows),
@@ -813,8 +814,8 @@ def counterfactual_check(
         insertion=insertion,
     )
 
-    def strength(r: Mapping[str, Any]) -> float:  # the effect of the test that flagged it
-        return r.get("insert_effect" if r.get("flagged_by") == "insertion" else "effect") or 0.0
+    def strength(r: Mapping[str, Any]) -> float:
+        return max(r.get("effect") or 0.0, r.get("insert_effect") or 0.0)
 
     report.rows.sort(
         key=lambda r: (not r.get("flagged", False), -strength(r) if r.get("flagged") else r["rank"])

@@ -168,6 +168,7 @@ SHORTCUT_COLUMNS = [
     "checked_cls",
     "flagged",
     "flagged_by",
+    "contradicted",
     "masked",
     "inserted",
 ]
@@ -193,7 +194,8 @@ def shortcut_columns(report: ShortcutReport, top: int | None = None) -> tuple[li
 
 def shortcuts_text(report: ShortcutReport, top: int = 15) -> str:
     """A fixed-width terminal table of the ``top`` candidates (``*``: significant; ``YES``: flagged by
-    the counterfactual check, ``ins`` by insertion, ``rem`` by removal where no text lacks the word;
+    the counterfactual check, ``rem`` / ``ins`` / ``r+i`` saying by which test: removal, insertion or
+    both; ``opp``: one test beat its null but the other moved p(class) the other way, so not flagged;
     ``n/c``: significant but not checked)."""
     head = (
         f"{'#':>3} {'word':<16} {'class':<10} {'count':>6} {'texts':>6} {'mean':>8} {'excess':>8} "
@@ -207,8 +209,18 @@ def shortcuts_text(report: ShortcutReport, top: int = 15) -> str:
         null = "-" if r.get("null_prob_change") is None else f"{r['null_prob_change']:+.3f}"
         effect = "-" if r.get("effect") is None else f"{r['effect']:+.3f}"
         insert = "-" if r.get("insert_effect") is None else f"{r['insert_effect']:+.3f}"
-        by = {"removal": "rem", "insertion": "ins"}.get(r.get("flagged_by") or "", "")
-        flag = f"YES {by}".strip() if r.get("flagged") else ("n/c" if r.get("checked") is False else "")
+        by = {"removal": "rem", "insertion": "ins", "removal+insertion": "r+i"}.get(
+            r.get("flagged_by") or "", ""
+        )
+        flag = (
+            f"YES {by}".strip()
+            if r.get("flagged")
+            else "n/c"
+            if r.get("checked") is False
+            else "opp"
+            if r.get("contradicted")
+            else ""
+        )
         la = "-" if r["label_assoc"] is None else f"{r['label_assoc']:+.2f}"
         z = "-" if r["z"] is None else f"{r['z']:.1f}"
         q = "-" if r["q"] is None else f"{r['q']:.1e}"
@@ -280,9 +292,10 @@ def _describe(s: Mapping[str, Any]) -> str:
         "column); null: the same with as many random other words of the text masked; "
         "effect: dprob - null, paired; insert: the word (with its phrase, the 'inserted' column) put at "
         "its usual place into texts that lack it, gain of p(class) minus the gain of a run of as many "
-        f"words of another text put there instead, paired; flagged: significant, and insert >= "
+        f"words of another text put there instead, paired; flagged: significant, and effect or insert >= "
         f"{s.get('min_effect')} with its paired excess over its null significant (one-sided Wilcoxon, "
-        f"BH over both tests of every checked word, q < {s.get('alpha')}); where no text lacks the word, "
-        "effect instead; n/c: significant "
+        f"BH over both tests of every checked word, q < {s.get('alpha')}), and the other test's effect "
+        "above zero (contradicted: one test beat its null, the other did not move p(class) its way); "
+        "n/c: significant "
         f"but not checked (budget {s.get('budget')} passes)."
     )

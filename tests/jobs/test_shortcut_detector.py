@@ -203,22 +203,28 @@ def test_mining_flags_a_planted_cue_not_the_punctuation(tmp_path, planted, train
     report = counterfactual_check(mine_shortcuts(results), results, model, tok)
     row, dot = report.find(TOKEN), report.find(".")
     for r in (r for r in report.rows if r.get("checked")):
-        # the rule: insertion decides where it ran (inserting the word beats inserting another text's
-        # words), removal (masking it beats masking random words) only where no text lacks it
+        # the rule: flagged when masking or inserting beats its counterfactual null by >= 0.05 (BH q < 0.05)
+        # and the other test agrees (effect > 0)
         ins = r.get("insert_effect")  # None: no text lacks the word
-        if ins is not None:  # and masking it must beat masking random words (removal effect > 0)
-            deciding = ("insertion", ins >= 0.05 and r["insert_q"] < 0.05 and r["effect"] > 0)
+        by_removal = r["effect"] >= 0.05 and r["effect_q"] < 0.05
+        by_insertion = ins is not None and ins >= 0.05 and r["insert_q"] < 0.05
+        opposed = r["effect"] <= 0 or (ins is not None and ins <= 0)
+        assert r["contradicted"] == ((by_removal or by_insertion) and opposed)
+        assert r["flagged"] == (r["significant"] and (by_removal or by_insertion) and not opposed)
+        if r["flagged"]:
+            assert r["flagged_by"] == "+".join(
+                k for k, v in (("removal", by_removal), ("insertion", by_insertion)) if v
+            )
+        else:
+            assert r["flagged_by"] is None
+        assert r["prob_change"] - r["null_prob_change"] == pytest.approx(r["effect"])
+        if ins is not None:
             gain = r["insert_prob_change"] - r["insert_null_prob_change"]
             assert gain == pytest.approx(r["insert_effect"])
-        else:
-            deciding = ("removal", r["effect"] >= 0.05 and r["effect_q"] < 0.05)
-        assert r["flagged"] == (r["significant"] and deciding[1])
-        assert r["flagged_by"] == (deciding[0] if r["flagged"] else None)
-        assert r["prob_change"] - r["null_prob_change"] == pytest.approx(r["effect"])
     assert not dot.get("flagged")
-    if planted:  # the cue is flagged: putting it into texts without it; masking it shows an effect too
+    if planted:  # the cue is flagged by both tests: masking it and putting it into texts without it
         assert row["flagged"] and row["rank"] == 1 and row["effect"] > 0.1
-        assert row["flagged_by"] == "insertion" and row["inserted"] == TOKEN
+        assert row["flagged_by"] == "removal+insertion" and row["inserted"] == TOKEN
     else:
         assert not row.get("flagged")
 
@@ -365,9 +371,11 @@ def test_insertion_puts_the_word_where_it_usually_is_known_answer(gpt2_tok):
         row["insert_prob_change"] - row["insert_null_prob_change"], abs=1e-9
     )
     assert 0 < row["insert_p"] <= 1 and 0 < row["insert_q"] <= 1
-    # insertion decides, against its own null (min_effect 0: any significant excess), with removal agreeing
-    assert row["flagged"] == (row["insert_effect"] >= 0 and row["insert_q"] < 0.05 and row["effect"] > 0)
-    assert row["flagged_by"] == ("insertion" if row["flagged"] else None)
+    # flagged by either test against its own null (min_effect 0: any significant excess), the other agreeing
+    by = row["flagged_by"] or ""
+    assert row["flagged"] == bool(by)
+    agree = row["effect"] > 0 and row["insert_effect"] > 0
+    assert ("insertion" in by) == (row["insert_effect"] >= 0 and row["insert_q"] < 0.05 and agree)
     # with fewer texts allowed, the least certain predictions are the ones it goes into
     two = counterfactual_check(
         mine_shortcuts(rows, min_count=2), rows, model, tok, max_texts=2, min_effect=0.0
